@@ -1,0 +1,4 @@
+//! Command implementations behind the `statesync` binary (kept in the library so that tests can
+//! run them).
+
+pub mod sim;

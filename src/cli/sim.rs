@@ -1,0 +1,99 @@
+//! `statesync sim`: run seeds, print one line per run and the totals; exit non-zero with the
+//! failing seed's trace on any violation.
+
+use crate::proto::InjectedBug;
+use crate::sim::{RunReport, SimOptions, Totals, run_seed};
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimArgs {
+    /// Number of seeds to run.
+    #[arg(long, default_value_t = 100)]
+    pub seeds: u64,
+    /// First seed (runs seed, seed+1, ...). A single failing seed replays exactly.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print every trace line of every run.
+    #[arg(long)]
+    pub verbose: bool,
+    /// Inject a deliberate protocol bug (to prove the simulator catches it):
+    /// apply-before-ack | discard-committed | skip-replay-section | accept-stale-epoch.
+    #[arg(long, default_value = "none")]
+    pub inject_bug: InjectedBug,
+    /// Stop at the first failing seed.
+    #[arg(long)]
+    pub stop_on_failure: bool,
+    /// Worker threads (default: available cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Virtual milliseconds of faults per run before the fault-free phase.
+    #[arg(long, default_value_t = 2000)]
+    pub fault_ms: u64,
+}
+
+/// Runs the seeds; returns the totals and the first failing report.
+pub fn run_seeds(args: &SimArgs, mut on_report: impl FnMut(&RunReport) + Send) -> (Totals, Option<RunReport>) {
+    let opts = SimOptions {
+        inject: args.inject_bug,
+        verbose: args.verbose,
+        fault_phase_us: args.fault_ms * 1000,
+        ..Default::default()
+    };
+    let threads = if args.verbose {
+        1
+    } else {
+        args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    };
+    let next = AtomicU64::new(args.seed);
+    let end = args.seed + args.seeds;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let shared = Mutex::new((Totals::default(), None::<RunReport>, &mut on_report));
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                loop {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed >= end {
+                        break;
+                    }
+                    let r = run_seed(seed, &opts);
+                    let mut g = shared.lock().expect("no panics while holding the lock");
+                    g.0.add(&r);
+                    (g.2)(&r);
+                    if !r.violations.is_empty() {
+                        if args.stop_on_failure {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                        if g.1.as_ref().is_none_or(|f| f.seed > r.seed) {
+                            g.1 = Some(r);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let (totals, failed, _) = shared.into_inner().expect("lock");
+    (totals, failed)
+}
+
+pub fn run(args: SimArgs) -> ExitCode {
+    let (totals, failed) = run_seeds(&args, |r| println!("{}", r.summary_line()));
+    println!("\n{totals}");
+    if let Some(f) = failed {
+        println!("\nFAILED seed {} — replay with: statesync sim --seeds 1 --seed {} --verbose", f.seed, f.seed);
+        for v in &f.violations {
+            println!("  violation: {v}");
+        }
+        println!("trace (last {} lines):", f.trace.len());
+        for l in &f.trace {
+            println!("  {l}");
+        }
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}

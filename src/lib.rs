@@ -1,0 +1,12 @@
+//! statesync: a state-synchronization fabric with selective replay.
+//!
+//! Layers, each depending only on those above it in this list:
+//! - [`wire`]: the zero-copy frame format;
+//! - [`proto`]: sans-IO state machines for primary, standby and client;
+//! - [`sim`]: the deterministic simulator that runs `proto` under seeded faults.
+
+pub mod cli;
+pub mod proto;
+pub mod rng;
+pub mod sim;
+pub mod wire;

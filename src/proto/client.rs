@@ -1,0 +1,421 @@
+//! The client: an interface component consuming one or more channels.
+//!
+//! It applies updates strictly in op order, acks cumulatively, answers a new primary's
+//! LAST-APPLIED query (with the union cookie of what it applied above the standby's position),
+//! and takes selective replays. It follows the highest epoch it has seen and ignores lower ones.
+
+use super::bulk::BulkRx;
+use super::state::{ALL_SECTIONS_MASK, ChannelState};
+use super::{Counters, Event, Events, INITIAL_EPOCH, InjectedBug, NodeId, ProtoConfig, Transmit};
+use crate::wire::{
+    BulkBegin, BulkEnd, ChannelOp, FrameBuilder, FrameReader, HB_FLAG_NEEDS_TRANSFER, HeartbeatBody, Kind,
+    LA_FLAG_UNKNOWN, LaReplyBody, Msg, NackBody, ROLE_CLIENT, UpdateView,
+};
+
+#[derive(Debug)]
+struct Chan {
+    id: u32,
+    state: ChannelState,
+    applied: u64,
+    /// No trustworthy history (fresh start, or a replay was cut short): needs a full replay.
+    unknown: bool,
+    /// Cookies of recently applied ops, `op % len`; valid for ops `>= cookies_from`.
+    cookies: Vec<u64>,
+    cookies_from: u64,
+    replay: Option<BulkRx>,
+    last_replay_done: Option<u32>,
+    ack_dirty: bool,
+    nack: Option<(u64, u64)>,
+    last_nack_us: u64,
+    la_reply: Option<LaReplyBody>,
+    /// Keep confirming the finished replay until an update proves the primary saw it.
+    replay_done_ack: bool,
+}
+
+impl Chan {
+    fn cookie_above(&self, op: u64) -> u64 {
+        if self.applied <= op {
+            return 0;
+        }
+        if op + 1 < self.cookies_from || self.applied - op > self.cookies.len() as u64 {
+            return ALL_SECTIONS_MASK;
+        }
+        let n = self.cookies.len() as u64;
+        (op + 1..=self.applied).fold(0, |m, o| m | self.cookies[(o % n) as usize])
+    }
+}
+
+#[derive(Debug)]
+pub struct Client {
+    cfg: ProtoConfig,
+    pub id: NodeId,
+    epoch: u64,
+    chans: Vec<Chan>,
+    /// Channel ID to index in `chans`.
+    index: Vec<Option<usize>>,
+    next_hb_us: u64,
+    hb_due: bool,
+    /// A control unit that sent us a stale-epoch frame: tell it the current epoch.
+    stale_notify: Option<NodeId>,
+    /// Index of the next control unit to greet while we know no primary.
+    hello_next: usize,
+    packet_seq: u64,
+    events: Events,
+    pub counters: Counters,
+}
+
+impl Client {
+    /// `fresh` = true for a client that lost its state (restart): it asks for a full replay.
+    pub fn new(cfg: ProtoConfig, id: NodeId, fresh: bool, now_us: u64) -> Self {
+        let window = cfg.window_ops.max(2);
+        let mut index = vec![None; cfg.topology.channels()];
+        let chans: Vec<Chan> = cfg
+            .topology
+            .channels_of(id)
+            .enumerate()
+            .map(|(i, c)| {
+                index[c as usize] = Some(i);
+                Chan {
+                    id: c,
+                    state: ChannelState::default(),
+                    applied: 0,
+                    unknown: fresh,
+                    cookies: vec![0; window],
+                    cookies_from: 1,
+                    replay: None,
+                    last_replay_done: None,
+                    ack_dirty: false,
+                    nack: None,
+                    last_nack_us: 0,
+                    la_reply: None,
+                    replay_done_ack: false,
+                }
+            })
+            .collect();
+        Client {
+            epoch: if fresh { 0 } else { INITIAL_EPOCH },
+            cfg,
+            id,
+            chans,
+            index,
+            next_hb_us: now_us,
+            hb_due: true,
+            stale_notify: None,
+            hello_next: usize::MAX,
+            packet_seq: 0,
+            events: Events::default(),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+    pub fn primary(&self) -> Option<NodeId> {
+        if self.epoch == 0 { None } else { self.cfg.topology.epoch_owner(self.epoch) }
+    }
+    pub fn channels(&self) -> impl Iterator<Item = u32> + '_ {
+        self.chans.iter().map(|c| c.id)
+    }
+    pub fn state(&self, channel: u32) -> Option<&ChannelState> {
+        self.chan(channel).map(|c| &c.state)
+    }
+    pub fn applied(&self, channel: u32) -> Option<u64> {
+        self.chan(channel).map(|c| c.applied)
+    }
+    /// True when the channel waits for a full replay.
+    pub fn is_unknown(&self, channel: u32) -> bool {
+        self.chan(channel).is_some_and(|c| c.unknown || c.replay.is_some())
+    }
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop()
+    }
+
+    fn chan(&self, channel: u32) -> Option<&Chan> {
+        self.index.get(channel as usize).copied().flatten().map(|i| &self.chans[i])
+    }
+    fn chan_idx(&self, channel: u32) -> Option<usize> {
+        self.index.get(channel as usize).copied().flatten()
+    }
+
+    pub fn poll_timeout(&self) -> u64 {
+        self.next_hb_us
+    }
+
+    pub fn handle_timeout(&mut self, now_us: u64) {
+        if now_us >= self.next_hb_us {
+            self.hb_due = true;
+            self.next_hb_us = now_us + self.cfg.heartbeat_interval_us;
+            // Cumulative acks are re-sent every heartbeat: a lost ack costs one interval.
+            for c in &mut self.chans {
+                c.ack_dirty = true;
+                if let Some(r) = &mut c.replay {
+                    r.ack_dirty = true;
+                }
+            }
+        }
+    }
+
+    pub fn handle_datagram(&mut self, now_us: u64, bytes: &[u8]) {
+        let frame = match FrameReader::new(bytes) {
+            Ok(f) => f,
+            Err(_) => {
+                self.counters.rejected_malformed += 1;
+                return;
+            }
+        };
+        let sender = frame.sender();
+        if self.cfg.topology.cu_index(sender).is_none() {
+            self.counters.rejected_unknown_sender += 1;
+            return;
+        }
+        let epoch = frame.epoch();
+        if epoch < self.epoch && self.cfg.inject != InjectedBug::AcceptStaleEpoch {
+            self.counters.rejected_stale_epoch += 1;
+            self.stale_notify = Some(sender);
+            return;
+        }
+        // A frame must come from the owner of its epoch.
+        if self.cfg.topology.epoch_owner(epoch) != Some(sender) {
+            self.counters.rejected_unexpected += 1;
+            return;
+        }
+        self.counters.frames_rx += 1;
+        if epoch > self.epoch {
+            self.adopt_epoch(epoch);
+        }
+        for m in frame.msgs() {
+            match m {
+                Msg::Update(u) => self.on_update(now_us, &u, epoch),
+                Msg::LaQuery(q) => self.on_query(&q),
+                Msg::ReplayBegin(b) => self.on_replay_begin(&b, sender),
+                Msg::ReplayEntry(e, v) => {
+                    if let Some(i) = self.chan_idx(e.channel.get()) {
+                        let c = &mut self.chans[i];
+                        if let Some(r) = &mut c.replay
+                            && r.accepts(e.stream.get(), e.index.get())
+                            && r.sections & (1 << e.section) != 0
+                        {
+                            c.state.put(e.section as usize, e.key.get(), v);
+                        }
+                    }
+                }
+                Msg::ReplayEnd(e) => self.on_replay_end(&e, epoch),
+                Msg::Heartbeat(_) => {}
+                _ => self.counters.rejected_unexpected += 1,
+            }
+        }
+    }
+
+    fn adopt_epoch(&mut self, epoch: u64) {
+        self.epoch = epoch;
+        for c in &mut self.chans {
+            // A replay from the old epoch was cut short: the channel's state is torn.
+            if c.replay.take().is_some() {
+                c.unknown = true;
+            }
+            c.nack = None;
+            c.ack_dirty = true;
+        }
+    }
+
+    fn on_update(&mut self, now_us: u64, u: &UpdateView<'_>, epoch: u64) {
+        let Some(i) = self.chan_idx(u.channel()) else {
+            self.counters.rejected_unexpected += 1;
+            return;
+        };
+        let window = self.cfg.window_ops as u64;
+        let emit = self.cfg.client_apply_events;
+        let c = &mut self.chans[i];
+        if c.unknown || c.replay.is_some() {
+            return;
+        }
+        let op = u.op();
+        if op == c.applied + 1 {
+            for e in u.entries() {
+                if !e.private {
+                    c.state.apply(&e);
+                }
+            }
+            c.applied = op;
+            c.cookies[(op % window) as usize] = u.cookie();
+            c.ack_dirty = true;
+            c.nack = None;
+            c.replay_done_ack = false;
+            self.counters.updates_applied += 1;
+            if emit {
+                self.events.push(Event::ClientApplied { channel: c.id, op, epoch, cookie: u.cookie() });
+            }
+        } else if op <= c.applied {
+            c.ack_dirty = true;
+        } else if now_us >= c.last_nack_us + self.cfg.rto_us / 2 {
+            c.nack = Some((c.applied + 1, op - 1));
+            c.last_nack_us = now_us;
+        }
+    }
+
+    fn on_query(&mut self, q: &ChannelOp) {
+        let Some(i) = self.chan_idx(q.channel.get()) else {
+            self.counters.rejected_unexpected += 1;
+            return;
+        };
+        let c = &mut self.chans[i];
+        let unknown = c.unknown || c.replay.is_some();
+        c.la_reply = Some(LaReplyBody {
+            channel: c.id.into(),
+            flags: if unknown { LA_FLAG_UNKNOWN.into() } else { 0.into() },
+            last_applied: c.applied.into(),
+            cookie_above: c.cookie_above(q.op.get()).into(),
+        });
+    }
+
+    fn on_replay_begin(&mut self, b: &BulkBegin, sender: NodeId) {
+        let Some(i) = self.chan_idx(b.channel.get()) else {
+            self.counters.rejected_unexpected += 1;
+            return;
+        };
+        let c = &mut self.chans[i];
+        let stream = b.stream.get();
+        if c.replay.is_some_and(|r| r.stream == stream) || c.last_replay_done == Some(stream) {
+            return;
+        }
+        let rx = BulkRx::begin(b, sender);
+        // Sections not reset by a partial replay are only trustworthy if our history is.
+        if c.unknown && rx.sections != ALL_SECTIONS_MASK {
+            return;
+        }
+        c.state.clear_sections(rx.sections);
+        c.replay = Some(rx);
+    }
+
+    fn on_replay_end(&mut self, e: &BulkEnd, epoch: u64) {
+        let Some(i) = self.chan_idx(e.channel.get()) else {
+            self.counters.rejected_unexpected += 1;
+            return;
+        };
+        let c = &mut self.chans[i];
+        if c.last_replay_done == Some(e.stream.get()) {
+            c.replay_done_ack = true;
+            c.ack_dirty = true;
+            return;
+        }
+        let Some(r) = &mut c.replay else { return };
+        if !r.ends(e) {
+            return;
+        }
+        let r = *r;
+        c.replay = None;
+        c.last_replay_done = Some(r.stream);
+        c.replay_done_ack = true;
+        c.applied = r.base_op;
+        c.unknown = false;
+        c.cookies_from = r.base_op + 1;
+        c.ack_dirty = true;
+        c.nack = None;
+        self.events.push(Event::ClientReplayed { channel: c.id, base_op: r.base_op, sections: r.sections, epoch });
+    }
+
+    /// Encodes the next datagram into `buf`, or returns `None` when there is nothing to send.
+    pub fn poll_transmit(&mut self, _now_us: u64, buf: &mut [u8]) -> Option<Transmit> {
+        let cap = buf.len().min(self.cfg.max_frame_bytes);
+        let buf = &mut buf[..cap];
+        if let Some(dst) = self.stale_notify.take() {
+            return Some(self.heartbeat_to(dst, buf));
+        }
+        let Some(primary) = self.primary() else {
+            // Without a primary, greet every control unit once per heartbeat interval.
+            if self.hb_due {
+                self.hb_due = false;
+                self.hello_next = 0;
+            }
+            let d = *self.cfg.topology.control_units.get(self.hello_next)?;
+            self.hello_next += 1;
+            return Some(self.heartbeat_to(d, buf));
+        };
+        let seq = self.next_seq();
+        let mut fb = FrameBuilder::new(buf, self.id, self.epoch, seq);
+        if self.hb_due {
+            let needs = self.chans.iter().any(|c| c.unknown);
+            let hb = heartbeat(if needs { HB_FLAG_NEEDS_TRANSFER } else { 0 });
+            if fb.push(Kind::Heartbeat, &hb) {
+                self.hb_due = false;
+            }
+        }
+        for c in &mut self.chans {
+            if let Some(r) = c.la_reply
+                && fb.push(Kind::LaReply, &r)
+            {
+                c.la_reply = None;
+            }
+            if let Some(r) = &mut c.replay
+                && r.ack_dirty
+                && fb.push(Kind::ReplayAck, &r.ack(c.id, false))
+            {
+                r.ack_dirty = false;
+            }
+            if c.ack_dirty {
+                let mut ok = true;
+                if c.replay_done_ack
+                    && let Some(done) = c.last_replay_done
+                {
+                    let ack = crate::wire::BulkAck {
+                        channel: c.id.into(),
+                        stream: done.into(),
+                        next_index: u32::MAX.into(),
+                        done: 1.into(),
+                    };
+                    ok &= fb.push(Kind::ReplayAck, &ack);
+                }
+                if !c.unknown && c.replay.is_none() {
+                    let ack = ChannelOp { channel: c.id.into(), reserved: 0.into(), op: c.applied.into() };
+                    ok &= fb.push(Kind::Ack, &ack);
+                }
+                if ok {
+                    c.ack_dirty = false;
+                }
+            }
+            if let Some((from, to)) = c.nack
+                && fb.push(Kind::Nack, &NackBody { channel: c.id.into(), reserved: 0.into(), from: from.into(), to: to.into() })
+            {
+                c.nack = None;
+                self.counters.nacks_sent += 1;
+            }
+        }
+        if fb.is_empty() {
+            self.packet_seq -= 1;
+            return None;
+        }
+        let len = fb.finish();
+        self.counters.frames_tx += 1;
+        self.counters.bytes_tx += len as u64;
+        Some(Transmit { dst: primary, len })
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.packet_seq += 1;
+        self.packet_seq
+    }
+
+    fn heartbeat_to(&mut self, dst: NodeId, buf: &mut [u8]) -> Transmit {
+        let seq = self.next_seq();
+        let mut fb = FrameBuilder::new(buf, self.id, self.epoch, seq);
+        let needs = self.chans.iter().any(|c| c.unknown);
+        let pushed = fb.push(Kind::Heartbeat, &heartbeat(if needs { HB_FLAG_NEEDS_TRANSFER } else { 0 }));
+        assert!(pushed, "an empty frame has room for a heartbeat");
+        let len = fb.finish();
+        self.counters.frames_tx += 1;
+        self.counters.bytes_tx += len as u64;
+        Transmit { dst, len }
+    }
+}
+
+fn heartbeat(flags: u8) -> HeartbeatBody {
+    HeartbeatBody {
+        role: ROLE_CLIENT,
+        flags,
+        reserved: 0.into(),
+        sync_mask: 0.into(),
+        target: 0.into(),
+        reserved2: 0.into(),
+    }
+}

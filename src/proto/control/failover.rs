@@ -1,0 +1,174 @@
+//! Taking over [0068-0077]: raise the epoch, ask every client what it last applied, cut each
+//! channel's pending ring per the policy, and replay only what is out of sync.
+
+use super::ControlUnit;
+use super::standby::apply_op;
+use crate::proto::state::ALL_SECTIONS_MASK;
+use crate::proto::{CutPolicy, Event, InjectedBug, Resolution, Role, make_epoch};
+use crate::wire::{LA_FLAG_UNKNOWN, LaReplyBody};
+
+impl ControlUnit {
+    /// Standby: an operator asks this node to take over now.
+    pub fn operator_takeover(&mut self, now_us: u64) -> Result<(), super::ControlError> {
+        if !self.is_eligible() {
+            return Err(super::ControlError::NotEligible);
+        }
+        self.start_failover(now_us, true);
+        Ok(())
+    }
+
+    pub(super) fn start_failover(&mut self, now_us: u64, operator: bool) {
+        assert_eq!(self.role, Role::Standby, "only a standby takes over");
+        self.max_counter += 1;
+        self.epoch = make_epoch(self.max_counter, self.index);
+        self.role = Role::Candidate;
+        self.fo_deadline_us = now_us + self.cfg.query_timeout_us;
+        self.fo_last_query_us = now_us;
+        self.timing = super::FailoverTiming {
+            started_us: now_us,
+            finished_us: None,
+            last_primary_rx_us: self.primary_last_rx_us,
+        };
+        for c in &mut self.chans {
+            c.fo_pending = true;
+            c.fo_query_due = true;
+            c.fo_replay = None;
+            c.nack = None;
+        }
+        for p in &mut self.peers {
+            p.hb_due = true;
+        }
+        self.events.push(Event::FailoverStarted { epoch: self.epoch, operator });
+        self.events.push(Event::RoleChanged { role: Role::Candidate, epoch: self.epoch });
+    }
+
+    pub(super) fn candidate_tick(&mut self, now_us: u64) {
+        if now_us >= self.fo_deadline_us {
+            for ch in 0..self.chans.len() {
+                if self.chans[ch].fo_pending {
+                    self.resolve(ch as u32, None);
+                }
+            }
+        } else if now_us >= self.fo_last_query_us + self.cfg.rto_us {
+            self.fo_last_query_us = now_us;
+            for c in &mut self.chans {
+                c.fo_query_due = c.fo_pending;
+            }
+        }
+        self.maybe_finish_failover(now_us);
+    }
+
+    pub(super) fn on_la_reply(&mut self, now_us: u64, channel: u32, r: &LaReplyBody) {
+        if self.chans[channel as usize].fo_pending {
+            self.resolve(channel, Some(r));
+            self.maybe_finish_failover(now_us);
+        }
+    }
+
+    /// The cut for a client known to have applied `client_op`: how many of the ops it lacks
+    /// (up to `held`) we keep.
+    fn policy_cut(&self, client_op: u64, held: u64) -> u64 {
+        match self.cfg.cut_policy {
+            CutPolicy::Complete => held,
+            CutPolicy::Fast => client_op,
+            CutPolicy::Weighted { max_ops } => held.min(client_op.saturating_add(max_ops)),
+        }
+    }
+
+    fn resolve(&mut self, channel: u32, reply: Option<&LaReplyBody>) {
+        let ci = channel as usize;
+        let held = self.chans[ci].ring.top();
+        let (applied, acked, pre_top) = {
+            let c = &self.chans[ci];
+            (c.applied, c.acked, c.preapplied_top)
+        };
+        // Ops already in our state can never be cut.
+        let floor = applied.max(pre_top);
+        let reply = reply.filter(|r| r.flags.get() & LA_FLAG_UNKNOWN == 0 && r.last_applied.get() >= applied);
+        let (resolution, cut, replay) = match reply {
+            Some(r) if r.last_applied.get() <= held => {
+                let n = r.last_applied.get();
+                let cut = self.policy_cut(n, held).max(floor).max(n);
+                self.chans[ci].acked = acked.max(n.min(cut));
+                // Ops the client lacks that exist only inside a transferred snapshot have no
+                // body to resend: their sections are replayed instead.
+                let c = &self.chans[ci];
+                let replay = (n < cut && (n + 1..=cut).any(|op| c.ring.get(op).is_none_or(|s| s.preapplied)))
+                    .then(|| (n + 1..=cut).fold(0u64, |m, op| m | c.ring.get(op).map_or(ALL_SECTIONS_MASK, |s| s.cookie)));
+                (Resolution::Behind { client_op: n }, cut, replay)
+            }
+            Some(r) => {
+                // The client applied ops above everything we hold: roll it back by replaying
+                // exactly the sections those ops touched.
+                let mut sections = r.cookie_above.get();
+                if self.cfg.inject == InjectedBug::SkipReplaySection && sections != 0 {
+                    sections &= !(1u64 << (63 - sections.leading_zeros()));
+                }
+                self.chans[ci].acked = held;
+                (Resolution::Ahead { client_op: r.last_applied.get() }, held, Some(sections))
+            }
+            None => {
+                let cut = self.policy_cut(acked, held).max(floor);
+                (Resolution::Unknown, cut, Some(ALL_SECTIONS_MASK))
+            }
+        };
+        let mut cut = cut;
+        if self.cfg.inject == InjectedBug::DiscardCommittedTrailing && applied > 0 {
+            // The bug: the last op this standby applied (so committed) is cut off.
+            cut = applied - 1;
+        }
+        let c = &mut self.chans[ci];
+        assert!(cut >= applied || self.cfg.inject == InjectedBug::DiscardCommittedTrailing);
+        while c.applied < cut {
+            let op = c.applied + 1;
+            apply_op(c, op);
+            self.events.push(Event::StandbyApplied { channel, op, failover: true });
+        }
+        c.ring.truncate_after(cut);
+        c.fo_pending = false;
+        c.fo_query_due = false;
+        c.fo_replay = replay;
+        c.next_op = cut + 1;
+        c.client_acked = match resolution {
+            Resolution::Behind { client_op } => client_op.min(cut),
+            _ => c.acked.min(cut),
+        };
+        self.events.push(Event::ChannelResolved { channel, resolution, cut, held });
+    }
+
+    fn maybe_finish_failover(&mut self, now_us: u64) {
+        if self.role != Role::Candidate || self.chans.iter().any(|c| c.fo_pending) {
+            return;
+        }
+        let epoch = self.epoch;
+        for ci in 0..self.chans.len() {
+            let c = &mut self.chans[ci];
+            let cut = c.next_op - 1;
+            c.history.push(epoch, cut + 1);
+            c.commit = cut.max(c.applied);
+            c.client_cursor = c.client_acked + 1;
+            c.client_progress_us = now_us;
+            c.xfer_done = None;
+            c.preapplied_top = 0;
+            let keep_from = c.client_acked.min(cut);
+            c.ring.prune_through(keep_from);
+            if let Some(sections) = c.fo_replay.take() {
+                let full = sections == ALL_SECTIONS_MASK;
+                self.start_replay(now_us, ci as u32, sections, full);
+            }
+        }
+        // Every other control unit must re-join through a transfer.
+        self.sync_mask = 0;
+        for p in &mut self.peers {
+            p.transferring = false;
+            p.xfer = None;
+            p.chans.iter_mut().for_each(|pc| pc.ready = false);
+            p.hb_due = true;
+        }
+        self.client_hb_due.iter_mut().for_each(|d| *d = true);
+        self.role = Role::Primary;
+        self.timing.finished_us = Some(now_us);
+        self.events.push(Event::TookOver { epoch });
+        self.events.push(Event::RoleChanged { role: Role::Primary, epoch });
+    }
+}

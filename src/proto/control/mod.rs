@@ -1,0 +1,537 @@
+//! A control unit: the primary or a standby [0040]. One type holds both roles because a node
+//! moves between them (a standby takes over; an old primary rejoins as standby).
+
+mod failover;
+mod primary;
+mod standby;
+mod transmit;
+
+use super::bulk::{BulkRx, BulkTx};
+pub use super::history::History;
+use super::history::OpStatus;
+use super::ring::OpRing;
+use super::state::ChannelState;
+use super::{Counters, Event, Events, INITIAL_EPOCH, NodeId, ProtoConfig, Role, epoch_counter};
+use crate::wire::{FrameReader, HB_FLAG_JOINED, HB_FLAG_PRIMARY_LOST, HeartbeatBody, Msg};
+use thiserror::Error;
+
+pub use primary::SubmitError;
+
+/// Per channel, on the primary, about one standby.
+#[derive(Debug, Default, Clone)]
+struct PeerChan {
+    /// The standby has this channel's state (transfer done or initial sync).
+    ready: bool,
+    applied: u64,
+    held: u64,
+    /// Next op to send.
+    cursor: u64,
+    progress_us: u64,
+    fwd_sent: u64,
+    fwd_dirty: bool,
+    /// Transfer snapshot point: ops up to here are inside the snapshot.
+    xfer_top: u64,
+    /// Cookies of ops `(acked, xfer_top]` at the snapshot, sent as PREAPPLIED updates.
+    preapplied: Vec<u64>,
+    preapplied_from: u64,
+}
+
+/// What this node knows about another control unit.
+#[derive(Debug)]
+struct Peer {
+    id: NodeId,
+    last_rx_us: Option<u64>,
+    flags: u8,
+    seen_mask: u32,
+    boot_id: u32,
+    /// Primary: transfer in progress towards this standby, one channel at a time.
+    xfer: Option<BulkTx>,
+    transferring: bool,
+    chans: Vec<PeerChan>,
+    hb_due: bool,
+}
+
+/// Per channel, whatever the role.
+#[derive(Debug)]
+struct Chan {
+    id: u32,
+    owner: NodeId,
+    state: ChannelState,
+    history: History,
+    /// Primary: retention window. Standby: pending queue (ops above `applied`).
+    ring: OpRing,
+    // Primary.
+    next_op: u64,
+    commit: u64,
+    client_acked: u64,
+    client_cursor: u64,
+    client_progress_us: u64,
+    replay: Option<BulkTx>,
+    // Standby.
+    applied: u64,
+    acked: u64,
+    preapplied_top: u64,
+    commit_dirty: bool,
+    nack: Option<(u64, u64)>,
+    last_nack_us: u64,
+    xfer_rx: Option<BulkRx>,
+    xfer_done: Option<u32>,
+    ready: bool,
+    // Candidate.
+    fo_pending: bool,
+    fo_query_due: bool,
+    fo_replay: Option<u64>,
+}
+
+impl Chan {
+    fn new(id: u32, owner: NodeId, window: usize) -> Self {
+        Chan {
+            id,
+            owner,
+            state: ChannelState::default(),
+            history: History::new(INITIAL_EPOCH, 1),
+            ring: OpRing::new(window),
+            next_op: 1,
+            commit: 0,
+            client_acked: 0,
+            client_cursor: 1,
+            client_progress_us: 0,
+            replay: None,
+            applied: 0,
+            acked: 0,
+            preapplied_top: 0,
+            commit_dirty: false,
+            nack: None,
+            last_nack_us: 0,
+            xfer_rx: None,
+            xfer_done: None,
+            ready: true,
+            fo_pending: false,
+            fo_query_due: false,
+            fo_replay: None,
+        }
+    }
+
+    /// Wipes the channel for a state transfer.
+    fn reset_for_transfer(&mut self) {
+        self.state.clear_all();
+        self.history.clear();
+        self.ring.reset(1);
+        self.applied = 0;
+        self.acked = 0;
+        self.preapplied_top = 0;
+        self.next_op = 1;
+        self.commit = 0;
+        self.replay = None;
+        self.xfer_rx = None;
+        self.xfer_done = None;
+        self.ready = false;
+        self.nack = None;
+        self.commit_dirty = false;
+    }
+}
+
+/// Why a control-plane request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    #[error("this node is not the primary")]
+    NotPrimary,
+    #[error("this node is not a standby with a complete state")]
+    NotEligible,
+    #[error("unknown control unit")]
+    UnknownNode,
+}
+
+/// Timing of the last failover, for drills and reports.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FailoverTiming {
+    pub started_us: u64,
+    pub finished_us: Option<u64>,
+    pub last_primary_rx_us: u64,
+}
+
+#[derive(Debug)]
+pub struct ControlUnit {
+    cfg: ProtoConfig,
+    pub id: NodeId,
+    index: usize,
+    boot_id: u32,
+    role: Role,
+    epoch: u64,
+    max_counter: u64,
+    chans: Vec<Chan>,
+    peers: Vec<Peer>,
+    /// Primary: bit i set when control unit i is in the sync set.
+    sync_mask: u32,
+    /// Standby: the sync set the primary last announced.
+    seen_mask: u32,
+    primary_last_rx_us: u64,
+    /// Standby: the primary has been silent for the failover timeout.
+    primary_lost: bool,
+    /// Primary: an operator asked this standby to take over.
+    switchover_to: Option<NodeId>,
+    fo_deadline_us: u64,
+    fo_last_query_us: u64,
+    pub timing: FailoverTiming,
+    next_hb_us: u64,
+    next_tick_us: u64,
+    /// Clients due a heartbeat (by client index).
+    client_hb_due: Vec<bool>,
+    client_last_rx_us: Vec<Option<u64>>,
+    /// Channels of each client (by client index).
+    client_chans: Vec<Vec<u32>>,
+    stream_counter: u32,
+    packet_seq: u64,
+    /// Round-robin position over destinations in `poll_transmit`.
+    tx_next: usize,
+    events: Events,
+    pub counters: Counters,
+}
+
+impl ControlUnit {
+    /// `initial` = true for a node present from the start (all state empty and in sync);
+    /// false for a node (re)starting without state, which joins through a transfer.
+    /// `boot_id` must differ between restarts of the same node.
+    pub fn new(cfg: ProtoConfig, id: NodeId, initial: bool, boot_id: u32, now_us: u64) -> Self {
+        let topo = &cfg.topology;
+        let index = topo.cu_index(id).expect("control unit id is in the topology");
+        let n = topo.control_units.len();
+        let window = cfg.window_ops;
+        let chans: Vec<Chan> =
+            topo.channel_owner.iter().enumerate().map(|(c, &o)| Chan::new(c as u32, o, window)).collect();
+        let all_mask: u32 = if n >= 32 { u32::MAX } else { (1u32 << n) - 1 };
+        let peers = topo
+            .control_units
+            .iter()
+            .map(|&p| Peer {
+                id: p,
+                last_rx_us: initial.then_some(now_us),
+                flags: if initial { HB_FLAG_JOINED } else { 0 },
+                seen_mask: all_mask,
+                boot_id: 0,
+                xfer: None,
+                transferring: false,
+                chans: (0..chans.len())
+                    .map(|_| PeerChan { ready: initial, cursor: 1, ..Default::default() })
+                    .collect(),
+                hb_due: true,
+            })
+            .collect();
+        let role = match (initial, index) {
+            (true, 0) => Role::Primary,
+            (true, _) => Role::Standby,
+            (false, _) => Role::Joining,
+        };
+        let mut cu = ControlUnit {
+            id,
+            index,
+            boot_id,
+            role,
+            epoch: if initial { INITIAL_EPOCH } else { 0 },
+            max_counter: epoch_counter(INITIAL_EPOCH),
+            chans,
+            peers,
+            sync_mask: all_mask & !(1 << index),
+            seen_mask: all_mask & !1,
+            primary_last_rx_us: now_us,
+            primary_lost: false,
+            switchover_to: None,
+            fo_deadline_us: 0,
+            fo_last_query_us: 0,
+            timing: FailoverTiming::default(),
+            next_hb_us: now_us,
+            next_tick_us: now_us,
+            client_hb_due: vec![true; topo.clients.len()],
+            client_last_rx_us: vec![None; topo.clients.len()],
+            client_chans: topo.clients.iter().map(|&c| topo.channels_of(c).collect()).collect(),
+            stream_counter: boot_id.wrapping_mul(0x10000),
+            packet_seq: 0,
+            tx_next: 0,
+            events: Events::default(),
+            counters: Counters::default(),
+            cfg,
+        };
+        if !initial {
+            for c in &mut cu.chans {
+                c.reset_for_transfer();
+            }
+        }
+        cu
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+    pub fn config(&self) -> &ProtoConfig {
+        &self.cfg
+    }
+    pub fn state(&self, channel: u32) -> Option<&ChannelState> {
+        self.chans.get(channel as usize).map(|c| &c.state)
+    }
+    /// Primary: next op ID to assign. Standby: one above the highest applied op.
+    pub fn next_op(&self, channel: u32) -> u64 {
+        let c = &self.chans[channel as usize];
+        if self.role == Role::Primary { c.next_op } else { c.applied + 1 }
+    }
+    pub fn commit_watermark(&self, channel: u32) -> u64 {
+        self.chans[channel as usize].commit
+    }
+    pub fn client_acked(&self, channel: u32) -> u64 {
+        self.chans[channel as usize].client_acked
+    }
+    /// Standby: highest op applied, highest op held.
+    pub fn standby_position(&self, channel: u32) -> (u64, u64) {
+        let c = &self.chans[channel as usize];
+        (c.applied, c.ring.top())
+    }
+    /// Ops retained (primary) or pending (standby) on `channel`.
+    pub fn ring_len(&self, channel: u32) -> usize {
+        self.chans[channel as usize].ring.len()
+    }
+    pub fn sync_mask(&self) -> u32 {
+        self.sync_mask
+    }
+    pub fn is_replaying(&self, channel: u32) -> bool {
+        self.chans[channel as usize].replay.is_some()
+    }
+    pub fn history(&self, channel: u32) -> &History {
+        &self.chans[channel as usize].history
+    }
+
+    /// What became of op `op`, assigned in `epoch` on `channel`. Exact on the primary.
+    pub fn op_status(&self, channel: u32, epoch: u64, op: u64) -> OpStatus {
+        let Some(c) = self.chans.get(channel as usize) else { return OpStatus::Unknown };
+        let last = if self.role == Role::Primary { c.next_op - 1 } else { c.ring.top() };
+        let commit = if self.role == Role::Primary { c.commit } else { c.applied };
+        c.history.status(epoch, op, last, commit)
+    }
+
+    /// True when this standby would be allowed to take over (it has a complete state and the
+    /// primary counts it in the sync set).
+    pub fn is_eligible(&self) -> bool {
+        self.role == Role::Standby && self.seen_mask & (1 << self.index) != 0
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop()
+    }
+
+    pub fn poll_timeout(&self) -> u64 {
+        self.next_hb_us.min(self.next_tick_us)
+    }
+
+    pub fn handle_timeout(&mut self, now_us: u64) {
+        if now_us >= self.next_hb_us {
+            self.next_hb_us = now_us + self.cfg.heartbeat_interval_us;
+            for p in &mut self.peers {
+                p.hb_due = true;
+            }
+            if self.role == Role::Primary {
+                self.client_hb_due.iter_mut().for_each(|d| *d = true);
+            }
+            for c in &mut self.chans {
+                c.commit_dirty = true;
+                if let Some(r) = &mut c.xfer_rx {
+                    r.ack_dirty = true;
+                }
+            }
+            for p in &mut self.peers {
+                for pc in &mut p.chans {
+                    pc.fwd_dirty = true;
+                }
+            }
+        }
+        if now_us >= self.next_tick_us {
+            self.next_tick_us = now_us + self.cfg.tick_us;
+            match self.role {
+                Role::Primary => self.primary_tick(now_us),
+                Role::Standby => self.standby_tick(now_us),
+                Role::Candidate => self.candidate_tick(now_us),
+                Role::Joining => {}
+            }
+        }
+    }
+
+    pub fn handle_datagram(&mut self, now_us: u64, bytes: &[u8]) {
+        let frame = match FrameReader::new(bytes) {
+            Ok(f) => f,
+            Err(_) => {
+                self.counters.rejected_malformed += 1;
+                return;
+            }
+        };
+        let sender = frame.sender();
+        if let Some(pi) = self.cfg.topology.cu_index(sender) {
+            if pi == self.index {
+                self.counters.rejected_unknown_sender += 1;
+                return;
+            }
+            self.on_cu_frame(now_us, pi, &frame);
+        } else if let Some(ci) = self.cfg.topology.clients.iter().position(|&c| c == sender) {
+            self.on_client_frame(now_us, ci, &frame);
+        } else {
+            self.counters.rejected_unknown_sender += 1;
+        }
+    }
+
+    fn on_cu_frame(&mut self, now_us: u64, pi: usize, frame: &FrameReader<'_>) {
+        let epoch = frame.epoch();
+        // Liveness and heartbeat facts are taken from any epoch: a restarted node has none.
+        for m in frame.msgs() {
+            if let Msg::Heartbeat(hb) = m {
+                self.on_cu_heartbeat(now_us, pi, &hb, epoch);
+            }
+        }
+        if epoch > self.epoch {
+            self.adopt_higher_epoch(now_us, epoch);
+        }
+        if epoch < self.epoch || epoch == 0 {
+            if frame.msgs().any(|m| !matches!(m, Msg::Heartbeat(_))) {
+                self.counters.rejected_stale_epoch += 1;
+            }
+            return;
+        }
+        self.counters.frames_rx += 1;
+        let from_primary = self.cfg.topology.epoch_owner(epoch) == Some(frame.sender());
+        if from_primary && matches!(self.role, Role::Standby | Role::Joining) {
+            self.primary_last_rx_us = now_us;
+        }
+        for m in frame.msgs() {
+            match (self.role, m) {
+                (_, Msg::Heartbeat(_)) => {}
+                (Role::Primary, Msg::Commit(b)) => self.on_standby_commit(now_us, pi, &b),
+                (Role::Primary, Msg::Nack(n)) => self.on_standby_nack(pi, &n),
+                (Role::Primary, Msg::XferAck(a)) => self.on_xfer_ack(now_us, pi, &a),
+                (Role::Standby | Role::Joining, m) if from_primary => self.on_primary_msg(now_us, m),
+                _ => self.counters.rejected_unexpected += 1,
+            }
+        }
+    }
+
+    fn on_cu_heartbeat(&mut self, now_us: u64, pi: usize, hb: &HeartbeatBody, epoch: u64) {
+        let p = &mut self.peers[pi];
+        p.last_rx_us = Some(now_us);
+        p.flags = hb.flags;
+        p.seen_mask = hb.sync_mask.get();
+        if hb.role == crate::wire::ROLE_PRIMARY && epoch == self.epoch && self.role != Role::Primary {
+            self.seen_mask = hb.sync_mask.get();
+            if hb.flags & crate::wire::HB_FLAG_SWITCHOVER != 0
+                && hb.target.get() == self.id
+                && self.is_eligible()
+            {
+                self.start_failover(now_us, true);
+            }
+        }
+        if self.role == Role::Primary {
+            self.primary_on_peer_heartbeat(now_us, pi, hb, epoch);
+        }
+    }
+
+    /// A higher epoch exists: whatever we were, we now follow it and need a fresh transfer.
+    fn adopt_higher_epoch(&mut self, now_us: u64, epoch: u64) {
+        let was = self.role;
+        self.epoch = epoch;
+        self.max_counter = self.max_counter.max(epoch_counter(epoch));
+        self.role = Role::Joining;
+        self.primary_last_rx_us = now_us;
+        self.switchover_to = None;
+        for c in &mut self.chans {
+            c.reset_for_transfer();
+            c.fo_pending = false;
+        }
+        for p in &mut self.peers {
+            p.xfer = None;
+            p.transferring = false;
+        }
+        self.sync_mask = 0;
+        self.seen_mask = 0;
+        if was != Role::Joining {
+            self.events.push(Event::RoleChanged { role: Role::Joining, epoch });
+        }
+    }
+
+    fn on_client_frame(&mut self, now_us: u64, ci: usize, frame: &FrameReader<'_>) {
+        let epoch = frame.epoch();
+        self.client_last_rx_us[ci] = Some(now_us);
+        let client = self.cfg.topology.clients[ci];
+        if epoch > self.epoch {
+            // The client follows a newer primary than we know: we are stale.
+            self.adopt_higher_epoch(now_us, epoch);
+            return;
+        }
+        for m in frame.msgs() {
+            if let Msg::Heartbeat(hb) = m {
+                if epoch < self.epoch {
+                    self.client_hb_due[ci] = true;
+                }
+                if self.role == Role::Primary && hb.flags & crate::wire::HB_FLAG_NEEDS_TRANSFER != 0 {
+                    self.start_full_replays(now_us, client);
+                }
+            }
+        }
+        if epoch < self.epoch {
+            if frame.msgs().any(|m| !matches!(m, Msg::Heartbeat(_))) {
+                self.counters.rejected_stale_epoch += 1;
+            }
+            return;
+        }
+        self.counters.frames_rx += 1;
+        for m in frame.msgs() {
+            let channel = match m {
+                Msg::Ack(a) => a.channel.get(),
+                Msg::Nack(n) => n.channel.get(),
+                Msg::ReplayAck(a) => a.channel.get(),
+                Msg::LaReply(r) => r.channel.get(),
+                Msg::Heartbeat(_) => continue,
+                _ => {
+                    self.counters.rejected_unexpected += 1;
+                    continue;
+                }
+            };
+            // A client may only speak for its own channels.
+            if self.chans.get(channel as usize).is_none_or(|c| c.owner != client) {
+                self.counters.rejected_unexpected += 1;
+                continue;
+            }
+            match (self.role, m) {
+                (Role::Primary, Msg::Ack(a)) => self.on_client_ack(now_us, channel, a.op.get()),
+                (Role::Primary, Msg::Nack(n)) => self.on_client_nack(channel, &n),
+                (Role::Primary, Msg::ReplayAck(a)) => self.on_replay_ack(now_us, channel, &a),
+                (Role::Candidate, Msg::LaReply(r)) => self.on_la_reply(now_us, channel, &r),
+                _ => {}
+            }
+        }
+    }
+
+    fn next_stream(&mut self) -> u32 {
+        self.stream_counter = self.stream_counter.wrapping_add(1);
+        self.stream_counter
+    }
+
+    fn heartbeat_body(&self) -> HeartbeatBody {
+        let (role, flags, mask) = match self.role {
+            Role::Primary => {
+                let f = if self.switchover_to.is_some() { crate::wire::HB_FLAG_SWITCHOVER } else { 0 };
+                (crate::wire::ROLE_PRIMARY, f, self.sync_mask)
+            }
+            Role::Standby | Role::Candidate => {
+                let lost = self.role == Role::Candidate || self.primary_lost;
+                let f = HB_FLAG_JOINED | if lost { HB_FLAG_PRIMARY_LOST } else { 0 };
+                (crate::wire::ROLE_STANDBY, f, self.seen_mask)
+            }
+            Role::Joining => (crate::wire::ROLE_STANDBY, crate::wire::HB_FLAG_NEEDS_TRANSFER, 0),
+        };
+        HeartbeatBody {
+            role,
+            flags,
+            reserved: 0.into(),
+            sync_mask: mask.into(),
+            target: if self.role == Role::Primary { self.switchover_to.unwrap_or(0).into() } else { self.boot_id.into() },
+            reserved2: 0.into(),
+        }
+    }
+}

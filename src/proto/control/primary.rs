@@ -1,0 +1,389 @@
+//! The primary role: assign op IDs, apply, retain for retransmission, forward client acks to the
+//! standbys, advance the commit watermark, replay to clients and transfer state to joiners.
+
+use super::{ControlError, ControlUnit, PeerChan};
+use crate::proto::bulk::{BulkKind, BulkTx};
+use crate::proto::state::ALL_SECTIONS_MASK;
+use crate::proto::{Event, NodeId, Role};
+use crate::wire::{
+    BulkAck, CommitBody, Entry, HB_FLAG_JOINED, HB_FLAG_NEEDS_TRANSFER, HeartbeatBody, MIN_FRAME_BYTES, NackBody,
+    UpdateFixed, entry_wire_len,
+};
+use thiserror::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    /// The retention window of this channel is full: retry after commits advance.
+    #[error("backpressure: the channel's retention window is full")]
+    Backpressure,
+    #[error("this node is not the primary")]
+    NotPrimary,
+    #[error("no such channel")]
+    UnknownChannel,
+    #[error("change does not fit in one frame")]
+    TooLarge,
+    #[error("a change needs at most 65535 public and 65535 private entries, each in section 0..64")]
+    BadEntry,
+}
+
+impl ControlUnit {
+    /// Applies a change and queues it for the channel's client and every standby. Returns the
+    /// op ID (valid together with the current `epoch()`).
+    pub fn submit(&mut self, now_us: u64, channel: u32, entries: &[Entry<'_>]) -> Result<u64, SubmitError> {
+        if self.role != Role::Primary || self.switchover_to.is_some() {
+            return Err(SubmitError::NotPrimary);
+        }
+        let max_bytes = self.cfg.max_frame_bytes - MIN_FRAME_BYTES - 4 - size_of::<UpdateFixed>();
+        let c = self.chans.get_mut(channel as usize).ok_or(SubmitError::UnknownChannel)?;
+        if c.ring.is_full() {
+            return Err(SubmitError::Backpressure);
+        }
+        let size: usize = entries.iter().map(|e| entry_wire_len(e.value.map_or(0, |v| v.len()))).sum();
+        if size > max_bytes {
+            return Err(SubmitError::TooLarge);
+        }
+        if entries.iter().any(|e| e.section >= 64 || e.value.is_some_and(|v| v.len() > u16::MAX as usize))
+            || entries.len() > u16::MAX as usize
+        {
+            return Err(SubmitError::BadEntry);
+        }
+        let op = c.next_op;
+        c.next_op += 1;
+        c.ring.push_entries(op, entries);
+        for e in entries {
+            c.state.apply(e);
+        }
+        if c.client_progress_us == 0 || c.client_acked + 1 == op {
+            c.client_progress_us = now_us;
+        }
+        Ok(op)
+    }
+
+    /// Primary: ask standby `target` to take over now (planned switchover). Submissions are
+    /// refused from here on; the standby takes over within a heartbeat interval.
+    pub fn request_switchover(&mut self, target: NodeId) -> Result<(), ControlError> {
+        if self.role != Role::Primary {
+            return Err(ControlError::NotPrimary);
+        }
+        let pi = self.cfg.topology.cu_index(target).ok_or(ControlError::UnknownNode)?;
+        if pi == self.index || self.sync_mask & (1 << pi) == 0 {
+            return Err(ControlError::NotEligible);
+        }
+        self.switchover_to = Some(target);
+        self.peers[pi].hb_due = true;
+        Ok(())
+    }
+
+    pub(super) fn on_client_ack(&mut self, now_us: u64, channel: u32, op: u64) {
+        let c = &mut self.chans[channel as usize];
+        if c.replay.is_some() {
+            return;
+        }
+        if op >= c.next_op {
+            // Acks beyond what we assigned are forged or from a previous life of the channel.
+            self.counters.rejected_unexpected += 1;
+            return;
+        }
+        if op > c.client_acked {
+            c.client_acked = op;
+            c.client_progress_us = now_us;
+            if c.client_cursor <= op {
+                c.client_cursor = op + 1;
+            }
+            for p in &mut self.peers {
+                p.chans[channel as usize].fwd_dirty = true;
+            }
+            self.prune(channel);
+        }
+    }
+
+    pub(super) fn on_client_nack(&mut self, channel: u32, n: &NackBody) {
+        let c = &mut self.chans[channel as usize];
+        let from = n.from.get();
+        if c.replay.is_none() && from > c.client_acked && from < c.client_cursor {
+            c.client_cursor = from;
+            self.counters.retransmits += 1;
+        }
+    }
+
+    pub(super) fn on_replay_ack(&mut self, now_us: u64, channel: u32, a: &BulkAck) {
+        let client = self.chans[channel as usize].owner;
+        let c = &mut self.chans[channel as usize];
+        let Some(r) = &mut c.replay else { return };
+        r.on_ack(a, now_us);
+        if !r.done {
+            return;
+        }
+        let base = r.base_op;
+        self.counters.replay_bytes += r.payload_bytes;
+        c.replay = None;
+        if base > c.client_acked {
+            c.client_acked = base;
+        }
+        c.client_cursor = c.client_acked + 1;
+        c.client_progress_us = now_us;
+        for p in &mut self.peers {
+            p.chans[channel as usize].fwd_dirty = true;
+        }
+        self.events.push(Event::ReplayFinished { channel, client });
+        self.prune(channel);
+    }
+
+    pub(super) fn on_standby_commit(&mut self, now_us: u64, pi: usize, b: &CommitBody) {
+        let channel = b.channel.get();
+        let Some(c) = self.chans.get(channel as usize) else {
+            self.counters.rejected_unexpected += 1;
+            return;
+        };
+        let last = c.next_op - 1;
+        let pc = &mut self.peers[pi].chans[channel as usize];
+        if !pc.ready {
+            return;
+        }
+        let (applied, held) = (b.applied.get(), b.held.get());
+        if held > last || applied > held.max(pc.xfer_top) {
+            self.counters.rejected_unexpected += 1;
+            return;
+        }
+        if held > pc.held {
+            pc.held = held;
+            pc.progress_us = now_us;
+        }
+        pc.applied = pc.applied.max(applied);
+        if pc.cursor <= pc.held {
+            pc.cursor = pc.held + 1;
+        }
+        self.advance_commit(channel);
+    }
+
+    pub(super) fn on_standby_nack(&mut self, pi: usize, n: &NackBody) {
+        let channel = n.channel.get();
+        let Some(pc) = self.peers[pi].chans.get_mut(channel as usize) else {
+            self.counters.rejected_unexpected += 1;
+            return;
+        };
+        let from = n.from.get();
+        if pc.ready && from > pc.held && from < pc.cursor {
+            pc.cursor = from;
+            self.counters.retransmits += 1;
+        }
+    }
+
+    /// Commit = applied by every standby of the sync set, once each has confirmed the current
+    /// sync set. An empty sync set commits nothing: a change is only promised to survive a
+    /// failover once a standby holds it.
+    pub(super) fn advance_commit(&mut self, channel: u32) {
+        if self.sync_mask == 0 {
+            return;
+        }
+        let mut low = u64::MAX;
+        for (i, p) in self.peers.iter().enumerate() {
+            if self.sync_mask & (1 << i) == 0 {
+                continue;
+            }
+            if p.seen_mask != self.sync_mask {
+                return;
+            }
+            low = low.min(p.chans[channel as usize].applied);
+        }
+        let c = &mut self.chans[channel as usize];
+        let through = low.min(c.next_op - 1).min(c.client_acked);
+        if through > c.commit {
+            c.commit = through;
+            self.events.push(Event::Committed { channel, epoch: self.epoch, through });
+            self.prune(channel);
+        }
+    }
+
+    /// Drops retained ops nobody can ask for again.
+    pub(super) fn prune(&mut self, channel: u32) {
+        let c = &mut self.chans[channel as usize];
+        let mut limit = c.commit.min(c.client_acked);
+        for p in &self.peers {
+            let pc = &p.chans[channel as usize];
+            if p.transferring && (pc.ready || pc.xfer_top > 0) {
+                limit = limit.min(pc.held.max(pc.xfer_top));
+            }
+        }
+        if limit >= c.ring.base() {
+            c.ring.prune_through(limit.min(c.ring.top()));
+        }
+    }
+
+    pub(super) fn primary_on_peer_heartbeat(&mut self, now_us: u64, pi: usize, hb: &HeartbeatBody, epoch: u64) {
+        let bit = 1u32 << pi;
+        let p = &mut self.peers[pi];
+        if hb.flags & HB_FLAG_NEEDS_TRANSFER != 0 {
+            let boot = hb.target.get();
+            if self.sync_mask & bit != 0 {
+                self.sync_mask &= !bit;
+                self.events.push(Event::StandbyDropped { standby: p.id });
+            }
+            if !p.transferring || p.boot_id != boot {
+                p.boot_id = boot;
+                self.start_transfer(now_us, pi);
+            }
+        } else if hb.flags & HB_FLAG_JOINED != 0 && epoch == self.epoch && self.sync_mask & bit == 0 && !p.transferring {
+            // A standby that believes it is in sync but is not in our set (it missed our
+            // takeover, or we dropped it): it must re-transfer. Our heartbeat tells it so.
+            p.hb_due = true;
+        }
+        for c in 0..self.chans.len() {
+            self.advance_commit(c as u32);
+        }
+    }
+
+    pub(super) fn primary_tick(&mut self, now_us: u64) {
+        let rto = self.cfg.rto_us;
+        let drop_us = self.cfg.drop_timeout_us;
+        // Drop silent standbys from the sync set.
+        for i in 0..self.peers.len() {
+            let bit = 1u32 << i;
+            let silent = self.peers[i].last_rx_us.is_none_or(|t| now_us >= t + drop_us);
+            if silent && (self.sync_mask & bit != 0 || self.peers[i].transferring) {
+                self.sync_mask &= !bit;
+                let p = &mut self.peers[i];
+                p.transferring = false;
+                p.xfer = None;
+                p.chans.iter_mut().for_each(|pc| pc.ready = false);
+                self.events.push(Event::StandbyDropped { standby: p.id });
+            }
+        }
+        for ci in 0..self.chans.len() {
+            let c = &mut self.chans[ci];
+            let last = c.next_op - 1;
+            if let Some(r) = &mut c.replay {
+                r.on_tick(now_us, rto);
+            } else if c.client_acked < last && now_us >= c.client_progress_us + rto {
+                // Tail probe: nothing acked for an RTO, resend from the first unacked op.
+                c.client_cursor = c.client_acked + 1;
+                c.client_progress_us = now_us;
+                self.counters.retransmits += 1;
+            }
+            for p in &mut self.peers {
+                let pc = &mut p.chans[ci];
+                if pc.ready && pc.held < last && now_us >= pc.progress_us + rto {
+                    pc.cursor = pc.held + 1;
+                    pc.progress_us = now_us;
+                    self.counters.retransmits += 1;
+                }
+            }
+        }
+        for p in &mut self.peers {
+            if let Some(x) = &mut p.xfer {
+                x.on_tick(now_us, rto);
+            }
+        }
+    }
+
+    /// Starts a full state transfer to a (re)joining standby, one channel at a time.
+    fn start_transfer(&mut self, now_us: u64, pi: usize) {
+        let p = &mut self.peers[pi];
+        p.transferring = true;
+        p.xfer = None;
+        for pc in &mut p.chans {
+            *pc = PeerChan { cursor: 1, ..Default::default() };
+        }
+        self.next_transfer_channel(now_us, pi, 0);
+    }
+
+    fn next_transfer_channel(&mut self, now_us: u64, pi: usize, channel: usize) {
+        if channel == self.chans.len() {
+            let p = &mut self.peers[pi];
+            p.xfer = None;
+            p.transferring = false;
+            self.sync_mask |= 1 << pi;
+            p.hb_due = true;
+            self.events.push(Event::StandbyJoined { standby: p.id });
+            return;
+        }
+        let stream = self.next_stream();
+        let c = &self.chans[channel];
+        let top = c.next_op - 1;
+        let acked = c.client_acked.min(top);
+        let tx = BulkTx::snapshot(
+            BulkKind::Xfer,
+            stream,
+            c.id,
+            &c.state,
+            ALL_SECTIONS_MASK,
+            true,
+            top,
+            acked,
+            c.history.segments(),
+            now_us,
+        );
+        let cookies: Vec<u64> = (acked + 1..=top).map(|op| c.ring.get(op).map_or(ALL_SECTIONS_MASK, |s| s.cookie)).collect();
+        self.counters.xfer_bytes += tx.payload_bytes;
+        let pc = &mut self.peers[pi].chans[channel];
+        pc.xfer_top = top;
+        pc.preapplied = cookies;
+        pc.preapplied_from = acked + 1;
+        self.peers[pi].xfer = Some(tx);
+    }
+
+    pub(super) fn on_xfer_ack(&mut self, now_us: u64, pi: usize, a: &BulkAck) {
+        let p = &mut self.peers[pi];
+        let Some(x) = &mut p.xfer else { return };
+        if x.channel != a.channel.get() {
+            return;
+        }
+        x.on_ack(a, now_us);
+        if !x.done {
+            return;
+        }
+        let channel = x.channel as usize;
+        let acked = x.acked_op;
+        let pc = &mut p.chans[channel];
+        pc.ready = true;
+        pc.applied = acked;
+        pc.held = acked;
+        pc.cursor = acked + 1;
+        pc.progress_us = now_us;
+        pc.fwd_dirty = true;
+        self.next_transfer_channel(now_us, pi, channel + 1);
+    }
+
+    /// Full replay of every channel of `client` (it restarted without state).
+    pub(super) fn start_full_replays(&mut self, now_us: u64, client: NodeId) {
+        for ch in 0..self.chans.len() {
+            // A partial replay cannot help a client without history: replace it.
+            if self.chans[ch].owner == client && self.chans[ch].replay.as_ref().is_none_or(|r| r.sections != ALL_SECTIONS_MASK) {
+                self.start_replay(now_us, ch as u32, ALL_SECTIONS_MASK, true);
+            }
+        }
+    }
+
+    /// Replays the current state of `sections` of `channel` to its client.
+    pub(super) fn start_replay(&mut self, now_us: u64, channel: u32, sections: u64, full: bool) {
+        let stream = self.next_stream();
+        let c = &mut self.chans[channel as usize];
+        let base = c.next_op - 1;
+        let tx = BulkTx::snapshot(
+            BulkKind::Replay,
+            stream,
+            channel,
+            &c.state,
+            sections,
+            false,
+            base,
+            0,
+            std::iter::empty(),
+            now_us,
+        );
+        let full_bytes = c.state.value_bytes(ALL_SECTIONS_MASK)
+            + c.state.entry_count(ALL_SECTIONS_MASK) * (size_of::<crate::wire::BulkEntry>() as u64 + 4);
+        self.counters.replays_started += 1;
+        self.events.push(Event::ReplayStarted {
+            channel,
+            client: c.owner,
+            sections,
+            full,
+            bytes: tx.payload_bytes,
+            full_bytes,
+            base_op: base,
+        });
+        c.replay = Some(tx);
+    }
+}

@@ -1,0 +1,183 @@
+//! The standby role: hold every update in the per-channel pending ring, apply an op only once
+//! its ack has arrived and every lower op is applied [0049], report the commit watermark, and
+//! take a full state transfer when (re)joining.
+
+use super::ControlUnit;
+use crate::proto::bulk::BulkRx;
+use crate::proto::state::PRIVATE_SECTION;
+use crate::proto::{Event, InjectedBug, Role};
+use crate::wire::{BULK_FLAG_PRIVATE, HB_FLAG_JOINED, HB_FLAG_PRIMARY_LOST, Msg, UPDATE_FLAG_PREAPPLIED, UpdateView};
+
+impl ControlUnit {
+    pub(super) fn on_primary_msg(&mut self, now_us: u64, m: Msg<'_>) {
+        match m {
+            Msg::Update(u) => self.on_update(now_us, &u),
+            Msg::FwdAck(a) => {
+                let Some(c) = self.chans.get_mut(a.channel.get() as usize) else {
+                    self.counters.rejected_unexpected += 1;
+                    return;
+                };
+                if c.ready && a.op.get() > c.acked {
+                    c.acked = a.op.get();
+                    self.try_apply(a.channel.get());
+                }
+            }
+            Msg::XferBegin(b) => {
+                let Some(c) = self.chans.get_mut(b.channel.get() as usize) else {
+                    self.counters.rejected_unexpected += 1;
+                    return;
+                };
+                let stream = b.stream.get();
+                if c.xfer_done == Some(stream) || c.xfer_rx.is_some_and(|r| r.stream == stream) {
+                    return;
+                }
+                c.reset_for_transfer();
+                c.xfer_rx = Some(BulkRx::begin(&b, 0));
+            }
+            Msg::XferHistory(h) => {
+                if let Some(c) = self.chans.get_mut(h.channel.get() as usize)
+                    && let Some(r) = &mut c.xfer_rx
+                    && r.accepts(h.stream.get(), h.index.get())
+                {
+                    let last = c.history.segments().last().map(|s| s.0);
+                    if last.is_none_or(|e| h.epoch.get() > e) {
+                        c.history.push(h.epoch.get(), h.start_op.get().max(1));
+                    }
+                }
+            }
+            Msg::XferEntry(e, v) => {
+                if let Some(c) = self.chans.get_mut(e.channel.get() as usize)
+                    && let Some(r) = &mut c.xfer_rx
+                    && r.accepts(e.stream.get(), e.index.get())
+                {
+                    let section = if e.flags & BULK_FLAG_PRIVATE != 0 { PRIVATE_SECTION } else { e.section as usize };
+                    c.state.put(section, e.key.get(), v);
+                }
+            }
+            Msg::XferEnd(e) => {
+                let Some(c) = self.chans.get_mut(e.channel.get() as usize) else {
+                    self.counters.rejected_unexpected += 1;
+                    return;
+                };
+                if c.xfer_done == Some(e.stream.get()) {
+                    if let Some(r) = &mut c.xfer_rx {
+                        r.ack_dirty = true;
+                    }
+                    return;
+                }
+                let Some(r) = &mut c.xfer_rx else { return };
+                if !r.ends(&e) {
+                    return;
+                }
+                let (acked, top) = (r.acked_op, r.base_op);
+                if acked > top {
+                    self.counters.rejected_unexpected += 1;
+                    return;
+                }
+                c.xfer_done = Some(r.stream);
+                c.applied = acked;
+                c.acked = acked;
+                c.ring.reset(acked + 1);
+                c.preapplied_top = top;
+                c.next_op = top + 1;
+                c.ready = true;
+                c.commit_dirty = true;
+                if self.chans.iter().all(|c| c.ready) && self.role == Role::Joining {
+                    self.role = Role::Standby;
+                    self.primary_lost = false;
+                    self.events.push(Event::TransferComplete { epoch: self.epoch });
+                    self.events.push(Event::RoleChanged { role: Role::Standby, epoch: self.epoch });
+                    for p in &mut self.peers {
+                        p.hb_due = true;
+                    }
+                }
+            }
+            _ => self.counters.rejected_unexpected += 1,
+        }
+    }
+
+    fn on_update(&mut self, now_us: u64, u: &UpdateView<'_>) {
+        let channel = u.channel();
+        let Some(c) = self.chans.get_mut(channel as usize) else {
+            self.counters.rejected_unexpected += 1;
+            return;
+        };
+        if !c.ready {
+            return;
+        }
+        let op = u.op();
+        let held = c.ring.top();
+        if op <= held {
+            c.commit_dirty = true;
+        } else if op == held + 1 {
+            if c.ring.is_full() {
+                return;
+            }
+            let pre = u.flags & UPDATE_FLAG_PREAPPLIED != 0;
+            if pre && op > c.preapplied_top {
+                self.counters.rejected_unexpected += 1;
+                return;
+            }
+            c.ring.push_update(u, pre);
+            c.commit_dirty = true;
+            self.try_apply(channel);
+        } else if now_us >= c.last_nack_us + self.cfg.rto_us / 2 {
+            c.nack = Some((held + 1, op - 1));
+            c.last_nack_us = now_us;
+            self.counters.nacks_sent += 1;
+        }
+    }
+
+    /// Applies, in order, every held op whose ack has arrived.
+    pub(super) fn try_apply(&mut self, channel: u32) {
+        let inject = self.cfg.inject;
+        let c = &mut self.chans[channel as usize];
+        let limit = if inject == InjectedBug::StandbyApplyBeforeAck { c.ring.top() } else { c.acked.min(c.ring.top()) };
+        while c.applied < limit {
+            let op = c.applied + 1;
+            apply_op(c, op);
+            self.events.push(Event::StandbyApplied { channel, op, failover: false });
+        }
+        c.ring.prune_through(c.applied);
+    }
+
+    pub(super) fn standby_tick(&mut self, now_us: u64) {
+        let timeout = self.cfg.failover_timeout_us;
+        self.primary_lost = now_us >= self.primary_last_rx_us + timeout;
+        if !self.primary_lost || !self.is_eligible() {
+            return;
+        }
+        let alive = |t: Option<u64>| t.is_some_and(|t| now_us < t + timeout);
+        let members = self.seen_mask & !(1 << self.index);
+        let mut vote = members == 0;
+        for (i, p) in self.peers.iter().enumerate() {
+            if members & (1 << i) == 0 || !alive(p.last_rx_us) {
+                continue;
+            }
+            // A live higher-priority member takes over instead of us.
+            if i < self.index && p.flags & HB_FLAG_JOINED != 0 {
+                return;
+            }
+            if p.flags & HB_FLAG_PRIMARY_LOST != 0 {
+                vote = true;
+            }
+        }
+        if vote {
+            self.start_failover(now_us, false);
+        }
+    }
+}
+
+/// Applies op `op` (the next one) from the pending ring. The op stays in the ring: a new
+/// primary still has to send it to clients that lack it.
+pub(super) fn apply_op(c: &mut super::Chan, op: u64) {
+    assert_eq!(op, c.applied + 1, "standby applies in op order");
+    let slot = c.ring.get(op).expect("op to apply is held");
+    if !slot.preapplied {
+        for e in slot.entries() {
+            c.state.apply(&e);
+        }
+    }
+    c.applied = op;
+    c.commit_dirty = true;
+}

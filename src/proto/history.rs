@@ -1,0 +1,114 @@
+//! Which op IDs of which epoch a channel kept, so that "what became of op X?" has an exact answer
+//! after any number of failovers.
+//!
+//! Op IDs are dense per channel and a failover may discard a trailing run of them; the new
+//! primary then reuses those numbers. A segment `(epoch, start_op)` says: from `start_op` on, the
+//! kept ops were assigned in `epoch`, up to the next segment's start.
+
+use std::collections::VecDeque;
+
+/// Segments kept per channel; older epochs answer `Unknown`.
+pub const MAX_SEGMENTS: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OpStatus {
+    /// Applied by the standby set: it survives a failover.
+    Committed,
+    /// Kept so far but not yet committed.
+    Pending,
+    /// Cut by a failover; it will never be applied.
+    Discarded,
+    /// Not assigned yet, or older than the history kept.
+    Unknown,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    segments: VecDeque<(u64, u64)>,
+}
+
+impl History {
+    pub fn new(epoch: u64, start_op: u64) -> Self {
+        let mut h = History::default();
+        h.push(epoch, start_op);
+        h
+    }
+
+    /// Starts a new epoch's segment at `start_op` (the op after the failover cut).
+    pub fn push(&mut self, epoch: u64, start_op: u64) {
+        if let Some(&(e, s)) = self.segments.back() {
+            assert!(epoch > e, "history epochs increase");
+            assert!(start_op >= 1 && start_op <= s.max(start_op), "segment start");
+        }
+        // A segment that never kept an op is fully superseded.
+        while let Some(&(_, s)) = self.segments.back() {
+            if s >= start_op && self.segments.len() > 1 {
+                self.segments.pop_back();
+            } else {
+                break;
+            }
+        }
+        if self.segments.len() == MAX_SEGMENTS {
+            self.segments.pop_front();
+        }
+        self.segments.push_back((epoch, start_op));
+    }
+
+    pub fn segments(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.segments.iter().copied()
+    }
+
+    pub fn clear(&mut self) {
+        self.segments.clear();
+    }
+
+    /// The epoch in which the op kept at position `op` was assigned, if history reaches it.
+    pub fn epoch_at(&self, op: u64) -> Option<u64> {
+        self.segments.iter().rev().find(|&&(_, s)| s <= op).map(|&(e, _)| e)
+    }
+
+    /// Status of `op` assigned in `epoch`, given the highest op assigned (`last_op`) and the
+    /// commit watermark.
+    pub fn status(&self, epoch: u64, op: u64, last_op: u64, commit: u64) -> OpStatus {
+        let Some(i) = self.segments.iter().position(|&(e, _)| e == epoch) else {
+            let oldest = self.segments.front().map(|s| s.0).unwrap_or(u64::MAX);
+            let newest = self.segments.back().map(|s| s.0).unwrap_or(0);
+            // An epoch between known ones never had an op kept.
+            return if epoch > oldest && epoch < newest { OpStatus::Discarded } else { OpStatus::Unknown };
+        };
+        let start = self.segments[i].1;
+        let end = self.segments.get(i + 1).map(|s| s.1 - 1).unwrap_or(last_op);
+        if op < start {
+            return OpStatus::Unknown;
+        }
+        if op > end {
+            return if i + 1 < self.segments.len() { OpStatus::Discarded } else { OpStatus::Unknown };
+        }
+        if op <= commit { OpStatus::Committed } else { OpStatus::Pending }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_across_failovers() {
+        let mut h = History::new(10, 1);
+        assert_eq!(h.status(10, 5, 8, 4), OpStatus::Pending);
+        assert_eq!(h.status(10, 4, 8, 4), OpStatus::Committed);
+        assert_eq!(h.status(10, 9, 8, 4), OpStatus::Unknown);
+        // Failover keeps through op 6: epoch 20 starts at 7.
+        h.push(20, 7);
+        assert_eq!(h.status(10, 6, 9, 6), OpStatus::Committed);
+        assert_eq!(h.status(10, 7, 9, 6), OpStatus::Discarded);
+        assert_eq!(h.status(20, 7, 9, 6), OpStatus::Pending);
+        assert_eq!(h.status(15, 7, 9, 6), OpStatus::Discarded);
+        assert_eq!(h.status(30, 7, 9, 6), OpStatus::Unknown);
+        // Another failover that kept nothing of epoch 20.
+        h.push(30, 7);
+        assert_eq!(h.status(20, 7, 9, 6), OpStatus::Discarded);
+        assert_eq!(h.status(30, 7, 9, 7), OpStatus::Committed);
+    }
+}

@@ -1,0 +1,279 @@
+//! Sans-IO protocol core: control units (primary and standby roles) and clients.
+//!
+//! Nothing here touches a socket, a thread or a clock. Callers feed datagrams and the current
+//! time in (`handle_datagram`, `handle_timeout`), and take datagrams (`poll_transmit`, encoded
+//! into a caller-owned buffer, many messages per frame), the next wake-up time (`poll_timeout`)
+//! and events (`poll_event`) out. The simulator and the production runtime drive the same code.
+
+pub mod bulk;
+pub mod client;
+pub mod control;
+pub mod history;
+pub mod ring;
+pub mod state;
+
+pub use client::Client;
+pub use control::{ControlUnit, SubmitError};
+pub use history::OpStatus;
+pub use state::ChannelState;
+
+/// Node identifier: a control unit or a client. It is the frame header's `sender`.
+pub type NodeId = u32;
+
+/// What the cut policy does with ops a client never acknowledged, at a failover [0076].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CutPolicy {
+    /// Keep every op the standby holds and send the missing ones to the client.
+    Complete,
+    /// Discard every op the client has not applied: fastest recovery.
+    Fast,
+    /// Keep at most `max_ops` ops beyond what the client applied, per channel.
+    Weighted { max_ops: u64 },
+}
+
+/// Deliberate protocol bugs, for proving that the simulator catches them. Never set in
+/// production; `None` is the only value the command line accepts outside `sim`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InjectedBug {
+    #[default]
+    None,
+    /// The standby applies an update as soon as it arrives, without waiting for the ack.
+    StandbyApplyBeforeAck,
+    /// At a failover the cut drops the last op the client applied, even though it committed.
+    DiscardCommittedTrailing,
+    /// A selective replay leaves out the highest marked section.
+    SkipReplaySection,
+    /// Clients accept frames from a lower epoch.
+    AcceptStaleEpoch,
+}
+
+impl std::str::FromStr for InjectedBug {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "none" => InjectedBug::None,
+            "apply-before-ack" => InjectedBug::StandbyApplyBeforeAck,
+            "discard-committed" => InjectedBug::DiscardCommittedTrailing,
+            "skip-replay-section" => InjectedBug::SkipReplaySection,
+            "accept-stale-epoch" => InjectedBug::AcceptStaleEpoch,
+            _ => {
+                return Err(format!(
+                    "unknown bug '{s}' (none|apply-before-ack|discard-committed|skip-replay-section|accept-stale-epoch)"
+                ));
+            }
+        })
+    }
+}
+
+/// Who is who. Control units are listed in priority order: index 0 is the initial primary and
+/// the preferred successor is the next live one.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub control_units: Vec<NodeId>,
+    pub clients: Vec<NodeId>,
+    /// `channel_owner[c]` is the client that consumes channel `c`.
+    pub channel_owner: Vec<NodeId>,
+}
+
+impl Topology {
+    pub fn channels(&self) -> usize {
+        self.channel_owner.len()
+    }
+    pub fn cu_index(&self, id: NodeId) -> Option<usize> {
+        self.control_units.iter().position(|&c| c == id)
+    }
+    pub fn is_client(&self, id: NodeId) -> bool {
+        self.clients.contains(&id)
+    }
+    pub fn channels_of(&self, client: NodeId) -> impl Iterator<Item = u32> + '_ {
+        self.channel_owner.iter().enumerate().filter(move |(_, o)| **o == client).map(|(c, _)| c as u32)
+    }
+    /// The control unit that owns `epoch` (its low byte is the owner's priority index).
+    pub fn epoch_owner(&self, epoch: u64) -> Option<NodeId> {
+        self.control_units.get((epoch & 0xff) as usize).copied()
+    }
+}
+
+/// Epoch numbers carry their owner's index in the low byte, so no two control units can ever
+/// claim the same epoch.
+pub fn make_epoch(counter: u64, cu_index: usize) -> u64 {
+    assert!(cu_index < 256, "at most 256 control units");
+    (counter << 8) | cu_index as u64
+}
+
+pub fn epoch_counter(epoch: u64) -> u64 {
+    epoch >> 8
+}
+
+/// The epoch every node starts in: control unit 0 is primary.
+pub const INITIAL_EPOCH: u64 = 1 << 8;
+
+#[derive(Debug, Clone)]
+pub struct ProtoConfig {
+    pub topology: Topology,
+    /// Ops per channel the primary retains before `submit` reports backpressure.
+    pub window_ops: usize,
+    pub heartbeat_interval_us: u64,
+    /// Silence from the primary after which a standby starts a failover.
+    pub failover_timeout_us: u64,
+    /// Silence after which the primary drops a standby from the sync set.
+    pub drop_timeout_us: u64,
+    /// How long a new primary waits for LAST-APPLIED replies.
+    pub query_timeout_us: u64,
+    /// Retransmission timeout: no progress for this long rewinds a sender (tail probe).
+    pub rto_us: u64,
+    /// Resolution of periodic work.
+    pub tick_us: u64,
+    /// Bulk-stream items in flight.
+    pub bulk_window: u32,
+    pub cut_policy: CutPolicy,
+    /// Largest frame this node builds; a change must fit in one.
+    pub max_frame_bytes: usize,
+    /// Emit a `ClientApplied` event per op (the simulator and apply handlers want it).
+    pub client_apply_events: bool,
+    pub inject: InjectedBug,
+}
+
+impl ProtoConfig {
+    pub fn new(topology: Topology) -> Self {
+        ProtoConfig {
+            topology,
+            window_ops: 4096,
+            heartbeat_interval_us: 10_000,
+            failover_timeout_us: 50_000,
+            drop_timeout_us: 100_000,
+            query_timeout_us: 40_000,
+            rto_us: 20_000,
+            tick_us: 2_000,
+            bulk_window: 512,
+            cut_policy: CutPolicy::Complete,
+            max_frame_bytes: 1472,
+            client_apply_events: true,
+            inject: InjectedBug::None,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let t = &self.topology;
+        if t.control_units.is_empty() {
+            return Err("topology.control_units: at least one control unit is needed".into());
+        }
+        if t.control_units.len() > 32 {
+            return Err("topology.control_units: at most 32 control units".into());
+        }
+        if t.channel_owner.iter().any(|o| !t.clients.contains(o)) {
+            return Err("topology.channel_owner: names a node that is not a client".into());
+        }
+        if t.clients.iter().any(|c| t.control_units.contains(c)) {
+            return Err("topology: a node cannot be both client and control unit".into());
+        }
+        if self.window_ops < 2 {
+            return Err("window_ops: must be at least 2".into());
+        }
+        if self.failover_timeout_us <= self.heartbeat_interval_us {
+            return Err("failover_timeout_us: must exceed heartbeat_interval_us".into());
+        }
+        if self.drop_timeout_us < self.failover_timeout_us {
+            return Err("drop_timeout_us: must be at least failover_timeout_us".into());
+        }
+        if self.max_frame_bytes < 512 || self.max_frame_bytes > crate::wire::MAX_FRAME_BYTES {
+            return Err("max_frame_bytes: must be within 512..=65507".into());
+        }
+        if self.tick_us == 0 || self.rto_us == 0 || self.bulk_window == 0 {
+            return Err("tick_us, rto_us and bulk_window must be non-zero".into());
+        }
+        Ok(())
+    }
+}
+
+/// A datagram ready in the caller's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    pub dst: NodeId,
+    pub len: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    Standby,
+    /// Taking over: LAST-APPLIED queries are out.
+    Candidate,
+    /// Without state: waiting for a full transfer.
+    Joining,
+}
+
+/// How a failover resolved one channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// The client answered with N at or below the standby's highest op.
+    Behind { client_op: u64 },
+    /// The client applied ops the standby never saw: roll it back by replaying their sections.
+    Ahead { client_op: u64 },
+    /// No answer in time, or the client has no history: full replay.
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Primary: ops of `epoch` on `channel` up to `through` are committed.
+    Committed { channel: u32, epoch: u64, through: u64 },
+    /// Client: op applied.
+    ClientApplied { channel: u32, op: u64, epoch: u64, cookie: u64 },
+    /// Client: a replay reset `sections` and left the channel at `base_op`.
+    ClientReplayed { channel: u32, base_op: u64, sections: u64, epoch: u64 },
+    /// Standby: op applied to its state; `failover` when applied by the failover cut.
+    StandbyApplied { channel: u32, op: u64, failover: bool },
+    RoleChanged { role: Role, epoch: u64 },
+    /// A failover started (`operator` for a planned switchover).
+    FailoverStarted { epoch: u64, operator: bool },
+    /// A failover decided a channel: ops up to `cut` are kept.
+    ChannelResolved { channel: u32, resolution: Resolution, cut: u64, held: u64 },
+    /// Primary: a replay to a client started. `full_bytes` is what a full replay would send.
+    ReplayStarted { channel: u32, client: NodeId, sections: u64, full: bool, bytes: u64, full_bytes: u64, base_op: u64 },
+    ReplayFinished { channel: u32, client: NodeId },
+    /// The failover finished; this node is primary and accepts submissions.
+    TookOver { epoch: u64 },
+    StandbyJoined { standby: NodeId },
+    StandbyDropped { standby: NodeId },
+    /// A standby finished receiving its state transfer.
+    TransferComplete { epoch: u64 },
+}
+
+/// Counters every node keeps; rejections are counted by reason.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    pub frames_rx: u64,
+    pub frames_tx: u64,
+    pub bytes_tx: u64,
+    pub rejected_malformed: u64,
+    pub rejected_stale_epoch: u64,
+    pub rejected_unknown_sender: u64,
+    pub rejected_unexpected: u64,
+    pub updates_applied: u64,
+    pub retransmits: u64,
+    pub nacks_sent: u64,
+    pub replays_started: u64,
+    pub replay_bytes: u64,
+    pub xfer_bytes: u64,
+}
+
+/// Bounded event queue shared by both node kinds. The caller drains it after every input; the
+/// bound is an assertion that it does.
+#[derive(Debug, Default)]
+pub(crate) struct Events {
+    q: std::collections::VecDeque<Event>,
+}
+
+pub(crate) const MAX_EVENTS: usize = 1 << 20;
+
+impl Events {
+    pub fn push(&mut self, e: Event) {
+        assert!(self.q.len() < MAX_EVENTS, "event queue not drained by the caller");
+        self.q.push_back(e);
+    }
+    pub fn pop(&mut self) -> Option<Event> {
+        self.q.pop_front()
+    }
+}

@@ -1,0 +1,665 @@
+//! The simulated world: nodes, virtual clock, workload and fault schedule.
+
+use super::net::{Net, NetProfile};
+use super::{RunReport, SimOptions};
+use crate::proto::state::ALL_SECTIONS_MASK;
+use crate::proto::{
+    Client, ControlUnit, CutPolicy, Event, NodeId, ProtoConfig, Resolution, Role, Topology,
+};
+use crate::rng::SplitMix64;
+use crate::wire::{Entry, FrameReader};
+use std::collections::{HashMap, VecDeque};
+
+/// An entry as the oracle keeps it.
+pub(super) type OwnedEntry = (u8, u64, Option<Vec<u8>>, bool);
+
+pub(super) enum Slot {
+    Cu(Box<ControlUnit>),
+    Client(Box<Client>),
+    Down { restart_at_us: u64 },
+}
+
+pub(super) struct Node {
+    pub id: NodeId,
+    pub is_cu: bool,
+    pub slot: Slot,
+    pub boots: u32,
+}
+
+#[derive(Debug, Default, Clone)]
+pub(super) struct ClientTrack {
+    pub last_op: Option<u64>,
+    pub last_epoch: u64,
+    pub cookies: VecDeque<(u64, u64)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Faults,
+    Settle,
+    Quiesce,
+}
+
+pub(super) struct World {
+    pub rng: SplitMix64,
+    pub net: Net,
+    pub cfg: ProtoConfig,
+    pub nodes: Vec<Node>,
+    pub now_us: u64,
+    pub opts: SimOptions,
+    pub report: RunReport,
+    trace: VecDeque<String>,
+    // Oracle.
+    pub log: HashMap<(u32, u64, u64), Vec<OwnedEntry>>,
+    pub marks: Vec<(u32, u64, u64)>,
+    pub client_track: HashMap<(NodeId, u32), ClientTrack>,
+    pub standby_track: HashMap<(NodeId, u32), u64>,
+    pub acked_hw: HashMap<(u32, u64), u64>,
+    pub max_epoch_rx: HashMap<NodeId, u64>,
+    pub resolutions: HashMap<u32, (Resolution, u64)>,
+    buf: Vec<u8>,
+}
+
+impl World {
+    pub fn trace(&mut self, line: impl FnOnce() -> String) {
+        if self.opts.verbose || self.opts.trace_lines > 0 {
+            let l = format!("[{:>9}us] {}", self.now_us, line());
+            if self.opts.verbose {
+                println!("  {l}");
+            }
+            if self.trace.len() == self.opts.trace_lines.max(1) {
+                self.trace.pop_front();
+            }
+            self.trace.push_back(l);
+        }
+    }
+
+    pub fn violation(&mut self, msg: String) {
+        if self.report.violations.len() < 20 {
+            self.trace(|| format!("VIOLATION: {msg}"));
+            self.report.violations.push(msg);
+        }
+    }
+
+    pub fn cu(&self, i: usize) -> Option<&ControlUnit> {
+        match &self.nodes[i].slot {
+            Slot::Cu(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    pub fn client(&self, i: usize) -> Option<&Client> {
+        match &self.nodes[i].slot {
+            Slot::Client(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    pub fn node_index(&self, id: NodeId) -> usize {
+        self.nodes.iter().position(|n| n.id == id).expect("node exists")
+    }
+
+    /// The live primary with the highest epoch.
+    pub fn primary(&self) -> Option<usize> {
+        (0..self.nodes.len())
+            .filter_map(|i| self.cu(i).filter(|c| c.role() == Role::Primary).map(|c| (c.epoch(), i)))
+            .max()
+            .map(|(_, i)| i)
+    }
+
+    fn step_node(&mut self, i: usize, input: Option<&[u8]>) {
+        let now = self.now_us;
+        match &mut self.nodes[i].slot {
+            Slot::Cu(c) => match input {
+                Some(b) => c.handle_datagram(now, b),
+                None => c.handle_timeout(now),
+            },
+            Slot::Client(c) => match input {
+                Some(b) => c.handle_datagram(now, b),
+                None => c.handle_timeout(now),
+            },
+            Slot::Down { .. } => return,
+        }
+        self.drain(i);
+    }
+
+    /// Takes every datagram and event out of node `i`.
+    pub fn drain(&mut self, i: usize) {
+        let now = self.now_us;
+        let src = self.nodes[i].id;
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(self.cfg.max_frame_bytes, 0);
+        loop {
+            let t = match &mut self.nodes[i].slot {
+                Slot::Cu(c) => c.poll_transmit(now, &mut buf),
+                Slot::Client(c) => c.poll_transmit(now, &mut buf),
+                Slot::Down { .. } => None,
+            };
+            let Some(t) = t else { break };
+            self.net.send(&mut self.rng, now, src, t.dst, &buf[..t.len]);
+        }
+        self.buf = buf;
+        loop {
+            let e = match &mut self.nodes[i].slot {
+                Slot::Cu(c) => c.poll_event(),
+                Slot::Client(c) => c.poll_event(),
+                Slot::Down { .. } => None,
+            };
+            let Some(e) = e else { break };
+            self.on_event(i, e);
+        }
+        if let Some(c) = self.cu(i)
+            && c.role() == Role::Primary
+        {
+            let epoch = c.epoch();
+            let acks: Vec<(u32, u64)> =
+                (0..self.cfg.topology.channels() as u32).map(|ch| (ch, c.client_acked(ch))).collect();
+            for (ch, a) in acks {
+                let hw = self.acked_hw.entry((ch, epoch)).or_insert(0);
+                *hw = (*hw).max(a);
+            }
+        }
+    }
+
+    fn on_event(&mut self, i: usize, e: Event) {
+        let id = self.nodes[i].id;
+        match e {
+            Event::Committed { channel, epoch, through } => self.marks.push((channel, epoch, through)),
+            Event::StandbyApplied { channel, op, failover } => {
+                let last = self.standby_track.get(&(id, channel)).copied();
+                if let Some(l) = last
+                    && op != l + 1
+                {
+                    self.violation(format!("inv1: standby {id} ch {channel} applied op {op} after {l}"));
+                }
+                self.standby_track.insert((id, channel), op);
+                if !failover {
+                    let epoch = self.cu(i).map_or(0, |c| c.epoch());
+                    let hw = self.acked_hw.get(&(channel, epoch)).copied().unwrap_or(0);
+                    if op > hw {
+                        self.violation(format!(
+                            "inv2: standby {id} ch {channel} applied op {op} before its ack (acked {hw}, epoch {epoch:#x})"
+                        ));
+                    }
+                }
+            }
+            Event::ClientApplied { channel, op, epoch, cookie } => {
+                let max_seen = self.max_epoch_rx.get(&id).copied().unwrap_or(0);
+                if epoch < max_seen {
+                    self.violation(format!(
+                        "inv6: client {id} ch {channel} applied op {op} from epoch {epoch:#x} after seeing epoch {max_seen:#x}"
+                    ));
+                }
+                let t = self.client_track.entry((id, channel)).or_default();
+                let bad = t.last_op.is_some_and(|l| op != l + 1);
+                let last = t.last_op;
+                t.last_op = Some(op);
+                t.last_epoch = epoch;
+                t.cookies.push_back((op, cookie));
+                if t.cookies.len() > self.cfg.window_ops {
+                    t.cookies.pop_front();
+                }
+                if bad {
+                    self.violation(format!("inv1: client {id} ch {channel} applied op {op} after {last:?}"));
+                }
+            }
+            Event::ClientReplayed { channel, base_op, sections, epoch } => {
+                let t = self.client_track.entry((id, channel)).or_default();
+                let bad = t.last_op.is_some_and(|l| base_op < l) && epoch <= t.last_epoch;
+                let last = t.last_op;
+                t.last_op = Some(base_op);
+                t.last_epoch = epoch;
+                t.cookies.clear();
+                if bad {
+                    self.violation(format!(
+                        "inv3: client {id} ch {channel} went back from {last:?} to {base_op} without a higher epoch"
+                    ));
+                }
+                self.trace(|| format!("client {id} ch {channel} replayed sections {sections:#x} -> op {base_op}"));
+            }
+            Event::ChannelResolved { channel, resolution, cut, held } => {
+                self.resolutions.insert(channel, (resolution, cut));
+                self.trace(|| format!("cu {id} resolved ch {channel}: {resolution:?} cut {cut} held {held}"));
+            }
+            Event::ReplayStarted { channel, client, sections, full, bytes, full_bytes, base_op } => {
+                self.on_replay_started(i, channel, client, sections, full, bytes, full_bytes, base_op)
+            }
+            Event::TookOver { epoch } => {
+                self.report.failovers += 1;
+                let cu = self.cu(i).expect("event from a live control unit");
+                let overhead = size_of::<crate::wire::BulkEntry>() as u64 + 4;
+                let full: u64 = (0..self.cfg.topology.channels() as u32)
+                    .map(|ch| {
+                        let s = cu.state(ch).expect("channel");
+                        s.value_bytes(ALL_SECTIONS_MASK) + s.entry_count(ALL_SECTIONS_MASK) * overhead
+                    })
+                    .sum();
+                self.report.full_resync_bytes += full;
+                self.trace(|| format!("cu {id} TOOK OVER in epoch {epoch:#x}"));
+            }
+            Event::FailoverStarted { epoch, operator } => {
+                self.trace(|| format!("cu {id} starts failover, epoch {epoch:#x} operator={operator}"));
+            }
+            Event::TransferComplete { epoch } => {
+                let cu = self.cu(i).expect("live");
+                let pos: Vec<(u32, u64)> =
+                    (0..self.cfg.topology.channels() as u32).map(|ch| (ch, cu.standby_position(ch).0)).collect();
+                for (ch, applied) in pos {
+                    self.standby_track.insert((id, ch), applied);
+                }
+                self.trace(|| format!("cu {id} transfer complete in epoch {epoch:#x}"));
+            }
+            Event::RoleChanged { role, epoch } => self.trace(|| format!("cu {id} is now {role:?} (epoch {epoch:#x})")),
+            Event::StandbyJoined { standby } => self.trace(|| format!("cu {id}: standby {standby} joined")),
+            Event::StandbyDropped { standby } => self.trace(|| format!("cu {id}: standby {standby} dropped")),
+            Event::ReplayFinished { channel, client } => {
+                self.trace(|| format!("cu {id}: replay of ch {channel} to client {client} finished"))
+            }
+            _ => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_replay_started(
+        &mut self,
+        i: usize,
+        channel: u32,
+        client: NodeId,
+        sections: u64,
+        full: bool,
+        bytes: u64,
+        full_bytes: u64,
+        base_op: u64,
+    ) {
+        if full {
+            self.report.full_replays += 1;
+        } else {
+            self.report.selective_replays += 1;
+        }
+        self.report.sections_replayed += sections.count_ones() as u64;
+        self.report.replay_bytes += bytes;
+        self.report.replay_full_equiv_bytes += full_bytes;
+        self.trace(|| format!("replay ch {channel} -> client {client}: sections {sections:#x} full={full} bytes {bytes} (full {full_bytes}) base {base_op}"));
+        // inv7: the replay covers every section in which the client differs, and a selective
+        // replay marks only sections touched by ops the client applied above the cut.
+        let ci = self.node_index(client);
+        let Some(cl) = self.client(ci) else { return };
+        if cl.is_unknown(channel) {
+            return;
+        }
+        let primary = self.cu(i).and_then(|c| c.state(channel)).expect("replay from live primary");
+        let differ = cl.state(channel).expect("client channel").differing_sections(primary);
+        if differ & !sections != 0 {
+            self.violation(format!(
+                "inv7: replay of ch {channel} to client {client} marks {sections:#x} but the client differs in {differ:#x}"
+            ));
+        }
+        if !full
+            && let Some((Resolution::Ahead { client_op }, cut)) = self.resolutions.get(&channel).copied()
+            && let Some(t) = self.client_track.get(&(client, channel))
+            && t.cookies.front().is_some_and(|&(op, _)| op <= cut + 1)
+        {
+            let expect = t.cookies.iter().filter(|&&(op, _)| op > cut && op <= client_op).fold(0, |m, &(_, c)| m | c);
+            if sections & !expect != 0 {
+                self.violation(format!(
+                    "inv7: replay of ch {channel} marks {sections:#x}, beyond the cookies {expect:#x} of ops {}..={client_op}",
+                    cut + 1
+                ));
+            }
+        }
+    }
+
+    fn submit(&mut self) {
+        // Mostly the real primary; sometimes a stale one, to prove fencing.
+        let primaries: Vec<usize> =
+            (0..self.nodes.len()).filter(|&i| self.cu(i).is_some_and(|c| c.role() == Role::Primary)).collect();
+        let Some(&best) = primaries.iter().max_by_key(|&&i| self.cu(i).map(|c| c.epoch())) else { return };
+        let target = if primaries.len() > 1 && self.rng.chance(0.2) {
+            primaries[self.rng.below(primaries.len() as u64) as usize]
+        } else {
+            best
+        };
+        let channel = self.rng.below(self.cfg.topology.channels() as u64) as u32;
+        let n = self.rng.range(1, 3);
+        let mut owned: Vec<OwnedEntry> = Vec::new();
+        for _ in 0..n {
+            let section = self.rng.below(12) as u8;
+            let key = self.rng.below(24);
+            let private = self.rng.chance(0.1);
+            let value = if self.rng.chance(0.1) {
+                None
+            } else {
+                let len = self.rng.range(1, 24) as usize;
+                Some((0..len).map(|_| self.rng.next_u64() as u8).collect::<Vec<u8>>())
+            };
+            owned.push((section, key, value, private));
+        }
+        let entries: Vec<Entry<'_>> =
+            owned.iter().map(|(s, k, v, p)| Entry { section: *s, key: *k, value: v.as_deref(), private: *p }).collect();
+        let now = self.now_us;
+        let Slot::Cu(cu) = &mut self.nodes[target].slot else { return };
+        let epoch = cu.epoch();
+        if let Ok(op) = cu.submit(now, channel, &entries) {
+            drop(entries);
+            self.report.submitted += 1;
+            if self.log.insert((channel, epoch, op), owned).is_some() {
+                self.violation(format!("op {op} of epoch {epoch:#x} on ch {channel} assigned twice"));
+            }
+            self.drain(target);
+        }
+    }
+
+    fn crash(&mut self, i: usize, down_us: u64) {
+        let id = self.nodes[i].id;
+        self.nodes[i].slot = Slot::Down { restart_at_us: self.now_us + down_us };
+        self.report.crashes += 1;
+        self.standby_track.retain(|(n, _), _| *n != id);
+        self.client_track.retain(|(n, _), _| *n != id);
+        self.trace(|| format!("CRASH node {id} for {down_us}us"));
+    }
+
+    fn restart(&mut self, i: usize) {
+        let id = self.nodes[i].id;
+        self.nodes[i].boots += 1;
+        let boot = self.nodes[i].boots;
+        self.max_epoch_rx.remove(&id);
+        self.nodes[i].slot = if self.nodes[i].is_cu {
+            Slot::Cu(Box::new(ControlUnit::new(self.cfg.clone(), id, false, boot, self.now_us)))
+        } else {
+            Slot::Client(Box::new(Client::new(self.cfg.clone(), id, true, self.now_us)))
+        };
+        self.trace(|| format!("RESTART node {id} (boot {boot})"));
+        self.drain(i);
+    }
+
+    /// Live control units holding a complete state.
+    fn complete_cus(&self, except: usize) -> usize {
+        (0..self.nodes.len())
+            .filter(|&j| j != except)
+            .filter(|&j| self.cu(j).is_some_and(|c| matches!(c.role(), Role::Primary | Role::Standby | Role::Candidate)))
+            .count()
+    }
+
+    fn cus_down(&self) -> usize {
+        self.nodes.iter().filter(|n| n.is_cu && matches!(n.slot, Slot::Down { .. })).count()
+    }
+
+    /// Whether crashing control unit `i` keeps a path to recovery (we model single failures of
+    /// control units: a second one while a first is down or catching up may lose everything).
+    fn can_crash_cu(&self, i: usize) -> bool {
+        let Some(c) = self.cu(i) else { return false };
+        if self.cus_down() > 0 || c.role() == Role::Candidate {
+            return false;
+        }
+        let all_complete = self.complete_cus(usize::MAX) == self.cfg.topology.control_units.len();
+        match c.role() {
+            Role::Primary => {
+                all_complete && (0..self.nodes.len()).any(|j| j != i && self.cu(j).is_some_and(|s| s.is_eligible()))
+            }
+            Role::Standby => self.complete_cus(i) >= 1 && self.primary().is_some(),
+            Role::Joining => true,
+            Role::Candidate => false,
+        }
+    }
+
+    fn fault(&mut self) {
+        let roll = self.rng.below(100);
+        let cus: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].is_cu).collect();
+        let clients: Vec<usize> = (0..self.nodes.len()).filter(|&i| !self.nodes[i].is_cu).collect();
+        let primary = self.primary();
+        match roll {
+            0..=29 => {
+                if let Some(p) = primary
+                    && self.can_crash_cu(p)
+                {
+                    let d = self.rng.range(20_000, 300_000);
+                    self.crash(p, d);
+                }
+            }
+            30..=44 => {
+                if let Some(p) = primary {
+                    let d = self.rng.range(30_000, 300_000);
+                    self.isolate(p, d);
+                }
+            }
+            45..=54 => {
+                if let Some(p) = primary {
+                    let eligible: Vec<NodeId> = cus
+                        .iter()
+                        .filter_map(|&j| self.cu(j).filter(|s| s.is_eligible()).map(|s| s.id))
+                        .collect();
+                    if let Some(&t) = eligible.first()
+                        && let Slot::Cu(c) = &mut self.nodes[p].slot
+                        && c.request_switchover(t).is_ok()
+                    {
+                        self.report.operator_switchovers += 1;
+                        self.trace(|| format!("OPERATOR switchover to {t}"));
+                        self.drain(p);
+                    }
+                }
+            }
+            55..=64 => {
+                let j = cus[self.rng.below(cus.len() as u64) as usize];
+                if Some(j) != primary && self.can_crash_cu(j) {
+                    let d = self.rng.range(20_000, 300_000);
+                    self.crash(j, d);
+                }
+            }
+            65..=82 => {
+                let j = clients[self.rng.below(clients.len() as u64) as usize];
+                if self.client(j).is_some() {
+                    let d = self.rng.range(5_000, 200_000);
+                    self.crash(j, d);
+                }
+            }
+            83..=91 => {
+                let j = self.rng.below(self.nodes.len() as u64) as usize;
+                let d = self.rng.range(20_000, 250_000);
+                self.isolate(j, d);
+            }
+            _ => {
+                let a = self.rng.below(self.nodes.len() as u64) as usize;
+                let b = self.rng.below(self.nodes.len() as u64) as usize;
+                if a != b {
+                    let d = self.rng.range(20_000, 200_000);
+                    let (x, y) = (self.nodes[a].id, self.nodes[b].id);
+                    self.net.cut(x, y, self.now_us + d);
+                    self.report.partitions += 1;
+                    self.trace(|| format!("PARTITION {x} <-> {y} for {d}us"));
+                }
+            }
+        }
+    }
+
+    fn isolate(&mut self, i: usize, d: u64) {
+        let id = self.nodes[i].id;
+        let until = self.now_us + d;
+        for j in 0..self.nodes.len() {
+            if j != i {
+                let other = self.nodes[j].id;
+                self.net.cut(id, other, until);
+            }
+        }
+        self.report.partitions += 1;
+        self.trace(|| format!("ISOLATE node {id} for {d}us"));
+    }
+
+    fn next_wake(&self, submit_at: Option<u64>, fault_at: Option<u64>, phase_at: u64) -> u64 {
+        let mut t = phase_at;
+        for x in [self.net.next_at(), submit_at, fault_at].into_iter().flatten() {
+            t = t.min(x);
+        }
+        for n in &self.nodes {
+            let w = match &n.slot {
+                Slot::Cu(c) => c.poll_timeout(),
+                Slot::Client(c) => c.poll_timeout(),
+                Slot::Down { restart_at_us } => *restart_at_us,
+            };
+            t = t.min(w);
+        }
+        t.max(self.now_us)
+    }
+
+    fn run(&mut self) {
+        let settle_us = 300_000;
+        let quiesce_limit_us = 8_000_000;
+        let mut phase = Phase::Faults;
+        let mut phase_end = self.opts.fault_phase_us;
+        let mut submit_at = Some(self.rng.range(100, 800));
+        let mut fault_at = Some(self.rng.range(20_000, 200_000));
+        let mut next_check = 0;
+        loop {
+            let now = self.next_wake(submit_at, fault_at, phase_end);
+            self.now_us = now;
+            if now >= phase_end {
+                match phase {
+                    Phase::Faults => {
+                        phase = Phase::Settle;
+                        phase_end = now + settle_us;
+                        fault_at = None;
+                        self.net.profile = NetProfile::clean();
+                        self.net.heal_all();
+                        self.trace(|| "fault phase over: network healed".into());
+                        for i in 0..self.nodes.len() {
+                            if let Slot::Down { restart_at_us } = &mut self.nodes[i].slot {
+                                *restart_at_us = (*restart_at_us).min(now + 1_000);
+                            }
+                        }
+                    }
+                    Phase::Settle => {
+                        phase = Phase::Quiesce;
+                        phase_end = now + quiesce_limit_us;
+                        submit_at = None;
+                        self.trace(|| "submissions stopped: waiting for convergence".into());
+                    }
+                    Phase::Quiesce => {
+                        let why = self.convergence_gap().unwrap_or_default();
+                        self.violation(format!("inv5: no convergence within {quiesce_limit_us}us of quiescence: {why}"));
+                        break;
+                    }
+                }
+                continue;
+            }
+            while let Some((src, dst, bytes)) = self.net.pop_due(now) {
+                let di = self.node_index(dst);
+                if let Ok(f) = FrameReader::new(&bytes) {
+                    let e = self.max_epoch_rx.entry(dst).or_insert(0);
+                    // A client only adopts epochs from their owners (others are rejected).
+                    if self.cfg.topology.epoch_owner(f.epoch()) == Some(src) {
+                        *e = (*e).max(f.epoch());
+                    }
+                }
+                self.step_node(di, Some(&bytes));
+                self.net.recycle(bytes);
+            }
+            for i in 0..self.nodes.len() {
+                let due = match &self.nodes[i].slot {
+                    Slot::Cu(c) => c.poll_timeout() <= now,
+                    Slot::Client(c) => c.poll_timeout() <= now,
+                    Slot::Down { restart_at_us } => *restart_at_us <= now,
+                };
+                if due {
+                    if matches!(self.nodes[i].slot, Slot::Down { .. }) {
+                        self.restart(i);
+                    } else {
+                        self.step_node(i, None);
+                    }
+                }
+            }
+            if submit_at.is_some_and(|t| t <= now) {
+                self.submit();
+                submit_at = Some(now + self.rng.range(100, 1_500));
+            }
+            if fault_at.is_some_and(|t| t <= now) {
+                self.fault();
+                fault_at = Some(now + self.rng.range(40_000, 350_000));
+            }
+            self.check_single_primary();
+            if phase == Phase::Quiesce && now >= next_check {
+                next_check = now + 10_000;
+                if self.convergence_gap().is_none() {
+                    break;
+                }
+            }
+            if self.report.violations.len() >= 5 {
+                break;
+            }
+        }
+        self.report.end_us = self.now_us;
+    }
+}
+
+/// Runs one seed and returns its report.
+pub fn run_seed(seed: u64, opts: &SimOptions) -> RunReport {
+    let mut rng = SplitMix64::new(seed ^ 0x5eed_5eed_5eed_5eed);
+    let n_cu = if rng.chance(0.3) { 3 } else { 2 };
+    let n_clients = rng.range(2, 4) as usize;
+    let cus: Vec<NodeId> = (0..n_cu).map(|i| 1 + i as NodeId).collect();
+    let clients: Vec<NodeId> = (0..n_clients).map(|i| 100 + i as NodeId).collect();
+    let n_channels = rng.range(n_clients as u64, 2 * n_clients as u64) as usize;
+    let channel_owner = (0..n_channels).map(|c| clients[c % n_clients]).collect();
+    let topology = Topology { control_units: cus.clone(), clients: clients.clone(), channel_owner };
+    let mut cfg = ProtoConfig::new(topology);
+    cfg.window_ops = rng.range(16, 256) as usize;
+    cfg.heartbeat_interval_us = 10_000;
+    cfg.failover_timeout_us = 50_000;
+    cfg.drop_timeout_us = 100_000;
+    cfg.query_timeout_us = 40_000;
+    cfg.rto_us = 15_000;
+    cfg.tick_us = 2_000;
+    cfg.bulk_window = rng.range(4, 64) as u32;
+    cfg.max_frame_bytes = [600, 1472, 9000][rng.below(3) as usize];
+    cfg.cut_policy = match rng.below(3) {
+        0 => CutPolicy::Complete,
+        1 => CutPolicy::Fast,
+        _ => CutPolicy::Weighted { max_ops: rng.range(1, 8) },
+    };
+    cfg.inject = opts.inject;
+    cfg.validate().expect("simulator config is valid");
+    let profile = NetProfile::draw(&mut rng);
+    let mut nodes = Vec::new();
+    for &id in &cus {
+        nodes.push(Node { id, is_cu: true, slot: Slot::Cu(Box::new(ControlUnit::new(cfg.clone(), id, true, 0, 0))), boots: 0 });
+    }
+    for &id in &clients {
+        nodes.push(Node { id, is_cu: false, slot: Slot::Client(Box::new(Client::new(cfg.clone(), id, false, 0))), boots: 0 });
+    }
+    let report = RunReport {
+        seed,
+        control_units: n_cu,
+        clients: n_clients,
+        channels: n_channels,
+        policy: Some(cfg.cut_policy),
+        loss: profile.loss,
+        ..Default::default()
+    };
+    let mut w = World {
+        rng,
+        net: Net::new(profile),
+        cfg,
+        nodes,
+        now_us: 0,
+        opts: opts.clone(),
+        report,
+        trace: VecDeque::new(),
+        log: HashMap::new(),
+        marks: Vec::new(),
+        client_track: HashMap::new(),
+        standby_track: HashMap::new(),
+        acked_hw: HashMap::new(),
+        max_epoch_rx: HashMap::new(),
+        resolutions: HashMap::new(),
+        buf: Vec::new(),
+    };
+    let head = format!(
+        "seed {seed}: {n_cu} control units, {n_clients} clients, {n_channels} channels, {:?}, window {}, net {:?}",
+        w.cfg.cut_policy, w.cfg.window_ops, w.net.profile
+    );
+    w.trace(|| head);
+    w.run();
+    if w.report.violations.is_empty() {
+        w.final_checks();
+    }
+    w.report.trace = w.trace.iter().cloned().collect();
+    w.report
+}
