@@ -9,4 +9,5 @@ pub mod cli;
 pub mod proto;
 pub mod rng;
 pub mod sim;
+pub mod transport;
 pub mod wire;

@@ -61,7 +61,14 @@ pub fn run_seeds(args: &SimArgs, mut on_report: impl FnMut(&RunReport) + Send) -
                     if seed >= end {
                         break;
                     }
-                    let r = run_seed(seed, &opts);
+                    let r = std::panic::catch_unwind(|| run_seed(seed, &opts)).unwrap_or_else(|e| {
+                        let msg = e
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default();
+                        RunReport { seed, violations: vec![format!("panic: {msg}")], ..Default::default() }
+                    });
                     let mut g = shared.lock().expect("no panics while holding the lock");
                     g.0.add(&r);
                     (g.2)(&r);
@@ -82,7 +89,12 @@ pub fn run_seeds(args: &SimArgs, mut on_report: impl FnMut(&RunReport) + Send) -
 }
 
 pub fn run(args: SimArgs) -> ExitCode {
-    let (totals, failed) = run_seeds(&args, |r| println!("{}", r.summary_line()));
+    let (totals, failed) = run_seeds(&args, |r| {
+        println!("{}", r.summary_line());
+        for v in &r.violations {
+            println!("    violation: {v}");
+        }
+    });
     println!("\n{totals}");
     if let Some(f) = failed {
         println!("\nFAILED seed {} — replay with: statesync sim --seeds 1 --seed {} --verbose", f.seed, f.seed);

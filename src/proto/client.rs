@@ -59,6 +59,7 @@ pub struct Client {
     stale_notify: Option<NodeId>,
     /// Index of the next control unit to greet while we know no primary.
     hello_next: usize,
+    boot_id: u32,
     packet_seq: u64,
     events: Events,
     pub counters: Counters,
@@ -66,7 +67,8 @@ pub struct Client {
 
 impl Client {
     /// `fresh` = true for a client that lost its state (restart): it asks for a full replay.
-    pub fn new(cfg: ProtoConfig, id: NodeId, fresh: bool, now_us: u64) -> Self {
+    /// `boot_id` must differ between restarts, so the primary can tell a new life from an old.
+    pub fn new(cfg: ProtoConfig, id: NodeId, fresh: bool, boot_id: u32, now_us: u64) -> Self {
         let window = cfg.window_ops.max(2);
         let mut index = vec![None; cfg.topology.channels()];
         let chans: Vec<Chan> = cfg
@@ -102,6 +104,7 @@ impl Client {
             hb_due: true,
             stale_notify: None,
             hello_next: usize::MAX,
+            boot_id,
             packet_seq: 0,
             events: Events::default(),
             counters: Counters::default(),
@@ -216,6 +219,9 @@ impl Client {
             }
             c.nack = None;
             c.ack_dirty = true;
+            // Stream IDs are only unique per primary: forget the old primary's streams.
+            c.last_replay_done = None;
+            c.replay_done_ack = false;
         }
     }
 
@@ -336,7 +342,7 @@ impl Client {
         let mut fb = FrameBuilder::new(buf, self.id, self.epoch, seq);
         if self.hb_due {
             let needs = self.chans.iter().any(|c| c.unknown);
-            let hb = heartbeat(if needs { HB_FLAG_NEEDS_TRANSFER } else { 0 });
+            let hb = heartbeat(if needs { HB_FLAG_NEEDS_TRANSFER } else { 0 }, self.boot_id);
             if fb.push(Kind::Heartbeat, &hb) {
                 self.hb_due = false;
             }
@@ -400,7 +406,7 @@ impl Client {
         let seq = self.next_seq();
         let mut fb = FrameBuilder::new(buf, self.id, self.epoch, seq);
         let needs = self.chans.iter().any(|c| c.unknown);
-        let pushed = fb.push(Kind::Heartbeat, &heartbeat(if needs { HB_FLAG_NEEDS_TRANSFER } else { 0 }));
+        let pushed = fb.push(Kind::Heartbeat, &heartbeat(if needs { HB_FLAG_NEEDS_TRANSFER } else { 0 }, self.boot_id));
         assert!(pushed, "an empty frame has room for a heartbeat");
         let len = fb.finish();
         self.counters.frames_tx += 1;
@@ -409,13 +415,13 @@ impl Client {
     }
 }
 
-fn heartbeat(flags: u8) -> HeartbeatBody {
+fn heartbeat(flags: u8, boot_id: u32) -> HeartbeatBody {
     HeartbeatBody {
         role: ROLE_CLIENT,
         flags,
         reserved: 0.into(),
         sync_mask: 0.into(),
-        target: 0.into(),
+        target: boot_id.into(),
         reserved2: 0.into(),
     }
 }

@@ -237,6 +237,8 @@ pub enum Event {
     TookOver { epoch: u64 },
     StandbyJoined { standby: NodeId },
     StandbyDropped { standby: NodeId },
+    /// A joining standby holds `channel` again, applied through `applied`.
+    ChannelTransferred { channel: u32, applied: u64 },
     /// A standby finished receiving its state transfer.
     TransferComplete { epoch: u64 },
 }

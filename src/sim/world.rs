@@ -148,6 +148,36 @@ impl World {
             let Some(e) = e else { break };
             self.on_event(i, e);
         }
+        if std::env::var("SSDBG2").is_ok() {
+            for j in 0..self.nodes.len() {
+                let Some(cl) = self.client(j) else { continue };
+                for ch in cl.channels() {
+                    for k in 0..self.nodes.len() {
+                        if let Some(s) = self.cu(k)
+                            && s.role() == Role::Primary
+                            && s.epoch() == cl.epoch()
+                            && !cl.is_unknown(ch)
+                            && s.next_op(ch) - 1 == cl.applied(ch).unwrap()
+                            && s.state(ch).unwrap().public_digest() != cl.state(ch).unwrap().public_digest()
+                        {
+                            let (sid, cid, op) = (s.id, cl.id, cl.applied(ch).unwrap());
+                            eprintln!("[{}] DIVERGE primary {sid} client {cid} ch {ch} at op {op}", self.now_us);
+                        }
+                        if let Some(s) = self.cu(k)
+                            && s.role() == Role::Standby
+                            && s.epoch() == cl.epoch()
+                            && !cl.is_unknown(ch)
+                            && s.standby_position(ch).0 == cl.applied(ch).unwrap()
+                            && s.preapplied_top(ch) <= s.standby_position(ch).0
+                            && s.state(ch).unwrap().public_digest() != cl.state(ch).unwrap().public_digest()
+                        {
+                            let (sid, cid, op) = (s.id, cl.id, cl.applied(ch).unwrap());
+                            eprintln!("[{}] DIVERGE standby {sid} client {cid} ch {ch} at op {op}", self.now_us);
+                        }
+                    }
+                }
+            }
+        }
         if let Some(c) = self.cu(i)
             && c.role() == Role::Primary
         {
@@ -166,6 +196,9 @@ impl World {
         match e {
             Event::Committed { channel, epoch, through } => self.marks.push((channel, epoch, through)),
             Event::StandbyApplied { channel, op, failover } => {
+                if std::env::var("SSDBG").is_ok_and(|v| v == channel.to_string()) {
+                    self.trace(|| format!("standby {id} ch {channel} applied op {op} failover {failover}"));
+                }
                 let last = self.standby_track.get(&(id, channel)).copied();
                 if let Some(l) = last
                     && op != l + 1
@@ -184,6 +217,9 @@ impl World {
                 }
             }
             Event::ClientApplied { channel, op, epoch, cookie } => {
+                if std::env::var("SSDBG").is_ok_and(|v| v == channel.to_string()) {
+                    self.trace(|| format!("client {id} ch {channel} applied op {op} epoch {epoch:#x} cookie {cookie:#x}"));
+                }
                 let max_seen = self.max_epoch_rx.get(&id).copied().unwrap_or(0);
                 if epoch < max_seen {
                     self.violation(format!(
@@ -240,16 +276,16 @@ impl World {
             Event::FailoverStarted { epoch, operator } => {
                 self.trace(|| format!("cu {id} starts failover, epoch {epoch:#x} operator={operator}"));
             }
-            Event::TransferComplete { epoch } => {
-                let cu = self.cu(i).expect("live");
-                let pos: Vec<(u32, u64)> =
-                    (0..self.cfg.topology.channels() as u32).map(|ch| (ch, cu.standby_position(ch).0)).collect();
-                for (ch, applied) in pos {
-                    self.standby_track.insert((id, ch), applied);
-                }
-                self.trace(|| format!("cu {id} transfer complete in epoch {epoch:#x}"));
+            Event::ChannelTransferred { channel, applied } => {
+                self.standby_track.insert((id, channel), applied);
             }
-            Event::RoleChanged { role, epoch } => self.trace(|| format!("cu {id} is now {role:?} (epoch {epoch:#x})")),
+            Event::TransferComplete { epoch } => self.trace(|| format!("cu {id} transfer complete in epoch {epoch:#x}")),
+            Event::RoleChanged { role, epoch } => {
+                if role == Role::Joining {
+                    self.standby_track.retain(|(n, _), _| *n != id);
+                }
+                self.trace(|| format!("cu {id} is now {role:?} (epoch {epoch:#x})"))
+            }
             Event::StandbyJoined { standby } => self.trace(|| format!("cu {id}: standby {standby} joined")),
             Event::StandbyDropped { standby } => self.trace(|| format!("cu {id}: standby {standby} dropped")),
             Event::ReplayFinished { channel, client } => {
@@ -340,6 +376,11 @@ impl World {
         let Slot::Cu(cu) = &mut self.nodes[target].slot else { return };
         let epoch = cu.epoch();
         if let Ok(op) = cu.submit(now, channel, &entries) {
+            if std::env::var("SSDBG").is_ok_and(|v| v == channel.to_string()) {
+                let cookie = owned.iter().filter(|e| !e.3).fold(0u64, |m, e| m | 1 << e.0);
+                let id = self.nodes[target].id;
+                self.trace(|| format!("submit to {id} ch {channel} op {op} epoch {epoch:#x} cookie {cookie:#x}"));
+            }
             drop(entries);
             self.report.submitted += 1;
             if self.log.insert((channel, epoch, op), owned).is_some() {
@@ -366,7 +407,7 @@ impl World {
         self.nodes[i].slot = if self.nodes[i].is_cu {
             Slot::Cu(Box::new(ControlUnit::new(self.cfg.clone(), id, false, boot, self.now_us)))
         } else {
-            Slot::Client(Box::new(Client::new(self.cfg.clone(), id, true, self.now_us)))
+            Slot::Client(Box::new(Client::new(self.cfg.clone(), id, true, boot, self.now_us)))
         };
         self.trace(|| format!("RESTART node {id} (boot {boot})"));
         self.drain(i);
@@ -622,7 +663,7 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> RunReport {
         nodes.push(Node { id, is_cu: true, slot: Slot::Cu(Box::new(ControlUnit::new(cfg.clone(), id, true, 0, 0))), boots: 0 });
     }
     for &id in &clients {
-        nodes.push(Node { id, is_cu: false, slot: Slot::Client(Box::new(Client::new(cfg.clone(), id, false, 0))), boots: 0 });
+        nodes.push(Node { id, is_cu: false, slot: Slot::Client(Box::new(Client::new(cfg.clone(), id, false, 0, 0))), boots: 0 });
     }
     let report = RunReport {
         seed,

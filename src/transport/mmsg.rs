@@ -43,10 +43,9 @@ impl MmsgIo {
     pub(crate) fn new(fd: RawFd, v6: bool, batch: usize, rx_cap: usize, gro: bool) -> io::Result<MmsgIo> {
         let rx_buf = Mmap::new(batch * rx_cap)?;
         // SAFETY: plain C structs for which all-zero (null pointers, zero lengths) is valid.
-        let (msg, iov, addr) = unsafe {
+        let (msg, addr) = unsafe {
             (
                 std::mem::zeroed::<libc::mmsghdr>(),
-                std::mem::zeroed::<libc::iovec>(),
                 std::mem::zeroed::<libc::sockaddr_storage>(),
             )
         };

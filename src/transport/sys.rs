@@ -313,10 +313,6 @@ impl Mmap {
         self.ptr.as_ptr()
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
     /// Borrows `len` bytes at `off`, or `None` if that runs past the mapping.
     ///
     /// # Safety

@@ -125,6 +125,10 @@ impl ControlUnit {
             self.events.push(Event::StandbyApplied { channel, op, failover: true });
         }
         c.ring.truncate_after(cut);
+        if c.ring.top() < cut {
+            // Ops inside a transfer snapshot whose cookies never arrived: nothing to resend.
+            c.ring.prune_through(cut);
+        }
         c.fo_pending = false;
         c.fo_query_due = false;
         c.fo_replay = replay;

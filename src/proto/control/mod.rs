@@ -179,6 +179,8 @@ pub struct ControlUnit {
     /// Clients due a heartbeat (by client index).
     client_hb_due: Vec<bool>,
     client_last_rx_us: Vec<Option<u64>>,
+    /// Boot ID each client last announced.
+    client_boot: Vec<Option<u32>>,
     /// Channels of each client (by client index).
     client_chans: Vec<Vec<u32>>,
     stream_counter: u32,
@@ -244,8 +246,9 @@ impl ControlUnit {
             next_tick_us: now_us,
             client_hb_due: vec![true; topo.clients.len()],
             client_last_rx_us: vec![None; topo.clients.len()],
+            client_boot: vec![None; topo.clients.len()],
             client_chans: topo.clients.iter().map(|&c| topo.channels_of(c).collect()).collect(),
-            stream_counter: boot_id.wrapping_mul(0x10000),
+            stream_counter: ((index as u32) << 24) | (boot_id & 0xff) << 16,
             packet_seq: 0,
             tx_next: 0,
             events: Events::default(),
@@ -287,6 +290,10 @@ impl ControlUnit {
     pub fn standby_position(&self, channel: u32) -> (u64, u64) {
         let c = &self.chans[channel as usize];
         (c.applied, c.ring.top())
+    }
+    /// Standby: highest op contained in a transferred snapshot (0 once caught up past it).
+    pub fn preapplied_top(&self, channel: u32) -> u64 {
+        self.chans[channel as usize].preapplied_top
     }
     /// Ops retained (primary) or pending (standby) on `channel`.
     pub fn ring_len(&self, channel: u32) -> usize {
@@ -386,10 +393,10 @@ impl ControlUnit {
                 self.on_cu_heartbeat(now_us, pi, &hb, epoch);
             }
         }
-        if epoch > self.epoch {
+        if epoch > self.epoch && self.cfg.topology.epoch_owner(epoch) != Some(self.id) {
             self.adopt_higher_epoch(now_us, epoch);
         }
-        if epoch < self.epoch || epoch == 0 {
+        if epoch != self.epoch || epoch == 0 {
             if frame.msgs().any(|m| !matches!(m, Msg::Heartbeat(_))) {
                 self.counters.rejected_stale_epoch += 1;
             }
@@ -459,8 +466,11 @@ impl ControlUnit {
         self.client_last_rx_us[ci] = Some(now_us);
         let client = self.cfg.topology.clients[ci];
         if epoch > self.epoch {
-            // The client follows a newer primary than we know: we are stale.
-            self.adopt_higher_epoch(now_us, epoch);
+            // The client follows a newer primary than we know: we are stale. (An epoch of our
+            // own that we no longer hold is a previous life of this node: ignore it.)
+            if self.cfg.topology.epoch_owner(epoch) != Some(self.id) {
+                self.adopt_higher_epoch(now_us, epoch);
+            }
             return;
         }
         for m in frame.msgs() {
@@ -469,7 +479,11 @@ impl ControlUnit {
                     self.client_hb_due[ci] = true;
                 }
                 if self.role == Role::Primary && hb.flags & crate::wire::HB_FLAG_NEEDS_TRANSFER != 0 {
-                    self.start_full_replays(now_us, client);
+                    // A new life of the client restarts its replays from scratch.
+                    let boot = hb.target.get();
+                    let restart = self.client_boot[ci] != Some(boot);
+                    self.client_boot[ci] = Some(boot);
+                    self.start_full_replays(now_us, client, restart);
                 }
             }
         }

@@ -225,9 +225,9 @@ impl ControlUnit {
                 self.start_transfer(now_us, pi);
             }
         } else if hb.flags & HB_FLAG_JOINED != 0 && epoch == self.epoch && self.sync_mask & bit == 0 && !p.transferring {
-            // A standby that believes it is in sync but is not in our set (it missed our
-            // takeover, or we dropped it): it must re-transfer. Our heartbeat tells it so.
-            p.hb_due = true;
+            // A standby that believes it is in sync but that we dropped (it fell silent): its
+            // state may miss ops that left retention, so it re-joins through a transfer.
+            self.start_transfer(now_us, pi);
         }
         for c in 0..self.chans.len() {
             self.advance_commit(c as u32);
@@ -345,11 +345,13 @@ impl ControlUnit {
         self.next_transfer_channel(now_us, pi, channel + 1);
     }
 
-    /// Full replay of every channel of `client` (it restarted without state).
-    pub(super) fn start_full_replays(&mut self, now_us: u64, client: NodeId) {
+    /// Full replay of every channel of `client` (it restarted without state). `restart`
+    /// replaces replays already under way (they were for a previous life of the client).
+    pub(super) fn start_full_replays(&mut self, now_us: u64, client: NodeId, restart: bool) {
         for ch in 0..self.chans.len() {
             // A partial replay cannot help a client without history: replace it.
-            if self.chans[ch].owner == client && self.chans[ch].replay.as_ref().is_none_or(|r| r.sections != ALL_SECTIONS_MASK) {
+            let replace = self.chans[ch].replay.as_ref().is_none_or(|r| restart || r.sections != ALL_SECTIONS_MASK);
+            if self.chans[ch].owner == client && replace {
                 self.start_replay(now_us, ch as u32, ALL_SECTIONS_MASK, true);
             }
         }

@@ -33,6 +33,11 @@ impl ControlUnit {
                 }
                 c.reset_for_transfer();
                 c.xfer_rx = Some(BulkRx::begin(&b, 0));
+                if self.role == Role::Standby {
+                    // The primary re-transfers: our state is being replaced, we are no longer in sync.
+                    self.role = Role::Joining;
+                    self.events.push(Event::RoleChanged { role: Role::Joining, epoch: self.epoch });
+                }
             }
             Msg::XferHistory(h) => {
                 if let Some(c) = self.chans.get_mut(h.channel.get() as usize)
@@ -82,6 +87,7 @@ impl ControlUnit {
                 c.next_op = top + 1;
                 c.ready = true;
                 c.commit_dirty = true;
+                self.events.push(Event::ChannelTransferred { channel: e.channel.get(), applied: acked });
                 if self.chans.iter().all(|c| c.ready) && self.role == Role::Joining {
                     self.role = Role::Standby;
                     self.primary_lost = false;
@@ -172,11 +178,15 @@ impl ControlUnit {
 /// primary still has to send it to clients that lack it.
 pub(super) fn apply_op(c: &mut super::Chan, op: u64) {
     assert_eq!(op, c.applied + 1, "standby applies in op order");
-    let slot = c.ring.get(op).expect("op to apply is held");
-    if !slot.preapplied {
-        for e in slot.entries() {
-            c.state.apply(&e);
+    match c.ring.get(op) {
+        Some(slot) if !slot.preapplied => {
+            for e in slot.entries() {
+                c.state.apply(&e);
+            }
         }
+        Some(_) => {}
+        // Inside the transferred snapshot but its cookie has not arrived: already in the state.
+        None => assert!(op <= c.preapplied_top, "op to apply is held"),
     }
     c.applied = op;
     c.commit_dirty = true;
