@@ -107,6 +107,10 @@ impl BulkTx {
         }
     }
 
+    pub fn acked_items(&self) -> u32 {
+        self.acked
+    }
+
     pub fn total(&self) -> u32 {
         self.items.len() as u32
     }
@@ -198,6 +202,12 @@ impl BulkTx {
         if next > self.acked {
             self.acked = next;
             self.last_progress_us = now_us;
+        } else if next < self.acked && ack.done.get() == 0 {
+            // The receiver lost its progress (it restarted the stream): go back for it. A stale
+            // reordered ack costs a few retransmissions, nothing more.
+            self.acked = next;
+            self.next_send = self.next_send.min(next);
+            self.need_begin |= next == 0;
         }
         if ack.done.get() == 1 && next == self.total() {
             self.done = true;

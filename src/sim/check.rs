@@ -54,7 +54,12 @@ impl World {
         for ch in 0..self.cfg.topology.channels() as u32 {
             let last = primary.next_op(ch) - 1;
             if primary.commit_watermark(ch) != last || primary.is_replaying(ch) {
-                return Some(format!("ch {ch}: commit {} of {last}", primary.commit_watermark(ch)));
+                return Some(format!(
+                    "ch {ch}: commit {} of {last}, replay {:?}, client acked {}",
+                    primary.commit_watermark(ch),
+                    primary.replay_progress(ch),
+                    primary.client_acked(ch)
+                ));
             }
             let owner = self.cfg.topology.channel_owner[ch as usize];
             let cl = self.client(self.node_index(owner)).expect("checked above");

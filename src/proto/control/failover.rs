@@ -70,20 +70,21 @@ impl ControlUnit {
     fn policy_cut(&self, client_op: u64, held: u64) -> u64 {
         match self.cfg.cut_policy {
             CutPolicy::Complete => held,
-            CutPolicy::Fast => client_op,
+            CutPolicy::Fast => client_op.min(held),
             CutPolicy::Weighted { max_ops } => held.min(client_op.saturating_add(max_ops)),
         }
     }
 
     fn resolve(&mut self, channel: u32, reply: Option<&LaReplyBody>) {
         let ci = channel as usize;
-        let held = self.chans[ci].ring.top();
         let (applied, acked, pre_top) = {
             let c = &self.chans[ci];
             (c.applied, c.acked, c.preapplied_top)
         };
         // Ops already in our state can never be cut.
         let floor = applied.max(pre_top);
+        // The highest op we can keep: held in the ring, or inside a transferred snapshot.
+        let held = self.chans[ci].held_top();
         let reply = reply.filter(|r| r.flags.get() & LA_FLAG_UNKNOWN == 0 && r.last_applied.get() >= applied);
         let (resolution, cut, replay) = match reply {
             Some(r) if r.last_applied.get() <= held => {

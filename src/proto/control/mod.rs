@@ -112,6 +112,11 @@ impl Chan {
         }
     }
 
+    /// The highest op whose effect this standby holds or already has in its state.
+    fn held_top(&self) -> u64 {
+        self.ring.top().max(self.applied).max(self.preapplied_top)
+    }
+
     /// Wipes the channel for a state transfer.
     fn reset_for_transfer(&mut self) {
         self.state.clear_all();
@@ -302,6 +307,10 @@ impl ControlUnit {
     pub fn sync_mask(&self) -> u32 {
         self.sync_mask
     }
+    /// Debug view of a replay in progress: (stream, acked items, total items).
+    pub fn replay_progress(&self, channel: u32) -> Option<(u32, u32, u32)> {
+        self.chans[channel as usize].replay.as_ref().map(|r| (r.stream, r.acked_items(), r.total()))
+    }
     pub fn is_replaying(&self, channel: u32) -> bool {
         self.chans[channel as usize].replay.is_some()
     }
@@ -358,7 +367,10 @@ impl ControlUnit {
                 Role::Primary => self.primary_tick(now_us),
                 Role::Standby => self.standby_tick(now_us),
                 Role::Candidate => self.candidate_tick(now_us),
-                Role::Joining => {}
+                Role::Joining => {
+                    // A joining node still votes on the primary's liveness.
+                    self.primary_lost = now_us >= self.primary_last_rx_us + self.cfg.failover_timeout_us;
+                }
             }
         }
     }
@@ -537,7 +549,10 @@ impl ControlUnit {
                 let f = HB_FLAG_JOINED | if lost { HB_FLAG_PRIMARY_LOST } else { 0 };
                 (crate::wire::ROLE_STANDBY, f, self.seen_mask)
             }
-            Role::Joining => (crate::wire::ROLE_STANDBY, crate::wire::HB_FLAG_NEEDS_TRANSFER, 0),
+            Role::Joining => {
+                let lost = if self.primary_lost { HB_FLAG_PRIMARY_LOST } else { 0 };
+                (crate::wire::ROLE_STANDBY, crate::wire::HB_FLAG_NEEDS_TRANSFER | lost, 0)
+            }
         };
         HeartbeatBody {
             role,

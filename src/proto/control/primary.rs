@@ -154,6 +154,7 @@ impl ControlUnit {
         if pc.cursor <= pc.held {
             pc.cursor = pc.held + 1;
         }
+        self.try_complete_join(pi);
         self.advance_commit(channel);
     }
 
@@ -290,18 +291,16 @@ impl ControlUnit {
 
     fn next_transfer_channel(&mut self, now_us: u64, pi: usize, channel: usize) {
         if channel == self.chans.len() {
-            let p = &mut self.peers[pi];
-            p.xfer = None;
-            p.transferring = false;
-            self.sync_mask |= 1 << pi;
-            p.hb_due = true;
-            self.events.push(Event::StandbyJoined { standby: p.id });
+            self.peers[pi].xfer = None;
+            self.try_complete_join(pi);
             return;
         }
         let stream = self.next_stream();
         let c = &self.chans[channel];
         let top = c.next_op - 1;
-        let acked = c.client_acked.min(top);
+        // Ops kept by a failover cut are committed before their client acks them: the
+        // snapshot counts them as applied, so the joiner never trails the commit watermark.
+        let acked = c.client_acked.max(c.commit).min(top);
         let tx = BulkTx::snapshot(
             BulkKind::Xfer,
             stream,
@@ -321,6 +320,22 @@ impl ControlUnit {
         pc.preapplied = cookies;
         pc.preapplied_from = acked + 1;
         self.peers[pi].xfer = Some(tx);
+    }
+
+    /// A transferred standby enters the sync set once it has applied everything committed
+    /// (until then it could not take over without losing a committed op).
+    pub(super) fn try_complete_join(&mut self, pi: usize) {
+        let p = &mut self.peers[pi];
+        if !p.transferring || p.xfer.is_some() {
+            return;
+        }
+        let caught_up = p.chans.iter().zip(&self.chans).all(|(pc, c)| pc.ready && pc.applied >= c.commit);
+        if caught_up {
+            p.transferring = false;
+            p.hb_due = true;
+            self.sync_mask |= 1 << pi;
+            self.events.push(Event::StandbyJoined { standby: p.id });
+        }
     }
 
     pub(super) fn on_xfer_ack(&mut self, now_us: u64, pi: usize, a: &BulkAck) {

@@ -155,20 +155,25 @@ impl ControlUnit {
         }
         let alive = |t: Option<u64>| t.is_some_and(|t| now_us < t + timeout);
         let members = self.seen_mask & !(1 << self.index);
-        let mut vote = members == 0;
+        let mut votes = 0usize;
         for (i, p) in self.peers.iter().enumerate() {
-            if members & (1 << i) == 0 || !alive(p.last_rx_us) {
+            if i == self.index || !alive(p.last_rx_us) {
                 continue;
             }
-            // A live higher-priority member takes over instead of us.
-            if i < self.index && p.flags & HB_FLAG_JOINED != 0 {
+            // A live higher-priority member of the sync set takes over instead of us.
+            if i < self.index && members & (1 << i) != 0 && p.flags & HB_FLAG_JOINED != 0 {
                 return;
             }
             if p.flags & HB_FLAG_PRIMARY_LOST != 0 {
-                vote = true;
+                votes += 1;
             }
         }
-        if vote {
+        // Two control units: the standby decides alone (the primary commits nothing without
+        // it, so nothing committed can be missing). Three or more: a majority must have lost
+        // the primary, so a standby cut off from everyone never takes over while the primary
+        // still commits with the others.
+        let n = self.peers.len();
+        if n <= 2 || (1 + votes) * 2 > n {
             self.start_failover(now_us, false);
         }
     }

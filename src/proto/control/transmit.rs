@@ -184,7 +184,7 @@ impl ControlUnit {
         for k in 0..self.client_chans[ci].len() {
             let c = &mut self.chans[self.client_chans[ci][k] as usize];
             if c.fo_query_due {
-                let q = ChannelOp { channel: c.id.into(), reserved: 0.into(), op: c.ring.top().max(c.applied).into() };
+                let q = ChannelOp { channel: c.id.into(), reserved: 0.into(), op: c.held_top().into() };
                 if !fb.push(Kind::LaQuery, &q) {
                     return;
                 }
