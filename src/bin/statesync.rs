@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "statesync", version, about = "State-synchronization fabric with selective replay")]
+#[command(
+    name = "statesync",
+    version,
+    about = "State-synchronization fabric with selective replay"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

@@ -31,20 +31,28 @@ pub struct SimArgs {
     /// Virtual milliseconds of faults per run before the fault-free phase.
     #[arg(long, default_value_t = 2000)]
     pub fault_ms: u64,
+    /// Also trace every submit and apply on this channel.
+    #[arg(long)]
+    pub trace_channel: Option<u32>,
 }
 
 /// Runs the seeds; returns the totals and the first failing report.
-pub fn run_seeds(args: &SimArgs, mut on_report: impl FnMut(&RunReport) + Send) -> (Totals, Option<RunReport>) {
+pub fn run_seeds(
+    args: &SimArgs,
+    mut on_report: impl FnMut(&RunReport) + Send,
+) -> (Totals, Option<RunReport>) {
     let opts = SimOptions {
         inject: args.inject_bug,
         verbose: args.verbose,
         fault_phase_us: args.fault_ms * 1000,
+        trace_channel: args.trace_channel,
         ..Default::default()
     };
     let threads = if args.verbose {
         1
     } else {
-        args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        args.threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     };
     let next = AtomicU64::new(args.seed);
     let end = args.seed + args.seeds;
@@ -61,14 +69,19 @@ pub fn run_seeds(args: &SimArgs, mut on_report: impl FnMut(&RunReport) + Send) -
                     if seed >= end {
                         break;
                     }
-                    let r = std::panic::catch_unwind(|| run_seed(seed, &opts)).unwrap_or_else(|e| {
-                        let msg = e
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_default();
-                        RunReport { seed, violations: vec![format!("panic: {msg}")], ..Default::default() }
-                    });
+                    let r =
+                        std::panic::catch_unwind(|| run_seed(seed, &opts)).unwrap_or_else(|e| {
+                            let msg = e
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                                .unwrap_or_default();
+                            RunReport {
+                                seed,
+                                violations: vec![format!("panic: {msg}")],
+                                ..Default::default()
+                            }
+                        });
                     let mut g = shared.lock().expect("no panics while holding the lock");
                     g.0.add(&r);
                     (g.2)(&r);
@@ -97,7 +110,10 @@ pub fn run(args: SimArgs) -> ExitCode {
     });
     println!("\n{totals}");
     if let Some(f) = failed {
-        println!("\nFAILED seed {} — replay with: statesync sim --seeds 1 --seed {} --verbose", f.seed, f.seed);
+        println!(
+            "\nFAILED seed {} — replay with: statesync sim --seeds 1 --seed {} --verbose",
+            f.seed, f.seed
+        );
         for v in &f.violations {
             println!("  violation: {v}");
         }

@@ -8,7 +8,8 @@
 
 use super::state::{ChannelState, PRIVATE_SECTION};
 use crate::wire::{
-    BULK_FLAG_PRIVATE, BulkAck, BulkBegin, BulkEnd, BulkEntry, FrameBuilder, HistoryBody, Kind, SECTIONS,
+    BULK_FLAG_PRIVATE, BulkAck, BulkBegin, BulkEnd, BulkEntry, FrameBuilder, HistoryBody, Kind,
+    SECTIONS,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,8 +29,17 @@ impl BulkKind {
 
 #[derive(Debug, Clone, Copy)]
 enum Item {
-    History { epoch: u64, start_op: u64 },
-    Entry { section: u8, private: bool, key: u64, off: u32, len: u32 },
+    History {
+        epoch: u64,
+        start_op: u64,
+    },
+    Entry {
+        section: u8,
+        private: bool,
+        key: u64,
+        off: u32,
+        len: u32,
+    },
 }
 
 /// Sending side of one stream.
@@ -69,16 +79,26 @@ impl BulkTx {
         history: impl Iterator<Item = (u64, u64)>,
         now_us: u64,
     ) -> BulkTx {
-        let mut items: Vec<Item> = history.map(|(epoch, start_op)| Item::History { epoch, start_op }).collect();
+        let mut items: Vec<Item> = history
+            .map(|(epoch, start_op)| Item::History { epoch, start_op })
+            .collect();
         let mut data = Vec::with_capacity(state.value_bytes(mask) as usize);
-        let sections = (0..SECTIONS).filter(|s| mask & (1 << s) != 0).map(|s| (s, false));
+        let sections = (0..SECTIONS)
+            .filter(|s| mask & (1 << s) != 0)
+            .map(|s| (s, false));
         let privs = private.then_some((PRIVATE_SECTION, true));
         for (s, is_private) in sections.chain(privs) {
             for (key, value) in state.entries(s) {
                 let off = data.len() as u32;
                 data.extend_from_slice(value);
                 let section = if is_private { 0 } else { s as u8 };
-                items.push(Item::Entry { section, private: is_private, key, off, len: value.len() as u32 });
+                items.push(Item::Entry {
+                    section,
+                    private: is_private,
+                    key,
+                    off,
+                    len: value.len() as u32,
+                });
             }
         }
         let payload_bytes = items
@@ -116,7 +136,10 @@ impl BulkTx {
     }
 
     pub fn entry_count(&self) -> u64 {
-        self.items.iter().filter(|i| matches!(i, Item::Entry { .. })).count() as u64
+        self.items
+            .iter()
+            .filter(|i| matches!(i, Item::Entry { .. }))
+            .count() as u64
     }
 
     /// Pushes what the window allows; returns false when the frame filled up.
@@ -152,7 +175,13 @@ impl BulkTx {
                         start_op: start_op.into(),
                     },
                 ),
-                Item::Entry { section, private, key, off, len } => {
+                Item::Entry {
+                    section,
+                    private,
+                    key,
+                    off,
+                    len,
+                } => {
                     let value = &self.data[off as usize..(off + len) as usize];
                     let e = BulkEntry {
                         channel: self.channel.into(),

@@ -8,8 +8,8 @@ use super::bulk::BulkRx;
 use super::state::{ALL_SECTIONS_MASK, ChannelState};
 use super::{Counters, Event, Events, INITIAL_EPOCH, InjectedBug, NodeId, ProtoConfig, Transmit};
 use crate::wire::{
-    BulkBegin, BulkEnd, ChannelOp, FrameBuilder, FrameReader, HB_FLAG_NEEDS_TRANSFER, HeartbeatBody, Kind,
-    LA_FLAG_UNKNOWN, LaReplyBody, Msg, NackBody, ROLE_CLIENT, UpdateView,
+    BulkBegin, BulkEnd, ChannelOp, FrameBuilder, FrameReader, HB_FLAG_NEEDS_TRANSFER,
+    HeartbeatBody, Kind, LA_FLAG_UNKNOWN, LaReplyBody, Msg, NackBody, ROLE_CLIENT, UpdateView,
 };
 
 #[derive(Debug)]
@@ -30,6 +30,9 @@ struct Chan {
     la_reply: Option<LaReplyBody>,
     /// Keep confirming the finished replay until an update proves the primary saw it.
     replay_done_ack: bool,
+    /// Stream of the last replay finished in this epoch: stamps acks so that the primary can
+    /// tell them from acks sent before the replay reset our position.
+    generation: u32,
 }
 
 impl Chan {
@@ -91,6 +94,7 @@ impl Client {
                     last_nack_us: 0,
                     la_reply: None,
                     replay_done_ack: false,
+                    generation: 0,
                 }
             })
             .collect();
@@ -115,7 +119,11 @@ impl Client {
         self.epoch
     }
     pub fn primary(&self) -> Option<NodeId> {
-        if self.epoch == 0 { None } else { self.cfg.topology.epoch_owner(self.epoch) }
+        if self.epoch == 0 {
+            None
+        } else {
+            self.cfg.topology.epoch_owner(self.epoch)
+        }
     }
     pub fn channels(&self) -> impl Iterator<Item = u32> + '_ {
         self.chans.iter().map(|c| c.id)
@@ -128,14 +136,19 @@ impl Client {
     }
     /// True when the channel waits for a full replay.
     pub fn is_unknown(&self, channel: u32) -> bool {
-        self.chan(channel).is_some_and(|c| c.unknown || c.replay.is_some())
+        self.chan(channel)
+            .is_some_and(|c| c.unknown || c.replay.is_some())
     }
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop()
     }
 
     fn chan(&self, channel: u32) -> Option<&Chan> {
-        self.index.get(channel as usize).copied().flatten().map(|i| &self.chans[i])
+        self.index
+            .get(channel as usize)
+            .copied()
+            .flatten()
+            .map(|i| &self.chans[i])
     }
     fn chan_idx(&self, channel: u32) -> Option<usize> {
         self.index.get(channel as usize).copied().flatten()
@@ -222,6 +235,7 @@ impl Client {
             // Stream IDs are only unique per primary: forget the old primary's streams.
             c.last_replay_done = None;
             c.replay_done_ack = false;
+            c.generation = 0;
         }
     }
 
@@ -250,7 +264,12 @@ impl Client {
             c.replay_done_ack = false;
             self.counters.updates_applied += 1;
             if emit {
-                self.events.push(Event::ClientApplied { channel: c.id, op, epoch, cookie: u.cookie() });
+                self.events.push(Event::ClientApplied {
+                    channel: c.id,
+                    op,
+                    epoch,
+                    cookie: u.cookie(),
+                });
             }
         } else if op <= c.applied {
             c.ack_dirty = true;
@@ -269,7 +288,11 @@ impl Client {
         let unknown = c.unknown || c.replay.is_some();
         c.la_reply = Some(LaReplyBody {
             channel: c.id.into(),
-            flags: if unknown { LA_FLAG_UNKNOWN.into() } else { 0.into() },
+            flags: if unknown {
+                LA_FLAG_UNKNOWN.into()
+            } else {
+                0.into()
+            },
             last_applied: c.applied.into(),
             cookie_above: c.cookie_above(q.op.get()).into(),
         });
@@ -313,12 +336,18 @@ impl Client {
         c.replay = None;
         c.last_replay_done = Some(r.stream);
         c.replay_done_ack = true;
+        c.generation = r.stream;
         c.applied = r.base_op;
         c.unknown = false;
         c.cookies_from = r.base_op + 1;
         c.ack_dirty = true;
         c.nack = None;
-        self.events.push(Event::ClientReplayed { channel: c.id, base_op: r.base_op, sections: r.sections, epoch });
+        self.events.push(Event::ClientReplayed {
+            channel: c.id,
+            base_op: r.base_op,
+            sections: r.sections,
+            epoch,
+        });
     }
 
     /// Encodes the next datagram into `buf`, or returns `None` when there is nothing to send.
@@ -373,7 +402,11 @@ impl Client {
                     ok &= fb.push(Kind::ReplayAck, &ack);
                 }
                 if !c.unknown && c.replay.is_none() {
-                    let ack = ChannelOp { channel: c.id.into(), reserved: 0.into(), op: c.applied.into() };
+                    let ack = ChannelOp {
+                        channel: c.id.into(),
+                        generation: c.generation.into(),
+                        op: c.applied.into(),
+                    };
                     ok &= fb.push(Kind::Ack, &ack);
                 }
                 if ok {
@@ -381,7 +414,15 @@ impl Client {
                 }
             }
             if let Some((from, to)) = c.nack
-                && fb.push(Kind::Nack, &NackBody { channel: c.id.into(), reserved: 0.into(), from: from.into(), to: to.into() })
+                && fb.push(
+                    Kind::Nack,
+                    &NackBody {
+                        channel: c.id.into(),
+                        generation: c.generation.into(),
+                        from: from.into(),
+                        to: to.into(),
+                    },
+                )
             {
                 c.nack = None;
                 self.counters.nacks_sent += 1;
@@ -406,7 +447,10 @@ impl Client {
         let seq = self.next_seq();
         let mut fb = FrameBuilder::new(buf, self.id, self.epoch, seq);
         let needs = self.chans.iter().any(|c| c.unknown);
-        let pushed = fb.push(Kind::Heartbeat, &heartbeat(if needs { HB_FLAG_NEEDS_TRANSFER } else { 0 }, self.boot_id));
+        let pushed = fb.push(
+            Kind::Heartbeat,
+            &heartbeat(if needs { HB_FLAG_NEEDS_TRANSFER } else { 0 }, self.boot_id),
+        );
         assert!(pushed, "an empty frame has room for a heartbeat");
         let len = fb.finish();
         self.counters.frames_tx += 1;
@@ -422,6 +466,6 @@ fn heartbeat(flags: u8, boot_id: u32) -> HeartbeatBody {
         reserved: 0.into(),
         sync_mask: 0.into(),
         target: boot_id.into(),
-        reserved2: 0.into(),
+        vote: 0.into(),
     }
 }

@@ -39,7 +39,10 @@ impl History {
     pub fn push(&mut self, epoch: u64, start_op: u64) {
         if let Some(&(e, s)) = self.segments.back() {
             assert!(epoch > e, "history epochs increase");
-            assert!(start_op >= 1 && start_op <= s.max(start_op), "segment start");
+            assert!(
+                start_op >= 1 && start_op <= s.max(start_op),
+                "segment start"
+            );
         }
         // A segment that never kept an op is fully superseded.
         while let Some(&(_, s)) = self.segments.back() {
@@ -65,7 +68,11 @@ impl History {
 
     /// The epoch in which the op kept at position `op` was assigned, if history reaches it.
     pub fn epoch_at(&self, op: u64) -> Option<u64> {
-        self.segments.iter().rev().find(|&&(_, s)| s <= op).map(|&(e, _)| e)
+        self.segments
+            .iter()
+            .rev()
+            .find(|&&(_, s)| s <= op)
+            .map(|&(e, _)| e)
     }
 
     /// Status of `op` assigned in `epoch`, given the highest op assigned (`last_op`) and the
@@ -75,7 +82,11 @@ impl History {
             let oldest = self.segments.front().map(|s| s.0).unwrap_or(u64::MAX);
             let newest = self.segments.back().map(|s| s.0).unwrap_or(0);
             // An epoch between known ones never had an op kept.
-            return if epoch > oldest && epoch < newest { OpStatus::Discarded } else { OpStatus::Unknown };
+            return if epoch > oldest && epoch < newest {
+                OpStatus::Discarded
+            } else {
+                OpStatus::Unknown
+            };
         };
         let start = self.segments[i].1;
         let end = self.segments.get(i + 1).map(|s| s.1 - 1).unwrap_or(last_op);
@@ -83,9 +94,17 @@ impl History {
             return OpStatus::Unknown;
         }
         if op > end {
-            return if i + 1 < self.segments.len() { OpStatus::Discarded } else { OpStatus::Unknown };
+            return if i + 1 < self.segments.len() {
+                OpStatus::Discarded
+            } else {
+                OpStatus::Unknown
+            };
         }
-        if op <= commit { OpStatus::Committed } else { OpStatus::Pending }
+        if op <= commit {
+            OpStatus::Committed
+        } else {
+            OpStatus::Pending
+        }
     }
 }
 

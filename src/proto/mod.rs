@@ -86,7 +86,11 @@ impl Topology {
         self.clients.contains(&id)
     }
     pub fn channels_of(&self, client: NodeId) -> impl Iterator<Item = u32> + '_ {
-        self.channel_owner.iter().enumerate().filter(move |(_, o)| **o == client).map(|(c, _)| c as u32)
+        self.channel_owner
+            .iter()
+            .enumerate()
+            .filter(move |(_, o)| **o == client)
+            .map(|(c, _)| c as u32)
     }
     /// The control unit that owns `epoch` (its low byte is the owner's priority index).
     pub fn epoch_owner(&self, epoch: u64) -> Option<NodeId> {
@@ -218,29 +222,80 @@ pub enum Resolution {
 #[non_exhaustive]
 pub enum Event {
     /// Primary: ops of `epoch` on `channel` up to `through` are committed.
-    Committed { channel: u32, epoch: u64, through: u64 },
+    Committed {
+        channel: u32,
+        epoch: u64,
+        through: u64,
+    },
     /// Client: op applied.
-    ClientApplied { channel: u32, op: u64, epoch: u64, cookie: u64 },
+    ClientApplied {
+        channel: u32,
+        op: u64,
+        epoch: u64,
+        cookie: u64,
+    },
     /// Client: a replay reset `sections` and left the channel at `base_op`.
-    ClientReplayed { channel: u32, base_op: u64, sections: u64, epoch: u64 },
+    ClientReplayed {
+        channel: u32,
+        base_op: u64,
+        sections: u64,
+        epoch: u64,
+    },
     /// Standby: op applied to its state; `failover` when applied by the failover cut.
-    StandbyApplied { channel: u32, op: u64, failover: bool },
-    RoleChanged { role: Role, epoch: u64 },
+    StandbyApplied {
+        channel: u32,
+        op: u64,
+        failover: bool,
+    },
+    RoleChanged {
+        role: Role,
+        epoch: u64,
+    },
     /// A failover started (`operator` for a planned switchover).
-    FailoverStarted { epoch: u64, operator: bool },
+    FailoverStarted {
+        epoch: u64,
+        operator: bool,
+    },
     /// A failover decided a channel: ops up to `cut` are kept.
-    ChannelResolved { channel: u32, resolution: Resolution, cut: u64, held: u64 },
+    ChannelResolved {
+        channel: u32,
+        resolution: Resolution,
+        cut: u64,
+        held: u64,
+    },
     /// Primary: a replay to a client started. `full_bytes` is what a full replay would send.
-    ReplayStarted { channel: u32, client: NodeId, sections: u64, full: bool, bytes: u64, full_bytes: u64, base_op: u64 },
-    ReplayFinished { channel: u32, client: NodeId },
+    ReplayStarted {
+        channel: u32,
+        client: NodeId,
+        sections: u64,
+        full: bool,
+        bytes: u64,
+        full_bytes: u64,
+        base_op: u64,
+    },
+    ReplayFinished {
+        channel: u32,
+        client: NodeId,
+    },
     /// The failover finished; this node is primary and accepts submissions.
-    TookOver { epoch: u64 },
-    StandbyJoined { standby: NodeId },
-    StandbyDropped { standby: NodeId },
+    TookOver {
+        epoch: u64,
+    },
+    StandbyJoined {
+        standby: NodeId,
+    },
+    StandbyDropped {
+        standby: NodeId,
+    },
     /// A joining standby holds `channel` again, applied through `applied`.
-    ChannelTransferred { channel: u32, applied: u64 },
+    ChannelTransferred {
+        channel: u32,
+        applied: u64,
+    },
     /// A standby finished receiving its state transfer.
-    TransferComplete { epoch: u64 },
+    TransferComplete {
+        epoch: u64,
+    },
 }
 
 /// Counters every node keeps; rejections are counted by reason.
@@ -272,7 +327,10 @@ pub(crate) const MAX_EVENTS: usize = 1 << 20;
 
 impl Events {
     pub fn push(&mut self, e: Event) {
-        assert!(self.q.len() < MAX_EVENTS, "event queue not drained by the caller");
+        assert!(
+            self.q.len() < MAX_EVENTS,
+            "event queue not drained by the caller"
+        );
         self.q.push_back(e);
     }
     pub fn pop(&mut self) -> Option<Event> {

@@ -29,7 +29,11 @@ impl Slot {
     }
     pub fn entries(&self) -> impl Iterator<Item = Entry<'_>> {
         let public = self.public_count as usize;
-        EntryIterOwned { inner: decode_entries(&self.bytes), index: 0, public }
+        EntryIterOwned {
+            inner: decode_entries(&self.bytes),
+            index: 0,
+            public,
+        }
     }
 }
 
@@ -66,7 +70,11 @@ pub struct OpRing {
 impl OpRing {
     pub fn new(capacity: usize) -> Self {
         assert!(capacity > 0);
-        OpRing { slots: (0..capacity).map(|_| Slot::default()).collect(), base: 1, top: 0 }
+        OpRing {
+            slots: (0..capacity).map(|_| Slot::default()).collect(),
+            base: 1,
+            top: 0,
+        }
     }
 
     pub fn capacity(&self) -> usize {
@@ -175,7 +183,12 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn ent(k: u64) -> [Entry<'static>; 1] {
-        [Entry { section: (k % 64) as u8, key: k, value: Some(b"v"), private: false }]
+        [Entry {
+            section: (k % 64) as u8,
+            key: k,
+            value: Some(b"v"),
+            private: false,
+        }]
     }
 
     #[test]

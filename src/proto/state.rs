@@ -39,7 +39,11 @@ fn entry_hash(section: usize, key: u64, value: &[u8]) -> u64 {
 
 impl ChannelState {
     fn slot(e: &Entry<'_>) -> usize {
-        if e.private { PRIVATE_SECTION } else { e.section as usize }
+        if e.private {
+            PRIVATE_SECTION
+        } else {
+            e.section as usize
+        }
     }
 
     /// Applies one write; reuses the existing value buffer so steady-state updates of existing
@@ -58,8 +62,11 @@ impl ChannelState {
         match map.get_mut(&key) {
             Some(old) => {
                 let old_h = entry_hash(section, key, old);
-                self.digests[section] = self.digests[section].wrapping_sub(old_h).wrapping_add(new_h);
-                self.value_bytes[section] = self.value_bytes[section] - old.len() as u64 + value.len() as u64;
+                self.digests[section] = self.digests[section]
+                    .wrapping_sub(old_h)
+                    .wrapping_add(new_h);
+                self.value_bytes[section] =
+                    self.value_bytes[section] - old.len() as u64 + value.len() as u64;
                 old.clear();
                 old.extend_from_slice(value);
             }
@@ -73,7 +80,8 @@ impl ChannelState {
 
     pub fn delete(&mut self, section: usize, key: u64) {
         if let Some(old) = self.sections[section].remove(&key) {
-            self.digests[section] = self.digests[section].wrapping_sub(entry_hash(section, key, &old));
+            self.digests[section] =
+                self.digests[section].wrapping_sub(entry_hash(section, key, &old));
             self.value_bytes[section] -= old.len() as u64;
         }
     }
@@ -107,7 +115,9 @@ impl ChannelState {
 
     /// Digest of the client-visible view; equal on a client and on its primary when in sync.
     pub fn public_digest(&self) -> u64 {
-        self.digests[..SECTIONS].iter().fold(0u64, |a, d| a.wrapping_add(d.rotate_left(1)))
+        self.digests[..SECTIONS]
+            .iter()
+            .fold(0u64, |a, d| a.wrapping_add(d.rotate_left(1)))
     }
 
     /// Digest of everything, the primary-only section included (primary versus standby).
@@ -117,11 +127,15 @@ impl ChannelState {
 
     /// Mask of client-visible sections whose digests differ from `other`'s.
     pub fn differing_sections(&self, other: &ChannelState) -> u64 {
-        (0..SECTIONS).filter(|&s| self.digests[s] != other.digests[s]).fold(0, |m, s| m | (1 << s))
+        (0..SECTIONS)
+            .filter(|&s| self.digests[s] != other.digests[s])
+            .fold(0, |m, s| m | (1 << s))
     }
 
     pub fn entries(&self, section: usize) -> impl Iterator<Item = (u64, &[u8])> {
-        self.sections[section].iter().map(|(k, v)| (*k, v.as_slice()))
+        self.sections[section]
+            .iter()
+            .map(|(k, v)| (*k, v.as_slice()))
     }
 
     pub fn len(&self, section: usize) -> usize {
@@ -134,17 +148,25 @@ impl ChannelState {
 
     /// Value bytes held in the sections of `mask` (client-visible only).
     pub fn value_bytes(&self, mask: u64) -> u64 {
-        (0..SECTIONS).filter(|&s| mask & (1 << s) != 0).map(|s| self.value_bytes[s]).sum()
+        (0..SECTIONS)
+            .filter(|&s| mask & (1 << s) != 0)
+            .map(|s| self.value_bytes[s])
+            .sum()
     }
 
     /// Entries held in the sections of `mask` (client-visible only).
     pub fn entry_count(&self, mask: u64) -> u64 {
-        (0..SECTIONS).filter(|&s| mask & (1 << s) != 0).map(|s| self.sections[s].len() as u64).sum()
+        (0..SECTIONS)
+            .filter(|&s| mask & (1 << s) != 0)
+            .map(|s| self.sections[s].len() as u64)
+            .sum()
     }
 
     /// Sections (client-visible) that hold at least one entry.
     pub fn nonempty_mask(&self) -> u64 {
-        (0..SECTIONS).filter(|&s| !self.sections[s].is_empty()).fold(0, |m, s| m | (1 << s))
+        (0..SECTIONS)
+            .filter(|&s| !self.sections[s].is_empty())
+            .fold(0, |m, s| m | (1 << s))
     }
 }
 
@@ -153,7 +175,12 @@ mod tests {
     use super::*;
 
     fn e(section: u8, key: u64, value: Option<&[u8]>) -> Entry<'_> {
-        Entry { section, key, value, private: false }
+        Entry {
+            section,
+            key,
+            value,
+            private: false,
+        }
     }
 
     #[test]
@@ -182,7 +209,12 @@ mod tests {
     fn private_section_only_changes_full_digest() {
         let mut a = ChannelState::default();
         let b = ChannelState::default();
-        a.apply(&Entry { section: 0, key: 1, value: Some(b"p"), private: true });
+        a.apply(&Entry {
+            section: 0,
+            key: 1,
+            value: Some(b"p"),
+            private: true,
+        });
         assert_eq!(a.public_digest(), b.public_digest());
         assert_ne!(a.full_digest(), b.full_digest());
     }

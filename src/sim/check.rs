@@ -28,7 +28,9 @@ impl World {
 
     /// `None` once the system has converged; otherwise what is still missing.
     pub(super) fn convergence_gap(&self) -> Option<String> {
-        let Some(p) = self.primary() else { return Some("no primary".into()) };
+        let Some(p) = self.primary() else {
+            return Some("no primary".into());
+        };
         let primary = self.cu(p).expect("live");
         for i in 0..self.nodes.len() {
             if i == p {
@@ -36,16 +38,25 @@ impl World {
             }
             let n = &self.nodes[i];
             if n.is_cu {
-                let Some(c) = self.cu(i) else { return Some(format!("cu {} down", n.id)) };
+                let Some(c) = self.cu(i) else {
+                    return Some(format!("cu {} down", n.id));
+                };
                 if c.role() != Role::Standby || c.epoch() != primary.epoch() {
-                    return Some(format!("cu {} is {:?} in epoch {:#x}", n.id, c.role(), c.epoch()));
+                    return Some(format!(
+                        "cu {} is {:?} in epoch {:#x}",
+                        n.id,
+                        c.role(),
+                        c.epoch()
+                    ));
                 }
                 let idx = self.cfg.topology.cu_index(n.id).expect("cu");
                 if primary.sync_mask() & (1 << idx) == 0 {
                     return Some(format!("cu {} not in the sync set", n.id));
                 }
             } else {
-                let Some(c) = self.client(i) else { return Some(format!("client {} down", n.id)) };
+                let Some(c) = self.client(i) else {
+                    return Some(format!("client {} down", n.id));
+                };
                 if c.epoch() != primary.epoch() {
                     return Some(format!("client {} in epoch {:#x}", n.id, c.epoch()));
                 }
@@ -64,14 +75,21 @@ impl World {
             let owner = self.cfg.topology.channel_owner[ch as usize];
             let cl = self.client(self.node_index(owner)).expect("checked above");
             if cl.applied(ch) != Some(last) || cl.is_unknown(ch) {
-                return Some(format!("ch {ch}: client applied {:?} of {last}", cl.applied(ch)));
+                return Some(format!(
+                    "ch {ch}: client applied {:?} of {last}",
+                    cl.applied(ch)
+                ));
             }
             for i in 0..self.nodes.len() {
                 if i != p
                     && let Some(s) = self.cu(i)
                     && s.standby_position(ch).0 != last
                 {
-                    return Some(format!("ch {ch}: standby {} applied {:?} of {last}", s.id, s.standby_position(ch)));
+                    return Some(format!(
+                        "ch {ch}: standby {} applied {:?} of {last}",
+                        s.id,
+                        s.standby_position(ch)
+                    ));
                 }
             }
         }
@@ -103,7 +121,10 @@ impl World {
                         && let Some(s) = self.cu(i)
                         && s.state(ch).expect("ch").full_digest() != ps.full_digest()
                     {
-                        problems.push(format!("inv5: standby {} ch {ch} differs from the primary", s.id));
+                        problems.push(format!(
+                            "inv5: standby {} ch {ch} differs from the primary",
+                            s.id
+                        ));
                     }
                 }
                 // Rebuild from the oracle.
@@ -116,22 +137,33 @@ impl World {
                         break;
                     };
                     let Some(entries) = self.log.get(&(ch, epoch, op)) else {
-                        problems.push(format!("inv4: ch {ch} keeps op {op} of epoch {epoch:#x}, never submitted"));
+                        problems.push(format!(
+                            "inv4: ch {ch} keeps op {op} of epoch {epoch:#x}, never submitted"
+                        ));
                         break;
                     };
                     for (section, key, value, private) in entries {
-                        rebuilt.apply(&Entry { section: *section, key: *key, value: value.as_deref(), private: *private });
+                        rebuilt.apply(&Entry {
+                            section: *section,
+                            key: *key,
+                            value: value.as_deref(),
+                            private: *private,
+                        });
                     }
                     checked += 1;
                 }
                 if rebuilt.full_digest() != ps.full_digest() {
-                    problems.push(format!("inv4: ch {ch}: primary state differs from the kept op sequence"));
+                    problems.push(format!(
+                        "inv4: ch {ch}: primary state differs from the kept op sequence"
+                    ));
                 }
             }
             for &(ch, epoch, through) in &self.marks {
                 let st = primary.op_status(ch, epoch, through);
                 if st != OpStatus::Committed {
-                    problems.push(format!("inv4: committed op {through} of epoch {epoch:#x} on ch {ch} is now {st:?}"));
+                    problems.push(format!(
+                        "inv4: committed op {through} of epoch {epoch:#x} on ch {ch} is now {st:?}"
+                    ));
                 }
             }
             for ch in 0..channels {

@@ -22,11 +22,18 @@ pub struct SimOptions {
     pub fault_phase_us: u64,
     /// Trace lines kept for the report of a failing run.
     pub trace_lines: usize,
+    /// Also trace every submit and apply on this channel.
+    pub trace_channel: Option<u32>,
 }
 
 impl Default for SimOptions {
     fn default() -> Self {
-        SimOptions { inject: InjectedBug::None, verbose: false, fault_phase_us: 2_000_000, trace_lines: 400 }
+        SimOptions {
+            inject: InjectedBug::None,
+            verbose: false,
+            fault_phase_us: 2_000_000,
+            trace_lines: 400,
+        }
     }
 }
 
@@ -79,7 +86,11 @@ impl RunReport {
             self.sections_replayed,
             self.replay_bytes,
             self.committed_checked,
-            if self.violations.is_empty() { "ok".to_string() } else { format!("{} VIOLATIONS", self.violations.len()) }
+            if self.violations.is_empty() {
+                "ok".to_string()
+            } else {
+                format!("{} VIOLATIONS", self.violations.len())
+            }
         )
     }
 }
@@ -126,9 +137,21 @@ impl std::fmt::Display for Totals {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
         writeln!(f, "seeds run:                {}", self.seeds)?;
-        writeln!(f, "violations:               {} (failing seeds: {:?})", self.violations, self.failing_seeds)?;
-        writeln!(f, "failovers exercised:      {} ({} operator switchovers)", self.failovers, self.operator_switchovers)?;
-        writeln!(f, "replays:                  {} selective, {} full", self.selective_replays, self.full_replays)?;
+        writeln!(
+            f,
+            "violations:               {} (failing seeds: {:?})",
+            self.violations, self.failing_seeds
+        )?;
+        writeln!(
+            f,
+            "failovers exercised:      {} ({} operator switchovers)",
+            self.failovers, self.operator_switchovers
+        )?;
+        writeln!(
+            f,
+            "replays:                  {} selective, {} full",
+            self.selective_replays, self.full_replays
+        )?;
         writeln!(f, "sections replayed:        {}", self.sections_replayed)?;
         writeln!(f, "bytes replayed:           {}", self.replay_bytes)?;
         writeln!(

@@ -16,7 +16,12 @@ pub struct NetProfile {
 
 impl NetProfile {
     pub fn clean() -> Self {
-        NetProfile { loss: 0.0, duplicate: 0.0, base_delay_us: 50, jitter_us: 50 }
+        NetProfile {
+            loss: 0.0,
+            duplicate: 0.0,
+            base_delay_us: 50,
+            jitter_us: 50,
+        }
     }
 
     pub fn draw(rng: &mut SplitMix64) -> Self {
@@ -53,7 +58,16 @@ pub struct Net {
 
 impl Net {
     pub fn new(profile: NetProfile) -> Self {
-        Net { profile, queue: BinaryHeap::new(), seq: 0, cuts: Vec::new(), sent: 0, dropped: 0, duplicated: 0, pool: Vec::new() }
+        Net {
+            profile,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            cuts: Vec::new(),
+            sent: 0,
+            dropped: 0,
+            duplicated: 0,
+            pool: Vec::new(),
+        }
     }
 
     pub fn cut(&mut self, a: NodeId, b: NodeId, until_us: u64) {
@@ -65,16 +79,29 @@ impl Net {
     }
 
     pub fn is_cut(&self, a: NodeId, b: NodeId, now_us: u64) -> bool {
-        self.cuts.iter().any(|&(x, y, until)| now_us < until && ((x == a && y == b) || (x == b && y == a)))
+        self.cuts
+            .iter()
+            .any(|&(x, y, until)| now_us < until && ((x == a && y == b) || (x == b && y == a)))
     }
 
-    pub fn send(&mut self, rng: &mut SplitMix64, now_us: u64, src: NodeId, dst: NodeId, bytes: &[u8]) {
+    pub fn send(
+        &mut self,
+        rng: &mut SplitMix64,
+        now_us: u64,
+        src: NodeId,
+        dst: NodeId,
+        bytes: &[u8],
+    ) {
         self.sent += 1;
         if self.is_cut(src, dst, now_us) || rng.chance(self.profile.loss) {
             self.dropped += 1;
             return;
         }
-        let copies = if rng.chance(self.profile.duplicate) { 2 } else { 1 };
+        let copies = if rng.chance(self.profile.duplicate) {
+            2
+        } else {
+            1
+        };
         self.duplicated += copies - 1;
         for _ in 0..copies {
             let delay = self.profile.base_delay_us + rng.below(self.profile.jitter_us + 1);
@@ -82,7 +109,13 @@ impl Net {
             buf.clear();
             buf.extend_from_slice(bytes);
             self.seq += 1;
-            self.queue.push(Reverse(InFlight { at_us: now_us + delay, seq: self.seq, src, dst, bytes: buf }));
+            self.queue.push(Reverse(InFlight {
+                at_us: now_us + delay,
+                seq: self.seq,
+                src,
+                dst,
+                bytes: buf,
+            }));
         }
     }
 

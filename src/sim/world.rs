@@ -96,13 +96,20 @@ impl World {
     }
 
     pub fn node_index(&self, id: NodeId) -> usize {
-        self.nodes.iter().position(|n| n.id == id).expect("node exists")
+        self.nodes
+            .iter()
+            .position(|n| n.id == id)
+            .expect("node exists")
     }
 
     /// The live primary with the highest epoch.
     pub fn primary(&self) -> Option<usize> {
         (0..self.nodes.len())
-            .filter_map(|i| self.cu(i).filter(|c| c.role() == Role::Primary).map(|c| (c.epoch(), i)))
+            .filter_map(|i| {
+                self.cu(i)
+                    .filter(|c| c.role() == Role::Primary)
+                    .map(|c| (c.epoch(), i))
+            })
             .max()
             .map(|(_, i)| i)
     }
@@ -148,42 +155,13 @@ impl World {
             let Some(e) = e else { break };
             self.on_event(i, e);
         }
-        if std::env::var("SSDBG2").is_ok() {
-            for j in 0..self.nodes.len() {
-                let Some(cl) = self.client(j) else { continue };
-                for ch in cl.channels() {
-                    for k in 0..self.nodes.len() {
-                        if let Some(s) = self.cu(k)
-                            && s.role() == Role::Primary
-                            && s.epoch() == cl.epoch()
-                            && !cl.is_unknown(ch)
-                            && s.next_op(ch) - 1 == cl.applied(ch).unwrap()
-                            && s.state(ch).unwrap().public_digest() != cl.state(ch).unwrap().public_digest()
-                        {
-                            let (sid, cid, op) = (s.id, cl.id, cl.applied(ch).unwrap());
-                            eprintln!("[{}] DIVERGE primary {sid} client {cid} ch {ch} at op {op}", self.now_us);
-                        }
-                        if let Some(s) = self.cu(k)
-                            && s.role() == Role::Standby
-                            && s.epoch() == cl.epoch()
-                            && !cl.is_unknown(ch)
-                            && s.standby_position(ch).0 == cl.applied(ch).unwrap()
-                            && s.preapplied_top(ch) <= s.standby_position(ch).0
-                            && s.state(ch).unwrap().public_digest() != cl.state(ch).unwrap().public_digest()
-                        {
-                            let (sid, cid, op) = (s.id, cl.id, cl.applied(ch).unwrap());
-                            eprintln!("[{}] DIVERGE standby {sid} client {cid} ch {ch} at op {op}", self.now_us);
-                        }
-                    }
-                }
-            }
-        }
         if let Some(c) = self.cu(i)
             && c.role() == Role::Primary
         {
             let epoch = c.epoch();
-            let acks: Vec<(u32, u64)> =
-                (0..self.cfg.topology.channels() as u32).map(|ch| (ch, c.client_acked(ch))).collect();
+            let acks: Vec<(u32, u64)> = (0..self.cfg.topology.channels() as u32)
+                .map(|ch| (ch, c.client_acked(ch)))
+                .collect();
             for (ch, a) in acks {
                 let hw = self.acked_hw.entry((ch, epoch)).or_insert(0);
                 *hw = (*hw).max(a);
@@ -194,16 +172,28 @@ impl World {
     fn on_event(&mut self, i: usize, e: Event) {
         let id = self.nodes[i].id;
         match e {
-            Event::Committed { channel, epoch, through } => self.marks.push((channel, epoch, through)),
-            Event::StandbyApplied { channel, op, failover } => {
-                if std::env::var("SSDBG").is_ok_and(|v| v == channel.to_string()) {
-                    self.trace(|| format!("standby {id} ch {channel} applied op {op} failover {failover}"));
+            Event::Committed {
+                channel,
+                epoch,
+                through,
+            } => self.marks.push((channel, epoch, through)),
+            Event::StandbyApplied {
+                channel,
+                op,
+                failover,
+            } => {
+                if self.opts.trace_channel == Some(channel) {
+                    self.trace(|| {
+                        format!("standby {id} ch {channel} applied op {op} failover {failover}")
+                    });
                 }
                 let last = self.standby_track.get(&(id, channel)).copied();
                 if let Some(l) = last
                     && op != l + 1
                 {
-                    self.violation(format!("inv1: standby {id} ch {channel} applied op {op} after {l}"));
+                    self.violation(format!(
+                        "inv1: standby {id} ch {channel} applied op {op} after {l}"
+                    ));
                 }
                 self.standby_track.insert((id, channel), op);
                 if !failover {
@@ -216,8 +206,13 @@ impl World {
                     }
                 }
             }
-            Event::ClientApplied { channel, op, epoch, cookie } => {
-                if std::env::var("SSDBG").is_ok_and(|v| v == channel.to_string()) {
+            Event::ClientApplied {
+                channel,
+                op,
+                epoch,
+                cookie,
+            } => {
+                if self.opts.trace_channel == Some(channel) {
                     self.trace(|| format!("client {id} ch {channel} applied op {op} epoch {epoch:#x} cookie {cookie:#x}"));
                 }
                 let max_seen = self.max_epoch_rx.get(&id).copied().unwrap_or(0);
@@ -236,10 +231,17 @@ impl World {
                     t.cookies.pop_front();
                 }
                 if bad {
-                    self.violation(format!("inv1: client {id} ch {channel} applied op {op} after {last:?}"));
+                    self.violation(format!(
+                        "inv1: client {id} ch {channel} applied op {op} after {last:?}"
+                    ));
                 }
             }
-            Event::ClientReplayed { channel, base_op, sections, epoch } => {
+            Event::ClientReplayed {
+                channel,
+                base_op,
+                sections,
+                epoch,
+            } => {
                 let t = self.client_track.entry((id, channel)).or_default();
                 let bad = t.last_op.is_some_and(|l| base_op < l) && epoch <= t.last_epoch;
                 let last = t.last_op;
@@ -251,15 +253,34 @@ impl World {
                         "inv3: client {id} ch {channel} went back from {last:?} to {base_op} without a higher epoch"
                     ));
                 }
-                self.trace(|| format!("client {id} ch {channel} replayed sections {sections:#x} -> op {base_op}"));
+                self.trace(|| {
+                    format!(
+                        "client {id} ch {channel} replayed sections {sections:#x} -> op {base_op}"
+                    )
+                });
             }
-            Event::ChannelResolved { channel, resolution, cut, held } => {
+            Event::ChannelResolved {
+                channel,
+                resolution,
+                cut,
+                held,
+            } => {
                 self.resolutions.insert(channel, (resolution, cut));
-                self.trace(|| format!("cu {id} resolved ch {channel}: {resolution:?} cut {cut} held {held}"));
+                self.trace(|| {
+                    format!("cu {id} resolved ch {channel}: {resolution:?} cut {cut} held {held}")
+                });
             }
-            Event::ReplayStarted { channel, client, sections, full, bytes, full_bytes, base_op } => {
-                self.on_replay_started(i, channel, client, sections, full, bytes, full_bytes, base_op)
-            }
+            Event::ReplayStarted {
+                channel,
+                client,
+                sections,
+                full,
+                bytes,
+                full_bytes,
+                base_op,
+            } => self.on_replay_started(
+                i, channel, client, sections, full, bytes, full_bytes, base_op,
+            ),
             Event::TookOver { epoch } => {
                 self.report.failovers += 1;
                 let cu = self.cu(i).expect("event from a live control unit");
@@ -267,30 +288,38 @@ impl World {
                 let full: u64 = (0..self.cfg.topology.channels() as u32)
                     .map(|ch| {
                         let s = cu.state(ch).expect("channel");
-                        s.value_bytes(ALL_SECTIONS_MASK) + s.entry_count(ALL_SECTIONS_MASK) * overhead
+                        s.value_bytes(ALL_SECTIONS_MASK)
+                            + s.entry_count(ALL_SECTIONS_MASK) * overhead
                     })
                     .sum();
                 self.report.full_resync_bytes += full;
                 self.trace(|| format!("cu {id} TOOK OVER in epoch {epoch:#x}"));
             }
             Event::FailoverStarted { epoch, operator } => {
-                self.trace(|| format!("cu {id} starts failover, epoch {epoch:#x} operator={operator}"));
+                self.trace(|| {
+                    format!("cu {id} starts failover, epoch {epoch:#x} operator={operator}")
+                });
             }
             Event::ChannelTransferred { channel, applied } => {
                 self.standby_track.insert((id, channel), applied);
             }
-            Event::TransferComplete { epoch } => self.trace(|| format!("cu {id} transfer complete in epoch {epoch:#x}")),
+            Event::TransferComplete { epoch } => {
+                self.trace(|| format!("cu {id} transfer complete in epoch {epoch:#x}"))
+            }
             Event::RoleChanged { role, epoch } => {
                 if role == Role::Joining {
                     self.standby_track.retain(|(n, _), _| *n != id);
                 }
                 self.trace(|| format!("cu {id} is now {role:?} (epoch {epoch:#x})"))
             }
-            Event::StandbyJoined { standby } => self.trace(|| format!("cu {id}: standby {standby} joined")),
-            Event::StandbyDropped { standby } => self.trace(|| format!("cu {id}: standby {standby} dropped")),
-            Event::ReplayFinished { channel, client } => {
-                self.trace(|| format!("cu {id}: replay of ch {channel} to client {client} finished"))
+            Event::StandbyJoined { standby } => {
+                self.trace(|| format!("cu {id}: standby {standby} joined"))
             }
+            Event::StandbyDropped { standby } => {
+                self.trace(|| format!("cu {id}: standby {standby} dropped"))
+            }
+            Event::ReplayFinished { channel, client } => self
+                .trace(|| format!("cu {id}: replay of ch {channel} to client {client} finished")),
             _ => {}
         }
     }
@@ -323,19 +352,30 @@ impl World {
         if cl.is_unknown(channel) {
             return;
         }
-        let primary = self.cu(i).and_then(|c| c.state(channel)).expect("replay from live primary");
-        let differ = cl.state(channel).expect("client channel").differing_sections(primary);
+        let primary = self
+            .cu(i)
+            .and_then(|c| c.state(channel))
+            .expect("replay from live primary");
+        let differ = cl
+            .state(channel)
+            .expect("client channel")
+            .differing_sections(primary);
         if differ & !sections != 0 {
             self.violation(format!(
                 "inv7: replay of ch {channel} to client {client} marks {sections:#x} but the client differs in {differ:#x}"
             ));
         }
         if !full
-            && let Some((Resolution::Ahead { client_op }, cut)) = self.resolutions.get(&channel).copied()
+            && let Some((Resolution::Ahead { client_op }, cut)) =
+                self.resolutions.get(&channel).copied()
             && let Some(t) = self.client_track.get(&(client, channel))
             && t.cookies.front().is_some_and(|&(op, _)| op <= cut + 1)
         {
-            let expect = t.cookies.iter().filter(|&&(op, _)| op > cut && op <= client_op).fold(0, |m, &(_, c)| m | c);
+            let expect = t
+                .cookies
+                .iter()
+                .filter(|&&(op, _)| op > cut && op <= client_op)
+                .fold(0, |m, &(_, c)| m | c);
             if sections & !expect != 0 {
                 self.violation(format!(
                     "inv7: replay of ch {channel} marks {sections:#x}, beyond the cookies {expect:#x} of ops {}..={client_op}",
@@ -347,9 +387,15 @@ impl World {
 
     fn submit(&mut self) {
         // Mostly the real primary; sometimes a stale one, to prove fencing.
-        let primaries: Vec<usize> =
-            (0..self.nodes.len()).filter(|&i| self.cu(i).is_some_and(|c| c.role() == Role::Primary)).collect();
-        let Some(&best) = primaries.iter().max_by_key(|&&i| self.cu(i).map(|c| c.epoch())) else { return };
+        let primaries: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.cu(i).is_some_and(|c| c.role() == Role::Primary))
+            .collect();
+        let Some(&best) = primaries
+            .iter()
+            .max_by_key(|&&i| self.cu(i).map(|c| c.epoch()))
+        else {
+            return;
+        };
         let target = if primaries.len() > 1 && self.rng.chance(0.2) {
             primaries[self.rng.below(primaries.len() as u64) as usize]
         } else {
@@ -366,25 +412,47 @@ impl World {
                 None
             } else {
                 let len = self.rng.range(1, 24) as usize;
-                Some((0..len).map(|_| self.rng.next_u64() as u8).collect::<Vec<u8>>())
+                Some(
+                    (0..len)
+                        .map(|_| self.rng.next_u64() as u8)
+                        .collect::<Vec<u8>>(),
+                )
             };
             owned.push((section, key, value, private));
         }
-        let entries: Vec<Entry<'_>> =
-            owned.iter().map(|(s, k, v, p)| Entry { section: *s, key: *k, value: v.as_deref(), private: *p }).collect();
+        let entries: Vec<Entry<'_>> = owned
+            .iter()
+            .map(|(s, k, v, p)| Entry {
+                section: *s,
+                key: *k,
+                value: v.as_deref(),
+                private: *p,
+            })
+            .collect();
         let now = self.now_us;
-        let Slot::Cu(cu) = &mut self.nodes[target].slot else { return };
+        let Slot::Cu(cu) = &mut self.nodes[target].slot else {
+            return;
+        };
         let epoch = cu.epoch();
         if let Ok(op) = cu.submit(now, channel, &entries) {
-            if std::env::var("SSDBG").is_ok_and(|v| v == channel.to_string()) {
-                let cookie = owned.iter().filter(|e| !e.3).fold(0u64, |m, e| m | 1 << e.0);
+            if self.opts.trace_channel == Some(channel) {
+                let cookie = owned
+                    .iter()
+                    .filter(|e| !e.3)
+                    .fold(0u64, |m, e| m | 1 << e.0);
                 let id = self.nodes[target].id;
-                self.trace(|| format!("submit to {id} ch {channel} op {op} epoch {epoch:#x} cookie {cookie:#x}"));
+                self.trace(|| {
+                    format!(
+                        "submit to {id} ch {channel} op {op} epoch {epoch:#x} cookie {cookie:#x}"
+                    )
+                });
             }
             drop(entries);
             self.report.submitted += 1;
             if self.log.insert((channel, epoch, op), owned).is_some() {
-                self.violation(format!("op {op} of epoch {epoch:#x} on ch {channel} assigned twice"));
+                self.violation(format!(
+                    "op {op} of epoch {epoch:#x} on ch {channel} assigned twice"
+                ));
             }
             self.drain(target);
         }
@@ -392,7 +460,9 @@ impl World {
 
     fn crash(&mut self, i: usize, down_us: u64) {
         let id = self.nodes[i].id;
-        self.nodes[i].slot = Slot::Down { restart_at_us: self.now_us + down_us };
+        self.nodes[i].slot = Slot::Down {
+            restart_at_us: self.now_us + down_us,
+        };
         self.report.crashes += 1;
         self.standby_track.retain(|(n, _), _| *n != id);
         self.client_track.retain(|(n, _), _| *n != id);
@@ -405,9 +475,21 @@ impl World {
         let boot = self.nodes[i].boots;
         self.max_epoch_rx.remove(&id);
         self.nodes[i].slot = if self.nodes[i].is_cu {
-            Slot::Cu(Box::new(ControlUnit::new(self.cfg.clone(), id, false, boot, self.now_us)))
+            Slot::Cu(Box::new(ControlUnit::new(
+                self.cfg.clone(),
+                id,
+                false,
+                boot,
+                self.now_us,
+            )))
         } else {
-            Slot::Client(Box::new(Client::new(self.cfg.clone(), id, true, boot, self.now_us)))
+            Slot::Client(Box::new(Client::new(
+                self.cfg.clone(),
+                id,
+                true,
+                boot,
+                self.now_us,
+            )))
         };
         self.trace(|| format!("RESTART node {id} (boot {boot})"));
         self.drain(i);
@@ -417,12 +499,19 @@ impl World {
     fn complete_cus(&self, except: usize) -> usize {
         (0..self.nodes.len())
             .filter(|&j| j != except)
-            .filter(|&j| self.cu(j).is_some_and(|c| matches!(c.role(), Role::Primary | Role::Standby | Role::Candidate)))
+            .filter(|&j| {
+                self.cu(j).is_some_and(|c| {
+                    matches!(c.role(), Role::Primary | Role::Standby | Role::Candidate)
+                })
+            })
             .count()
     }
 
     fn cus_down(&self) -> usize {
-        self.nodes.iter().filter(|n| n.is_cu && matches!(n.slot, Slot::Down { .. })).count()
+        self.nodes
+            .iter()
+            .filter(|n| n.is_cu && matches!(n.slot, Slot::Down { .. }))
+            .count()
     }
 
     /// Whether crashing control unit `i` keeps a path to recovery (we model single failures of
@@ -435,7 +524,9 @@ impl World {
         let all_complete = self.complete_cus(usize::MAX) == self.cfg.topology.control_units.len();
         match c.role() {
             Role::Primary => {
-                all_complete && (0..self.nodes.len()).any(|j| j != i && self.cu(j).is_some_and(|s| s.is_eligible()))
+                all_complete
+                    && (0..self.nodes.len())
+                        .any(|j| j != i && self.cu(j).is_some_and(|s| s.is_eligible()))
             }
             Role::Standby => self.complete_cus(i) >= 1 && self.primary().is_some(),
             Role::Joining => true,
@@ -445,8 +536,12 @@ impl World {
 
     fn fault(&mut self) {
         let roll = self.rng.below(100);
-        let cus: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].is_cu).collect();
-        let clients: Vec<usize> = (0..self.nodes.len()).filter(|&i| !self.nodes[i].is_cu).collect();
+        let cus: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].is_cu)
+            .collect();
+        let clients: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| !self.nodes[i].is_cu)
+            .collect();
         let primary = self.primary();
         match roll {
             0..=29 => {
@@ -527,7 +622,10 @@ impl World {
 
     fn next_wake(&self, submit_at: Option<u64>, fault_at: Option<u64>, phase_at: u64) -> u64 {
         let mut t = phase_at;
-        for x in [self.net.next_at(), submit_at, fault_at].into_iter().flatten() {
+        for x in [self.net.next_at(), submit_at, fault_at]
+            .into_iter()
+            .flatten()
+        {
             t = t.min(x);
         }
         for n in &self.nodes {
@@ -575,7 +673,9 @@ impl World {
                     }
                     Phase::Quiesce => {
                         let why = self.convergence_gap().unwrap_or_default();
-                        self.violation(format!("inv5: no convergence within {quiesce_limit_us}us of quiescence: {why}"));
+                        self.violation(format!(
+                            "inv5: no convergence within {quiesce_limit_us}us of quiescence: {why}"
+                        ));
                         break;
                     }
                 }
@@ -639,7 +739,11 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> RunReport {
     let clients: Vec<NodeId> = (0..n_clients).map(|i| 100 + i as NodeId).collect();
     let n_channels = rng.range(n_clients as u64, 2 * n_clients as u64) as usize;
     let channel_owner = (0..n_channels).map(|c| clients[c % n_clients]).collect();
-    let topology = Topology { control_units: cus.clone(), clients: clients.clone(), channel_owner };
+    let topology = Topology {
+        control_units: cus.clone(),
+        clients: clients.clone(),
+        channel_owner,
+    };
     let mut cfg = ProtoConfig::new(topology);
     cfg.window_ops = rng.range(16, 256) as usize;
     cfg.heartbeat_interval_us = 10_000;
@@ -653,17 +757,29 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> RunReport {
     cfg.cut_policy = match rng.below(3) {
         0 => CutPolicy::Complete,
         1 => CutPolicy::Fast,
-        _ => CutPolicy::Weighted { max_ops: rng.range(1, 8) },
+        _ => CutPolicy::Weighted {
+            max_ops: rng.range(1, 8),
+        },
     };
     cfg.inject = opts.inject;
     cfg.validate().expect("simulator config is valid");
     let profile = NetProfile::draw(&mut rng);
     let mut nodes = Vec::new();
     for &id in &cus {
-        nodes.push(Node { id, is_cu: true, slot: Slot::Cu(Box::new(ControlUnit::new(cfg.clone(), id, true, 0, 0))), boots: 0 });
+        nodes.push(Node {
+            id,
+            is_cu: true,
+            slot: Slot::Cu(Box::new(ControlUnit::new(cfg.clone(), id, true, 0, 0))),
+            boots: 0,
+        });
     }
     for &id in &clients {
-        nodes.push(Node { id, is_cu: false, slot: Slot::Client(Box::new(Client::new(cfg.clone(), id, false, 0, 0))), boots: 0 });
+        nodes.push(Node {
+            id,
+            is_cu: false,
+            slot: Slot::Client(Box::new(Client::new(cfg.clone(), id, false, 0, 0))),
+            boots: 0,
+        });
     }
     let report = RunReport {
         seed,

@@ -117,7 +117,11 @@ pub(crate) struct FaultLayer {
 }
 
 fn prob(p: f64) -> f64 {
-    if p.is_finite() { p.clamp(0.0, 1.0) } else { 0.0 }
+    if p.is_finite() {
+        p.clamp(0.0, 1.0)
+    } else {
+        0.0
+    }
 }
 
 impl FaultLayer {
@@ -264,7 +268,13 @@ mod tests {
 
     /// Runs `n` datagrams numbered 0.. through the layer in flushes of `batch`, and returns the
     /// numbers in the order they would hit the wire.
-    fn run(cfg: FaultConfig, n: u32, batch: usize, cap: usize, now: Instant) -> (Vec<u32>, FaultStats) {
+    fn run(
+        cfg: FaultConfig,
+        n: u32,
+        batch: usize,
+        cap: usize,
+        now: Instant,
+    ) -> (Vec<u32>, FaultStats) {
         let mut layer = FaultLayer::new(&cfg, STRIDE, cap);
         let mut tx = TxSlots::new(batch, STRIDE);
         let mut plan = Vec::with_capacity(FaultLayer::max_plan(batch, cap));
@@ -307,8 +317,21 @@ mod tests {
     #[test]
     fn disabled_config_is_detected() {
         assert!(!FaultConfig::default().is_enabled());
-        assert!(!FaultConfig { seed: 7, delay_us: 5, ..Default::default() }.is_enabled());
-        assert!(FaultConfig { delay: 0.1, ..Default::default() }.is_enabled());
+        assert!(
+            !FaultConfig {
+                seed: 7,
+                delay_us: 5,
+                ..Default::default()
+            }
+            .is_enabled()
+        );
+        assert!(
+            FaultConfig {
+                delay: 0.1,
+                ..Default::default()
+            }
+            .is_enabled()
+        );
     }
 
     #[test]
@@ -353,10 +376,17 @@ mod tests {
         assert!(st.reordered > 200);
         let mut sorted = wire.clone();
         sorted.sort_unstable();
-        assert_eq!(sorted, (0..1000).collect::<Vec<_>>(), "nothing lost or duplicated");
+        assert_eq!(
+            sorted,
+            (0..1000).collect::<Vec<_>>(),
+            "nothing lost or duplicated"
+        );
         // Every datagram appears at most a few places away from its own position.
         let late = wire.windows(2).filter(|w| w[0] > w[1]).count() as u64;
-        assert!(late > 0 && late <= st.reordered, "{late} inversions, {st:?}");
+        assert!(
+            late > 0 && late <= st.reordered,
+            "{late} inversions, {st:?}"
+        );
     }
 
     #[test]
@@ -383,7 +413,10 @@ mod tests {
         assert!(plan.is_empty());
         layer.release_due(t0 + Duration::from_micros(500), &mut plan);
         assert_eq!(plan.len(), 3);
-        assert!(plan.iter().all(|o| matches!(o.src, Src::Held(_)) && o.len == 2));
+        assert!(
+            plan.iter()
+                .all(|o| matches!(o.src, Src::Held(_)) && o.len == 2)
+        );
         layer.recycle(&plan);
         assert_eq!(layer.next_release(), None);
         assert_eq!(layer.free.len(), 8);
@@ -419,6 +452,9 @@ mod tests {
             assert!((0.0..1.0).contains(&x));
             buckets[(x * 10.0) as usize] += 1;
         }
-        assert!(buckets.iter().all(|b| (9_000..11_000).contains(b)), "{buckets:?}");
+        assert!(
+            buckets.iter().all(|b| (9_000..11_000).contains(b)),
+            "{buckets:?}"
+        );
     }
 }

@@ -40,7 +40,13 @@ unsafe impl Send for MmsgIo {}
 impl MmsgIo {
     /// `rx_cap` is the payload room per receive buffer: the max datagram size, or 64 KiB with GRO
     /// so a coalesced train is never truncated.
-    pub(crate) fn new(fd: RawFd, v6: bool, batch: usize, rx_cap: usize, gro: bool) -> io::Result<MmsgIo> {
+    pub(crate) fn new(
+        fd: RawFd,
+        v6: bool,
+        batch: usize,
+        rx_cap: usize,
+        gro: bool,
+    ) -> io::Result<MmsgIo> {
         let rx_buf = Mmap::new(batch * rx_cap)?;
         // SAFETY: plain C structs for which all-zero (null pointers, zero lengths) is valid.
         let (msg, addr) = unsafe {
@@ -111,7 +117,8 @@ impl MmsgIo {
                 match classify_send_error(errno, segs, seg, gso) {
                     SendFailure::Retry => {}
                     SendFailure::Congested { enobufs } => {
-                        let dropped: u64 = self.tx.segs[off..nmsg].iter().map(|&s| u64::from(s)).sum();
+                        let dropped: u64 =
+                            self.tx.segs[off..nmsg].iter().map(|&s| u64::from(s)).sum();
                         stats.note_congested(enobufs, dropped);
                         off = nmsg;
                     }
@@ -226,6 +233,8 @@ impl MmsgIo {
                 continue;
             };
             let seg = if self.gro {
+                // `msg_controllen` is usize on glibc but u32 on musl; the cast keeps both building.
+                #[allow(clippy::unnecessary_cast)]
                 let clen = (m.msg_hdr.msg_controllen as usize).min(RX_CMSG_SPACE);
                 sys::gro_segment_size(&self.rx_cmsgs[k].0[..clen])
             } else {
@@ -244,7 +253,11 @@ impl MmsgIo {
     }
 
     /// Waits until the socket is readable or `t` passes. Returns whether it became readable.
-    fn wait_readable(&mut self, t: Duration, stats: &mut TransportStats) -> Result<bool, TransportError> {
+    fn wait_readable(
+        &mut self,
+        t: Duration,
+        stats: &mut TransportStats,
+    ) -> Result<bool, TransportError> {
         let mut pfd = libc::pollfd {
             fd: self.fd,
             events: libc::POLLIN,

@@ -305,9 +305,14 @@ impl Transport {
 
     /// [`open`](Self::open) with the environment override passed in, so tests need not touch
     /// process-global environment variables.
-    pub(crate) fn open_with(cfg: TransportConfig, no_uring: bool) -> Result<Transport, TransportError> {
+    pub(crate) fn open_with(
+        cfg: TransportConfig,
+        no_uring: bool,
+    ) -> Result<Transport, TransportError> {
         if !(1..=MAX_UDP_PAYLOAD).contains(&cfg.max_datagram_bytes) {
-            return Err(TransportError::Config("max_datagram_bytes must be 1..=65507"));
+            return Err(TransportError::Config(
+                "max_datagram_bytes must be 1..=65507",
+            ));
         }
         if !(1..=1024).contains(&cfg.batch) {
             return Err(TransportError::Config("batch must be 1..=1024"));
@@ -317,7 +322,11 @@ impl Transport {
         }
         let setup = sys::open_socket(&cfg)?;
         let fd = setup.socket.as_raw_fd();
-        let payload_cap = if setup.gro { GRO_PAYLOAD_BYTES } else { cfg.max_datagram_bytes };
+        let payload_cap = if setup.gro {
+            GRO_PAYLOAD_BYTES
+        } else {
+            cfg.max_datagram_bytes
+        };
         let mmsg = || {
             MmsgIo::new(fd, setup.v6, cfg.batch, payload_cap, setup.gro)
                 .map(Backend::Mmsg)
@@ -345,7 +354,9 @@ impl Transport {
                 mmsg()?
             }
             (IoChoice::Uring, true) => {
-                return Err(TransportError::UringUnavailable(format!("disabled by {NO_URING_ENV}")));
+                return Err(TransportError::UringUnavailable(format!(
+                    "disabled by {NO_URING_ENV}"
+                )));
             }
             (IoChoice::Uring, false) => {
                 let b = uring().map_err(TransportError::UringUnavailable)?;
@@ -353,7 +364,12 @@ impl Transport {
                 b
             }
             (IoChoice::Auto, true) => {
-                log_once(2, &format!("statesync: io_uring disabled by {NO_URING_ENV}, using sendmmsg/recvmmsg"));
+                log_once(
+                    2,
+                    &format!(
+                        "statesync: io_uring disabled by {NO_URING_ENV}, using sendmmsg/recvmmsg"
+                    ),
+                );
                 mmsg()?
             }
             (IoChoice::Auto, false) => match uring() {
@@ -362,7 +378,12 @@ impl Transport {
                     b
                 }
                 Err(reason) => {
-                    log_once(3, &format!("statesync: io_uring unavailable ({reason}), using sendmmsg/recvmmsg"));
+                    log_once(
+                        3,
+                        &format!(
+                            "statesync: io_uring unavailable ({reason}), using sendmmsg/recvmmsg"
+                        ),
+                    );
                     mmsg()?
                 }
             },
@@ -471,7 +492,11 @@ impl Transport {
         match &mut self.fault {
             None => self.tx.plan_all(&mut self.plan),
             Some(fl) => {
-                let now = if fl.uses_clock() { Instant::now() } else { self.epoch };
+                let now = if fl.uses_clock() {
+                    Instant::now()
+                } else {
+                    self.epoch
+                };
                 fl.plan_flush(&self.tx, now, &mut self.plan);
             }
         }

@@ -109,7 +109,11 @@ pub(crate) fn encode_sockaddr(
             };
             // SAFETY: `sockaddr_storage` is larger than `sockaddr_in` and at least as aligned, and
             // `out` is a unique reference, so writing one in place of the other is in bounds.
-            unsafe { std::ptr::from_mut(out).cast::<libc::sockaddr_in>().write(sin) };
+            unsafe {
+                std::ptr::from_mut(out)
+                    .cast::<libc::sockaddr_in>()
+                    .write(sin)
+            };
             size_of::<libc::sockaddr_in>() as libc::socklen_t
         }
         SocketAddr::V4(a) => encode_v6(a.ip().to_ipv6_mapped(), a.port(), 0, 0, out),
@@ -135,7 +139,11 @@ fn encode_v6(
     };
     // SAFETY: `sockaddr_storage` is larger than `sockaddr_in6` and at least as aligned, and `out`
     // is a unique reference, so writing one in place of the other is in bounds.
-    unsafe { std::ptr::from_mut(out).cast::<libc::sockaddr_in6>().write(sin6) };
+    unsafe {
+        std::ptr::from_mut(out)
+            .cast::<libc::sockaddr_in6>()
+            .write(sin6)
+    };
     size_of::<libc::sockaddr_in6>() as libc::socklen_t
 }
 
@@ -159,7 +167,9 @@ pub(crate) fn parse_sockaddr(bytes: &[u8]) -> Option<SocketAddr> {
             let ip = Ipv6Addr::from(octets);
             match ip.to_ipv4_mapped() {
                 Some(v4) => Some(SocketAddr::V4(SocketAddrV4::new(v4, port))),
-                None => Some(SocketAddr::V6(SocketAddrV6::new(ip, port, flowinfo, scope_id))),
+                None => Some(SocketAddr::V6(SocketAddrV6::new(
+                    ip, port, flowinfo, scope_id,
+                ))),
             }
         }
         _ => None,
@@ -199,7 +209,9 @@ pub(crate) fn open_socket(cfg: &TransportConfig) -> Result<SocketSetup, Transpor
         // Dual stack, so one socket serves IPv4 peers too. Best effort: some hosts forbid it.
         let _ = socket.set_only_v6(false);
     }
-    socket.set_reuse_address(true).map_err(err("SO_REUSEADDR"))?;
+    socket
+        .set_reuse_address(true)
+        .map_err(err("SO_REUSEADDR"))?;
     if cfg.sndbuf_bytes > 0 {
         set_buf(&socket, libc::SO_SNDBUFFORCE, cfg.sndbuf_bytes)
             .or_else(|_| socket.set_send_buffer_size(cfg.sndbuf_bytes))
@@ -245,7 +257,12 @@ fn set_buf(socket: &Socket, opt: libc::c_int, bytes: usize) -> io::Result<()> {
     set_int(socket, libc::SOL_SOCKET, opt, v)
 }
 
-fn set_int(socket: &Socket, level: libc::c_int, opt: libc::c_int, v: libc::c_int) -> io::Result<()> {
+fn set_int(
+    socket: &Socket,
+    level: libc::c_int,
+    opt: libc::c_int,
+    v: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: passes a pointer to a live c_int and its exact size; the fd is owned by `socket`.
     let rc = unsafe {
         libc::setsockopt(
@@ -256,7 +273,11 @@ fn set_int(socket: &Socket, level: libc::c_int, opt: libc::c_int, v: libc::c_int
             size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 fn get_int(socket: &Socket, level: libc::c_int, opt: libc::c_int) -> io::Result<libc::c_int> {
@@ -272,7 +293,11 @@ fn get_int(socket: &Socket, level: libc::c_int, opt: libc::c_int) -> io::Result<
             &mut len,
         )
     };
-    if rc == 0 { Ok(v) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(v)
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Owned, page-aligned anonymous memory that the kernel reads or writes behind our back
@@ -305,7 +330,8 @@ impl Mmap {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        let ptr =
+            NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
         Ok(Mmap { ptr, len })
     }
 
@@ -411,7 +437,10 @@ mod tests {
     fn gso_cmsg_layout() {
         let mut b = CmsgBuf::default();
         assert_eq!(write_gso_cmsg(&mut b, 1472), GSO_CMSG_SPACE);
-        assert_eq!(usize::from_ne_bytes(b.0[..8].try_into().unwrap()), CMSG_HDR + 2);
+        assert_eq!(
+            usize::from_ne_bytes(b.0[..8].try_into().unwrap()),
+            CMSG_HDR + 2
+        );
         assert_eq!(u16::from_ne_bytes(b.0[16..18].try_into().unwrap()), 1472);
     }
 }

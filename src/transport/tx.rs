@@ -44,8 +44,15 @@ impl TxSlots {
     ///
     /// Panics (a caller bug, never network input) if no slot is free or `len` exceeds a slot.
     pub(crate) fn commit(&mut self, len: usize, dst: SocketAddr) {
-        assert!(self.committed < self.lens.len(), "tx_commit without a free tx slot");
-        assert!(len <= self.slot_bytes, "tx_commit len {len} > max_datagram_bytes {}", self.slot_bytes);
+        assert!(
+            self.committed < self.lens.len(),
+            "tx_commit without a free tx slot"
+        );
+        assert!(
+            len <= self.slot_bytes,
+            "tx_commit len {len} > max_datagram_bytes {}",
+            self.slot_bytes
+        );
         self.lens[self.committed] = len as u32;
         self.dsts[self.committed] = dst;
         self.committed += 1;
@@ -133,7 +140,10 @@ pub(crate) struct GsoState {
 
 impl GsoState {
     pub(crate) fn new(enabled: bool) -> GsoState {
-        GsoState { enabled, max_seg: MAX_UDP_PAYLOAD }
+        GsoState {
+            enabled,
+            max_seg: MAX_UDP_PAYLOAD,
+        }
     }
 
     /// Adjusts after a GSO train of `seg`-byte segments failed with `errno`. Returns true when
@@ -166,7 +176,12 @@ pub(crate) fn train_len(plan: &[Out], gso: &GsoState, max_segs: usize) -> usize 
     let mut n = 1;
     for o in &plan[1..] {
         let len = o.len as usize;
-        if n == max_segs || o.dst != first.dst || len == 0 || len > seg || total + len > MAX_UDP_PAYLOAD {
+        if n == max_segs
+            || o.dst != first.dst
+            || len == 0
+            || len > seg
+            || total + len > MAX_UDP_PAYLOAD
+        {
             break;
         }
         total += len;
@@ -193,7 +208,12 @@ pub(crate) enum SendFailure {
     Other,
 }
 
-pub(crate) fn classify_send_error(errno: i32, segs: usize, seg: usize, gso: &mut GsoState) -> SendFailure {
+pub(crate) fn classify_send_error(
+    errno: i32,
+    segs: usize,
+    seg: usize,
+    gso: &mut GsoState,
+) -> SendFailure {
     match errno {
         libc::EINTR => SendFailure::Retry,
         libc::EAGAIN => SendFailure::Congested { enobufs: false },
@@ -245,7 +265,14 @@ impl TxBatch {
     ///
     /// The iovecs point into `data`; the caller must finish the send before `data`'s pools
     /// change.
-    pub(crate) fn fill(&mut self, plan: &[Out], data: &Payloads<'_>, pos: usize, gso: &GsoState, v6: bool) -> (usize, usize) {
+    pub(crate) fn fill(
+        &mut self,
+        plan: &[Out],
+        data: &Payloads<'_>,
+        pos: usize,
+        gso: &GsoState,
+        v6: bool,
+    ) -> (usize, usize) {
         let cap = self.msgs.len();
         let mut p = pos;
         let mut nmsg = 0;
@@ -300,7 +327,13 @@ mod tests {
     #[test]
     fn trains_group_equal_sizes_to_one_destination() {
         let on = GsoState::new(true);
-        let plan = [out(100, 1), out(100, 1), out(100, 1), out(60, 1), out(100, 1)];
+        let plan = [
+            out(100, 1),
+            out(100, 1),
+            out(100, 1),
+            out(60, 1),
+            out(100, 1),
+        ];
         assert_eq!(train_len(&plan, &on, 64), 4); // the short one ends the train
         assert_eq!(train_len(&plan[4..], &on, 64), 1);
         let plan = [out(100, 1), out(100, 2)];
@@ -326,12 +359,21 @@ mod tests {
     #[test]
     fn gso_errors_adjust_state() {
         let mut g = GsoState::new(true);
-        assert_eq!(classify_send_error(libc::EMSGSIZE, 4, 9000, &mut g), SendFailure::Gso);
+        assert_eq!(
+            classify_send_error(libc::EMSGSIZE, 4, 9000, &mut g),
+            SendFailure::Gso
+        );
         assert!(g.enabled && g.max_seg == 8999);
         assert_eq!(train_len(&[out(9000, 1); 4], &g, 64), 1);
         assert_eq!(train_len(&[out(1000, 1); 4], &g, 64), 4);
-        assert_eq!(classify_send_error(libc::EMSGSIZE, 1, 9000, &mut g), SendFailure::Other);
-        assert_eq!(classify_send_error(libc::EIO, 4, 1000, &mut g), SendFailure::Gso);
+        assert_eq!(
+            classify_send_error(libc::EMSGSIZE, 1, 9000, &mut g),
+            SendFailure::Other
+        );
+        assert_eq!(
+            classify_send_error(libc::EIO, 4, 1000, &mut g),
+            SendFailure::Gso
+        );
         assert!(!g.enabled);
         assert_eq!(
             classify_send_error(libc::ENOBUFS, 4, 1000, &mut g),

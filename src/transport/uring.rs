@@ -98,7 +98,11 @@ impl BufRing {
         // The setters write only addr/len/bid; the `resv` field that doubles as the ring's tail
         // (in entry 0) is untouched here and only ever written atomically by `publish`.
         let e = unsafe { &mut *self.base().add(idx) };
-        e.set_addr(self.bufs.as_ptr().wrapping_add(usize::from(bid) * self.buf_bytes) as u64);
+        e.set_addr(
+            self.bufs
+                .as_ptr()
+                .wrapping_add(usize::from(bid) * self.buf_bytes) as u64,
+        );
         e.set_len(self.buf_bytes as u32);
         e.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);
@@ -120,7 +124,10 @@ impl BufRing {
         }
         // SAFETY: the kernel handed `bid` to us in a CQE and writes it again only after we push
         // it back, which needs `&mut self` and so cannot happen while this borrow lives.
-        unsafe { self.bufs.slice(usize::from(bid) * self.buf_bytes, len.min(self.buf_bytes)) }
+        unsafe {
+            self.bufs
+                .slice(usize::from(bid) * self.buf_bytes, len.min(self.buf_bytes))
+        }
     }
 }
 
@@ -205,20 +212,29 @@ impl UringIo {
             (opcode::SendMsg::CODE, "SENDMSG"),
             (opcode::RecvMsg::CODE, "RECVMSG"),
             // Multishot RECVMSG cannot be probed; SEND_ZC arrived in the same release (6.0).
-            (opcode::SendZc::CODE, "SEND_ZC (stand-in for multishot RECVMSG, 6.0+)"),
+            (
+                opcode::SendZc::CODE,
+                "SEND_ZC (stand-in for multishot RECVMSG, 6.0+)",
+            ),
         ] {
             if !probe.is_supported(code) {
                 return Err(format!("opcode {name} unsupported"));
             }
         }
         let controllen = if p.gro { RX_CMSG_SPACE } else { 0 };
-        let buf_bytes = (RECVMSG_OUT_BYTES + NAME_CAP + controllen + p.payload_cap).next_multiple_of(64);
-        let bufs = BufRing::new(entries, buf_bytes).map_err(|e| format!("buffer ring memory: {e}"))?;
+        let buf_bytes =
+            (RECVMSG_OUT_BYTES + NAME_CAP + controllen + p.payload_cap).next_multiple_of(64);
+        let bufs =
+            BufRing::new(entries, buf_bytes).map_err(|e| format!("buffer ring memory: {e}"))?;
         // SAFETY: the descriptor ring is a live, page-aligned mapping of `entries` entries, and it
         // outlives the registration: Drop unregisters it (or closes the ring) before unmapping.
         unsafe {
-            ring.submitter()
-                .register_buf_ring_with_flags(bufs.ring.as_ptr() as u64, entries as u16, BGID, 0)
+            ring.submitter().register_buf_ring_with_flags(
+                bufs.ring.as_ptr() as u64,
+                entries as u16,
+                BGID,
+                0,
+            )
         }
         .map_err(|e| format!("IORING_REGISTER_PBUF_RING: {e}"))?;
         // SAFETY: msghdr is a plain C struct; all-zero (null pointers) is valid.
@@ -246,7 +262,10 @@ impl UringIo {
             return Ok(());
         }
         if self.needs_enable {
-            self.ring.submitter().register_enable_rings().map_err(TransportError::Uring)?;
+            self.ring
+                .submitter()
+                .register_enable_rings()
+                .map_err(TransportError::Uring)?;
         }
         self.started = true;
         self.arm(stats);
@@ -336,7 +355,9 @@ impl UringIo {
                                 stats.gso_fallbacks += u64::from(segs > 1);
                                 self.resend.push((first, segs));
                             }
-                            SendFailure::Congested { enobufs } => stats.note_congested(enobufs, u64::from(segs)),
+                            SendFailure::Congested { enobufs } => {
+                                stats.note_congested(enobufs, u64::from(segs))
+                            }
                             SendFailure::Fatal => fatal = Some(-res),
                             _ => stats.send_errors += u64::from(segs),
                         }
@@ -366,7 +387,13 @@ impl UringIo {
     /// Keeps a receive CQE reaped during a send for the next poll. The queue cannot overflow
     /// (see `pending`); if it ever did, the buffer goes back to the ring and the datagram is
     /// counted as a receive error rather than growing memory.
-    fn stash(pending: &mut VecDeque<(i32, u32)>, bufs: &mut BufRing, res: i32, flags: u32, stats: &mut TransportStats) {
+    fn stash(
+        pending: &mut VecDeque<(i32, u32)>,
+        bufs: &mut BufRing,
+        res: i32,
+        flags: u32,
+        stats: &mut TransportStats,
+    ) {
         if pending.len() < pending.capacity() {
             pending.push_back((res, flags));
         } else {
@@ -386,7 +413,14 @@ impl UringIo {
         stats.send_syscalls += 1;
         match r {
             Ok(_) => Ok(()),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)
+                ) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(TransportError::Uring(e)),
         }
     }
@@ -432,7 +466,11 @@ impl UringIo {
         Ok(n)
     }
 
-    fn enter_recv(&mut self, wait: Option<Duration>, stats: &mut TransportStats) -> Result<(), TransportError> {
+    fn enter_recv(
+        &mut self,
+        wait: Option<Duration>,
+        stats: &mut TransportStats,
+    ) -> Result<(), TransportError> {
         stats.recv_syscalls += 1;
         let r = match wait {
             None => self.ring.submit(),
@@ -444,7 +482,12 @@ impl UringIo {
         };
         match r {
             Ok(_) => Ok(()),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)) => {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
+                ) =>
+            {
                 Ok(())
             }
             Err(e) => Err(TransportError::Uring(e)),
@@ -452,7 +495,11 @@ impl UringIo {
     }
 
     /// Delivers stashed receive CQEs, then those in the CQ; recycles their buffers.
-    fn drain(&mut self, f: &mut dyn FnMut(SocketAddr, &[u8]), stats: &mut TransportStats) -> Result<usize, TransportError> {
+    fn drain(
+        &mut self,
+        f: &mut dyn FnMut(SocketAddr, &[u8]),
+        stats: &mut TransportStats,
+    ) -> Result<usize, TransportError> {
         let mut n = 0;
         let mut result = Ok(());
         while let Some((res, flags)) = self.pending.pop_front() {
@@ -469,7 +516,15 @@ impl UringIo {
                     continue; // a late cancel result; sends are all reaped by `send_range`
                 }
                 let (res, flags) = (cqe.result(), cqe.flags());
-                match Self::handle_recv(&mut self.bufs, &self.rx_hdr, &mut self.armed, res, flags, f, stats) {
+                match Self::handle_recv(
+                    &mut self.bufs,
+                    &self.rx_hdr,
+                    &mut self.armed,
+                    res,
+                    flags,
+                    f,
+                    stats,
+                ) {
                     Ok(k) => n += k,
                     Err(e) => {
                         result = Err(e);
@@ -489,7 +544,15 @@ impl UringIo {
         f: &mut dyn FnMut(SocketAddr, &[u8]),
         stats: &mut TransportStats,
     ) -> Result<usize, TransportError> {
-        Self::handle_recv(&mut self.bufs, &self.rx_hdr, &mut self.armed, res, flags, f, stats)
+        Self::handle_recv(
+            &mut self.bufs,
+            &self.rx_hdr,
+            &mut self.armed,
+            res,
+            flags,
+            f,
+            stats,
+        )
     }
 
     /// Handles one receive CQE. Never panics on what the peer sent: every length is checked by
@@ -517,9 +580,11 @@ impl UringIo {
                     Ok(0)
                 }
                 libc::ECANCELED | libc::EINTR | libc::EAGAIN => Ok(0),
-                e @ (libc::EBADF | libc::ENOTSOCK | libc::EINVAL | libc::EOPNOTSUPP | libc::EFAULT) => {
-                    Err(TransportError::Recv(io::Error::from_raw_os_error(e)))
-                }
+                e @ (libc::EBADF
+                | libc::ENOTSOCK
+                | libc::EINVAL
+                | libc::EOPNOTSUPP
+                | libc::EFAULT) => Err(TransportError::Recv(io::Error::from_raw_os_error(e))),
                 _ => {
                     stats.recv_errors += 1;
                     Ok(0)
@@ -531,7 +596,10 @@ impl UringIo {
             return Ok(0);
         };
         let mut n = 0;
-        match bufs.buffer(bid, res as usize).map(|b| RecvMsgOut::parse(b, rx_hdr)) {
+        match bufs
+            .buffer(bid, res as usize)
+            .map(|b| RecvMsgOut::parse(b, rx_hdr))
+        {
             Some(Ok(out)) if out.is_payload_truncated() => stats.recv_truncated += 1,
             Some(Ok(out)) => match super::sys::parse_sockaddr(out.name_data()) {
                 Some(src) => {
@@ -553,7 +621,9 @@ impl Drop for UringIo {
     /// `SINGLE_ISSUER`), closing the ring cancels everything anyway.
     fn drop(&mut self) {
         if self.started && self.armed {
-            let cancel = opcode::AsyncCancel::new(UD_RECV).build().user_data(UD_CANCEL);
+            let cancel = opcode::AsyncCancel::new(UD_RECV)
+                .build()
+                .user_data(UD_CANCEL);
             // SAFETY: a cancel SQE references no memory.
             let pushed = unsafe { self.ring.submission().push(&cancel) }.is_ok();
             for _ in 0..if pushed { 16 } else { 0 } {

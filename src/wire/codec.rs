@@ -49,7 +49,10 @@ impl<'a> UpdateView<'a> {
         self.fixed.cookie.get()
     }
     pub fn entries(&self) -> EntryIter<'a> {
-        EntryIter { bytes: self.entry_bytes, public_left: self.fixed.public_count.get() }
+        EntryIter {
+            bytes: self.entry_bytes,
+            public_left: self.fixed.public_count.get(),
+        }
     }
 }
 
@@ -85,7 +88,10 @@ impl<'a> Iterator for EntryIter<'a> {
 fn split_entry(bytes: &[u8]) -> Result<(Entry<'_>, &[u8]), WireError> {
     let (fixed, rest) = EntryFixed::read_from_prefix(bytes).map_err(|_| WireError::BadEntry)?;
     let vlen = fixed.value_len.get() as usize;
-    if rest.len() < vlen || fixed.section as usize >= SECTIONS || fixed.flags & !ENTRY_FLAG_DELETE != 0 {
+    if rest.len() < vlen
+        || fixed.section as usize >= SECTIONS
+        || fixed.flags & !ENTRY_FLAG_DELETE != 0
+    {
         return Err(WireError::BadEntry);
     }
     let delete = fixed.flags & ENTRY_FLAG_DELETE != 0;
@@ -93,7 +99,12 @@ fn split_entry(bytes: &[u8]) -> Result<(Entry<'_>, &[u8]), WireError> {
         return Err(WireError::BadEntry);
     }
     let (value, rest) = rest.split_at(vlen);
-    let e = Entry { section: fixed.section, key: fixed.key.get(), value: (!delete).then_some(value), private: false };
+    let e = Entry {
+        section: fixed.section,
+        key: fixed.key.get(),
+        value: (!delete).then_some(value),
+        private: false,
+    };
     Ok((e, rest))
 }
 
@@ -120,11 +131,18 @@ fn validate_entries(bytes: &[u8], public: u16, count: u32) -> Result<usize, Wire
 /// Appends the wire encoding of one entry to `out` (used to build a retained change once).
 pub fn encode_entry(out: &mut Vec<u8>, e: &Entry<'_>) {
     let value = e.value.unwrap_or(&[]);
-    assert!(value.len() <= u16::MAX as usize, "entry value larger than 65535 bytes");
+    assert!(
+        value.len() <= u16::MAX as usize,
+        "entry value larger than 65535 bytes"
+    );
     assert!((e.section as usize) < SECTIONS, "section out of range");
     let fixed = EntryFixed {
         section: e.section,
-        flags: if e.value.is_none() { ENTRY_FLAG_DELETE } else { 0 },
+        flags: if e.value.is_none() {
+            ENTRY_FLAG_DELETE
+        } else {
+            0
+        },
         value_len: (value.len() as u16).into(),
         key: e.key.into(),
     };
@@ -151,7 +169,8 @@ impl<'a> FrameReader<'a> {
         if bytes.len() < MIN_FRAME_BYTES || bytes.len() > MAX_FRAME_BYTES {
             return Err(WireError::TooShort);
         }
-        let (header, rest) = FrameHeader::read_from_prefix(bytes).map_err(|_| WireError::TooShort)?;
+        let (header, rest) =
+            FrameHeader::read_from_prefix(bytes).map_err(|_| WireError::TooShort)?;
         if header.magic.get() != MAGIC {
             return Err(WireError::BadMagic);
         }
@@ -215,7 +234,10 @@ fn fixed<T: FromBytes>(body: &[u8]) -> Result<T, WireError> {
     T::read_from_bytes(body).map_err(|_| WireError::BadBodyLength)
 }
 
-fn with_tail<T: FromBytes>(body: &[u8], tail_len: impl Fn(&T) -> usize) -> Result<(T, &[u8]), WireError> {
+fn with_tail<T: FromBytes>(
+    body: &[u8],
+    tail_len: impl Fn(&T) -> usize,
+) -> Result<(T, &[u8]), WireError> {
     let (t, rest) = T::read_from_prefix(body).map_err(|_| WireError::BadBodyLength)?;
     if rest.len() != tail_len(&t) {
         return Err(WireError::BadBodyLength);
@@ -241,13 +263,19 @@ fn parse_msg(bytes: &[u8]) -> Result<(Msg<'_>, &[u8]), WireError> {
     let kind = Kind::from_u8(mh.kind).ok_or(WireError::UnknownKind(mh.kind))?;
     let msg = match kind {
         Kind::Update => {
-            let (fx, entry_bytes) = UpdateFixed::read_from_prefix(body).map_err(|_| WireError::BadBodyLength)?;
+            let (fx, entry_bytes) =
+                UpdateFixed::read_from_prefix(body).map_err(|_| WireError::BadBodyLength)?;
             if mh.flags & !UPDATE_FLAG_PREAPPLIED != 0 {
                 return Err(WireError::BadField);
             }
             let count = fx.public_count.get() as u32 + fx.private_count.get() as u32;
             let public_len = validate_entries(entry_bytes, fx.public_count.get(), count)?;
-            Msg::Update(UpdateView { fixed: fx, flags: mh.flags, entry_bytes, public_len })
+            Msg::Update(UpdateView {
+                fixed: fx,
+                flags: mh.flags,
+                entry_bytes,
+                public_len,
+            })
         }
         Kind::Ack => Msg::Ack(fixed(body)?),
         Kind::FwdAck => Msg::FwdAck(fixed(body)?),
@@ -306,7 +334,11 @@ impl<'a> FrameBuilder<'a> {
             packet_seq: packet_seq.into(),
         };
         buf[..HEADER_BYTES].copy_from_slice(h.as_bytes());
-        FrameBuilder { buf, len: HEADER_BYTES, count: 0 }
+        FrameBuilder {
+            buf,
+            len: HEADER_BYTES,
+            count: 0,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -322,10 +354,17 @@ impl<'a> FrameBuilder<'a> {
 
     fn push_parts(&mut self, kind: Kind, flags: u8, parts: &[&[u8]]) -> bool {
         let body_len: usize = parts.iter().map(|p| p.len()).sum();
-        if body_len > u16::MAX as usize || MSG_HEADER_BYTES + body_len > self.room() || self.count == u16::MAX {
+        if body_len > u16::MAX as usize
+            || MSG_HEADER_BYTES + body_len > self.room()
+            || self.count == u16::MAX
+        {
             return false;
         }
-        let mh = MsgHeader { kind: kind as u8, flags, body_len: (body_len as u16).into() };
+        let mh = MsgHeader {
+            kind: kind as u8,
+            flags,
+            body_len: (body_len as u16).into(),
+        };
         let mut at = self.len;
         for p in std::iter::once(mh.as_bytes()).chain(parts.iter().copied()) {
             self.buf[at..at + p.len()].copy_from_slice(p);
@@ -342,7 +381,12 @@ impl<'a> FrameBuilder<'a> {
     }
 
     /// Pushes a message whose body is a fixed struct followed by variable bytes.
-    pub fn push_tail<T: IntoBytes + Immutable>(&mut self, kind: Kind, body: &T, tail: &[u8]) -> bool {
+    pub fn push_tail<T: IntoBytes + Immutable>(
+        &mut self,
+        kind: Kind,
+        body: &T,
+        tail: &[u8],
+    ) -> bool {
         self.push_parts(kind, 0, &[body.as_bytes(), tail])
     }
 
@@ -383,5 +427,8 @@ impl<'a> FrameBuilder<'a> {
 /// Iterates entries previously validated or encoded by us; every entry is reported as public
 /// (the caller knows where the private ones start).
 pub fn codec_entry_iter(bytes: &[u8]) -> EntryIter<'_> {
-    EntryIter { bytes, public_left: u16::MAX }
+    EntryIter {
+        bytes,
+        public_left: u16::MAX,
+    }
 }

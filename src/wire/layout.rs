@@ -128,7 +128,10 @@ pub struct EntryFixed {
 #[repr(C)]
 pub struct ChannelOp {
     pub channel: U32,
-    pub reserved: U32,
+    /// ACK and NACK: the stream ID of the last replay the client finished since it adopted
+    /// the current epoch (0 = none). A primary drops acks of an older generation: they
+    /// describe the client's position before a replay reset it. 0 in other messages.
+    pub generation: U32,
     pub op: U64,
 }
 
@@ -147,7 +150,8 @@ pub struct CommitBody {
 #[repr(C)]
 pub struct NackBody {
     pub channel: U32,
-    pub reserved: U32,
+    /// As in [`ChannelOp::generation`].
+    pub generation: U32,
     pub from: U64,
     pub to: U64,
 }
@@ -174,7 +178,8 @@ pub struct HeartbeatBody {
     pub sync_mask: U32,
     /// Primary: target of a switchover (with HB_FLAG_SWITCHOVER); otherwise 0.
     pub target: U32,
-    pub reserved2: U32,
+    /// Standby that has lost the primary: the control unit it would follow (0 = none).
+    pub vote: U32,
 }
 
 /// LA_REPLY flag: the client has no history (fresh start) and needs a full replay.

@@ -11,7 +11,10 @@
 mod codec;
 mod layout;
 
-pub use codec::{Entry, EntryIter, codec_entry_iter, FrameBuilder, FrameReader, Msg, MsgIter, UpdateView, encode_entry, entry_wire_len};
+pub use codec::{
+    Entry, EntryIter, FrameBuilder, FrameReader, Msg, MsgIter, UpdateView, codec_entry_iter,
+    encode_entry, entry_wire_len,
+};
 pub use layout::*;
 
 use thiserror::Error;

@@ -46,19 +46,41 @@ impl Upd {
             assert_eq!(u.public_len, 0);
         }
         for (i, e) in u.entries().enumerate() {
-            assert_eq!(e.private, i >= n_public, "entry {i}: public entries come first");
+            assert_eq!(
+                e.private,
+                i >= n_public,
+                "entry {i}: public entries come first"
+            );
             assert!((e.section as usize) < SECTIONS);
             bytes += entry_wire_len(e.value.map_or(0, <[u8]>::len));
             if i + 1 == n_public {
-                assert_eq!(bytes, u.public_len, "public_len covers exactly the public entries");
+                assert_eq!(
+                    bytes, u.public_len,
+                    "public_len covers exactly the public entries"
+                );
             }
-            let owned = E { section: e.section, key: e.key, value: e.value.map(<[u8]>::to_vec) };
-            if e.private { private.push(owned) } else { public.push(owned) }
+            let owned = E {
+                section: e.section,
+                key: e.key,
+                value: e.value.map(<[u8]>::to_vec),
+            };
+            if e.private {
+                private.push(owned)
+            } else {
+                public.push(owned)
+            }
         }
         assert_eq!(public.len(), n_public);
         assert_eq!(private.len(), n_private);
         assert_eq!(bytes, u.entry_bytes.len());
-        Upd { flags: u.flags, channel: u.channel(), op: u.op(), cookie: u.cookie(), public, private }
+        Upd {
+            flags: u.flags,
+            channel: u.channel(),
+            op: u.op(),
+            cookie: u.cookie(),
+            public,
+            private,
+        }
     }
 
     fn body_len(&self) -> usize {
@@ -76,7 +98,15 @@ impl Upd {
 fn encode_entries(entries: &[E]) -> (Vec<u8>, u16) {
     let mut out = Vec::new();
     for e in entries {
-        encode_entry(&mut out, &Entry { section: e.section, key: e.key, value: e.value.as_deref(), private: false });
+        encode_entry(
+            &mut out,
+            &Entry {
+                section: e.section,
+                key: e.key,
+                value: e.value.as_deref(),
+                private: false,
+            },
+        );
     }
     (out, entries.len() as u16)
 }
@@ -157,7 +187,14 @@ impl M {
             M::Update(u) => {
                 let (public, n_public) = encode_entries(&u.public);
                 let (private, n_private) = encode_entries(&u.private);
-                b.push_update(u.flags, u.channel, u.op, u.cookie, (&public, n_public), (&private, n_private))
+                b.push_update(
+                    u.flags,
+                    u.channel,
+                    u.op,
+                    u.cookie,
+                    (&public, n_public),
+                    (&private, n_private),
+                )
             }
             M::Ack(x) => b.push(Kind::Ack, x),
             M::FwdAck(x) => b.push(Kind::FwdAck, x),
@@ -240,11 +277,19 @@ fn try_push(b: &mut FrameBuilder<'_>, m: &M) -> bool {
     let (room, count) = (b.room(), b.count());
     let pushed = m.push(b);
     if pushed {
-        assert!(m.wire_len() <= room, "pushed a {}-byte message into {room} bytes", m.wire_len());
+        assert!(
+            m.wire_len() <= room,
+            "pushed a {}-byte message into {room} bytes",
+            m.wire_len()
+        );
         assert_eq!(b.room(), room - m.wire_len());
         assert_eq!(b.count(), count + 1);
     } else {
-        assert!(m.wire_len() > room, "refused a {}-byte message with {room} bytes free", m.wire_len());
+        assert!(
+            m.wire_len() > room,
+            "refused a {}-byte message with {room} bytes free",
+            m.wire_len()
+        );
         assert_eq!(b.room(), room);
         assert_eq!(b.count(), count);
     }
@@ -279,7 +324,11 @@ fn build_frames(msgs: &[M], buf_len: usize, sender: u32, epoch: u64, seq0: u64) 
             continue;
         }
         let n = b.finish();
-        frames.push(Built { bytes: buf[..n].to_vec(), msgs: std::mem::take(&mut pending), seq });
+        frames.push(Built {
+            bytes: buf[..n].to_vec(),
+            msgs: std::mem::take(&mut pending),
+            seq,
+        });
         seq = seq.wrapping_add(1);
         b = FrameBuilder::new(&mut buf, sender, epoch, seq);
         if try_push(&mut b, m) {
@@ -290,7 +339,11 @@ fn build_frames(msgs: &[M], buf_len: usize, sender: u32, epoch: u64, seq0: u64) 
     }
     if !b.is_empty() || frames.is_empty() {
         let n = b.finish();
-        frames.push(Built { bytes: buf[..n].to_vec(), msgs: pending, seq });
+        frames.push(Built {
+            bytes: buf[..n].to_vec(),
+            msgs: pending,
+            seq,
+        });
     }
     frames
 }
@@ -301,7 +354,10 @@ fn exercise(bytes: &[u8]) -> Result<Vec<M>, WireError> {
     let r = FrameReader::new(bytes)?;
     assert_eq!(r.header.magic.get(), MAGIC);
     assert_eq!(r.header.version, VERSION);
-    assert_eq!(bytes.len(), MIN_FRAME_BYTES + r.header.payload_len.get() as usize);
+    assert_eq!(
+        bytes.len(),
+        MIN_FRAME_BYTES + r.header.payload_len.get() as usize
+    );
     let msgs: Vec<M> = r.msgs().map(M::from_msg).collect();
     assert_eq!(msgs.len(), r.header.msg_count.get() as usize);
     // Iterating twice yields the same messages: the reader holds no hidden state.
@@ -314,7 +370,11 @@ fn exercise(bytes: &[u8]) -> Result<Vec<M>, WireError> {
 // ---------------------------------------------------------------------------------------------
 
 fn raw_msg(kind: u8, flags: u8, body: &[u8]) -> Vec<u8> {
-    let mh = MsgHeader { kind, flags, body_len: (body.len() as u16).into() };
+    let mh = MsgHeader {
+        kind,
+        flags,
+        body_len: (body.len() as u16).into(),
+    };
     [mh.as_bytes(), body].concat()
 }
 
@@ -353,7 +413,12 @@ fn set_msg_count(frame: &mut [u8], count: u16) {
 }
 
 fn entry_bytes(section: u8, flags: u8, key: u64, value: &[u8]) -> Vec<u8> {
-    let fx = EntryFixed { section, flags, value_len: (value.len() as u16).into(), key: key.into() };
+    let fx = EntryFixed {
+        section,
+        flags,
+        value_len: (value.len() as u16).into(),
+        key: key.into(),
+    };
     [fx.as_bytes(), value].concat()
 }
 
@@ -422,7 +487,11 @@ fn layout_sizes_and_offsets_match_protocol_doc() {
         offset_of!(FrameHeader, packet_seq),
     ];
     assert_eq!(fh, [0, 4, 5, 6, 8, 12, 16, 24]);
-    let mh = [offset_of!(MsgHeader, kind), offset_of!(MsgHeader, flags), offset_of!(MsgHeader, body_len)];
+    let mh = [
+        offset_of!(MsgHeader, kind),
+        offset_of!(MsgHeader, flags),
+        offset_of!(MsgHeader, body_len),
+    ];
     assert_eq!(mh, [0, 1, 2]);
 
     assert_eq!(size_of::<UpdateFixed>(), 24);
@@ -445,7 +514,14 @@ fn layout_sizes_and_offsets_match_protocol_doc() {
     assert_eq!(ef, [0, 1, 2, 4]);
 
     assert_eq!(size_of::<ChannelOp>(), 16);
-    assert_eq!([offset_of!(ChannelOp, channel), offset_of!(ChannelOp, reserved), offset_of!(ChannelOp, op)], [0, 4, 8]);
+    assert_eq!(
+        [
+            offset_of!(ChannelOp, channel),
+            offset_of!(ChannelOp, generation),
+            offset_of!(ChannelOp, op)
+        ],
+        [0, 4, 8]
+    );
 
     assert_eq!(size_of::<CommitBody>(), 24);
     let cb = [
@@ -459,7 +535,7 @@ fn layout_sizes_and_offsets_match_protocol_doc() {
     assert_eq!(size_of::<NackBody>(), 24);
     let nb = [
         offset_of!(NackBody, channel),
-        offset_of!(NackBody, reserved),
+        offset_of!(NackBody, generation),
         offset_of!(NackBody, from),
         offset_of!(NackBody, to),
     ];
@@ -472,7 +548,7 @@ fn layout_sizes_and_offsets_match_protocol_doc() {
         offset_of!(HeartbeatBody, reserved),
         offset_of!(HeartbeatBody, sync_mask),
         offset_of!(HeartbeatBody, target),
-        offset_of!(HeartbeatBody, reserved2),
+        offset_of!(HeartbeatBody, vote),
     ];
     assert_eq!(hb, [0, 1, 2, 4, 8, 12]);
 
@@ -543,7 +619,14 @@ fn layout_sizes_and_offsets_match_protocol_doc() {
 fn example_frame_bytes_match_protocol_doc() {
     let mut buf = [0xFFu8; 256];
     let mut b = FrameBuilder::new(&mut buf, 2, 0x100, 5);
-    assert!(b.push(Kind::Ack, &ChannelOp { channel: 3.into(), reserved: 0.into(), op: 42.into() }));
+    assert!(b.push(
+        Kind::Ack,
+        &ChannelOp {
+            channel: 3.into(),
+            generation: 0.into(),
+            op: 42.into()
+        }
+    ));
     let n = b.finish();
     #[rustfmt::skip]
     let expected: [u8; 68] = [
@@ -569,7 +652,10 @@ fn kind_codes_are_1_to_17() {
     }
     for (k, size) in FIXED_KINDS {
         let body = vec![0u8; size];
-        assert!(FrameReader::new(&frame_of(&[raw_msg(k as u8, 0, &body)])).is_ok(), "{k:?}");
+        assert!(
+            FrameReader::new(&frame_of(&[raw_msg(k as u8, 0, &body)])).is_ok(),
+            "{k:?}"
+        );
     }
 }
 
@@ -582,24 +668,60 @@ fn round_trip_every_kind_field_by_field() {
     let mut buf = vec![0u8; 2048];
     let mut b = FrameBuilder::new(&mut buf, 0xDEAD_BEEF, u64::MAX - 1, 42);
     let (public, n_public) = encode_entries(&[
-        E { section: 0, key: 1, value: Some(b"one".to_vec()) },
-        E { section: 63, key: u64::MAX, value: None },
+        E {
+            section: 0,
+            key: 1,
+            value: Some(b"one".to_vec()),
+        },
+        E {
+            section: 63,
+            key: u64::MAX,
+            value: None,
+        },
     ]);
-    let (private, n_private) = encode_entries(&[E { section: 5, key: 9, value: Some(vec![]) }]);
-    assert!(b.push_update(UPDATE_FLAG_PREAPPLIED, 11, 100, 1 << 63 | 1, (&public, n_public), (&private, n_private)));
-    let chop = ChannelOp { channel: 11.into(), reserved: 0.into(), op: 99.into() };
+    let (private, n_private) = encode_entries(&[E {
+        section: 5,
+        key: 9,
+        value: Some(vec![]),
+    }]);
+    assert!(b.push_update(
+        UPDATE_FLAG_PREAPPLIED,
+        11,
+        100,
+        1 << 63 | 1,
+        (&public, n_public),
+        (&private, n_private)
+    ));
+    let chop = ChannelOp {
+        channel: 11.into(),
+        generation: 0.into(),
+        op: 99.into(),
+    };
     assert!(b.push(Kind::Ack, &chop));
     assert!(b.push(Kind::FwdAck, &chop));
-    let commit = CommitBody { channel: 11.into(), reserved: 0.into(), applied: 98.into(), held: 100.into() };
+    let commit = CommitBody {
+        channel: 11.into(),
+        reserved: 0.into(),
+        applied: 98.into(),
+        held: 100.into(),
+    };
     assert!(b.push(Kind::Commit, &commit));
-    assert!(b.push(Kind::Nack, &NackBody { channel: 11.into(), reserved: 0.into(), from: 5.into(), to: 5.into() }));
+    assert!(b.push(
+        Kind::Nack,
+        &NackBody {
+            channel: 11.into(),
+            generation: 0.into(),
+            from: 5.into(),
+            to: 5.into()
+        }
+    ));
     let hb = HeartbeatBody {
         role: ROLE_STANDBY,
         flags: HB_FLAG_JOINED | HB_FLAG_PRIMARY_LOST,
         reserved: 0.into(),
         sync_mask: 0b110.into(),
         target: 2.into(),
-        reserved2: 0.into(),
+        vote: 0.into(),
     };
     assert!(b.push(Kind::Heartbeat, &hb));
     assert!(b.push(Kind::LaQuery, &chop));
@@ -628,9 +750,20 @@ fn round_trip_every_kind_field_by_field() {
         key: 8.into(),
     };
     assert!(b.push_tail(Kind::ReplayEntry, &entry, b"hi"));
-    let end = BulkEnd { channel: 11.into(), stream: 4.into(), total: 1.into(), reserved: 0.into(), base_op: 77.into() };
+    let end = BulkEnd {
+        channel: 11.into(),
+        stream: 4.into(),
+        total: 1.into(),
+        reserved: 0.into(),
+        base_op: 77.into(),
+    };
     assert!(b.push(Kind::ReplayEnd, &end));
-    let ack = BulkAck { channel: 11.into(), stream: 4.into(), next_index: 1.into(), done: 1.into() };
+    let ack = BulkAck {
+        channel: 11.into(),
+        stream: 4.into(),
+        next_index: 1.into(),
+        done: 1.into(),
+    };
     assert!(b.push(Kind::ReplayAck, &ack));
     assert!(b.push(Kind::XferBegin, &begin));
     assert!(b.push_tail(Kind::XferEntry, &entry, b"hi"));
@@ -649,69 +782,169 @@ fn round_trip_every_kind_field_by_field() {
     let n = b.finish();
 
     let r = FrameReader::new(&buf[..n]).expect("valid frame");
-    assert_eq!((r.sender(), r.epoch(), r.packet_seq()), (0xDEAD_BEEF, u64::MAX - 1, 42));
+    assert_eq!(
+        (r.sender(), r.epoch(), r.packet_seq()),
+        (0xDEAD_BEEF, u64::MAX - 1, 42)
+    );
     assert_eq!(r.header.flags, 0);
     assert_eq!(r.header.msg_count.get(), 17);
     let msgs: Vec<Msg<'_>> = r.msgs().collect();
     assert_eq!(msgs.len(), 17);
 
-    let Msg::Update(u) = msgs[0] else { panic!("{:?}", msgs[0]) };
-    assert_eq!((u.flags, u.channel(), u.op(), u.cookie()), (UPDATE_FLAG_PREAPPLIED, 11, 100, 1 << 63 | 1));
-    assert_eq!((u.fixed.public_count.get(), u.fixed.private_count.get()), (2, 1));
+    let Msg::Update(u) = msgs[0] else {
+        panic!("{:?}", msgs[0])
+    };
+    assert_eq!(
+        (u.flags, u.channel(), u.op(), u.cookie()),
+        (UPDATE_FLAG_PREAPPLIED, 11, 100, 1 << 63 | 1)
+    );
+    assert_eq!(
+        (u.fixed.public_count.get(), u.fixed.private_count.get()),
+        (2, 1)
+    );
     assert_eq!(u.public_len, public.len());
     let entries: Vec<Entry<'_>> = u.entries().collect();
     assert_eq!(
         entries,
         [
-            Entry { section: 0, key: 1, value: Some(&b"one"[..]), private: false },
-            Entry { section: 63, key: u64::MAX, value: None, private: false },
-            Entry { section: 5, key: 9, value: Some(&[][..]), private: true },
+            Entry {
+                section: 0,
+                key: 1,
+                value: Some(&b"one"[..]),
+                private: false
+            },
+            Entry {
+                section: 63,
+                key: u64::MAX,
+                value: None,
+                private: false
+            },
+            Entry {
+                section: 5,
+                key: 9,
+                value: Some(&[][..]),
+                private: true
+            },
         ]
     );
-    let Msg::Ack(a) = msgs[1] else { panic!("{:?}", msgs[1]) };
-    assert_eq!((a.channel.get(), a.reserved.get(), a.op.get()), (11, 0, 99));
-    let Msg::FwdAck(a) = msgs[2] else { panic!("{:?}", msgs[2]) };
+    let Msg::Ack(a) = msgs[1] else {
+        panic!("{:?}", msgs[1])
+    };
+    assert_eq!((a.channel.get(), a.generation.get(), a.op.get()), (11, 0, 99));
+    let Msg::FwdAck(a) = msgs[2] else {
+        panic!("{:?}", msgs[2])
+    };
     assert_eq!((a.channel.get(), a.op.get()), (11, 99));
-    let Msg::Commit(c) = msgs[3] else { panic!("{:?}", msgs[3]) };
-    assert_eq!((c.channel.get(), c.applied.get(), c.held.get()), (11, 98, 100));
-    let Msg::Nack(nk) = msgs[4] else { panic!("{:?}", msgs[4]) };
+    let Msg::Commit(c) = msgs[3] else {
+        panic!("{:?}", msgs[3])
+    };
+    assert_eq!(
+        (c.channel.get(), c.applied.get(), c.held.get()),
+        (11, 98, 100)
+    );
+    let Msg::Nack(nk) = msgs[4] else {
+        panic!("{:?}", msgs[4])
+    };
     assert_eq!((nk.channel.get(), nk.from.get(), nk.to.get()), (11, 5, 5));
-    let Msg::Heartbeat(h) = msgs[5] else { panic!("{:?}", msgs[5]) };
-    assert_eq!((h.role, h.flags, h.sync_mask.get(), h.target.get()), (ROLE_STANDBY, 5, 0b110, 2));
-    let Msg::LaQuery(q) = msgs[6] else { panic!("{:?}", msgs[6]) };
+    let Msg::Heartbeat(h) = msgs[5] else {
+        panic!("{:?}", msgs[5])
+    };
+    assert_eq!(
+        (h.role, h.flags, h.sync_mask.get(), h.target.get()),
+        (ROLE_STANDBY, 5, 0b110, 2)
+    );
+    let Msg::LaQuery(q) = msgs[6] else {
+        panic!("{:?}", msgs[6])
+    };
     assert_eq!((q.channel.get(), q.op.get()), (11, 99));
-    let Msg::LaReply(l) = msgs[7] else { panic!("{:?}", msgs[7]) };
-    assert_eq!((l.channel.get(), l.flags.get(), l.last_applied.get(), l.cookie_above.get()), (11, 1, 7, 3));
+    let Msg::LaReply(l) = msgs[7] else {
+        panic!("{:?}", msgs[7])
+    };
+    assert_eq!(
+        (
+            l.channel.get(),
+            l.flags.get(),
+            l.last_applied.get(),
+            l.cookie_above.get()
+        ),
+        (11, 1, 7, 3)
+    );
     for (i, want) in [(8, Kind::ReplayBegin), (12, Kind::XferBegin)] {
-        let (Msg::ReplayBegin(g) | Msg::XferBegin(g)) = msgs[i] else { panic!("{:?}", msgs[i]) };
+        let (Msg::ReplayBegin(g) | Msg::XferBegin(g)) = msgs[i] else {
+            panic!("{:?}", msgs[i])
+        };
         assert_eq!(M::from_msg(msgs[i]).kind(), want);
         assert_eq!(
-            (g.channel.get(), g.stream.get(), g.sections.get(), g.base_op.get(), g.acked_op.get()),
+            (
+                g.channel.get(),
+                g.stream.get(),
+                g.sections.get(),
+                g.base_op.get(),
+                g.acked_op.get()
+            ),
             (11, 4, u64::MAX, 77, 70)
         );
     }
     for (i, want) in [(9, Kind::ReplayEntry), (13, Kind::XferEntry)] {
-        let (Msg::ReplayEntry(e, v) | Msg::XferEntry(e, v)) = msgs[i] else { panic!("{:?}", msgs[i]) };
+        let (Msg::ReplayEntry(e, v) | Msg::XferEntry(e, v)) = msgs[i] else {
+            panic!("{:?}", msgs[i])
+        };
         assert_eq!(M::from_msg(msgs[i]).kind(), want);
         assert_eq!(
-            (e.channel.get(), e.stream.get(), e.index.get(), e.section, e.flags, e.value_len.get(), e.key.get()),
+            (
+                e.channel.get(),
+                e.stream.get(),
+                e.index.get(),
+                e.section,
+                e.flags,
+                e.value_len.get(),
+                e.key.get()
+            ),
             (11, 4, 0, 3, BULK_FLAG_PRIVATE, 2, 8)
         );
         assert_eq!(v, b"hi");
     }
     for (i, want) in [(10, Kind::ReplayEnd), (14, Kind::XferEnd)] {
-        let (Msg::ReplayEnd(e) | Msg::XferEnd(e)) = msgs[i] else { panic!("{:?}", msgs[i]) };
+        let (Msg::ReplayEnd(e) | Msg::XferEnd(e)) = msgs[i] else {
+            panic!("{:?}", msgs[i])
+        };
         assert_eq!(M::from_msg(msgs[i]).kind(), want);
-        assert_eq!((e.channel.get(), e.stream.get(), e.total.get(), e.base_op.get()), (11, 4, 1, 77));
+        assert_eq!(
+            (
+                e.channel.get(),
+                e.stream.get(),
+                e.total.get(),
+                e.base_op.get()
+            ),
+            (11, 4, 1, 77)
+        );
     }
     for (i, want) in [(11, Kind::ReplayAck), (15, Kind::XferAck)] {
-        let (Msg::ReplayAck(a) | Msg::XferAck(a)) = msgs[i] else { panic!("{:?}", msgs[i]) };
+        let (Msg::ReplayAck(a) | Msg::XferAck(a)) = msgs[i] else {
+            panic!("{:?}", msgs[i])
+        };
         assert_eq!(M::from_msg(msgs[i]).kind(), want);
-        assert_eq!((a.channel.get(), a.stream.get(), a.next_index.get(), a.done.get()), (11, 4, 1, 1));
+        assert_eq!(
+            (
+                a.channel.get(),
+                a.stream.get(),
+                a.next_index.get(),
+                a.done.get()
+            ),
+            (11, 4, 1, 1)
+        );
     }
-    let Msg::XferHistory(hs) = msgs[16] else { panic!("{:?}", msgs[16]) };
+    let Msg::XferHistory(hs) = msgs[16] else {
+        panic!("{:?}", msgs[16])
+    };
     assert_eq!(
-        (hs.channel.get(), hs.stream.get(), hs.index.get(), hs.epoch.get(), hs.start_op.get()),
+        (
+            hs.channel.get(),
+            hs.stream.get(),
+            hs.index.get(),
+            hs.epoch.get(),
+            hs.start_op.get()
+        ),
         (11, 4, 2, 6, 50)
     );
 }
@@ -731,7 +964,12 @@ fn builder_refuses_what_does_not_fit_and_writes_nothing() {
     let mut buf = vec![0u8; 256];
     let mut b = FrameBuilder::new(&mut buf, 1, 1, 1);
     assert_eq!(b.room(), 256 - MIN_FRAME_BYTES);
-    let ack = BulkAck { channel: 1.into(), stream: 1.into(), next_index: 0.into(), done: 0.into() };
+    let ack = BulkAck {
+        channel: 1.into(),
+        stream: 1.into(),
+        next_index: 0.into(),
+        done: 0.into(),
+    };
     let fits = (256 - MIN_FRAME_BYTES) / (MSG_HEADER_BYTES + size_of::<BulkAck>());
     for _ in 0..fits {
         assert!(b.push(Kind::ReplayAck, &ack));
@@ -772,7 +1010,15 @@ fn builder_caps_frames_at_max_frame_bytes() {
 #[test]
 #[should_panic(expected = "section out of range")]
 fn encode_entry_refuses_section_64() {
-    encode_entry(&mut Vec::new(), &Entry { section: 64, key: 0, value: None, private: false });
+    encode_entry(
+        &mut Vec::new(),
+        &Entry {
+            section: 64,
+            key: 0,
+            value: None,
+            private: false,
+        },
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -851,9 +1097,15 @@ fn rejects_truncated_messages() {
 #[test]
 fn rejects_unknown_kind() {
     for k in [0u8, 18, 100, 255] {
-        assert_eq!(reject(&frame_of(&[raw_msg(k, 0, &[0u8; 16])])), WireError::UnknownKind(k));
+        assert_eq!(
+            reject(&frame_of(&[raw_msg(k, 0, &[0u8; 16])])),
+            WireError::UnknownKind(k)
+        );
         // A bad message anywhere rejects the whole frame.
-        assert_eq!(reject(&frame_of(&[good_ack(), raw_msg(k, 0, &[])])), WireError::UnknownKind(k));
+        assert_eq!(
+            reject(&frame_of(&[good_ack(), raw_msg(k, 0, &[])])),
+            WireError::UnknownKind(k)
+        );
     }
 }
 
@@ -871,7 +1123,12 @@ fn rejects_count_mismatch() {
 #[test]
 fn rejects_nack_with_from_above_to() {
     let nack = |from: u64, to: u64| {
-        let body = NackBody { channel: 1.into(), reserved: 0.into(), from: from.into(), to: to.into() };
+        let body = NackBody {
+            channel: 1.into(),
+            generation: 0.into(),
+            from: from.into(),
+            to: to.into(),
+        };
         frame_of(&[raw_msg(Kind::Nack as u8, 0, body.as_bytes())])
     };
     assert_eq!(reject(&nack(6, 5)), WireError::BadField);
@@ -887,14 +1144,33 @@ fn rejects_entry_section_out_of_range() {
         let f = frame_of(&[raw_msg(Kind::Update as u8, 0, &update_body(1, 0, &e))]);
         assert_eq!(reject(&f), WireError::BadEntry, "update section {section}");
         let f = frame_of(&[raw_msg(Kind::Update as u8, 0, &update_body(0, 1, &e))]);
-        assert_eq!(reject(&f), WireError::BadEntry, "private update section {section}");
+        assert_eq!(
+            reject(&f),
+            WireError::BadEntry,
+            "private update section {section}"
+        );
         for kind in [Kind::ReplayEntry, Kind::XferEntry] {
-            let f = frame_of(&[raw_msg(kind as u8, 0, &bulk_entry_body(section, 0, 1, b"v"))]);
-            assert_eq!(reject(&f), WireError::BadField, "{kind:?} section {section}");
+            let f = frame_of(&[raw_msg(
+                kind as u8,
+                0,
+                &bulk_entry_body(section, 0, 1, b"v"),
+            )]);
+            assert_eq!(
+                reject(&f),
+                WireError::BadField,
+                "{kind:?} section {section}"
+            );
         }
     }
     let e = entry_bytes(63, 0, 1, b"v");
-    assert!(FrameReader::new(&frame_of(&[raw_msg(Kind::Update as u8, 0, &update_body(1, 0, &e))])).is_ok());
+    assert!(
+        FrameReader::new(&frame_of(&[raw_msg(
+            Kind::Update as u8,
+            0,
+            &update_body(1, 0, &e)
+        )]))
+        .is_ok()
+    );
 }
 
 #[test]
@@ -905,8 +1181,17 @@ fn rejects_delete_entry_with_value() {
     let e = entry_bytes(1, ENTRY_FLAG_DELETE, 1, b"");
     let f = frame_of(&[raw_msg(Kind::Update as u8, 0, &update_body(1, 0, &e))]);
     let msgs = exercise(&f).expect("delete without value");
-    let M::Update(u) = &msgs[0] else { panic!("{msgs:?}") };
-    assert_eq!(u.public, [E { section: 1, key: 1, value: None }]);
+    let M::Update(u) = &msgs[0] else {
+        panic!("{msgs:?}")
+    };
+    assert_eq!(
+        u.public,
+        [E {
+            section: 1,
+            key: 1,
+            value: None
+        }]
+    );
 }
 
 #[test]
@@ -922,7 +1207,11 @@ fn rejects_unknown_flags() {
             assert_eq!(reject(&f), WireError::BadField, "{kind:?} flags {flags:#x}");
         }
     }
-    let f = frame_of(&[raw_msg(Kind::Update as u8, UPDATE_FLAG_PREAPPLIED, &update_body(0, 0, &[]))]);
+    let f = frame_of(&[raw_msg(
+        Kind::Update as u8,
+        UPDATE_FLAG_PREAPPLIED,
+        &update_body(0, 0, &[]),
+    )]);
     assert!(FrameReader::new(&f).is_ok());
 }
 
@@ -931,7 +1220,11 @@ fn rejects_update_whose_entries_do_not_match_its_counts() {
     let one = entry_bytes(1, 0, 1, b"abc");
     let two = [one.clone(), entry_bytes(2, ENTRY_FLAG_DELETE, 2, b"")].concat();
     let update = |public, private, entries: &[u8]| {
-        frame_of(&[raw_msg(Kind::Update as u8, 0, &update_body(public, private, entries))])
+        frame_of(&[raw_msg(
+            Kind::Update as u8,
+            0,
+            &update_body(public, private, entries),
+        )])
     };
     assert!(FrameReader::new(&update(1, 1, &two)).is_ok());
     assert!(FrameReader::new(&update(0, 2, &two)).is_ok());
@@ -942,7 +1235,10 @@ fn rejects_update_whose_entries_do_not_match_its_counts() {
     assert_eq!(reject(&update(1, 0, &two)), WireError::BadEntry);
     assert_eq!(reject(&update(0, 0, &[0])), WireError::BadEntry);
     // An entry whose value runs past the body.
-    assert_eq!(reject(&update(1, 0, &one[..one.len() - 1])), WireError::BadEntry);
+    assert_eq!(
+        reject(&update(1, 0, &one[..one.len() - 1])),
+        WireError::BadEntry
+    );
     // A partial entry header.
     assert_eq!(reject(&update(1, 0, &one[..5])), WireError::BadEntry);
 }
@@ -952,13 +1248,21 @@ fn rejects_body_length_wrong_for_kind() {
     for (kind, size) in FIXED_KINDS {
         for len in [0, size - 1, size + 1, size + 16] {
             let f = frame_of(&[raw_msg(kind as u8, 0, &vec![0u8; len])]);
-            assert_eq!(reject(&f), WireError::BadBodyLength, "{kind:?} with a {len}-byte body");
+            assert_eq!(
+                reject(&f),
+                WireError::BadBodyLength,
+                "{kind:?} with a {len}-byte body"
+            );
         }
     }
     // UPDATE shorter than its fixed part.
     for len in [0, 1, size_of::<UpdateFixed>() - 1] {
         let f = frame_of(&[raw_msg(Kind::Update as u8, 0, &vec![0u8; len])]);
-        assert_eq!(reject(&f), WireError::BadBodyLength, "UPDATE with a {len}-byte body");
+        assert_eq!(
+            reject(&f),
+            WireError::BadBodyLength,
+            "UPDATE with a {len}-byte body"
+        );
     }
     for kind in [Kind::ReplayEntry, Kind::XferEntry] {
         // Shorter than the fixed part.
@@ -966,8 +1270,16 @@ fn rejects_body_length_wrong_for_kind() {
         assert_eq!(reject(&f), WireError::BadBodyLength);
         // value_len disagrees with the bytes that follow.
         for (declared, actual) in [(2u16, 1usize), (2, 3), (0, 1), (1, 0)] {
-            let f = frame_of(&[raw_msg(kind as u8, 0, &bulk_entry_body(0, 0, declared, &vec![1u8; actual]))]);
-            assert_eq!(reject(&f), WireError::BadBodyLength, "{kind:?} value_len {declared}, {actual} bytes");
+            let f = frame_of(&[raw_msg(
+                kind as u8,
+                0,
+                &bulk_entry_body(0, 0, declared, &vec![1u8; actual]),
+            )]);
+            assert_eq!(
+                reject(&f),
+                WireError::BadBodyLength,
+                "{kind:?} value_len {declared}, {actual} bytes"
+            );
         }
     }
 }
@@ -989,7 +1301,8 @@ fn header_and_message_flags_outside_update_are_not_interpreted() {
 
 /// Any value of a padding-free wire struct, every byte random.
 fn arb<T: FromBytes + std::fmt::Debug>() -> impl Strategy<Value = T> {
-    vec(any::<u8>(), size_of::<T>()).prop_map(|b| T::read_from_bytes(&b).unwrap_or_else(|_| unreachable!("exact size")))
+    vec(any::<u8>(), size_of::<T>())
+        .prop_map(|b| T::read_from_bytes(&b).unwrap_or_else(|_| unreachable!("exact size")))
 }
 
 /// Mostly small values, now and then one large enough not to fit a small frame.
@@ -998,11 +1311,16 @@ fn value_bytes() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn entry() -> impl Strategy<Value = E> {
-    (0..SECTIONS as u8, any::<u64>(), prop::option::weighted(0.75, value_bytes())).prop_map(|(section, key, value)| E {
-        section,
-        key,
-        value,
-    })
+    (
+        0..SECTIONS as u8,
+        any::<u64>(),
+        prop::option::weighted(0.75, value_bytes()),
+    )
+        .prop_map(|(section, key, value)| E {
+            section,
+            key,
+            value,
+        })
 }
 
 fn update() -> impl Strategy<Value = Upd> {
@@ -1075,14 +1393,21 @@ fn buf_len() -> impl Strategy<Value = usize> {
 
 /// A message with any kind byte and a body whose length is often the right one for some kind.
 fn raw_garbage_msg() -> impl Strategy<Value = Vec<u8>> {
-    let body = prop_oneof![Just(16usize), Just(24), Just(32), 0usize..80].prop_flat_map(|n| vec(any::<u8>(), n));
-    (0u8..20, 0u8..4, body, prop::option::weighted(0.1, any::<u16>())).prop_map(|(kind, flags, body, declared)| {
-        let mut m = raw_msg(kind, flags, &body);
-        if let Some(d) = declared {
-            m[2..4].copy_from_slice(&d.to_le_bytes());
-        }
-        m
-    })
+    let body = prop_oneof![Just(16usize), Just(24), Just(32), 0usize..80]
+        .prop_flat_map(|n| vec(any::<u8>(), n));
+    (
+        0u8..20,
+        0u8..4,
+        body,
+        prop::option::weighted(0.1, any::<u16>()),
+    )
+        .prop_map(|(kind, flags, body, declared)| {
+            let mut m = raw_msg(kind, flags, &body);
+            if let Some(d) = declared {
+                m[2..4].copy_from_slice(&d.to_le_bytes());
+            }
+            m
+        })
 }
 
 proptest! {

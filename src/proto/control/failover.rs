@@ -38,8 +38,14 @@ impl ControlUnit {
         for p in &mut self.peers {
             p.hb_due = true;
         }
-        self.events.push(Event::FailoverStarted { epoch: self.epoch, operator });
-        self.events.push(Event::RoleChanged { role: Role::Candidate, epoch: self.epoch });
+        self.events.push(Event::FailoverStarted {
+            epoch: self.epoch,
+            operator,
+        });
+        self.events.push(Event::RoleChanged {
+            role: Role::Candidate,
+            epoch: self.epoch,
+        });
     }
 
     pub(super) fn candidate_tick(&mut self, now_us: u64) {
@@ -85,7 +91,8 @@ impl ControlUnit {
         let floor = applied.max(pre_top);
         // The highest op we can keep: held in the ring, or inside a transferred snapshot.
         let held = self.chans[ci].held_top();
-        let reply = reply.filter(|r| r.flags.get() & LA_FLAG_UNKNOWN == 0 && r.last_applied.get() >= applied);
+        let reply = reply
+            .filter(|r| r.flags.get() & LA_FLAG_UNKNOWN == 0 && r.last_applied.get() >= applied);
         let (resolution, cut, replay) = match reply {
             Some(r) if r.last_applied.get() <= held => {
                 let n = r.last_applied.get();
@@ -94,8 +101,13 @@ impl ControlUnit {
                 // Ops the client lacks that exist only inside a transferred snapshot have no
                 // body to resend: their sections are replayed instead.
                 let c = &self.chans[ci];
-                let replay = (n < cut && (n + 1..=cut).any(|op| c.ring.get(op).is_none_or(|s| s.preapplied)))
-                    .then(|| (n + 1..=cut).fold(0u64, |m, op| m | c.ring.get(op).map_or(ALL_SECTIONS_MASK, |s| s.cookie)));
+                let replay = (n < cut
+                    && (n + 1..=cut).any(|op| c.ring.get(op).is_none_or(|s| s.preapplied)))
+                .then(|| {
+                    (n + 1..=cut).fold(0u64, |m, op| {
+                        m | c.ring.get(op).map_or(ALL_SECTIONS_MASK, |s| s.cookie)
+                    })
+                });
                 (Resolution::Behind { client_op: n }, cut, replay)
             }
             Some(r) => {
@@ -106,7 +118,13 @@ impl ControlUnit {
                     sections &= !(1u64 << (63 - sections.leading_zeros()));
                 }
                 self.chans[ci].acked = held;
-                (Resolution::Ahead { client_op: r.last_applied.get() }, held, Some(sections))
+                (
+                    Resolution::Ahead {
+                        client_op: r.last_applied.get(),
+                    },
+                    held,
+                    Some(sections),
+                )
             }
             None => {
                 let cut = self.policy_cut(acked, held).max(floor);
@@ -123,7 +141,11 @@ impl ControlUnit {
         while c.applied < cut {
             let op = c.applied + 1;
             apply_op(c, op);
-            self.events.push(Event::StandbyApplied { channel, op, failover: true });
+            self.events.push(Event::StandbyApplied {
+                channel,
+                op,
+                failover: true,
+            });
         }
         c.ring.truncate_after(cut);
         if c.ring.top() < cut {
@@ -138,7 +160,12 @@ impl ControlUnit {
             Resolution::Behind { client_op } => client_op.min(cut),
             _ => c.acked.min(cut),
         };
-        self.events.push(Event::ChannelResolved { channel, resolution, cut, held });
+        self.events.push(Event::ChannelResolved {
+            channel,
+            resolution,
+            cut,
+            held,
+        });
     }
 
     fn maybe_finish_failover(&mut self, now_us: u64) {
@@ -153,6 +180,7 @@ impl ControlUnit {
             c.commit = cut.max(c.applied);
             c.client_cursor = c.client_acked + 1;
             c.client_progress_us = now_us;
+            c.client_generation = 0;
             c.xfer_done = None;
             c.preapplied_top = 0;
             let keep_from = c.client_acked.min(cut);
@@ -174,6 +202,9 @@ impl ControlUnit {
         self.role = Role::Primary;
         self.timing.finished_us = Some(now_us);
         self.events.push(Event::TookOver { epoch });
-        self.events.push(Event::RoleChanged { role: Role::Primary, epoch });
+        self.events.push(Event::RoleChanged {
+            role: Role::Primary,
+            epoch,
+        });
     }
 }

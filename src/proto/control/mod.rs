@@ -42,7 +42,10 @@ struct Peer {
     id: NodeId,
     last_rx_us: Option<u64>,
     flags: u8,
+    epoch: u64,
     seen_mask: u32,
+    seen_version: u16,
+    vote: NodeId,
     boot_id: u32,
     /// Primary: transfer in progress towards this standby, one channel at a time.
     xfer: Option<BulkTx>,
@@ -66,6 +69,8 @@ struct Chan {
     client_acked: u64,
     client_cursor: u64,
     client_progress_us: u64,
+    /// Generation the client's acks must carry (stream of the last finished replay).
+    client_generation: u32,
     replay: Option<BulkTx>,
     // Standby.
     applied: u64,
@@ -96,6 +101,7 @@ impl Chan {
             client_acked: 0,
             client_cursor: 1,
             client_progress_us: 0,
+            client_generation: 0,
             replay: None,
             applied: 0,
             acked: 0,
@@ -169,11 +175,17 @@ pub struct ControlUnit {
     peers: Vec<Peer>,
     /// Primary: bit i set when control unit i is in the sync set.
     sync_mask: u32,
-    /// Standby: the sync set the primary last announced.
+    /// Primary: version of the sync set, bumped on every change it announces.
+    sync_version: u16,
+    announced_mask: u32,
+    /// Standby: the sync set the primary last announced, and its version.
     seen_mask: u32,
+    seen_version: u16,
     primary_last_rx_us: u64,
     /// Standby: the primary has been silent for the failover timeout.
     primary_lost: bool,
+    /// Standby that lost the primary: the control unit it would follow (0 = none).
+    vote: NodeId,
     /// Primary: an operator asked this standby to take over.
     switchover_to: Option<NodeId>,
     fo_deadline_us: u64,
@@ -202,11 +214,17 @@ impl ControlUnit {
     /// `boot_id` must differ between restarts of the same node.
     pub fn new(cfg: ProtoConfig, id: NodeId, initial: bool, boot_id: u32, now_us: u64) -> Self {
         let topo = &cfg.topology;
-        let index = topo.cu_index(id).expect("control unit id is in the topology");
+        let index = topo
+            .cu_index(id)
+            .expect("control unit id is in the topology");
         let n = topo.control_units.len();
         let window = cfg.window_ops;
-        let chans: Vec<Chan> =
-            topo.channel_owner.iter().enumerate().map(|(c, &o)| Chan::new(c as u32, o, window)).collect();
+        let chans: Vec<Chan> = topo
+            .channel_owner
+            .iter()
+            .enumerate()
+            .map(|(c, &o)| Chan::new(c as u32, o, window))
+            .collect();
         let all_mask: u32 = if n >= 32 { u32::MAX } else { (1u32 << n) - 1 };
         let peers = topo
             .control_units
@@ -215,12 +233,19 @@ impl ControlUnit {
                 id: p,
                 last_rx_us: initial.then_some(now_us),
                 flags: if initial { HB_FLAG_JOINED } else { 0 },
+                epoch: if initial { INITIAL_EPOCH } else { 0 },
                 seen_mask: all_mask,
+                seen_version: 0,
+                vote: 0,
                 boot_id: 0,
                 xfer: None,
                 transferring: false,
                 chans: (0..chans.len())
-                    .map(|_| PeerChan { ready: initial, cursor: 1, ..Default::default() })
+                    .map(|_| PeerChan {
+                        ready: initial,
+                        cursor: 1,
+                        ..Default::default()
+                    })
                     .collect(),
                 hb_due: true,
             })
@@ -240,9 +265,13 @@ impl ControlUnit {
             chans,
             peers,
             sync_mask: all_mask & !(1 << index),
+            sync_version: 0,
+            announced_mask: all_mask & !(1 << index),
             seen_mask: all_mask & !1,
+            seen_version: 0,
             primary_last_rx_us: now_us,
             primary_lost: false,
+            vote: 0,
             switchover_to: None,
             fo_deadline_us: 0,
             fo_last_query_us: 0,
@@ -252,7 +281,11 @@ impl ControlUnit {
             client_hb_due: vec![true; topo.clients.len()],
             client_last_rx_us: vec![None; topo.clients.len()],
             client_boot: vec![None; topo.clients.len()],
-            client_chans: topo.clients.iter().map(|&c| topo.channels_of(c).collect()).collect(),
+            client_chans: topo
+                .clients
+                .iter()
+                .map(|&c| topo.channels_of(c).collect())
+                .collect(),
             stream_counter: ((index as u32) << 24) | (boot_id & 0xff) << 16,
             packet_seq: 0,
             tx_next: 0,
@@ -283,7 +316,11 @@ impl ControlUnit {
     /// Primary: next op ID to assign. Standby: one above the highest applied op.
     pub fn next_op(&self, channel: u32) -> u64 {
         let c = &self.chans[channel as usize];
-        if self.role == Role::Primary { c.next_op } else { c.applied + 1 }
+        if self.role == Role::Primary {
+            c.next_op
+        } else {
+            c.applied + 1
+        }
     }
     pub fn commit_watermark(&self, channel: u32) -> u64 {
         self.chans[channel as usize].commit
@@ -309,7 +346,10 @@ impl ControlUnit {
     }
     /// Debug view of a replay in progress: (stream, acked items, total items).
     pub fn replay_progress(&self, channel: u32) -> Option<(u32, u32, u32)> {
-        self.chans[channel as usize].replay.as_ref().map(|r| (r.stream, r.acked_items(), r.total()))
+        self.chans[channel as usize]
+            .replay
+            .as_ref()
+            .map(|r| (r.stream, r.acked_items(), r.total()))
     }
     pub fn is_replaying(&self, channel: u32) -> bool {
         self.chans[channel as usize].replay.is_some()
@@ -320,10 +360,36 @@ impl ControlUnit {
 
     /// What became of op `op`, assigned in `epoch` on `channel`. Exact on the primary.
     pub fn op_status(&self, channel: u32, epoch: u64, op: u64) -> OpStatus {
-        let Some(c) = self.chans.get(channel as usize) else { return OpStatus::Unknown };
-        let last = if self.role == Role::Primary { c.next_op - 1 } else { c.ring.top() };
-        let commit = if self.role == Role::Primary { c.commit } else { c.applied };
+        let Some(c) = self.chans.get(channel as usize) else {
+            return OpStatus::Unknown;
+        };
+        let last = if self.role == Role::Primary {
+            c.next_op - 1
+        } else {
+            c.ring.top()
+        };
+        let commit = if self.role == Role::Primary {
+            c.commit
+        } else {
+            c.applied
+        };
         c.history.status(epoch, op, last, commit)
+    }
+
+    /// The freshest sync set this standby knows of: its own view, or a newer one another
+    /// standby of the same epoch heard from the primary (a standby dropped while cut off learns
+    /// it this way).
+    fn effective_mask(&self, now_us: u64) -> u32 {
+        let timeout = self.cfg.failover_timeout_us;
+        let mut best = (self.seen_version, self.seen_mask);
+        for (i, p) in self.peers.iter().enumerate() {
+            let live = p.last_rx_us.is_some_and(|t| now_us < t + timeout);
+            // Versions wrap: "newer" is a positive difference as a signed 16-bit number.
+            if i != self.index && live && p.epoch == self.epoch && (p.seen_version.wrapping_sub(best.0) as i16) > 0 {
+                best = (p.seen_version, p.seen_mask);
+            }
+        }
+        best.1
     }
 
     /// True when this standby would be allowed to take over (it has a complete state and the
@@ -369,7 +435,8 @@ impl ControlUnit {
                 Role::Candidate => self.candidate_tick(now_us),
                 Role::Joining => {
                     // A joining node still votes on the primary's liveness.
-                    self.primary_lost = now_us >= self.primary_last_rx_us + self.cfg.failover_timeout_us;
+                    self.primary_lost =
+                        now_us >= self.primary_last_rx_us + self.cfg.failover_timeout_us;
                 }
             }
         }
@@ -425,7 +492,9 @@ impl ControlUnit {
                 (Role::Primary, Msg::Commit(b)) => self.on_standby_commit(now_us, pi, &b),
                 (Role::Primary, Msg::Nack(n)) => self.on_standby_nack(pi, &n),
                 (Role::Primary, Msg::XferAck(a)) => self.on_xfer_ack(now_us, pi, &a),
-                (Role::Standby | Role::Joining, m) if from_primary => self.on_primary_msg(now_us, m),
+                (Role::Standby | Role::Joining, m) if from_primary => {
+                    self.on_primary_msg(now_us, m)
+                }
                 _ => self.counters.rejected_unexpected += 1,
             }
         }
@@ -435,9 +504,14 @@ impl ControlUnit {
         let p = &mut self.peers[pi];
         p.last_rx_us = Some(now_us);
         p.flags = hb.flags;
+        p.epoch = epoch;
         p.seen_mask = hb.sync_mask.get();
-        if hb.role == crate::wire::ROLE_PRIMARY && epoch == self.epoch && self.role != Role::Primary {
+        p.seen_version = hb.reserved.get();
+        p.vote = hb.vote.get();
+        if hb.role == crate::wire::ROLE_PRIMARY && epoch == self.epoch && self.role != Role::Primary
+        {
             self.seen_mask = hb.sync_mask.get();
+            self.seen_version = hb.reserved.get();
             if hb.flags & crate::wire::HB_FLAG_SWITCHOVER != 0
                 && hb.target.get() == self.id
                 && self.is_eligible()
@@ -468,8 +542,12 @@ impl ControlUnit {
         }
         self.sync_mask = 0;
         self.seen_mask = 0;
+        self.seen_version = 0;
         if was != Role::Joining {
-            self.events.push(Event::RoleChanged { role: Role::Joining, epoch });
+            self.events.push(Event::RoleChanged {
+                role: Role::Joining,
+                epoch,
+            });
         }
     }
 
@@ -490,7 +568,8 @@ impl ControlUnit {
                 if epoch < self.epoch {
                     self.client_hb_due[ci] = true;
                 }
-                if self.role == Role::Primary && hb.flags & crate::wire::HB_FLAG_NEEDS_TRANSFER != 0 {
+                if self.role == Role::Primary && hb.flags & crate::wire::HB_FLAG_NEEDS_TRANSFER != 0
+                {
                     // A new life of the client restarts its replays from scratch.
                     let boot = hb.target.get();
                     let restart = self.client_boot[ci] != Some(boot);
@@ -519,13 +598,22 @@ impl ControlUnit {
                 }
             };
             // A client may only speak for its own channels.
-            if self.chans.get(channel as usize).is_none_or(|c| c.owner != client) {
+            if self
+                .chans
+                .get(channel as usize)
+                .is_none_or(|c| c.owner != client)
+            {
                 self.counters.rejected_unexpected += 1;
                 continue;
             }
             match (self.role, m) {
-                (Role::Primary, Msg::Ack(a)) => self.on_client_ack(now_us, channel, a.op.get()),
-                (Role::Primary, Msg::Nack(n)) => self.on_client_nack(channel, &n),
+                (Role::Primary, Msg::Ack(a)) if a.generation.get() == self.chans[channel as usize].client_generation => {
+                    self.on_client_ack(now_us, channel, a.op.get())
+                }
+                (Role::Primary, Msg::Nack(n)) if n.generation.get() == self.chans[channel as usize].client_generation => {
+                    self.on_client_nack(channel, &n)
+                }
+                (Role::Primary, Msg::Ack(_) | Msg::Nack(_)) => self.counters.rejected_stale_epoch += 1,
                 (Role::Primary, Msg::ReplayAck(a)) => self.on_replay_ack(now_us, channel, &a),
                 (Role::Candidate, Msg::LaReply(r)) => self.on_la_reply(now_us, channel, &r),
                 _ => {}
@@ -541,26 +629,45 @@ impl ControlUnit {
     fn heartbeat_body(&self) -> HeartbeatBody {
         let (role, flags, mask) = match self.role {
             Role::Primary => {
-                let f = if self.switchover_to.is_some() { crate::wire::HB_FLAG_SWITCHOVER } else { 0 };
+                let f = if self.switchover_to.is_some() {
+                    crate::wire::HB_FLAG_SWITCHOVER
+                } else {
+                    0
+                };
                 (crate::wire::ROLE_PRIMARY, f, self.sync_mask)
             }
             Role::Standby | Role::Candidate => {
                 let lost = self.role == Role::Candidate || self.primary_lost;
-                let f = HB_FLAG_JOINED | if lost { HB_FLAG_PRIMARY_LOST } else { 0 };
+                // JOINED means "in the sync set, may take over": peers defer to it.
+                let joined = self.role == Role::Candidate || self.is_eligible();
+                let f = if joined { HB_FLAG_JOINED } else { 0 } | if lost { HB_FLAG_PRIMARY_LOST } else { 0 };
                 (crate::wire::ROLE_STANDBY, f, self.seen_mask)
             }
             Role::Joining => {
-                let lost = if self.primary_lost { HB_FLAG_PRIMARY_LOST } else { 0 };
-                (crate::wire::ROLE_STANDBY, crate::wire::HB_FLAG_NEEDS_TRANSFER | lost, 0)
+                let lost = if self.primary_lost {
+                    HB_FLAG_PRIMARY_LOST
+                } else {
+                    0
+                };
+                (
+                    crate::wire::ROLE_STANDBY,
+                    crate::wire::HB_FLAG_NEEDS_TRANSFER | lost,
+                    0,
+                )
             }
         };
+        let version = if self.role == Role::Primary { self.sync_version } else { self.seen_version };
         HeartbeatBody {
             role,
             flags,
-            reserved: 0.into(),
+            reserved: version.into(),
             sync_mask: mask.into(),
-            target: if self.role == Role::Primary { self.switchover_to.unwrap_or(0).into() } else { self.boot_id.into() },
-            reserved2: 0.into(),
+            target: if self.role == Role::Primary {
+                self.switchover_to.unwrap_or(0).into()
+            } else {
+                self.boot_id.into()
+            },
+            vote: self.vote.into(),
         }
     }
 }

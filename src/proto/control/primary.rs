@@ -6,8 +6,8 @@ use crate::proto::bulk::{BulkKind, BulkTx};
 use crate::proto::state::ALL_SECTIONS_MASK;
 use crate::proto::{Event, NodeId, Role};
 use crate::wire::{
-    BulkAck, CommitBody, Entry, HB_FLAG_JOINED, HB_FLAG_NEEDS_TRANSFER, HeartbeatBody, MIN_FRAME_BYTES, NackBody,
-    UpdateFixed, entry_wire_len,
+    BulkAck, CommitBody, Entry, HB_FLAG_NEEDS_TRANSFER, HeartbeatBody,
+    MIN_FRAME_BYTES, NackBody, ROLE_STANDBY, UpdateFixed, entry_wire_len,
 };
 use thiserror::Error;
 
@@ -30,20 +30,33 @@ pub enum SubmitError {
 impl ControlUnit {
     /// Applies a change and queues it for the channel's client and every standby. Returns the
     /// op ID (valid together with the current `epoch()`).
-    pub fn submit(&mut self, now_us: u64, channel: u32, entries: &[Entry<'_>]) -> Result<u64, SubmitError> {
+    pub fn submit(
+        &mut self,
+        now_us: u64,
+        channel: u32,
+        entries: &[Entry<'_>],
+    ) -> Result<u64, SubmitError> {
         if self.role != Role::Primary || self.switchover_to.is_some() {
             return Err(SubmitError::NotPrimary);
         }
         let max_bytes = self.cfg.max_frame_bytes - MIN_FRAME_BYTES - 4 - size_of::<UpdateFixed>();
-        let c = self.chans.get_mut(channel as usize).ok_or(SubmitError::UnknownChannel)?;
+        let c = self
+            .chans
+            .get_mut(channel as usize)
+            .ok_or(SubmitError::UnknownChannel)?;
         if c.ring.is_full() {
             return Err(SubmitError::Backpressure);
         }
-        let size: usize = entries.iter().map(|e| entry_wire_len(e.value.map_or(0, |v| v.len()))).sum();
+        let size: usize = entries
+            .iter()
+            .map(|e| entry_wire_len(e.value.map_or(0, |v| v.len())))
+            .sum();
         if size > max_bytes {
             return Err(SubmitError::TooLarge);
         }
-        if entries.iter().any(|e| e.section >= 64 || e.value.is_some_and(|v| v.len() > u16::MAX as usize))
+        if entries
+            .iter()
+            .any(|e| e.section >= 64 || e.value.is_some_and(|v| v.len() > u16::MAX as usize))
             || entries.len() > u16::MAX as usize
         {
             return Err(SubmitError::BadEntry);
@@ -66,7 +79,11 @@ impl ControlUnit {
         if self.role != Role::Primary {
             return Err(ControlError::NotPrimary);
         }
-        let pi = self.cfg.topology.cu_index(target).ok_or(ControlError::UnknownNode)?;
+        let pi = self
+            .cfg
+            .topology
+            .cu_index(target)
+            .ok_or(ControlError::UnknownNode)?;
         if pi == self.index || self.sync_mask & (1 << pi) == 0 {
             return Err(ControlError::NotEligible);
         }
@@ -117,6 +134,7 @@ impl ControlUnit {
         }
         let base = r.base_op;
         self.counters.replay_bytes += r.payload_bytes;
+        c.client_generation = r.stream;
         c.replay = None;
         if base > c.client_acked {
             c.client_acked = base;
@@ -192,7 +210,11 @@ impl ControlUnit {
         let through = low.min(c.next_op - 1).min(c.client_acked);
         if through > c.commit {
             c.commit = through;
-            self.events.push(Event::Committed { channel, epoch: self.epoch, through });
+            self.events.push(Event::Committed {
+                channel,
+                epoch: self.epoch,
+                through,
+            });
             self.prune(channel);
         }
     }
@@ -212,7 +234,13 @@ impl ControlUnit {
         }
     }
 
-    pub(super) fn primary_on_peer_heartbeat(&mut self, now_us: u64, pi: usize, hb: &HeartbeatBody, epoch: u64) {
+    pub(super) fn primary_on_peer_heartbeat(
+        &mut self,
+        now_us: u64,
+        pi: usize,
+        hb: &HeartbeatBody,
+        epoch: u64,
+    ) {
         let bit = 1u32 << pi;
         let p = &mut self.peers[pi];
         if hb.flags & HB_FLAG_NEEDS_TRANSFER != 0 {
@@ -225,7 +253,11 @@ impl ControlUnit {
                 p.boot_id = boot;
                 self.start_transfer(now_us, pi);
             }
-        } else if hb.flags & HB_FLAG_JOINED != 0 && epoch == self.epoch && self.sync_mask & bit == 0 && !p.transferring {
+        } else if hb.role == ROLE_STANDBY
+            && epoch == self.epoch
+            && self.sync_mask & bit == 0
+            && !p.transferring
+        {
             // A standby that believes it is in sync but that we dropped (it fell silent): its
             // state may miss ops that left retention, so it re-joins through a transfer.
             self.start_transfer(now_us, pi);
@@ -241,7 +273,9 @@ impl ControlUnit {
         // Drop silent standbys from the sync set.
         for i in 0..self.peers.len() {
             let bit = 1u32 << i;
-            let silent = self.peers[i].last_rx_us.is_none_or(|t| now_us >= t + drop_us);
+            let silent = self.peers[i]
+                .last_rx_us
+                .is_none_or(|t| now_us >= t + drop_us);
             if silent && (self.sync_mask & bit != 0 || self.peers[i].transferring) {
                 self.sync_mask &= !bit;
                 let p = &mut self.peers[i];
@@ -284,7 +318,10 @@ impl ControlUnit {
         p.transferring = true;
         p.xfer = None;
         for pc in &mut p.chans {
-            *pc = PeerChan { cursor: 1, ..Default::default() };
+            *pc = PeerChan {
+                cursor: 1,
+                ..Default::default()
+            };
         }
         self.next_transfer_channel(now_us, pi, 0);
     }
@@ -313,7 +350,9 @@ impl ControlUnit {
             c.history.segments(),
             now_us,
         );
-        let cookies: Vec<u64> = (acked + 1..=top).map(|op| c.ring.get(op).map_or(ALL_SECTIONS_MASK, |s| s.cookie)).collect();
+        let cookies: Vec<u64> = (acked + 1..=top)
+            .map(|op| c.ring.get(op).map_or(ALL_SECTIONS_MASK, |s| s.cookie))
+            .collect();
         self.counters.xfer_bytes += tx.payload_bytes;
         let pc = &mut self.peers[pi].chans[channel];
         pc.xfer_top = top;
@@ -329,7 +368,11 @@ impl ControlUnit {
         if !p.transferring || p.xfer.is_some() {
             return;
         }
-        let caught_up = p.chans.iter().zip(&self.chans).all(|(pc, c)| pc.ready && pc.applied >= c.commit);
+        let caught_up = p
+            .chans
+            .iter()
+            .zip(&self.chans)
+            .all(|(pc, c)| pc.ready && pc.applied >= c.commit);
         if caught_up {
             p.transferring = false;
             p.hb_due = true;
@@ -365,7 +408,10 @@ impl ControlUnit {
     pub(super) fn start_full_replays(&mut self, now_us: u64, client: NodeId, restart: bool) {
         for ch in 0..self.chans.len() {
             // A partial replay cannot help a client without history: replace it.
-            let replace = self.chans[ch].replay.as_ref().is_none_or(|r| restart || r.sections != ALL_SECTIONS_MASK);
+            let replace = self.chans[ch]
+                .replay
+                .as_ref()
+                .is_none_or(|r| restart || r.sections != ALL_SECTIONS_MASK);
             if self.chans[ch].owner == client && replace {
                 self.start_replay(now_us, ch as u32, ALL_SECTIONS_MASK, true);
             }
@@ -390,7 +436,8 @@ impl ControlUnit {
             now_us,
         );
         let full_bytes = c.state.value_bytes(ALL_SECTIONS_MASK)
-            + c.state.entry_count(ALL_SECTIONS_MASK) * (size_of::<crate::wire::BulkEntry>() as u64 + 4);
+            + c.state.entry_count(ALL_SECTIONS_MASK)
+                * (size_of::<crate::wire::BulkEntry>() as u64 + 4);
         self.counters.replays_started += 1;
         self.events.push(Event::ReplayStarted {
             channel,

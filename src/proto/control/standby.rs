@@ -6,7 +6,10 @@ use super::ControlUnit;
 use crate::proto::bulk::BulkRx;
 use crate::proto::state::PRIVATE_SECTION;
 use crate::proto::{Event, InjectedBug, Role};
-use crate::wire::{BULK_FLAG_PRIVATE, HB_FLAG_JOINED, HB_FLAG_PRIMARY_LOST, Msg, UPDATE_FLAG_PREAPPLIED, UpdateView};
+use crate::wire::{
+    BULK_FLAG_PRIVATE, HB_FLAG_JOINED, HB_FLAG_PRIMARY_LOST, Msg, UPDATE_FLAG_PREAPPLIED,
+    UpdateView,
+};
 
 impl ControlUnit {
     pub(super) fn on_primary_msg(&mut self, now_us: u64, m: Msg<'_>) {
@@ -36,7 +39,10 @@ impl ControlUnit {
                 if self.role == Role::Standby {
                     // The primary re-transfers: our state is being replaced, we are no longer in sync.
                     self.role = Role::Joining;
-                    self.events.push(Event::RoleChanged { role: Role::Joining, epoch: self.epoch });
+                    self.events.push(Event::RoleChanged {
+                        role: Role::Joining,
+                        epoch: self.epoch,
+                    });
                 }
             }
             Msg::XferHistory(h) => {
@@ -55,7 +61,11 @@ impl ControlUnit {
                     && let Some(r) = &mut c.xfer_rx
                     && r.accepts(e.stream.get(), e.index.get())
                 {
-                    let section = if e.flags & BULK_FLAG_PRIVATE != 0 { PRIVATE_SECTION } else { e.section as usize };
+                    let section = if e.flags & BULK_FLAG_PRIVATE != 0 {
+                        PRIVATE_SECTION
+                    } else {
+                        e.section as usize
+                    };
                     c.state.put(section, e.key.get(), v);
                 }
             }
@@ -87,12 +97,19 @@ impl ControlUnit {
                 c.next_op = top + 1;
                 c.ready = true;
                 c.commit_dirty = true;
-                self.events.push(Event::ChannelTransferred { channel: e.channel.get(), applied: acked });
+                self.events.push(Event::ChannelTransferred {
+                    channel: e.channel.get(),
+                    applied: acked,
+                });
                 if self.chans.iter().all(|c| c.ready) && self.role == Role::Joining {
                     self.role = Role::Standby;
                     self.primary_lost = false;
-                    self.events.push(Event::TransferComplete { epoch: self.epoch });
-                    self.events.push(Event::RoleChanged { role: Role::Standby, epoch: self.epoch });
+                    self.events
+                        .push(Event::TransferComplete { epoch: self.epoch });
+                    self.events.push(Event::RoleChanged {
+                        role: Role::Standby,
+                        epoch: self.epoch,
+                    });
                     for p in &mut self.peers {
                         p.hb_due = true;
                     }
@@ -138,11 +155,19 @@ impl ControlUnit {
     pub(super) fn try_apply(&mut self, channel: u32) {
         let inject = self.cfg.inject;
         let c = &mut self.chans[channel as usize];
-        let limit = if inject == InjectedBug::StandbyApplyBeforeAck { c.ring.top() } else { c.acked.min(c.ring.top()) };
+        let limit = if inject == InjectedBug::StandbyApplyBeforeAck {
+            c.ring.top()
+        } else {
+            c.acked.min(c.ring.top())
+        };
         while c.applied < limit {
             let op = c.applied + 1;
             apply_op(c, op);
-            self.events.push(Event::StandbyApplied { channel, op, failover: false });
+            self.events.push(Event::StandbyApplied {
+                channel,
+                op,
+                failover: false,
+            });
         }
         c.ring.prune_through(c.applied);
     }
@@ -150,29 +175,44 @@ impl ControlUnit {
     pub(super) fn standby_tick(&mut self, now_us: u64) {
         let timeout = self.cfg.failover_timeout_us;
         self.primary_lost = now_us >= self.primary_last_rx_us + timeout;
-        if !self.primary_lost || !self.is_eligible() {
+        self.vote = 0;
+        if !self.primary_lost {
             return;
         }
         let alive = |t: Option<u64>| t.is_some_and(|t| now_us < t + timeout);
-        let members = self.seen_mask & !(1 << self.index);
-        let mut votes = 0usize;
-        for (i, p) in self.peers.iter().enumerate() {
-            if i == self.index || !alive(p.last_rx_us) {
-                continue;
-            }
-            // A live higher-priority member of the sync set takes over instead of us.
-            if i < self.index && members & (1 << i) != 0 && p.flags & HB_FLAG_JOINED != 0 {
-                return;
-            }
-            if p.flags & HB_FLAG_PRIMARY_LOST != 0 {
-                votes += 1;
-            }
+        let mask = self.effective_mask(now_us);
+        let eligible = self.is_eligible() && mask & (1 << self.index) != 0;
+        // Our choice of successor: the highest-priority live member of the freshest sync set
+        // we know (ourselves included when we are in it).
+        let successor = (0..self.peers.len()).find(|&i| {
+            mask & (1 << i) != 0
+                && if i == self.index {
+                    eligible
+                } else {
+                    alive(self.peers[i].last_rx_us) && self.peers[i].flags & HB_FLAG_JOINED != 0
+                }
+        });
+        let Some(successor) = successor else { return };
+        self.vote = self.peers[successor].id;
+        if successor != self.index {
+            return;
         }
         // Two control units: the standby decides alone (the primary commits nothing without
         // it, so nothing committed can be missing). Three or more: a majority must have lost
-        // the primary, so a standby cut off from everyone never takes over while the primary
-        // still commits with the others.
+        // the primary and chosen us, so a standby with a stale view of the sync set, or one cut
+        // off from everyone, never takes over while the primary still commits with others.
         let n = self.peers.len();
+        let votes = self
+            .peers
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| {
+                *i != self.index
+                    && alive(p.last_rx_us)
+                    && p.flags & HB_FLAG_PRIMARY_LOST != 0
+                    && p.vote == self.id
+            })
+            .count();
         if n <= 2 || (1 + votes) * 2 > n {
             self.start_failover(now_us, false);
         }

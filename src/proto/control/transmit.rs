@@ -44,6 +44,10 @@ impl ControlUnit {
 
     fn fill_for_cu(&mut self, _now_us: u64, pi: usize, fb: &mut FrameBuilder<'_>) {
         if self.peers[pi].hb_due {
+            if self.role == Role::Primary && self.sync_mask != self.announced_mask {
+                self.announced_mask = self.sync_mask;
+                self.sync_version = self.sync_version.wrapping_add(1);
+            }
             let hb = self.heartbeat_body();
             if !fb.push(Kind::Heartbeat, &hb) {
                 return;
@@ -52,7 +56,9 @@ impl ControlUnit {
         }
         match self.role {
             Role::Primary => self.fill_primary_to_standby(pi, fb),
-            Role::Standby | Role::Joining if self.cfg.topology.epoch_owner(self.epoch) == Some(self.peers[pi].id) => {
+            Role::Standby | Role::Joining
+                if self.cfg.topology.epoch_owner(self.epoch) == Some(self.peers[pi].id) =>
+            {
                 self.fill_standby_to_primary(fb)
             }
             _ => {}
@@ -73,7 +79,11 @@ impl ControlUnit {
                 continue;
             }
             if pc.fwd_dirty || pc.fwd_sent < c.client_acked {
-                let a = ChannelOp { channel: c.id.into(), reserved: 0.into(), op: c.client_acked.into() };
+                let a = ChannelOp {
+                    channel: c.id.into(),
+                    generation: 0.into(),
+                    op: c.client_acked.into(),
+                };
                 if !fb.push(Kind::FwdAck, &a) {
                     return;
                 }
@@ -84,7 +94,10 @@ impl ControlUnit {
                 let op = pc.cursor;
                 let pushed = if op <= pc.xfer_top {
                     let idx = op.checked_sub(pc.preapplied_from).map(|i| i as usize);
-                    let cookie = idx.and_then(|i| pc.preapplied.get(i)).copied().unwrap_or(u64::MAX);
+                    let cookie = idx
+                        .and_then(|i| pc.preapplied.get(i))
+                        .copied()
+                        .unwrap_or(u64::MAX);
                     fb.push_update(UPDATE_FLAG_PREAPPLIED, c.id, op, cookie, (&[], 0), (&[], 0))
                 } else if let Some(s) = c.ring.get(op) {
                     fb.push_update(0, c.id, op, s.cookie, s.public(), s.private())
@@ -132,7 +145,12 @@ impl ControlUnit {
                 c.commit_dirty = false;
             }
             if let Some((from, to)) = c.nack {
-                let nb = NackBody { channel: c.id.into(), reserved: 0.into(), from: from.into(), to: to.into() };
+                let nb = NackBody {
+                    channel: c.id.into(),
+                    generation: 0.into(),
+                    from: from.into(),
+                    to: to.into(),
+                };
                 if !fb.push(Kind::Nack, &nb) {
                     return;
                 }
@@ -184,7 +202,11 @@ impl ControlUnit {
         for k in 0..self.client_chans[ci].len() {
             let c = &mut self.chans[self.client_chans[ci][k] as usize];
             if c.fo_query_due {
-                let q = ChannelOp { channel: c.id.into(), reserved: 0.into(), op: c.held_top().into() };
+                let q = ChannelOp {
+                    channel: c.id.into(),
+                    generation: 0.into(),
+                    op: c.held_top().into(),
+                };
                 if !fb.push(Kind::LaQuery, &q) {
                     return;
                 }
