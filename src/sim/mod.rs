@@ -33,6 +33,7 @@ impl Default for SimOptions {
             verbose: false,
             fault_phase_us: 2_000_000,
             trace_lines: 400,
+            trace_channel: None,
         }
     }
 }
