@@ -146,7 +146,8 @@ impl Net {
         }
     }
 
-    pub fn in_flight(&self) -> usize {
-        self.queue.len()
+    /// True while some partition involving `node` is in force.
+    pub fn is_partitioned(&self, node: NodeId, now_us: u64) -> bool {
+        self.cuts.iter().any(|&(x, y, until)| now_us < until && (x == node || y == node))
     }
 }

@@ -320,7 +320,6 @@ impl World {
             }
             Event::ReplayFinished { channel, client } => self
                 .trace(|| format!("cu {id}: replay of ch {channel} to client {client} finished")),
-            _ => {}
         }
     }
 
@@ -514,12 +513,24 @@ impl World {
             .count()
     }
 
-    /// Whether crashing control unit `i` keeps a path to recovery (we model single failures of
-    /// control units: a second one while a first is down or catching up may lose everything).
+    /// Whether crashing or isolating control unit `i` keeps a path to recovery. We model
+    /// single failures of control units: a second one while a first is down, catching up or
+    /// cut off may leave no standby with every committed op, or (with three or more) no
+    /// majority to elect one; the protocol then rightly stays without a primary.
     fn can_crash_cu(&self, i: usize) -> bool {
         let Some(c) = self.cu(i) else { return false };
         if self.cus_down() > 0 || c.role() == Role::Candidate {
             return false;
+        }
+        if self.cfg.topology.control_units.len() >= 3 {
+            let now = self.now_us;
+            let others_sound = (0..self.nodes.len()).filter(|&j| j != i && self.nodes[j].is_cu).all(|j| {
+                self.cu(j).is_some_and(|o| matches!(o.role(), Role::Primary | Role::Standby))
+                    && !self.net.is_partitioned(self.nodes[j].id, now)
+            });
+            if !others_sound {
+                return false;
+            }
         }
         let all_complete = self.complete_cus(usize::MAX) == self.cfg.topology.control_units.len();
         match c.role() {
@@ -553,7 +564,9 @@ impl World {
                 }
             }
             30..=44 => {
-                if let Some(p) = primary {
+                if let Some(p) = primary
+                    && (self.cfg.topology.control_units.len() < 3 || self.can_crash_cu(p))
+                {
                     let d = self.rng.range(30_000, 300_000);
                     self.isolate(p, d);
                 }
@@ -591,7 +604,9 @@ impl World {
             83..=91 => {
                 let j = self.rng.below(self.nodes.len() as u64) as usize;
                 let d = self.rng.range(20_000, 250_000);
-                self.isolate(j, d);
+                if !self.nodes[j].is_cu || self.cfg.topology.control_units.len() < 3 || self.can_crash_cu(j) {
+                    self.isolate(j, d);
+                }
             }
             _ => {
                 let a = self.rng.below(self.nodes.len() as u64) as usize;

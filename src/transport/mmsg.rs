@@ -150,14 +150,18 @@ impl MmsgIo {
         stats: &mut TransportStats,
     ) -> Result<usize, TransportError> {
         let mut total = 0;
+        let mut msgs_total = 0;
         let mut waited = false;
         for _ in 0..MAX_RECV_ROUNDS + 1 {
             let (msgs, got) = self.recv_round(f, stats)?;
             total += got;
+            msgs_total += msgs;
             if msgs == self.rx_msgs.len() {
                 continue; // a full batch: probably more queued
             }
-            if msgs > 0 || waited {
+            // Wait only if this whole call found nothing (not merely this round: a round after a
+            // full one often finds the socket just emptied).
+            if msgs_total > 0 || waited {
                 break;
             }
             match wait {

@@ -830,7 +830,10 @@ fn round_trip_every_kind_field_by_field() {
     let Msg::Ack(a) = msgs[1] else {
         panic!("{:?}", msgs[1])
     };
-    assert_eq!((a.channel.get(), a.generation.get(), a.op.get()), (11, 0, 99));
+    assert_eq!(
+        (a.channel.get(), a.generation.get(), a.op.get()),
+        (11, 0, 99)
+    );
     let Msg::FwdAck(a) = msgs[2] else {
         panic!("{:?}", msgs[2])
     };
