@@ -36,7 +36,12 @@ fn pair(io: IoChoice, size: usize, offload: bool) -> Result<Pair, TransportError
     let tx = Transport::open(cfg.clone())?;
     let rx = Transport::open(cfg)?;
     let dst = rx.local_addr();
-    Ok(Pair { tx, rx, dst, lost: 0 })
+    Ok(Pair {
+        tx,
+        rx,
+        dst,
+        lost: 0,
+    })
 }
 
 impl Pair {
@@ -53,7 +58,9 @@ impl Pair {
         while got < sent {
             let n = self
                 .rx
-                .poll_recv(Some(Duration::from_millis(200)), &mut |_, d| bytes += d.len())
+                .poll_recv(Some(Duration::from_millis(200)), &mut |_, d| {
+                    bytes += d.len()
+                })
                 .unwrap();
             if n == 0 {
                 self.lost += (sent - got) as u64; // timed out: loopback dropped some
@@ -71,7 +78,10 @@ fn loopback(c: &mut Criterion) {
     for (io, name) in [(IoChoice::Uring, "uring"), (IoChoice::Mmsg, "mmsg")] {
         for size in [1472, 16_384] {
             for offload in [true, false] {
-                let id = format!("{name}/{size}B/{}", if offload { "gso+gro" } else { "plain" });
+                let id = format!(
+                    "{name}/{size}B/{}",
+                    if offload { "gso+gro" } else { "plain" }
+                );
                 let mut p = match pair(io, size, offload) {
                     Ok(p) => p,
                     Err(e) => {

@@ -22,10 +22,19 @@ fn args(seed: u64, seeds: u64, inject: InjectedBug) -> SimArgs {
 fn five_hundred_seeds_hold_every_invariant() {
     let (totals, failed) = run_seeds(&args(0, 500, InjectedBug::None), |_| {});
     if let Some(f) = &failed {
-        panic!("seed {} failed: {:?}\n{}", f.seed, f.violations, f.trace.join("\n"));
+        panic!(
+            "seed {} failed: {:?}\n{}",
+            f.seed,
+            f.violations,
+            f.trace.join("\n")
+        );
     }
     assert_eq!(totals.seeds, 500);
-    assert!(totals.failovers >= 300, "too few failovers exercised: {}", totals.failovers);
+    assert!(
+        totals.failovers >= 300,
+        "too few failovers exercised: {}",
+        totals.failovers
+    );
     assert!(totals.selective_replays > 0 && totals.full_replays > 0);
     assert!(totals.committed_checked > 100_000);
     assert!(totals.replay_bytes < totals.replay_full_equiv_bytes);

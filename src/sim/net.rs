@@ -148,6 +148,8 @@ impl Net {
 
     /// True while some partition involving `node` is in force.
     pub fn is_partitioned(&self, node: NodeId, now_us: u64) -> bool {
-        self.cuts.iter().any(|&(x, y, until)| now_us < until && (x == node || y == node))
+        self.cuts
+            .iter()
+            .any(|&(x, y, until)| now_us < until && (x == node || y == node))
     }
 }

@@ -524,10 +524,13 @@ impl World {
         }
         if self.cfg.topology.control_units.len() >= 3 {
             let now = self.now_us;
-            let others_sound = (0..self.nodes.len()).filter(|&j| j != i && self.nodes[j].is_cu).all(|j| {
-                self.cu(j).is_some_and(|o| matches!(o.role(), Role::Primary | Role::Standby))
-                    && !self.net.is_partitioned(self.nodes[j].id, now)
-            });
+            let others_sound = (0..self.nodes.len())
+                .filter(|&j| j != i && self.nodes[j].is_cu)
+                .all(|j| {
+                    self.cu(j)
+                        .is_some_and(|o| matches!(o.role(), Role::Primary | Role::Standby))
+                        && !self.net.is_partitioned(self.nodes[j].id, now)
+                });
             if !others_sound {
                 return false;
             }
@@ -604,7 +607,10 @@ impl World {
             83..=91 => {
                 let j = self.rng.below(self.nodes.len() as u64) as usize;
                 let d = self.rng.range(20_000, 250_000);
-                if !self.nodes[j].is_cu || self.cfg.topology.control_units.len() < 3 || self.can_crash_cu(j) {
+                if !self.nodes[j].is_cu
+                    || self.cfg.topology.control_units.len() < 3
+                    || self.can_crash_cu(j)
+                {
                     self.isolate(j, d);
                 }
             }

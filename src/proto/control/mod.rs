@@ -385,7 +385,11 @@ impl ControlUnit {
         for (i, p) in self.peers.iter().enumerate() {
             let live = p.last_rx_us.is_some_and(|t| now_us < t + timeout);
             // Versions wrap: "newer" is a positive difference as a signed 16-bit number.
-            if i != self.index && live && p.epoch == self.epoch && (p.seen_version.wrapping_sub(best.0) as i16) > 0 {
+            if i != self.index
+                && live
+                && p.epoch == self.epoch
+                && (p.seen_version.wrapping_sub(best.0) as i16) > 0
+            {
                 best = (p.seen_version, p.seen_mask);
             }
         }
@@ -607,13 +611,19 @@ impl ControlUnit {
                 continue;
             }
             match (self.role, m) {
-                (Role::Primary, Msg::Ack(a)) if a.generation.get() == self.chans[channel as usize].client_generation => {
+                (Role::Primary, Msg::Ack(a))
+                    if a.generation.get() == self.chans[channel as usize].client_generation =>
+                {
                     self.on_client_ack(now_us, channel, a.op.get())
                 }
-                (Role::Primary, Msg::Nack(n)) if n.generation.get() == self.chans[channel as usize].client_generation => {
+                (Role::Primary, Msg::Nack(n))
+                    if n.generation.get() == self.chans[channel as usize].client_generation =>
+                {
                     self.on_client_nack(channel, &n)
                 }
-                (Role::Primary, Msg::Ack(_) | Msg::Nack(_)) => self.counters.rejected_stale_epoch += 1,
+                (Role::Primary, Msg::Ack(_) | Msg::Nack(_)) => {
+                    self.counters.rejected_stale_epoch += 1
+                }
                 (Role::Primary, Msg::ReplayAck(a)) => self.on_replay_ack(now_us, channel, &a),
                 (Role::Candidate, Msg::LaReply(r)) => self.on_la_reply(now_us, channel, &r),
                 _ => {}
@@ -640,7 +650,8 @@ impl ControlUnit {
                 let lost = self.role == Role::Candidate || self.primary_lost;
                 // JOINED means "in the sync set, may take over": peers defer to it.
                 let joined = self.role == Role::Candidate || self.is_eligible();
-                let f = if joined { HB_FLAG_JOINED } else { 0 } | if lost { HB_FLAG_PRIMARY_LOST } else { 0 };
+                let f = if joined { HB_FLAG_JOINED } else { 0 }
+                    | if lost { HB_FLAG_PRIMARY_LOST } else { 0 };
                 (crate::wire::ROLE_STANDBY, f, self.seen_mask)
             }
             Role::Joining => {
@@ -656,7 +667,11 @@ impl ControlUnit {
                 )
             }
         };
-        let version = if self.role == Role::Primary { self.sync_version } else { self.seen_version };
+        let version = if self.role == Role::Primary {
+            self.sync_version
+        } else {
+            self.seen_version
+        };
         HeartbeatBody {
             role,
             flags,

@@ -6,8 +6,8 @@ use crate::proto::bulk::{BulkKind, BulkTx};
 use crate::proto::state::ALL_SECTIONS_MASK;
 use crate::proto::{Event, NodeId, Role};
 use crate::wire::{
-    BulkAck, CommitBody, Entry, HB_FLAG_NEEDS_TRANSFER, HeartbeatBody,
-    MIN_FRAME_BYTES, NackBody, ROLE_STANDBY, UpdateFixed, entry_wire_len,
+    BulkAck, CommitBody, Entry, HB_FLAG_NEEDS_TRANSFER, HeartbeatBody, MIN_FRAME_BYTES, NackBody,
+    ROLE_STANDBY, UpdateFixed, entry_wire_len,
 };
 use thiserror::Error;
 
