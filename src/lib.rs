@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod proto;
 pub mod rng;
+pub mod runtime;
 pub mod sim;
 pub mod transport;
 pub mod wire;

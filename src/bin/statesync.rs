@@ -16,6 +16,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run the whole fabric in one process over loopback UDP under load, and report.
+    Churn(statesync::cli::churn::ChurnArgs),
     /// Run the deterministic fault simulator over many seeds.
     Sim(statesync::cli::sim::SimArgs),
 }
@@ -23,6 +25,7 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Churn(a) => statesync::cli::churn::run(a),
         Cmd::Sim(a) => statesync::cli::sim::run(a),
     }
 }

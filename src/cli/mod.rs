@@ -1,4 +1,5 @@
 //! Command implementations behind the `statesync` binary (kept in the library so that tests can
 //! run them).
 
+pub mod churn;
 pub mod sim;

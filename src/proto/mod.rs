@@ -135,6 +135,8 @@ pub struct ProtoConfig {
     pub max_frame_bytes: usize,
     /// Emit a `ClientApplied` event per op (the simulator and apply handlers want it).
     pub client_apply_events: bool,
+    /// Emit `ClientAcked` events on the primary (latency profiling wants them).
+    pub ack_events: bool,
     pub inject: InjectedBug,
 }
 
@@ -153,6 +155,7 @@ impl ProtoConfig {
             cut_policy: CutPolicy::Complete,
             max_frame_bytes: 1472,
             client_apply_events: true,
+            ack_events: false,
             inject: InjectedBug::None,
         }
     }
@@ -227,6 +230,8 @@ pub enum Event {
         epoch: u64,
         through: u64,
     },
+    /// Primary: the client of `channel` acknowledged ops through `through`.
+    ClientAcked { channel: u32, through: u64 },
     /// Client: op applied.
     ClientApplied {
         channel: u32,

@@ -172,6 +172,7 @@ impl World {
     fn on_event(&mut self, i: usize, e: Event) {
         let id = self.nodes[i].id;
         match e {
+            Event::ClientAcked { .. } => {}
             Event::Committed {
                 channel,
                 epoch,

@@ -24,8 +24,10 @@
 //! one thread and moved to the loop's thread, but with io_uring it must stay on the thread that
 //! first flushes or polls it.
 
+mod config;
 mod fault;
 mod mmsg;
+mod stats;
 mod sys;
 mod tx;
 mod uring;
@@ -36,182 +38,23 @@ mod tests;
 use std::ffi::OsStr;
 use std::fmt;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use socket2::Socket;
 use thiserror::Error;
 
+pub use config::{IoChoice, IoKind, NO_URING_ENV, ParseIoChoiceError, TransportConfig};
 pub use fault::{FaultConfig, FaultStats};
+pub use stats::TransportStats;
 
 use fault::FaultLayer;
 use mmsg::MmsgIo;
 use sys::{GRO_PAYLOAD_BYTES, MAX_UDP_PAYLOAD};
 use tx::{GsoState, Out, Payloads, TxSlots};
 use uring::{MAX_RX_BUFFERS, UringIo, UringParams};
-
-/// Environment variable that, when set to anything but `0` or empty, keeps [`IoChoice::Auto`]
-/// off io_uring (and makes [`IoChoice::Uring`] fail), to exercise the fallback.
-pub const NO_URING_ENV: &str = "STATESYNC_NO_URING";
-
-/// Which I/O backend to use. Parses from `auto`, `uring` or `mmsg` (for command lines).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum IoChoice {
-    /// io_uring if this kernel and sandbox allow it, else sendmmsg/recvmmsg.
-    #[default]
-    Auto,
-    /// io_uring or an error saying why it is unavailable.
-    Uring,
-    /// sendmmsg/recvmmsg.
-    Mmsg,
-}
-
-impl FromStr for IoChoice {
-    type Err = ParseIoChoiceError;
-
-    fn from_str(s: &str) -> Result<IoChoice, ParseIoChoiceError> {
-        match s.to_ascii_lowercase().as_str() {
-            "auto" => Ok(IoChoice::Auto),
-            "uring" | "io_uring" | "io-uring" => Ok(IoChoice::Uring),
-            "mmsg" | "sendmmsg" => Ok(IoChoice::Mmsg),
-            _ => Err(ParseIoChoiceError(s.to_owned())),
-        }
-    }
-}
-
-impl fmt::Display for IoChoice {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            IoChoice::Auto => "auto",
-            IoChoice::Uring => "uring",
-            IoChoice::Mmsg => "mmsg",
-        })
-    }
-}
-
-/// An `--io` value that is not `auto`, `uring` or `mmsg`.
-#[derive(Clone, Debug, PartialEq, Eq, Error)]
-#[error("unknown io backend {0:?}: expected auto, uring or mmsg")]
-pub struct ParseIoChoiceError(String);
-
-/// The backend actually in use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum IoKind {
-    Uring,
-    Mmsg,
-}
-
-impl fmt::Display for IoKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            IoKind::Uring => "uring",
-            IoKind::Mmsg => "mmsg",
-        })
-    }
-}
-
-/// How to open a [`Transport`]. Start from `Default` and set what differs.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TransportConfig {
-    /// Local address; port 0 picks a free one. An unspecified IPv6 address is dual-stack.
-    pub bind: SocketAddr,
-    pub io: IoChoice,
-    /// Largest datagram sent (the size of each transmit slot) and, without GRO, received. 1472
-    /// fits a 1500-byte Ethernet MTU under IPv4; loopback takes up to 65507.
-    pub max_datagram_bytes: usize,
-    /// Transmit slots, which is also the datagrams handed to the kernel per syscall. At most 1024.
-    pub batch: usize,
-    /// `SO_SNDBUF` / `SO_RCVBUF` request (forced past the sysctl caps when running as root);
-    /// 0 keeps the system default. Deep receive buffers absorb bursts between polls.
-    pub sndbuf_bytes: usize,
-    pub rcvbuf_bytes: usize,
-    /// Send runs of equal-size datagrams to one destination as one GSO train (`UDP_SEGMENT`),
-    /// if the kernel supports it.
-    pub gso: bool,
-    /// Let the kernel coalesce received datagrams (`UDP_GRO`), if supported. Costs 64 KiB per
-    /// receive buffer, since a coalesced train must fit one.
-    pub gro: bool,
-    /// io_uring provided receive buffers (rounded up to a power of two); 0 picks a default sized
-    /// to stay cache-resident (32 with GRO, else twice `batch`).
-    pub rx_buffers: usize,
-    pub faults: FaultConfig,
-}
-
-impl Default for TransportConfig {
-    fn default() -> TransportConfig {
-        TransportConfig {
-            bind: SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0),
-            io: IoChoice::Auto,
-            max_datagram_bytes: 1472,
-            batch: 64,
-            sndbuf_bytes: 4 << 20,
-            rcvbuf_bytes: 4 << 20,
-            gso: true,
-            gro: true,
-            rx_buffers: 0,
-            faults: FaultConfig::default(),
-        }
-    }
-}
-
-/// Counters since open. Datagram counts are of datagrams on the wire: a GSO train of 10 counts
-/// 10, a duplicated datagram 2, a fault-dropped one 0.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TransportStats {
-    pub datagrams_sent: u64,
-    pub bytes_sent: u64,
-    pub datagrams_received: u64,
-    pub bytes_received: u64,
-    /// Kernel entries made to send (`sendmmsg`, or `io_uring_enter` from `flush`).
-    pub send_syscalls: u64,
-    /// Kernel entries made to receive (`recvmmsg`, `ppoll`, or `io_uring_enter` from a poll).
-    pub recv_syscalls: u64,
-    /// Sends that carried a GSO train of two or more datagrams.
-    pub gso_sends: u64,
-    /// Received buffers that held two or more GRO-coalesced datagrams.
-    pub gro_receives: u64,
-    /// GSO trains the kernel refused and that were resent as plain datagrams.
-    pub gso_fallbacks: u64,
-    /// Datagrams dropped because the socket send buffer was full.
-    pub send_eagain: u64,
-    /// Datagrams dropped because the device or qdisc queue was full.
-    pub send_enobufs: u64,
-    /// Datagrams dropped for any other per-datagram error (unreachable, wrong family, ...).
-    pub send_errors: u64,
-    /// Received datagrams larger than a receive buffer, dropped.
-    pub recv_truncated: u64,
-    /// Receive errors that were not fatal (bad address, queued ICMP error, ...).
-    pub recv_errors: u64,
-    /// io_uring multishot receives armed (the first arm included).
-    pub recv_rearms: u64,
-    /// io_uring receives ended because every provided buffer was in use (data stays queued).
-    pub recv_buffers_exhausted: u64,
-    pub faults: FaultStats,
-}
-
-impl TransportStats {
-    /// All kernel entries, send and receive.
-    pub fn syscalls(&self) -> u64 {
-        self.send_syscalls + self.recv_syscalls
-    }
-
-    pub(crate) fn note_sent(&mut self, datagrams: u64, bytes: u64) {
-        self.datagrams_sent += datagrams;
-        self.bytes_sent += bytes;
-        self.gso_sends += u64::from(datagrams > 1);
-    }
-
-    pub(crate) fn note_congested(&mut self, enobufs: bool, datagrams: u64) {
-        if enobufs {
-            self.send_enobufs += datagrams;
-        } else {
-            self.send_eagain += datagrams;
-        }
-    }
-}
 
 /// Why opening, sending or receiving failed. Per-datagram send and receive problems are not
 /// errors; they are counted in [`TransportStats`].

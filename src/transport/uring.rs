@@ -620,19 +620,20 @@ impl Drop for UringIo {
     /// them is unmapped. Bounded: if the ring cannot be driven from this thread (`EEXIST` under
     /// `SINGLE_ISSUER`), closing the ring cancels everything anyway.
     fn drop(&mut self) {
-        if self.started && self.armed {
-            let cancel = opcode::AsyncCancel::new(UD_RECV)
-                .build()
-                .user_data(UD_CANCEL);
-            // SAFETY: a cancel SQE references no memory.
-            let pushed = unsafe { self.ring.submission().push(&cancel) }.is_ok();
-            for _ in 0..if pushed { 16 } else { 0 } {
-                let ts = types::Timespec::from(Duration::from_millis(5));
+        const CANCEL_WAITS: usize = 16;
+        const CANCEL_WAIT: Duration = Duration::from_millis(5);
+        let cancel = opcode::AsyncCancel::new(UD_RECV)
+            .build()
+            .user_data(UD_CANCEL);
+        // SAFETY: a cancel SQE references no memory.
+        if self.started && self.armed && unsafe { self.ring.submission().push(&cancel) }.is_ok() {
+            for _ in 0..CANCEL_WAITS {
+                let ts = types::Timespec::from(CANCEL_WAIT);
                 let args = types::SubmitArgs::new().timespec(&ts);
                 if let Err(e) = self.ring.submitter().submit_with_args(1, &args)
                     && e.raw_os_error() != Some(libc::ETIME)
                 {
-                    break;
+                    break; // e.g. EEXIST: dropped on another thread than the one that used it
                 }
                 for cqe in self.ring.completion() {
                     if cqe.user_data() == UD_RECV && !cqueue::more(cqe.flags()) {

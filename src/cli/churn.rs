@@ -1,0 +1,439 @@
+//! `statesync churn`: the whole fabric in one process over loopback UDP, driven open-loop at a
+//! set rate (or flat out), with progress every second, a final report, per-stage latency from
+//! submit, and a digest check of every client and standby against the primary at the end.
+
+use crate::proto::{Client, ControlUnit, CutPolicy, NodeId, ProtoConfig, Role, Topology};
+use crate::rng::SplitMix64;
+use crate::runtime::api::{Change, FLAG_PRIVATE, INLINE_VALUE_BYTES};
+use crate::runtime::latency::STAGES;
+use crate::runtime::node::{Machine, NodeRunner};
+use crate::runtime::worker::{self, Gauges, WorkerOutput, WorkerSpec};
+use crate::transport::{FaultConfig, IoChoice, Transport, TransportConfig};
+use hdrhistogram::Histogram;
+use serde_json::json;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ChurnArgs {
+    /// Seconds of load.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Changes per second (open loop), or `max`.
+    #[arg(long, default_value = "max")]
+    pub rate: String,
+    #[arg(long, default_value_t = 64)]
+    pub channels: u32,
+    /// Keys in total across all channels.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub keys: u64,
+    #[arg(long, default_value_t = 32)]
+    pub value_bytes: usize,
+    /// I/O backend: auto | uring | mmsg.
+    #[arg(long, default_value = "auto")]
+    pub io: IoChoice,
+    /// Worker threads (each runs a shard: primary, standby and clients of its channels).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Client nodes per worker.
+    #[arg(long, default_value_t = 2)]
+    pub clients: usize,
+    /// Datagram payload size (loopback takes up to 65507).
+    #[arg(long, default_value_t = 16384)]
+    pub datagram_bytes: usize,
+    /// Retention window per channel, in ops.
+    #[arg(long, default_value_t = 16384)]
+    pub window_ops: usize,
+    /// Transport fault layer: drop, duplicate and reorder probabilities.
+    #[arg(long, default_value_t = 0.0)]
+    pub loss: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub dup: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub reorder: f64,
+    /// Write the JSON report here.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+    /// Write hdrhistogram interval logs (one per stage) into this directory.
+    #[arg(long)]
+    pub hdr_log: Option<std::path::PathBuf>,
+    /// Seed of the key/value generator.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+struct Shard {
+    channels: Vec<u32>,
+}
+
+pub fn run(args: ChurnArgs) -> ExitCode {
+    match churn(&args) {
+        Ok(ok) => {
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("statesync churn: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn parse_rate(s: &str) -> Result<Option<f64>, String> {
+    if s == "max" {
+        return Ok(None);
+    }
+    let r: f64 = s.parse().map_err(|_| format!("--rate: expected a number or 'max', got '{s}'"))?;
+    if r <= 0.0 || !r.is_finite() {
+        return Err("--rate: must be positive".into());
+    }
+    Ok(Some(r))
+}
+
+fn churn(args: &ChurnArgs) -> Result<bool, String> {
+    let rate = parse_rate(&args.rate)?;
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let n_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = args.workers.unwrap_or(n_cores).max(1);
+    if args.channels == 0 || (args.channels as usize) < workers {
+        return Err("--channels: need at least one channel per worker".into());
+    }
+    if args.value_bytes > INLINE_VALUE_BYTES {
+        return Err(format!("--value-bytes: at most {INLINE_VALUE_BYTES}"));
+    }
+    if args.keys == 0 || args.clients == 0 {
+        return Err("--keys and --clients must be positive".into());
+    }
+    let faults = FaultConfig { drop: args.loss, duplicate: args.dup, reorder: args.reorder, seed: args.seed, ..Default::default() };
+    let shards: Vec<Shard> =
+        (0..workers).map(|w| Shard { channels: (0..args.channels).filter(|c| *c as usize % workers == w).collect() }).collect();
+    let clock = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    let mut producers = Vec::new();
+    let mut gauges = Vec::new();
+    let mut io_kind = None;
+    for (w, shard) in shards.iter().enumerate() {
+        let clients: Vec<NodeId> = (0..args.clients.min(shard.channels.len())).map(|i| 100 + i as NodeId).collect();
+        let topology = Topology {
+            control_units: vec![1, 2],
+            channel_owner: (0..shard.channels.len()).map(|l| clients[l % clients.len()]).collect(),
+            clients: clients.clone(),
+        };
+        let mut proto = ProtoConfig::new(topology);
+        proto.window_ops = args.window_ops;
+        proto.max_frame_bytes = args.datagram_bytes;
+        proto.cut_policy = CutPolicy::Complete;
+        proto.bulk_window = 4096;
+        proto.ack_events = true;
+        // Loopback under full load: a late heartbeat must not look like a dead primary.
+        proto.heartbeat_interval_us = 20_000;
+        proto.failover_timeout_us = 2_000_000;
+        proto.drop_timeout_us = 4_000_000;
+        proto.rto_us = 50_000;
+        proto.validate()?;
+        let tcfg = TransportConfig {
+            bind: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0),
+            io: args.io,
+            max_datagram_bytes: args.datagram_bytes,
+            batch: 64,
+            sndbuf_bytes: 8 << 20,
+            rcvbuf_bytes: 8 << 20,
+            gso: true,
+            gro: false,
+            faults: faults.clone(),
+            ..Default::default()
+        };
+        let ids: Vec<NodeId> = [1, 2].into_iter().chain(clients.iter().copied()).collect();
+        let mut transports = Vec::new();
+        for _ in &ids {
+            let t = Transport::open(tcfg.clone()).map_err(|e| format!("opening a loopback socket: {e}"))?;
+            transports.push(t);
+        }
+        io_kind = Some(transports[0].kind());
+        let addrs: Vec<(NodeId, SocketAddr)> = ids.iter().copied().zip(transports.iter().map(|t| t.local_addr())).collect();
+        let mut nodes = Vec::new();
+        for (id, t) in ids.iter().zip(transports) {
+            let machine = if *id <= 2 {
+                Machine::Cu(Box::new(ControlUnit::new(proto.clone(), *id, true, 0, 0)))
+            } else {
+                Machine::Client(Box::new(Client::new(proto.clone(), *id, false, 0, 0)))
+            };
+            let peers = addrs.iter().copied().filter(|(p, _)| p != id);
+            nodes.push(NodeRunner::new(machine, t, peers));
+        }
+        let (tx, rx) = rtrb::RingBuffer::new(1 << 16);
+        producers.push(tx);
+        let g = Arc::new(Gauges::default());
+        gauges.push(g.clone());
+        let spec = WorkerSpec {
+            name: format!("statesync-w{w}"),
+            nodes,
+            submissions: Some(rx),
+            commits: None,
+            core: cores.get(w % cores.len().max(1)).copied(),
+            latency: true,
+            handler: None,
+        };
+        handles.push(worker::spawn(spec, stop.clone(), g, clock));
+    }
+    let io = io_kind.map_or("?".to_string(), |k| k.to_string());
+    println!(
+        "churn: {} channels, {} keys, {} B values, {} workers, {} clients/worker, io={io}, rate={}, {} B datagrams, {:.0} s",
+        args.channels, args.keys, args.value_bytes, workers, args.clients, args.rate, args.datagram_bytes, args.duration
+    );
+    let gen_stop = Arc::new(AtomicBool::new(false));
+    let generator = {
+        let gen_stop = gen_stop.clone();
+        let (channels, keys, value_bytes, seed) = (args.channels, args.keys, args.value_bytes, args.seed);
+        let workers = workers;
+        std::thread::Builder::new()
+            .name("statesync-gen".into())
+            .spawn(move || generate(producers, gen_stop, clock, rate, channels, keys, value_bytes, workers, seed))
+            .map_err(|e| e.to_string())?
+    };
+    // Progress, once a second.
+    let total = |f: &dyn Fn(&Gauges) -> u64| gauges.iter().map(|g| f(g)).sum::<u64>();
+    let start = Instant::now();
+    let mut last = (0u64, 0u64, Instant::now());
+    while start.elapsed().as_secs_f64() < args.duration {
+        std::thread::sleep(Duration::from_millis(1000).min(Duration::from_secs_f64((args.duration - start.elapsed().as_secs_f64()).max(0.0))));
+        let committed = total(&|g| g.committed.load(Ordering::Relaxed));
+        let submitted = total(&|g| g.submitted.load(Ordering::Relaxed));
+        let retained = total(&|g| g.retained_ops.load(Ordering::Relaxed));
+        let cap = total(&|g| g.retention_capacity.load(Ordering::Relaxed)).max(1);
+        let dt = last.2.elapsed().as_secs_f64().max(1e-9);
+        println!(
+            "[{:>5.1}s] committed {:>10.0}/s  submitted {:>10.0}/s  commit lag {:>8} ops  retention {:>5.1}%  backpressure {}",
+            start.elapsed().as_secs_f64(),
+            (committed - last.0) as f64 / dt,
+            (submitted - last.1) as f64 / dt,
+            submitted.saturating_sub(committed),
+            100.0 * retained as f64 / cap as f64,
+            total(&|g| g.backpressure.load(Ordering::Relaxed)),
+        );
+        last = (committed, submitted, Instant::now());
+    }
+    let measured_s = start.elapsed().as_secs_f64();
+    let committed_at_end = total(&|g| g.committed.load(Ordering::Relaxed));
+    gen_stop.store(true, Ordering::Relaxed);
+    let generated = generator.join().map_err(|_| "generator thread panicked".to_string())?;
+    // Drain: wait for every submitted change to commit.
+    let drain_start = Instant::now();
+    while total(&|g| g.committed.load(Ordering::Relaxed)) < total(&|g| g.submitted.load(Ordering::Relaxed))
+        && drain_start.elapsed() < Duration::from_secs(20)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let outputs: Vec<WorkerOutput> = handles.into_iter().map(|h| h.join().expect("worker thread panicked")).collect();
+    report(args, &outputs, &gauges, measured_s, committed_at_end, generated, &io, workers, n_cores)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn generate(
+    mut producers: Vec<rtrb::Producer<Change>>,
+    stop: Arc<AtomicBool>,
+    clock: Instant,
+    rate: Option<f64>,
+    channels: u32,
+    keys: u64,
+    value_bytes: usize,
+    workers: usize,
+    seed: u64,
+) -> u64 {
+    let mut rng = SplitMix64::new(seed);
+    let mut n = 0u64;
+    let t0 = clock.elapsed().as_nanos() as u64;
+    let interval_ns = rate.map(|r| 1e9 / r);
+    while !stop.load(Ordering::Relaxed) {
+        let key = rng.below(keys);
+        let global = (key % channels as u64) as u32;
+        let w = global as usize % workers;
+        let intended_ns = match interval_ns {
+            Some(iv) => {
+                let at = t0 + (n as f64 * iv) as u64;
+                while (clock.elapsed().as_nanos() as u64) < at {
+                    if stop.load(Ordering::Relaxed) {
+                        return n;
+                    }
+                    std::hint::spin_loop();
+                }
+                at
+            }
+            None => clock.elapsed().as_nanos() as u64,
+        };
+        let mut value = [0u8; INLINE_VALUE_BYTES];
+        value[..8.min(value_bytes)].copy_from_slice(&n.to_le_bytes()[..8.min(value_bytes)]);
+        let change = Change {
+            channel: global / workers as u32,
+            section: ((key / channels as u64) % 64) as u8,
+            flags: if key % 16 == 0 { FLAG_PRIVATE } else { 0 },
+            value_len: value_bytes as u8,
+            key,
+            intended_ns,
+            value,
+        };
+        // A full ring is backpressure: an open-loop submitter keeps its schedule (the wait
+        // shows in latency, measured from the intended time); `max` just retries.
+        while producers[w].push(change).is_err() {
+            if stop.load(Ordering::Relaxed) {
+                return n;
+            }
+            std::thread::yield_now();
+        }
+        n += 1;
+    }
+    n
+}
+
+fn quantiles(h: &Histogram<u64>) -> serde_json::Value {
+    json!({
+        "p50": h.value_at_quantile(0.5),
+        "p99": h.value_at_quantile(0.99),
+        "p999": h.value_at_quantile(0.999),
+        "max": h.max(),
+        "count": h.len(),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    args: &ChurnArgs,
+    outputs: &[WorkerOutput],
+    gauges: &[Arc<Gauges>],
+    measured_s: f64,
+    committed_at_end: u64,
+    generated: u64,
+    io: &str,
+    workers: usize,
+    cores: usize,
+) -> Result<bool, String> {
+    let total = |f: &dyn Fn(&Gauges) -> u64| gauges.iter().map(|g| f(g)).sum::<u64>();
+    let submitted = total(&|g| g.submitted.load(Ordering::Relaxed));
+    let committed = total(&|g| g.committed.load(Ordering::Relaxed));
+    let datagrams = total(&|g| g.datagrams_sent.load(Ordering::Relaxed));
+    let bytes = total(&|g| g.bytes_sent.load(Ordering::Relaxed));
+    let mut errors = Vec::new();
+    let mut digests_equal = true;
+    let mut lost_committed = 0u64;
+    let mut stages: [Histogram<u64>; 3] = std::array::from_fn(|_| Histogram::new_with_bounds(1, 60_000_000, 3).expect("bounds"));
+    for out in outputs {
+        if let Some(e) = &out.error {
+            errors.push(e.clone());
+        }
+        if let Some(l) = &out.latency {
+            for (s, h) in stages.iter_mut().zip(&l.total) {
+                s.add(h).map_err(|e| e.to_string())?;
+            }
+        }
+        let primary = out.nodes.iter().filter_map(|n| n.machine.as_cu()).find(|c| c.role() == Role::Primary);
+        let standby = out.nodes.iter().filter_map(|n| n.machine.as_cu()).find(|c| c.role() == Role::Standby);
+        let (Some(p), Some(s)) = (primary, standby) else {
+            digests_equal = false;
+            errors.push("a shard lost its primary or standby".into());
+            continue;
+        };
+        for ch in 0..p.config().topology.channels() as u32 {
+            let ps = p.state(ch).expect("channel");
+            let (applied, _) = s.standby_position(ch);
+            lost_committed += out.committed_through[ch as usize].saturating_sub(applied);
+            if s.state(ch).expect("channel").full_digest() != ps.full_digest() {
+                digests_equal = false;
+            }
+            let owner = p.config().topology.channel_owner[ch as usize];
+            let client = out.nodes.iter().filter_map(|n| n.machine.as_client()).find(|c| c.id == owner);
+            if client.and_then(|c| c.state(ch)).is_none_or(|cs| cs.public_digest() != ps.public_digest()) {
+                digests_equal = false;
+            }
+        }
+    }
+    let committed_per_s = committed_at_end as f64 / measured_s;
+    println!("\n== churn report ==");
+    println!("io {io}, {workers} workers on {cores} cores, {} channels, {} keys, {} B values", args.channels, args.keys, args.value_bytes);
+    println!("generated {generated}, submitted {submitted}, committed {committed} ({committed_per_s:.0}/s over {measured_s:.1} s)");
+    println!(
+        "datagrams {datagrams} ({:.0}/s), wire bytes per change {:.1}",
+        datagrams as f64 / measured_s,
+        bytes as f64 / committed.max(1) as f64
+    );
+    for (name, h) in STAGES.iter().zip(&stages) {
+        println!(
+            "latency {name:<15} p50 {:>7} us  p99 {:>7} us  p999 {:>7} us  max {:>8} us  ({} samples)",
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max(),
+            h.len()
+        );
+    }
+    println!(
+        "digests: {} ; lost committed ops: {lost_committed}",
+        if digests_equal { "every client and standby equals the primary" } else { "MISMATCH" }
+    );
+    for e in &errors {
+        println!("error: {e}");
+    }
+    if let Some(path) = &args.json {
+        let j = json!({
+            "committed_per_s": committed_per_s,
+            "submitted": submitted,
+            "committed": committed,
+            "lost_committed": lost_committed,
+            "digests_equal": digests_equal,
+            "io": io,
+            "cores": cores,
+            "workers": workers,
+            "channels": args.channels,
+            "keys": args.keys,
+            "value_bytes": args.value_bytes,
+            "rate": args.rate,
+            "duration_s": measured_s,
+            "datagrams_per_s": datagrams as f64 / measured_s,
+            "wire_bytes_per_change": bytes as f64 / committed.max(1) as f64,
+            "backpressure": total(&|g| g.backpressure.load(Ordering::Relaxed)),
+            "latency_us": {
+                "client_apply": quantiles(&stages[0]),
+                "client_ack": quantiles(&stages[1]),
+                "standby_commit": quantiles(&stages[2]),
+            },
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&j).expect("json")).map_err(|e| format!("--json {}: {e}", path.display()))?;
+    }
+    if let Some(dir) = &args.hdr_log {
+        write_hdr_logs(dir, outputs).map_err(|e| format!("--hdr-log {}: {e}", dir.display()))?;
+    }
+    Ok(digests_equal && lost_committed == 0 && errors.is_empty())
+}
+
+fn write_hdr_logs(dir: &std::path::Path, outputs: &[WorkerOutput]) -> std::io::Result<()> {
+    use hdrhistogram::serialization::V2Serializer;
+    use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
+    std::fs::create_dir_all(dir)?;
+    let n = outputs.iter().map(|o| o.intervals.len()).max().unwrap_or(0);
+    for (s, name) in STAGES.iter().enumerate() {
+        let mut file = std::fs::File::create(dir.join(format!("{name}.hlog")))?;
+        let mut ser = V2Serializer::new();
+        let mut w = IntervalLogWriterBuilder::new()
+            .with_max_value_divisor(1.0)
+            .begin_log_with(&mut file, &mut ser)
+            .map_err(std::io::Error::other)?;
+        for i in 0..n {
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+            for o in outputs {
+                if let Some(iv) = o.intervals.get(i) {
+                    h.add(&iv[s]).map_err(std::io::Error::other)?;
+                }
+            }
+            w.write_histogram(&h, Duration::from_secs(i as u64), Duration::from_secs(1), None)
+                .map_err(std::io::Error::other)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,236 @@
+//! A pinned worker thread running a set of nodes: it takes submissions from an SPSC ring,
+//! drives every node's sans-IO core against its socket, and reports commits, latency and
+//! gauges. Natural batching: each turn takes what is ready (up to a bound), then flushes.
+
+use super::api::{Change, ClientHandler, CommitNote, FLAG_DELETE, FLAG_PRIVATE};
+use super::latency::LatencyRecorder;
+use super::node::{Machine, NodeRunner};
+use crate::proto::{Event, Role, SubmitError};
+use crate::wire::Entry;
+use hdrhistogram::Histogram;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// Submissions taken from the ring per turn: bounds the work between two receives.
+const SUBMIT_BATCH: usize = 4096;
+
+/// Live counters a worker publishes for progress lines (relaxed atomics, written per turn).
+#[derive(Debug, Default)]
+pub struct Gauges {
+    pub submitted: AtomicU64,
+    pub backpressure: AtomicU64,
+    pub rejected: AtomicU64,
+    pub committed: AtomicU64,
+    pub client_applied: AtomicU64,
+    pub retained_ops: AtomicU64,
+    pub retention_capacity: AtomicU64,
+    pub datagrams_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub commits_dropped: AtomicU64,
+}
+
+pub struct WorkerSpec {
+    pub name: String,
+    pub nodes: Vec<NodeRunner>,
+    pub submissions: Option<rtrb::Consumer<Change>>,
+    pub commits: Option<rtrb::Producer<CommitNote>>,
+    pub core: Option<core_affinity::CoreId>,
+    /// Record per-stage latency (needs the primary and the clients in this worker).
+    pub latency: bool,
+    pub handler: Option<Box<dyn ClientHandler>>,
+}
+
+#[derive(Debug)]
+pub struct WorkerOutput {
+    pub nodes: Vec<NodeRunner>,
+    pub latency: Option<LatencyRecorder>,
+    /// Per-second latency histograms (client_apply, client_ack, standby_commit).
+    pub intervals: Vec<[Histogram<u64>; 3]>,
+    /// Highest commit watermark announced per channel (for the lost-commit check).
+    pub committed_through: Vec<u64>,
+    pub error: Option<String>,
+}
+
+pub fn spawn(spec: WorkerSpec, stop: Arc<AtomicBool>, gauges: Arc<Gauges>, clock: Instant) -> JoinHandle<WorkerOutput> {
+    std::thread::Builder::new()
+        .name(spec.name.clone())
+        .spawn(move || {
+            if let Some(core) = spec.core {
+                // Pinning is best effort: containers may forbid it; the run continues unpinned.
+                let _ = core_affinity::set_for_current(core);
+            }
+            run(spec, &stop, &gauges, clock)
+        })
+        .expect("spawning a worker thread")
+}
+
+fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant) -> WorkerOutput {
+    let primary = spec.nodes.iter().position(|n| n.machine.as_cu().is_some_and(|c| c.role() == Role::Primary));
+    let channels = spec.nodes.first().and_then(|n| n.machine.as_cu()).map_or(0, |c| c.config().topology.channels());
+    let window = spec.nodes.first().and_then(|n| n.machine.as_cu()).map_or(1, |c| c.config().window_ops);
+    let mut latency = spec.latency.then(|| LatencyRecorder::new(channels, window));
+    let mut intervals = Vec::new();
+    let mut next_interval_ns = 1_000_000_000u64;
+    let mut committed_through = vec![0u64; channels];
+    let mut error = None;
+    gauges.retention_capacity.store((channels * window) as u64, Ordering::Relaxed);
+    let mut idle_turns = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        let now_ns = clock.elapsed().as_nanos() as u64;
+        let now_us = now_ns / 1000;
+        let mut work = 0usize;
+        if let (Some(p), Some(rx)) = (primary, spec.submissions.as_mut()) {
+            work += submit_ready(&mut spec.nodes[p], rx, now_us, gauges, latency.as_mut());
+        }
+        for node in &mut spec.nodes {
+            match node.receive(now_us) {
+                Ok(n) => work += n,
+                Err(e) => error = Some(format!("receive on node {}: {e}", node.machine.id())),
+            }
+            node.tick(now_us);
+        }
+        let WorkerSpec { nodes, commits, handler, .. } = &mut spec;
+        for node in nodes.iter_mut() {
+            match node.transmit(now_us) {
+                Ok(n) => work += n,
+                Err(e) => error = Some(format!("send from node {}: {e}", node.machine.id())),
+            }
+            while let Some(ev) = node.machine.poll_event() {
+                let sinks = Sinks { gauges, latency: &mut latency, committed_through: &mut committed_through, commits, handler };
+                on_event(&node.machine, ev, now_ns, sinks);
+            }
+        }
+        if error.is_some() {
+            break;
+        }
+        if now_ns >= next_interval_ns {
+            next_interval_ns += 1_000_000_000;
+            if let Some(l) = latency.as_mut() {
+                intervals.push(l.interval.clone());
+                l.interval.iter_mut().for_each(|h| h.reset());
+            }
+            publish(&spec.nodes, primary, gauges);
+        }
+        if work == 0 {
+            idle_turns += 1;
+            if idle_turns > 64 {
+                std::thread::yield_now();
+            }
+        } else {
+            idle_turns = 0;
+        }
+    }
+    publish(&spec.nodes, primary, gauges);
+    if let Some(l) = latency.as_mut() {
+        intervals.push(l.interval.clone());
+    }
+    WorkerOutput { nodes: spec.nodes, latency, intervals, committed_through, error }
+}
+
+fn submit_ready(
+    node: &mut NodeRunner,
+    rx: &mut rtrb::Consumer<Change>,
+    now_us: u64,
+    gauges: &Gauges,
+    mut latency: Option<&mut LatencyRecorder>,
+) -> usize {
+    let Machine::Cu(cu) = &mut node.machine else { return 0 };
+    let mut n = 0;
+    while n < SUBMIT_BATCH {
+        let Ok(c) = rx.peek() else { break };
+        let value = (c.flags & FLAG_DELETE == 0).then(|| &c.value[..c.value_len as usize]);
+        let entry = Entry { section: c.section, key: c.key, value, private: c.flags & FLAG_PRIVATE != 0 };
+        match cu.submit(now_us, c.channel, &[entry]) {
+            Ok(op) => {
+                if let Some(l) = latency.as_deref_mut() {
+                    l.submitted(c.channel, op, c.intended_ns);
+                }
+                gauges.submitted.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(SubmitError::Backpressure) => {
+                gauges.backpressure.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            Err(_) => {
+                gauges.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let _ = rx.pop();
+        n += 1;
+    }
+    n
+}
+
+/// Where a worker's events go.
+struct Sinks<'a> {
+    gauges: &'a Gauges,
+    latency: &'a mut Option<LatencyRecorder>,
+    committed_through: &'a mut [u64],
+    commits: &'a mut Option<rtrb::Producer<CommitNote>>,
+    handler: &'a mut Option<Box<dyn ClientHandler>>,
+}
+
+fn on_event(machine: &Machine, ev: Event, now_ns: u64, sinks: Sinks<'_>) {
+    let Sinks { gauges, latency, committed_through, commits, handler } = sinks;
+    match ev {
+        Event::Committed { channel, epoch, through } => {
+            let c = channel as usize;
+            if through > committed_through[c] {
+                gauges.committed.fetch_add(through - committed_through[c], Ordering::Relaxed);
+                committed_through[c] = through;
+            }
+            if let Some(l) = latency {
+                l.reached(2, channel, through, now_ns);
+            }
+            if let Some(tx) = commits.as_mut()
+                && tx.push(CommitNote { channel, epoch, through }).is_err()
+            {
+                gauges.commits_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Event::ClientAcked { channel, through } => {
+            if let Some(l) = latency {
+                l.reached(1, channel, through, now_ns);
+            }
+        }
+        Event::ClientApplied { channel, op, cookie, .. } => {
+            gauges.client_applied.fetch_add(1, Ordering::Relaxed);
+            if let Some(l) = latency {
+                l.reached(0, channel, op, now_ns);
+            }
+            if let (Some(h), Some(cl)) = (handler.as_mut(), machine.as_client())
+                && let Some(state) = cl.state(channel)
+            {
+                h.on_update(channel, op, cookie, state);
+            }
+        }
+        Event::ClientReplayed { channel, base_op, sections, .. } => {
+            if let Some(l) = latency {
+                l.reset_channel(channel, 0, base_op);
+            }
+            if let (Some(h), Some(cl)) = (handler.as_mut(), machine.as_client())
+                && let Some(state) = cl.state(channel)
+            {
+                h.on_replay(channel, sections, base_op, state);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn publish(nodes: &[NodeRunner], primary: Option<usize>, gauges: &Gauges) {
+    let (mut dgrams, mut bytes) = (0, 0);
+    for n in nodes {
+        let s = n.transport.stats();
+        dgrams += s.datagrams_sent;
+        bytes += s.bytes_sent;
+    }
+    gauges.datagrams_sent.store(dgrams, Ordering::Relaxed);
+    gauges.bytes_sent.store(bytes, Ordering::Relaxed);
+    if let Some(cu) = primary.and_then(|p| nodes[p].machine.as_cu()) {
+        let retained: usize = (0..cu.config().topology.channels() as u32).map(|c| cu.ring_len(c)).sum();
+        gauges.retained_ops.store(retained as u64, Ordering::Relaxed);
+    }
+}
