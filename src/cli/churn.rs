@@ -89,7 +89,9 @@ fn parse_rate(s: &str) -> Result<Option<f64>, String> {
     if s == "max" {
         return Ok(None);
     }
-    let r: f64 = s.parse().map_err(|_| format!("--rate: expected a number or 'max', got '{s}'"))?;
+    let r: f64 = s
+        .parse()
+        .map_err(|_| format!("--rate: expected a number or 'max', got '{s}'"))?;
     if r <= 0.0 || !r.is_finite() {
         return Err("--rate: must be positive".into());
     }
@@ -110,9 +112,20 @@ fn churn(args: &ChurnArgs) -> Result<bool, String> {
     if args.keys == 0 || args.clients == 0 {
         return Err("--keys and --clients must be positive".into());
     }
-    let faults = FaultConfig { drop: args.loss, duplicate: args.dup, reorder: args.reorder, seed: args.seed, ..Default::default() };
-    let shards: Vec<Shard> =
-        (0..workers).map(|w| Shard { channels: (0..args.channels).filter(|c| *c as usize % workers == w).collect() }).collect();
+    let faults = FaultConfig {
+        drop: args.loss,
+        duplicate: args.dup,
+        reorder: args.reorder,
+        seed: args.seed,
+        ..Default::default()
+    };
+    let shards: Vec<Shard> = (0..workers)
+        .map(|w| Shard {
+            channels: (0..args.channels)
+                .filter(|c| *c as usize % workers == w)
+                .collect(),
+        })
+        .collect();
     let clock = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let mut handles = Vec::new();
@@ -120,10 +133,14 @@ fn churn(args: &ChurnArgs) -> Result<bool, String> {
     let mut gauges = Vec::new();
     let mut io_kind = None;
     for (w, shard) in shards.iter().enumerate() {
-        let clients: Vec<NodeId> = (0..args.clients.min(shard.channels.len())).map(|i| 100 + i as NodeId).collect();
+        let clients: Vec<NodeId> = (0..args.clients.min(shard.channels.len()))
+            .map(|i| 100 + i as NodeId)
+            .collect();
         let topology = Topology {
             control_units: vec![1, 2],
-            channel_owner: (0..shard.channels.len()).map(|l| clients[l % clients.len()]).collect(),
+            channel_owner: (0..shard.channels.len())
+                .map(|l| clients[l % clients.len()])
+                .collect(),
             clients: clients.clone(),
         };
         let mut proto = ProtoConfig::new(topology);
@@ -147,17 +164,22 @@ fn churn(args: &ChurnArgs) -> Result<bool, String> {
             rcvbuf_bytes: 8 << 20,
             gso: true,
             gro: false,
-            faults: faults.clone(),
+            faults,
             ..Default::default()
         };
         let ids: Vec<NodeId> = [1, 2].into_iter().chain(clients.iter().copied()).collect();
         let mut transports = Vec::new();
         for _ in &ids {
-            let t = Transport::open(tcfg.clone()).map_err(|e| format!("opening a loopback socket: {e}"))?;
+            let t = Transport::open(tcfg.clone())
+                .map_err(|e| format!("opening a loopback socket: {e}"))?;
             transports.push(t);
         }
         io_kind = Some(transports[0].kind());
-        let addrs: Vec<(NodeId, SocketAddr)> = ids.iter().copied().zip(transports.iter().map(|t| t.local_addr())).collect();
+        let addrs: Vec<(NodeId, SocketAddr)> = ids
+            .iter()
+            .copied()
+            .zip(transports.iter().map(|t| t.local_addr()))
+            .collect();
         let mut nodes = Vec::new();
         for (id, t) in ids.iter().zip(transports) {
             let machine = if *id <= 2 {
@@ -186,16 +208,35 @@ fn churn(args: &ChurnArgs) -> Result<bool, String> {
     let io = io_kind.map_or("?".to_string(), |k| k.to_string());
     println!(
         "churn: {} channels, {} keys, {} B values, {} workers, {} clients/worker, io={io}, rate={}, {} B datagrams, {:.0} s",
-        args.channels, args.keys, args.value_bytes, workers, args.clients, args.rate, args.datagram_bytes, args.duration
+        args.channels,
+        args.keys,
+        args.value_bytes,
+        workers,
+        args.clients,
+        args.rate,
+        args.datagram_bytes,
+        args.duration
     );
     let gen_stop = Arc::new(AtomicBool::new(false));
     let generator = {
         let gen_stop = gen_stop.clone();
-        let (channels, keys, value_bytes, seed) = (args.channels, args.keys, args.value_bytes, args.seed);
-        let workers = workers;
+        let (channels, keys, value_bytes, seed) =
+            (args.channels, args.keys, args.value_bytes, args.seed);
         std::thread::Builder::new()
             .name("statesync-gen".into())
-            .spawn(move || generate(producers, gen_stop, clock, rate, channels, keys, value_bytes, workers, seed))
+            .spawn(move || {
+                generate(
+                    producers,
+                    gen_stop,
+                    clock,
+                    rate,
+                    channels,
+                    keys,
+                    value_bytes,
+                    workers,
+                    seed,
+                )
+            })
             .map_err(|e| e.to_string())?
     };
     // Progress, once a second.
@@ -203,7 +244,9 @@ fn churn(args: &ChurnArgs) -> Result<bool, String> {
     let start = Instant::now();
     let mut last = (0u64, 0u64, Instant::now());
     while start.elapsed().as_secs_f64() < args.duration {
-        std::thread::sleep(Duration::from_millis(1000).min(Duration::from_secs_f64((args.duration - start.elapsed().as_secs_f64()).max(0.0))));
+        std::thread::sleep(Duration::from_millis(1000).min(Duration::from_secs_f64(
+            (args.duration - start.elapsed().as_secs_f64()).max(0.0),
+        )));
         let committed = total(&|g| g.committed.load(Ordering::Relaxed));
         let submitted = total(&|g| g.submitted.load(Ordering::Relaxed));
         let retained = total(&|g| g.retained_ops.load(Ordering::Relaxed));
@@ -223,17 +266,36 @@ fn churn(args: &ChurnArgs) -> Result<bool, String> {
     let measured_s = start.elapsed().as_secs_f64();
     let committed_at_end = total(&|g| g.committed.load(Ordering::Relaxed));
     gen_stop.store(true, Ordering::Relaxed);
-    let generated = generator.join().map_err(|_| "generator thread panicked".to_string())?;
+    let generated = generator
+        .join()
+        .map_err(|_| "generator thread panicked".to_string())?;
     // Drain: wait for every submitted change to commit.
     let drain_start = Instant::now();
-    while total(&|g| g.committed.load(Ordering::Relaxed)) < total(&|g| g.submitted.load(Ordering::Relaxed))
+    while total(&|g| g.committed.load(Ordering::Relaxed))
+        < total(&|g| g.submitted.load(Ordering::Relaxed))
         && drain_start.elapsed() < Duration::from_secs(20)
     {
         std::thread::sleep(Duration::from_millis(20));
     }
     stop.store(true, Ordering::Relaxed);
-    let outputs: Vec<WorkerOutput> = handles.into_iter().map(|h| h.join().expect("worker thread panicked")).collect();
-    report(args, &outputs, &gauges, measured_s, committed_at_end, generated, &io, workers, n_cores)
+    let outputs: Vec<WorkerOutput> = handles
+        .into_iter()
+        .map(|h| h.join().expect("worker thread panicked"))
+        .collect();
+    let ok = report(
+        args,
+        &outputs,
+        &gauges,
+        measured_s,
+        committed_at_end,
+        generated,
+        &io,
+        workers,
+        n_cores,
+    );
+    // Millions of map entries would take seconds to free; the process is about to exit.
+    std::mem::forget(outputs);
+    ok
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -274,7 +336,11 @@ fn generate(
         let change = Change {
             channel: global / workers as u32,
             section: ((key / channels as u64) % 64) as u8,
-            flags: if key % 16 == 0 { FLAG_PRIVATE } else { 0 },
+            flags: if key.is_multiple_of(16) {
+                FLAG_PRIVATE
+            } else {
+                0
+            },
             value_len: value_bytes as u8,
             key,
             intended_ns,
@@ -323,7 +389,8 @@ fn report(
     let mut errors = Vec::new();
     let mut digests_equal = true;
     let mut lost_committed = 0u64;
-    let mut stages: [Histogram<u64>; 3] = std::array::from_fn(|_| Histogram::new_with_bounds(1, 60_000_000, 3).expect("bounds"));
+    let mut stages: [Histogram<u64>; 3] =
+        std::array::from_fn(|_| Histogram::new_with_bounds(1, 60_000_000, 3).expect("bounds"));
     for out in outputs {
         if let Some(e) = &out.error {
             errors.push(e.clone());
@@ -333,8 +400,16 @@ fn report(
                 s.add(h).map_err(|e| e.to_string())?;
             }
         }
-        let primary = out.nodes.iter().filter_map(|n| n.machine.as_cu()).find(|c| c.role() == Role::Primary);
-        let standby = out.nodes.iter().filter_map(|n| n.machine.as_cu()).find(|c| c.role() == Role::Standby);
+        let primary = out
+            .nodes
+            .iter()
+            .filter_map(|n| n.machine.as_cu())
+            .find(|c| c.role() == Role::Primary);
+        let standby = out
+            .nodes
+            .iter()
+            .filter_map(|n| n.machine.as_cu())
+            .find(|c| c.role() == Role::Standby);
         let (Some(p), Some(s)) = (primary, standby) else {
             digests_equal = false;
             errors.push("a shard lost its primary or standby".into());
@@ -348,16 +423,28 @@ fn report(
                 digests_equal = false;
             }
             let owner = p.config().topology.channel_owner[ch as usize];
-            let client = out.nodes.iter().filter_map(|n| n.machine.as_client()).find(|c| c.id == owner);
-            if client.and_then(|c| c.state(ch)).is_none_or(|cs| cs.public_digest() != ps.public_digest()) {
+            let client = out
+                .nodes
+                .iter()
+                .filter_map(|n| n.machine.as_client())
+                .find(|c| c.id == owner);
+            if client
+                .and_then(|c| c.state(ch))
+                .is_none_or(|cs| cs.public_digest() != ps.public_digest())
+            {
                 digests_equal = false;
             }
         }
     }
     let committed_per_s = committed_at_end as f64 / measured_s;
     println!("\n== churn report ==");
-    println!("io {io}, {workers} workers on {cores} cores, {} channels, {} keys, {} B values", args.channels, args.keys, args.value_bytes);
-    println!("generated {generated}, submitted {submitted}, committed {committed} ({committed_per_s:.0}/s over {measured_s:.1} s)");
+    println!(
+        "io {io}, {workers} workers on {cores} cores, {} channels, {} keys, {} B values",
+        args.channels, args.keys, args.value_bytes
+    );
+    println!(
+        "generated {generated}, submitted {submitted}, committed {committed} ({committed_per_s:.0}/s over {measured_s:.1} s)"
+    );
     println!(
         "datagrams {datagrams} ({:.0}/s), wire bytes per change {:.1}",
         datagrams as f64 / measured_s,
@@ -375,7 +462,11 @@ fn report(
     }
     println!(
         "digests: {} ; lost committed ops: {lost_committed}",
-        if digests_equal { "every client and standby equals the primary" } else { "MISMATCH" }
+        if digests_equal {
+            "every client and standby equals the primary"
+        } else {
+            "MISMATCH"
+        }
     );
     for e in &errors {
         println!("error: {e}");
@@ -404,7 +495,8 @@ fn report(
                 "standby_commit": quantiles(&stages[2]),
             },
         });
-        std::fs::write(path, serde_json::to_string_pretty(&j).expect("json")).map_err(|e| format!("--json {}: {e}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&j).expect("json"))
+            .map_err(|e| format!("--json {}: {e}", path.display()))?;
     }
     if let Some(dir) = &args.hdr_log {
         write_hdr_logs(dir, outputs).map_err(|e| format!("--hdr-log {}: {e}", dir.display()))?;
@@ -431,8 +523,13 @@ fn write_hdr_logs(dir: &std::path::Path, outputs: &[WorkerOutput]) -> std::io::R
                     h.add(&iv[s]).map_err(std::io::Error::other)?;
                 }
             }
-            w.write_histogram(&h, Duration::from_secs(i as u64), Duration::from_secs(1), None)
-                .map_err(std::io::Error::other)?;
+            w.write_histogram(
+                &h,
+                Duration::from_secs(i as u64),
+                Duration::from_secs(1),
+                None,
+            )
+            .map_err(std::io::Error::other)?;
         }
     }
     Ok(())

@@ -231,7 +231,10 @@ pub enum Event {
         through: u64,
     },
     /// Primary: the client of `channel` acknowledged ops through `through`.
-    ClientAcked { channel: u32, through: u64 },
+    ClientAcked {
+        channel: u32,
+        through: u64,
+    },
     /// Client: op applied.
     ClientApplied {
         channel: u32,

@@ -6,7 +6,18 @@
 
 use crate::wire::{Entry, SECTIONS};
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+/// Values up to this size live inside the map entry: no allocation, no pointer to chase.
+const INLINE_VALUE_BYTES: usize = 32;
+
+/// A stored value with its entry hash, so an overwrite or delete need not rehash the old value.
+#[derive(Debug, Clone)]
+struct Stored {
+    hash: u64,
+    value: SmallVec<[u8; INLINE_VALUE_BYTES]>,
+}
 
 /// Index of the primary-only section (never sent to clients).
 pub const PRIVATE_SECTION: usize = SECTIONS;
@@ -17,7 +28,7 @@ pub const ALL_SECTIONS_MASK: u64 = u64::MAX;
 
 #[derive(Debug, Clone)]
 pub struct ChannelState {
-    sections: Vec<FxHashMap<u64, Vec<u8>>>,
+    sections: Vec<FxHashMap<u64, Stored>>,
     digests: [u64; ALL_SECTIONS],
     value_bytes: [u64; ALL_SECTIONS],
 }
@@ -61,33 +72,38 @@ impl ChannelState {
         let new_h = entry_hash(section, key, value);
         match map.get_mut(&key) {
             Some(old) => {
-                let old_h = entry_hash(section, key, old);
                 self.digests[section] = self.digests[section]
-                    .wrapping_sub(old_h)
+                    .wrapping_sub(old.hash)
                     .wrapping_add(new_h);
                 self.value_bytes[section] =
-                    self.value_bytes[section] - old.len() as u64 + value.len() as u64;
-                old.clear();
-                old.extend_from_slice(value);
+                    self.value_bytes[section] - old.value.len() as u64 + value.len() as u64;
+                old.hash = new_h;
+                old.value.clear();
+                old.value.extend_from_slice(value);
             }
             None => {
                 self.digests[section] = self.digests[section].wrapping_add(new_h);
                 self.value_bytes[section] += value.len() as u64;
-                map.insert(key, value.to_vec());
+                map.insert(
+                    key,
+                    Stored {
+                        hash: new_h,
+                        value: SmallVec::from_slice(value),
+                    },
+                );
             }
         }
     }
 
     pub fn delete(&mut self, section: usize, key: u64) {
         if let Some(old) = self.sections[section].remove(&key) {
-            self.digests[section] =
-                self.digests[section].wrapping_sub(entry_hash(section, key, &old));
-            self.value_bytes[section] -= old.len() as u64;
+            self.digests[section] = self.digests[section].wrapping_sub(old.hash);
+            self.value_bytes[section] -= old.value.len() as u64;
         }
     }
 
     pub fn get(&self, section: usize, key: u64) -> Option<&[u8]> {
-        self.sections[section].get(&key).map(|v| v.as_slice())
+        self.sections[section].get(&key).map(|v| v.value.as_slice())
     }
 
     /// Empties every client-visible section whose bit is set in `mask`.
@@ -135,7 +151,7 @@ impl ChannelState {
     pub fn entries(&self, section: usize) -> impl Iterator<Item = (u64, &[u8])> {
         self.sections[section]
             .iter()
-            .map(|(k, v)| (*k, v.as_slice()))
+            .map(|(k, v)| (*k, v.value.as_slice()))
     }
 
     pub fn len(&self, section: usize) -> usize {

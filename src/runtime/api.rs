@@ -43,7 +43,15 @@ impl Change {
         }
         let mut v = [0u8; INLINE_VALUE_BYTES];
         v[..value.len()].copy_from_slice(value);
-        Some(Change { channel, section, flags: 0, value_len: value.len() as u8, key, intended_ns: 0, value: v })
+        Some(Change {
+            channel,
+            section,
+            flags: 0,
+            value_len: value.len() as u8,
+            key,
+            intended_ns: 0,
+            value: v,
+        })
     }
 }
 
@@ -105,7 +113,11 @@ pub struct NodeHandle {
 impl NodeHandle {
     /// Queues a change for the primary. `Err(Backpressure)` when the ring is full.
     pub fn submit(&mut self, change: Change) -> Result<(), Backpressure> {
-        self.submit.as_mut().ok_or(Backpressure)?.push(change).map_err(|_| Backpressure)
+        self.submit
+            .as_mut()
+            .ok_or(Backpressure)?
+            .push(change)
+            .map_err(|_| Backpressure)
     }
 
     /// Next commit notification, if any.
@@ -129,7 +141,11 @@ impl Drop for NodeHandle {
     }
 }
 
-fn start(cfg: NodeConfig, machine: Machine, handler: Option<Box<dyn ClientHandler>>) -> Result<NodeHandle, NodeError> {
+fn start(
+    cfg: NodeConfig,
+    machine: Machine,
+    handler: Option<Box<dyn ClientHandler>>,
+) -> Result<NodeHandle, NodeError> {
     cfg.proto.validate().map_err(NodeError::Config)?;
     let transport = Transport::open(cfg.transport.clone())?;
     let local_addr = transport.local_addr();
@@ -149,23 +165,45 @@ fn start(cfg: NodeConfig, machine: Machine, handler: Option<Box<dyn ClientHandle
         handler,
     };
     let thread = worker::spawn(spec, stop.clone(), gauges.clone(), Instant::now());
-    Ok(NodeHandle { stop, thread: Some(thread), submit: Some(sub_tx), commits: Some(com_rx), gauges, local_addr })
+    Ok(NodeHandle {
+        stop,
+        thread: Some(thread),
+        submit: Some(sub_tx),
+        commits: Some(com_rx),
+        gauges,
+        local_addr,
+    })
 }
 
 /// Starts a control unit. `initial` = present from the start (index 0 of the topology is then
 /// the primary); false = (re)joining through a state transfer.
-pub fn spawn_control_unit(cfg: NodeConfig, initial: bool, boot_id: u32) -> Result<NodeHandle, NodeError> {
+pub fn spawn_control_unit(
+    cfg: NodeConfig,
+    initial: bool,
+    boot_id: u32,
+) -> Result<NodeHandle, NodeError> {
     if cfg.proto.topology.cu_index(cfg.id).is_none() {
-        return Err(NodeError::Config(format!("id {} is not a control unit of the topology", cfg.id)));
+        return Err(NodeError::Config(format!(
+            "id {} is not a control unit of the topology",
+            cfg.id
+        )));
     }
     let cu = ControlUnit::new(cfg.proto.clone(), cfg.id, initial, boot_id, 0);
     start(cfg, Machine::Cu(Box::new(cu)), None)
 }
 
 /// Starts a client with its apply handler.
-pub fn spawn_client(cfg: NodeConfig, fresh: bool, boot_id: u32, handler: Box<dyn ClientHandler>) -> Result<NodeHandle, NodeError> {
+pub fn spawn_client(
+    cfg: NodeConfig,
+    fresh: bool,
+    boot_id: u32,
+    handler: Box<dyn ClientHandler>,
+) -> Result<NodeHandle, NodeError> {
     if !cfg.proto.topology.is_client(cfg.id) {
-        return Err(NodeError::Config(format!("id {} is not a client of the topology", cfg.id)));
+        return Err(NodeError::Config(format!(
+            "id {} is not a client of the topology",
+            cfg.id
+        )));
     }
     let cl = Client::new(cfg.proto.clone(), cfg.id, fresh, boot_id, 0);
     start(cfg, Machine::Client(Box::new(cl)), Some(handler))

@@ -7,6 +7,6 @@ pub mod node;
 pub mod worker;
 
 pub use api::{
-    Backpressure, Change, ClientHandler, CommitNote, NodeConfig, NodeError, NodeHandle, spawn_client,
-    spawn_control_unit,
+    Backpressure, Change, ClientHandler, CommitNote, NodeConfig, NodeError, NodeHandle,
+    spawn_client, spawn_control_unit,
 };

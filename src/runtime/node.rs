@@ -63,15 +63,31 @@ pub struct NodeRunner {
 }
 
 impl NodeRunner {
-    pub fn new(machine: Machine, transport: Transport, peers: impl IntoIterator<Item = (NodeId, SocketAddr)>) -> Self {
+    pub fn new(
+        machine: Machine,
+        transport: Transport,
+        peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
+    ) -> Self {
         let peers: FxHashMap<NodeId, SocketAddr> = peers.into_iter().collect();
         let known = peers.iter().map(|(id, a)| (*a, *id)).collect();
-        NodeRunner { machine, transport, peers, rejected_unknown_addr: 0, known }
+        NodeRunner {
+            machine,
+            transport,
+            peers,
+            rejected_unknown_addr: 0,
+            known,
+        }
     }
 
     /// Feeds every datagram that is ready into the machine. Returns how many.
     pub fn receive(&mut self, now_us: u64) -> Result<usize, TransportError> {
-        let NodeRunner { machine, transport, known, rejected_unknown_addr, .. } = self;
+        let NodeRunner {
+            machine,
+            transport,
+            known,
+            rejected_unknown_addr,
+            ..
+        } = self;
         transport.poll_recv(None, &mut |src, bytes| {
             // Only configured peers may speak to us; the frame's sender ID is checked again
             // by the protocol core.

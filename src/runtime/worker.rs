@@ -53,7 +53,12 @@ pub struct WorkerOutput {
     pub error: Option<String>,
 }
 
-pub fn spawn(spec: WorkerSpec, stop: Arc<AtomicBool>, gauges: Arc<Gauges>, clock: Instant) -> JoinHandle<WorkerOutput> {
+pub fn spawn(
+    spec: WorkerSpec,
+    stop: Arc<AtomicBool>,
+    gauges: Arc<Gauges>,
+    clock: Instant,
+) -> JoinHandle<WorkerOutput> {
     std::thread::Builder::new()
         .name(spec.name.clone())
         .spawn(move || {
@@ -67,15 +72,28 @@ pub fn spawn(spec: WorkerSpec, stop: Arc<AtomicBool>, gauges: Arc<Gauges>, clock
 }
 
 fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant) -> WorkerOutput {
-    let primary = spec.nodes.iter().position(|n| n.machine.as_cu().is_some_and(|c| c.role() == Role::Primary));
-    let channels = spec.nodes.first().and_then(|n| n.machine.as_cu()).map_or(0, |c| c.config().topology.channels());
-    let window = spec.nodes.first().and_then(|n| n.machine.as_cu()).map_or(1, |c| c.config().window_ops);
+    let primary = spec
+        .nodes
+        .iter()
+        .position(|n| n.machine.as_cu().is_some_and(|c| c.role() == Role::Primary));
+    let channels = spec
+        .nodes
+        .first()
+        .and_then(|n| n.machine.as_cu())
+        .map_or(0, |c| c.config().topology.channels());
+    let window = spec
+        .nodes
+        .first()
+        .and_then(|n| n.machine.as_cu())
+        .map_or(1, |c| c.config().window_ops);
     let mut latency = spec.latency.then(|| LatencyRecorder::new(channels, window));
     let mut intervals = Vec::new();
     let mut next_interval_ns = 1_000_000_000u64;
     let mut committed_through = vec![0u64; channels];
     let mut error = None;
-    gauges.retention_capacity.store((channels * window) as u64, Ordering::Relaxed);
+    gauges
+        .retention_capacity
+        .store((channels * window) as u64, Ordering::Relaxed);
     let mut idle_turns = 0u32;
     while !stop.load(Ordering::Relaxed) {
         let now_ns = clock.elapsed().as_nanos() as u64;
@@ -91,14 +109,25 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
             }
             node.tick(now_us);
         }
-        let WorkerSpec { nodes, commits, handler, .. } = &mut spec;
+        let WorkerSpec {
+            nodes,
+            commits,
+            handler,
+            ..
+        } = &mut spec;
         for node in nodes.iter_mut() {
             match node.transmit(now_us) {
                 Ok(n) => work += n,
                 Err(e) => error = Some(format!("send from node {}: {e}", node.machine.id())),
             }
             while let Some(ev) = node.machine.poll_event() {
-                let sinks = Sinks { gauges, latency: &mut latency, committed_through: &mut committed_through, commits, handler };
+                let sinks = Sinks {
+                    gauges,
+                    latency: &mut latency,
+                    committed_through: &mut committed_through,
+                    commits,
+                    handler,
+                };
                 on_event(&node.machine, ev, now_ns, sinks);
             }
         }
@@ -126,7 +155,13 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
     if let Some(l) = latency.as_mut() {
         intervals.push(l.interval.clone());
     }
-    WorkerOutput { nodes: spec.nodes, latency, intervals, committed_through, error }
+    WorkerOutput {
+        nodes: spec.nodes,
+        latency,
+        intervals,
+        committed_through,
+        error,
+    }
 }
 
 fn submit_ready(
@@ -136,12 +171,19 @@ fn submit_ready(
     gauges: &Gauges,
     mut latency: Option<&mut LatencyRecorder>,
 ) -> usize {
-    let Machine::Cu(cu) = &mut node.machine else { return 0 };
+    let Machine::Cu(cu) = &mut node.machine else {
+        return 0;
+    };
     let mut n = 0;
     while n < SUBMIT_BATCH {
         let Ok(c) = rx.peek() else { break };
         let value = (c.flags & FLAG_DELETE == 0).then(|| &c.value[..c.value_len as usize]);
-        let entry = Entry { section: c.section, key: c.key, value, private: c.flags & FLAG_PRIVATE != 0 };
+        let entry = Entry {
+            section: c.section,
+            key: c.key,
+            value,
+            private: c.flags & FLAG_PRIVATE != 0,
+        };
         match cu.submit(now_us, c.channel, &[entry]) {
             Ok(op) => {
                 if let Some(l) = latency.as_deref_mut() {
@@ -173,19 +215,37 @@ struct Sinks<'a> {
 }
 
 fn on_event(machine: &Machine, ev: Event, now_ns: u64, sinks: Sinks<'_>) {
-    let Sinks { gauges, latency, committed_through, commits, handler } = sinks;
+    let Sinks {
+        gauges,
+        latency,
+        committed_through,
+        commits,
+        handler,
+    } = sinks;
     match ev {
-        Event::Committed { channel, epoch, through } => {
+        Event::Committed {
+            channel,
+            epoch,
+            through,
+        } => {
             let c = channel as usize;
             if through > committed_through[c] {
-                gauges.committed.fetch_add(through - committed_through[c], Ordering::Relaxed);
+                gauges
+                    .committed
+                    .fetch_add(through - committed_through[c], Ordering::Relaxed);
                 committed_through[c] = through;
             }
             if let Some(l) = latency {
                 l.reached(2, channel, through, now_ns);
             }
             if let Some(tx) = commits.as_mut()
-                && tx.push(CommitNote { channel, epoch, through }).is_err()
+                && tx
+                    .push(CommitNote {
+                        channel,
+                        epoch,
+                        through,
+                    })
+                    .is_err()
             {
                 gauges.commits_dropped.fetch_add(1, Ordering::Relaxed);
             }
@@ -195,7 +255,12 @@ fn on_event(machine: &Machine, ev: Event, now_ns: u64, sinks: Sinks<'_>) {
                 l.reached(1, channel, through, now_ns);
             }
         }
-        Event::ClientApplied { channel, op, cookie, .. } => {
+        Event::ClientApplied {
+            channel,
+            op,
+            cookie,
+            ..
+        } => {
             gauges.client_applied.fetch_add(1, Ordering::Relaxed);
             if let Some(l) = latency {
                 l.reached(0, channel, op, now_ns);
@@ -206,7 +271,12 @@ fn on_event(machine: &Machine, ev: Event, now_ns: u64, sinks: Sinks<'_>) {
                 h.on_update(channel, op, cookie, state);
             }
         }
-        Event::ClientReplayed { channel, base_op, sections, .. } => {
+        Event::ClientReplayed {
+            channel,
+            base_op,
+            sections,
+            ..
+        } => {
             if let Some(l) = latency {
                 l.reset_channel(channel, 0, base_op);
             }
@@ -230,7 +300,11 @@ fn publish(nodes: &[NodeRunner], primary: Option<usize>, gauges: &Gauges) {
     gauges.datagrams_sent.store(dgrams, Ordering::Relaxed);
     gauges.bytes_sent.store(bytes, Ordering::Relaxed);
     if let Some(cu) = primary.and_then(|p| nodes[p].machine.as_cu()) {
-        let retained: usize = (0..cu.config().topology.channels() as u32).map(|c| cu.ring_len(c)).sum();
-        gauges.retained_ops.store(retained as u64, Ordering::Relaxed);
+        let retained: usize = (0..cu.config().topology.channels() as u32)
+            .map(|c| cu.ring_len(c))
+            .sum();
+        gauges
+            .retained_ops
+            .store(retained as u64, Ordering::Relaxed);
     }
 }

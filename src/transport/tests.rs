@@ -575,3 +575,29 @@ fn transport_is_send() {
     fn assert_send<T: Send>() {}
     assert_send::<Transport>();
 }
+
+/// The runtime's lifecycle: open on one thread, run on a worker thread, drop back on the first.
+/// With io_uring the ring binds to the worker at first use; dropping elsewhere must neither hang
+/// nor fail.
+#[test]
+fn open_here_use_there_drop_here() {
+    for io in [IoChoice::Uring, IoChoice::Mmsg] {
+        let Some(mut a) = open(local(io)) else {
+            continue;
+        };
+        let Some(mut b) = open(local(io)) else {
+            continue;
+        };
+        let (a, b) = std::thread::spawn(move || {
+            a.queue(b"over there", b.local_addr()).unwrap();
+            assert_eq!(a.flush().unwrap(), 1);
+            let mut got = Got::new();
+            recv_until(&mut b, 1, &mut got);
+            assert_eq!(got.len(), 1);
+            (a, b)
+        })
+        .join()
+        .unwrap();
+        drop((a, b));
+    }
+}

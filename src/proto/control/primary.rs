@@ -106,7 +106,10 @@ impl ControlUnit {
             c.client_acked = op;
             c.client_progress_us = now_us;
             if self.cfg.ack_events {
-                self.events.push(Event::ClientAcked { channel, through: op });
+                self.events.push(Event::ClientAcked {
+                    channel,
+                    through: op,
+                });
             }
             if c.client_cursor <= op {
                 c.client_cursor = op + 1;

@@ -1,0 +1,198 @@
+//! Criterion benches for the per-change costs: frame encode/decode, the pending ring with
+//! cumulative-ack matching, state apply, and the whole sans-IO fabric in process (primary,
+//! standby and client exchanging real frames through memory, no sockets).
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use statesync::proto::ring::OpRing;
+use statesync::proto::state::ChannelState;
+use statesync::proto::{Client, ControlUnit, ProtoConfig, Topology};
+use statesync::wire::{Entry, FrameBuilder, FrameReader, Msg, encode_entry};
+use std::hint::black_box;
+
+const VALUE: [u8; 32] = [7u8; 32];
+
+fn encoded_entry(key: u64) -> Vec<u8> {
+    let mut v = Vec::new();
+    encode_entry(
+        &mut v,
+        &Entry {
+            section: (key % 64) as u8,
+            key,
+            value: Some(&VALUE),
+            private: false,
+        },
+    );
+    v
+}
+
+fn codec(c: &mut Criterion) {
+    let entry = encoded_entry(42);
+    let mut buf = vec![0u8; 65_507];
+    let mut g = c.benchmark_group("codec");
+    // Updates per 64 KiB frame.
+    let per_frame = {
+        let mut fb = FrameBuilder::new(&mut buf, 1, 256, 1);
+        let mut n = 0u64;
+        while fb.push_update(0, 3, n + 1, 1, (&entry, 1), (&[], 0)) {
+            n += 1;
+        }
+        fb.finish();
+        n
+    };
+    g.throughput(Throughput::Elements(per_frame));
+    g.bench_function("encode_updates_64k_frame", |b| {
+        b.iter(|| {
+            let mut fb = FrameBuilder::new(&mut buf, 1, 256, 1);
+            for op in 1..=per_frame {
+                fb.push_update(0, 3, op, 1, (&entry, 1), (&[], 0));
+            }
+            black_box(fb.finish())
+        })
+    });
+    let len = {
+        let mut fb = FrameBuilder::new(&mut buf, 1, 256, 1);
+        for op in 1..=per_frame {
+            fb.push_update(0, 3, op, 1, (&entry, 1), (&[], 0));
+        }
+        fb.finish()
+    };
+    let frame = buf[..len].to_vec();
+    g.bench_function("decode_updates_64k_frame", |b| {
+        b.iter(|| {
+            let f = FrameReader::new(black_box(&frame)).expect("valid");
+            let mut sum = 0u64;
+            for m in f.msgs() {
+                if let Msg::Update(u) = m {
+                    sum += u.op() + u.entries().count() as u64;
+                }
+            }
+            black_box(sum)
+        })
+    });
+    g.finish();
+}
+
+fn ring(c: &mut Criterion) {
+    let entries = [Entry {
+        section: 1,
+        key: 9,
+        value: Some(&VALUE),
+        private: false,
+    }];
+    let mut g = c.benchmark_group("pending_ring");
+    const N: u64 = 4096;
+    g.throughput(Throughput::Elements(N));
+    g.bench_function("insert_then_cumulative_ack_every_64", |b| {
+        let mut r = OpRing::new(N as usize);
+        let mut next = 1u64;
+        b.iter(|| {
+            for _ in 0..N {
+                r.push_entries(next, &entries);
+                if next % 64 == 0 {
+                    // A cumulative ack settles 64 ops with one pointer move.
+                    let s = r.get(next).expect("held");
+                    black_box(s.cookie);
+                    r.prune_through(next);
+                }
+                next += 1;
+            }
+        })
+    });
+    g.finish();
+}
+
+fn apply(c: &mut Criterion) {
+    let mut g = c.benchmark_group("state_apply");
+    for keys in [1u64 << 10, 1 << 20] {
+        g.throughput(Throughput::Elements(1024));
+        g.bench_function(format!("put_32B_over_{keys}_keys"), |b| {
+            let mut s = ChannelState::default();
+            for k in 0..keys {
+                s.put((k % 64) as usize, k, &VALUE);
+            }
+            let mut k = 0x1234_5678u64;
+            b.iter(|| {
+                for _ in 0..1024 {
+                    k = k
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let key = (k >> 20) % keys;
+                    s.put((key % 64) as usize, key, &VALUE);
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Primary, standby and one client over in-memory frames: submit N changes, deliver until all
+/// commit. Measures the protocol's CPU cost per change end to end, without the kernel.
+fn end_to_end(c: &mut Criterion) {
+    let topo = Topology {
+        control_units: vec![1, 2],
+        clients: vec![100],
+        channel_owner: vec![100; 4],
+    };
+    let mut cfg = ProtoConfig::new(topo);
+    cfg.window_ops = 8192;
+    cfg.max_frame_bytes = 65_507;
+    cfg.client_apply_events = false;
+    const N: u64 = 4096;
+    let mut g = c.benchmark_group("in_process");
+    g.throughput(Throughput::Elements(N));
+    g.bench_function("submit_replicate_commit_4096", |b| {
+        b.iter_batched(
+            || {
+                (
+                    ControlUnit::new(cfg.clone(), 1, true, 0, 0),
+                    ControlUnit::new(cfg.clone(), 2, true, 0, 0),
+                    Client::new(cfg.clone(), 100, false, 0, 0),
+                )
+            },
+            |(mut p, mut s, mut cl)| {
+                let mut buf = vec![0u8; 65_507];
+                for i in 0..N {
+                    let e = [Entry {
+                        section: (i % 64) as u8,
+                        key: i % 1000,
+                        value: Some(&VALUE),
+                        private: false,
+                    }];
+                    p.submit(1, (i % 4) as u32, &e)
+                        .expect("window is large enough");
+                }
+                for round in 0..64u64 {
+                    let now = 10 + round;
+                    while let Some(t) = p.poll_transmit(now, &mut buf) {
+                        match t.dst {
+                            2 => s.handle_datagram(now, &buf[..t.len]),
+                            _ => cl.handle_datagram(now, &buf[..t.len]),
+                        }
+                    }
+                    while let Some(t) = cl.poll_transmit(now, &mut buf) {
+                        p.handle_datagram(now, &buf[..t.len]);
+                    }
+                    while let Some(t) = s.poll_transmit(now, &mut buf) {
+                        p.handle_datagram(now, &buf[..t.len]);
+                    }
+                    while p.poll_event().is_some() {}
+                    while s.poll_event().is_some() {}
+                    while cl.poll_event().is_some() {}
+                    if (0..4).all(|ch| p.commit_watermark(ch) == p.next_op(ch) - 1) {
+                        break;
+                    }
+                }
+                assert!(
+                    (0..4).all(|ch| p.commit_watermark(ch) == p.next_op(ch) - 1),
+                    "all committed"
+                );
+                black_box((p, s, cl))
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, codec, ring, apply, end_to_end);
+criterion_main!(benches);
