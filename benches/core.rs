@@ -88,7 +88,7 @@ fn ring(c: &mut Criterion) {
         b.iter(|| {
             for _ in 0..N {
                 r.push_entries(next, &entries);
-                if next % 64 == 0 {
+                if next.is_multiple_of(64) {
                     // A cumulative ack settles 64 ops with one pointer move.
                     let s = r.get(next).expect("held");
                     black_box(s.cookie);
