@@ -148,6 +148,11 @@ impl ControlUnit {
             });
         }
         c.ring.truncate_after(cut);
+        if cut + 1 < c.ring.base() {
+            // Only the injected bug cuts below what is applied: keep the ring consistent so
+            // the simulator's invariants, not an assertion, report it.
+            c.ring.reset(cut + 1);
+        }
         if c.ring.top() < cut {
             // Ops inside a transfer snapshot whose cookies never arrived: nothing to resend.
             c.ring.prune_through(cut);
