@@ -98,7 +98,8 @@ fn parse_rate(s: &str) -> Result<Option<f64>, String> {
     Ok(Some(r))
 }
 
-fn churn(args: &ChurnArgs) -> Result<bool, String> {
+/// Runs churn; `Ok(true)` when every digest matched and no committed op was lost.
+pub fn churn(args: &ChurnArgs) -> Result<bool, String> {
     let rate = parse_rate(&args.rate)?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let n_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
