@@ -322,11 +322,17 @@ fn generate(
         let intended_ns = match interval_ns {
             Some(iv) => {
                 let at = t0 + (n as f64 * iv) as u64;
+                // Sleep while ahead of schedule (the workers need the cores); what falls due
+                // meanwhile goes out in one burst, each change stamped with its own time.
+                let now = clock.elapsed().as_nanos() as u64;
+                if at > now + 200_000 {
+                    std::thread::sleep(Duration::from_nanos(at - now - 100_000));
+                }
                 while (clock.elapsed().as_nanos() as u64) < at {
                     if stop.load(Ordering::Relaxed) {
                         return n;
                     }
-                    std::hint::spin_loop();
+                    std::thread::yield_now();
                 }
                 at
             }
