@@ -8,8 +8,8 @@ use super::bulk::BulkRx;
 use super::state::{ALL_SECTIONS_MASK, ChannelState};
 use super::{Counters, Event, Events, INITIAL_EPOCH, InjectedBug, NodeId, ProtoConfig, Transmit};
 use crate::wire::{
-    BulkBegin, BulkEnd, ChannelOp, FrameBuilder, FrameReader, HB_FLAG_NEEDS_TRANSFER,
-    HeartbeatBody, Kind, LA_FLAG_UNKNOWN, LaReplyBody, Msg, NackBody, ROLE_CLIENT, UpdateView,
+    BulkBegin, BulkEnd, ChannelOp, FrameBuilder, HB_FLAG_NEEDS_TRANSFER, HeartbeatBody, Kind,
+    LA_FLAG_UNKNOWN, LaReplyBody, Msg, NackBody, ROLE_CLIENT, UpdateView,
 };
 
 #[derive(Debug)]
@@ -173,12 +173,8 @@ impl Client {
     }
 
     pub fn handle_datagram(&mut self, now_us: u64, bytes: &[u8]) {
-        let frame = match FrameReader::new(bytes) {
-            Ok(f) => f,
-            Err(_) => {
-                self.counters.rejected_malformed += 1;
-                return;
-            }
+        let Some(frame) = super::decode_frame(bytes, &mut self.counters) else {
+            return;
         };
         let sender = frame.sender();
         if self.cfg.topology.cu_index(sender).is_none() {

@@ -324,6 +324,20 @@ pub struct Counters {
     pub xfer_bytes: u64,
 }
 
+/// Decodes a datagram, counting a malformed one. Shared by both node kinds.
+pub(crate) fn decode_frame<'a>(
+    bytes: &'a [u8],
+    counters: &mut Counters,
+) -> Option<crate::wire::FrameReader<'a>> {
+    match crate::wire::FrameReader::new(bytes) {
+        Ok(f) => Some(f),
+        Err(_) => {
+            counters.rejected_malformed += 1;
+            None
+        }
+    }
+}
+
 /// Bounded event queue shared by both node kinds. The caller drains it after every input; the
 /// bound is an assertion that it does.
 #[derive(Debug, Default)]

@@ -6,6 +6,7 @@
 //! When every probability is zero the [`Transport`](super::Transport) holds no `FaultLayer` at
 //! all, so disabled faults cost nothing on the send path.
 
+use crate::rng::SplitMix64;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -53,29 +54,6 @@ pub struct FaultStats {
     pub delayed: u64,
     /// Chosen for reorder or delay but the holding queue was full, so dropped instead.
     pub hold_overflow: u64,
-}
-
-/// SplitMix64: tiny, fast, and good enough to decide faults; no `rand` dependency needed.
-#[derive(Clone, Debug)]
-pub(crate) struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub(crate) fn new(seed: u64) -> SplitMix64 {
-        SplitMix64(seed)
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1), from the top 53 bits.
-    pub(crate) fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
 }
 
 /// A datagram copied into the holding pool.
@@ -180,7 +158,7 @@ impl FaultLayer {
                 len,
                 dst,
             };
-            let u = self.rng.next_f64();
+            let u = self.rng.unit();
             if u < self.t_drop {
                 self.stats.dropped += 1;
             } else if u < self.t_dup {
@@ -448,7 +426,7 @@ mod tests {
         let mut r = SplitMix64::new(0);
         let mut buckets = [0u32; 10];
         for _ in 0..100_000 {
-            let x = r.next_f64();
+            let x = r.unit();
             assert!((0.0..1.0).contains(&x));
             buckets[(x * 10.0) as usize] += 1;
         }

@@ -2,7 +2,7 @@
 //! channel's pending ring per the policy, and replay only what is out of sync.
 
 use super::ControlUnit;
-use super::standby::apply_op;
+use super::standby::apply_through;
 use crate::proto::state::ALL_SECTIONS_MASK;
 use crate::proto::{CutPolicy, Event, InjectedBug, Resolution, Role, make_epoch};
 use crate::wire::{LA_FLAG_UNKNOWN, LaReplyBody};
@@ -138,15 +138,7 @@ impl ControlUnit {
         }
         let c = &mut self.chans[ci];
         assert!(cut >= applied || self.cfg.inject == InjectedBug::DiscardCommittedTrailing);
-        while c.applied < cut {
-            let op = c.applied + 1;
-            apply_op(c, op);
-            self.events.push(Event::StandbyApplied {
-                channel,
-                op,
-                failover: true,
-            });
-        }
+        apply_through(c, cut, true, &mut self.events, channel);
         c.ring.truncate_after(cut);
         if cut + 1 < c.ring.base() {
             // Only the injected bug cuts below what is applied: keep the ring consistent so

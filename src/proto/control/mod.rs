@@ -447,12 +447,8 @@ impl ControlUnit {
     }
 
     pub fn handle_datagram(&mut self, now_us: u64, bytes: &[u8]) {
-        let frame = match FrameReader::new(bytes) {
-            Ok(f) => f,
-            Err(_) => {
-                self.counters.rejected_malformed += 1;
-                return;
-            }
+        let Some(frame) = crate::proto::decode_frame(bytes, &mut self.counters) else {
+            return;
         };
         let sender = frame.sender();
         if let Some(pi) = self.cfg.topology.cu_index(sender) {

@@ -160,15 +160,7 @@ impl ControlUnit {
         } else {
             c.acked.min(c.ring.top())
         };
-        while c.applied < limit {
-            let op = c.applied + 1;
-            apply_op(c, op);
-            self.events.push(Event::StandbyApplied {
-                channel,
-                op,
-                failover: false,
-            });
-        }
+        apply_through(c, limit, false, &mut self.events, channel);
         c.ring.prune_through(c.applied);
     }
 
@@ -216,6 +208,25 @@ impl ControlUnit {
         if n <= 2 || (1 + votes) * 2 > n {
             self.start_failover(now_us, false);
         }
+    }
+}
+
+/// Applies every op up to `limit`, in order, announcing each.
+pub(super) fn apply_through(
+    c: &mut super::Chan,
+    limit: u64,
+    failover: bool,
+    events: &mut crate::proto::Events,
+    channel: u32,
+) {
+    while c.applied < limit {
+        let op = c.applied + 1;
+        apply_op(c, op);
+        events.push(Event::StandbyApplied {
+            channel,
+            op,
+            failover,
+        });
     }
 }
 
