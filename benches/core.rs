@@ -132,6 +132,7 @@ fn end_to_end(c: &mut Criterion) {
         control_units: vec![1, 2],
         clients: vec![100],
         channel_owner: vec![100; 4],
+        submitters: vec![],
     };
     let mut cfg = ProtoConfig::new(topo);
     cfg.window_ops = 8192;

@@ -38,6 +38,7 @@ fn main() {
         control_units: vec![primary, standby],
         clients: vec![card],
         channel_owner: vec![card; 4],
+        submitters: vec![],
     };
     let proto = ProtoConfig::new(topology);
     let addrs = [

@@ -143,6 +143,7 @@ pub fn churn(args: &ChurnArgs) -> Result<bool, String> {
                 .map(|l| clients[l % clients.len()])
                 .collect(),
             clients: clients.clone(),
+            submitters: vec![],
         };
         let mut proto = ProtoConfig::new(topology);
         proto.window_ops = args.window_ops;

@@ -73,6 +73,8 @@ pub struct Topology {
     pub clients: Vec<NodeId>,
     /// `channel_owner[c]` is the client that consumes channel `c`.
     pub channel_owner: Vec<NodeId>,
+    /// Load clients allowed to send SUBMIT frames to the primary.
+    pub submitters: Vec<NodeId>,
 }
 
 impl Topology {
@@ -322,6 +324,8 @@ pub struct Counters {
     pub replays_started: u64,
     pub replay_bytes: u64,
     pub xfer_bytes: u64,
+    pub submits_accepted: u64,
+    pub submits_rejected: u64,
 }
 
 /// Decodes a datagram, counting a malformed one. Shared by both node kinds.

@@ -765,6 +765,7 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> RunReport {
         control_units: cus.clone(),
         clients: clients.clone(),
         channel_owner,
+        submitters: vec![],
     };
     let mut cfg = ProtoConfig::new(topology);
     cfg.window_ops = rng.range(16, 256) as usize;

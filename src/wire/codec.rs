@@ -25,6 +25,7 @@ pub enum Msg<'a> {
     XferEnd(BulkEnd),
     XferAck(BulkAck),
     XferHistory(HistoryBody),
+    Submit(UpdateView<'a>),
 }
 
 /// A validated UPDATE: its entries are known to be well formed.
@@ -262,7 +263,7 @@ fn parse_msg(bytes: &[u8]) -> Result<(Msg<'_>, &[u8]), WireError> {
     let (body, tail) = rest.split_at(body_len);
     let kind = Kind::from_u8(mh.kind).ok_or(WireError::UnknownKind(mh.kind))?;
     let msg = match kind {
-        Kind::Update => {
+        Kind::Update | Kind::Submit => {
             let (fx, entry_bytes) =
                 UpdateFixed::read_from_prefix(body).map_err(|_| WireError::BadBodyLength)?;
             if mh.flags & !UPDATE_FLAG_PREAPPLIED != 0 {
@@ -270,12 +271,17 @@ fn parse_msg(bytes: &[u8]) -> Result<(Msg<'_>, &[u8]), WireError> {
             }
             let count = fx.public_count.get() as u32 + fx.private_count.get() as u32;
             let public_len = validate_entries(entry_bytes, fx.public_count.get(), count)?;
-            Msg::Update(UpdateView {
+            let view = UpdateView {
                 fixed: fx,
                 flags: mh.flags,
                 entry_bytes,
                 public_len,
-            })
+            };
+            if kind == Kind::Submit {
+                Msg::Submit(view)
+            } else {
+                Msg::Update(view)
+            }
         }
         Kind::Ack => Msg::Ack(fixed(body)?),
         Kind::FwdAck => Msg::FwdAck(fixed(body)?),
@@ -391,9 +397,33 @@ impl<'a> FrameBuilder<'a> {
     }
 
     /// Pushes an UPDATE whose entries are already encoded (see [`encode_entry`]).
-    #[allow(clippy::too_many_arguments)]
     pub fn push_update(
         &mut self,
+        flags: u8,
+        channel: u32,
+        op: u64,
+        cookie: u64,
+        public: (&[u8], u16),
+        private: (&[u8], u16),
+    ) -> bool {
+        self.push_change(Kind::Update, flags, channel, op, cookie, public, private)
+    }
+
+    /// Pushes a SUBMIT (a load client's change for the primary); `seq` is the submitter's own.
+    pub fn push_submit(
+        &mut self,
+        channel: u32,
+        seq: u64,
+        public: (&[u8], u16),
+        private: (&[u8], u16),
+    ) -> bool {
+        self.push_change(Kind::Submit, 0, channel, seq, 0, public, private)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push_change(
+        &mut self,
+        kind: Kind,
         flags: u8,
         channel: u32,
         op: u64,
@@ -408,7 +438,7 @@ impl<'a> FrameBuilder<'a> {
             op: op.into(),
             cookie: cookie.into(),
         };
-        self.push_parts(Kind::Update, flags, &[fx.as_bytes(), public.0, private.0])
+        self.push_parts(kind, flags, &[fx.as_bytes(), public.0, private.0])
     }
 
     /// Writes the header counts and a zero tag; returns the datagram length.

@@ -67,6 +67,9 @@ pub enum Kind {
     XferEnd = 15,
     XferAck = 16,
     XferHistory = 17,
+    /// A load client asks the primary to apply a change (UPDATE layout; `op` is the
+    /// submitter's own sequence number, `cookie` is ignored).
+    Submit = 18,
 }
 
 impl Kind {
@@ -90,6 +93,7 @@ impl Kind {
             15 => XferEnd,
             16 => XferAck,
             17 => XferHistory,
+            18 => Submit,
             _ => return None,
         })
     }

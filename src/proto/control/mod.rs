@@ -459,6 +459,8 @@ impl ControlUnit {
             self.on_cu_frame(now_us, pi, &frame);
         } else if let Some(ci) = self.cfg.topology.clients.iter().position(|&c| c == sender) {
             self.on_client_frame(now_us, ci, &frame);
+        } else if self.cfg.topology.submitters.contains(&sender) {
+            self.on_submitter_frame(now_us, &frame);
         } else {
             self.counters.rejected_unknown_sender += 1;
         }
@@ -623,6 +625,22 @@ impl ControlUnit {
                 (Role::Primary, Msg::ReplayAck(a)) => self.on_replay_ack(now_us, channel, &a),
                 (Role::Candidate, Msg::LaReply(r)) => self.on_la_reply(now_us, channel, &r),
                 _ => {}
+            }
+        }
+    }
+
+    /// A load client's changes: applied when we are the primary, counted as rejected
+    /// otherwise (load clients send to every control unit and let the primary take them).
+    fn on_submitter_frame(&mut self, now_us: u64, frame: &FrameReader<'_>) {
+        for m in frame.msgs() {
+            let Msg::Submit(u) = m else {
+                self.counters.rejected_unexpected += 1;
+                continue;
+            };
+            let entries: smallvec::SmallVec<[crate::wire::Entry<'_>; 8]> = u.entries().collect();
+            match self.submit(now_us, u.channel(), &entries) {
+                Ok(_) => self.counters.submits_accepted += 1,
+                Err(_) => self.counters.submits_rejected += 1,
             }
         }
     }
