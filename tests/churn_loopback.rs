@@ -23,6 +23,8 @@ fn args(io: IoChoice, loss: f64) -> ChurnArgs {
         json: None,
         hdr_log: None,
         seed: 7,
+        connect: vec![],
+        submitter_id: 900,
     }
 }
 

@@ -63,6 +63,13 @@ pub struct ChurnArgs {
     /// Seed of the key/value generator.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Drive running daemons instead: their control units' data addresses, comma-separated
+    /// (SUBMIT frames go to all of them; the primary applies them).
+    #[arg(long, value_delimiter = ',')]
+    pub connect: Vec<std::net::SocketAddr>,
+    /// Submitter ID to send as (must be listed in the daemons' `[submitters]`).
+    #[arg(long, default_value_t = 900)]
+    pub submitter_id: u32,
 }
 
 struct Shard {
@@ -70,6 +77,9 @@ struct Shard {
 }
 
 pub fn run(args: ChurnArgs) -> ExitCode {
+    if !args.connect.is_empty() {
+        return connect(&args);
+    }
     match churn(&args) {
         Ok(ok) => {
             if ok {
@@ -80,6 +90,41 @@ pub fn run(args: ChurnArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("statesync churn: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `--connect`: load running daemons over the network.
+fn connect(args: &ChurnArgs) -> ExitCode {
+    let rate = match parse_rate(&args.rate) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("statesync churn: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let spec = crate::cli::load::LoadSpec {
+        targets: args.connect.clone(),
+        submitter_id: args.submitter_id,
+        channels: args.channels,
+        keys: args.keys,
+        value_bytes: args.value_bytes,
+        rate,
+        duration: Duration::from_secs_f64(args.duration),
+        datagram_bytes: args.datagram_bytes.min(1472),
+        seed: args.seed,
+    };
+    match crate::cli::load::run_load(&spec, true, || false) {
+        Ok(r) => {
+            println!(
+                "load done: {} changes in {} datagrams ({} send errors); check commits with `statesync status`",
+                r.changes_sent, r.datagrams_sent, r.send_errors
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("statesync churn --connect: {e}");
             ExitCode::from(2)
         }
     }

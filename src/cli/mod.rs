@@ -2,4 +2,5 @@
 //! run them).
 
 pub mod churn;
+pub mod load;
 pub mod sim;

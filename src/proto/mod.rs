@@ -13,7 +13,7 @@ pub mod ring;
 pub mod state;
 
 pub use client::Client;
-pub use control::{ControlUnit, SubmitError};
+pub use control::{ChannelFailover, ControlUnit, SubmitError};
 pub use history::OpStatus;
 pub use state::ChannelState;
 

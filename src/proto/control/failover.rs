@@ -157,6 +157,15 @@ impl ControlUnit {
             Resolution::Behind { client_op } => client_op.min(cut),
             _ => c.acked.min(cut),
         };
+        let c = &mut self.chans[ci];
+        c.last_failover = Some(super::ChannelFailover {
+            epoch: self.epoch,
+            resolution,
+            cut,
+            replay_sections: 0,
+            replay_bytes: 0,
+            full_replay_bytes: 0,
+        });
         self.events.push(Event::ChannelResolved {
             channel,
             resolution,

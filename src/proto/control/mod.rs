@@ -86,6 +86,8 @@ struct Chan {
     fo_pending: bool,
     fo_query_due: bool,
     fo_replay: Option<u64>,
+    /// What the last failover decided for this channel, for operators and drills.
+    last_failover: Option<ChannelFailover>,
 }
 
 impl Chan {
@@ -115,6 +117,7 @@ impl Chan {
             fo_pending: false,
             fo_query_due: false,
             fo_replay: None,
+            last_failover: None,
         }
     }
 
@@ -140,6 +143,18 @@ impl Chan {
         self.nack = None;
         self.commit_dirty = false;
     }
+}
+
+/// What a failover decided for one channel: the client's answer, the cut, and the replay it
+/// needed (sections, bytes sent, bytes a full replay of the channel would have sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelFailover {
+    pub epoch: u64,
+    pub resolution: crate::proto::Resolution,
+    pub cut: u64,
+    pub replay_sections: u64,
+    pub replay_bytes: u64,
+    pub full_replay_bytes: u64,
 }
 
 /// Why a control-plane request was refused.
@@ -334,6 +349,11 @@ impl ControlUnit {
         (c.applied, c.ring.top())
     }
     /// Standby: highest op contained in a transferred snapshot (0 once caught up past it).
+    /// What the last failover this node led decided for `channel`.
+    pub fn last_failover(&self, channel: u32) -> Option<ChannelFailover> {
+        self.chans.get(channel as usize).and_then(|c| c.last_failover)
+    }
+
     pub fn preapplied_top(&self, channel: u32) -> u64 {
         self.chans[channel as usize].preapplied_top
     }

@@ -445,6 +445,13 @@ impl ControlUnit {
             + c.state.entry_count(ALL_SECTIONS_MASK)
                 * (size_of::<crate::wire::BulkEntry>() as u64 + 4);
         self.counters.replays_started += 1;
+        if let Some(f) = &mut c.last_failover
+            && f.epoch == self.epoch
+        {
+            f.replay_sections |= sections;
+            f.replay_bytes += tx.payload_bytes;
+            f.full_replay_bytes += full_bytes;
+        }
         self.events.push(Event::ReplayStarted {
             channel,
             client: c.owner,
