@@ -158,6 +158,17 @@ impl ControlUnit {
             _ => c.acked.min(cut),
         };
         let c = &mut self.chans[ci];
+        let resent: (u64, u64) = match resolution {
+            Resolution::Behind { client_op } if replay.is_none() => (client_op + 1..=cut)
+                .filter_map(|op| c.ring.get(op))
+                .fold((0, 0), |(n, b), s| {
+                    (
+                        n + 1,
+                        b + (4 + size_of::<crate::wire::UpdateFixed>() + s.public_len) as u64,
+                    )
+                }),
+            _ => (0, 0),
+        };
         c.last_failover = Some(super::ChannelFailover {
             epoch: self.epoch,
             resolution,
@@ -165,6 +176,8 @@ impl ControlUnit {
             replay_sections: 0,
             replay_bytes: 0,
             full_replay_bytes: 0,
+            resent_ops: resent.0,
+            resent_bytes: resent.1,
         });
         self.events.push(Event::ChannelResolved {
             channel,

@@ -155,6 +155,10 @@ pub struct ChannelFailover {
     pub replay_sections: u64,
     pub replay_bytes: u64,
     pub full_replay_bytes: u64,
+    /// Ops the client lacked that are resent as ordinary updates (the `Behind` case), and
+    /// their bytes on the wire.
+    pub resent_ops: u64,
+    pub resent_bytes: u64,
 }
 
 /// Why a control-plane request was refused.
@@ -351,7 +355,9 @@ impl ControlUnit {
     /// Standby: highest op contained in a transferred snapshot (0 once caught up past it).
     /// What the last failover this node led decided for `channel`.
     pub fn last_failover(&self, channel: u32) -> Option<ChannelFailover> {
-        self.chans.get(channel as usize).and_then(|c| c.last_failover)
+        self.chans
+            .get(channel as usize)
+            .and_then(|c| c.last_failover)
     }
 
     pub fn preapplied_top(&self, channel: u32) -> u64 {
