@@ -3,9 +3,11 @@
 //! Layers, each depending only on those above it in this list:
 //! - [`wire`]: the zero-copy frame format;
 //! - [`proto`]: sans-IO state machines for primary, standby and client;
-//! - [`sim`]: the deterministic simulator that runs `proto` under seeded faults.
+//! - [`sim`]: the deterministic simulator that runs `proto` under seeded faults;
+//! - [`daemon`]: one node per process, configured from a shared TOML file, with an admin socket.
 
 pub mod cli;
+pub mod daemon;
 pub mod proto;
 pub mod rng;
 pub mod runtime;

@@ -20,6 +20,46 @@ enum Cmd {
     Churn(statesync::cli::churn::ChurnArgs),
     /// Run the deterministic fault simulator over many seeds.
     Sim(statesync::cli::sim::SimArgs),
+    /// Run the initial primary control unit of a deployment (must be control_units[0]).
+    Primary(statesync::daemon::cli::PrimaryArgs),
+    /// Run a standby control unit (--rejoin after a restart: joins by state transfer).
+    Standby(statesync::daemon::cli::StandbyArgs),
+    /// Run a client (--fresh after a restart: asks for a full replay).
+    Client(statesync::daemon::cli::ClientArgs),
+    /// Ask a node's admin socket for its status: role, epoch, per-channel positions, digests.
+    Status(statesync::daemon::cli::StatusArgs),
+    /// Planned switchover: tell that standby to take over now.
+    Switchover(statesync::daemon::cli::SwitchoverArgs),
+    /// Failover drill: real daemons, kill -9 under load, measured detection and recovery.
+    Drill(statesync::cli::drill::DrillArgs),
+    /// Send one raw admin request (JSON) and print the reply.
+    Admin(AdminArgs),
+}
+
+#[derive(clap::Args)]
+struct AdminArgs {
+    addr: std::net::SocketAddr,
+    request: String,
+}
+
+fn admin(a: AdminArgs) -> ExitCode {
+    let req: serde_json::Value = match serde_json::from_str(&a.request) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("statesync admin: request is not JSON: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match statesync::daemon::admin::request(a.addr, &req, std::time::Duration::from_millis(500)) {
+        Ok(v) => {
+            println!("{v}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("statesync admin: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -27,5 +67,12 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Churn(a) => statesync::cli::churn::run(a),
         Cmd::Sim(a) => statesync::cli::sim::run(a),
+        Cmd::Primary(a) => statesync::daemon::cli::run_primary(a),
+        Cmd::Standby(a) => statesync::daemon::cli::run_standby(a),
+        Cmd::Client(a) => statesync::daemon::cli::run_client(a),
+        Cmd::Status(a) => statesync::daemon::cli::run_status(a),
+        Cmd::Switchover(a) => statesync::daemon::cli::run_switchover(a),
+        Cmd::Drill(a) => statesync::cli::drill::run(a),
+        Cmd::Admin(a) => admin(a),
     }
 }

@@ -31,7 +31,11 @@ pub struct LoadReport {
 
 /// Sends load until the duration passes or `stop` returns true; prints progress every second
 /// when `progress` is set.
-pub fn run_load(spec: &LoadSpec, progress: bool, mut stop: impl FnMut() -> bool) -> std::io::Result<LoadReport> {
+pub fn run_load(
+    spec: &LoadSpec,
+    progress: bool,
+    mut stop: impl FnMut() -> bool,
+) -> std::io::Result<LoadReport> {
     let bind: SocketAddr = if spec.targets.first().is_some_and(|a| a.is_ipv6()) {
         "[::]:0".parse().expect("literal")
     } else {
@@ -49,7 +53,9 @@ pub fn run_load(spec: &LoadSpec, progress: bool, mut stop: impl FnMut() -> bool)
     while start.elapsed() < spec.duration && !stop() {
         // How many changes are due by now (open loop), in frames of as many as fit.
         let due = match spec.rate {
-            Some(r) => ((start.elapsed().as_secs_f64() * r) as u64).saturating_sub(report.changes_sent),
+            Some(r) => {
+                ((start.elapsed().as_secs_f64() * r) as u64).saturating_sub(report.changes_sent)
+            }
             None => u64::MAX,
         };
         if due == 0 {
@@ -63,7 +69,15 @@ pub fn run_load(spec: &LoadSpec, progress: bool, mut stop: impl FnMut() -> bool)
             let channel = (key % spec.channels as u64) as u32;
             entry.clear();
             let section = ((key / spec.channels as u64) % 64) as u8;
-            encode_entry(&mut entry, &Entry { section, key, value: Some(&value), private: false });
+            encode_entry(
+                &mut entry,
+                &Entry {
+                    section,
+                    key,
+                    value: Some(&value),
+                    private: false,
+                },
+            );
             if !fb.push_submit(channel, seq, (&entry, 1), (&[], 0)) {
                 break;
             }

@@ -2,5 +2,6 @@
 //! run them).
 
 pub mod churn;
+pub mod drill;
 pub mod load;
 pub mod sim;

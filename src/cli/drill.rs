@@ -1,0 +1,701 @@
+//! `statesync drill`: real processes, real sockets, real crashes. It starts the primary, the
+//! standby and N clients as separate daemons (optionally each in its own network namespace),
+//! drives load through a separate load-client process, kills the primary with SIGKILL at a
+//! random moment, and measures detection and recovery from the daemons' own timestamps. It then
+//! checks that every client converged to the new primary, that every op known committed before
+//! the kill survived, restarts the old primary (it rejoins as standby) and repeats.
+
+use crate::rng::SplitMix64;
+use serde_json::{Value, json};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DrillArgs {
+    /// Failovers to run.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    #[arg(long, default_value_t = 3)]
+    pub clients: u32,
+    /// Channels per client.
+    #[arg(long, default_value_t = 4)]
+    pub channels_per_client: u32,
+    /// Load, in changes per second.
+    #[arg(long, default_value_t = 20_000.0)]
+    pub rate: f64,
+    /// Each node in its own network namespace (needs root; uses tools/lab-up.sh's layout).
+    #[arg(long)]
+    pub netns: bool,
+    /// kill-primary | stale-primary | kill-standby | kill-client-in-replay | loss
+    #[arg(long, default_value = "kill-primary")]
+    pub variant: String,
+    #[arg(long, default_value_t = 10)]
+    pub heartbeat_ms: u64,
+    #[arg(long, default_value_t = 50)]
+    pub failover_timeout_ms: u64,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Keep the work directory (configs and daemon logs).
+    #[arg(long)]
+    pub keep: bool,
+}
+
+fn unix_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+struct Node {
+    id: u32,
+    ns: Option<String>,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    child: Option<Child>,
+}
+
+struct Lab {
+    exe: PathBuf,
+    dir: PathBuf,
+    config: PathBuf,
+    netns: bool,
+    cus: Vec<Node>,
+    clients: Vec<Node>,
+    load: Option<Child>,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for n in self.cus.iter_mut().chain(self.clients.iter_mut()) {
+            if let Some(c) = &mut n.child {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if let Some(l) = &mut self.load {
+            let _ = l.kill();
+            let _ = l.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map_or(0, |a| a.port())
+}
+
+impl Lab {
+    fn command(&self, ns: &Option<String>) -> Command {
+        match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.exe);
+                c
+            }
+            None => Command::new(&self.exe),
+        }
+    }
+
+    fn spawn(&mut self, cu: bool, idx: usize, args: &[&str]) -> Result<(), String> {
+        let node = if cu {
+            &self.cus[idx]
+        } else {
+            &self.clients[idx]
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("node-{}.log", node.id)))
+            .map_err(|e| e.to_string())?;
+        let mut cmd = self.command(&node.ns);
+        cmd.args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--id")
+            .arg(node.id.to_string())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("starting node {}: {e}", node.id))?;
+        if cu {
+            self.cus[idx].child = Some(child);
+        } else {
+            self.clients[idx].child = Some(child);
+        }
+        Ok(())
+    }
+
+    /// One admin request. In a namespace lab the request is made from the load namespace.
+    fn admin(&self, addr: SocketAddr, req: &Value) -> Result<Value, String> {
+        if self.netns {
+            let out = Command::new("ip")
+                .args(["netns", "exec", "ss-lg"])
+                .arg(&self.exe)
+                .args(["admin", &addr.to_string(), &req.to_string()])
+                .output()
+                .map_err(|e| e.to_string())?;
+            return serde_json::from_slice(&out.stdout)
+                .map_err(|e| format!("admin reply from {addr}: {e}"));
+        }
+        crate::daemon::admin::request(addr, req, Duration::from_millis(300))
+            .map_err(|e| e.to_string())
+    }
+
+    fn status(&self, admin: SocketAddr) -> Option<Value> {
+        self.admin(admin, &json!({"cmd": "status"})).ok()
+    }
+
+    fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut ok: impl FnMut(&Lab) -> bool,
+    ) -> Result<Duration, String> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if ok(self) {
+                return Ok(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err(format!("timed out after {timeout:?} waiting for {what}"))
+    }
+}
+
+fn write_config(lab: &Lab, args: &DrillArgs, loss: f64) -> Result<(), String> {
+    let mut s = String::new();
+    for n in &lab.cus {
+        s += &format!(
+            "[[control_units]]\nid = {}\naddr = \"{}\"\nadmin = \"{}\"\n\n",
+            n.id, n.addr, n.admin
+        );
+    }
+    for (i, n) in lab.clients.iter().enumerate() {
+        let chans: Vec<String> = (0..args.channels_per_client)
+            .map(|k| (i as u32 * args.channels_per_client + k).to_string())
+            .collect();
+        s += &format!(
+            "[[clients]]\nid = {}\naddr = \"{}\"\nadmin = \"{}\"\nchannels = [{}]\n\n",
+            n.id,
+            n.addr,
+            n.admin,
+            chans.join(", ")
+        );
+    }
+    s += "[submitters]\nids = [900]\n\n";
+    s += &format!(
+        "[timing]\nheartbeat_ms = {}\nfailover_timeout_ms = {}\ndrop_timeout_ms = {}\nquery_timeout_ms = {}\nrto_ms = 20\n\n",
+        args.heartbeat_ms,
+        args.failover_timeout_ms,
+        args.failover_timeout_ms * 2,
+        args.failover_timeout_ms.max(40)
+    );
+    s += "[protocol]\ncut_policy = \"complete\"\nwindow_ops = 8192\nmax_datagram_bytes = 1472\n";
+    if loss > 0.0 {
+        s += &format!(
+            "\n[faults]\ndrop = {loss}\nduplicate = {}\nreorder = {loss}\nseed = {}\n",
+            loss / 2.0,
+            args.seed
+        );
+    }
+    std::fs::write(&lab.config, s).map_err(|e| e.to_string())
+}
+
+fn field_u64(v: &Value, path: &[&str]) -> Option<u64> {
+    let mut cur = v;
+    for p in path {
+        cur = cur.get(p)?;
+    }
+    cur.as_u64()
+}
+
+fn role(v: &Option<Value>) -> String {
+    v.as_ref()
+        .and_then(|v| v.get("role"))
+        .and_then(|r| r.as_str())
+        .unwrap_or("down")
+        .to_string()
+}
+
+/// Per-channel (next_op, commit, public_digest) of a control unit's status.
+fn channels(v: &Value) -> Vec<(u64, u64, String, Value)> {
+    v.get("channels")
+        .and_then(|c| c.as_array())
+        .map(|a| {
+            a.iter()
+                .map(|c| {
+                    (
+                        c.get("next_op").and_then(Value::as_u64).unwrap_or(0),
+                        c.get("commit").and_then(Value::as_u64).unwrap_or(0),
+                        c.get("public_digest")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                        c.clone(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Default, Clone)]
+struct Round {
+    round: u32,
+    killed: u32,
+    new_primary: u32,
+    detection_ms: f64,
+    recovery_ms: f64,
+    out_of_sync_channels: u32,
+    out_of_sync_clients: Vec<u32>,
+    replayed_bytes: u64,
+    full_resync_bytes: u64,
+    committed_checked: u64,
+    lost_committed: u64,
+    digests_equal: bool,
+    rejoined: bool,
+    stale_fenced: Option<bool>,
+}
+
+pub fn run(args: DrillArgs) -> ExitCode {
+    match drill(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("statesync drill: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+pub fn drill(args: &DrillArgs) -> Result<bool, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = std::env::temp_dir().join(format!("statesync-drill-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let variant = args.variant.as_str();
+    if ![
+        "kill-primary",
+        "stale-primary",
+        "kill-standby",
+        "kill-client-in-replay",
+        "loss",
+    ]
+    .contains(&variant)
+    {
+        return Err(format!("--variant: unknown '{variant}'"));
+    }
+    if args.netns {
+        let lab_up = exe
+            .ancestors()
+            .map(|p| p.join("tools/lab-up.sh"))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| PathBuf::from("tools/lab-up.sh"));
+        let st = Command::new("bash")
+            .arg(&lab_up)
+            .arg(args.clients.to_string())
+            .stdout(Stdio::null())
+            .status();
+        if !st.is_ok_and(|s| s.success()) {
+            return Err(format!(
+                "{} failed (needs root and iproute2)",
+                lab_up.display()
+            ));
+        }
+    }
+    let mk = |id: u32, ns: Option<String>, host: u8| -> Node {
+        let (addr, admin) = if ns.is_some() {
+            (
+                format!("10.77.0.{host}:7100").parse().expect("addr"),
+                format!("10.77.0.{host}:7001").parse().expect("addr"),
+            )
+        } else {
+            (
+                SocketAddr::from(([127, 0, 0, 1], free_port())),
+                SocketAddr::from(([127, 0, 0, 1], free_port())),
+            )
+        };
+        Node {
+            id,
+            ns,
+            addr,
+            admin,
+            child: None,
+        }
+    };
+    let ns = |name: String| args.netns.then_some(name);
+    let cus = vec![mk(1, ns("ss-cu1".into()), 1), mk(2, ns("ss-cu2".into()), 2)];
+    let clients = (0..args.clients)
+        .map(|i| mk(100 + i, ns(format!("ss-cl{}", i + 1)), 11 + i as u8))
+        .collect();
+    let mut lab = Lab {
+        exe,
+        config: dir.join("drill.toml"),
+        dir: dir.clone(),
+        netns: args.netns,
+        cus,
+        clients,
+        load: None,
+    };
+    write_config(&lab, args, if variant == "loss" { 0.01 } else { 0.0 })?;
+    lab.spawn(true, 0, &["primary"])?;
+    lab.spawn(true, 1, &["standby"])?;
+    for i in 0..lab.clients.len() {
+        lab.spawn(false, i, &["client"])?;
+    }
+    lab.wait_for(
+        "the initial primary and standby",
+        Duration::from_secs(10),
+        |l| {
+            role(&l.status(l.cus[0].admin)) == "primary"
+                && role(&l.status(l.cus[1].admin)) == "standby"
+        },
+    )?;
+    println!(
+        "drill: {} rounds, variant {variant}, {} clients x {} channels, {} changes/s, heartbeat {} ms, failover timeout {} ms, {}",
+        args.rounds,
+        args.clients,
+        args.channels_per_client,
+        args.rate,
+        args.heartbeat_ms,
+        args.failover_timeout_ms,
+        if args.netns {
+            "network namespaces"
+        } else {
+            "loopback"
+        }
+    );
+    let mut rng = SplitMix64::new(args.seed);
+    let mut rounds = Vec::new();
+    let mut primary = 0usize;
+    for r in 1..=args.rounds {
+        let round = run_round(&mut lab, args, variant, r, &mut primary, &mut rng)?;
+        println!(
+            "round {:>2}: killed {} -> primary {} | detect {:>6.1} ms recover {:>6.1} ms | out of sync {} ch ({:?}) | replayed {} B vs full {} B | committed checked {} lost {} | digests {} | rejoined {}{}",
+            round.round,
+            round.killed,
+            round.new_primary,
+            round.detection_ms,
+            round.recovery_ms,
+            round.out_of_sync_channels,
+            round.out_of_sync_clients,
+            round.replayed_bytes,
+            round.full_resync_bytes,
+            round.committed_checked,
+            round.lost_committed,
+            if round.digests_equal {
+                "equal"
+            } else {
+                "DIFFER"
+            },
+            round.rejoined,
+            round
+                .stale_fenced
+                .map_or(String::new(), |f| format!(" | stale primary fenced {f}")),
+        );
+        rounds.push(round);
+    }
+    summarize(args, variant, &rounds, &dir)
+}
+
+fn start_load(lab: &mut Lab, args: &DrillArgs) -> Result<(), String> {
+    let targets: Vec<String> = lab.cus.iter().map(|n| n.addr.to_string()).collect();
+    let channels = args.clients * args.channels_per_client;
+    let ns = if lab.netns {
+        Some("ss-lg".to_string())
+    } else {
+        None
+    };
+    let mut cmd = lab.command(&ns);
+    cmd.args([
+        "churn",
+        "--connect",
+        &targets.join(","),
+        "--rate",
+        &args.rate.to_string(),
+        "--duration",
+        "3600",
+        "--channels",
+        &channels.to_string(),
+        "--keys",
+        "65536",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    lab.load = Some(
+        cmd.spawn()
+            .map_err(|e| format!("starting the load client: {e}"))?,
+    );
+    Ok(())
+}
+
+fn stop_load(lab: &mut Lab) {
+    if let Some(mut l) = lab.load.take() {
+        let _ = l.kill();
+        let _ = l.wait();
+    }
+}
+
+fn run_round(
+    lab: &mut Lab,
+    args: &DrillArgs,
+    variant: &str,
+    r: u32,
+    primary: &mut usize,
+    rng: &mut SplitMix64,
+) -> Result<Round, String> {
+    let p = *primary;
+    let s = 1 - p;
+    start_load(lab, args)?;
+    std::thread::sleep(Duration::from_millis(200 + rng.below(400)));
+    // The last commit watermarks seen before the kill: these ops must survive.
+    let before = lab
+        .status(lab.cus[p].admin)
+        .ok_or("primary status before the kill")?;
+    let old_epoch = field_u64(&before, &["epoch"]).unwrap_or(0);
+    let committed: Vec<u64> = channels(&before).iter().map(|c| c.1).collect();
+    let mut round = Round {
+        round: r,
+        killed: lab.cus[p].id,
+        ..Default::default()
+    };
+    let kill_us = unix_us();
+    let mut stopped_pid = None;
+    match variant {
+        "stale-primary" => {
+            // Freeze the primary (a partitioned or hung primary); it comes back later with its
+            // stale epoch and must be fenced.
+            let pid = lab.cus[p]
+                .child
+                .as_ref()
+                .map(|c| c.id())
+                .ok_or("primary not running")?;
+            // SAFETY: kill(2) with a pid of our own child and a valid signal number.
+            unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+            stopped_pid = Some(pid);
+        }
+        "kill-standby" => {
+            // A standby crash first (the primary must carry on), then the primary's.
+            if let Some(c) = &mut lab.cus[s].child {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            lab.spawn(true, s, &["standby", "--rejoin"])?;
+            let sid = lab.cus[s].id;
+            lab.wait_for(
+                "the restarted standby to rejoin",
+                Duration::from_secs(20),
+                |l| {
+                    role(&l.status(l.cus[s].admin)) == "standby"
+                        && l.status(l.cus[p].admin)
+                            .and_then(|v| field_u64(&v, &["sync_mask"]))
+                            .is_some_and(|m| m & (1 << s) != 0)
+                },
+            )
+            .map_err(|e| format!("standby {sid}: {e}"))?;
+            if let Some(c) = &mut lab.cus[p].child {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        _ => {
+            if let Some(c) = &mut lab.cus[p].child {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let kill_us = if variant == "kill-standby" {
+        unix_us()
+    } else {
+        kill_us
+    };
+    lab.wait_for("the standby to take over", Duration::from_secs(10), |l| {
+        role(&l.status(l.cus[s].admin)) == "primary"
+    })?;
+    if variant == "kill-client-in-replay" {
+        // Crash a client while the new primary may still be replaying to it; it restarts empty.
+        let victim = rng.below(lab.clients.len() as u64) as usize;
+        if let Some(c) = &mut lab.clients[victim].child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        lab.spawn(false, victim, &["client", "--fresh"])?;
+    }
+    let st = lab.status(lab.cus[s].admin).ok_or("new primary status")?;
+    let started = field_u64(&st, &["failover", "started_unix_us"]).unwrap_or(kill_us);
+    let finished = field_u64(&st, &["failover", "finished_unix_us"]).unwrap_or(kill_us);
+    round.new_primary = lab.cus[s].id;
+    round.detection_ms = started.saturating_sub(kill_us) as f64 / 1000.0;
+    round.recovery_ms = finished.saturating_sub(kill_us) as f64 / 1000.0;
+    std::thread::sleep(Duration::from_millis(300));
+    stop_load(lab);
+    if let Some(pid) = stopped_pid {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    }
+    let st = lab.status(lab.cus[s].admin).ok_or("new primary status")?;
+    for (ch, (_, _, _, c)) in channels(&st).iter().enumerate() {
+        // What relearning everything would send: every channel's whole state.
+        round.full_resync_bytes += c.get("state_bytes").and_then(Value::as_u64).unwrap_or(0);
+        if let Some(f) = c.get("last_failover") {
+            let bytes = f.get("replay_bytes").and_then(Value::as_u64).unwrap_or(0);
+            round.replayed_bytes += bytes;
+            if f.get("resolution").and_then(Value::as_str) != Some("in_sync") {
+                round.out_of_sync_channels += 1;
+                let owner = lab
+                    .clients
+                    .get(ch / args.channels_per_client as usize)
+                    .map_or(0, |n| n.id);
+                if !round.out_of_sync_clients.contains(&owner) {
+                    round.out_of_sync_clients.push(owner);
+                }
+            }
+        }
+        // Every op seen committed before the kill must still be committed.
+        if let Some(&c) = committed.get(ch)
+            && c > 0
+        {
+            round.committed_checked += c;
+            let q = json!({"cmd": "op_status", "channel": ch, "epoch": old_epoch, "op": c});
+            let ok = lab
+                .admin(lab.cus[s].admin, &q)
+                .ok()
+                .and_then(|v| v.get("status").and_then(Value::as_str).map(String::from));
+            if ok.as_deref() != Some("committed") {
+                round.lost_committed += c;
+            }
+        }
+    }
+    if stopped_pid.is_some() {
+        // The stale primary must have stepped down without changing any client.
+        let fenced = lab.wait_for(
+            "the stale primary to step down",
+            Duration::from_secs(10),
+            |l| {
+                let st = l.status(l.cus[p].admin);
+                matches!(role(&st).as_str(), "joining" | "standby")
+            },
+        );
+        let stale_rejects: u64 = lab
+            .clients
+            .iter()
+            .filter_map(|c| lab.status(c.admin))
+            .filter_map(|v| field_u64(&v, &["counters", "rejected_stale_epoch"]))
+            .sum();
+        round.stale_fenced = Some(fenced.is_ok());
+        println!(
+            "  stale primary: stepped down {}, client stale-epoch rejections {stale_rejects}",
+            fenced.is_ok()
+        );
+    } else {
+        // Restart the old primary: it rejoins as standby through a state transfer.
+        lab.spawn(true, p, &["standby", "--rejoin"])?;
+    }
+    let rejoined = lab.wait_for(
+        "the old primary to rejoin as standby",
+        Duration::from_secs(20),
+        |l| {
+            role(&l.status(l.cus[p].admin)) == "standby"
+                && l.status(l.cus[s].admin)
+                    .and_then(|v| field_u64(&v, &["sync_mask"]))
+                    .is_some_and(|m| m & (1 << p) != 0)
+        },
+    );
+    round.rejoined = rejoined.is_ok();
+    // Converge: every channel committed through its last op and every client at the same op
+    // with the same digest.
+    let converged = lab.wait_for("convergence", Duration::from_secs(20), |l| {
+        let Some(st) = l.status(l.cus[s].admin) else {
+            return false;
+        };
+        let chans = channels(&st);
+        if chans.iter().any(|c| c.1 + 1 != c.0) {
+            return false;
+        }
+        l.clients.iter().all(|cl| {
+            l.status(cl.admin).is_some_and(|cs| {
+                channels(&cs).iter().all(|c| {
+                    let ch =
+                        c.3.get("channel")
+                            .and_then(Value::as_u64)
+                            .unwrap_or(u64::MAX) as usize;
+                    chans.get(ch).is_some_and(|pc| {
+                        pc.2 == c.2 && c.3.get("applied").and_then(Value::as_u64) == Some(pc.0 - 1)
+                    })
+                })
+            })
+        })
+    });
+    round.digests_equal = converged.is_ok();
+    round.stale_fenced = round.stale_fenced.map(|f| f && round.digests_equal);
+    *primary = s;
+    Ok(round)
+}
+
+fn summarize(
+    args: &DrillArgs,
+    variant: &str,
+    rounds: &[Round],
+    dir: &Path,
+) -> Result<bool, String> {
+    let mut det: Vec<f64> = rounds.iter().map(|r| r.detection_ms).collect();
+    let mut rec: Vec<f64> = rounds.iter().map(|r| r.recovery_ms).collect();
+    det.sort_by(f64::total_cmp);
+    rec.sort_by(f64::total_cmp);
+    let med = |v: &[f64]| v.get(v.len() / 2).copied().unwrap_or(0.0);
+    let max = |v: &[f64]| v.last().copied().unwrap_or(0.0);
+    let converged = rounds
+        .iter()
+        .filter(|r| r.digests_equal && r.lost_committed == 0 && r.rejoined)
+        .count();
+    let lost: u64 = rounds.iter().map(|r| r.lost_committed).sum();
+    let differ = rounds.iter().filter(|r| !r.digests_equal).count();
+    println!("\n== drill summary ({variant}) ==");
+    println!("rounds converged: {converged} of {}", rounds.len());
+    println!("committed ops lost: {lost}; rounds with differing digests: {differ}");
+    println!(
+        "detection: median {:.1} ms, max {:.1} ms",
+        med(&det),
+        max(&det)
+    );
+    println!(
+        "recovery:  median {:.1} ms, max {:.1} ms",
+        med(&rec),
+        max(&rec)
+    );
+    if let Some(path) = &args.json {
+        let j = json!({
+            "variant": variant,
+            "netns": args.netns,
+            "rounds": rounds.len(),
+            "converged": converged,
+            "lost_committed": lost,
+            "digests_differ": differ,
+            "detection_ms": {"median": med(&det), "max": max(&det)},
+            "recovery_ms": {"median": med(&rec), "max": max(&rec)},
+            "per_round": rounds.iter().map(|r| json!({
+                "round": r.round, "killed": r.killed, "new_primary": r.new_primary,
+                "detection_ms": r.detection_ms, "recovery_ms": r.recovery_ms,
+                "out_of_sync_channels": r.out_of_sync_channels, "out_of_sync_clients": r.out_of_sync_clients,
+                "replayed_bytes": r.replayed_bytes, "full_resync_bytes": r.full_resync_bytes,
+                "committed_checked": r.committed_checked, "lost_committed": r.lost_committed,
+                "digests_equal": r.digests_equal, "rejoined": r.rejoined, "stale_fenced": r.stale_fenced,
+            })).collect::<Vec<_>>(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&j).expect("json"))
+            .map_err(|e| e.to_string())?;
+    }
+    if !args.keep {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    if args.netns {
+        let _ = Command::new("bash").arg("-c").arg("for n in $(ip netns list | awk '{print $1}' | grep '^ss-'); do ip netns pids $n | xargs -r kill -9; ip netns del $n; done").status();
+    }
+    Ok(converged == rounds.len())
+}

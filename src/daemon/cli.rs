@@ -1,0 +1,304 @@
+//! `statesync primary|standby|client|status|switchover`.
+
+use super::admin::request;
+use super::config::load;
+use super::format_unix_us;
+use super::run::{Mode, run_node};
+use crate::proto::NodeId;
+use serde_json::{Value, json};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct NodeArgs {
+    /// Deployment config (TOML, shared by every node).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// This node's id in the config.
+    #[arg(long)]
+    pub id: NodeId,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct PrimaryArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct StandbyArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// A restarted control unit: start without state and join through a state transfer.
+    #[arg(long)]
+    pub rejoin: bool,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClientArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// A restarted client: start without state and ask for a full replay.
+    #[arg(long)]
+    pub fresh: bool,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct StatusArgs {
+    /// The node's admin address (IP:PORT or HOST:PORT).
+    pub addr: String,
+    /// Print the raw JSON reply.
+    #[arg(long)]
+    pub json: bool,
+    /// How long to wait for the reply, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub timeout_ms: u64,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct SwitchoverArgs {
+    /// Admin address of the standby that should take over.
+    #[arg(long)]
+    pub standby: String,
+    /// How long to wait for the reply, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub timeout_ms: u64,
+}
+
+fn run_daemon(node: &NodeArgs, mode: Mode) -> ExitCode {
+    let cfg = match load(&node.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("statesync: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run_node(&cfg, node.id, mode) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("statesync: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+pub fn run_primary(a: PrimaryArgs) -> ExitCode {
+    run_daemon(&a.node, Mode::Primary)
+}
+
+pub fn run_standby(a: StandbyArgs) -> ExitCode {
+    run_daemon(&a.node, Mode::Standby { rejoin: a.rejoin })
+}
+
+pub fn run_client(a: ClientArgs) -> ExitCode {
+    run_daemon(&a.node, Mode::Client { fresh: a.fresh })
+}
+
+fn resolve(s: &str) -> Result<SocketAddr, String> {
+    s.to_socket_addrs()
+        .map_err(|e| format!("{s}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{s}: resolves to no address"))
+}
+
+fn ask(addr: &str, req: Value, timeout_ms: u64) -> Result<Value, String> {
+    let a = resolve(addr)?;
+    request(a, &req, Duration::from_millis(timeout_ms)).map_err(|e| e.to_string())
+}
+
+pub fn run_status(a: StatusArgs) -> ExitCode {
+    let v = match ask(&a.addr, json!({"cmd": "status"}), a.timeout_ms) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("statesync status: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if a.json {
+        println!("{v}");
+    } else {
+        print!("{}", format_status(&v));
+    }
+    if v["ok"] == false {
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+pub fn run_switchover(a: SwitchoverArgs) -> ExitCode {
+    match ask(&a.standby, json!({"cmd": "takeover"}), a.timeout_ms) {
+        Ok(v) if v["ok"] == true => {
+            println!(
+                "{}: taking over, epoch {}",
+                a.standby,
+                v["epoch"]
+                    .as_u64()
+                    .map_or("?".to_owned(), |e| e.to_string())
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            eprintln!(
+                "statesync switchover: {}: {}",
+                a.standby,
+                v["error"].as_str().unwrap_or("refused")
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("statesync switchover: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn num(v: &Value) -> String {
+    match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn unix_field(v: &Value) -> String {
+    v.as_u64().map_or("-".to_owned(), format_unix_us)
+}
+
+/// The human-readable form of a status reply.
+pub fn format_status(v: &Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    if v["ok"] == false {
+        let _ = writeln!(out, "error: {}", num(&v["error"]));
+        return out;
+    }
+    let epoch = v["epoch"].as_u64().unwrap_or(0);
+    let kind = v["kind"].as_str().unwrap_or("?");
+    if kind == "client" {
+        let _ = writeln!(
+            out,
+            "node {} (client)  epoch {epoch} (counter {}), primary {}",
+            num(&v["id"]),
+            epoch >> 8,
+            num(&v["primary"])
+        );
+        let _ = writeln!(
+            out,
+            "{:>7} {:>12} {:>8}  public_digest",
+            "channel", "applied", "unknown"
+        );
+        for c in v["channels"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "{:>7} {:>12} {:>8}  {}",
+                num(&c["channel"]),
+                num(&c["applied"]),
+                num(&c["unknown"]),
+                num(&c["public_digest"])
+            );
+        }
+    } else {
+        let _ = writeln!(
+            out,
+            "node {} (control unit)  role {}  epoch {epoch} (counter {}, owner index {})  sync_mask {:#b}",
+            num(&v["id"]),
+            num(&v["role"]),
+            epoch >> 8,
+            epoch & 0xff,
+            v["sync_mask"].as_u64().unwrap_or(0)
+        );
+        let f = &v["failover"];
+        if f["started_unix_us"].is_null() {
+            let _ = writeln!(out, "failover: none");
+        } else {
+            let took = match (
+                f["started_unix_us"].as_u64(),
+                f["finished_unix_us"].as_u64(),
+            ) {
+                (Some(s), Some(e)) => format!(" ({:.1} ms)", e.saturating_sub(s) as f64 / 1e3),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "failover: started {}, finished {}{took}; last heard from the old primary {}",
+                unix_field(&f["started_unix_us"]),
+                unix_field(&f["finished_unix_us"]),
+                unix_field(&f["last_primary_rx_unix_us"])
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{:>7} {:>10} {:>10} {:>10} {:>10} {:>10}  {:<16}  full_digest",
+            "channel", "next_op", "commit", "acked", "applied", "held", "public_digest"
+        );
+        for c in v["channels"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "{:>7} {:>10} {:>10} {:>10} {:>10} {:>10}  {:<16}  {}",
+                num(&c["channel"]),
+                num(&c["next_op"]),
+                num(&c["commit"]),
+                num(&c["client_acked"]),
+                num(&c["applied"]),
+                num(&c["held"]),
+                num(&c["public_digest"]),
+                num(&c["full_digest"])
+            );
+        }
+        let _ = writeln!(
+            out,
+            "submits: {} accepted, {} rejected",
+            num(&v["submits"]["accepted"]),
+            num(&v["submits"]["rejected"])
+        );
+    }
+    if let Some(n) = v["channels_truncated"].as_u64() {
+        let _ = writeln!(
+            out,
+            "({n} more channels not shown: reply cut to one datagram)"
+        );
+    }
+    let c = &v["counters"];
+    let _ = writeln!(
+        out,
+        "frames rx {} tx {}; rejected: malformed {}, stale epoch {}, unknown sender {}, unexpected {}; retransmits {}, replays {}",
+        num(&c["frames_rx"]),
+        num(&c["frames_tx"]),
+        num(&c["rejected_malformed"]),
+        num(&c["rejected_stale_epoch"]),
+        num(&c["rejected_unknown_sender"]),
+        num(&c["rejected_unexpected"]),
+        num(&c["retransmits"]),
+        num(&c["replays_started"])
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_both_kinds() {
+        let cu = json!({"ok":true,"id":1,"kind":"control_unit","role":"primary","epoch":512,
+            "failover":{"started_unix_us":1_000_000,"finished_unix_us":1_002_500,"last_primary_rx_unix_us":990_000},
+            "sync_mask":2,"channels":[{"channel":0,"next_op":18,"commit":17,"client_acked":17,"applied":17,"held":17,
+            "public_digest":"0123456789abcdef","full_digest":"fedcba9876543210"}],
+            "counters":{"frames_rx":5},"submits":{"accepted":3,"rejected":1}});
+        let s = format_status(&cu);
+        assert!(s.contains("role primary"), "{s}");
+        assert!(s.contains("0123456789abcdef"), "{s}");
+        assert!(s.contains("(2.5 ms)"), "{s}");
+        let cl = json!({"ok":true,"id":100,"kind":"client","epoch":256,"primary":1,
+            "channels":[{"channel":3,"applied":9,"unknown":false,"public_digest":"00000000000000aa"}]});
+        let s = format_status(&cl);
+        assert!(
+            s.contains("(client)") && s.contains("00000000000000aa"),
+            "{s}"
+        );
+        let s = format_status(&json!({"ok":false,"error":"x"}));
+        assert!(s.contains("error: x"));
+    }
+}

@@ -1,0 +1,700 @@
+//! The deployment config: one TOML file shared by every node (schema in `docs/DAEMON.md`).
+//!
+//! Parsing is two steps: `serde` reads the file into raw structs that reject unknown keys, then
+//! [`validate`] checks every value and builds a [`DeploymentConfig`]. Every error names the
+//! field it is about (`clients[1].channels: channel 7 is owned twice`).
+
+use crate::proto::{CutPolicy, NodeId, ProtoConfig, Topology};
+use crate::transport::{FaultConfig, IoChoice, TransportConfig};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Why a config could not be used. The message names the file and the field.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// TOML syntax or schema error (unknown key, wrong type); toml's message names the key.
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A value that parsed but is not valid; `message` starts with the field name.
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl ConfigError {
+    /// The message without the file name.
+    pub fn message(&self) -> String {
+        match self {
+            ConfigError::Read { source, .. } => format!("cannot read: {source}"),
+            ConfigError::Parse { message, .. } | ConfigError::Invalid { message, .. } => {
+                message.clone()
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw schema, exactly as in the file.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    control_units: Vec<RawNode>,
+    #[serde(default)]
+    clients: Vec<RawClient>,
+    #[serde(default)]
+    submitters: RawSubmitters,
+    #[serde(default)]
+    timing: RawTiming,
+    #[serde(default)]
+    protocol: RawProtocol,
+    #[serde(default)]
+    runtime: RawRuntime,
+    #[serde(default)]
+    faults: RawFaults,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    id: NodeId,
+    addr: String,
+    admin: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    id: NodeId,
+    addr: String,
+    admin: String,
+    channels: Vec<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSubmitters {
+    #[serde(default)]
+    ids: Vec<NodeId>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTiming {
+    heartbeat_ms: Option<u64>,
+    failover_timeout_ms: Option<u64>,
+    drop_timeout_ms: Option<u64>,
+    query_timeout_ms: Option<u64>,
+    rto_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProtocol {
+    cut_policy: Option<String>,
+    window_ops: Option<usize>,
+    max_datagram_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRuntime {
+    io: Option<String>,
+    #[serde(default)]
+    cores: Vec<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFaults {
+    drop: Option<f64>,
+    duplicate: Option<f64>,
+    reorder: Option<f64>,
+    delay: Option<f64>,
+    delay_us: Option<u64>,
+    seed: Option<u64>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated config.
+
+/// One node's sockets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSpec {
+    pub id: NodeId,
+    /// Data-plane UDP socket.
+    pub addr: SocketAddr,
+    /// Admin UDP socket (JSON requests).
+    pub admin: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientSpec {
+    pub node: NodeSpec,
+    pub channels: Vec<u32>,
+}
+
+/// What kind of node an ID names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    /// A control unit and its priority index (0 = initial primary).
+    ControlUnit {
+        index: usize,
+    },
+    Client,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub heartbeat_ms: u64,
+    pub failover_timeout_ms: u64,
+    pub drop_timeout_ms: u64,
+    pub query_timeout_ms: u64,
+    pub rto_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            heartbeat_ms: 10,
+            failover_timeout_ms: 50,
+            drop_timeout_ms: 100,
+            query_timeout_ms: 40,
+            rto_ms: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploymentConfig {
+    /// The file it came from (for messages).
+    pub path: PathBuf,
+    /// Priority order: the first is the initial primary.
+    pub control_units: Vec<NodeSpec>,
+    pub clients: Vec<ClientSpec>,
+    pub submitters: Vec<NodeId>,
+    pub timing: Timing,
+    pub cut_policy: CutPolicy,
+    pub window_ops: usize,
+    pub max_datagram_bytes: usize,
+    pub io: IoChoice,
+    pub cores: Vec<usize>,
+    pub faults: FaultConfig,
+}
+
+/// Reads and validates a config file.
+pub fn load(path: impl AsRef<Path>) -> Result<DeploymentConfig, ConfigError> {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Parses and validates config text; `path` is only used in messages.
+pub fn parse(text: &str, path: impl AsRef<Path>) -> Result<DeploymentConfig, ConfigError> {
+    let path = path.as_ref().to_owned();
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.clone(),
+        message: e.to_string().trim_end().to_owned(),
+    })?;
+    validate(raw, path.clone()).map_err(|message| ConfigError::Invalid { path, message })
+}
+
+fn parse_addr(field: &str, s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    // Host names ("localhost:7001") resolve once, at load.
+    match s.to_socket_addrs() {
+        Ok(mut it) => it
+            .next()
+            .ok_or_else(|| format!("{field}: {s:?} resolves to no address")),
+        Err(e) => Err(format!(
+            "{field}: invalid socket address {s:?} (expected IP:PORT): {e}"
+        )),
+    }
+}
+
+/// Parses `complete`, `fast` or `weighted:N`.
+pub fn parse_cut_policy(s: &str) -> Result<CutPolicy, String> {
+    let bad = || format!("protocol.cut_policy: expected complete|fast|weighted:N, got {s:?}");
+    match s {
+        "complete" => Ok(CutPolicy::Complete),
+        "fast" => Ok(CutPolicy::Fast),
+        _ => {
+            let n = s.strip_prefix("weighted:").ok_or_else(bad)?;
+            let max_ops = n.trim().parse::<u64>().map_err(|_| bad())?;
+            Ok(CutPolicy::Weighted { max_ops })
+        }
+    }
+}
+
+fn validate(raw: RawConfig, path: PathBuf) -> Result<DeploymentConfig, String> {
+    if raw.control_units.is_empty() {
+        return Err("control_units: empty (at least one [[control_units]] is needed)".into());
+    }
+    if raw.control_units.len() > 32 {
+        return Err(format!(
+            "control_units: {} listed, at most 32 are supported",
+            raw.control_units.len()
+        ));
+    }
+    // IDs: unique across every node and submitter; 0 means "none" on the wire.
+    let mut ids: HashMap<NodeId, String> = HashMap::new();
+    let mut claim_id = |id: NodeId, field: String| -> Result<(), String> {
+        if id == 0 {
+            return Err(format!("{field}: 0 is reserved, use a non-zero id"));
+        }
+        if let Some(prev) = ids.get(&id) {
+            return Err(format!("{field}: id {id} is already used by {prev}"));
+        }
+        ids.insert(id, field);
+        Ok(())
+    };
+    for (i, n) in raw.control_units.iter().enumerate() {
+        claim_id(n.id, format!("control_units[{i}].id"))?;
+    }
+    for (i, c) in raw.clients.iter().enumerate() {
+        claim_id(c.id, format!("clients[{i}].id"))?;
+    }
+    for (i, &s) in raw.submitters.ids.iter().enumerate() {
+        claim_id(s, format!("submitters.ids[{i}]"))?;
+    }
+
+    // Sockets: every bound address is distinct.
+    let mut addrs: HashMap<SocketAddr, String> = HashMap::new();
+    let mut claim_addr = |field: String, s: &str| -> Result<SocketAddr, String> {
+        let a = parse_addr(&field, s)?;
+        if a.port() == 0 {
+            return Err(format!(
+                "{field}: port 0 is not allowed (peers must know it)"
+            ));
+        }
+        if a.ip().is_unspecified() {
+            return Err(format!(
+                "{field}: {a} is unspecified; give the address peers reach this node at"
+            ));
+        }
+        if let Some(prev) = addrs.get(&a) {
+            return Err(format!("{field}: {a} is already used by {prev}"));
+        }
+        addrs.insert(a, field);
+        Ok(a)
+    };
+    let mut control_units = Vec::new();
+    for (i, n) in raw.control_units.iter().enumerate() {
+        control_units.push(NodeSpec {
+            id: n.id,
+            addr: claim_addr(format!("control_units[{i}].addr"), &n.addr)?,
+            admin: claim_addr(format!("control_units[{i}].admin"), &n.admin)?,
+        });
+    }
+    let mut clients = Vec::new();
+    // channel -> index of the owning client
+    let mut owner: BTreeMap<u32, usize> = BTreeMap::new();
+    for (i, c) in raw.clients.iter().enumerate() {
+        let node = NodeSpec {
+            id: c.id,
+            addr: claim_addr(format!("clients[{i}].addr"), &c.addr)?,
+            admin: claim_addr(format!("clients[{i}].admin"), &c.admin)?,
+        };
+        if c.channels.is_empty() {
+            return Err(format!("clients[{i}].channels: empty"));
+        }
+        for &ch in &c.channels {
+            if let Some(&prev) = owner.get(&ch) {
+                return Err(if prev == i {
+                    format!("clients[{i}].channels: channel {ch} is listed twice")
+                } else {
+                    format!(
+                        "clients[{i}].channels: channel {ch} is owned twice (also by clients[{prev}])"
+                    )
+                });
+            }
+            owner.insert(ch, i);
+        }
+        clients.push(ClientSpec {
+            node,
+            channels: c.channels.clone(),
+        });
+    }
+    // Dense numbering 0..N.
+    for (expect, (&ch, &i)) in owner.iter().enumerate() {
+        if ch as usize != expect {
+            return Err(format!(
+                "clients[{i}].channels: channel {ch} leaves a gap; channels must be numbered densely from 0 (channel {expect} is missing)"
+            ));
+        }
+    }
+
+    let d = Timing::default();
+    let t = &raw.timing;
+    let timing = Timing {
+        heartbeat_ms: t.heartbeat_ms.unwrap_or(d.heartbeat_ms),
+        failover_timeout_ms: t.failover_timeout_ms.unwrap_or(d.failover_timeout_ms),
+        drop_timeout_ms: t.drop_timeout_ms.unwrap_or(d.drop_timeout_ms),
+        query_timeout_ms: t.query_timeout_ms.unwrap_or(d.query_timeout_ms),
+        rto_ms: t.rto_ms.unwrap_or(d.rto_ms),
+    };
+    for (field, v) in [
+        ("heartbeat_ms", timing.heartbeat_ms),
+        ("failover_timeout_ms", timing.failover_timeout_ms),
+        ("drop_timeout_ms", timing.drop_timeout_ms),
+        ("query_timeout_ms", timing.query_timeout_ms),
+        ("rto_ms", timing.rto_ms),
+    ] {
+        if v == 0 {
+            return Err(format!("timing.{field}: must be at least 1"));
+        }
+        if v > 3_600_000 {
+            return Err(format!("timing.{field}: {v} ms is more than an hour"));
+        }
+    }
+    if timing.failover_timeout_ms <= timing.heartbeat_ms {
+        return Err(format!(
+            "timing.failover_timeout_ms: must exceed heartbeat_ms ({} <= {})",
+            timing.failover_timeout_ms, timing.heartbeat_ms
+        ));
+    }
+    if timing.drop_timeout_ms < timing.failover_timeout_ms {
+        return Err(format!(
+            "timing.drop_timeout_ms: must be at least failover_timeout_ms ({} < {})",
+            timing.drop_timeout_ms, timing.failover_timeout_ms
+        ));
+    }
+
+    let p = &raw.protocol;
+    let cut_policy = match &p.cut_policy {
+        Some(s) => parse_cut_policy(s)?,
+        None => CutPolicy::Complete,
+    };
+    let window_ops = p.window_ops.unwrap_or(4096);
+    if window_ops < 2 {
+        return Err(format!(
+            "protocol.window_ops: must be at least 2, got {window_ops}"
+        ));
+    }
+    if window_ops > 1 << 24 {
+        return Err(format!(
+            "protocol.window_ops: must be at most {}, got {window_ops}",
+            1 << 24
+        ));
+    }
+    let max_datagram_bytes = p.max_datagram_bytes.unwrap_or(1472);
+    if !(512..=crate::wire::MAX_FRAME_BYTES).contains(&max_datagram_bytes) {
+        return Err(format!(
+            "protocol.max_datagram_bytes: must be within 512..={}, got {max_datagram_bytes}",
+            crate::wire::MAX_FRAME_BYTES
+        ));
+    }
+
+    let io = match &raw.runtime.io {
+        Some(s) => s
+            .parse::<IoChoice>()
+            .map_err(|_| format!("runtime.io: expected auto|uring|mmsg, got {s:?}"))?,
+        None => IoChoice::Auto,
+    };
+    let cores = raw.runtime.cores.clone();
+
+    let f = &raw.faults;
+    let mut faults = FaultConfig {
+        seed: f.seed.unwrap_or(1),
+        delay_us: f.delay_us.unwrap_or(0),
+        ..FaultConfig::default()
+    };
+    for (field, v, slot) in [
+        ("drop", f.drop, &mut faults.drop),
+        ("duplicate", f.duplicate, &mut faults.duplicate),
+        ("reorder", f.reorder, &mut faults.reorder),
+        ("delay", f.delay, &mut faults.delay),
+    ] {
+        let v = v.unwrap_or(0.0);
+        if !(0.0..=1.0).contains(&v) {
+            return Err(format!(
+                "faults.{field}: a probability within 0..=1, got {v}"
+            ));
+        }
+        *slot = v;
+    }
+    if faults.delay > 0.0 && faults.delay_us == 0 {
+        return Err("faults.delay_us: must be set when faults.delay > 0".into());
+    }
+
+    let cfg = DeploymentConfig {
+        path,
+        control_units,
+        clients,
+        submitters: raw.submitters.ids.clone(),
+        timing,
+        cut_policy,
+        window_ops,
+        max_datagram_bytes,
+        io,
+        cores,
+        faults,
+    };
+    cfg.proto_config()
+        .validate()
+        .map_err(|e| format!("protocol: {e}"))?;
+    Ok(cfg)
+}
+
+impl DeploymentConfig {
+    pub fn topology(&self) -> Topology {
+        let channels = self.clients.iter().map(|c| c.channels.len()).sum::<usize>();
+        let mut channel_owner = vec![0; channels];
+        for c in &self.clients {
+            for &ch in &c.channels {
+                channel_owner[ch as usize] = c.node.id;
+            }
+        }
+        Topology {
+            control_units: self.control_units.iter().map(|n| n.id).collect(),
+            clients: self.clients.iter().map(|c| c.node.id).collect(),
+            channel_owner,
+            submitters: self.submitters.clone(),
+        }
+    }
+
+    /// The protocol settings every node of this deployment runs with.
+    pub fn proto_config(&self) -> ProtoConfig {
+        let mut p = ProtoConfig::new(self.topology());
+        let t = &self.timing;
+        p.heartbeat_interval_us = t.heartbeat_ms * 1000;
+        p.failover_timeout_us = t.failover_timeout_ms * 1000;
+        p.drop_timeout_us = t.drop_timeout_ms * 1000;
+        p.query_timeout_us = t.query_timeout_ms * 1000;
+        p.rto_us = t.rto_ms * 1000;
+        // Periodic work at least five times per heartbeat, and never coarser than 2 ms.
+        p.tick_us = (p.heartbeat_interval_us / 5).clamp(100, 2_000);
+        p.window_ops = self.window_ops;
+        p.cut_policy = self.cut_policy;
+        p.max_frame_bytes = self.max_datagram_bytes;
+        p
+    }
+
+    /// The node with this ID, if any.
+    pub fn node(&self, id: NodeId) -> Option<(NodeKind, &NodeSpec)> {
+        if let Some(index) = self.control_units.iter().position(|n| n.id == id) {
+            return Some((NodeKind::ControlUnit { index }, &self.control_units[index]));
+        }
+        self.clients
+            .iter()
+            .find(|c| c.node.id == id)
+            .map(|c| (NodeKind::Client, &c.node))
+    }
+
+    /// Every node, control units first.
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeSpec> {
+        self.control_units
+            .iter()
+            .chain(self.clients.iter().map(|c| &c.node))
+    }
+
+    /// How node `id` opens its data-plane socket; `None` if no such node.
+    pub fn transport_config(&self, id: NodeId) -> Option<TransportConfig> {
+        let (_, n) = self.node(id)?;
+        Some(TransportConfig {
+            bind: n.addr,
+            io: self.io,
+            max_datagram_bytes: self.max_datagram_bytes,
+            faults: self.faults,
+            ..TransportConfig::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[control_units]]
+id = 1
+addr = "127.0.0.1:17101"
+admin = "127.0.0.1:17001"
+[[control_units]]
+id = 2
+addr = "127.0.0.1:17102"
+admin = "127.0.0.1:17002"
+
+[[clients]]
+id = 100
+addr = "127.0.0.1:17200"
+admin = "127.0.0.1:17300"
+channels = [0, 1, 2]
+
+[[clients]]
+id = 101
+addr = "127.0.0.1:17201"
+admin = "127.0.0.1:17301"
+channels = [3, 4]
+
+[submitters]
+ids = [900]
+"#;
+
+    fn err(text: &str) -> String {
+        match parse(text, "test.toml") {
+            Ok(_) => panic!("config was accepted:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn assert_err(text: &str, needle: &str) {
+        let e = err(text);
+        assert!(
+            e.contains(needle),
+            "error {e:?} does not mention {needle:?}"
+        );
+        assert!(
+            e.starts_with("test.toml"),
+            "error {e:?} does not name the file"
+        );
+    }
+
+    #[test]
+    fn good_config_parses() {
+        let c = parse(GOOD, "test.toml").unwrap();
+        assert_eq!(c.control_units.len(), 2);
+        assert_eq!(c.clients.len(), 2);
+        let t = c.topology();
+        assert_eq!(t.channel_owner, vec![100, 100, 100, 101, 101]);
+        assert_eq!(t.submitters, vec![900]);
+        let p = c.proto_config();
+        assert_eq!(p.heartbeat_interval_us, 10_000);
+        assert_eq!(p.cut_policy, CutPolicy::Complete);
+        let tc = c.transport_config(101).unwrap();
+        assert_eq!(tc.bind, "127.0.0.1:17201".parse().unwrap());
+        assert!(c.transport_config(900).is_none());
+        assert_eq!(c.node(2).unwrap().0, NodeKind::ControlUnit { index: 1 });
+    }
+
+    #[test]
+    fn shipped_example_config_parses() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/router-small.toml");
+        let c = load(path).unwrap();
+        assert_eq!(c.control_units.len(), 2);
+        assert_eq!(c.clients.len(), 3);
+        assert_eq!(c.topology().channels(), 8);
+        assert_eq!(c.submitters, vec![900]);
+    }
+
+    #[test]
+    fn optional_sections_parse() {
+        let text = format!(
+            "{GOOD}\n[timing]\nheartbeat_ms = 5\nfailover_timeout_ms = 30\n[protocol]\ncut_policy = \"weighted:16\"\nwindow_ops = 64\nmax_datagram_bytes = 9000\n[runtime]\nio = \"mmsg\"\ncores = [1]\n[faults]\ndrop = 0.1\nseed = 7\n"
+        );
+        let c = parse(&text, "t").unwrap();
+        assert_eq!(c.cut_policy, CutPolicy::Weighted { max_ops: 16 });
+        assert_eq!(c.io, IoChoice::Mmsg);
+        assert_eq!(c.cores, vec![1]);
+        assert_eq!(c.faults.drop, 0.1);
+        assert_eq!(c.faults.seed, 7);
+        assert_eq!(c.proto_config().tick_us, 1_000);
+        assert_eq!(c.transport_config(1).unwrap().max_datagram_bytes, 9000);
+    }
+
+    #[test]
+    fn channel_owned_twice() {
+        let text = GOOD.replace("channels = [3, 4]", "channels = [3, 2]");
+        assert_err(&text, "clients[1].channels: channel 2 is owned twice");
+    }
+
+    #[test]
+    fn channels_not_dense() {
+        let text = GOOD.replace("channels = [3, 4]", "channels = [3, 5]");
+        assert_err(&text, "clients[1].channels: channel 5 leaves a gap");
+    }
+
+    #[test]
+    fn empty_control_units() {
+        let text = GOOD.replace("[[control_units]]", "[[ignored]]");
+        // Unknown table first: rejected by name.
+        assert_err(&text, "ignored");
+        let only_clients = &GOOD[GOOD.find("[[clients]]").unwrap()..];
+        assert_err(only_clients, "control_units: empty");
+    }
+
+    #[test]
+    fn failover_timeout_not_above_heartbeat() {
+        let text = format!("{GOOD}\n[timing]\nheartbeat_ms = 20\nfailover_timeout_ms = 20\n");
+        assert_err(
+            &text,
+            "timing.failover_timeout_ms: must exceed heartbeat_ms",
+        );
+    }
+
+    #[test]
+    fn bad_cut_policy() {
+        let text = format!("{GOOD}\n[protocol]\ncut_policy = \"weighted:x\"\n");
+        assert_err(
+            &text,
+            "protocol.cut_policy: expected complete|fast|weighted:N",
+        );
+        let text = format!("{GOOD}\n[protocol]\ncut_policy = \"slow\"\n");
+        assert_err(&text, "protocol.cut_policy");
+    }
+
+    #[test]
+    fn unknown_key_named() {
+        let text = format!("{GOOD}\n[timing]\nheartbeat = 5\n");
+        assert_err(&text, "heartbeat");
+        let text = GOOD.replace("id = 100", "id = 100\nport = 3");
+        assert_err(&text, "port");
+    }
+
+    #[test]
+    fn bad_address_named() {
+        let text = GOOD.replace("127.0.0.1:17300", "nonsense");
+        assert_err(&text, "clients[0].admin: invalid socket address");
+        let text = GOOD.replace("127.0.0.1:17300", "127.0.0.1:17101");
+        assert_err(&text, "clients[0].admin: 127.0.0.1:17101 is already used");
+    }
+
+    #[test]
+    fn duplicate_and_reserved_ids() {
+        let text = GOOD.replace("id = 101", "id = 2");
+        assert_err(
+            &text,
+            "clients[1].id: id 2 is already used by control_units[1].id",
+        );
+        let text = GOOD.replace("ids = [900]", "ids = [100]");
+        assert_err(&text, "submitters.ids[0]: id 100");
+        let text = GOOD.replace("id = 1\n", "id = 0\n");
+        assert_err(&text, "control_units[0].id: 0 is reserved");
+    }
+
+    #[test]
+    fn bad_numbers_named() {
+        let text = format!("{GOOD}\n[protocol]\nwindow_ops = 1\n");
+        assert_err(&text, "protocol.window_ops");
+        let text = format!("{GOOD}\n[protocol]\nmax_datagram_bytes = 100\n");
+        assert_err(&text, "protocol.max_datagram_bytes");
+        let text = format!("{GOOD}\n[faults]\ndrop = 1.5\n");
+        assert_err(&text, "faults.drop");
+        let text = format!("{GOOD}\n[runtime]\nio = \"epoll\"\n");
+        assert_err(&text, "runtime.io");
+        let text = format!("{GOOD}\n[timing]\ndrop_timeout_ms = 20\n");
+        assert_err(&text, "timing.drop_timeout_ms");
+        let text = GOOD.replace("channels = [3, 4]", "channels = []");
+        assert_err(&text, "clients[1].channels: empty");
+    }
+
+    #[test]
+    fn wrong_type_named() {
+        let text = GOOD.replace("id = 101", "id = \"x\"");
+        assert_err(&text, "id");
+    }
+}

@@ -1,0 +1,102 @@
+//! Running one node of a deployment as its own process: the shared TOML config, the node's
+//! event loop, the admin JSON protocol and the commands behind `statesync primary|standby|
+//! client|status|switchover`. The contract is `docs/DAEMON.md`.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod run;
+
+pub use config::{ConfigError, DeploymentConfig, load};
+pub use run::{DaemonError, Mode, run_node};
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Microseconds since the Unix epoch, now.
+pub fn unix_now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The node's clock: monotonic microseconds for the protocol core, with the Unix time it
+/// started at, so that admin replies can report protocol times as Unix microseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    start: Instant,
+    start_unix_us: u64,
+}
+
+impl Clock {
+    /// The protocol clock's value at start. Not 0, so that 0 can mean "never" in timings.
+    pub const ORIGIN_US: u64 = 1_000_000;
+
+    pub fn new() -> Clock {
+        Clock {
+            start: Instant::now(),
+            start_unix_us: unix_now_us(),
+        }
+    }
+
+    pub fn now_us(&self) -> u64 {
+        Self::ORIGIN_US + self.start.elapsed().as_micros() as u64
+    }
+
+    /// A protocol time as Unix microseconds.
+    pub fn to_unix_us(&self, t: u64) -> u64 {
+        (self.start_unix_us + t).saturating_sub(Self::ORIGIN_US)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+/// `2024-05-01T12:00:00.123456Z` for a Unix time in microseconds.
+pub fn format_unix_us(us: u64) -> String {
+    let secs = us / 1_000_000;
+    let micros = us % 1_000_000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_unix_time() {
+        assert_eq!(format_unix_us(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            format_unix_us(1_709_210_096_000_042),
+            "2024-02-29T12:34:56.000042Z"
+        );
+    }
+
+    #[test]
+    fn clock_maps_to_unix() {
+        let c = Clock::new();
+        let now = c.now_us();
+        assert!(now >= Clock::ORIGIN_US);
+        let diff = c.to_unix_us(now).abs_diff(unix_now_us());
+        assert!(diff < 1_000_000, "{diff}");
+    }
+}

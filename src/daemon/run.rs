@@ -1,0 +1,421 @@
+//! One node's process: open the data socket and the admin socket, then loop — receive, run
+//! timers, transmit, answer admin requests, log significant events — until SIGINT or SIGTERM.
+
+use super::admin::{Admin, role_name};
+use super::config::{ConfigError, DeploymentConfig, NodeKind};
+use super::{Clock, format_unix_us, unix_now_us};
+use crate::proto::{Client, ControlUnit, Event, NodeId, Role};
+use crate::runtime::node::{Machine, NodeRunner};
+use crate::transport::{Transport, TransportError};
+use crate::wire::FrameHeader;
+use rustc_hash::FxHashSet;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use thiserror::Error;
+use zerocopy::FromBytes;
+
+/// How a node starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The initial primary: must be `control_units[0]`.
+    Primary,
+    /// A standby: `rejoin` = restarted without state, joins through a state transfer.
+    Standby { rejoin: bool },
+    /// A client: `fresh` = restarted without state, asks for a full replay.
+    Client { fresh: bool },
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Primary => "primary",
+            Mode::Standby { rejoin: false } => "standby",
+            Mode::Standby { rejoin: true } => "standby --rejoin",
+            Mode::Client { fresh: false } => "client",
+            Mode::Client { fresh: true } => "client --fresh",
+        })
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The command line does not fit the config (wrong id for the mode, ...).
+    #[error("{0}")]
+    Usage(String),
+    #[error("data socket {addr}: {source}")]
+    Transport {
+        addr: SocketAddr,
+        #[source]
+        source: TransportError,
+    },
+    #[error("admin socket {addr}: {source}")]
+    Admin {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("installing signal handlers: {0}")]
+    Signal(#[source] io::Error),
+}
+
+impl DaemonError {
+    /// 2 for a bad config or command line, 1 for a failure while running.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DaemonError::Config(_) | DaemonError::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Longest wait for input in one loop turn: bounds the latency of timers and admin requests.
+const MAX_WAIT_US: u64 = 200;
+/// Admin socket polling period.
+const ADMIN_PERIOD_US: u64 = 1_000;
+
+/// Runs node `id` until SIGINT or SIGTERM.
+pub fn run_node(cfg: &DeploymentConfig, id: NodeId, mode: Mode) -> Result<(), DaemonError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while shutting down exits at once.
+        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&stop))
+            .map_err(DaemonError::Signal)?;
+        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(DaemonError::Signal)?;
+    }
+    run_node_until(cfg, id, mode, &stop)
+}
+
+fn log(id: NodeId, msg: std::fmt::Arguments<'_>) {
+    eprintln!("{} node {id}: {msg}", format_unix_us(unix_now_us()));
+}
+
+/// Checks that `mode` fits what the config says node `id` is.
+fn check_mode(cfg: &DeploymentConfig, id: NodeId, mode: Mode) -> Result<NodeKind, DaemonError> {
+    let path = cfg.path.display();
+    let Some((kind, _)) = cfg.node(id) else {
+        return Err(DaemonError::Usage(format!(
+            "--id {id}: no control unit or client with this id in {path}"
+        )));
+    };
+    let first = cfg.control_units[0].id;
+    match (mode, kind) {
+        (Mode::Primary, NodeKind::ControlUnit { index: 0 }) => {}
+        (Mode::Primary, NodeKind::ControlUnit { .. }) => {
+            return Err(DaemonError::Usage(format!(
+                "--id {id}: only control_units[0] (id {first}) starts as primary; start this one as `standby`"
+            )));
+        }
+        (Mode::Standby { rejoin: false }, NodeKind::ControlUnit { index: 0 }) => {
+            return Err(DaemonError::Usage(format!(
+                "--id {id} is control_units[0], the initial primary: start it with `primary`, or with `standby --rejoin` after a restart"
+            )));
+        }
+        (Mode::Standby { .. }, NodeKind::ControlUnit { .. }) => {}
+        (Mode::Client { .. }, NodeKind::Client) => {}
+        (Mode::Primary | Mode::Standby { .. }, NodeKind::Client) => {
+            return Err(DaemonError::Usage(format!(
+                "--id {id} is a client in {path}; start it with `client`"
+            )));
+        }
+        (Mode::Client { .. }, NodeKind::ControlUnit { .. }) => {
+            return Err(DaemonError::Usage(format!(
+                "--id {id} is a control unit in {path}; start it with `primary` or `standby`"
+            )));
+        }
+    }
+    Ok(kind)
+}
+
+/// [`run_node`] without signal handlers: runs until `stop` is set.
+pub fn run_node_until(
+    cfg: &DeploymentConfig,
+    id: NodeId,
+    mode: Mode,
+    stop: &AtomicBool,
+) -> Result<(), DaemonError> {
+    let kind = check_mode(cfg, id, mode)?;
+    let (_, spec) = cfg.node(id).expect("checked above");
+    let spec = spec.clone();
+    let clock = Clock::new();
+    // Differs between restarts of the same node.
+    let boot_id = (unix_now_us() & 0xffff_ffff) as u32;
+    let now = clock.now_us();
+    let mut proto = cfg.proto_config();
+    let machine = match mode {
+        Mode::Primary => Machine::Cu(Box::new(ControlUnit::new(proto, id, true, boot_id, now))),
+        Mode::Standby { rejoin } => {
+            Machine::Cu(Box::new(ControlUnit::new(proto, id, !rejoin, boot_id, now)))
+        }
+        Mode::Client { fresh } => {
+            proto.client_apply_events = false;
+            Machine::Client(Box::new(Client::new(proto, id, fresh, boot_id, now)))
+        }
+    };
+    let peers: Vec<(NodeId, SocketAddr)> = match kind {
+        NodeKind::ControlUnit { .. } => cfg
+            .nodes()
+            .filter(|n| n.id != id)
+            .map(|n| (n.id, n.addr))
+            .collect(),
+        NodeKind::Client => cfg.control_units.iter().map(|n| (n.id, n.addr)).collect(),
+    };
+    let known: FxHashSet<SocketAddr> = peers.iter().map(|p| p.1).collect();
+    // Load clients send SUBMIT frames from anywhere; only control units take them.
+    let submitters: Vec<NodeId> = match kind {
+        NodeKind::ControlUnit { .. } => cfg.submitters.clone(),
+        NodeKind::Client => Vec::new(),
+    };
+    let tcfg = cfg.transport_config(id).expect("node exists");
+    let transport = Transport::open(tcfg).map_err(|source| DaemonError::Transport {
+        addr: spec.addr,
+        source,
+    })?;
+    let io_kind = transport.kind();
+    let mut runner = NodeRunner::new(machine, transport, peers);
+    let mut admin = Admin::bind(spec.admin).map_err(|source| DaemonError::Admin {
+        addr: spec.admin,
+        source,
+    })?;
+    if let Some(&core) = cfg.cores.first() {
+        if core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+            log(id, format_args!("pinned to core {core}"));
+        } else {
+            log(
+                id,
+                format_args!("could not pin to core {core}; running unpinned"),
+            );
+        }
+    }
+    log(
+        id,
+        format_args!(
+            "started as {mode} on {} (io {io_kind}), admin {}, boot {boot_id:08x}, epoch {}",
+            spec.addr,
+            spec.admin,
+            epoch_of(&runner.machine)
+        ),
+    );
+    let terr = |source| DaemonError::Transport {
+        addr: spec.addr,
+        source,
+    };
+    let mut next_admin_us = 0;
+    let mut client_epoch = epoch_of(&runner.machine);
+    let mut role = runner.machine.as_cu().map_or(Role::Standby, |c| c.role());
+    while !stop.load(Ordering::Relaxed) {
+        let now = clock.now_us();
+        runner.tick(now);
+        runner.transmit(now).map_err(terr)?;
+        // Role changes and transfer completions are logged once per turn: a transfer of many
+        // channels moves through joining and standby once per channel.
+        let mut transferred = None;
+        while let Some(e) = runner.machine.poll_event() {
+            match e {
+                Event::RoleChanged { .. } => {}
+                Event::TransferComplete { epoch } => transferred = Some(epoch),
+                e => log_event(id, &e),
+            }
+        }
+        if let Some(epoch) = transferred {
+            log(id, format_args!("state transfer complete (epoch {epoch})"));
+        }
+        if let Machine::Cu(c) = &runner.machine
+            && c.role() != role
+        {
+            log(
+                id,
+                format_args!(
+                    "role {} -> {} (epoch {})",
+                    role_name(role),
+                    role_name(c.role()),
+                    c.epoch()
+                ),
+            );
+            role = c.role();
+        }
+        if let Machine::Client(c) = &runner.machine
+            && c.epoch() != client_epoch
+        {
+            client_epoch = c.epoch();
+            log(
+                id,
+                format_args!(
+                    "following epoch {client_epoch} (primary {})",
+                    c.primary().map_or("none".to_owned(), |p| p.to_string())
+                ),
+            );
+        }
+        if now >= next_admin_us {
+            next_admin_us = now + ADMIN_PERIOD_US;
+            if admin.poll(&mut runner, &clock, now) > 0 {
+                // A takeover or switchover has work to send now.
+                continue;
+            }
+        }
+        let due = match &runner.machine {
+            Machine::Cu(c) => c.poll_timeout(),
+            Machine::Client(c) => c.poll_timeout(),
+        };
+        let wait = due.min(next_admin_us).saturating_sub(now).min(MAX_WAIT_US);
+        receive(&mut runner, &clock, &known, &submitters, wait).map_err(terr)?;
+    }
+    let s = runner.transport.stats();
+    log(
+        id,
+        format_args!(
+            "stopping: {} datagrams sent, {} received; admin requests {} ({} malformed)",
+            s.datagrams_sent, s.datagrams_received, admin.stats.requests, admin.stats.malformed
+        ),
+    );
+    Ok(())
+}
+
+fn epoch_of(m: &Machine) -> u64 {
+    match m {
+        Machine::Cu(c) => c.epoch(),
+        Machine::Client(c) => c.epoch(),
+    }
+}
+
+/// Whether a datagram from an unknown address carries the header of a configured submitter.
+/// (The core validates the whole frame and checks the sender again.)
+fn from_submitter(bytes: &[u8], submitters: &[NodeId]) -> bool {
+    !submitters.is_empty()
+        && FrameHeader::read_from_prefix(bytes)
+            .is_ok_and(|(h, _)| submitters.contains(&h.sender.get()))
+}
+
+/// Feeds every ready datagram to the machine, waiting up to `wait_us` for the first.
+fn receive(
+    runner: &mut NodeRunner,
+    clock: &Clock,
+    known: &FxHashSet<SocketAddr>,
+    submitters: &[NodeId],
+    wait_us: u64,
+) -> Result<usize, TransportError> {
+    let NodeRunner {
+        machine,
+        transport,
+        rejected_unknown_addr,
+        ..
+    } = runner;
+    let wait = (wait_us > 0).then(|| Duration::from_micros(wait_us));
+    transport.poll_recv(wait, &mut |src, bytes| {
+        if !known.contains(&src) && !from_submitter(bytes, submitters) {
+            *rejected_unknown_addr += 1;
+            return;
+        }
+        let now = clock.now_us();
+        match machine {
+            Machine::Cu(c) => c.handle_datagram(now, bytes),
+            Machine::Client(c) => c.handle_datagram(now, bytes),
+        }
+    })
+}
+
+/// One line per significant event; per-op events are not logged.
+fn log_event(id: NodeId, e: &Event) {
+    let msg = match *e {
+        Event::FailoverStarted { epoch, operator } => format!(
+            "failover started ({}), epoch {epoch}",
+            if operator { "operator" } else { "primary lost" }
+        ),
+        Event::TookOver { epoch } => format!("took over: primary of epoch {epoch}"),
+        Event::ChannelResolved {
+            channel,
+            resolution,
+            cut,
+            held,
+        } => format!("channel {channel} resolved: {resolution:?}, cut at {cut} (held {held})"),
+        Event::StandbyJoined { standby } => format!("standby {standby} joined the sync set"),
+        Event::StandbyDropped { standby } => format!("standby {standby} dropped from the sync set"),
+        Event::ReplayStarted {
+            channel,
+            client,
+            sections,
+            full,
+            bytes,
+            full_bytes,
+            base_op,
+        } => format!(
+            "replay to client {client} on channel {channel} started: {} sections {sections:#x}, {bytes} of {full_bytes} bytes, base op {base_op}",
+            if full { "full" } else { "selective" }
+        ),
+        Event::ReplayFinished { channel, client } => {
+            format!("replay to client {client} on channel {channel} finished")
+        }
+        Event::ClientReplayed {
+            channel,
+            base_op,
+            sections,
+            epoch,
+        } => format!(
+            "channel {channel} replayed (sections {sections:#x}), now at op {base_op}, epoch {epoch}"
+        ),
+        _ => return,
+    };
+    log(id, format_args!("{msg}"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> DeploymentConfig {
+        crate::daemon::config::parse(
+            r#"
+[[control_units]]
+id = 1
+addr = "127.0.0.1:1"
+admin = "127.0.0.1:2"
+[[control_units]]
+id = 2
+addr = "127.0.0.1:3"
+admin = "127.0.0.1:4"
+[[clients]]
+id = 100
+addr = "127.0.0.1:5"
+admin = "127.0.0.1:6"
+channels = [0]
+"#,
+            "t.toml",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn mode_must_fit_the_node() {
+        let c = cfg();
+        assert!(check_mode(&c, 1, Mode::Primary).is_ok());
+        assert!(check_mode(&c, 1, Mode::Standby { rejoin: true }).is_ok());
+        assert!(check_mode(&c, 2, Mode::Standby { rejoin: false }).is_ok());
+        assert!(check_mode(&c, 100, Mode::Client { fresh: true }).is_ok());
+        for (id, mode) in [
+            (2, Mode::Primary),
+            (1, Mode::Standby { rejoin: false }),
+            (100, Mode::Primary),
+            (1, Mode::Client { fresh: false }),
+            (7, Mode::Client { fresh: false }),
+        ] {
+            let e = check_mode(&c, id, mode).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(e.to_string().contains(&format!("--id {id}")), "{e}");
+        }
+    }
+
+    #[test]
+    fn submitter_header_check() {
+        let mut buf = [0u8; 256];
+        let fb = crate::wire::FrameBuilder::new(&mut buf, 900, 0, 1);
+        let n = fb.finish();
+        assert!(from_submitter(&buf[..n], &[900]));
+        assert!(!from_submitter(&buf[..n], &[901]));
+        assert!(!from_submitter(&buf[..n], &[]));
+        assert!(!from_submitter(&buf[..3], &[900]));
+    }
+}
