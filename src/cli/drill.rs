@@ -28,9 +28,14 @@ pub struct DrillArgs {
     /// Each node in its own network namespace (needs root; uses tools/lab-up.sh's layout).
     #[arg(long)]
     pub netns: bool,
-    /// kill-primary | stale-primary | kill-standby | kill-client-in-replay | loss
+    /// kill-primary | stale-primary | kill-standby | kill-client-in-replay | loss | out-of-sync
+    /// (out-of-sync: the standby is frozen for the failover timeout under load, then the primary is killed as
+    /// the standby resumes, so clients are ahead of it on every loaded channel).
     #[arg(long, default_value = "kill-primary")]
     pub variant: String,
+    /// Load only channels 0..N (default: all), so that at most N channels can be out of sync.
+    #[arg(long)]
+    pub load_channels: Option<u32>,
     #[arg(long, default_value_t = 10)]
     pub heartbeat_ms: u64,
     #[arg(long, default_value_t = 50)]
@@ -285,6 +290,7 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
         "kill-standby",
         "kill-client-in-replay",
         "loss",
+        "out-of-sync",
     ]
     .contains(&variant)
     {
@@ -405,7 +411,10 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
 
 fn start_load(lab: &mut Lab, args: &DrillArgs) -> Result<(), String> {
     let targets: Vec<String> = lab.cus.iter().map(|n| n.addr.to_string()).collect();
-    let channels = args.clients * args.channels_per_client;
+    let channels = args
+        .load_channels
+        .unwrap_or(args.clients * args.channels_per_client)
+        .max(1);
     let ns = if lab.netns {
         Some("ss-lg".to_string())
     } else {
@@ -503,6 +512,23 @@ fn run_round(
                 let _ = c.wait();
             }
         }
+        "out-of-sync" => {
+            let spid = lab.cus[s]
+                .child
+                .as_ref()
+                .map(|c| c.id())
+                .ok_or("standby not running")?;
+            // SAFETY: kill(2) with a pid of our own child and a valid signal number.
+            unsafe { libc::kill(spid as i32, libc::SIGSTOP) };
+            // Shorter than the drop timeout, so the primary keeps it in the sync set.
+            std::thread::sleep(Duration::from_millis(args.failover_timeout_ms));
+            if let Some(c) = &mut lab.cus[p].child {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            // SAFETY: as above.
+            unsafe { libc::kill(spid as i32, libc::SIGCONT) };
+        }
         _ => {
             if let Some(c) = &mut lab.cus[p].child {
                 let _ = c.kill();
@@ -544,7 +570,8 @@ fn run_round(
         // What relearning everything would send: every channel's whole state.
         round.full_resync_bytes += c.get("state_bytes").and_then(Value::as_u64).unwrap_or(0);
         if let Some(f) = c.get("last_failover") {
-            let bytes = f.get("replay_bytes").and_then(Value::as_u64).unwrap_or(0);
+            let bytes = f.get("replay_bytes").and_then(Value::as_u64).unwrap_or(0)
+                + f.get("resent_bytes").and_then(Value::as_u64).unwrap_or(0);
             round.replayed_bytes += bytes;
             if f.get("resolution").and_then(Value::as_str) != Some("in_sync") {
                 round.out_of_sync_channels += 1;
