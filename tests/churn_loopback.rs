@@ -25,6 +25,7 @@ fn args(io: IoChoice, loss: f64) -> ChurnArgs {
         seed: 7,
         connect: vec![],
         submitter_id: 900,
+        sections: 64,
     }
 }
 

@@ -70,6 +70,9 @@ pub struct ChurnArgs {
     /// Submitter ID to send as (must be listed in the daemons' `[submitters]`).
     #[arg(long, default_value_t = 900)]
     pub submitter_id: u32,
+    /// With --connect: spread changes over sections 0..N only (cookies then mark N sections).
+    #[arg(long, default_value_t = 64)]
+    pub sections: u8,
 }
 
 struct Shard {
@@ -114,6 +117,7 @@ fn connect(args: &ChurnArgs) -> ExitCode {
         duration: Duration::from_secs_f64(args.duration),
         datagram_bytes: args.datagram_bytes.min(1472),
         seed: args.seed,
+        sections: args.sections.clamp(1, 64),
     };
     match crate::cli::load::run_load(&spec, true, || false) {
         Ok(r) => {

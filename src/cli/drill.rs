@@ -36,6 +36,9 @@ pub struct DrillArgs {
     /// Load only channels 0..N (default: all), so that at most N channels can be out of sync.
     #[arg(long)]
     pub load_channels: Option<u32>,
+    /// out-of-sync: sections the load touches after the state is filled.
+    #[arg(long, default_value_t = 4)]
+    pub load_sections: u8,
     #[arg(long, default_value_t = 10)]
     pub heartbeat_ms: u64,
     #[arg(long, default_value_t = 50)]
@@ -48,6 +51,10 @@ pub struct DrillArgs {
     #[arg(long)]
     pub keep: bool,
 }
+
+/// Changes per second that fill every channel before an out-of-sync round (the same state size
+/// whatever the round then churns).
+const PREFILL_RATE: f64 = 40_000.0;
 
 fn unix_us() -> u64 {
     SystemTime::now()
@@ -202,6 +209,11 @@ fn write_config(lab: &Lab, args: &DrillArgs, loss: f64) -> Result<(), String> {
         args.failover_timeout_ms.max(40)
     );
     s += "[protocol]\ncut_policy = \"complete\"\nwindow_ops = 8192\nmax_datagram_bytes = 1472\n";
+    if args.variant == "out-of-sync" {
+        // Small socket buffers: what a frozen standby misses is really lost to it (not queued
+        // for when it resumes), so clients end up ahead of it.
+        s += "\n[runtime]\nrcvbuf_bytes = 65536\n";
+    }
     if loss > 0.0 {
         s += &format!(
             "\n[faults]\ndrop = {loss}\nduplicate = {}\nreorder = {loss}\nseed = {}\n",
@@ -409,12 +421,9 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
     summarize(args, variant, &rounds, &dir)
 }
 
-fn start_load(lab: &mut Lab, args: &DrillArgs) -> Result<(), String> {
+/// Starts the load client on channels `0..channels`, spreading over sections `0..sections`.
+fn start_load(lab: &mut Lab, channels: u32, sections: u8, rate: f64) -> Result<(), String> {
     let targets: Vec<String> = lab.cus.iter().map(|n| n.addr.to_string()).collect();
-    let channels = args
-        .load_channels
-        .unwrap_or(args.clients * args.channels_per_client)
-        .max(1);
     let ns = if lab.netns {
         Some("ss-lg".to_string())
     } else {
@@ -426,13 +435,15 @@ fn start_load(lab: &mut Lab, args: &DrillArgs) -> Result<(), String> {
         "--connect",
         &targets.join(","),
         "--rate",
-        &args.rate.to_string(),
+        &rate.to_string(),
         "--duration",
         "3600",
         "--channels",
         &channels.to_string(),
         "--keys",
         "65536",
+        "--sections",
+        &sections.to_string(),
     ])
     .stdout(Stdio::null())
     .stderr(Stdio::null());
@@ -460,7 +471,23 @@ fn run_round(
 ) -> Result<Round, String> {
     let p = *primary;
     let s = 1 - p;
-    start_load(lab, args)?;
+    let all = args.clients * args.channels_per_client;
+    if variant == "out-of-sync" {
+        // Fill every channel's state across all sections first, then churn only the first
+        // `--load-channels` channels and `--load-sections` sections: what a failover replays
+        // should follow those, not the size of the state.
+        start_load(lab, all, 64, PREFILL_RATE)?;
+        std::thread::sleep(Duration::from_millis(1000));
+        stop_load(lab);
+        start_load(
+            lab,
+            args.load_channels.unwrap_or(all).max(1),
+            args.load_sections,
+            args.rate,
+        )?;
+    } else {
+        start_load(lab, args.load_channels.unwrap_or(all).max(1), 64, args.rate)?;
+    }
     std::thread::sleep(Duration::from_millis(200 + rng.below(400)));
     // The last commit watermarks seen before the kill: these ops must survive.
     let before = lab

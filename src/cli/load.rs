@@ -20,6 +20,8 @@ pub struct LoadSpec {
     pub duration: Duration,
     pub datagram_bytes: usize,
     pub seed: u64,
+    /// Sections used: 0..sections.
+    pub sections: u8,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -68,7 +70,7 @@ pub fn run_load(
             let key = rng.below(spec.keys);
             let channel = (key % spec.channels as u64) as u32;
             entry.clear();
-            let section = ((key / spec.channels as u64) % 64) as u8;
+            let section = ((key / spec.channels as u64) % spec.sections as u64) as u8;
             encode_entry(
                 &mut entry,
                 &Entry {

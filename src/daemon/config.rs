@@ -111,6 +111,8 @@ struct RawRuntime {
     io: Option<String>,
     #[serde(default)]
     cores: Vec<usize>,
+    /// Socket receive buffer request in bytes (0 or absent: the transport default).
+    rcvbuf_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -188,6 +190,7 @@ pub struct DeploymentConfig {
     pub max_datagram_bytes: usize,
     pub io: IoChoice,
     pub cores: Vec<usize>,
+    pub rcvbuf_bytes: Option<usize>,
     pub faults: FaultConfig,
 }
 
@@ -442,6 +445,7 @@ fn validate(raw: RawConfig, path: PathBuf) -> Result<DeploymentConfig, String> {
         max_datagram_bytes,
         io,
         cores,
+        rcvbuf_bytes: raw.runtime.rcvbuf_bytes.filter(|b| *b > 0),
         faults,
     };
     cfg.proto_config()
@@ -510,6 +514,9 @@ impl DeploymentConfig {
             io: self.io,
             max_datagram_bytes: self.max_datagram_bytes,
             faults: self.faults,
+            rcvbuf_bytes: self
+                .rcvbuf_bytes
+                .unwrap_or(TransportConfig::default().rcvbuf_bytes),
             ..TransportConfig::default()
         })
     }
