@@ -95,6 +95,18 @@ impl Drop for Lab {
     }
 }
 
+/// Sets a lab node's link up or down (a partition in the namespace lab).
+fn link(ns: &str, state: &str) -> Result<(), String> {
+    let ok = Command::new("ip")
+        .args(["netns", "exec", ns, "ip", "link", "set", "eth0", state])
+        .status();
+    if ok.is_ok_and(|s| s.success()) {
+        Ok(())
+    } else {
+        Err(format!("ip link set eth0 {state} in {ns} failed"))
+    }
+}
+
 fn free_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
@@ -504,15 +516,21 @@ fn run_round(
     let mut stopped_pid = None;
     match variant {
         "stale-primary" => {
-            // Freeze the primary (a partitioned or hung primary); it comes back later with its
-            // stale epoch and must be fenced.
+            // Cut the primary off (in a namespace lab: its link goes down, a real partition;
+            // on loopback: the process is frozen). It comes back later with its stale epoch and
+            // must be fenced.
             let pid = lab.cus[p]
                 .child
                 .as_ref()
                 .map(|c| c.id())
                 .ok_or("primary not running")?;
-            // SAFETY: kill(2) with a pid of our own child and a valid signal number.
-            unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+            match &lab.cus[p].ns {
+                Some(ns) => link(ns, "down")?,
+                // SAFETY: kill(2) with a pid of our own child and a valid signal number.
+                None => unsafe {
+                    libc::kill(pid as i32, libc::SIGSTOP);
+                },
+            }
             stopped_pid = Some(pid);
         }
         "kill-standby" => {
@@ -589,8 +607,13 @@ fn run_round(
     std::thread::sleep(Duration::from_millis(300));
     stop_load(lab);
     if let Some(pid) = stopped_pid {
-        // SAFETY: as above.
-        unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+        match &lab.cus[p].ns {
+            Some(ns) => link(ns, "up")?,
+            // SAFETY: as above.
+            None => unsafe {
+                libc::kill(pid as i32, libc::SIGCONT);
+            },
+        }
     }
     let st = lab.status(lab.cus[s].admin).ok_or("new primary status")?;
     for (ch, (_, _, _, c)) in channels(&st).iter().enumerate() {
