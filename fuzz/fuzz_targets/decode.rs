@@ -67,7 +67,7 @@ fuzz_target!(|data: &[u8]| {
     for msg in frame.msgs() {
         count += 1;
         let x = match msg {
-            Msg::Update(u) => update(&u),
+            Msg::Update(u) | Msg::Submit(u) => update(&u),
             Msg::Ack(b) | Msg::FwdAck(b) | Msg::LaQuery(b) => fold(&b),
             Msg::Commit(b) => fold(&b),
             Msg::Nack(b) => {
