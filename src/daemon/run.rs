@@ -318,48 +318,20 @@ fn receive(
     })
 }
 
-/// One line per significant event; per-op events are not logged.
+/// One line per significant event; per-op events and the noisy per-channel transfer steps and
+/// role changes (logged once per turn by the caller) are not.
 fn log_event(id: NodeId, e: &Event) {
-    let msg = match *e {
-        Event::FailoverStarted { epoch, operator } => format!(
-            "failover started ({}), epoch {epoch}",
-            if operator { "operator" } else { "primary lost" }
-        ),
-        Event::TookOver { epoch } => format!("took over: primary of epoch {epoch}"),
-        Event::ChannelResolved {
-            channel,
-            resolution,
-            cut,
-            held,
-        } => format!("channel {channel} resolved: {resolution:?}, cut at {cut} (held {held})"),
-        Event::StandbyJoined { standby } => format!("standby {standby} joined the sync set"),
-        Event::StandbyDropped { standby } => format!("standby {standby} dropped from the sync set"),
-        Event::ReplayStarted {
-            channel,
-            client,
-            sections,
-            full,
-            bytes,
-            full_bytes,
-            base_op,
-        } => format!(
-            "replay to client {client} on channel {channel} started: {} sections {sections:#x}, {bytes} of {full_bytes} bytes, base op {base_op}",
-            if full { "full" } else { "selective" }
-        ),
-        Event::ReplayFinished { channel, client } => {
-            format!("replay to client {client} on channel {channel} finished")
-        }
-        Event::ClientReplayed {
-            channel,
-            base_op,
-            sections,
-            epoch,
-        } => format!(
-            "channel {channel} replayed (sections {sections:#x}), now at op {base_op}, epoch {epoch}"
-        ),
-        _ => return,
-    };
-    log(id, format_args!("{msg}"));
+    if e.is_per_op()
+        || matches!(
+            e,
+            Event::RoleChanged { .. }
+                | Event::ChannelTransferred { .. }
+                | Event::TransferComplete { .. }
+        )
+    {
+        return;
+    }
+    log(id, format_args!("{e}"));
 }
 
 #[cfg(test)]

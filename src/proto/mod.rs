@@ -308,6 +308,118 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// Events raised per op or per ack (too frequent to log one by one).
+    pub fn is_per_op(&self) -> bool {
+        matches!(
+            self,
+            Event::Committed { .. }
+                | Event::ClientAcked { .. }
+                | Event::ClientApplied { .. }
+                | Event::StandbyApplied { .. }
+        )
+    }
+}
+
+/// One human-readable line per event, shared by the daemon log and the simulator trace.
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Event::Committed {
+                channel,
+                epoch,
+                through,
+            } => {
+                write!(
+                    f,
+                    "channel {channel} committed through op {through} (epoch {epoch:#x})"
+                )
+            }
+            Event::ClientAcked { channel, through } => {
+                write!(f, "channel {channel} acked through op {through}")
+            }
+            Event::ClientApplied {
+                channel,
+                op,
+                epoch,
+                cookie,
+            } => {
+                write!(
+                    f,
+                    "channel {channel} applied op {op} (epoch {epoch:#x}, cookie {cookie:#x})"
+                )
+            }
+            Event::ClientReplayed {
+                channel,
+                base_op,
+                sections,
+                epoch,
+            } => write!(
+                f,
+                "channel {channel} replayed (sections {sections:#x}), now at op {base_op}, epoch {epoch:#x}"
+            ),
+            Event::StandbyApplied {
+                channel,
+                op,
+                failover,
+            } => {
+                write!(
+                    f,
+                    "channel {channel} applied op {op}{}",
+                    if failover { " (failover cut)" } else { "" }
+                )
+            }
+            Event::RoleChanged { role, epoch } => write!(f, "now {role:?} (epoch {epoch:#x})"),
+            Event::FailoverStarted { epoch, operator } => write!(
+                f,
+                "failover started ({}), epoch {epoch:#x}",
+                if operator { "operator" } else { "primary lost" }
+            ),
+            Event::ChannelResolved {
+                channel,
+                resolution,
+                cut,
+                held,
+            } => {
+                write!(
+                    f,
+                    "channel {channel} resolved: {resolution:?}, cut at {cut} (held {held})"
+                )
+            }
+            Event::ReplayStarted {
+                channel,
+                client,
+                sections,
+                full,
+                bytes,
+                full_bytes,
+                base_op,
+            } => write!(
+                f,
+                "replay to client {client} on channel {channel} started: {} sections {sections:#x}, {bytes} of {full_bytes} bytes, base op {base_op}",
+                if full { "full" } else { "selective" }
+            ),
+            Event::ReplayFinished { channel, client } => {
+                write!(f, "replay to client {client} on channel {channel} finished")
+            }
+            Event::TookOver { epoch } => write!(f, "took over: primary of epoch {epoch:#x}"),
+            Event::StandbyJoined { standby } => write!(f, "standby {standby} joined the sync set"),
+            Event::StandbyDropped { standby } => {
+                write!(f, "standby {standby} dropped from the sync set")
+            }
+            Event::ChannelTransferred { channel, applied } => {
+                write!(
+                    f,
+                    "channel {channel} transferred, applied through op {applied}"
+                )
+            }
+            Event::TransferComplete { epoch } => {
+                write!(f, "state transfer complete (epoch {epoch:#x})")
+            }
+        }
+    }
+}
+
 /// Counters every node keeps; rejections are counted by reason.
 #[derive(Debug, Clone, Default)]
 pub struct Counters {

@@ -240,7 +240,7 @@ impl World {
             Event::ClientReplayed {
                 channel,
                 base_op,
-                sections,
+                sections: _,
                 epoch,
             } => {
                 let t = self.client_track.entry((id, channel)).or_default();
@@ -254,22 +254,16 @@ impl World {
                         "inv3: client {id} ch {channel} went back from {last:?} to {base_op} without a higher epoch"
                     ));
                 }
-                self.trace(|| {
-                    format!(
-                        "client {id} ch {channel} replayed sections {sections:#x} -> op {base_op}"
-                    )
-                });
+                self.trace(|| format!("client {id}: {e}"));
             }
             Event::ChannelResolved {
                 channel,
                 resolution,
                 cut,
-                held,
+                ..
             } => {
                 self.resolutions.insert(channel, (resolution, cut));
-                self.trace(|| {
-                    format!("cu {id} resolved ch {channel}: {resolution:?} cut {cut} held {held}")
-                });
+                self.trace(|| format!("cu {id}: {e}"));
             }
             Event::ReplayStarted {
                 channel,
@@ -282,7 +276,7 @@ impl World {
             } => self.on_replay_started(
                 i, channel, client, sections, full, bytes, full_bytes, base_op,
             ),
-            Event::TookOver { epoch } => {
+            Event::TookOver { .. } => {
                 self.report.failovers += 1;
                 let cu = self.cu(i).expect("event from a live control unit");
                 let overhead = size_of::<crate::wire::BulkEntry>() as u64 + 4;
@@ -294,33 +288,22 @@ impl World {
                     })
                     .sum();
                 self.report.full_resync_bytes += full;
-                self.trace(|| format!("cu {id} TOOK OVER in epoch {epoch:#x}"));
+                self.trace(|| format!("cu {id}: {e}"));
             }
-            Event::FailoverStarted { epoch, operator } => {
-                self.trace(|| {
-                    format!("cu {id} starts failover, epoch {epoch:#x} operator={operator}")
-                });
-            }
+            Event::FailoverStarted { .. } => self.trace(|| format!("cu {id}: {e}")),
             Event::ChannelTransferred { channel, applied } => {
                 self.standby_track.insert((id, channel), applied);
             }
-            Event::TransferComplete { epoch } => {
-                self.trace(|| format!("cu {id} transfer complete in epoch {epoch:#x}"))
-            }
-            Event::RoleChanged { role, epoch } => {
+            Event::RoleChanged { role, .. } => {
                 if role == Role::Joining {
                     self.standby_track.retain(|(n, _), _| *n != id);
                 }
-                self.trace(|| format!("cu {id} is now {role:?} (epoch {epoch:#x})"))
+                self.trace(|| format!("cu {id}: {e}"))
             }
-            Event::StandbyJoined { standby } => {
-                self.trace(|| format!("cu {id}: standby {standby} joined"))
-            }
-            Event::StandbyDropped { standby } => {
-                self.trace(|| format!("cu {id}: standby {standby} dropped"))
-            }
-            Event::ReplayFinished { channel, client } => self
-                .trace(|| format!("cu {id}: replay of ch {channel} to client {client} finished")),
+            Event::TransferComplete { .. }
+            | Event::StandbyJoined { .. }
+            | Event::StandbyDropped { .. }
+            | Event::ReplayFinished { .. } => self.trace(|| format!("cu {id}: {e}")),
         }
     }
 
