@@ -7,15 +7,12 @@ use super::{Clock, format_unix_us, unix_now_us};
 use crate::proto::{Client, ControlUnit, Event, NodeId, Role};
 use crate::runtime::node::{Machine, NodeRunner};
 use crate::transport::{Transport, TransportError};
-use crate::wire::FrameHeader;
-use rustc_hash::FxHashSet;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use thiserror::Error;
-use zerocopy::FromBytes;
 
 /// How a node starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,12 +161,6 @@ pub fn run_node_until(
             .collect(),
         NodeKind::Client => cfg.control_units.iter().map(|n| (n.id, n.addr)).collect(),
     };
-    let known: FxHashSet<SocketAddr> = peers.iter().map(|p| p.1).collect();
-    // Load clients send SUBMIT frames from anywhere; only control units take them.
-    let submitters: Vec<NodeId> = match kind {
-        NodeKind::ControlUnit { .. } => cfg.submitters.clone(),
-        NodeKind::Client => Vec::new(),
-    };
     let tcfg = cfg.transport_config(id).expect("node exists");
     let transport = Transport::open(tcfg).map_err(|source| DaemonError::Transport {
         addr: spec.addr,
@@ -262,7 +253,8 @@ pub fn run_node_until(
             Machine::Client(c) => c.poll_timeout(),
         };
         let wait = due.min(next_admin_us).saturating_sub(now).min(MAX_WAIT_US);
-        receive(&mut runner, &clock, &known, &submitters, wait).map_err(terr)?;
+        let wait = (wait > 0).then(|| Duration::from_micros(wait));
+        runner.receive(wait, &|| clock.now_us()).map_err(terr)?;
     }
     let s = runner.transport.stats();
     log(
@@ -280,42 +272,6 @@ fn epoch_of(m: &Machine) -> u64 {
         Machine::Cu(c) => c.epoch(),
         Machine::Client(c) => c.epoch(),
     }
-}
-
-/// Whether a datagram from an unknown address carries the header of a configured submitter.
-/// (The core validates the whole frame and checks the sender again.)
-fn from_submitter(bytes: &[u8], submitters: &[NodeId]) -> bool {
-    !submitters.is_empty()
-        && FrameHeader::read_from_prefix(bytes)
-            .is_ok_and(|(h, _)| submitters.contains(&h.sender.get()))
-}
-
-/// Feeds every ready datagram to the machine, waiting up to `wait_us` for the first.
-fn receive(
-    runner: &mut NodeRunner,
-    clock: &Clock,
-    known: &FxHashSet<SocketAddr>,
-    submitters: &[NodeId],
-    wait_us: u64,
-) -> Result<usize, TransportError> {
-    let NodeRunner {
-        machine,
-        transport,
-        rejected_unknown_addr,
-        ..
-    } = runner;
-    let wait = (wait_us > 0).then(|| Duration::from_micros(wait_us));
-    transport.poll_recv(wait, &mut |src, bytes| {
-        if !known.contains(&src) && !from_submitter(bytes, submitters) {
-            *rejected_unknown_addr += 1;
-            return;
-        }
-        let now = clock.now_us();
-        match machine {
-            Machine::Cu(c) => c.handle_datagram(now, bytes),
-            Machine::Client(c) => c.handle_datagram(now, bytes),
-        }
-    })
 }
 
 /// One line per significant event; per-op events and the noisy per-channel transfer steps and
@@ -378,16 +334,5 @@ channels = [0]
             assert_eq!(e.exit_code(), 2);
             assert!(e.to_string().contains(&format!("--id {id}")), "{e}");
         }
-    }
-
-    #[test]
-    fn submitter_header_check() {
-        let mut buf = [0u8; 256];
-        let fb = crate::wire::FrameBuilder::new(&mut buf, 900, 0, 1);
-        let n = fb.finish();
-        assert!(from_submitter(&buf[..n], &[900]));
-        assert!(!from_submitter(&buf[..n], &[901]));
-        assert!(!from_submitter(&buf[..n], &[]));
-        assert!(!from_submitter(&buf[..3], &[900]));
     }
 }

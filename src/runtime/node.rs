@@ -3,8 +3,11 @@
 
 use crate::proto::{Client, ControlUnit, Event, NodeId};
 use crate::transport::{Transport, TransportError};
+use crate::wire::FrameHeader;
 use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
+use std::time::Duration;
+use zerocopy::FromBytes;
 
 /// The state machine a node runs.
 #[derive(Debug)]
@@ -18,12 +21,6 @@ impl Machine {
         match self {
             Machine::Cu(c) => c.id,
             Machine::Client(c) => c.id,
-        }
-    }
-    fn handle_datagram(&mut self, now_us: u64, bytes: &[u8]) {
-        match self {
-            Machine::Cu(c) => c.handle_datagram(now_us, bytes),
-            Machine::Client(c) => c.handle_datagram(now_us, bytes),
         }
     }
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -60,6 +57,9 @@ pub struct NodeRunner {
     /// Datagrams from addresses we do not know, dropped before parsing.
     pub rejected_unknown_addr: u64,
     known: FxHashMap<SocketAddr, NodeId>,
+    /// Load clients send SUBMIT frames from addresses nobody configured; only a control unit
+    /// takes them, from the submitter IDs of its topology.
+    submitters: Vec<NodeId>,
 }
 
 impl NodeRunner {
@@ -70,31 +70,45 @@ impl NodeRunner {
     ) -> Self {
         let peers: FxHashMap<NodeId, SocketAddr> = peers.into_iter().collect();
         let known = peers.iter().map(|(id, a)| (*a, *id)).collect();
+        let submitters = machine
+            .as_cu()
+            .map_or_else(Vec::new, |c| c.config().topology.submitters.clone());
         NodeRunner {
             machine,
             transport,
             peers,
             rejected_unknown_addr: 0,
             known,
+            submitters,
         }
     }
 
-    /// Feeds every datagram that is ready into the machine. Returns how many.
-    pub fn receive(&mut self, now_us: u64) -> Result<usize, TransportError> {
+    /// Feeds every datagram that is ready into the machine, waiting up to `wait` for the first
+    /// (`None`: do not wait); `now_us` is read per datagram. Returns how many.
+    pub fn receive(
+        &mut self,
+        wait: Option<Duration>,
+        now_us: &dyn Fn() -> u64,
+    ) -> Result<usize, TransportError> {
         let NodeRunner {
             machine,
             transport,
             known,
+            submitters,
             rejected_unknown_addr,
             ..
         } = self;
-        transport.poll_recv(None, &mut |src, bytes| {
-            // Only configured peers may speak to us; the frame's sender ID is checked again
-            // by the protocol core.
-            if known.contains_key(&src) {
-                machine.handle_datagram(now_us, bytes);
-            } else {
+        transport.poll_recv(wait, &mut |src, bytes| {
+            // Only configured peers (and submitters) may speak to us; the frame's sender ID is
+            // checked again by the protocol core.
+            if !known.contains_key(&src) && !from_submitter(bytes, submitters) {
                 *rejected_unknown_addr += 1;
+                return;
+            }
+            let now = now_us();
+            match machine {
+                Machine::Cu(c) => c.handle_datagram(now, bytes),
+                Machine::Client(c) => c.handle_datagram(now, bytes),
             }
         })
     }
@@ -136,5 +150,29 @@ impl NodeRunner {
             sent += self.transport.flush()?;
         }
         Ok(sent)
+    }
+}
+
+/// Whether a datagram carries the header of one of `submitters` (the core validates the whole
+/// frame and checks the sender again).
+fn from_submitter(bytes: &[u8], submitters: &[NodeId]) -> bool {
+    !submitters.is_empty()
+        && FrameHeader::read_from_prefix(bytes)
+            .is_ok_and(|(h, _)| submitters.contains(&h.sender.get()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn submitter_header_check() {
+        let mut buf = [0u8; 256];
+        let fb = crate::wire::FrameBuilder::new(&mut buf, 900, 0, 1);
+        let n = fb.finish();
+        assert!(from_submitter(&buf[..n], &[900]));
+        assert!(!from_submitter(&buf[..n], &[901]));
+        assert!(!from_submitter(&buf[..n], &[]));
+        assert!(!from_submitter(&buf[..3], &[900]));
     }
 }

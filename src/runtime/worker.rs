@@ -103,7 +103,7 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
             work += submit_ready(&mut spec.nodes[p], rx, now_us, gauges, latency.as_mut());
         }
         for node in &mut spec.nodes {
-            match node.receive(now_us) {
+            match node.receive(None, &|| now_us) {
                 Ok(n) => work += n,
                 Err(e) => error = Some(format!("receive on node {}: {e}", node.machine.id())),
             }
