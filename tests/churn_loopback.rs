@@ -2,10 +2,10 @@
 //! it must converge with equal digests and no committed op lost. (Throughput is measured by
 //! `statesync churn` and the benches, not here.)
 
-use statesync::cli::churn::{ChurnArgs, churn};
+use statesync::cli::churn::{ChurnArgs, Submitter, churn};
 use statesync::transport::IoChoice;
 
-fn args(io: IoChoice, loss: f64) -> ChurnArgs {
+fn args(io: IoChoice, loss: f64, submitter: Submitter) -> ChurnArgs {
     ChurnArgs {
         duration: 1.0,
         rate: "20000".into(),
@@ -22,6 +22,7 @@ fn args(io: IoChoice, loss: f64) -> ChurnArgs {
         reorder: loss,
         json: None,
         hdr_log: None,
+        submitter,
         seed: 7,
         connect: vec![],
         submitter_id: 900,
@@ -31,10 +32,17 @@ fn args(io: IoChoice, loss: f64) -> ChurnArgs {
 
 #[test]
 fn churn_converges_over_lossy_loopback() {
-    assert_eq!(churn(&args(IoChoice::Auto, 0.01)), Ok(true));
+    assert_eq!(
+        churn(&args(IoChoice::Auto, 0.01, Submitter::Inline)),
+        Ok(true)
+    );
 }
 
+/// The mmsg backend, fed by a generator thread through the submission rings.
 #[test]
 fn churn_converges_on_the_mmsg_fallback() {
-    assert_eq!(churn(&args(IoChoice::Mmsg, 0.0)), Ok(true));
+    assert_eq!(
+        churn(&args(IoChoice::Mmsg, 0.0, Submitter::Thread)),
+        Ok(true)
+    );
 }

@@ -60,6 +60,11 @@ pub struct ChurnArgs {
     /// Write hdrhistogram interval logs (one per stage) into this directory.
     #[arg(long)]
     pub hdr_log: Option<std::path::PathBuf>,
+    /// Where the load is generated: `inline` (inside each worker's turn, into its submission
+    /// ring: no third thread competing for the cores) or `thread` (one generator thread
+    /// feeding every worker's ring, as a router's own submitter thread would).
+    #[arg(long, default_value = "inline")]
+    pub submitter: Submitter,
     /// Seed of the key/value generator.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -75,8 +80,21 @@ pub struct ChurnArgs {
     pub sections: u8,
 }
 
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitter {
+    Inline,
+    Thread,
+}
+
 struct Shard {
     channels: Vec<u32>,
+}
+
+impl ChurnArgs {
+    fn workers_or_cores(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.workers.unwrap_or(cores).max(1)
+    }
 }
 
 pub fn run(args: ChurnArgs) -> ExitCode {
@@ -152,7 +170,7 @@ pub fn churn(args: &ChurnArgs) -> Result<bool, String> {
     let rate = parse_rate(&args.rate)?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let n_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers = args.workers.unwrap_or(n_cores).max(1);
+    let workers = args.workers_or_cores();
     if args.channels == 0 || (args.channels as usize) < workers {
         return Err("--channels: need at least one channel per worker".into());
     }
@@ -178,6 +196,7 @@ pub fn churn(args: &ChurnArgs) -> Result<bool, String> {
         .collect();
     let clock = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
+    let gen_stop = Arc::new(AtomicBool::new(false));
     let mut handles = Vec::new();
     let mut producers = Vec::new();
     let mut gauges = Vec::new();
@@ -242,13 +261,28 @@ pub fn churn(args: &ChurnArgs) -> Result<bool, String> {
             nodes.push(NodeRunner::new(machine, t, peers));
         }
         let (tx, rx) = rtrb::RingBuffer::new(1 << 16);
-        producers.push(tx);
         let g = Arc::new(Gauges::default());
         gauges.push(g.clone());
+        let source = match args.submitter {
+            Submitter::Thread => {
+                producers.push(tx);
+                None
+            }
+            Submitter::Inline => {
+                let schedule = Schedule::new(args, rate, clock, Some((w, workers)));
+                let source = InlineSource {
+                    schedule,
+                    stop: gen_stop.clone(),
+                    generated: g.clone(),
+                };
+                Some((Box::new(source) as Box<dyn worker::Source>, tx))
+            }
+        };
         let spec = WorkerSpec {
             name: format!("statesync-w{w}"),
             nodes,
             submissions: Some(rx),
+            source,
             commits: None,
             core: cores.get(w % cores.len().max(1)).copied(),
             latency: true,
@@ -268,30 +302,20 @@ pub fn churn(args: &ChurnArgs) -> Result<bool, String> {
         args.datagram_bytes,
         args.duration
     );
-    let gen_stop = Arc::new(AtomicBool::new(false));
-    let generator = {
+    let generator = if producers.is_empty() {
+        None
+    } else {
         let gen_stop = gen_stop.clone();
-        let (channels, keys, value_bytes, seed) =
-            (args.channels, args.keys, args.value_bytes, args.seed);
-        std::thread::Builder::new()
+        let schedule = Schedule::new(args, rate, clock, None);
+        let thread = std::thread::Builder::new()
             .name("statesync-gen".into())
-            .spawn(move || {
-                generate(
-                    producers,
-                    gen_stop,
-                    clock,
-                    rate,
-                    channels,
-                    keys,
-                    value_bytes,
-                    workers,
-                    seed,
-                )
-            })
-            .map_err(|e| e.to_string())?
+            .spawn(move || generate(producers, gen_stop, clock, schedule))
+            .map_err(|e| e.to_string())?;
+        Some(thread)
     };
     // Progress, once a second.
     let total = |f: &dyn Fn(&Gauges) -> u64| gauges.iter().map(|g| f(g)).sum::<u64>();
+    let worst = |f: &dyn Fn(&Gauges) -> u64| gauges.iter().map(|g| f(g)).max().unwrap_or(0);
     let start = Instant::now();
     let mut last = (0u64, 0u64, Instant::now());
     while start.elapsed().as_secs_f64() < args.duration {
@@ -304,22 +328,29 @@ pub fn churn(args: &ChurnArgs) -> Result<bool, String> {
         let cap = total(&|g| g.retention_capacity.load(Ordering::Relaxed)).max(1);
         let dt = last.2.elapsed().as_secs_f64().max(1e-9);
         println!(
-            "[{:>5.1}s] committed {:>10.0}/s  submitted {:>10.0}/s  commit lag {:>8} ops  retention {:>5.1}%  backpressure {}",
+            "[{:>5.1}s] committed {:>10.0}/s  submitted {:>10.0}/s  commit lag {:>8} ops  retention {:>5.1}%  backpressure {}  commit p99 {} us max {} us",
             start.elapsed().as_secs_f64(),
             (committed - last.0) as f64 / dt,
             (submitted - last.1) as f64 / dt,
             submitted.saturating_sub(committed),
             100.0 * retained as f64 / cap as f64,
             total(&|g| g.backpressure.load(Ordering::Relaxed)),
+            worst(&|g| g.commit_p99_us.load(Ordering::Relaxed)),
+            worst(&|g| g.commit_max_us.load(Ordering::Relaxed)),
         );
         last = (committed, submitted, Instant::now());
     }
     let measured_s = start.elapsed().as_secs_f64();
     let committed_at_end = total(&|g| g.committed.load(Ordering::Relaxed));
     gen_stop.store(true, Ordering::Relaxed);
-    let generated = generator
-        .join()
-        .map_err(|_| "generator thread panicked".to_string())?;
+    let from_thread = match generator {
+        Some(thread) => Some(
+            thread
+                .join()
+                .map_err(|_| "generator thread panicked".to_string())?,
+        ),
+        None => None,
+    };
     // Drain: wait for every submitted change to commit.
     let drain_start = Instant::now();
     while total(&|g| g.committed.load(Ordering::Relaxed))
@@ -333,6 +364,8 @@ pub fn churn(args: &ChurnArgs) -> Result<bool, String> {
         .into_iter()
         .map(|h| h.join().expect("worker thread panicked"))
         .collect();
+    // In-turn sources may finish a turn after the stop flag: count once the workers are done.
+    let generated = from_thread.unwrap_or_else(|| total(&|g| g.generated.load(Ordering::Relaxed)));
     let ok = report(
         args,
         &outputs,
@@ -349,71 +382,153 @@ pub fn churn(args: &ChurnArgs) -> Result<bool, String> {
     ok
 }
 
-#[allow(clippy::too_many_arguments)]
-fn generate(
-    mut producers: Vec<rtrb::Producer<Change>>,
-    stop: Arc<AtomicBool>,
-    clock: Instant,
-    rate: Option<f64>,
+/// The open-loop load: which key changes next and when it is due. Each change carries its
+/// intended time, so latency counts from the schedule, not from when a busy worker took it.
+struct Schedule {
+    rng: SplitMix64,
+    n: u64,
+    t0_ns: u64,
+    interval_ns: Option<f64>,
     channels: u32,
     keys: u64,
     value_bytes: usize,
     workers: usize,
-    seed: u64,
-) -> u64 {
-    let mut rng = SplitMix64::new(seed);
-    let mut n = 0u64;
-    let t0 = clock.elapsed().as_nanos() as u64;
-    let interval_ns = rate.map(|r| 1e9 / r);
-    while !stop.load(Ordering::Relaxed) {
-        let key = rng.below(keys);
-        let global = (key % channels as u64) as u32;
-        let w = global as usize % workers;
-        let intended_ns = match interval_ns {
-            Some(iv) => {
-                let at = t0 + (n as f64 * iv) as u64;
-                // Sleep while ahead of schedule (the workers need the cores); what falls due
-                // meanwhile goes out in one burst, each change stamped with its own time.
-                let now = clock.elapsed().as_nanos() as u64;
-                if at > now + 200_000 {
-                    std::thread::sleep(Duration::from_nanos(at - now - 100_000));
-                }
-                while (clock.elapsed().as_nanos() as u64) < at {
-                    if stop.load(Ordering::Relaxed) {
-                        return n;
-                    }
-                    std::thread::yield_now();
-                }
-                at
-            }
-            None => clock.elapsed().as_nanos() as u64,
+    /// `(w, workers)`: generate only the keys of worker `w`'s shard, at its share of the rate.
+    shard: Option<(usize, usize)>,
+}
+
+impl Schedule {
+    fn new(
+        args: &ChurnArgs,
+        rate: Option<f64>,
+        clock: Instant,
+        shard: Option<(usize, usize)>,
+    ) -> Self {
+        let workers = args.workers_or_cores();
+        let share = shard.map_or(1.0, |(_, n)| n as f64);
+        let seed = args.seed ^ shard.map_or(0, |(w, _)| (w as u64 + 1).rotate_left(32));
+        Schedule {
+            rng: SplitMix64::new(seed),
+            n: 0,
+            t0_ns: clock.elapsed().as_nanos() as u64,
+            interval_ns: rate.map(|r| 1e9 * share / r),
+            channels: args.channels,
+            keys: args.keys,
+            value_bytes: args.value_bytes,
+            workers,
+            shard,
+        }
+    }
+
+    /// When the next change is due (`None`: flat out).
+    fn due_ns(&self) -> Option<u64> {
+        self.interval_ns
+            .map(|iv| self.t0_ns + (self.n as f64 * iv) as u64)
+    }
+
+    fn pick_key(&mut self) -> u64 {
+        let Some((w, workers)) = self.shard else {
+            return self.rng.below(self.keys);
         };
+        // A channel of this shard (global % workers == w), then one of that channel's keys
+        // (key % channels == channel).
+        let channels = self.channels as u64;
+        let mine = (channels - w as u64).div_ceil(workers as u64);
+        let global = w as u64 + self.rng.below(mine) * workers as u64;
+        let per_channel = (self.keys.saturating_sub(global)).div_ceil(channels).max(1);
+        global + channels * self.rng.below(per_channel)
+    }
+
+    /// The next change, with the worker it belongs to, if due by `now_ns`.
+    fn next(&mut self, now_ns: u64) -> Option<(usize, Change)> {
+        let intended_ns = match self.due_ns() {
+            Some(at) if at > now_ns => return None,
+            Some(at) => at,
+            None => now_ns,
+        };
+        let key = self.pick_key();
+        let channels = self.channels as u64;
+        let global = (key % channels) as u32;
+        let w = global as usize % self.workers;
         let mut value = [0u8; INLINE_VALUE_BYTES];
-        value[..8.min(value_bytes)].copy_from_slice(&n.to_le_bytes()[..8.min(value_bytes)]);
+        let len = 8.min(self.value_bytes);
+        value[..len].copy_from_slice(&self.n.to_le_bytes()[..len]);
+        self.n += 1;
         let change = Change {
-            channel: global / workers as u32,
-            section: ((key / channels as u64) % 64) as u8,
+            channel: global / self.workers as u32,
+            section: ((key / channels) % 64) as u8,
             flags: if key.is_multiple_of(16) {
                 FLAG_PRIVATE
             } else {
                 0
             },
-            value_len: value_bytes as u8,
+            value_len: self.value_bytes as u8,
             key,
             intended_ns,
             value,
+        };
+        Some((w, change))
+    }
+}
+
+/// The generator run inside a worker's turn.
+struct InlineSource {
+    schedule: Schedule,
+    stop: Arc<AtomicBool>,
+    generated: Arc<Gauges>,
+}
+
+impl worker::Source for InlineSource {
+    fn fill(&mut self, now_ns: u64, max: usize, ring: &mut rtrb::Producer<Change>) -> usize {
+        if self.stop.load(Ordering::Relaxed) {
+            return 0;
+        }
+        let mut n = 0;
+        while n < max.min(ring.slots()) {
+            let Some((_, change)) = self.schedule.next(now_ns) else {
+                break;
+            };
+            let pushed = ring.push(change);
+            debug_assert!(pushed.is_ok(), "room was checked");
+            n += 1;
+        }
+        self.generated
+            .generated
+            .fetch_add(n as u64, Ordering::Relaxed);
+        n
+    }
+}
+
+/// The generator thread: one schedule for all workers, each change pushed to its shard's ring.
+fn generate(
+    mut producers: Vec<rtrb::Producer<Change>>,
+    stop: Arc<AtomicBool>,
+    clock: Instant,
+    mut schedule: Schedule,
+) -> u64 {
+    while !stop.load(Ordering::Relaxed) {
+        let now = clock.elapsed().as_nanos() as u64;
+        let Some((w, change)) = schedule.next(now) else {
+            // Sleep while ahead of schedule (the workers need the cores); what falls due
+            // meanwhile goes out in one burst, each change stamped with its own time.
+            let at = schedule.due_ns().unwrap_or(now);
+            if at > now + 200_000 {
+                std::thread::sleep(Duration::from_nanos(at - now - 100_000));
+            } else {
+                std::thread::yield_now();
+            }
+            continue;
         };
         // A full ring is backpressure: an open-loop submitter keeps its schedule (the wait
         // shows in latency, measured from the intended time); `max` just retries.
         while producers[w].push(change).is_err() {
             if stop.load(Ordering::Relaxed) {
-                return n;
+                return schedule.n;
             }
             std::thread::yield_now();
         }
-        n += 1;
     }
-    n
+    schedule.n
 }
 
 fn quantiles(h: &Histogram<u64>) -> serde_json::Value {

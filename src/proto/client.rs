@@ -196,7 +196,14 @@ impl Client {
         if epoch > self.epoch {
             self.adopt_epoch(epoch);
         }
+        // Start loading the state slots of the updates a few messages ahead while this one
+        // applies, so the cache misses of a frame overlap.
+        let mut ahead = frame.msgs();
+        for _ in 0..super::PREFETCH_AHEAD {
+            self.prefetch(ahead.next());
+        }
         for m in frame.msgs() {
+            self.prefetch(ahead.next());
             match m {
                 Msg::Update(u) => self.on_update(now_us, &u, epoch),
                 Msg::LaQuery(q) => self.on_query(&q),
@@ -232,6 +239,17 @@ impl Client {
             c.last_replay_done = None;
             c.replay_done_ack = false;
             c.generation = 0;
+        }
+    }
+
+    fn prefetch(&self, m: Option<Msg<'_>>) {
+        if let Some(Msg::Update(u)) = m
+            && let Some(i) = self.chan_idx(u.channel())
+        {
+            let state = &self.chans[i].state;
+            for e in u.entries().filter(|e| !e.private) {
+                state.prefetch_entry(&e);
+            }
         }
     }
 

@@ -11,6 +11,7 @@ pub mod control;
 pub mod history;
 pub mod ring;
 pub mod state;
+mod table;
 
 pub use client::Client;
 pub use control::{ChannelFailover, ControlUnit, SubmitError};
@@ -113,6 +114,10 @@ pub fn epoch_counter(epoch: u64) -> u64 {
 
 /// The epoch every node starts in: control unit 0 is primary.
 pub const INITIAL_EPOCH: u64 = 1 << 8;
+
+/// How many updates ahead an apply loop prefetches state slots: enough to overlap the cache
+/// misses of several writes, few enough that the lines are still cached when written.
+pub const PREFETCH_AHEAD: usize = 8;
 
 #[derive(Debug, Clone)]
 pub struct ProtoConfig {

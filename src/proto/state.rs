@@ -3,21 +3,14 @@
 //!
 //! Each section keeps an order-independent digest (a wrapping sum of per-entry hashes), updated
 //! in O(1) per write, so two copies are compared without walking them.
+//!
+//! Sections are [`SectionTable`]s: a write to an existing key touches one cache line (the slot
+//! holds key, entry hash and, up to 44 bytes, the value), and [`ChannelState::prefetch`] lets a
+//! caller start loading that line for upcoming writes so a batch overlaps its cache misses.
 
+use super::table::SectionTable;
 use crate::wire::{Entry, SECTIONS};
-use rustc_hash::FxHashMap;
-use smallvec::SmallVec;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
-
-/// Values up to this size live inside the map entry: no allocation, no pointer to chase.
-const INLINE_VALUE_BYTES: usize = 32;
-
-/// A stored value with its entry hash, so an overwrite or delete need not rehash the old value.
-#[derive(Debug, Clone)]
-struct Stored {
-    hash: u64,
-    value: SmallVec<[u8; INLINE_VALUE_BYTES]>,
-}
 
 /// Index of the primary-only section (never sent to clients).
 pub const PRIVATE_SECTION: usize = SECTIONS;
@@ -28,7 +21,7 @@ pub const ALL_SECTIONS_MASK: u64 = u64::MAX;
 
 #[derive(Debug, Clone)]
 pub struct ChannelState {
-    sections: Vec<FxHashMap<u64, Stored>>,
+    sections: Vec<SectionTable>,
     digests: [u64; ALL_SECTIONS],
     value_bytes: [u64; ALL_SECTIONS],
 }
@@ -36,7 +29,7 @@ pub struct ChannelState {
 impl Default for ChannelState {
     fn default() -> Self {
         ChannelState {
-            sections: (0..ALL_SECTIONS).map(|_| FxHashMap::default()).collect(),
+            sections: (0..ALL_SECTIONS).map(|_| SectionTable::new()).collect(),
             digests: [0; ALL_SECTIONS],
             value_bytes: [0; ALL_SECTIONS],
         }
@@ -67,43 +60,47 @@ impl ChannelState {
         }
     }
 
+    /// Hints the CPU to start loading the slot `key` would occupy in `section`, so a later
+    /// `put`/`delete`/`get` of it finds the line in cache. Prefetch a batch of upcoming keys,
+    /// then apply the batch: the misses overlap instead of running one after another.
+    #[inline]
+    pub fn prefetch(&self, section: usize, key: u64) {
+        self.sections[section].prefetch(key);
+    }
+
+    /// [`ChannelState::prefetch`] for the slot `e` will write (section chosen as `apply` does).
+    #[inline]
+    pub fn prefetch_entry(&self, e: &Entry<'_>) {
+        self.prefetch(Self::slot(e), e.key);
+    }
+
     pub fn put(&mut self, section: usize, key: u64, value: &[u8]) {
-        let map = &mut self.sections[section];
+        // entry_hash is never 0 (low bit forced), as SectionTable requires.
         let new_h = entry_hash(section, key, value);
-        match map.get_mut(&key) {
-            Some(old) => {
+        match self.sections[section].put(key, new_h, value) {
+            Some((old_h, old_len)) => {
                 self.digests[section] = self.digests[section]
-                    .wrapping_sub(old.hash)
+                    .wrapping_sub(old_h)
                     .wrapping_add(new_h);
                 self.value_bytes[section] =
-                    self.value_bytes[section] - old.value.len() as u64 + value.len() as u64;
-                old.hash = new_h;
-                old.value.clear();
-                old.value.extend_from_slice(value);
+                    self.value_bytes[section] - old_len as u64 + value.len() as u64;
             }
             None => {
                 self.digests[section] = self.digests[section].wrapping_add(new_h);
                 self.value_bytes[section] += value.len() as u64;
-                map.insert(
-                    key,
-                    Stored {
-                        hash: new_h,
-                        value: SmallVec::from_slice(value),
-                    },
-                );
             }
         }
     }
 
     pub fn delete(&mut self, section: usize, key: u64) {
-        if let Some(old) = self.sections[section].remove(&key) {
-            self.digests[section] = self.digests[section].wrapping_sub(old.hash);
-            self.value_bytes[section] -= old.value.len() as u64;
+        if let Some((old_h, old_len)) = self.sections[section].remove(key) {
+            self.digests[section] = self.digests[section].wrapping_sub(old_h);
+            self.value_bytes[section] -= old_len as u64;
         }
     }
 
     pub fn get(&self, section: usize, key: u64) -> Option<&[u8]> {
-        self.sections[section].get(&key).map(|v| v.value.as_slice())
+        self.sections[section].get(key).map(|(v, _)| v)
     }
 
     /// Empties every client-visible section whose bit is set in `mask`.
@@ -149,9 +146,7 @@ impl ChannelState {
     }
 
     pub fn entries(&self, section: usize) -> impl Iterator<Item = (u64, &[u8])> {
-        self.sections[section]
-            .iter()
-            .map(|(k, v)| (*k, v.value.as_slice()))
+        self.sections[section].iter()
     }
 
     pub fn len(&self, section: usize) -> usize {
@@ -219,6 +214,28 @@ mod tests {
         b.apply(&e(2, 2, None));
         assert_eq!(a.full_digest(), b.full_digest());
         assert_eq!(a.value_bytes(ALL_SECTIONS_MASK), 1);
+    }
+
+    #[test]
+    fn large_values_and_prefetch() {
+        let mut a = ChannelState::default();
+        let big = vec![5u8; 1000];
+        a.prefetch_entry(&e(4, 7, Some(&big)));
+        a.apply(&e(4, 7, Some(&big)));
+        a.prefetch(4, 7);
+        assert_eq!(a.get(4, 7), Some(&big[..]));
+        assert_eq!(a.value_bytes(1 << 4), 1000);
+        a.apply(&e(4, 7, Some(b"tiny")));
+        assert_eq!(a.value_bytes(1 << 4), 4);
+        assert_eq!(a.entry_count(ALL_SECTIONS_MASK), 1);
+        assert_eq!(a.nonempty_mask(), 1 << 4);
+        let mut b = ChannelState::default();
+        b.put(4, 7, b"tiny");
+        assert_eq!(a.full_digest(), b.full_digest());
+        assert_eq!(a.entries(4).collect::<Vec<_>>(), vec![(7, &b"tiny"[..])]);
+        a.clear_sections(1 << 4);
+        assert!(a.is_empty());
+        assert_eq!(a.section_digest(4), 0);
     }
 
     #[test]

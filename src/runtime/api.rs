@@ -10,6 +10,7 @@ use super::node::{Machine, NodeRunner};
 use super::worker::{self, Gauges, WorkerOutput, WorkerSpec};
 use crate::proto::{ChannelState, Client, ControlUnit, NodeId, ProtoConfig};
 use crate::transport::{Transport, TransportConfig, TransportError};
+use crate::wire::Entry;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,6 +53,18 @@ impl Change {
             intended_ns: 0,
             value: v,
         })
+    }
+}
+
+impl Change {
+    /// The change as the protocol core's entry (borrowing the inline value).
+    pub fn entry(&self) -> Entry<'_> {
+        Entry {
+            section: self.section,
+            key: self.key,
+            value: (self.flags & FLAG_DELETE == 0).then(|| &self.value[..self.value_len as usize]),
+            private: self.flags & FLAG_PRIVATE != 0,
+        }
     }
 }
 
@@ -159,6 +172,7 @@ fn start(
         name: format!("statesync-{}", cfg.id),
         nodes: vec![runner],
         submissions: Some(sub_rx),
+        source: None,
         commits: Some(com_tx),
         core,
         latency: false,

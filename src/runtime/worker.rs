@@ -2,11 +2,10 @@
 //! drives every node's sans-IO core against its socket, and reports commits, latency and
 //! gauges. Natural batching: each turn takes what is ready (up to a bound), then flushes.
 
-use super::api::{Change, ClientHandler, CommitNote, FLAG_DELETE, FLAG_PRIVATE};
+use super::api::{Change, ClientHandler, CommitNote};
 use super::latency::LatencyRecorder;
 use super::node::{Machine, NodeRunner};
-use crate::proto::{Event, Role, SubmitError};
-use crate::wire::Entry;
+use crate::proto::{Event, PREFETCH_AHEAD, Role, SubmitError};
 use hdrhistogram::Histogram;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,6 +18,8 @@ const SUBMIT_BATCH: usize = 4096;
 /// Live counters a worker publishes for progress lines (relaxed atomics, written per turn).
 #[derive(Debug, Default)]
 pub struct Gauges {
+    /// Changes an in-turn [`Source`] generated.
+    pub generated: AtomicU64,
     pub submitted: AtomicU64,
     pub backpressure: AtomicU64,
     pub rejected: AtomicU64,
@@ -29,12 +30,26 @@ pub struct Gauges {
     pub datagrams_sent: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub commits_dropped: AtomicU64,
+    /// `standby_commit` p99 and max of the last whole second, in µs (0 before the first).
+    pub commit_p99_us: AtomicU64,
+    pub commit_max_us: AtomicU64,
+}
+
+/// A submitter that runs inside the worker's turn instead of on a thread of its own (a load
+/// generator on a machine with no core to spare). It writes into the worker's submission ring,
+/// so its changes take the same path as any submitter's.
+pub trait Source: Send {
+    /// Pushes the changes due by `now_ns`, at most `max` and never more than the ring has
+    /// room for; returns how many.
+    fn fill(&mut self, now_ns: u64, max: usize, ring: &mut rtrb::Producer<Change>) -> usize;
 }
 
 pub struct WorkerSpec {
     pub name: String,
     pub nodes: Vec<NodeRunner>,
     pub submissions: Option<rtrb::Consumer<Change>>,
+    /// An in-turn submitter and the producer end of `submissions`.
+    pub source: Option<(Box<dyn Source>, rtrb::Producer<Change>)>,
     pub commits: Option<rtrb::Producer<CommitNote>>,
     pub core: Option<core_affinity::CoreId>,
     /// Record per-stage latency (needs the primary and the clients in this worker).
@@ -94,32 +109,41 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
     gauges
         .retention_capacity
         .store((channels * window) as u64, Ordering::Relaxed);
+    let order = pipeline_order(&spec.nodes, primary);
     let mut idle_turns = 0u32;
     while !stop.load(Ordering::Relaxed) {
         let now_ns = clock.elapsed().as_nanos() as u64;
         let now_us = now_ns / 1000;
         let mut work = 0usize;
+        if let Some((source, ring)) = spec.source.as_mut() {
+            source.fill(now_ns, SUBMIT_BATCH, ring);
+        }
         if let (Some(p), Some(rx)) = (primary, spec.submissions.as_mut()) {
             work += submit_ready(&mut spec.nodes[p], rx, now_us, gauges, latency.as_mut());
         }
-        for node in &mut spec.nodes {
-            match node.receive(None, &|| now_us) {
-                Ok(n) => work += n,
-                Err(e) => error = Some(format!("receive on node {}: {e}", node.machine.id())),
-            }
-            node.tick(now_us);
-        }
+        // Pipeline order: each node receives, then transmits at once, so what one node sends
+        // is taken by the next in the same turn (update -> client ack -> forwarded ack ->
+        // standby apply -> commit) instead of one hop per turn.
         let WorkerSpec {
             nodes,
             commits,
             handler,
             ..
         } = &mut spec;
-        for node in nodes.iter_mut() {
+        for &i in &order {
+            let node = &mut nodes[i];
+            match node.receive(None, &|| now_us) {
+                Ok(n) => work += n,
+                Err(e) => error = Some(format!("receive on node {}: {e}", node.machine.id())),
+            }
+            node.tick(now_us);
             match node.transmit(now_us) {
                 Ok(n) => work += n,
                 Err(e) => error = Some(format!("send from node {}: {e}", node.machine.id())),
             }
+            // Stages are stamped when their events are taken, after this node's sends: a
+            // turn's later hops must not inherit the turn's start time.
+            let event_ns = clock.elapsed().as_nanos() as u64;
             while let Some(ev) = node.machine.poll_event() {
                 let sinks = Sinks {
                     gauges,
@@ -128,7 +152,7 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
                     commits,
                     handler,
                 };
-                on_event(&node.machine, ev, now_ns, sinks);
+                on_event(&node.machine, ev, event_ns, sinks);
             }
         }
         if error.is_some() {
@@ -137,6 +161,11 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
         if now_ns >= next_interval_ns {
             next_interval_ns += 1_000_000_000;
             if let Some(l) = latency.as_mut() {
+                let commit = &l.interval[2];
+                gauges
+                    .commit_p99_us
+                    .store(commit.value_at_quantile(0.99), Ordering::Relaxed);
+                gauges.commit_max_us.store(commit.max(), Ordering::Relaxed);
                 intervals.push(l.interval.clone());
                 l.interval.iter_mut().for_each(|h| h.reset());
             }
@@ -164,6 +193,25 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
     }
 }
 
+/// The order a turn visits nodes in: the primary, its clients, the primary again (to forward
+/// their acks), the standbys, and the primary once more (to take their commits). A worker
+/// without a primary visits each node once.
+fn pipeline_order(nodes: &[NodeRunner], primary: Option<usize>) -> Vec<usize> {
+    let Some(p) = primary else {
+        return (0..nodes.len()).collect();
+    };
+    let of = |client: bool| {
+        (0..nodes.len())
+            .filter(move |&i| i != p && nodes[i].machine.as_client().is_some() == client)
+    };
+    let mut order = vec![p];
+    order.extend(of(true));
+    order.push(p);
+    order.extend(of(false));
+    order.push(p);
+    order
+}
+
 fn submit_ready(
     node: &mut NodeRunner,
     rx: &mut rtrb::Consumer<Change>,
@@ -174,17 +222,19 @@ fn submit_ready(
     let Machine::Cu(cu) = &mut node.machine else {
         return 0;
     };
+    let Ok(chunk) = rx.read_chunk(rx.slots().min(SUBMIT_BATCH)) else {
+        return 0;
+    };
+    let (a, b) = chunk.as_slices();
+    let ready = a.len() + b.len();
+    let at = |i: usize| if i < a.len() { &a[i] } else { &b[i - a.len()] };
     let mut n = 0;
-    while n < SUBMIT_BATCH {
-        let Ok(c) = rx.peek() else { break };
-        let value = (c.flags & FLAG_DELETE == 0).then(|| &c.value[..c.value_len as usize]);
-        let entry = Entry {
-            section: c.section,
-            key: c.key,
-            value,
-            private: c.flags & FLAG_PRIVATE != 0,
-        };
-        match cu.submit(now_us, c.channel, &[entry]) {
+    while n < ready {
+        if let Some(ahead) = (n + PREFETCH_AHEAD < ready).then(|| at(n + PREFETCH_AHEAD)) {
+            cu.prefetch(ahead.channel, &ahead.entry());
+        }
+        let c = at(n);
+        match cu.submit(now_us, c.channel, &[c.entry()]) {
             Ok(op) => {
                 if let Some(l) = latency.as_deref_mut() {
                     l.submitted(c.channel, op, c.intended_ns);
@@ -199,9 +249,9 @@ fn submit_ready(
                 gauges.rejected.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let _ = rx.pop();
         n += 1;
     }
+    chunk.commit(n);
     n
 }
 

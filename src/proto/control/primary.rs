@@ -73,6 +73,14 @@ impl ControlUnit {
         Ok(op)
     }
 
+    /// Starts loading the state slot a later `submit` of `entry` on `channel` will write (see
+    /// [`crate::proto::PREFETCH_AHEAD`]); a hint only, never an error.
+    pub fn prefetch(&self, channel: u32, entry: &Entry<'_>) {
+        if let Some(c) = self.chans.get(channel as usize) {
+            c.state.prefetch_entry(entry);
+        }
+    }
+
     /// Primary: ask standby `target` to take over now (planned switchover). Submissions are
     /// refused from here on; the standby takes over within a heartbeat interval.
     pub fn request_switchover(&mut self, target: NodeId) -> Result<(), ControlError> {

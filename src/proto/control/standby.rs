@@ -221,6 +221,15 @@ pub(super) fn apply_through(
 ) {
     while c.applied < limit {
         let op = c.applied + 1;
+        let ahead = op + crate::proto::PREFETCH_AHEAD as u64;
+        if ahead <= limit
+            && let Some(slot) = c.ring.get(ahead)
+            && !slot.preapplied
+        {
+            for e in slot.entries() {
+                c.state.prefetch_entry(&e);
+            }
+        }
         apply_op(c, op);
         events.push(Event::StandbyApplied {
             channel,
