@@ -65,6 +65,11 @@ pub struct ChurnArgs {
     /// feeding every worker's ring, as a router's own submitter thread would).
     #[arg(long, default_value = "inline")]
     pub submitter: Submitter,
+    /// Write every key once (through the fabric, at full speed) before the measured run, so the
+    /// run measures churn of a populated table rather than its first inserts and growth.
+    /// Prefill changes are left out of the rate and the latency figures.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub prefill: bool,
     /// Seed of the key/value generator.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -197,6 +202,7 @@ pub fn churn(args: &ChurnArgs) -> Result<bool, String> {
     let clock = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let gen_stop = Arc::new(AtomicBool::new(false));
+    let run_phase = Arc::new(AtomicBool::new(!args.prefill));
     let mut handles = Vec::new();
     let mut producers = Vec::new();
     let mut gauges = Vec::new();
@@ -269,7 +275,7 @@ pub fn churn(args: &ChurnArgs) -> Result<bool, String> {
                 None
             }
             Submitter::Inline => {
-                let schedule = Schedule::new(args, rate, clock, Some((w, workers)));
+                let schedule = Schedule::new(args, rate, run_phase.clone(), Some((w, workers)));
                 let source = InlineSource {
                     schedule,
                     stop: gen_stop.clone(),
@@ -306,7 +312,7 @@ pub fn churn(args: &ChurnArgs) -> Result<bool, String> {
         None
     } else {
         let gen_stop = gen_stop.clone();
-        let schedule = Schedule::new(args, rate, clock, None);
+        let schedule = Schedule::new(args, rate, run_phase.clone(), None);
         let thread = std::thread::Builder::new()
             .name("statesync-gen".into())
             .spawn(move || generate(producers, gen_stop, clock, schedule))
@@ -316,8 +322,14 @@ pub fn churn(args: &ChurnArgs) -> Result<bool, String> {
     // Progress, once a second.
     let total = |f: &dyn Fn(&Gauges) -> u64| gauges.iter().map(|g| f(g)).sum::<u64>();
     let worst = |f: &dyn Fn(&Gauges) -> u64| gauges.iter().map(|g| f(g)).max().unwrap_or(0);
+    let base = if args.prefill {
+        prefill(args, &gauges)?
+    } else {
+        Baseline::default()
+    };
+    run_phase.store(true, Ordering::Relaxed);
     let start = Instant::now();
-    let mut last = (0u64, 0u64, Instant::now());
+    let mut last = (base.committed, base.submitted, Instant::now());
     while start.elapsed().as_secs_f64() < args.duration {
         std::thread::sleep(Duration::from_millis(1000).min(Duration::from_secs_f64(
             (args.duration - start.elapsed().as_secs_f64()).max(0.0),
@@ -372,6 +384,7 @@ pub fn churn(args: &ChurnArgs) -> Result<bool, String> {
         &gauges,
         measured_s,
         committed_at_end,
+        &base,
         generated,
         &io,
         workers,
@@ -387,8 +400,12 @@ pub fn churn(args: &ChurnArgs) -> Result<bool, String> {
 struct Schedule {
     rng: SplitMix64,
     n: u64,
-    t0_ns: u64,
+    /// Start of the timed schedule, taken at the first change after the run phase opens.
+    t0_ns: Option<u64>,
     interval_ns: Option<f64>,
+    /// Next key the prefill considers (`keys` when there is none left to write).
+    prefill_next: u64,
+    run_phase: Arc<AtomicBool>,
     channels: u32,
     keys: u64,
     value_bytes: usize,
@@ -401,7 +418,7 @@ impl Schedule {
     fn new(
         args: &ChurnArgs,
         rate: Option<f64>,
-        clock: Instant,
+        run_phase: Arc<AtomicBool>,
         shard: Option<(usize, usize)>,
     ) -> Self {
         let workers = args.workers_or_cores();
@@ -410,8 +427,10 @@ impl Schedule {
         Schedule {
             rng: SplitMix64::new(seed),
             n: 0,
-            t0_ns: clock.elapsed().as_nanos() as u64,
+            t0_ns: None,
             interval_ns: rate.map(|r| 1e9 * share / r),
+            prefill_next: if args.prefill { 0 } else { args.keys },
+            run_phase,
             channels: args.channels,
             keys: args.keys,
             value_bytes: args.value_bytes,
@@ -420,10 +439,27 @@ impl Schedule {
         }
     }
 
-    /// When the next change is due (`None`: flat out).
+    /// When the next timed change is due (`None`: flat out, or the run has not started).
     fn due_ns(&self) -> Option<u64> {
-        self.interval_ns
-            .map(|iv| self.t0_ns + (self.n as f64 * iv) as u64)
+        let t0 = self.t0_ns?;
+        self.interval_ns.map(|iv| t0 + (self.n as f64 * iv) as u64)
+    }
+
+    fn owns(&self, key: u64) -> bool {
+        self.shard.is_none_or(|(w, workers)| {
+            (key % self.channels as u64) as usize % workers == w
+        })
+    }
+
+    /// The next key still to prefill, if any.
+    fn next_prefill(&mut self) -> Option<u64> {
+        while self.prefill_next < self.keys && !self.owns(self.prefill_next) {
+            self.prefill_next += 1;
+        }
+        (self.prefill_next < self.keys).then(|| {
+            self.prefill_next += 1;
+            self.prefill_next - 1
+        })
     }
 
     fn pick_key(&mut self) -> u64 {
@@ -439,21 +475,33 @@ impl Schedule {
         global + channels * self.rng.below(per_channel)
     }
 
-    /// The next change, with the worker it belongs to, if due by `now_ns`.
+    /// The next change, with the worker it belongs to, if due by `now_ns`. Prefill changes
+    /// carry no intended time (0), so they stay out of the latency figures.
     fn next(&mut self, now_ns: u64) -> Option<(usize, Change)> {
+        if let Some(key) = self.next_prefill() {
+            return Some(self.change(key, 0));
+        }
+        if !self.run_phase.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.t0_ns.get_or_insert(now_ns);
         let intended_ns = match self.due_ns() {
             Some(at) if at > now_ns => return None,
             Some(at) => at,
             None => now_ns,
         };
         let key = self.pick_key();
+        self.n += 1;
+        Some(self.change(key, intended_ns))
+    }
+
+    fn change(&self, key: u64, intended_ns: u64) -> (usize, Change) {
         let channels = self.channels as u64;
         let global = (key % channels) as u32;
         let w = global as usize % self.workers;
         let mut value = [0u8; INLINE_VALUE_BYTES];
         let len = 8.min(self.value_bytes);
-        value[..len].copy_from_slice(&self.n.to_le_bytes()[..len]);
-        self.n += 1;
+        value[..len].copy_from_slice(&(self.n ^ intended_ns).to_le_bytes()[..len]);
         let change = Change {
             channel: global / self.workers as u32,
             section: ((key / channels) % 64) as u8,
@@ -467,7 +515,7 @@ impl Schedule {
             intended_ns,
             value,
         };
-        Some((w, change))
+        (w, change)
     }
 }
 
@@ -500,22 +548,25 @@ impl worker::Source for InlineSource {
 }
 
 /// The generator thread: one schedule for all workers, each change pushed to its shard's ring.
+/// Returns how many changes it generated.
 fn generate(
     mut producers: Vec<rtrb::Producer<Change>>,
     stop: Arc<AtomicBool>,
     clock: Instant,
     mut schedule: Schedule,
 ) -> u64 {
+    let mut n = 0;
     while !stop.load(Ordering::Relaxed) {
         let now = clock.elapsed().as_nanos() as u64;
         let Some((w, change)) = schedule.next(now) else {
             // Sleep while ahead of schedule (the workers need the cores); what falls due
             // meanwhile goes out in one burst, each change stamped with its own time.
-            let at = schedule.due_ns().unwrap_or(now);
-            if at > now + 200_000 {
-                std::thread::sleep(Duration::from_nanos(at - now - 100_000));
-            } else {
-                std::thread::yield_now();
+            match schedule.due_ns() {
+                Some(at) if at > now + 200_000 => {
+                    std::thread::sleep(Duration::from_nanos(at - now - 100_000))
+                }
+                Some(_) => std::thread::yield_now(),
+                None => std::thread::sleep(Duration::from_micros(100)),
             }
             continue;
         };
@@ -523,12 +574,68 @@ fn generate(
         // shows in latency, measured from the intended time); `max` just retries.
         while producers[w].push(change).is_err() {
             if stop.load(Ordering::Relaxed) {
-                return schedule.n;
+                return n;
             }
             std::thread::yield_now();
         }
+        n += 1;
     }
-    schedule.n
+    n
+}
+
+/// Counters at the start of the timed run (all zero without a prefill).
+#[derive(Debug, Default)]
+struct Baseline {
+    committed: u64,
+    submitted: u64,
+    datagrams: u64,
+    prefilled: u64,
+    seconds: f64,
+}
+
+/// Waits for the prefill (every key written once) to commit, with progress; returns the
+/// counters the timed run starts from.
+fn prefill(args: &ChurnArgs, gauges: &[Arc<Gauges>]) -> Result<Baseline, String> {
+    let total = |f: &dyn Fn(&Gauges) -> u64| gauges.iter().map(|g| f(g)).sum::<u64>();
+    let start = Instant::now();
+    let mut next_line = Duration::from_secs(1);
+    loop {
+        let committed = total(&|g| g.committed.load(Ordering::Relaxed));
+        if committed >= args.keys {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            return Err(format!(
+                "prefill: only {committed} of {} keys committed after 120 s",
+                args.keys
+            ));
+        }
+        if start.elapsed() >= next_line {
+            println!(
+                "[prefill {:>4.1}s] {committed} of {} keys committed",
+                start.elapsed().as_secs_f64(),
+                args.keys
+            );
+            next_line += Duration::from_secs(1);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Gauges of datagrams are published every 100 ms: let them catch up.
+    std::thread::sleep(Duration::from_millis(150));
+    let b = Baseline {
+        committed: total(&|g| g.committed.load(Ordering::Relaxed)),
+        submitted: total(&|g| g.submitted.load(Ordering::Relaxed)),
+        datagrams: total(&|g| g.datagrams_sent.load(Ordering::Relaxed)),
+        prefilled: args.keys,
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    println!(
+        "prefill: {} keys committed in {:.1} s ({:.0}/s)",
+        b.prefilled,
+        b.seconds,
+        b.prefilled as f64 / b.seconds
+    );
+    Ok(b)
 }
 
 fn quantiles(h: &Histogram<u64>) -> serde_json::Value {
@@ -548,6 +655,7 @@ fn report(
     gauges: &[Arc<Gauges>],
     measured_s: f64,
     committed_at_end: u64,
+    base: &Baseline,
     generated: u64,
     io: &str,
     workers: usize,
@@ -608,7 +716,8 @@ fn report(
             }
         }
     }
-    let committed_per_s = committed_at_end as f64 / measured_s;
+    let committed_per_s = committed_at_end.saturating_sub(base.committed) as f64 / measured_s;
+    let run_datagrams = datagrams.saturating_sub(base.datagrams);
     println!("\n== churn report ==");
     println!(
         "io {io}, {workers} workers on {cores} cores, {} channels, {} keys, {} B values",
@@ -617,9 +726,15 @@ fn report(
     println!(
         "generated {generated}, submitted {submitted}, committed {committed} ({committed_per_s:.0}/s over {measured_s:.1} s)"
     );
+    if base.prefilled > 0 {
+        println!(
+            "  of which prefill: {} keys committed in {:.1} s before the timed run (not in the rate or the latency)",
+            base.prefilled, base.seconds
+        );
+    }
     println!(
         "datagrams {datagrams} ({:.0}/s), wire bytes per change {:.1}",
-        datagrams as f64 / measured_s,
+        run_datagrams as f64 / measured_s,
         bytes as f64 / committed.max(1) as f64
     );
     for (name, h) in STAGES.iter().zip(&stages) {
@@ -658,7 +773,9 @@ fn report(
             "value_bytes": args.value_bytes,
             "rate": args.rate,
             "duration_s": measured_s,
-            "datagrams_per_s": datagrams as f64 / measured_s,
+            "datagrams_per_s": run_datagrams as f64 / measured_s,
+            "prefill_keys": base.prefilled,
+            "prefill_s": base.seconds,
             "wire_bytes_per_change": bytes as f64 / committed.max(1) as f64,
             "backpressure": total(&|g| g.backpressure.load(Ordering::Relaxed)),
             "latency_us": {

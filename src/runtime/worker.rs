@@ -104,6 +104,7 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
     let mut latency = spec.latency.then(|| LatencyRecorder::new(channels, window));
     let mut intervals = Vec::new();
     let mut next_interval_ns = 1_000_000_000u64;
+    let mut next_publish_ns = 0u64;
     let mut committed_through = vec![0u64; channels];
     let mut error = None;
     gauges
@@ -158,6 +159,10 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
         if error.is_some() {
             break;
         }
+        if now_ns >= next_publish_ns {
+            next_publish_ns = now_ns + 100_000_000;
+            publish(&spec.nodes, primary, gauges);
+        }
         if now_ns >= next_interval_ns {
             next_interval_ns += 1_000_000_000;
             if let Some(l) = latency.as_mut() {
@@ -169,7 +174,6 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
                 intervals.push(l.interval.clone());
                 l.interval.iter_mut().for_each(|h| h.reset());
             }
-            publish(&spec.nodes, primary, gauges);
         }
         if work == 0 {
             idle_turns += 1;
