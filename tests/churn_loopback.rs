@@ -23,6 +23,7 @@ fn args(io: IoChoice, loss: f64, submitter: Submitter) -> ChurnArgs {
         json: None,
         hdr_log: None,
         submitter,
+        prefill: true,
         seed: 7,
         connect: vec![],
         submitter_id: 900,

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Median of N churn runs per I/O backend at --rate max, then one run at half the uring median
-# (latency), then one run with the transport fault layer on. Writes JSON reports to $OUT_DIR.
+# Median of N churn runs per I/O backend at --rate max, then N runs at half the uring median
+# (latency; the median p99 is printed), one at a quarter, then one run with the transport fault
+# layer on. Writes JSON reports (and the hdrhistogram logs of the first half-rate run) to
+# $OUT_DIR.
 # Usage: tools/churn-medians.sh [runs=3] [duration=10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,8 +23,17 @@ for io in uring mmsg; do
   echo "$io median: $m committed/s"
   echo "$m" > "$OUT_DIR/median-$io"
 done
+p99_of() { python3 -c "import json,sys; l=json.load(open(sys.argv[1]))['latency_us']['standby_commit']; print(l['p50'], l['p99'], l['p999'], l['max'])" "$1"; }
 half=$(( $(cat "$OUT_DIR/median-uring") / 2 ))
-"$BIN" churn --duration "$DUR" --rate "$half" --io uring --json "$OUT_DIR/half.json" --hdr-log "$OUT_DIR/hdr" > "$OUT_DIR/half.log"
-echo "half rate ($half/s):"; grep -E "latency|digests|committed " "$OUT_DIR/half.log"
+for i in $(seq 1 "$RUNS"); do
+  hdr=(); [ "$i" = 1 ] && hdr=(--hdr-log "$OUT_DIR/hdr")
+  "$BIN" churn --duration "$DUR" --rate "$half" --io uring --json "$OUT_DIR/half-$i.json" "${hdr[@]}" > "$OUT_DIR/half-$i.log"
+  echo "half rate ($half/s) run $i: standby_commit p50 p99 p999 max (us): $(p99_of "$OUT_DIR/half-$i.json")"
+done
+m=$(for i in $(seq 1 "$RUNS"); do p99_of "$OUT_DIR/half-$i.json" | cut -d' ' -f2; done | median)
+echo "half rate median standby_commit p99: $m us"
+quarter=$(( half / 2 ))
+"$BIN" churn --duration "$DUR" --rate "$quarter" --io uring --json "$OUT_DIR/quarter.json" > "$OUT_DIR/quarter.log"
+echo "quarter rate ($quarter/s): standby_commit p50 p99 p999 max (us): $(p99_of "$OUT_DIR/quarter.json")"
 "$BIN" churn --duration "$DUR" --rate max --loss 0.01 --dup 0.005 --reorder 0.01 --json "$OUT_DIR/faults.json" > "$OUT_DIR/faults.log"
 echo "faults (1% loss, 0.5% dup, 1% reorder):"; grep -E "committed |digests" "$OUT_DIR/faults.log"

@@ -446,9 +446,8 @@ impl Schedule {
     }
 
     fn owns(&self, key: u64) -> bool {
-        self.shard.is_none_or(|(w, workers)| {
-            (key % self.channels as u64) as usize % workers == w
-        })
+        self.shard
+            .is_none_or(|(w, workers)| (key % self.channels as u64) as usize % workers == w)
     }
 
     /// The next key still to prefill, if any.
