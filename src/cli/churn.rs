@@ -225,6 +225,7 @@ pub fn churn(args: &ChurnArgs) -> Result<bool, String> {
         proto.cut_policy = CutPolicy::Complete;
         proto.bulk_window = 4096;
         proto.ack_events = true;
+        proto.standby_apply_events = false;
         // Loopback under full load: a late heartbeat must not look like a dead primary.
         proto.heartbeat_interval_us = 20_000;
         proto.failover_timeout_us = 2_000_000;

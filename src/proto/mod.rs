@@ -144,6 +144,10 @@ pub struct ProtoConfig {
     pub client_apply_events: bool,
     /// Emit `ClientAcked` events on the primary (latency profiling wants them).
     pub ack_events: bool,
+    /// Emit a `StandbyApplied` event per op applied in normal operation (the simulator checks
+    /// apply order with them; a load run has no use for millions of them per second). Ops
+    /// applied by the failover algorithm are always announced.
+    pub standby_apply_events: bool,
     pub inject: InjectedBug,
 }
 
@@ -163,6 +167,7 @@ impl ProtoConfig {
             max_frame_bytes: 1472,
             client_apply_events: true,
             ack_events: false,
+            standby_apply_events: true,
             inject: InjectedBug::None,
         }
     }

@@ -110,7 +110,12 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
     gauges
         .retention_capacity
         .store((channels * window) as u64, Ordering::Relaxed);
-    let order = pipeline_order(&spec.nodes, primary);
+    let is_client: Vec<bool> = spec
+        .nodes
+        .iter()
+        .map(|n| n.machine.as_client().is_some())
+        .collect();
+    let order = pipeline_order(&is_client, primary);
     let mut idle_turns = 0u32;
     while !stop.load(Ordering::Relaxed) {
         let now_ns = clock.elapsed().as_nanos() as u64;
@@ -199,15 +204,14 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
 
 /// The order a turn visits nodes in: the primary, its clients, the primary again (to forward
 /// their acks), the standbys, and the primary once more (to take their commits). A worker
-/// without a primary visits each node once.
-fn pipeline_order(nodes: &[NodeRunner], primary: Option<usize>) -> Vec<usize> {
-    let Some(p) = primary else {
-        return (0..nodes.len()).collect();
+/// without a primary, or with nothing but it, visits each node once. `is_client[i]` says
+/// whether node `i` is a client.
+fn pipeline_order(is_client: &[bool], primary: Option<usize>) -> Vec<usize> {
+    let n = is_client.len();
+    let Some(p) = primary.filter(|_| n > 1) else {
+        return (0..n).collect();
     };
-    let of = |client: bool| {
-        (0..nodes.len())
-            .filter(move |&i| i != p && nodes[i].machine.as_client().is_some() == client)
-    };
+    let of = |client: bool| (0..n).filter(move |&i| i != p && is_client[i] == client);
     let mut order = vec![p];
     order.extend(of(true));
     order.push(p);
@@ -360,5 +364,19 @@ fn publish(nodes: &[NodeRunner], primary: Option<usize>, gauges: &Gauges) {
         gauges
             .retained_ops
             .store(retained as u64, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pipeline_order;
+
+    #[test]
+    fn turn_visits_nodes_along_the_commit_path() {
+        // Nodes: standby 0, primary 1, clients 2 and 3.
+        let kinds = [false, false, true, true];
+        assert_eq!(pipeline_order(&kinds, Some(1)), vec![1, 2, 3, 1, 0, 1]);
+        assert_eq!(pipeline_order(&kinds, None), vec![0, 1, 2, 3]);
+        assert_eq!(pipeline_order(&[false], Some(0)), vec![0]);
     }
 }

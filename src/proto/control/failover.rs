@@ -138,7 +138,7 @@ impl ControlUnit {
         }
         let c = &mut self.chans[ci];
         assert!(cut >= applied || self.cfg.inject == InjectedBug::DiscardCommittedTrailing);
-        apply_through(c, cut, true, &mut self.events, channel);
+        apply_through(c, cut, true, Some(&mut self.events), channel);
         c.ring.truncate_after(cut);
         if cut + 1 < c.ring.base() {
             // Only the injected bug cuts below what is applied: keep the ring consistent so

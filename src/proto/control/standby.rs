@@ -154,13 +154,14 @@ impl ControlUnit {
     /// Applies, in order, every held op whose ack has arrived.
     pub(super) fn try_apply(&mut self, channel: u32) {
         let inject = self.cfg.inject;
+        let emit = self.cfg.standby_apply_events;
         let c = &mut self.chans[channel as usize];
         let limit = if inject == InjectedBug::StandbyApplyBeforeAck {
             c.ring.top()
         } else {
             c.acked.min(c.ring.top())
         };
-        apply_through(c, limit, false, &mut self.events, channel);
+        apply_through(c, limit, false, emit.then_some(&mut self.events), channel);
         c.ring.prune_through(c.applied);
     }
 
@@ -211,12 +212,12 @@ impl ControlUnit {
     }
 }
 
-/// Applies every op up to `limit`, in order, announcing each.
+/// Applies every op up to `limit`, in order, announcing each when `events` is given.
 pub(super) fn apply_through(
     c: &mut super::Chan,
     limit: u64,
     failover: bool,
-    events: &mut crate::proto::Events,
+    mut events: Option<&mut crate::proto::Events>,
     channel: u32,
 ) {
     while c.applied < limit {
@@ -231,11 +232,13 @@ pub(super) fn apply_through(
             }
         }
         apply_op(c, op);
-        events.push(Event::StandbyApplied {
-            channel,
-            op,
-            failover,
-        });
+        if let Some(events) = events.as_deref_mut() {
+            events.push(Event::StandbyApplied {
+                channel,
+                op,
+                failover,
+            });
+        }
     }
 }
 
