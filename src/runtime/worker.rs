@@ -44,6 +44,32 @@ pub trait Source: Send {
     fn fill(&mut self, now_ns: u64, max: usize, ring: &mut rtrb::Producer<Change>) -> usize;
 }
 
+/// The worker's own tallies of what its gauges show. Counted in plain integers and stored to
+/// the gauges once per turn: an atomic add per change is a locked instruction, a full barrier
+/// that would wait for every outstanding cache miss of the state writes around it.
+#[derive(Debug, Default)]
+struct Counts {
+    submitted: u64,
+    backpressure: u64,
+    rejected: u64,
+    committed: u64,
+    client_applied: u64,
+    commits_dropped: u64,
+}
+
+impl Counts {
+    fn store(&self, g: &Gauges) {
+        g.submitted.store(self.submitted, Ordering::Relaxed);
+        g.backpressure.store(self.backpressure, Ordering::Relaxed);
+        g.rejected.store(self.rejected, Ordering::Relaxed);
+        g.committed.store(self.committed, Ordering::Relaxed);
+        g.client_applied
+            .store(self.client_applied, Ordering::Relaxed);
+        g.commits_dropped
+            .store(self.commits_dropped, Ordering::Relaxed);
+    }
+}
+
 pub struct WorkerSpec {
     pub name: String,
     pub nodes: Vec<NodeRunner>,
@@ -117,6 +143,7 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
         .collect();
     let order = pipeline_order(&is_client, primary);
     let mut idle_turns = 0u32;
+    let mut counts = Counts::default();
     while !stop.load(Ordering::Relaxed) {
         let now_ns = clock.elapsed().as_nanos() as u64;
         let now_us = now_ns / 1000;
@@ -125,7 +152,7 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
             source.fill(now_ns, SUBMIT_BATCH, ring);
         }
         if let (Some(p), Some(rx)) = (primary, spec.submissions.as_mut()) {
-            work += submit_ready(&mut spec.nodes[p], rx, now_us, gauges, latency.as_mut());
+            work += submit_ready(&mut spec.nodes[p], rx, now_us, &mut counts, latency.as_mut());
         }
         // Pipeline order: each node receives, then transmits at once, so what one node sends
         // is taken by the next in the same turn (update -> client ack -> forwarded ack ->
@@ -152,7 +179,7 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
             let event_ns = clock.elapsed().as_nanos() as u64;
             while let Some(ev) = node.machine.poll_event() {
                 let sinks = Sinks {
-                    gauges,
+                    counts: &mut counts,
                     latency: &mut latency,
                     committed_through: &mut committed_through,
                     commits,
@@ -161,6 +188,7 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
                 on_event(&node.machine, ev, event_ns, sinks);
             }
         }
+        counts.store(gauges);
         if error.is_some() {
             break;
         }
@@ -224,7 +252,7 @@ fn submit_ready(
     node: &mut NodeRunner,
     rx: &mut rtrb::Consumer<Change>,
     now_us: u64,
-    gauges: &Gauges,
+    counts: &mut Counts,
     mut latency: Option<&mut LatencyRecorder>,
 ) -> usize {
     let Machine::Cu(cu) = &mut node.machine else {
@@ -247,14 +275,14 @@ fn submit_ready(
                 if let Some(l) = latency.as_deref_mut() {
                     l.submitted(c.channel, op, c.intended_ns);
                 }
-                gauges.submitted.fetch_add(1, Ordering::Relaxed);
+                counts.submitted += 1;
             }
             Err(SubmitError::Backpressure) => {
-                gauges.backpressure.fetch_add(1, Ordering::Relaxed);
+                counts.backpressure += 1;
                 break;
             }
             Err(_) => {
-                gauges.rejected.fetch_add(1, Ordering::Relaxed);
+                counts.rejected += 1;
             }
         }
         n += 1;
@@ -265,7 +293,7 @@ fn submit_ready(
 
 /// Where a worker's events go.
 struct Sinks<'a> {
-    gauges: &'a Gauges,
+    counts: &'a mut Counts,
     latency: &'a mut Option<LatencyRecorder>,
     committed_through: &'a mut [u64],
     commits: &'a mut Option<rtrb::Producer<CommitNote>>,
@@ -274,7 +302,7 @@ struct Sinks<'a> {
 
 fn on_event(machine: &Machine, ev: Event, now_ns: u64, sinks: Sinks<'_>) {
     let Sinks {
-        gauges,
+        counts,
         latency,
         committed_through,
         commits,
@@ -288,9 +316,7 @@ fn on_event(machine: &Machine, ev: Event, now_ns: u64, sinks: Sinks<'_>) {
         } => {
             let c = channel as usize;
             if through > committed_through[c] {
-                gauges
-                    .committed
-                    .fetch_add(through - committed_through[c], Ordering::Relaxed);
+                counts.committed += through - committed_through[c];
                 committed_through[c] = through;
             }
             if let Some(l) = latency {
@@ -305,7 +331,7 @@ fn on_event(machine: &Machine, ev: Event, now_ns: u64, sinks: Sinks<'_>) {
                     })
                     .is_err()
             {
-                gauges.commits_dropped.fetch_add(1, Ordering::Relaxed);
+                counts.commits_dropped += 1;
             }
         }
         Event::ClientAcked { channel, through } => {
@@ -319,7 +345,7 @@ fn on_event(machine: &Machine, ev: Event, now_ns: u64, sinks: Sinks<'_>) {
             cookie,
             ..
         } => {
-            gauges.client_applied.fetch_add(1, Ordering::Relaxed);
+            counts.client_applied += 1;
             if let Some(l) = latency {
                 l.reached(0, channel, op, now_ns);
             }
