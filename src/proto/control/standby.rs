@@ -142,6 +142,14 @@ impl ControlUnit {
                 return;
             }
             c.ring.push_update(u, pre);
+            if !pre {
+                // Its ack usually arrives within the same turn: start loading the state slots
+                // now so the apply finds them cached (a batch of a few ops per channel is too
+                // short for the look-ahead in `apply_through`).
+                for e in u.entries() {
+                    c.state.prefetch_entry(&e);
+                }
+            }
             c.commit_dirty = true;
             self.try_apply(channel);
         } else if now_us >= c.last_nack_us + self.cfg.rto_us / 2 {
