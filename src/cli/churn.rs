@@ -747,6 +747,22 @@ fn report(
             h.len()
         );
     }
+    let (mut retransmits, mut nacks, mut rejected) = (0u64, 0u64, 0u64);
+    for n in outputs.iter().flat_map(|o| &o.nodes) {
+        let c = match &n.machine {
+            Machine::Cu(cu) => &cu.counters,
+            Machine::Client(cl) => &cl.counters,
+        };
+        retransmits += c.retransmits;
+        nacks += c.nacks_sent;
+        rejected += c.rejected_malformed
+            + c.rejected_stale_epoch
+            + c.rejected_unknown_sender
+            + c.rejected_unexpected;
+    }
+    println!(
+        "recovery: {retransmits} retransmissions (NACK or tail probe), {nacks} NACKs sent, {rejected} datagrams rejected"
+    );
     println!(
         "digests: {} ; lost committed ops: {lost_committed}",
         if digests_equal {
@@ -778,6 +794,9 @@ fn report(
             "prefill_s": base.seconds,
             "wire_bytes_per_change": bytes as f64 / committed.max(1) as f64,
             "backpressure": total(&|g| g.backpressure.load(Ordering::Relaxed)),
+            "retransmits": retransmits,
+            "nacks_sent": nacks,
+            "rejected_datagrams": rejected,
             "latency_us": {
                 "client_apply": quantiles(&stages[0]),
                 "client_ack": quantiles(&stages[1]),

@@ -152,7 +152,13 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
             source.fill(now_ns, SUBMIT_BATCH, ring);
         }
         if let (Some(p), Some(rx)) = (primary, spec.submissions.as_mut()) {
-            work += submit_ready(&mut spec.nodes[p], rx, now_us, &mut counts, latency.as_mut());
+            work += submit_ready(
+                &mut spec.nodes[p],
+                rx,
+                now_us,
+                &mut counts,
+                latency.as_mut(),
+            );
         }
         // Pipeline order: each node receives, then transmits at once, so what one node sends
         // is taken by the next in the same turn (update -> client ack -> forwarded ack ->

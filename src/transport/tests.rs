@@ -601,3 +601,36 @@ fn open_here_use_there_drop_here() {
         drop((a, b));
     }
 }
+
+/// Loopback delivers inside the sender's `flush`: a non-waiting poll right after must see the
+/// datagram. The event loop relies on it to carry an op from primary to client to standby
+/// within one turn; with io_uring the poll must run the receive work the kernel deferred.
+fn immediate_poll_sees_flushed(io: IoChoice) {
+    let Some(mut a) = open(local(io)) else { return };
+    let Some(mut b) = open(local(io)) else { return };
+    let mut got: Got = Vec::new();
+    // The first poll arms the receive.
+    b.poll_recv(None, &mut |src, d| got.push((src, d.to_vec())))
+        .unwrap();
+    for round in 0..20u8 {
+        let slot = a.tx_slot().unwrap();
+        slot[0] = round;
+        a.tx_commit(1, b.local_addr());
+        a.flush().unwrap();
+        got.clear();
+        b.poll_recv(None, &mut |src, d| got.push((src, d.to_vec())))
+            .unwrap();
+        assert_eq!(got.len(), 1, "round {round}: flushed datagram not visible");
+        assert_eq!(got[0].1, vec![round]);
+    }
+}
+
+#[test]
+fn immediate_poll_sees_flushed_mmsg() {
+    immediate_poll_sees_flushed(IoChoice::Mmsg);
+}
+
+#[test]
+fn immediate_poll_sees_flushed_uring() {
+    immediate_poll_sees_flushed(IoChoice::Uring);
+}

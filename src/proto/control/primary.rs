@@ -310,7 +310,9 @@ impl ControlUnit {
                 c.client_progress_us = now_us;
                 self.counters.retransmits += 1;
             }
-            for p in &mut self.peers {
+            // Our own entry in `peers` never hears a commit: probing it would only count.
+            let me = self.index;
+            for (_, p) in self.peers.iter_mut().enumerate().filter(|(i, _)| *i != me) {
                 let pc = &mut p.chans[ci];
                 if pc.ready && pc.held < last && now_us >= pc.progress_us + rto {
                     pc.cursor = pc.held + 1;
