@@ -84,3 +84,13 @@ fn a_seed_replays_exactly() {
     assert_eq!(a.trace, b.trace);
     assert_eq!(a.end_us, b.end_us);
 }
+
+/// Seed 2642 (three control units): the primary crashes while the third unit, just back from
+/// an isolation, is still re-joining. The in-sync standby must win that unit's vote and take
+/// over; a joining unit that did not vote left the fabric without a primary for good.
+#[test]
+fn joining_unit_votes_for_the_in_sync_standby() {
+    let r = run_seed(2642, &SimOptions::default());
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    assert_eq!(r.control_units, 3);
+}

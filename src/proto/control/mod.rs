@@ -461,13 +461,12 @@ impl ControlUnit {
             self.next_tick_us = now_us + self.cfg.tick_us;
             match self.role {
                 Role::Primary => self.primary_tick(now_us),
-                Role::Standby => self.standby_tick(now_us),
+                // A joining node still votes on the primary's liveness and its successor (it
+                // can never be the successor itself): with three control units, a primary that
+                // dies while one is re-joining must not leave the in-sync standby without a
+                // majority.
+                Role::Standby | Role::Joining => self.standby_tick(now_us),
                 Role::Candidate => self.candidate_tick(now_us),
-                Role::Joining => {
-                    // A joining node still votes on the primary's liveness.
-                    self.primary_lost =
-                        now_us >= self.primary_last_rx_us + self.cfg.failover_timeout_us;
-                }
             }
         }
     }
