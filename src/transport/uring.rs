@@ -436,6 +436,14 @@ impl UringIo {
         let mut n = 0;
         let mut entered = false;
         let mut waited = false;
+        // Receive work the kernel deferred to us is pending: run it before reading the CQ.
+        // Otherwise, with older completions already in the CQ, a datagram delivered after them
+        // (say, by another node of this thread a moment ago) would wait for the next poll, a
+        // whole event-loop turn later.
+        if self.ring.submission().taskrun() {
+            entered = true;
+            self.enter_recv(None, stats)?;
+        }
         loop {
             n += self.drain(f, stats)?;
             if !self.armed {
