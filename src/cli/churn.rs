@@ -763,6 +763,16 @@ fn report(
     println!(
         "recovery: {retransmits} retransmissions (NACK or tail probe), {nacks} NACKs sent, {rejected} datagrams rejected"
     );
+    let preempted: Vec<_> = outputs.iter().filter_map(|o| o.preempted).collect();
+    let (delay_ns, switches) = preempted.iter().fold((0, 0), |(d, s), p| {
+        (d + p.run_delay_ns, s + p.involuntary_switches)
+    });
+    if !preempted.is_empty() {
+        println!(
+            "platform: workers waited {:.1} ms in all on the run queue, preempted {switches} times (other tasks on their cores)",
+            delay_ns as f64 / 1e6
+        );
+    }
     println!(
         "digests: {} ; lost committed ops: {lost_committed}",
         if digests_equal {
@@ -797,6 +807,8 @@ fn report(
             "retransmits": retransmits,
             "nacks_sent": nacks,
             "rejected_datagrams": rejected,
+            "worker_run_delay_ms": delay_ns as f64 / 1e6,
+            "worker_preemptions": switches,
             "latency_us": {
                 "client_apply": quantiles(&stages[0]),
                 "client_ack": quantiles(&stages[1]),

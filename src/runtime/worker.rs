@@ -91,7 +91,45 @@ pub struct WorkerOutput {
     pub intervals: Vec<[Histogram<u64>; 3]>,
     /// Highest commit watermark announced per channel (for the lost-commit check).
     pub committed_through: Vec<u64>,
+    /// Time this worker spent runnable but not running (preempted by other tasks), and how
+    /// often it was preempted, over its life: the share of the latency tail the platform adds.
+    /// `None` where the kernel does not report it.
+    pub preempted: Option<Preemption>,
     pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Preemption {
+    pub run_delay_ns: u64,
+    pub involuntary_switches: u64,
+}
+
+impl Preemption {
+    /// This thread's counters so far (Linux `/proc/thread-self`).
+    fn now() -> Option<Preemption> {
+        let sched = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+        let run_delay_ns = sched.split_whitespace().nth(1)?.parse().ok()?;
+        let status = std::fs::read_to_string("/proc/thread-self/status").ok()?;
+        let involuntary_switches = status
+            .lines()
+            .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(Preemption {
+            run_delay_ns,
+            involuntary_switches,
+        })
+    }
+
+    fn since(self, start: Preemption) -> Preemption {
+        Preemption {
+            run_delay_ns: self.run_delay_ns.saturating_sub(start.run_delay_ns),
+            involuntary_switches: self
+                .involuntary_switches
+                .saturating_sub(start.involuntary_switches),
+        }
+    }
 }
 
 pub fn spawn(
@@ -143,6 +181,7 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
         .collect();
     let order = pipeline_order(&is_client, primary);
     let mut idle_turns = 0u32;
+    let preempted_at_start = Preemption::now();
     let mut counts = Counts::default();
     while !stop.load(Ordering::Relaxed) {
         let now_ns = clock.elapsed().as_nanos() as u64;
@@ -232,6 +271,9 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
         latency,
         intervals,
         committed_through,
+        preempted: Preemption::now()
+            .zip(preempted_at_start)
+            .map(|(end, start)| end.since(start)),
         error,
     }
 }
