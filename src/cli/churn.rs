@@ -230,7 +230,9 @@ pub fn churn(args: &ChurnArgs) -> Result<bool, String> {
         proto.heartbeat_interval_us = 20_000;
         proto.failover_timeout_us = 2_000_000;
         proto.drop_timeout_us = 4_000_000;
-        proto.rto_us = 50_000;
+        // Above the queueing delay of a flat-out run (the prefill): a tail probe then means a
+        // lost tail, not a queue. Gaps are NACKed as soon as a later op shows them.
+        proto.rto_us = 250_000;
         proto.validate()?;
         let tcfg = TransportConfig {
             bind: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0),
