@@ -856,3 +856,60 @@ fn write_hdr_logs(dir: &std::path::Path, outputs: &[WorkerOutput]) -> std::io::R
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: ChurnArgs,
+    }
+
+    fn args(extra: &[&str]) -> ChurnArgs {
+        let base = [
+            "churn",
+            "--channels",
+            "8",
+            "--keys",
+            "1000",
+            "--workers",
+            "3",
+        ];
+        Cmd::parse_from(base.iter().chain(extra)).args
+    }
+
+    /// The prefill writes every key exactly once across the shards, each key to the shard and
+    /// local channel that own it; the timed run then starts and stays inside the shard.
+    #[test]
+    fn shards_prefill_every_key_once_then_stay_in_their_channels() {
+        let a = args(&["--rate", "1000000"]);
+        let run = Arc::new(AtomicBool::new(false));
+        let mut seen = vec![0u32; 1000];
+        for w in 0..3 {
+            let mut s = Schedule::new(&a, Some(1e6), run.clone(), Some((w, 3)));
+            while let Some((owner, c)) = s.next(0) {
+                assert_eq!(owner, w);
+                assert_eq!(c.intended_ns, 0, "prefill stays out of the latency figures");
+                let global = (c.key % 8) as u32;
+                assert_eq!((global as usize % 3, global / 3), (w, c.channel));
+                seen[c.key as usize] += 1;
+            }
+        }
+        assert!(seen.iter().all(|&n| n == 1), "every key exactly once");
+        run.store(true, Ordering::Relaxed);
+        let mut s = Schedule::new(&a, Some(1e6), run, Some((1, 3)));
+        while s.next_prefill().is_some() {}
+        // 1 M/s over 3 workers: this shard's changes fall due every 3 µs from the first call.
+        let (_, first) = s.next(1_000).expect("due at once");
+        assert_eq!(first.intended_ns, 1_000);
+        assert!(s.next(2_000).is_none(), "the next one is not due yet");
+        for _ in 0..1000 {
+            let (owner, c) = s.next(u64::MAX / 2).expect("due");
+            assert_eq!(owner, 1);
+            assert!(c.key < 1000 && (c.key % 8) % 3 == 1);
+        }
+    }
+}
