@@ -735,7 +735,7 @@ fn report(
         );
     }
     println!(
-        "datagrams {datagrams} ({:.0}/s), wire bytes per change {:.1}",
+        "datagrams {datagrams} ({:.0}/s in the timed run), wire bytes per change {:.1}",
         run_datagrams as f64 / measured_s,
         bytes as f64 / committed.max(1) as f64
     );
