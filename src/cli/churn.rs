@@ -57,7 +57,8 @@ pub struct ChurnArgs {
     /// Write the JSON report here.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
-    /// Write hdrhistogram interval logs (one per stage) into this directory.
+    /// Write hdrhistogram interval logs (one per stage, one interval per second) into this
+    /// directory. Intervals count from the start of the process; those of the prefill are empty.
     #[arg(long)]
     pub hdr_log: Option<std::path::PathBuf>,
     /// Where the load is generated: `inline` (inside each worker's turn, into its submission
