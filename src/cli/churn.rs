@@ -752,16 +752,10 @@ fn report(
     }
     let (mut retransmits, mut nacks, mut rejected) = (0u64, 0u64, 0u64);
     for n in outputs.iter().flat_map(|o| &o.nodes) {
-        let c = match &n.machine {
-            Machine::Cu(cu) => &cu.counters,
-            Machine::Client(cl) => &cl.counters,
-        };
+        let c = n.machine.counters();
         retransmits += c.retransmits;
         nacks += c.nacks_sent;
-        rejected += c.rejected_malformed
-            + c.rejected_stale_epoch
-            + c.rejected_unknown_sender
-            + c.rejected_unexpected;
+        rejected += c.rejected();
     }
     println!(
         "recovery: {retransmits} retransmissions (NACK or tail probe), {nacks} NACKs sent, {rejected} datagrams rejected"

@@ -419,22 +419,7 @@ mod tests {
     use crate::transport::{IoChoice, Transport, TransportConfig};
 
     fn runner(id: NodeId) -> NodeRunner {
-        let text = r#"
-[[control_units]]
-id = 1
-addr = "127.0.0.1:1"
-admin = "127.0.0.1:2"
-[[control_units]]
-id = 2
-addr = "127.0.0.1:3"
-admin = "127.0.0.1:4"
-[[clients]]
-id = 100
-addr = "127.0.0.1:5"
-admin = "127.0.0.1:6"
-channels = [0, 1]
-"#;
-        let cfg = config::parse(text, "t").unwrap();
+        let cfg = config::parse(config::TEST_CONFIG, "t").unwrap();
         let clock = Clock::new();
         let now = clock.now_us();
         let machine = if id == 100 {

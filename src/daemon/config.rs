@@ -522,6 +522,25 @@ impl DeploymentConfig {
     }
 }
 
+/// A minimal deployment for unit tests elsewhere: two control units and one client owning
+/// channels 0 and 1 (addresses are never bound).
+#[cfg(test)]
+pub(crate) const TEST_CONFIG: &str = r#"
+[[control_units]]
+id = 1
+addr = "127.0.0.1:1"
+admin = "127.0.0.1:2"
+[[control_units]]
+id = 2
+addr = "127.0.0.1:3"
+admin = "127.0.0.1:4"
+[[clients]]
+id = 100
+addr = "127.0.0.1:5"
+admin = "127.0.0.1:6"
+channels = [0, 1]
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -295,25 +295,7 @@ mod tests {
     use super::*;
 
     fn cfg() -> DeploymentConfig {
-        crate::daemon::config::parse(
-            r#"
-[[control_units]]
-id = 1
-addr = "127.0.0.1:1"
-admin = "127.0.0.1:2"
-[[control_units]]
-id = 2
-addr = "127.0.0.1:3"
-admin = "127.0.0.1:4"
-[[clients]]
-id = 100
-addr = "127.0.0.1:5"
-admin = "127.0.0.1:6"
-channels = [0]
-"#,
-            "t.toml",
-        )
-        .unwrap()
+        crate::daemon::config::parse(crate::daemon::config::TEST_CONFIG, "t.toml").unwrap()
     }
 
     #[test]

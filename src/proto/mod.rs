@@ -450,6 +450,16 @@ pub struct Counters {
     pub submits_rejected: u64,
 }
 
+impl Counters {
+    /// Datagrams refused for any reason.
+    pub fn rejected(&self) -> u64 {
+        self.rejected_malformed
+            + self.rejected_stale_epoch
+            + self.rejected_unknown_sender
+            + self.rejected_unexpected
+    }
+}
+
 /// Decodes a datagram, counting a malformed one. Shared by both node kinds.
 pub(crate) fn decode_frame<'a>(
     bytes: &'a [u8],

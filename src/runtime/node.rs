@@ -1,7 +1,7 @@
 //! One protocol node bound to one UDP transport: the glue between the sans-IO core and the
 //! socket. The event loop calls `receive`, `tick` and `transmit`; nothing here blocks.
 
-use crate::proto::{Client, ControlUnit, Event, NodeId};
+use crate::proto::{Client, ControlUnit, Counters, Event, NodeId};
 use crate::transport::{Transport, TransportError};
 use crate::wire::FrameHeader;
 use rustc_hash::FxHashMap;
@@ -27,6 +27,12 @@ impl Machine {
         match self {
             Machine::Cu(c) => c.poll_event(),
             Machine::Client(c) => c.poll_event(),
+        }
+    }
+    pub fn counters(&self) -> &Counters {
+        match self {
+            Machine::Cu(c) => &c.counters,
+            Machine::Client(c) => &c.counters,
         }
     }
     pub fn as_cu(&self) -> Option<&ControlUnit> {

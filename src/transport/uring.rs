@@ -509,58 +509,38 @@ impl UringIo {
         stats: &mut TransportStats,
     ) -> Result<usize, TransportError> {
         let mut n = 0;
+        let UringIo {
+            pending,
+            ring,
+            bufs,
+            rx_hdr,
+            armed,
+            ..
+        } = self;
+        let mut handle = |res: i32, flags: u32| {
+            Self::handle_recv(bufs, rx_hdr, armed, res, flags, f, stats).map(|k| n += k)
+        };
         let mut result = Ok(());
-        while let Some((res, flags)) = self.pending.pop_front() {
-            if let Err(e) = self.on_recv(res, flags, f, stats).map(|k| n += k) {
-                result = Err(e);
+        while let Some((res, flags)) = pending.pop_front() {
+            result = handle(res, flags);
+            if result.is_err() {
                 break;
             }
         }
         if result.is_ok() {
             // One pass over what the CQ holds now; anything later waits for the next poll.
-            let cq = self.ring.completion();
-            for cqe in cq {
+            for cqe in ring.completion() {
                 if cqe.user_data() & UD_RECV == 0 {
                     continue; // a late cancel result; sends are all reaped by `send_range`
                 }
-                let (res, flags) = (cqe.result(), cqe.flags());
-                match Self::handle_recv(
-                    &mut self.bufs,
-                    &self.rx_hdr,
-                    &mut self.armed,
-                    res,
-                    flags,
-                    f,
-                    stats,
-                ) {
-                    Ok(k) => n += k,
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
+                result = handle(cqe.result(), cqe.flags());
+                if result.is_err() {
+                    break;
                 }
             }
         }
-        self.bufs.publish();
+        bufs.publish();
         result.map(|()| n)
-    }
-
-    fn on_recv(
-        &mut self,
-        res: i32,
-        flags: u32,
-        f: &mut dyn FnMut(SocketAddr, &[u8]),
-        stats: &mut TransportStats,
-    ) -> Result<usize, TransportError> {
-        Self::handle_recv(
-            &mut self.bufs,
-            &self.rx_hdr,
-            &mut self.armed,
-            res,
-            flags,
-            f,
-            stats,
-        )
     }
 
     /// Handles one receive CQE. Never panics on what the peer sent: every length is checked by

@@ -312,7 +312,10 @@ impl ControlUnit {
             }
             // Our own entry in `peers` never hears a commit: probing it would only count.
             let me = self.index;
-            for (_, p) in self.peers.iter_mut().enumerate().filter(|(i, _)| *i != me) {
+            for (pi, p) in self.peers.iter_mut().enumerate() {
+                if pi == me {
+                    continue;
+                }
                 let pc = &mut p.chans[ci];
                 if pc.ready && pc.held < last && now_us >= pc.progress_us + rto {
                     pc.cursor = pc.held + 1;
