@@ -143,6 +143,8 @@ pub fn run_node_until(
     let boot_id = (unix_now_us() & 0xffff_ffff) as u32;
     let now = clock.now_us();
     let mut proto = cfg.proto_config();
+    // Per-op events would only be discarded here (the log skips them).
+    proto.standby_apply_events = false;
     let machine = match mode {
         Mode::Primary => Machine::Cu(Box::new(ControlUnit::new(proto, id, true, boot_id, now))),
         Mode::Standby { rejoin } => {
