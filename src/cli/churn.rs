@@ -7,6 +7,7 @@ use crate::rng::SplitMix64;
 use crate::runtime::api::{Change, FLAG_PRIVATE, INLINE_VALUE_BYTES};
 use crate::runtime::latency::STAGES;
 use crate::runtime::node::{Machine, NodeRunner};
+use crate::runtime::turns::TurnProfile;
 use crate::runtime::worker::{self, Gauges, WorkerOutput, WorkerSpec};
 use crate::transport::{FaultConfig, IoChoice, Transport, TransportConfig};
 use hdrhistogram::Histogram;
@@ -297,6 +298,7 @@ pub fn churn(args: &ChurnArgs) -> Result<bool, String> {
             core: cores.get(w % cores.len().max(1)).copied(),
             latency: true,
             handler: None,
+            profile_turns: Some(run_phase.clone()),
         };
         handles.push(worker::spawn(spec, stop.clone(), g, clock));
     }
@@ -770,6 +772,21 @@ fn report(
             delay_ns as f64 / 1e6
         );
     }
+    let mut turns = TurnProfile::default();
+    for o in outputs {
+        turns.add(&o.turns);
+    }
+    let (t, per) = (&turns.busy_turn_us, &turns.submissions_per_turn);
+    println!(
+        "turns: busy {:.0}% of the time; busy turn p50 {} us p99 {} us max {} us; submissions per turn p50 {} p99 {} max {}",
+        100.0 * turns.busy_share(),
+        t.value_at_quantile(0.5),
+        t.value_at_quantile(0.99),
+        t.max(),
+        per.value_at_quantile(0.5),
+        per.value_at_quantile(0.99),
+        per.max()
+    );
     println!(
         "digests: {} ; lost committed ops: {lost_committed}",
         if digests_equal {
@@ -798,6 +815,9 @@ fn report(
             "duration_s": measured_s,
             "datagrams_per_s": run_datagrams as f64 / measured_s,
             "prefill_keys": base.prefilled,
+            "worker_busy_share": turns.busy_share(),
+            "busy_turn_us": quantiles(&turns.busy_turn_us),
+            "submissions_per_turn": quantiles(&turns.submissions_per_turn),
             "prefill_s": base.seconds,
             "wire_bytes_per_change": bytes as f64 / committed.max(1) as f64,
             "backpressure": total(&|g| g.backpressure.load(Ordering::Relaxed)),

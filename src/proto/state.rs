@@ -22,16 +22,12 @@ pub const ALL_SECTIONS_MASK: u64 = u64::MAX;
 #[derive(Debug, Clone)]
 pub struct ChannelState {
     sections: Vec<SectionTable>,
-    digests: [u64; ALL_SECTIONS],
-    value_bytes: [u64; ALL_SECTIONS],
 }
 
 impl Default for ChannelState {
     fn default() -> Self {
         ChannelState {
             sections: (0..ALL_SECTIONS).map(|_| SectionTable::new()).collect(),
-            digests: [0; ALL_SECTIONS],
-            value_bytes: [0; ALL_SECTIONS],
         }
     }
 }
@@ -76,27 +72,12 @@ impl ChannelState {
 
     pub fn put(&mut self, section: usize, key: u64, value: &[u8]) {
         // entry_hash is never 0 (low bit forced), as SectionTable requires.
-        let new_h = entry_hash(section, key, value);
-        match self.sections[section].put(key, new_h, value) {
-            Some((old_h, old_len)) => {
-                self.digests[section] = self.digests[section]
-                    .wrapping_sub(old_h)
-                    .wrapping_add(new_h);
-                self.value_bytes[section] =
-                    self.value_bytes[section] - old_len as u64 + value.len() as u64;
-            }
-            None => {
-                self.digests[section] = self.digests[section].wrapping_add(new_h);
-                self.value_bytes[section] += value.len() as u64;
-            }
-        }
+        let h = entry_hash(section, key, value);
+        self.sections[section].put(key, h, value);
     }
 
     pub fn delete(&mut self, section: usize, key: u64) {
-        if let Some((old_h, old_len)) = self.sections[section].remove(key) {
-            self.digests[section] = self.digests[section].wrapping_sub(old_h);
-            self.value_bytes[section] -= old_len as u64;
-        }
+        self.sections[section].remove(key);
     }
 
     pub fn get(&self, section: usize, key: u64) -> Option<&[u8]> {
@@ -108,8 +89,6 @@ impl ChannelState {
         for s in 0..SECTIONS {
             if mask & (1 << s) != 0 {
                 self.sections[s].clear();
-                self.digests[s] = 0;
-                self.value_bytes[s] = 0;
             }
         }
     }
@@ -118,30 +97,28 @@ impl ChannelState {
     pub fn clear_all(&mut self) {
         self.clear_sections(ALL_SECTIONS_MASK);
         self.sections[PRIVATE_SECTION].clear();
-        self.digests[PRIVATE_SECTION] = 0;
-        self.value_bytes[PRIVATE_SECTION] = 0;
     }
 
     pub fn section_digest(&self, section: usize) -> u64 {
-        self.digests[section]
+        self.sections[section].digest()
     }
 
     /// Digest of the client-visible view; equal on a client and on its primary when in sync.
     pub fn public_digest(&self) -> u64 {
-        self.digests[..SECTIONS]
+        self.sections[..SECTIONS]
             .iter()
-            .fold(0u64, |a, d| a.wrapping_add(d.rotate_left(1)))
+            .fold(0u64, |a, t| a.wrapping_add(t.digest().rotate_left(1)))
     }
 
     /// Digest of everything, the primary-only section included (primary versus standby).
     pub fn full_digest(&self) -> u64 {
-        self.public_digest() ^ self.digests[PRIVATE_SECTION].rotate_left(17)
+        self.public_digest() ^ self.section_digest(PRIVATE_SECTION).rotate_left(17)
     }
 
     /// Mask of client-visible sections whose digests differ from `other`'s.
     pub fn differing_sections(&self, other: &ChannelState) -> u64 {
         (0..SECTIONS)
-            .filter(|&s| self.digests[s] != other.digests[s])
+            .filter(|&s| self.section_digest(s) != other.section_digest(s))
             .fold(0, |m, s| m | (1 << s))
     }
 
@@ -161,7 +138,7 @@ impl ChannelState {
     pub fn value_bytes(&self, mask: u64) -> u64 {
         (0..SECTIONS)
             .filter(|&s| mask & (1 << s) != 0)
-            .map(|s| self.value_bytes[s])
+            .map(|s| self.sections[s].value_bytes())
             .sum()
     }
 

@@ -104,23 +104,38 @@ impl SideStore {
         self.free
             .push(u32::try_from(i).expect("side store index fits u32"));
     }
+}
 
-    fn clear(&mut self) {
-        self.bufs = Vec::new();
-        self.free = Vec::new();
-    }
+/// The side store of a table, created on first use (a free function so callers can hold a
+/// slot of the same table at the same time).
+fn side_of(side: &mut Option<Box<SideStore>>) -> &mut SideStore {
+    side.get_or_insert_with(Box::default)
 }
 
 /// Flat hash table for one state section. See the module docs.
+///
+/// The header is one cache line, aligned, and holds everything a write updates besides its
+/// slot: the slot pointer and shift, the count, and the section's digest and value bytes. A
+/// random write misses on the header before it can even address its slot; with the digest
+/// and byte count in separate arrays it missed up to three lines instead of one. The side
+/// store, rarely used, sits behind a pointer to keep the header small.
 #[derive(Clone, Default)]
+#[repr(align(64))]
 pub(crate) struct SectionTable {
     /// Power-of-two length (or empty: nothing allocated yet).
-    slots: Vec<Slot>,
-    len: usize,
+    slots: Box<[Slot]>,
+    len: u32,
     /// `64 - log2(slots.len())`, valid when `slots` is non-empty.
     shift: u32,
-    side: SideStore,
+    /// Wrapping sum of the entry hashes: order-independent, updated in O(1) per write.
+    digest: u64,
+    /// Sum of the value lengths.
+    value_bytes: u64,
+    /// Created with the first out-of-line value.
+    side: Option<Box<SideStore>>,
 }
+
+const _: () = assert!(std::mem::size_of::<SectionTable>() == 64);
 
 impl SectionTable {
     pub(crate) fn new() -> Self {
@@ -129,12 +144,24 @@ impl SectionTable {
 
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.len as usize
     }
 
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Wrapping sum of the entry hashes of every entry.
+    #[inline]
+    pub(crate) fn digest(&self) -> u64 {
+        self.digest
+    }
+
+    /// Sum of the value lengths of every entry.
+    #[inline]
+    pub(crate) fn value_bytes(&self) -> u64 {
+        self.value_bytes
     }
 
     /// Slots allocated (0 until the first insert).
@@ -179,7 +206,11 @@ impl SectionTable {
         if s.is_inline() {
             &s.data[..s.len as usize]
         } else {
-            let v = &self.side.bufs[s.side_index()];
+            let side = self
+                .side
+                .as_ref()
+                .expect("out-of-line value without a side store");
+            let v = &side.bufs[s.side_index()];
             debug_assert_eq!(v.len(), s.len as usize);
             v
         }
@@ -217,30 +248,34 @@ impl SectionTable {
     pub(crate) fn put(&mut self, key: u64, hash: u64, value: &[u8]) -> Option<(u64, usize)> {
         assert!(hash != 0, "entry hash 0 is reserved for empty slots");
         let len = u32::try_from(value.len()).expect("value length fits u32");
+        self.digest = self.digest.wrapping_add(hash);
+        self.value_bytes += value.len() as u64;
         if let Some(i) = self.find(key) {
             let s = &mut self.slots[i];
             let old = (s.hash, s.len as usize);
+            self.digest = self.digest.wrapping_sub(old.0);
+            self.value_bytes -= old.1 as u64;
             s.hash = hash;
             match (s.is_inline(), value.len() <= INLINE_BYTES) {
                 (true, true) => s.data[..value.len()].copy_from_slice(value),
                 (false, false) => {
-                    let b = &mut self.side.bufs[s.side_index()];
+                    let b = &mut side_of(&mut self.side).bufs[s.side_index()];
                     b.clear();
                     b.extend_from_slice(value);
                 }
                 (true, false) => {
-                    let idx = self.side.alloc(value);
+                    let idx = side_of(&mut self.side).alloc(value);
                     s.set_side_index(idx);
                 }
                 (false, true) => {
-                    self.side.release(s.side_index());
+                    side_of(&mut self.side).release(s.side_index());
                     s.data[..value.len()].copy_from_slice(value);
                 }
             }
             s.len = len;
             return Some(old);
         }
-        if (self.len + 1) * 4 > self.slots.len() * 3 {
+        if (self.len() + 1) * 4 > self.slots.len() * 3 {
             self.grow();
         }
         let mut slot = Slot {
@@ -252,7 +287,7 @@ impl SectionTable {
         if value.len() <= INLINE_BYTES {
             slot.data[..value.len()].copy_from_slice(value);
         } else {
-            let idx = self.side.alloc(value);
+            let idx = side_of(&mut self.side).alloc(value);
             slot.set_side_index(idx);
         }
         let i = self.empty_slot_for(key);
@@ -275,11 +310,12 @@ impl SectionTable {
     #[cold]
     fn grow(&mut self) {
         let cap = (self.slots.len() * 2).max(MIN_CAPACITY);
-        let old = std::mem::replace(&mut self.slots, vec![EMPTY; cap]);
+        assert!(cap <= 1 << 31, "section table capacity fits u32");
+        let old = std::mem::replace(&mut self.slots, vec![EMPTY; cap].into_boxed_slice());
         self.shift = 64 - cap.trailing_zeros();
-        for s in old.into_iter().filter(|s| !s.is_empty()) {
+        for s in old.iter().filter(|s| !s.is_empty()) {
             let i = self.empty_slot_for(s.key);
-            self.slots[i] = s;
+            self.slots[i] = *s;
         }
     }
 
@@ -288,7 +324,7 @@ impl SectionTable {
         let mut i = self.find(key)?;
         let s = self.slots[i];
         if !s.is_inline() {
-            self.side.release(s.side_index());
+            side_of(&mut self.side).release(s.side_index());
         }
         // Backward-shift deletion: pull later members of the cluster into the hole when the
         // hole lies on their probe path (their home is at or cyclically before the hole).
@@ -308,6 +344,8 @@ impl SectionTable {
         }
         self.slots[i] = EMPTY;
         self.len -= 1;
+        self.digest = self.digest.wrapping_sub(s.hash);
+        self.value_bytes -= u64::from(s.len);
         Some((s.hash, s.len as usize))
     }
 
@@ -319,7 +357,9 @@ impl SectionTable {
             self.slots.fill(EMPTY);
             self.len = 0;
         }
-        self.side.clear();
+        self.digest = 0;
+        self.value_bytes = 0;
+        self.side = None;
     }
 
     /// Entries in slot order (unspecified, like any hash map's).
@@ -347,7 +387,14 @@ mod tests {
     /// crossing an empty slot, and the side store's accounting.
     fn check(t: &SectionTable) {
         let occupied = t.slots.iter().filter(|s| !s.is_empty()).count();
-        assert_eq!(occupied, t.len);
+        assert_eq!(occupied, t.len());
+        let live = || t.slots.iter().filter(|s| !s.is_empty());
+        let hashes = live().fold(0u64, |d, s| d.wrapping_add(s.hash));
+        assert_eq!(t.digest(), hashes);
+        assert_eq!(
+            t.value_bytes(),
+            live().map(|s| u64::from(s.len)).sum::<u64>()
+        );
         for (i, s) in t.slots.iter().enumerate() {
             if s.is_empty() {
                 continue;
@@ -364,9 +411,13 @@ mod tests {
             .iter()
             .filter(|s| !s.is_empty() && !s.is_inline())
             .count();
-        assert_eq!(t.side.bufs.len() - t.side.free.len(), out_of_line);
+        let (bufs, free) = t
+            .side
+            .as_ref()
+            .map_or((0, 0), |s| (s.bufs.len(), s.free.len()));
+        assert_eq!(bufs - free, out_of_line);
         if !t.slots.is_empty() {
-            assert!(t.len * 4 <= t.slots.len() * 3);
+            assert!(t.len() * 4 <= t.slots.len() * 3);
         }
     }
 
@@ -406,12 +457,15 @@ mod tests {
         assert_eq!(t.remove(3), Some((33, 65_535)));
         assert_eq!(t.get(3), None);
         // The freed side buffer was large: released, not kept.
-        assert_eq!(t.side.free.len(), 1);
-        assert_eq!(t.side.bufs[t.side.free[0] as usize].capacity(), 0);
+        assert_eq!(t.side.as_ref().unwrap().free.len(), 1);
+        assert_eq!(
+            t.side.as_ref().unwrap().bufs[t.side.as_ref().unwrap().free[0] as usize].capacity(),
+            0
+        );
         check(&t);
         // Reuses the freed side slot.
         assert_eq!(t.put(5, 55, &big), None);
-        assert_eq!(t.side.bufs.len(), 2);
+        assert_eq!(t.side.as_ref().unwrap().bufs.len(), 2);
         check(&t);
     }
 
@@ -426,20 +480,20 @@ mod tests {
         assert_eq!(t.get(7), Some((&big[..], 2)));
         check(&t);
         // Out of line to out of line: same buffer, no new side slot.
-        let ptr = t.side.bufs[0].as_ptr();
+        let ptr = t.side.as_ref().unwrap().bufs[0].as_ptr();
         assert_eq!(t.put(7, 3, &big2), Some((2, 200)));
-        assert_eq!(t.side.bufs[0].as_ptr(), ptr);
+        assert_eq!(t.side.as_ref().unwrap().bufs[0].as_ptr(), ptr);
         assert_eq!(t.get(7), Some((&big2[..], 3)));
         check(&t);
         // Back inline: the side slot is freed.
         assert_eq!(t.put(7, 4, &small), Some((3, 100)));
         assert_eq!(t.get(7), Some((&small[..], 4)));
-        assert_eq!(t.side.free.len(), 1);
+        assert_eq!(t.side.as_ref().unwrap().free.len(), 1);
         check(&t);
         // Out of line again: the kept buffer is reused.
         assert_eq!(t.put(7, 5, &big2), Some((4, 8)));
-        assert_eq!(t.side.bufs.len(), 1);
-        assert_eq!(t.side.bufs[0].as_ptr(), ptr);
+        assert_eq!(t.side.as_ref().unwrap().bufs.len(), 1);
+        assert_eq!(t.side.as_ref().unwrap().bufs[0].as_ptr(), ptr);
         check(&t);
         // Shrinking inline value: only the new length counts.
         assert_eq!(t.put(7, 6, &small), Some((5, 100)));

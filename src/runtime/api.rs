@@ -177,6 +177,7 @@ fn start(
         core,
         latency: false,
         handler,
+        profile_turns: None,
     };
     let thread = worker::spawn(spec, stop.clone(), gauges.clone(), Instant::now());
     Ok(NodeHandle {

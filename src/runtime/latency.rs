@@ -12,6 +12,8 @@ pub struct LatencyRecorder {
     submit_ns: Vec<Vec<u64>>,
     /// Highest op already recorded per channel and stage.
     done: Vec<[u64; 3]>,
+    /// Every interval closed so far. Samples go into `interval` only (one record per op and
+    /// stage on the hot path, not two) and are added here when the interval closes.
     pub total: [Histogram<u64>; 3],
     pub interval: [Histogram<u64>; 3],
 }
@@ -48,15 +50,49 @@ impl LatencyRecorder {
             let t = self.submit_ns[c][(op % self.window as u64) as usize];
             if t != 0 && now_ns >= t {
                 let us = ((now_ns - t) / 1000).max(1);
-                self.total[stage].saturating_record(us);
                 self.interval[stage].saturating_record(us);
             }
         }
         self.done[c][stage] = through;
     }
 
+    /// Ends the current interval: adds it to `total`, returns it and starts a new one.
+    pub fn close_interval(&mut self) -> [Histogram<u64>; 3] {
+        for (t, i) in self.total.iter_mut().zip(&self.interval) {
+            // Same bounds on both sides, so adding cannot fail.
+            let _ = t.add(i);
+        }
+        let closed = self.interval.clone();
+        self.interval.iter_mut().for_each(|h| h.reset());
+        closed
+    }
+
     /// Forgets positions (after a replay reset the channel's op numbering at a client).
     pub fn reset_channel(&mut self, channel: u32, stage: usize, at: u64) {
         self.done[channel as usize][stage] = at;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LatencyRecorder;
+
+    #[test]
+    fn closed_intervals_add_up_to_the_total() {
+        let mut l = LatencyRecorder::new(2, 8);
+        for op in 1..=4 {
+            l.submitted(1, op, 1_000);
+        }
+        l.reached(2, 1, 2, 11_000);
+        let first = l.close_interval();
+        assert_eq!(first[2].len(), 2);
+        assert_eq!(first[2].max(), 10);
+        assert_eq!(l.interval[2].len(), 0);
+        l.reached(2, 1, 4, 21_000);
+        // Already-recorded ops are not counted again.
+        l.reached(2, 1, 4, 31_000);
+        l.close_interval();
+        assert_eq!(l.total[2].len(), 4);
+        assert_eq!(l.total[0].len(), 0);
     }
 }

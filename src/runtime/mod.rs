@@ -4,6 +4,7 @@
 pub mod api;
 pub mod latency;
 pub mod node;
+pub mod turns;
 pub mod worker;
 
 pub use api::{

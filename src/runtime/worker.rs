@@ -5,6 +5,7 @@
 use super::api::{Change, ClientHandler, CommitNote};
 use super::latency::LatencyRecorder;
 use super::node::{Machine, NodeRunner};
+use super::turns::TurnProfile;
 use crate::proto::{Event, PREFETCH_AHEAD, Role, SubmitError};
 use hdrhistogram::Histogram;
 use std::sync::Arc;
@@ -81,6 +82,8 @@ pub struct WorkerSpec {
     /// Record per-stage latency (needs the primary and the clients in this worker).
     pub latency: bool,
     pub handler: Option<Box<dyn ClientHandler>>,
+    /// Profile turns while this flag is set (churn sets it for the timed run only).
+    pub profile_turns: Option<Arc<AtomicBool>>,
 }
 
 #[derive(Debug)]
@@ -95,6 +98,7 @@ pub struct WorkerOutput {
     /// often it was preempted, over its life: the share of the latency tail the platform adds.
     /// `None` where the kernel does not report it.
     pub preempted: Option<Preemption>,
+    pub turns: TurnProfile,
     pub error: Option<String>,
 }
 
@@ -183,21 +187,24 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
     let mut idle_turns = 0u32;
     let preempted_at_start = Preemption::now();
     let mut counts = Counts::default();
+    let mut turns = TurnProfile::default();
     while !stop.load(Ordering::Relaxed) {
         let now_ns = clock.elapsed().as_nanos() as u64;
         let now_us = now_ns / 1000;
         let mut work = 0usize;
+        let mut submissions = 0usize;
         if let Some((source, ring)) = spec.source.as_mut() {
             source.fill(now_ns, SUBMIT_BATCH, ring);
         }
         if let (Some(p), Some(rx)) = (primary, spec.submissions.as_mut()) {
-            work += submit_ready(
+            submissions = submit_ready(
                 &mut spec.nodes[p],
                 rx,
                 now_us,
                 &mut counts,
                 latency.as_mut(),
             );
+            work += submissions;
         }
         // Pipeline order: each node receives, then transmits at once, so what one node sends
         // is taken by the next in the same turn (update -> client ack -> forwarded ack ->
@@ -234,6 +241,14 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
             }
         }
         counts.store(gauges);
+        if spec
+            .profile_turns
+            .as_ref()
+            .is_some_and(|on| on.load(Ordering::Relaxed))
+        {
+            let end_ns = clock.elapsed().as_nanos() as u64;
+            turns.record(now_ns, end_ns, work > 0, submissions);
+        }
         if error.is_some() {
             break;
         }
@@ -249,8 +264,7 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
                     .commit_p99_us
                     .store(commit.value_at_quantile(0.99), Ordering::Relaxed);
                 gauges.commit_max_us.store(commit.max(), Ordering::Relaxed);
-                intervals.push(l.interval.clone());
-                l.interval.iter_mut().for_each(|h| h.reset());
+                intervals.push(l.close_interval());
             }
         }
         if work == 0 {
@@ -264,7 +278,7 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
     }
     publish(&spec.nodes, primary, gauges);
     if let Some(l) = latency.as_mut() {
-        intervals.push(l.interval.clone());
+        intervals.push(l.close_interval());
     }
     WorkerOutput {
         nodes: spec.nodes,
@@ -274,6 +288,7 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
         preempted: Preemption::now()
             .zip(preempted_at_start)
             .map(|(end, start)| end.since(start)),
+        turns,
         error,
     }
 }
