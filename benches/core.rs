@@ -9,6 +9,10 @@ use statesync::proto::{Client, ControlUnit, ProtoConfig, Topology};
 use statesync::wire::{Entry, FrameBuilder, FrameReader, Msg, encode_entry};
 use std::hint::black_box;
 
+/// The `statesync` binary's allocator, so the large working sets land on huge pages here too.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const VALUE: [u8; 32] = [7u8; 32];
 
 fn encoded_entry(key: u64) -> Vec<u8> {
@@ -244,5 +248,121 @@ fn end_to_end(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec, ring, apply, end_to_end);
+/// One round trip of the in-process fabric: the primary's frames go to the standby and the
+/// clients, their replies come back, until nothing is left to send. Returns when every channel
+/// has committed all it was given, or after 64 rounds.
+fn deliver_until_committed(
+    p: &mut ControlUnit,
+    s: &mut ControlUnit,
+    clients: &mut [Client],
+    buf: &mut [u8],
+    now: u64,
+) {
+    let channels = p.config().topology.channels() as u32;
+    for round in 0..64u64 {
+        let now = now + round;
+        while let Some(t) = p.poll_transmit(now, buf) {
+            if t.dst == s.id {
+                s.handle_datagram(now, &buf[..t.len]);
+            } else if let Some(c) = clients.iter_mut().find(|c| c.id == t.dst) {
+                c.handle_datagram(now, &buf[..t.len]);
+            }
+        }
+        for c in clients.iter_mut() {
+            while let Some(t) = c.poll_transmit(now, buf) {
+                p.handle_datagram(now, &buf[..t.len]);
+            }
+        }
+        // Forwarded acks reach the standby, whose commits come back.
+        while let Some(t) = p.poll_transmit(now, buf) {
+            if t.dst == s.id {
+                s.handle_datagram(now, &buf[..t.len]);
+            }
+        }
+        while let Some(t) = s.poll_transmit(now, buf) {
+            p.handle_datagram(now, &buf[..t.len]);
+        }
+        while p.poll_event().is_some() {}
+        while s.poll_event().is_some() {}
+        for c in clients.iter_mut() {
+            while c.poll_event().is_some() {}
+        }
+        if (0..channels).all(|ch| p.commit_watermark(ch) == p.next_op(ch) - 1) {
+            return;
+        }
+    }
+    panic!("not everything committed within 64 rounds");
+}
+
+/// `churn`'s working set in process: 1 Mi keys over 64 channels and two clients, prefilled,
+/// then 4,096 changes to random keys per iteration, replicated and committed through real
+/// frames in memory. Every write misses the caches, as in `churn`, but without the kernel or
+/// the scheduler, so layout changes can be compared on a noisy machine.
+fn end_to_end_churn_set(c: &mut Criterion) {
+    const CHANNELS: u64 = 64;
+    const KEYS: u64 = 1 << 20;
+    const N: u64 = 4096;
+    let topo = Topology {
+        control_units: vec![1, 2],
+        clients: vec![100, 101],
+        channel_owner: (0..CHANNELS)
+            .map(|ch| if ch < 32 { 100 } else { 101 })
+            .collect(),
+        submitters: vec![],
+    };
+    let mut cfg = ProtoConfig::new(topo);
+    cfg.window_ops = 8192;
+    cfg.max_frame_bytes = 16_384;
+    cfg.client_apply_events = false;
+    cfg.standby_apply_events = false;
+    let mut p = ControlUnit::new(cfg.clone(), 1, true, 0, 0);
+    let mut s = ControlUnit::new(cfg.clone(), 2, true, 0, 0);
+    let mut clients = vec![
+        Client::new(cfg.clone(), 100, false, 0, 0),
+        Client::new(cfg.clone(), 101, false, 0, 0),
+    ];
+    let mut buf = vec![0u8; 16_384];
+    let mut now = 10;
+    let entry = |key: u64| Entry {
+        section: ((key / CHANNELS) % 64) as u8,
+        key,
+        value: Some(&VALUE),
+        private: false,
+    };
+    for chunk in 0..KEYS / N {
+        for key in chunk * N..(chunk + 1) * N {
+            p.submit(now, (key % CHANNELS) as u32, &[entry(key)])
+                .expect("window is large enough");
+        }
+        deliver_until_committed(&mut p, &mut s, &mut clients, &mut buf, now);
+        now += 100;
+    }
+    let mut g = c.benchmark_group("in_process");
+    g.throughput(Throughput::Elements(N));
+    let mut k = 0x1234_5678u64;
+    g.bench_function("churn_set_1Mi_keys_64ch_4096", |b| {
+        b.iter(|| {
+            for _ in 0..N {
+                k = k
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let key = (k >> 20) % KEYS;
+                p.submit(now, (key % CHANNELS) as u32, &[entry(key)])
+                    .expect("window is large enough");
+            }
+            deliver_until_committed(&mut p, &mut s, &mut clients, &mut buf, now);
+            now += 100;
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    codec,
+    ring,
+    apply,
+    end_to_end,
+    end_to_end_churn_set
+);
 criterion_main!(benches);
