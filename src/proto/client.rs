@@ -198,11 +198,16 @@ impl Client {
         }
         // Start loading the state slots of the updates a few messages ahead while this one
         // applies, so the cache misses of a frame overlap.
+        let mut far = frame.msgs();
+        for _ in 0..super::PREFETCH_HEADER_AHEAD {
+            self.prefetch_headers(far.next());
+        }
         let mut ahead = frame.msgs();
         for _ in 0..super::PREFETCH_AHEAD {
             self.prefetch(ahead.next());
         }
         for m in frame.msgs() {
+            self.prefetch_headers(far.next());
             self.prefetch(ahead.next());
             match m {
                 Msg::Update(u) => self.on_update(now_us, &u, epoch),
@@ -239,6 +244,18 @@ impl Client {
             c.last_replay_done = None;
             c.replay_done_ack = false;
             c.generation = 0;
+        }
+    }
+
+    /// First prefetch stage: the section headers the update `m` will write.
+    fn prefetch_headers(&self, m: Option<Msg<'_>>) {
+        if let Some(Msg::Update(u)) = m
+            && let Some(i) = self.chan_idx(u.channel())
+        {
+            let state = &self.chans[i].state;
+            for e in u.entries().filter(|e| !e.private) {
+                state.prefetch_section_of(&e);
+            }
         }
     }
 

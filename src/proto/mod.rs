@@ -119,6 +119,10 @@ pub const INITIAL_EPOCH: u64 = 1 << 8;
 /// misses of several writes, few enough that the lines are still cached when written.
 pub const PREFETCH_AHEAD: usize = 8;
 
+/// How many updates ahead an apply loop prefetches the headers of the sections it will write
+/// (the first stage; the slot prefetch at [`PREFETCH_AHEAD`] reads the header).
+pub const PREFETCH_HEADER_AHEAD: usize = 2 * PREFETCH_AHEAD;
+
 #[derive(Debug, Clone)]
 pub struct ProtoConfig {
     pub topology: Topology,

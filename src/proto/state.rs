@@ -8,7 +8,7 @@
 //! holds key, entry hash and, up to 44 bytes, the value), and [`ChannelState::prefetch`] lets a
 //! caller start loading that line for upcoming writes so a batch overlaps its cache misses.
 
-use super::table::SectionTable;
+use super::table::{SectionTable, prefetch_line};
 use crate::wire::{Entry, SECTIONS};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
@@ -68,6 +68,16 @@ impl ChannelState {
     #[inline]
     pub fn prefetch_entry(&self, e: &Entry<'_>) {
         self.prefetch(Self::slot(e), e.key);
+    }
+
+    /// First stage of a two-stage prefetch: loads the header of the section `e` will write.
+    /// The slot prefetch reads that header to find the slot, so without this it stalls on
+    /// the header's miss; issue this a few writes before [`ChannelState::prefetch_entry`].
+    #[inline]
+    pub fn prefetch_section_of(&self, e: &Entry<'_>) {
+        if let Some(t) = self.sections.get(Self::slot(e)) {
+            prefetch_line(t);
+        }
     }
 
     pub fn put(&mut self, section: usize, key: u64, value: &[u8]) {

@@ -106,6 +106,21 @@ impl SideStore {
     }
 }
 
+/// Hints the CPU to load the cache line holding `p`. Never faults, never reads memory
+/// architecturally; a no-op on architectures other than x86_64.
+#[inline]
+pub(crate) fn prefetch_line<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `_mm_prefetch` is only a cache hint: it never faults and never reads memory
+    // architecturally, so any pointer is sound. SSE is part of the x86_64 baseline.
+    unsafe {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// The side store of a table, created on first use (a free function so callers can hold a
 /// slot of the same table at the same time).
 fn side_of(side: &mut Option<Box<SideStore>>) -> &mut SideStore {
@@ -225,21 +240,14 @@ impl SectionTable {
     }
 
     /// Hints the CPU to load the home slot of `key` into cache. Reads no memory itself; a no-op
-    /// on an unallocated table and on architectures other than x86_64.
+    /// on an unallocated table and on architectures other than x86_64. It does read this
+    /// header, so callers prefetch the header (`prefetch_line(table)`) further ahead.
     #[inline]
     pub(crate) fn prefetch(&self, key: u64) {
         if self.slots.is_empty() {
             return;
         }
-        let _p = self.slots.as_ptr().wrapping_add(self.home(key));
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `_mm_prefetch` is only a cache hint: it never faults and never reads memory
-        // architecturally, so any pointer is sound; `_p` is in bounds of `slots` anyway. SSE is
-        // part of the x86_64 baseline.
-        unsafe {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            _mm_prefetch::<_MM_HINT_T0>(_p.cast::<i8>());
-        }
+        prefetch_line(self.slots.as_ptr().wrapping_add(self.home(key)));
     }
 
     /// Stores `value` under `key` with entry hash `hash` (nonzero). Overwrites in place,

@@ -6,7 +6,7 @@ use super::api::{Change, ClientHandler, CommitNote};
 use super::latency::LatencyRecorder;
 use super::node::{Machine, NodeRunner};
 use super::turns::TurnProfile;
-use crate::proto::{Event, PREFETCH_AHEAD, Role, SubmitError};
+use crate::proto::{Event, PREFETCH_AHEAD, PREFETCH_HEADER_AHEAD, Role, SubmitError};
 use hdrhistogram::Histogram;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -329,6 +329,11 @@ fn submit_ready(
     let at = |i: usize| if i < a.len() { &a[i] } else { &b[i - a.len()] };
     let mut n = 0;
     while n < ready {
+        if let Some(far) =
+            (n + PREFETCH_HEADER_AHEAD < ready).then(|| at(n + PREFETCH_HEADER_AHEAD))
+        {
+            cu.prefetch_header(far.channel, &far.entry());
+        }
         if let Some(ahead) = (n + PREFETCH_AHEAD < ready).then(|| at(n + PREFETCH_AHEAD)) {
             cu.prefetch(ahead.channel, &ahead.entry());
         }

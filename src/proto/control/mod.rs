@@ -513,7 +513,19 @@ impl ControlUnit {
         if from_primary && matches!(self.role, Role::Standby | Role::Joining) {
             self.primary_last_rx_us = now_us;
         }
+        // A standby stores each update and prefetches its state slots; load the section
+        // headers those prefetches read a few messages earlier.
+        let standby = from_primary && matches!(self.role, Role::Standby | Role::Joining);
+        let mut far = frame.msgs();
+        if standby {
+            for _ in 0..crate::proto::PREFETCH_AHEAD {
+                self.prefetch_headers(far.next());
+            }
+        }
         for m in frame.msgs() {
+            if standby {
+                self.prefetch_headers(far.next());
+            }
             match (self.role, m) {
                 (_, Msg::Heartbeat(_)) => {}
                 (Role::Primary, Msg::Commit(b)) => self.on_standby_commit(now_us, pi, &b),
@@ -523,6 +535,17 @@ impl ControlUnit {
                     self.on_primary_msg(now_us, m)
                 }
                 _ => self.counters.rejected_unexpected += 1,
+            }
+        }
+    }
+
+    /// First prefetch stage: the section headers the update `m` will write.
+    fn prefetch_headers(&self, m: Option<Msg<'_>>) {
+        if let Some(Msg::Update(u)) = m
+            && let Some(c) = self.chans.get(u.channel() as usize)
+        {
+            for e in u.entries() {
+                c.state.prefetch_section_of(&e);
             }
         }
     }

@@ -81,6 +81,14 @@ impl ControlUnit {
         }
     }
 
+    /// The first stage before [`ControlUnit::prefetch`]: loads the header of the section
+    /// `entry` will write (issue it [`crate::proto::PREFETCH_HEADER_AHEAD`] submissions ahead).
+    pub fn prefetch_header(&self, channel: u32, entry: &Entry<'_>) {
+        if let Some(c) = self.chans.get(channel as usize) {
+            c.state.prefetch_section_of(entry);
+        }
+    }
+
     /// Primary: ask standby `target` to take over now (planned switchover). Submissions are
     /// refused from here on; the standby takes over within a heartbeat interval.
     pub fn request_switchover(&mut self, target: NodeId) -> Result<(), ControlError> {

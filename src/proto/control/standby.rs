@@ -230,6 +230,15 @@ pub(super) fn apply_through(
 ) {
     while c.applied < limit {
         let op = c.applied + 1;
+        let far = op + crate::proto::PREFETCH_HEADER_AHEAD as u64;
+        if far <= limit
+            && let Some(slot) = c.ring.get(far)
+            && !slot.preapplied
+        {
+            for e in slot.entries() {
+                c.state.prefetch_section_of(&e);
+            }
+        }
         let ahead = op + crate::proto::PREFETCH_AHEAD as u64;
         if ahead <= limit
             && let Some(slot) = c.ring.get(ahead)
