@@ -188,7 +188,7 @@ impl<'a> FrameReader<'a> {
         let mut at = payload;
         let mut count = 0u32;
         while !at.is_empty() {
-            let (_, tail) = parse_msg(at)?;
+            let (_, tail) = parse_msg(at, Checks::Full)?;
             at = tail;
             count += 1;
         }
@@ -211,6 +211,32 @@ impl<'a> FrameReader<'a> {
     pub fn msgs(&self) -> MsgIter<'a> {
         MsgIter { at: self.payload }
     }
+
+    /// Whether any message is of `kind`, from the message headers alone (no body is parsed):
+    /// lets a receiver skip a pass over the frame for a kind that is rarely there.
+    pub fn contains(&self, kind: Kind) -> bool {
+        let mut at = self.payload;
+        while let Ok((mh, rest)) = MsgHeader::read_from_prefix(at) {
+            if mh.kind == kind as u8 {
+                return true;
+            }
+            let Some(tail) = rest.get(mh.body_len.get() as usize..) else {
+                return false;
+            };
+            at = tail;
+        }
+        false
+    }
+}
+
+/// How much of a message [`parse_msg`] checks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Checks {
+    /// Everything, down to each entry: for a frame not yet validated.
+    Full,
+    /// The frame passed [`FrameReader::new`]: UPDATE entries are not walked again, unless
+    /// the public/private split has to be found.
+    Validated,
 }
 
 /// Messages of a validated frame.
@@ -222,7 +248,7 @@ pub struct MsgIter<'a> {
 impl<'a> Iterator for MsgIter<'a> {
     type Item = Msg<'a>;
     fn next(&mut self) -> Option<Msg<'a>> {
-        let (m, tail) = parse_msg(self.at).ok()?;
+        let (m, tail) = parse_msg(self.at, Checks::Validated).ok()?;
         self.at = tail;
         Some(m)
     }
@@ -254,7 +280,7 @@ fn bulk_entry(body: &[u8]) -> Result<(BulkEntry, &[u8]), WireError> {
     Ok((e, v))
 }
 
-fn parse_msg(bytes: &[u8]) -> Result<(Msg<'_>, &[u8]), WireError> {
+fn parse_msg(bytes: &[u8], checks: Checks) -> Result<(Msg<'_>, &[u8]), WireError> {
     let (mh, rest) = MsgHeader::read_from_prefix(bytes).map_err(|_| WireError::Truncated)?;
     let body_len = mh.body_len.get() as usize;
     if rest.len() < body_len {
@@ -270,7 +296,11 @@ fn parse_msg(bytes: &[u8]) -> Result<(Msg<'_>, &[u8]), WireError> {
                 return Err(WireError::BadField);
             }
             let count = fx.public_count.get() as u32 + fx.private_count.get() as u32;
-            let public_len = validate_entries(entry_bytes, fx.public_count.get(), count)?;
+            let public_len = match (checks, fx.public_count.get(), fx.private_count.get()) {
+                (Checks::Validated, _, 0) => entry_bytes.len(),
+                (Checks::Validated, 0, _) => 0,
+                _ => validate_entries(entry_bytes, fx.public_count.get(), count)?,
+            };
             let view = UpdateView {
                 fixed: fx,
                 flags: mh.flags,

@@ -12,7 +12,7 @@ use super::history::OpStatus;
 use super::ring::OpRing;
 use super::state::ChannelState;
 use super::{Counters, Event, Events, INITIAL_EPOCH, NodeId, ProtoConfig, Role, epoch_counter};
-use crate::wire::{FrameReader, HB_FLAG_JOINED, HB_FLAG_PRIMARY_LOST, HeartbeatBody, Msg};
+use crate::wire::{FrameReader, HB_FLAG_JOINED, HB_FLAG_PRIMARY_LOST, HeartbeatBody, Kind, Msg};
 use thiserror::Error;
 
 pub use primary::SubmitError;
@@ -494,9 +494,11 @@ impl ControlUnit {
     fn on_cu_frame(&mut self, now_us: u64, pi: usize, frame: &FrameReader<'_>) {
         let epoch = frame.epoch();
         // Liveness and heartbeat facts are taken from any epoch: a restarted node has none.
-        for m in frame.msgs() {
-            if let Msg::Heartbeat(hb) = m {
-                self.on_cu_heartbeat(now_us, pi, &hb, epoch);
+        if frame.contains(Kind::Heartbeat) {
+            for m in frame.msgs() {
+                if let Msg::Heartbeat(hb) = m {
+                    self.on_cu_heartbeat(now_us, pi, &hb, epoch);
+                }
             }
         }
         if epoch > self.epoch && self.cfg.topology.epoch_owner(epoch) != Some(self.id) {
