@@ -2,6 +2,7 @@
 //! set rate (or flat out), with progress every second, a final report, per-stage latency from
 //! submit, and a digest check of every client and standby against the primary at the end.
 
+use super::platform::{OtherTask, TaskSnapshot};
 use crate::proto::{Client, ControlUnit, CutPolicy, NodeId, ProtoConfig, Role, Topology};
 use crate::rng::SplitMix64;
 use crate::runtime::api::{Change, FLAG_PRIVATE, INLINE_VALUE_BYTES};
@@ -333,6 +334,7 @@ pub fn churn(args: &ChurnArgs) -> Result<bool, String> {
     } else {
         Baseline::default()
     };
+    let tasks_at_start = TaskSnapshot::take();
     run_phase.store(true, Ordering::Relaxed);
     let start = Instant::now();
     let mut last = (base.committed, base.submitted, Instant::now());
@@ -360,6 +362,7 @@ pub fn churn(args: &ChurnArgs) -> Result<bool, String> {
     }
     let measured_s = start.elapsed().as_secs_f64();
     let committed_at_end = total(&|g| g.committed.load(Ordering::Relaxed));
+    let other_tasks = tasks_at_start.ran_until(&TaskSnapshot::take());
     gen_stop.store(true, Ordering::Relaxed);
     let from_thread = match generator {
         Some(thread) => Some(
@@ -395,6 +398,7 @@ pub fn churn(args: &ChurnArgs) -> Result<bool, String> {
         &io,
         workers,
         n_cores,
+        &other_tasks,
     );
     // Millions of map entries would take seconds to free; the process is about to exit.
     std::mem::forget(outputs);
@@ -665,6 +669,7 @@ fn report(
     io: &str,
     workers: usize,
     cores: usize,
+    other_tasks: &[OtherTask],
 ) -> Result<bool, String> {
     let total = |f: &dyn Fn(&Gauges) -> u64| gauges.iter().map(|g| f(g)).sum::<u64>();
     let submitted = total(&|g| g.submitted.load(Ordering::Relaxed));
@@ -772,6 +777,20 @@ fn report(
             delay_ns as f64 / 1e6
         );
     }
+    let other_ms: f64 = other_tasks.iter().map(|t| t.cpu_ms).sum();
+    let top: Vec<String> = other_tasks
+        .iter()
+        .take(3)
+        .map(|t| format!("{} {:.1} ms in {} slices", t.comm, t.cpu_ms, t.slices))
+        .collect();
+    println!(
+        "platform: other tasks ran {other_ms:.1} ms in the timed run; most: {}",
+        if top.is_empty() {
+            "none seen".to_string()
+        } else {
+            top.join(", ")
+        }
+    );
     let mut turns = TurnProfile::default();
     for o in outputs {
         turns.add(&o.turns);
@@ -826,6 +845,10 @@ fn report(
             "rejected_datagrams": rejected,
             "worker_run_delay_ms": delay_ns as f64 / 1e6,
             "worker_preemptions": switches,
+            "other_tasks_cpu_ms": other_ms,
+            "other_tasks": other_tasks.iter().take(5).map(|t| json!({
+                "comm": t.comm, "cpu_ms": t.cpu_ms, "slices": t.slices,
+            })).collect::<Vec<_>>(),
             "latency_us": {
                 "client_apply": quantiles(&stages[0]),
                 "client_ack": quantiles(&stages[1]),

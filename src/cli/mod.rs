@@ -4,4 +4,5 @@
 pub mod churn;
 pub mod drill;
 pub mod load;
+pub mod platform;
 pub mod sim;

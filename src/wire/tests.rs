@@ -366,7 +366,13 @@ fn exercise(bytes: &[u8]) -> Result<Vec<M>, WireError> {
     // Iterating twice yields the same messages: the reader holds no hidden state.
     assert_eq!(r.msgs().count(), msgs.len());
     // The header-only scan agrees with the parsed messages.
-    for k in [Kind::Update, Kind::Heartbeat, Kind::Ack, Kind::Commit, Kind::ReplayEntry] {
+    for k in [
+        Kind::Update,
+        Kind::Heartbeat,
+        Kind::Ack,
+        Kind::Commit,
+        Kind::ReplayEntry,
+    ] {
         assert_eq!(r.contains(k), msgs.iter().any(|m| m.kind() == k), "{k:?}");
     }
     Ok(msgs)
