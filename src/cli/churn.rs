@@ -372,21 +372,43 @@ pub fn churn(args: &ChurnArgs) -> Result<bool, String> {
         ),
         None => None,
     };
-    // Drain: wait for every submitted change to commit.
-    let drain_start = Instant::now();
-    while total(&|g| g.committed.load(Ordering::Relaxed))
-        < total(&|g| g.submitted.load(Ordering::Relaxed))
-        && drain_start.elapsed() < Duration::from_secs(20)
+    // An in-turn source may be generating when the flag goes up: once every worker has
+    // finished a turn begun after it, nothing more is generated and every count is stored.
+    let quiesce_from: Vec<u64> = gauges
+        .iter()
+        .map(|g| g.turns.load(Ordering::Acquire))
+        .collect();
+    let quiesce_start = Instant::now();
+    while gauges
+        .iter()
+        .zip(&quiesce_from)
+        .any(|(g, &t)| g.turns.load(Ordering::Acquire) < t + 2)
+        && quiesce_start.elapsed() < Duration::from_secs(5)
     {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let generated = from_thread.unwrap_or_else(|| total(&|g| g.generated.load(Ordering::Relaxed)));
+    // Drain: wait for every generated change to be submitted and committed (some may still
+    // wait in a submission ring behind backpressure).
+    let settled = || {
+        let refused = total(&|g| g.rejected.load(Ordering::Relaxed));
+        total(&|g| g.committed.load(Ordering::Relaxed)) + refused >= generated
+    };
+    let drain_start = Instant::now();
+    while !settled() && drain_start.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(20));
+    }
+    if !settled() {
+        println!(
+            "drain: {} generated changes still uncommitted after 20 s",
+            generated.saturating_sub(total(&|g| g.committed.load(Ordering::Relaxed)))
+        );
     }
     stop.store(true, Ordering::Relaxed);
     let outputs: Vec<WorkerOutput> = handles
         .into_iter()
         .map(|h| h.join().expect("worker thread panicked"))
         .collect();
-    // In-turn sources may finish a turn after the stop flag: count once the workers are done.
-    let generated = from_thread.unwrap_or_else(|| total(&|g| g.generated.load(Ordering::Relaxed)));
     let ok = report(
         args,
         &outputs,

@@ -31,6 +31,9 @@ pub struct Gauges {
     pub datagrams_sent: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub commits_dropped: AtomicU64,
+    /// Turns completed. Stored last, with release ordering, after the other counters of the
+    /// turn: a reader that sees turn `n` (acquire) sees every count of turns up to `n`.
+    pub turns: AtomicU64,
     /// `standby_commit` p99 and max of the last whole second, in µs (0 before the first).
     pub commit_p99_us: AtomicU64,
     pub commit_max_us: AtomicU64,
@@ -50,6 +53,7 @@ pub trait Source: Send {
 /// that would wait for every outstanding cache miss of the state writes around it.
 #[derive(Debug, Default)]
 struct Counts {
+    turns: u64,
     submitted: u64,
     backpressure: u64,
     rejected: u64,
@@ -68,6 +72,7 @@ impl Counts {
             .store(self.client_applied, Ordering::Relaxed);
         g.commits_dropped
             .store(self.commits_dropped, Ordering::Relaxed);
+        g.turns.store(self.turns, Ordering::Release);
     }
 }
 
@@ -240,6 +245,7 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
                 on_event(&node.machine, ev, event_ns, sinks);
             }
         }
+        counts.turns += 1;
         counts.store(gauges);
         if spec
             .profile_turns
