@@ -779,6 +779,25 @@ fn report(
             h.len()
         );
     }
+    let mut tx = crate::transport::TransportStats::default();
+    for n in outputs.iter().flat_map(|o| &o.nodes) {
+        let t = n.transport.stats();
+        tx.send_syscalls += t.send_syscalls;
+        tx.recv_syscalls += t.recv_syscalls;
+        tx.gso_sends += t.gso_sends;
+        tx.gro_receives += t.gro_receives;
+        tx.recv_buffers_exhausted += t.recv_buffers_exhausted;
+        tx.send_eagain += t.send_eagain + t.send_enobufs;
+    }
+    println!(
+        "transport: {} send and {} receive syscalls, {} GSO sends, {} GRO receives, {} receive-buffer exhaustions, {} datagrams dropped on a full socket",
+        tx.send_syscalls,
+        tx.recv_syscalls,
+        tx.gso_sends,
+        tx.gro_receives,
+        tx.recv_buffers_exhausted,
+        tx.send_eagain
+    );
     let (mut retransmits, mut nacks, mut rejected) = (0u64, 0u64, 0u64);
     for n in outputs.iter().flat_map(|o| &o.nodes) {
         let c = n.machine.counters();

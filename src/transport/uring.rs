@@ -39,6 +39,8 @@ const UD_CANCEL: u64 = 1 << 61;
 const UD_INDEX: u64 = (1 << 32) - 1;
 /// `struct io_uring_recvmsg_out`, which the kernel writes at the start of each buffer.
 const RECVMSG_OUT_BYTES: usize = 16;
+/// Extra kernel entries one poll makes while receive work is still pending.
+const MAX_RECV_PASSES: usize = 8;
 /// Most entries a provided-buffer ring may have.
 pub(crate) const MAX_RX_BUFFERS: usize = 32_768;
 
@@ -434,31 +436,32 @@ impl UringIo {
     ) -> Result<usize, TransportError> {
         self.start(stats)?;
         let mut n = 0;
-        let mut entered = false;
         let mut waited = false;
         // Receive work the kernel deferred to us is pending: run it before reading the CQ.
         // Otherwise, with older completions already in the CQ, a datagram delivered after them
         // (say, by another node of this thread a moment ago) would wait for the next poll, a
         // whole event-loop turn later.
         if self.ring.submission().taskrun() {
-            entered = true;
             self.enter_recv(None, stats)?;
         }
+        let mut passes = 0;
         loop {
             n += self.drain(f, stats)?;
             if !self.armed {
                 self.arm(stats);
             }
-            let sq_pending = !self.ring.submission().is_empty();
-            if n > 0 || waited {
-                break;
-            }
-            // Nothing in the CQ. Run receive work the kernel deferred to us (and submit a
-            // re-arm) without blocking, then, if still nothing, block once.
-            if !entered && (sq_pending || self.ring.submission().taskrun()) {
-                entered = true;
+            // Receive work is still pending: a multishot receive requeues itself as deferred
+            // work after a burst of completions, and a re-arm (after the buffer ring ran dry)
+            // waits in the SQ. Run it now, a bounded number of times, rather than leave those
+            // datagrams, often the last and most urgent of a turn, for the next poll.
+            let more = !self.ring.submission().is_empty() || self.ring.submission().taskrun();
+            if more && passes < MAX_RECV_PASSES {
+                passes += 1;
                 self.enter_recv(None, stats)?;
                 continue;
+            }
+            if n > 0 || waited {
+                break;
             }
             match wait {
                 Some(t) if !t.is_zero() => {
