@@ -634,3 +634,55 @@ fn immediate_poll_sees_flushed_mmsg() {
 fn immediate_poll_sees_flushed_uring() {
     immediate_poll_sees_flushed(IoChoice::Uring);
 }
+
+/// A burst larger than one multishot round (and than the provided-buffer ring) is all visible
+/// to one poll: the tail of a turn's traffic must not wait for the next turn.
+fn one_poll_takes_a_whole_burst(io: IoChoice) {
+    const BURST: usize = 100;
+    const BYTES: usize = 16_384;
+    // `churn`'s loopback settings: large datagrams, no GRO.
+    let cfg = TransportConfig {
+        max_datagram_bytes: BYTES,
+        sndbuf_bytes: 8 << 20,
+        rcvbuf_bytes: 8 << 20,
+        gro: false,
+        ..local(io)
+    };
+    let Some(mut a) = open(cfg.clone()) else {
+        return;
+    };
+    let Some(mut b) = open(cfg) else { return };
+    let mut got: Got = Vec::new();
+    b.poll_recv(None, &mut |src, d| got.push((src, d.to_vec())))
+        .unwrap();
+    for i in 0..BURST {
+        let slot = match a.tx_slot() {
+            Some(s) => s,
+            None => {
+                a.flush().unwrap();
+                a.tx_slot().unwrap()
+            }
+        };
+        slot[..2].copy_from_slice(&(i as u16).to_le_bytes());
+        a.tx_commit(BYTES, b.local_addr());
+    }
+    a.flush().unwrap();
+    got.clear();
+    b.poll_recv(None, &mut |src, d| got.push((src, d.to_vec())))
+        .unwrap();
+    assert_eq!(got.len(), BURST, "one poll saw only part of the burst");
+    for (i, (_, d)) in got.iter().enumerate() {
+        assert_eq!(d.len(), BYTES);
+        assert_eq!(d[..2], (i as u16).to_le_bytes(), "in order");
+    }
+}
+
+#[test]
+fn one_poll_takes_a_whole_burst_mmsg() {
+    one_poll_takes_a_whole_burst(IoChoice::Mmsg);
+}
+
+#[test]
+fn one_poll_takes_a_whole_burst_uring() {
+    one_poll_takes_a_whole_burst(IoChoice::Uring);
+}
