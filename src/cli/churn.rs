@@ -362,7 +362,6 @@ pub fn churn(args: &ChurnArgs) -> Result<bool, String> {
     }
     let measured_s = start.elapsed().as_secs_f64();
     let committed_at_end = total(&|g| g.committed.load(Ordering::Relaxed));
-    let other_tasks = tasks_at_start.ran_until(&TaskSnapshot::take());
     gen_stop.store(true, Ordering::Relaxed);
     let from_thread = match generator {
         Some(thread) => Some(
@@ -404,6 +403,9 @@ pub fn churn(args: &ChurnArgs) -> Result<bool, String> {
             generated.saturating_sub(total(&|g| g.committed.load(Ordering::Relaxed)))
         );
     }
+    // Read only now: walking /proc takes milliseconds of a core, which would otherwise delay
+    // the last changes of the run.
+    let other_tasks = tasks_at_start.ran_until(&TaskSnapshot::take());
     stop.store(true, Ordering::Relaxed);
     let outputs: Vec<WorkerOutput> = handles
         .into_iter()
