@@ -38,17 +38,4 @@ echo "quarter rate ($quarter/s): standby_commit p50 p99 p999 max (us): $(p99_of 
 "$BIN" churn --duration "$DUR" --rate max --loss 0.01 --dup 0.005 --reorder 0.01 --json "$OUT_DIR/faults.json" > "$OUT_DIR/faults.log"
 echo "faults (1% loss, 0.5% dup, 1% reorder):"; grep -E "committed |digests" "$OUT_DIR/faults.log"
 # One line per run, for the record.
-python3 - "$OUT_DIR" <<'PY' | tee "$OUT_DIR/summary.txt"
-import glob, json, os, sys
-for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
-    j = json.load(open(path))
-    lat = j["latency_us"]
-    c = lat["standby_commit"]
-    other = ", ".join(f"{t['comm']} {t['cpu_ms']:.0f} ms/{t['slices']}" for t in j.get("other_tasks", [])[:2])
-    print(f"{os.path.basename(path):<18} {j['committed_per_s']:>9.0f}/s lost {j['lost_committed']} digests_equal {j['digests_equal']}"
-          f" dgram/s {j['datagrams_per_s']:>6.0f} B/chg {j['wire_bytes_per_change']:.1f}"
-          f" apply p50/p99 {lat['client_apply']['p50']}/{lat['client_apply']['p99']}"
-          f" commit p50 {c['p50']} p99 {c['p99']} p999 {c['p999']} max {c['max']}"
-          f" turn p99 {j.get('busy_turn_us', {}).get('p99', '?')} runq {j.get('worker_run_delay_ms', 0):.0f}ms"
-          f" retx {j.get('retransmits', 0)} other tasks: {other}")
-PY
+python3 tools/churn-summary.py "$OUT_DIR" | tee "$OUT_DIR/summary.txt"
