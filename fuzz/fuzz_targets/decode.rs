@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use statesync::wire::{
-    BULK_FLAG_PRIVATE, BulkEntry, FrameReader, MIN_FRAME_BYTES, Msg, SECTIONS,
+    BULK_FLAG_PRIVATE, BulkEntry, FrameReader, Kind, MIN_FRAME_BYTES, Msg, SECTIONS,
     UPDATE_FLAG_PREAPPLIED, UpdateView, entry_wire_len,
 };
 use zerocopy::{Immutable, IntoBytes};
@@ -64,8 +64,10 @@ fuzz_target!(|data: &[u8]| {
     );
     let mut acc = fold(&frame.header) ^ frame.sender() as u64 ^ frame.epoch() ^ frame.packet_seq();
     let mut count = 0usize;
+    let mut heartbeats = 0usize;
     for msg in frame.msgs() {
         count += 1;
+        heartbeats += usize::from(matches!(msg, Msg::Heartbeat(_)));
         let x = match msg {
             Msg::Update(u) | Msg::Submit(u) => update(&u),
             Msg::Ack(b) | Msg::FwdAck(b) | Msg::LaQuery(b) => fold(&b),
@@ -85,5 +87,7 @@ fuzz_target!(|data: &[u8]| {
         acc = acc.rotate_left(11) ^ x;
     }
     assert_eq!(count, frame.header.msg_count.get() as usize);
+    // The header-only scan agrees with the parsed messages.
+    assert_eq!(frame.contains(Kind::Heartbeat), heartbeats > 0);
     std::hint::black_box(acc);
 });
