@@ -5,7 +5,7 @@
 //! and takes selective replays. It follows the highest epoch it has seen and ignores lower ones.
 
 use super::bulk::BulkRx;
-use super::state::{ALL_SECTIONS_MASK, ChannelState};
+use super::state::{ALL_SECTIONS_MASK, ChannelState, PrefetchHint};
 use super::{Counters, Event, Events, INITIAL_EPOCH, InjectedBug, NodeId, ProtoConfig, Transmit};
 use crate::wire::{
     BulkBegin, BulkEnd, ChannelOp, FrameBuilder, HB_FLAG_NEEDS_TRANSFER, HeartbeatBody, Kind,
@@ -198,17 +198,21 @@ impl Client {
         }
         // Start loading the state slots of the updates a few messages ahead while this one
         // applies, so the cache misses of a frame overlap.
+        let (headers, slots): (PrefetchHint, PrefetchHint) = (
+            ChannelState::prefetch_section_of,
+            ChannelState::prefetch_entry,
+        );
         let mut far = frame.msgs();
         for _ in 0..super::PREFETCH_HEADER_AHEAD {
-            self.prefetch_headers(far.next());
+            self.prefetch(far.next(), headers);
         }
         let mut ahead = frame.msgs();
         for _ in 0..super::PREFETCH_AHEAD {
-            self.prefetch(ahead.next());
+            self.prefetch(ahead.next(), slots);
         }
         for m in frame.msgs() {
-            self.prefetch_headers(far.next());
-            self.prefetch(ahead.next());
+            self.prefetch(far.next(), headers);
+            self.prefetch(ahead.next(), slots);
             match m {
                 Msg::Update(u) => self.on_update(now_us, &u, epoch),
                 Msg::LaQuery(q) => self.on_query(&q),
@@ -247,25 +251,14 @@ impl Client {
         }
     }
 
-    /// First prefetch stage: the section headers the update `m` will write.
-    fn prefetch_headers(&self, m: Option<Msg<'_>>) {
+    /// Runs `hint` (a prefetch stage) on every entry the update `m` will write here.
+    fn prefetch(&self, m: Option<Msg<'_>>, hint: PrefetchHint) {
         if let Some(Msg::Update(u)) = m
             && let Some(i) = self.chan_idx(u.channel())
         {
             let state = &self.chans[i].state;
             for e in u.entries().filter(|e| !e.private) {
-                state.prefetch_section_of(&e);
-            }
-        }
-    }
-
-    fn prefetch(&self, m: Option<Msg<'_>>) {
-        if let Some(Msg::Update(u)) = m
-            && let Some(i) = self.chan_idx(u.channel())
-        {
-            let state = &self.chans[i].state;
-            for e in u.entries().filter(|e| !e.private) {
-                state.prefetch_entry(&e);
+                hint(state, &e);
             }
         }
     }

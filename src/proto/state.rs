@@ -19,6 +19,10 @@ const ALL_SECTIONS: usize = SECTIONS + 1;
 /// Bit mask with every client-visible section set.
 pub const ALL_SECTIONS_MASK: u64 = u64::MAX;
 
+/// One stage of a prefetch ([`ChannelState::prefetch_section_of`] or
+/// [`ChannelState::prefetch_entry`]), for loops that run both at different distances.
+pub type PrefetchHint = fn(&ChannelState, &Entry<'_>);
+
 #[derive(Debug, Clone)]
 pub struct ChannelState {
     sections: Vec<SectionTable>,

@@ -4,8 +4,8 @@
 
 use super::ControlUnit;
 use crate::proto::bulk::BulkRx;
-use crate::proto::state::PRIVATE_SECTION;
-use crate::proto::{Event, InjectedBug, Role};
+use crate::proto::state::{ChannelState, PRIVATE_SECTION, PrefetchHint};
+use crate::proto::{Event, InjectedBug, PREFETCH_AHEAD, PREFETCH_HEADER_AHEAD, Role};
 use crate::wire::{
     BULK_FLAG_PRIVATE, HB_FLAG_JOINED, HB_FLAG_PRIMARY_LOST, Msg, UPDATE_FLAG_PREAPPLIED,
     UpdateView,
@@ -230,22 +230,19 @@ pub(super) fn apply_through(
 ) {
     while c.applied < limit {
         let op = c.applied + 1;
-        let far = op + crate::proto::PREFETCH_HEADER_AHEAD as u64;
-        if far <= limit
-            && let Some(slot) = c.ring.get(far)
-            && !slot.preapplied
-        {
-            for e in slot.entries() {
-                c.state.prefetch_section_of(&e);
-            }
-        }
-        let ahead = op + crate::proto::PREFETCH_AHEAD as u64;
-        if ahead <= limit
-            && let Some(slot) = c.ring.get(ahead)
-            && !slot.preapplied
-        {
-            for e in slot.entries() {
-                c.state.prefetch_entry(&e);
+        let stages: [(usize, PrefetchHint); 2] = [
+            (PREFETCH_HEADER_AHEAD, ChannelState::prefetch_section_of),
+            (PREFETCH_AHEAD, ChannelState::prefetch_entry),
+        ];
+        for (distance, hint) in stages {
+            let ahead = op + distance as u64;
+            if ahead <= limit
+                && let Some(slot) = c.ring.get(ahead)
+                && !slot.preapplied
+            {
+                for e in slot.entries() {
+                    hint(&c.state, &e);
+                }
             }
         }
         apply_op(c, op);
