@@ -3,6 +3,7 @@
 //! every millisecond another task runs is a millisecond a worker waits, and the latency tail
 //! follows it; the report names those tasks so a long tail can be traced to its cause.
 
+use crate::runtime::worker::SchedStat;
 use std::collections::HashMap;
 use std::fs;
 
@@ -27,15 +28,6 @@ pub struct OtherTask {
     pub cpu_ms: f64,
     /// Times it was given a CPU.
     pub slices: u64,
-}
-
-/// Parses `schedstat`: CPU time (ns), run-queue wait (ns), timeslices.
-fn parse_schedstat(s: &str) -> Option<(u64, u64)> {
-    let mut f = s.split_whitespace();
-    let cpu_ns = f.next()?.parse().ok()?;
-    let _wait_ns: u64 = f.next()?.parse().ok()?;
-    let slices = f.next()?.parse().ok()?;
-    Some((cpu_ns, slices))
 }
 
 impl TaskSnapshot {
@@ -65,8 +57,9 @@ impl TaskSnapshot {
                 let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
                     continue;
                 };
-                let stat = fs::read_to_string(t.path().join("schedstat")).ok();
-                let Some((cpu_ns, slices)) = stat.as_deref().and_then(parse_schedstat) else {
+                let Some(SchedStat { cpu_ns, slices, .. }) =
+                    SchedStat::read(t.path().join("schedstat"))
+                else {
                     continue;
                 };
                 let comm = fs::read_to_string(t.path().join("comm")).unwrap_or_default();
@@ -166,9 +159,10 @@ mod tests {
 
     #[test]
     fn parses_schedstat_and_reads_this_machine() {
-        assert_eq!(parse_schedstat("123 456 7\n"), Some((123, 7)));
-        assert_eq!(parse_schedstat("123 x 7"), None);
-        assert_eq!(parse_schedstat(""), None);
+        let s = SchedStat::parse("123 456 7\n").map(|s| (s.cpu_ns, s.slices));
+        assert_eq!(s, Some((123, 7)));
+        assert_eq!(SchedStat::parse("123 x 7"), None);
+        assert_eq!(SchedStat::parse(""), None);
         // Our own tasks are left out; on Linux some other task (PID 1 at least) is there.
         let s = TaskSnapshot::take();
         let own: u32 = std::process::id();

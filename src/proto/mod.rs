@@ -123,6 +123,15 @@ pub const PREFETCH_AHEAD: usize = 8;
 /// (the first stage; the slot prefetch at [`PREFETCH_AHEAD`] reads the header).
 pub const PREFETCH_HEADER_AHEAD: usize = 2 * PREFETCH_AHEAD;
 
+/// Both prefetch stages with their distances, for loops that look ahead by index.
+pub const PREFETCH_STAGES: [(usize, state::PrefetchHint); 2] = [
+    (
+        PREFETCH_HEADER_AHEAD,
+        state::ChannelState::prefetch_section_of,
+    ),
+    (PREFETCH_AHEAD, state::ChannelState::prefetch_entry),
+];
+
 #[derive(Debug, Clone)]
 pub struct ProtoConfig {
     pub topology: Topology,

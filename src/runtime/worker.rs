@@ -6,7 +6,7 @@ use super::api::{Change, ClientHandler, CommitNote};
 use super::latency::LatencyRecorder;
 use super::node::{Machine, NodeRunner};
 use super::turns::TurnProfile;
-use crate::proto::{Event, PREFETCH_AHEAD, PREFETCH_HEADER_AHEAD, Role, SubmitError};
+use crate::proto::{Event, PREFETCH_STAGES, Role, SubmitError};
 use hdrhistogram::Histogram;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -107,6 +107,30 @@ pub struct WorkerOutput {
     pub error: Option<String>,
 }
 
+/// A task's scheduler counters (`/proc/.../schedstat`): CPU time, run-queue wait, timeslices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedStat {
+    pub cpu_ns: u64,
+    pub wait_ns: u64,
+    pub slices: u64,
+}
+
+impl SchedStat {
+    pub fn parse(s: &str) -> Option<SchedStat> {
+        let mut f = s.split_whitespace().map(str::parse);
+        Some(SchedStat {
+            cpu_ns: f.next()?.ok()?,
+            wait_ns: f.next()?.ok()?,
+            slices: f.next()?.ok()?,
+        })
+    }
+
+    /// Reads and parses a `schedstat` file; `None` where the kernel has none.
+    pub fn read(path: impl AsRef<std::path::Path>) -> Option<SchedStat> {
+        Self::parse(&std::fs::read_to_string(path).ok()?)
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Preemption {
     pub run_delay_ns: u64,
@@ -116,8 +140,7 @@ pub struct Preemption {
 impl Preemption {
     /// This thread's counters so far (Linux `/proc/thread-self`).
     fn now() -> Option<Preemption> {
-        let sched = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-        let run_delay_ns = sched.split_whitespace().nth(1)?.parse().ok()?;
+        let run_delay_ns = SchedStat::read("/proc/thread-self/schedstat")?.wait_ns;
         let status = std::fs::read_to_string("/proc/thread-self/status").ok()?;
         let involuntary_switches = status
             .lines()
@@ -335,13 +358,11 @@ fn submit_ready(
     let at = |i: usize| if i < a.len() { &a[i] } else { &b[i - a.len()] };
     let mut n = 0;
     while n < ready {
-        if let Some(far) =
-            (n + PREFETCH_HEADER_AHEAD < ready).then(|| at(n + PREFETCH_HEADER_AHEAD))
-        {
-            cu.prefetch_header(far.channel, &far.entry());
-        }
-        if let Some(ahead) = (n + PREFETCH_AHEAD < ready).then(|| at(n + PREFETCH_AHEAD)) {
-            cu.prefetch(ahead.channel, &ahead.entry());
+        for (distance, hint) in PREFETCH_STAGES {
+            if n + distance < ready {
+                let ahead = at(n + distance);
+                cu.prefetch(ahead.channel, &ahead.entry(), hint);
+            }
         }
         let c = at(n);
         match cu.submit(now_us, c.channel, &[c.entry()]) {

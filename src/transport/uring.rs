@@ -437,21 +437,15 @@ impl UringIo {
         self.start(stats)?;
         let mut n = 0;
         let mut waited = false;
-        // Receive work the kernel deferred to us is pending: run it before reading the CQ.
-        // Otherwise, with older completions already in the CQ, a datagram delivered after them
-        // (say, by another node of this thread a moment ago) would wait for the next poll, a
-        // whole event-loop turn later.
-        if self.ring.submission().taskrun() {
-            self.enter_recv(None, stats)?;
-        }
         let mut passes = 0;
         loop {
             n += self.drain(f, stats)?;
             if !self.armed {
                 self.arm(stats);
             }
-            // Receive work is still pending: a multishot receive requeues itself as deferred
-            // work after a burst of completions, and a re-arm (after the buffer ring ran dry)
+            // Receive work is pending: the kernel deferred a datagram's receive to us (say, one
+            // another node of this thread sent a moment ago), a multishot receive requeued
+            // itself after a burst of completions, or a re-arm (after the buffer ring ran dry)
             // waits in the SQ. Run it now, a bounded number of times, rather than leave those
             // datagrams, often the last and most urgent of a turn, for the next poll.
             let more = !self.ring.submission().is_empty() || self.ring.submission().taskrun();

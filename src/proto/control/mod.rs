@@ -512,12 +512,12 @@ impl ControlUnit {
         }
         self.counters.frames_rx += 1;
         let from_primary = self.cfg.topology.epoch_owner(epoch) == Some(frame.sender());
-        if from_primary && matches!(self.role, Role::Standby | Role::Joining) {
+        let standby = from_primary && matches!(self.role, Role::Standby | Role::Joining);
+        if standby {
             self.primary_last_rx_us = now_us;
         }
         // A standby stores each update and prefetches its state slots; load the section
         // headers those prefetches read a few messages earlier.
-        let standby = from_primary && matches!(self.role, Role::Standby | Role::Joining);
         let mut far = frame.msgs();
         if standby {
             for _ in 0..crate::proto::PREFETCH_AHEAD {

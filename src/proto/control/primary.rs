@@ -3,7 +3,7 @@
 
 use super::{ControlError, ControlUnit, PeerChan};
 use crate::proto::bulk::{BulkKind, BulkTx};
-use crate::proto::state::ALL_SECTIONS_MASK;
+use crate::proto::state::{ALL_SECTIONS_MASK, PrefetchHint};
 use crate::proto::{Event, NodeId, Role};
 use crate::wire::{
     BulkAck, CommitBody, Entry, HB_FLAG_NEEDS_TRANSFER, HeartbeatBody, MIN_FRAME_BYTES, NackBody,
@@ -73,19 +73,11 @@ impl ControlUnit {
         Ok(op)
     }
 
-    /// Starts loading the state slot a later `submit` of `entry` on `channel` will write (see
-    /// [`crate::proto::PREFETCH_AHEAD`]); a hint only, never an error.
-    pub fn prefetch(&self, channel: u32, entry: &Entry<'_>) {
+    /// Runs prefetch stage `hint` for the state a later `submit` of `entry` on `channel` will
+    /// write (see [`crate::proto::PREFETCH_STAGES`]); a hint only, never an error.
+    pub fn prefetch(&self, channel: u32, entry: &Entry<'_>, hint: PrefetchHint) {
         if let Some(c) = self.chans.get(channel as usize) {
-            c.state.prefetch_entry(entry);
-        }
-    }
-
-    /// The first stage before [`ControlUnit::prefetch`]: loads the header of the section
-    /// `entry` will write (issue it [`crate::proto::PREFETCH_HEADER_AHEAD`] submissions ahead).
-    pub fn prefetch_header(&self, channel: u32, entry: &Entry<'_>) {
-        if let Some(c) = self.chans.get(channel as usize) {
-            c.state.prefetch_section_of(entry);
+            hint(&c.state, entry);
         }
     }
 

@@ -4,8 +4,8 @@
 
 use super::ControlUnit;
 use crate::proto::bulk::BulkRx;
-use crate::proto::state::{ChannelState, PRIVATE_SECTION, PrefetchHint};
-use crate::proto::{Event, InjectedBug, PREFETCH_AHEAD, PREFETCH_HEADER_AHEAD, Role};
+use crate::proto::state::PRIVATE_SECTION;
+use crate::proto::{Event, InjectedBug, PREFETCH_STAGES, Role};
 use crate::wire::{
     BULK_FLAG_PRIVATE, HB_FLAG_JOINED, HB_FLAG_PRIMARY_LOST, Msg, UPDATE_FLAG_PREAPPLIED,
     UpdateView,
@@ -230,11 +230,7 @@ pub(super) fn apply_through(
 ) {
     while c.applied < limit {
         let op = c.applied + 1;
-        let stages: [(usize, PrefetchHint); 2] = [
-            (PREFETCH_HEADER_AHEAD, ChannelState::prefetch_section_of),
-            (PREFETCH_AHEAD, ChannelState::prefetch_entry),
-        ];
-        for (distance, hint) in stages {
+        for (distance, hint) in PREFETCH_STAGES {
             let ahead = op + distance as u64;
             if ahead <= limit
                 && let Some(slot) = c.ring.get(ahead)
