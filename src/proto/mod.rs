@@ -32,37 +32,74 @@ pub enum CutPolicy {
     Weighted { max_ops: u64 },
 }
 
-/// Deliberate protocol bugs, for proving that the simulator catches them. Never set in
-/// production; `None` is the only value the command line accepts outside `sim`.
+/// Deliberate bugs, planted to prove that a check can fail: the simulator, `churn`, `drill`
+/// and the daemons each take `--inject-bug NAME` on the command line (never from a config
+/// file). Each variant names the check that must catch it. Never set in production.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum InjectedBug {
     #[default]
     None,
     /// The standby applies an update as soon as it arrives, without waiting for the ack.
     StandbyApplyBeforeAck,
-    /// At a failover the cut drops the last op the client applied, even though it committed.
+    /// At a failover the new primary discards the last op the standby applied (committed)
+    /// on every channel.
     DiscardCommittedTrailing,
     /// A selective replay leaves out the highest marked section.
     SkipReplaySection,
     /// Clients accept frames from a lower epoch.
     AcceptStaleEpoch,
+    /// The standby skips the content of every 500th op it applies (its op position still
+    /// advances): a replica silently missing a committed change.
+    StandbySkipApply,
+    /// `churn` only: the load generator drops the timed changes of 1 in 1,009 keys after
+    /// counting them as generated.
+    DropChange,
+    /// Split brain: a primary that hears a higher epoch keeps acting as primary.
+    TwoPrimaries,
+    /// A bound overrun: a configured limit is not enforced.
+    OverrunBound,
+}
+
+/// Every injectable bug with its command-line name.
+pub const INJECTED_BUGS: &[(&str, InjectedBug)] = &[
+    ("none", InjectedBug::None),
+    ("apply-before-ack", InjectedBug::StandbyApplyBeforeAck),
+    ("discard-committed", InjectedBug::DiscardCommittedTrailing),
+    ("skip-replay-section", InjectedBug::SkipReplaySection),
+    ("accept-stale-epoch", InjectedBug::AcceptStaleEpoch),
+    ("skip-apply", InjectedBug::StandbySkipApply),
+    ("drop-change", InjectedBug::DropChange),
+    ("two-primaries", InjectedBug::TwoPrimaries),
+    ("overrun-bound", InjectedBug::OverrunBound),
+];
+
+impl InjectedBug {
+    pub fn name(self) -> &'static str {
+        INJECTED_BUGS
+            .iter()
+            .find(|(_, b)| *b == self)
+            .map_or("none", |(n, _)| n)
+    }
+}
+
+impl std::fmt::Display for InjectedBug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl std::str::FromStr for InjectedBug {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "none" => InjectedBug::None,
-            "apply-before-ack" => InjectedBug::StandbyApplyBeforeAck,
-            "discard-committed" => InjectedBug::DiscardCommittedTrailing,
-            "skip-replay-section" => InjectedBug::SkipReplaySection,
-            "accept-stale-epoch" => InjectedBug::AcceptStaleEpoch,
-            _ => {
-                return Err(format!(
-                    "unknown bug '{s}' (none|apply-before-ack|discard-committed|skip-replay-section|accept-stale-epoch)"
-                ));
-            }
-        })
+        INJECTED_BUGS
+            .iter()
+            .find(|(n, _)| *n == s)
+            .map(|(_, b)| *b)
+            .ok_or_else(|| {
+                let names: Vec<&str> = INJECTED_BUGS.iter().map(|(n, _)| *n).collect();
+                format!("unknown bug '{s}' ({})", names.join("|"))
+            })
     }
 }
 
