@@ -1,8 +1,10 @@
 //! The whole fabric over real loopback sockets, briefly, with the transport fault layer on:
-//! it must converge with equal digests and no committed op lost. (Throughput is measured by
-//! `statesync churn` and the benches, not here.)
+//! every generated change must commit and every replica must match the independent ledger.
+//! Each planted bug must be caught. (Throughput is measured by `statesync churn` and the
+//! benches, not here.)
 
-use statesync::cli::churn::{ChurnArgs, Submitter, churn};
+use statesync::cli::churn::{ChurnArgs, ChurnOutcome, Submitter, churn};
+use statesync::proto::InjectedBug;
 use statesync::transport::IoChoice;
 
 fn args(io: IoChoice, loss: f64, submitter: Submitter) -> ChurnArgs {
@@ -28,22 +30,66 @@ fn args(io: IoChoice, loss: f64, submitter: Submitter) -> ChurnArgs {
         connect: vec![],
         submitter_id: 900,
         sections: 64,
+        inject_bug: InjectedBug::None,
     }
+}
+
+/// A run with `bug` planted, at `rate` changes per second.
+fn planted(bug: InjectedBug, rate: &str) -> ChurnOutcome {
+    let mut a = args(IoChoice::Auto, 0.0, Submitter::Inline);
+    a.inject_bug = bug;
+    a.rate = rate.into();
+    churn(&a).expect("churn runs")
+}
+
+/// A clean run: everything generated committed, nothing rejected or lost, and the ledger saw
+/// every key (the prefill writes each once) in every replica.
+fn assert_clean(o: &ChurnOutcome) {
+    assert!(o.ok, "{o:?}");
+    assert!(o.generated > 4096, "prefill plus a timed run: {o:?}");
+    assert_eq!(o.committed, o.generated, "{o:?}");
+    assert_eq!(o.rejected, 0);
+    assert!(o.drained);
+    assert!(o.digests_equal);
+    assert_eq!(o.ledger.keys_checked, 4096);
+    assert_eq!(o.lost_committed(), 0);
+    assert_eq!(o.ledger.mismatched_keys, 0);
+    assert_eq!(o.ledger.entry_count_diff, 0);
 }
 
 #[test]
 fn churn_converges_over_lossy_loopback() {
-    assert_eq!(
-        churn(&args(IoChoice::Auto, 0.01, Submitter::Inline)),
-        Ok(true)
-    );
+    let o = churn(&args(IoChoice::Auto, 0.01, Submitter::Inline)).expect("churn runs");
+    assert_clean(&o);
 }
 
 /// The mmsg backend, fed by a generator thread through the submission rings.
 #[test]
 fn churn_converges_on_the_mmsg_fallback() {
-    assert_eq!(
-        churn(&args(IoChoice::Mmsg, 0.0, Submitter::Thread)),
-        Ok(true)
-    );
+    let o = churn(&args(IoChoice::Mmsg, 0.0, Submitter::Thread)).expect("churn runs");
+    assert_clean(&o);
+}
+
+/// The generator drops some changes after counting them: they never commit, and the ledger
+/// finds their keys stale. (5 of the 4,096 keys drop: ~24 timed changes of theirs in 1 s at
+/// 20,000/s, so a run without any is about e^-24 likely.)
+#[test]
+fn churn_catches_dropped_changes() {
+    let o = planted(InjectedBug::DropChange, "20000");
+    assert!(!o.ok, "{o:?}");
+    assert!(o.uncommitted() > 0, "{o:?}");
+    assert!(o.ledger.mismatched_keys > 0, "{o:?}");
+    assert!(o.drained, "an idle fabric ends the drain early: {o:?}");
+}
+
+/// The standby skips the content of every 500th op while it reports it applied: the commit
+/// watermark cannot show it, the ledger must. At 5,000/s a channel ends near op 1,140, so a
+/// skipped op is rarely overwritten later (all 16 of them overwritten: ~1e-6).
+#[test]
+fn churn_catches_a_standby_that_skips_content() {
+    let o = planted(InjectedBug::StandbySkipApply, "5000");
+    assert!(!o.ok, "{o:?}");
+    assert_eq!(o.committed, o.generated, "{o:?}");
+    assert!(o.lost_committed() > 0, "{o:?}");
+    assert!(!o.digests_equal);
 }

@@ -1,9 +1,13 @@
 //! `statesync churn`: the whole fabric in one process over loopback UDP, driven open-loop at a
 //! set rate (or flat out), with progress every second, a final report, per-stage latency from
-//! submit, and a digest check of every client and standby against the primary at the end.
+//! submit, and at the end a check of every primary, standby and client table against an
+//! independent ledger of what the generator produced (`ledger.rs`), plus a digest check.
 
+use super::ledger::{self, Ledger, LedgerCheck, Replicas};
 use super::platform::{OtherTask, TaskSnapshot};
-use crate::proto::{Client, ControlUnit, CutPolicy, NodeId, ProtoConfig, Role, Topology};
+use crate::proto::{
+    Client, ControlUnit, CutPolicy, InjectedBug, NodeId, ProtoConfig, Role, Topology,
+};
 use crate::rng::SplitMix64;
 use crate::runtime::api::{Change, FLAG_PRIVATE, INLINE_VALUE_BYTES};
 use crate::runtime::latency::STAGES;
@@ -86,6 +90,40 @@ pub struct ChurnArgs {
     /// With --connect: spread changes over sections 0..N only (cookies then mark N sections).
     #[arg(long, default_value_t = 64)]
     pub sections: u8,
+    /// Test aid, never for measurements: plant a deliberate bug to prove that the end check
+    /// catches it (churn must then exit 1). `drop-change`: the generator counts the timed
+    /// changes of 1 in 1,009 keys as generated but never submits them; `skip-apply`: the
+    /// standby skips the content of every 500th op while its position still advances.
+    #[arg(long, default_value = "none")]
+    pub inject_bug: InjectedBug,
+}
+
+/// What a churn run found; `ok` is the verdict (exit 0 only when it is true).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChurnOutcome {
+    pub ok: bool,
+    /// Changes the generator produced, prefill included (dropped ones of `drop-change` too).
+    pub generated: u64,
+    /// Ops the primary announced committed.
+    pub committed: u64,
+    /// Changes the primary refused at submit (never an op).
+    pub rejected: u64,
+    /// The drain ended with the fabric settled or idle, not at its time limit.
+    pub drained: bool,
+    pub digests_equal: bool,
+    /// The end check of every replica against the ledger.
+    pub ledger: LedgerCheck,
+}
+
+impl ChurnOutcome {
+    /// Generated changes that never became committed ops.
+    pub fn uncommitted(&self) -> u64 {
+        self.generated.saturating_sub(self.committed)
+    }
+
+    pub fn lost_committed(&self) -> u64 {
+        self.ledger.lost_committed
+    }
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,8 +148,8 @@ pub fn run(args: ChurnArgs) -> ExitCode {
         return connect(&args);
     }
     match churn(&args) {
-        Ok(ok) => {
-            if ok {
+        Ok(outcome) => {
+            if outcome.ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -173,9 +211,19 @@ fn parse_rate(s: &str) -> Result<Option<f64>, String> {
     Ok(Some(r))
 }
 
-/// Runs churn; `Ok(true)` when every digest matched and no committed op was lost.
-pub fn churn(args: &ChurnArgs) -> Result<bool, String> {
+/// Runs churn; the outcome's `ok` is true when every generated change committed, none was
+/// rejected, the drain finished, and every replica matches the ledger and the primary.
+pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
     let rate = parse_rate(&args.rate)?;
+    if !matches!(
+        args.inject_bug,
+        InjectedBug::None | InjectedBug::DropChange | InjectedBug::StandbySkipApply
+    ) {
+        return Err(format!(
+            "--inject-bug {}: churn plants only drop-change and skip-apply",
+            args.inject_bug
+        ));
+    }
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let n_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = args.workers_or_cores();
@@ -236,6 +284,9 @@ pub fn churn(args: &ChurnArgs) -> Result<bool, String> {
         // Above the queueing delay of a flat-out run (the prefill): a tail probe then means a
         // lost tail, not a queue. Gaps are NACKed as soon as a later op shows them.
         proto.rto_us = 250_000;
+        if args.inject_bug == InjectedBug::StandbySkipApply {
+            proto.inject = args.inject_bug;
+        }
         proto.validate()?;
         let tcfg = TransportConfig {
             bind: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0),
@@ -387,22 +438,7 @@ pub fn churn(args: &ChurnArgs) -> Result<bool, String> {
         std::thread::sleep(Duration::from_millis(1));
     }
     let generated = from_thread.unwrap_or_else(|| total(&|g| g.generated.load(Ordering::Relaxed)));
-    // Drain: wait for every generated change to be submitted and committed (some may still
-    // wait in a submission ring behind backpressure).
-    let settled = || {
-        let refused = total(&|g| g.rejected.load(Ordering::Relaxed));
-        total(&|g| g.committed.load(Ordering::Relaxed)) + refused >= generated
-    };
-    let drain_start = Instant::now();
-    while !settled() && drain_start.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    if !settled() {
-        println!(
-            "drain: {} generated changes still uncommitted after 20 s",
-            generated.saturating_sub(total(&|g| g.committed.load(Ordering::Relaxed)))
-        );
-    }
+    let drained = drain(&gauges, generated, Duration::from_secs(20));
     // Read only now: walking /proc takes milliseconds of a core, which would otherwise delay
     // the last changes of the run.
     let other_tasks = tasks_at_start.ran_until(&TaskSnapshot::take());
@@ -411,14 +447,45 @@ pub fn churn(args: &ChurnArgs) -> Result<bool, String> {
         .into_iter()
         .map(|h| h.join().expect("worker thread panicked"))
         .collect();
+    // The ledger, from the seeds and counts alone: each source's schedule replayed afresh.
+    let rebuild_start = Instant::now();
+    let channels: Vec<usize> = shards.iter().map(|s| s.channels.len()).collect();
+    let mut ledger = Ledger::new(args.keys, &channels)?;
+    let sources: Vec<(Option<(usize, usize)>, u64)> = match from_thread {
+        Some(n) => vec![(None, n)],
+        None => (0..workers)
+            .map(|w| {
+                let n = gauges[w].generated.load(Ordering::Relaxed);
+                (Some((w, workers)), n)
+            })
+            .collect(),
+    };
+    for (shard, count) in sources {
+        let mut schedule = Schedule::new(args, None, Arc::new(AtomicBool::new(true)), shard);
+        for _ in 0..count {
+            let (w, change) = schedule.replay();
+            ledger.record(w, &change);
+        }
+    }
+    let check = check_ledger(&ledger, args.value_bytes, &outputs);
+    println!(
+        "ledger: {generated} changes replayed and {} keys checked in every replica in {:.2} s",
+        check.keys_checked,
+        rebuild_start.elapsed().as_secs_f64()
+    );
+    let end = End {
+        measured_s,
+        committed_at_end,
+        generated,
+        drained,
+        ledger: check,
+    };
     let ok = report(
         args,
         &outputs,
         &gauges,
-        measured_s,
-        committed_at_end,
+        &end,
         &base,
-        generated,
         &io,
         workers,
         n_cores,
@@ -429,10 +496,106 @@ pub fn churn(args: &ChurnArgs) -> Result<bool, String> {
     ok
 }
 
+/// Waits until every generated change is committed or refused (some may still wait in a
+/// submission ring behind backpressure), or until the fabric is idle: every submitted op
+/// committed and no submission taken for 200 ms and two turns of every worker, so whatever is
+/// still missing will never come (a test would otherwise wait out the limit). Returns false
+/// when `limit` passes first.
+fn drain(gauges: &[Arc<Gauges>], generated: u64, limit: Duration) -> bool {
+    let total = |f: &dyn Fn(&Gauges) -> u64| gauges.iter().map(|g| f(g)).sum::<u64>();
+    let start = Instant::now();
+    let mut idle: Option<(u64, Vec<u64>, Instant)> = None;
+    loop {
+        // Turns first (acquire): the counts read next are at least those of these turns.
+        let turns: Vec<u64> = gauges
+            .iter()
+            .map(|g| g.turns.load(Ordering::Acquire))
+            .collect();
+        let committed = total(&|g| g.committed.load(Ordering::Relaxed));
+        let submitted = total(&|g| g.submitted.load(Ordering::Relaxed));
+        let refused = total(&|g| g.rejected.load(Ordering::Relaxed));
+        if committed + refused >= generated {
+            return true;
+        }
+        let taken = submitted + refused;
+        match &idle {
+            _ if committed != submitted => idle = None,
+            Some((t, from, since)) if *t == taken => {
+                if since.elapsed() >= Duration::from_millis(200)
+                    && turns.iter().zip(from).all(|(n, f)| *n >= f + 2)
+                {
+                    println!(
+                        "drain: fabric idle after {:.1} s with {} generated changes never submitted",
+                        start.elapsed().as_secs_f64(),
+                        generated.saturating_sub(taken)
+                    );
+                    return true;
+                }
+            }
+            _ => idle = Some((taken, turns, Instant::now())),
+        }
+        if start.elapsed() >= limit {
+            println!(
+                "drain: {} generated changes still uncommitted after {:.0} s",
+                generated.saturating_sub(committed),
+                limit.as_secs_f64()
+            );
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Checks every shard's primary, standby and owning client, channel by channel, against the
+/// ledger.
+fn check_ledger(ledger: &Ledger, value_bytes: usize, outputs: &[WorkerOutput]) -> LedgerCheck {
+    let cus: Vec<Option<(&ControlUnit, &ControlUnit)>> = outputs
+        .iter()
+        .map(|o| {
+            let cu = |role| {
+                o.nodes
+                    .iter()
+                    .filter_map(|n| n.machine.as_cu())
+                    .find(|c| c.role() == role)
+            };
+            Some((cu(Role::Primary)?, cu(Role::Standby)?))
+        })
+        .collect();
+    ledger.check(value_bytes, |w, ch| {
+        let out = outputs.get(w)?;
+        let (p, s) = (*cus.get(w)?)?;
+        let owner = *p.config().topology.channel_owner.get(ch as usize)?;
+        let client = out
+            .nodes
+            .iter()
+            .filter_map(|n| n.machine.as_client())
+            .find(|c| c.id == owner)
+            .and_then(|c| c.state(ch));
+        Some(Replicas {
+            primary: p.state(ch)?,
+            standby: s.state(ch)?,
+            client,
+            committed_through: out.committed_through.get(ch as usize).copied().unwrap_or(0),
+        })
+    })
+}
+
+/// How the run ended: the figures the verdict needs besides the workers' outputs.
+struct End {
+    measured_s: f64,
+    committed_at_end: u64,
+    generated: u64,
+    drained: bool,
+    ledger: LedgerCheck,
+}
+
 /// The open-loop load: which key changes next and when it is due. Each change carries its
 /// intended time, so latency counts from the schedule, not from when a busy worker took it.
 struct Schedule {
     rng: SplitMix64,
+    /// Seed of this schedule (the shard's): with `n` and the key it gives each value.
+    seed: u64,
+    /// Timed changes generated so far (dropped ones included); 0 during the prefill.
     n: u64,
     /// Start of the timed schedule, taken at the first change after the run phase opens.
     t0_ns: Option<u64>,
@@ -446,6 +609,11 @@ struct Schedule {
     workers: usize,
     /// `(w, workers)`: generate only the keys of worker `w`'s shard, at its share of the rate.
     shard: Option<(usize, usize)>,
+    /// `--inject-bug drop-change`: timed changes of keys `% 1009 == 0` are generated but not
+    /// handed out.
+    drop_keys: bool,
+    /// Changes generated and dropped so far (they count as generated).
+    dropped: u64,
 }
 
 impl Schedule {
@@ -460,6 +628,7 @@ impl Schedule {
         let seed = args.seed ^ shard.map_or(0, |(w, _)| (w as u64 + 1).rotate_left(32));
         Schedule {
             rng: SplitMix64::new(seed),
+            seed,
             n: 0,
             t0_ns: None,
             interval_ns: rate.map(|r| 1e9 * share / r),
@@ -470,6 +639,8 @@ impl Schedule {
             value_bytes: args.value_bytes,
             workers,
             shard,
+            drop_keys: args.inject_bug == InjectedBug::DropChange,
+            dropped: 0,
         }
     }
 
@@ -518,23 +689,39 @@ impl Schedule {
             return None;
         }
         self.t0_ns.get_or_insert(now_ns);
-        let intended_ns = match self.due_ns() {
-            Some(at) if at > now_ns => return None,
-            Some(at) => at,
-            None => now_ns,
-        };
+        loop {
+            let intended_ns = match self.due_ns() {
+                Some(at) if at > now_ns => return None,
+                Some(at) => at,
+                None => now_ns,
+            };
+            let key = self.pick_key();
+            self.n += 1;
+            if self.drop_keys && key.is_multiple_of(1009) {
+                self.dropped += 1;
+                continue;
+            }
+            return Some(self.change(key, intended_ns));
+        }
+    }
+
+    /// The next change regardless of time (prefill first, then timed changes, none dropped):
+    /// a fresh schedule replays the run's changes in order, for the ledger.
+    fn replay(&mut self) -> (usize, Change) {
+        if let Some(key) = self.next_prefill() {
+            return self.change(key, 0);
+        }
         let key = self.pick_key();
         self.n += 1;
-        Some(self.change(key, intended_ns))
+        self.change(key, 0)
     }
 
     fn change(&self, key: u64, intended_ns: u64) -> (usize, Change) {
         let channels = self.channels as u64;
         let global = (key % channels) as u32;
         let w = global as usize % self.workers;
-        let mut value = [0u8; INLINE_VALUE_BYTES];
-        let len = 8.min(self.value_bytes);
-        value[..len].copy_from_slice(&(self.n ^ intended_ns).to_le_bytes()[..len]);
+        let value =
+            ledger::encode_value(ledger::value_word(self.seed, self.n, key), self.value_bytes);
         let change = Change {
             channel: global / self.workers as u32,
             section: ((key / channels) % 64) as u8,
@@ -565,6 +752,7 @@ impl worker::Source for InlineSource {
             return 0;
         }
         let mut n = 0;
+        let dropped = self.schedule.dropped;
         while n < max.min(ring.slots()) {
             let Some((_, change)) = self.schedule.next(now_ns) else {
                 break;
@@ -573,15 +761,16 @@ impl worker::Source for InlineSource {
             debug_assert!(pushed.is_ok(), "room was checked");
             n += 1;
         }
+        let dropped = self.schedule.dropped - dropped;
         self.generated
             .generated
-            .fetch_add(n as u64, Ordering::Relaxed);
+            .fetch_add(n as u64 + dropped, Ordering::Relaxed);
         n
     }
 }
 
 /// The generator thread: one schedule for all workers, each change pushed to its shard's ring.
-/// Returns how many changes it generated.
+/// Returns how many changes it generated (dropped ones of `drop-change` included).
 fn generate(
     mut producers: Vec<rtrb::Producer<Change>>,
     stop: Arc<AtomicBool>,
@@ -607,13 +796,13 @@ fn generate(
         // shows in latency, measured from the intended time); `max` just retries.
         while producers[w].push(change).is_err() {
             if stop.load(Ordering::Relaxed) {
-                return n;
+                return n + schedule.dropped;
             }
             std::thread::yield_now();
         }
         n += 1;
     }
-    n
+    n + schedule.dropped
 }
 
 /// Counters at the start of the timed run (all zero without a prefill).
@@ -686,15 +875,20 @@ fn report(
     args: &ChurnArgs,
     outputs: &[WorkerOutput],
     gauges: &[Arc<Gauges>],
-    measured_s: f64,
-    committed_at_end: u64,
+    end: &End,
     base: &Baseline,
-    generated: u64,
     io: &str,
     workers: usize,
     cores: usize,
     other_tasks: &[OtherTask],
-) -> Result<bool, String> {
+) -> Result<ChurnOutcome, String> {
+    let &End {
+        measured_s,
+        committed_at_end,
+        generated,
+        drained,
+        ..
+    } = end;
     let total = |f: &dyn Fn(&Gauges) -> u64| gauges.iter().map(|g| f(g)).sum::<u64>();
     let submitted = total(&|g| g.submitted.load(Ordering::Relaxed));
     let committed = total(&|g| g.committed.load(Ordering::Relaxed));
@@ -702,7 +896,7 @@ fn report(
     let bytes = total(&|g| g.bytes_sent.load(Ordering::Relaxed));
     let mut errors = Vec::new();
     let mut digests_equal = true;
-    let mut lost_committed = 0u64;
+    let refused = total(&|g| g.rejected.load(Ordering::Relaxed));
     let mut stages: [Histogram<u64>; 3] =
         std::array::from_fn(|_| Histogram::new_with_bounds(1, 60_000_000, 3).expect("bounds"));
     for out in outputs {
@@ -731,8 +925,6 @@ fn report(
         };
         for ch in 0..p.config().topology.channels() as u32 {
             let ps = p.state(ch).expect("channel");
-            let (applied, _) = s.standby_position(ch);
-            lost_committed += out.committed_through[ch as usize].saturating_sub(applied);
             if s.state(ch).expect("channel").full_digest() != ps.full_digest() {
                 digests_equal = false;
             }
@@ -800,15 +992,15 @@ fn report(
         tx.recv_buffers_exhausted,
         tx.send_eagain
     );
-    let (mut retransmits, mut nacks, mut rejected) = (0u64, 0u64, 0u64);
+    let (mut retransmits, mut nacks, mut rejected_datagrams) = (0u64, 0u64, 0u64);
     for n in outputs.iter().flat_map(|o| &o.nodes) {
         let c = n.machine.counters();
         retransmits += c.retransmits;
         nacks += c.nacks_sent;
-        rejected += c.rejected();
+        rejected_datagrams += c.rejected();
     }
     println!(
-        "recovery: {retransmits} retransmissions (NACK or tail probe), {nacks} NACKs sent, {rejected} datagrams rejected"
+        "recovery: {retransmits} retransmissions (NACK or tail probe), {nacks} NACKs sent, {rejected_datagrams} datagrams rejected"
     );
     let preempted: Vec<_> = outputs.iter().filter_map(|o| o.preempted).collect();
     let (delay_ns, switches) = preempted.iter().fold((0, 0), |(d, s), p| {
@@ -849,24 +1041,81 @@ fn report(
         per.value_at_quantile(0.99),
         per.max()
     );
+    let l = &end.ledger;
     println!(
-        "digests: {} ; lost committed ops: {lost_committed}",
+        "digests: {}",
         if digests_equal {
             "every client and standby equals the primary"
         } else {
             "MISMATCH"
         }
     );
+    println!(
+        "ledger: {} keys checked in every primary, standby and client: {} missing or wrong ({} of them committed: lost), {} entries held beyond or short of the ledger, {} keys uncommitted",
+        l.keys_checked, l.mismatched_keys, l.lost_committed, l.entry_count_diff, l.uncommitted_keys
+    );
+    for x in &l.examples {
+        println!("  e.g. {x}");
+    }
+    // The verdict: each failed condition on a line of its own, with its size.
+    let mut failed = Vec::new();
+    if committed < generated {
+        failed.push(format!(
+            "{} generated changes never committed ({generated} generated, {committed} committed)",
+            generated - committed
+        ));
+    } else if committed > generated {
+        failed.push(format!(
+            "{} more ops committed than changes generated",
+            committed - generated
+        ));
+    }
+    if refused > 0 {
+        failed.push(format!("{refused} changes rejected at submit"));
+    }
+    if !drained {
+        failed.push("the drain did not finish in time".into());
+    }
+    if l.lost_committed > 0 {
+        failed.push(format!(
+            "{} committed changes lost: missing or wrong in a replica",
+            l.lost_committed
+        ));
+    }
+    if !l.matches() {
+        failed.push(format!(
+            "the ledger does not match: {} keys missing or wrong, entry counts off by {}",
+            l.mismatched_keys, l.entry_count_diff
+        ));
+    }
+    if !digests_equal {
+        failed.push("digests differ from the primary's".into());
+    }
     for e in &errors {
-        println!("error: {e}");
+        failed.push(format!("error: {e}"));
+    }
+    if failed.is_empty() {
+        println!(
+            "verdict: OK: {generated} generated = {committed} committed, none rejected, drained, ledger matches everywhere"
+        );
+    }
+    for f in &failed {
+        println!("FAILED: {f}");
     }
     if let Some(path) = &args.json {
         let j = json!({
             "committed_per_s": committed_per_s,
             "submitted": submitted,
             "committed": committed,
-            "lost_committed": lost_committed,
+            "generated": generated,
+            "rejected": refused,
+            "drained": drained,
+            "lost_committed": l.lost_committed,
+            "ledger_keys_checked": l.keys_checked,
+            "ledger_mismatched_keys": l.mismatched_keys,
+            "ledger_entry_count_diff": l.entry_count_diff,
             "digests_equal": digests_equal,
+            "ok": failed.is_empty(),
             "io": io,
             "cores": cores,
             "workers": workers,
@@ -885,7 +1134,7 @@ fn report(
             "backpressure": total(&|g| g.backpressure.load(Ordering::Relaxed)),
             "retransmits": retransmits,
             "nacks_sent": nacks,
-            "rejected_datagrams": rejected,
+            "rejected_datagrams": rejected_datagrams,
             "worker_run_delay_ms": delay_ns as f64 / 1e6,
             "worker_preemptions": switches,
             "other_tasks_cpu_ms": other_ms,
@@ -904,7 +1153,15 @@ fn report(
     if let Some(dir) = &args.hdr_log {
         write_hdr_logs(dir, outputs).map_err(|e| format!("--hdr-log {}: {e}", dir.display()))?;
     }
-    Ok(digests_equal && lost_committed == 0 && errors.is_empty())
+    Ok(ChurnOutcome {
+        ok: failed.is_empty(),
+        generated,
+        committed,
+        rejected: refused,
+        drained,
+        digests_equal,
+        ledger: end.ledger.clone(),
+    })
 }
 
 fn write_hdr_logs(dir: &std::path::Path, outputs: &[WorkerOutput]) -> std::io::Result<()> {
@@ -991,6 +1248,36 @@ mod tests {
             let (owner, c) = s.next(u64::MAX / 2).expect("due");
             assert_eq!(owner, 1);
             assert!(c.key < 1000 && (c.key % 8) % 3 == 1);
+        }
+    }
+
+    /// A fresh schedule replays the run's changes, values included, from its seed and count
+    /// alone, whatever the clock did; under `drop-change` the dropped changes count as
+    /// generated and the replay still holds them (the ledger expects them).
+    #[test]
+    fn a_fresh_schedule_replays_the_run() {
+        // Shard 0 owns key 0, the one key below 1,000 that drops.
+        let a = args(&["--rate", "max", "--inject-bug", "drop-change"]);
+        let run = Arc::new(AtomicBool::new(true));
+        let mut live = Schedule::new(&a, None, run.clone(), Some((0, 3)));
+        let mut handed = Vec::new();
+        for t in 0..20_000u64 {
+            let (_, c) = live.next(t * 7).expect("flat out: always due");
+            handed.push(c);
+        }
+        assert!(live.dropped > 0);
+        let prefill = (0..1000u64).filter(|k| (k % 8) % 3 == 0).count();
+        let mut fresh = Schedule::new(&a, None, run, Some((0, 3)));
+        let replayed: Vec<Change> = (0..handed.len() as u64 + live.dropped)
+            .map(|_| fresh.replay().1)
+            .enumerate()
+            .filter(|(i, c)| *i < prefill || !c.key.is_multiple_of(1009))
+            .map(|(_, c)| c)
+            .collect();
+        let fields = |c: &Change| (c.channel, c.section, c.flags, c.key, c.value_len, c.value);
+        assert_eq!(replayed.len(), handed.len());
+        for (r, h) in replayed.iter().zip(&handed) {
+            assert_eq!(fields(r), fields(h));
         }
     }
 }

@@ -169,6 +169,18 @@ impl ControlUnit {
         } else {
             c.acked.min(c.ring.top())
         };
+        // Planted bug (test aid): every 500th op's content is skipped, its position advances.
+        while inject == InjectedBug::StandbySkipApply && c.applied / 500 < limit / 500 {
+            let skipped = (c.applied / 500 + 1) * 500;
+            apply_through(
+                c,
+                skipped - 1,
+                false,
+                emit.then_some(&mut self.events),
+                channel,
+            );
+            (c.applied, c.commit_dirty) = (skipped, true);
+        }
         apply_through(c, limit, false, emit.then_some(&mut self.events), channel);
         c.ring.prune_through(c.applied);
     }
