@@ -1,16 +1,16 @@
-//! One drill round in CI: separate daemon processes on loopback, load from a separate load
-//! client, the primary killed with SIGKILL, the standby takes over, the old primary rejoins,
-//! and every client converges with no committed op lost.
+//! Drill rounds in CI: separate daemon processes on loopback, load from a separate load client,
+//! the primary frozen and killed, the standby takes over, the old primary rejoins, and every
+//! client converges with no committed op lost. A planted bug that discards committed ops must
+//! be seen by the same drill (else its "lost 0" proves nothing).
 
-use std::process::Command;
+use std::process::{Command, Output};
 
-#[test]
-fn one_kill_primary_round_converges() {
+fn drill(extra: &[&str]) -> (Output, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_statesync"))
         .args([
             "drill",
             "--rounds",
-            "1",
+            "2",
             "--clients",
             "2",
             "--channels-per-client",
@@ -18,14 +18,58 @@ fn one_kill_primary_round_converges() {
             "--rate",
             "5000",
         ])
+        .args(extra)
         .output()
         .expect("run the drill");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out, stdout)
+}
+
+/// The number after `key` on the summary line that has it.
+fn number_after(stdout: &str, key: &str) -> u64 {
+    let at = stdout
+        .find(key)
+        .unwrap_or_else(|| panic!("no '{key}' in:\n{stdout}"))
+        + key.len();
+    stdout[at..]
+        .trim_start()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number after '{key}' in:\n{stdout}"))
+}
+
+#[test]
+fn kill_primary_rounds_converge_with_every_committed_op_checked() {
+    let (out, stdout) = drill(&[]);
     assert!(
         out.status.success(),
         "drill failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("rounds converged: 1 of 1"), "{stdout}");
-    assert!(stdout.contains("committed ops lost: 0"), "{stdout}");
+    assert!(stdout.contains("rounds converged: 2 of 2"), "{stdout}");
+    assert_eq!(number_after(&stdout, "committed ops lost:"), 0, "{stdout}");
+    assert!(
+        number_after(&stdout, "committed ops checked:") > 0,
+        "{stdout}"
+    );
+}
+
+#[test]
+fn planted_discard_of_committed_ops_is_reported_lost() {
+    // Its digests may never converge: do not wait the default 20 s for them.
+    let (out, stdout) = drill(&[
+        "--inject-bug",
+        "discard-committed",
+        "--converge-timeout-ms",
+        "2000",
+    ]);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("planted bug discard-committed"), "{stdout}");
+    assert!(
+        number_after(&stdout, "committed ops lost:") > 0,
+        "the planted loss went unseen:\n{stdout}"
+    );
+    // Every round, not just one: the kill-time capture must see the discarded op each time.
+    assert_eq!(number_after(&stdout, "(in "), 2, "{stdout}");
 }

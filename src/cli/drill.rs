@@ -2,9 +2,12 @@
 //! standby and N clients as separate daemons (optionally each in its own network namespace),
 //! drives load through a separate load-client process, kills the primary with SIGKILL at a
 //! random moment, and measures detection and recovery from the daemons' own timestamps. It then
-//! checks that every client converged to the new primary, that every op known committed before
-//! the kill survived, restarts the old primary (it rejoins as standby) and repeats.
+//! checks that every client converged to the new primary, that every op committed before the
+//! kill survived (see [`capture_commits`] for how that set is taken at the kill), restarts the
+//! old primary (it rejoins as standby), compares its full state with the new primary's, and
+//! repeats. A round that fails, even one that cannot start, is reported as a failed round.
 
+use crate::proto::InjectedBug;
 use crate::rng::SplitMix64;
 use serde_json::{Value, json};
 use std::net::{SocketAddr, UdpSocket};
@@ -47,9 +50,18 @@ pub struct DrillArgs {
     pub json: Option<PathBuf>,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// How long a round waits for clients (and then the rejoined standby) to converge before
+    /// it reports differing digests.
+    #[arg(long, default_value_t = 20_000)]
+    pub converge_timeout_ms: u64,
     /// Keep the work directory (configs and daemon logs).
     #[arg(long)]
     pub keep: bool,
+    /// Test aid: start every daemon with this planted protocol bug (`--inject-bug` of
+    /// `primary|standby|client`), to prove the drill's checks catch it; e.g.
+    /// `discard-committed` must show committed ops lost.
+    #[arg(long, value_name = "NAME", default_value = "none")]
+    pub inject_bug: InjectedBug,
 }
 
 /// Changes per second that fill every channel before an out-of-sync round (the same state size
@@ -78,6 +90,7 @@ struct Lab {
     cus: Vec<Node>,
     clients: Vec<Node>,
     load: Option<Child>,
+    inject: InjectedBug,
 }
 
 impl Drop for Lab {
@@ -142,6 +155,8 @@ impl Lab {
             .arg(&self.config)
             .arg("--id")
             .arg(node.id.to_string())
+            .arg("--inject-bug")
+            .arg(self.inject.name())
             .stdout(Stdio::null())
             .stderr(log);
         let child = cmd
@@ -289,7 +304,11 @@ struct Round {
     lost_committed: u64,
     digests_equal: bool,
     rejoined: bool,
+    /// The rejoined standby's full digest equals the new primary's on every channel.
+    standby_digests_equal: bool,
     stale_fenced: Option<bool>,
+    /// Why the round failed before it could finish (then nothing else in it counts).
+    error: Option<String>,
 }
 
 pub fn run(args: DrillArgs) -> ExitCode {
@@ -371,6 +390,7 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
         cus,
         clients,
         load: None,
+        inject: args.inject_bug,
     };
     write_config(&lab, args, if variant == "loss" { 0.01 } else { 0.0 })?;
     lab.spawn(true, 0, &["primary"])?;
@@ -378,16 +398,8 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
     for i in 0..lab.clients.len() {
         lab.spawn(false, i, &["client"])?;
     }
-    lab.wait_for(
-        "the initial primary and standby",
-        Duration::from_secs(10),
-        |l| {
-            role(&l.status(l.cus[0].admin)) == "primary"
-                && role(&l.status(l.cus[1].admin)) == "standby"
-        },
-    )?;
     println!(
-        "drill: {} rounds, variant {variant}, {} clients x {} channels, {} changes/s, heartbeat {} ms, failover timeout {} ms, {}",
+        "drill: {} rounds, variant {variant}, {} clients x {} channels, {} changes/s, heartbeat {} ms, failover timeout {} ms, {}{}",
         args.rounds,
         args.clients,
         args.channels_per_client,
@@ -398,15 +410,34 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
             "network namespaces"
         } else {
             "loopback"
+        },
+        if args.inject_bug == InjectedBug::None {
+            String::new()
+        } else {
+            format!(", planted bug {}", args.inject_bug)
         }
     );
     let mut rng = SplitMix64::new(args.seed);
     let mut rounds = Vec::new();
-    let mut primary = 0usize;
     for r in 1..=args.rounds {
-        let round = run_round(&mut lab, args, variant, r, &mut primary, &mut rng)?;
+        let round = match run_round(&mut lab, args, variant, r, &mut rng) {
+            Ok(round) => round,
+            Err(e) => {
+                recover(&mut lab);
+                Round {
+                    round: r,
+                    error: Some(e),
+                    ..Default::default()
+                }
+            }
+        };
+        if let Some(e) = &round.error {
+            println!("round {:>2}: FAILED: {e}", round.round);
+            rounds.push(round);
+            continue;
+        }
         println!(
-            "round {:>2}: killed {} -> primary {} | detect {:>6.1} ms recover {:>6.1} ms | out of sync {} ch ({:?}) | replayed {} B vs full {} B | committed checked {} lost {} | digests {} | rejoined {}{}",
+            "round {:>2}: killed {} -> primary {} | detect {:>6.1} ms recover {:>6.1} ms | out of sync {} ch ({:?}) | replayed {} B vs full {} B | committed checked {} lost {} | digests {} | rejoined {} (state {}){}",
             round.round,
             round.killed,
             round.new_primary,
@@ -424,6 +455,11 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
                 "DIFFER"
             },
             round.rejoined,
+            if round.standby_digests_equal {
+                "equal"
+            } else {
+                "DIFFERS"
+            },
             round
                 .stale_fenced
                 .map_or(String::new(), |f| format!(" | stale primary fenced {f}")),
@@ -431,6 +467,216 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
         rounds.push(round);
     }
     summarize(args, variant, &rounds, &dir)
+}
+
+/// After a failed round: no load, nothing left frozen, every daemon that died restarted (a
+/// control unit as `standby --rejoin`, a client as `client --fresh`), so that the next round
+/// can start from whatever primary the units agree on.
+fn recover(lab: &mut Lab) {
+    stop_load(lab);
+    for i in 0..lab.cus.len() {
+        if let Some(ns) = &lab.cus[i].ns {
+            let _ = link(ns, "up");
+        }
+        match lab.cus[i].child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(None)) => {
+                if let Some(pid) = lab.cus[i].child.as_ref().map(|c| c.id()) {
+                    // SAFETY: kill(2) with the pid of our own child, which has not been reaped
+                    // (try_wait saw it running), and a valid signal number.
+                    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+                }
+            }
+            _ => {
+                let _ = lab.spawn(true, i, &["standby", "--rejoin"]);
+            }
+        }
+    }
+    for i in 0..lab.clients.len() {
+        if !matches!(
+            lab.clients[i].child.as_mut().map(|c| c.try_wait()),
+            Some(Ok(None))
+        ) {
+            let _ = lab.spawn(false, i, &["client", "--fresh"]);
+        }
+    }
+}
+
+/// The control unit that is primary and one of its in-sync standbys, found by status (the
+/// drill never assumes which unit leads).
+fn find_roles(lab: &Lab, timeout: Duration) -> Result<(usize, usize), String> {
+    let mut found = None;
+    lab.wait_for("a primary with an in-sync standby", timeout, |l| {
+        let st: Vec<Option<Value>> = l.cus.iter().map(|n| l.status(n.admin)).collect();
+        let roles: Vec<String> = st.iter().map(role).collect();
+        let Some(p) = roles.iter().position(|r| r == "primary") else {
+            return false;
+        };
+        let mask = st[p]
+            .as_ref()
+            .and_then(|v| field_u64(v, &["sync_mask"]))
+            .unwrap_or(0);
+        found = (0..l.cus.len())
+            .find(|&i| i != p && roles[i] == "standby" && mask & (1 << i) != 0)
+            .map(|s| (p, s));
+        found.is_some()
+    })?;
+    found.ok_or_else(|| "no primary with an in-sync standby".to_owned())
+}
+
+/// One channel's ops that were committed when the primary stopped: every op `1..=top`, named
+/// by epoch through `segments` (`(epoch, first_op)`, as in `History::segments`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Committed {
+    top: u64,
+    segments: Vec<(u64, u64)>,
+}
+
+impl Committed {
+    /// The `(epoch, from, to)` ranges that name every op of `1..=top` the history reaches.
+    fn ranges(&self) -> Vec<(u64, u64, u64)> {
+        self.segments
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &(epoch, start))| {
+                let end = self
+                    .segments
+                    .get(i + 1)
+                    .map_or(self.top, |n| n.1.saturating_sub(1).min(self.top));
+                (start.max(1) <= end).then_some((epoch, start.max(1), end))
+            })
+            .collect()
+    }
+}
+
+/// Takes, at the moment the primary stopped, the set of ops that must survive the failover.
+///
+/// A change is committed once the standby has applied it (docs: DESIGN §1); the primary learns
+/// of a commit only from the standby's commit report, sent after the apply. So the drill first
+/// freezes the primary (SIGSTOP: from that instant nothing is submitted, acked, forwarded or
+/// committed any more) and then reads the still-running *standby*: its applied position per
+/// channel and its per-channel epoch history, over its admin socket. It reads until two reads
+/// agree (what was in flight when the primary froze has then been applied), and fails the
+/// round if the standby is no longer a standby of the old epoch (it took over before the read
+/// finished: the set would be taken after the cut, which would hide exactly the losses sought).
+/// Every op at or below that position is committed, and the set includes every op the primary
+/// could have told anyone was committed. Only then is the primary killed.
+///
+/// (Rejected: the primary cannot answer admin requests while frozen, and having it publish its
+/// watermarks into a shared-memory file would add unsafe code to the data path for a test aid
+/// and still see less than the standby; the load client gets no commit notes to keep.)
+///
+/// `field` is `applied` for a standby; the out-of-sync variant, whose standby is the frozen
+/// one, reads the running primary's `commit` instead (it cannot advance while the standby is
+/// frozen).
+fn capture_commits(
+    lab: &Lab,
+    admin: SocketAddr,
+    want_role: &str,
+    want_epoch: u64,
+    field: &str,
+) -> Result<Vec<Committed>, String> {
+    let read = || -> Result<Vec<Committed>, String> {
+        let st = lab
+            .status(admin)
+            .ok_or_else(|| format!("no status from {admin} while taking the committed set"))?;
+        let (r, epoch) = (role(&Some(st.clone())), field_u64(&st, &["epoch"]));
+        if r != want_role || epoch != Some(want_epoch) {
+            return Err(format!(
+                "{admin} was {r} in epoch {epoch:?}, not {want_role} in epoch {want_epoch}, when the committed set was read"
+            ));
+        }
+        if st.get("channels_truncated").is_some() {
+            return Err(format!(
+                "{admin}: status cut to one datagram: channels missing"
+            ));
+        }
+        channels(&st)
+            .iter()
+            .map(|(_, _, _, c)| {
+                let top = c
+                    .get(field)
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| format!("{admin}: channel status without {field}"))?;
+                let segments = c
+                    .get("history")
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| format!("{admin}: channel status without history"))?
+                    .iter()
+                    .map(|s| Some((s.get(0)?.as_u64()?, s.get(1)?.as_u64()?)))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| format!("{admin}: malformed history"))?;
+                Ok(Committed { top, segments })
+            })
+            .collect()
+    };
+    let mut last = read()?;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(2));
+        let now = read()?;
+        if now == last {
+            return Ok(now);
+        }
+        last = now;
+    }
+    Err(format!(
+        "{admin}: {field} positions kept moving after the primary stopped"
+    ))
+}
+
+/// Checks every op of `committed` on the new primary with ranged `op_status` requests.
+/// Returns (ops checked, ops not committed).
+fn check_committed(
+    lab: &Lab,
+    admin: SocketAddr,
+    committed: &[Committed],
+) -> Result<(u64, u64), String> {
+    let (mut checked, mut lost) = (0, 0);
+    for (ch, c) in committed.iter().enumerate() {
+        for (epoch, from, to) in c.ranges() {
+            let q =
+                json!({"cmd": "op_status", "channel": ch, "epoch": epoch, "from": from, "to": to});
+            let v = lab.admin(admin, &q)?;
+            let counts = v
+                .get("counts")
+                .ok_or_else(|| format!("op_status {q} on {admin}: {v}"))?;
+            let n = |k: &str| counts.get(k).and_then(Value::as_u64).unwrap_or(0);
+            let total = n("committed") + n("pending") + n("discarded") + n("unknown");
+            if total != to - from + 1 {
+                return Err(format!(
+                    "op_status {q} on {admin}: counts {counts} do not add up"
+                ));
+            }
+            checked += total;
+            lost += total - n("committed");
+        }
+    }
+    Ok((checked, lost))
+}
+
+/// The failover timestamp `key` of a new primary's status; a missing one fails the round.
+fn failover_time(st: &Value, key: &str) -> Result<u64, String> {
+    field_u64(st, &["failover", key])
+        .ok_or_else(|| format!("the new primary's status has no failover.{key}"))
+}
+
+/// Freezes (SIGSTOP) or resumes (SIGCONT) a control unit's process.
+fn signal(lab: &Lab, idx: usize, sig: i32) -> Result<u32, String> {
+    let pid = lab.cus[idx]
+        .child
+        .as_ref()
+        .map(|c| c.id())
+        .ok_or_else(|| format!("control unit {} not running", lab.cus[idx].id))?;
+    // SAFETY: kill(2) with the pid of our own child (not reaped: we only wait after a kill,
+    // and then drop the handle) and a valid signal number.
+    unsafe { libc::kill(pid as i32, sig) };
+    Ok(pid)
+}
+
+fn kill_cu(lab: &mut Lab, idx: usize) {
+    if let Some(mut c) = lab.cus[idx].child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
 }
 
 /// Starts the load client on channels `0..channels`, spreading over sections `0..sections`.
@@ -478,11 +724,10 @@ fn run_round(
     args: &DrillArgs,
     variant: &str,
     r: u32,
-    primary: &mut usize,
     rng: &mut SplitMix64,
 ) -> Result<Round, String> {
-    let p = *primary;
-    let s = 1 - p;
+    let (p, s) = find_roles(lab, Duration::from_secs(10))
+        .map_err(|e| format!("the round cannot start: {e}"))?;
     let all = args.clients * args.channels_per_client;
     if variant == "out-of-sync" {
         // Fill every channel's state across all sections first, then churn only the first
@@ -501,91 +746,68 @@ fn run_round(
         start_load(lab, args.load_channels.unwrap_or(all).max(1), 64, args.rate)?;
     }
     std::thread::sleep(Duration::from_millis(200 + rng.below(400)));
-    // The last commit watermarks seen before the kill: these ops must survive.
-    let before = lab
+    let old_epoch = lab
         .status(lab.cus[p].admin)
-        .ok_or("primary status before the kill")?;
-    let old_epoch = field_u64(&before, &["epoch"]).unwrap_or(0);
-    let committed: Vec<u64> = channels(&before).iter().map(|c| c.1).collect();
+        .and_then(|v| field_u64(&v, &["epoch"]))
+        .ok_or("no primary status before the kill")?;
     let mut round = Round {
         round: r,
         killed: lab.cus[p].id,
         ..Default::default()
     };
-    let kill_us = unix_us();
-    let mut stopped_pid = None;
-    match variant {
-        "stale-primary" => {
-            // Cut the primary off (in a namespace lab: its link goes down, a real partition;
-            // on loopback: the process is frozen). It comes back later with its stale epoch and
-            // must be fenced.
-            let pid = lab.cus[p]
-                .child
-                .as_ref()
-                .map(|c| c.id())
-                .ok_or("primary not running")?;
-            match &lab.cus[p].ns {
-                Some(ns) => link(ns, "down")?,
-                // SAFETY: kill(2) with a pid of our own child and a valid signal number.
-                None => unsafe {
-                    libc::kill(pid as i32, libc::SIGSTOP);
-                },
+    let stale = variant == "stale-primary";
+    if variant == "kill-standby" {
+        // A standby crash first (the primary must carry on), then the primary's.
+        kill_cu(lab, s);
+        lab.spawn(true, s, &["standby", "--rejoin"])?;
+        let sid = lab.cus[s].id;
+        lab.wait_for(
+            "the restarted standby to rejoin",
+            Duration::from_secs(20),
+            |l| {
+                role(&l.status(l.cus[s].admin)) == "standby"
+                    && l.status(l.cus[p].admin)
+                        .and_then(|v| field_u64(&v, &["sync_mask"]))
+                        .is_some_and(|m| m & (1 << s) != 0)
+            },
+        )
+        .map_err(|e| format!("standby {sid}: {e}"))?;
+    }
+    // When the primary stopped: detection and recovery are measured from here.
+    let kill_us;
+    let committed;
+    if variant == "out-of-sync" {
+        // The standby is frozen for the failover timeout under load (the primary keeps it in
+        // the sync set, being shorter than the drop timeout), then the primary is killed as
+        // the standby resumes, so clients are ahead of it on every loaded channel. With the
+        // standby frozen nothing new commits: the primary's watermarks are the committed set.
+        let t0 = Instant::now();
+        signal(lab, s, libc::SIGSTOP)?;
+        let captured = capture_commits(lab, lab.cus[p].admin, "primary", old_epoch, "commit");
+        let left = Duration::from_millis(args.failover_timeout_ms).saturating_sub(t0.elapsed());
+        std::thread::sleep(left);
+        kill_us = unix_us();
+        kill_cu(lab, p);
+        signal(lab, s, libc::SIGCONT)?;
+        committed = captured?;
+    } else {
+        // Every variant stops the primary the same way first, so that the committed set is
+        // taken at that instant (see `capture_commits`).
+        kill_us = unix_us();
+        match &lab.cus[p].ns {
+            // A namespace lab's stale primary is cut off by a real partition instead (it
+            // comes back later with its stale epoch and must be fenced); cut off, it can
+            // commit nothing more either.
+            Some(ns) if stale => link(ns, "down")?,
+            _ => {
+                signal(lab, p, libc::SIGSTOP)?;
             }
-            stopped_pid = Some(pid);
         }
-        "kill-standby" => {
-            // A standby crash first (the primary must carry on), then the primary's.
-            if let Some(c) = &mut lab.cus[s].child {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-            lab.spawn(true, s, &["standby", "--rejoin"])?;
-            let sid = lab.cus[s].id;
-            lab.wait_for(
-                "the restarted standby to rejoin",
-                Duration::from_secs(20),
-                |l| {
-                    role(&l.status(l.cus[s].admin)) == "standby"
-                        && l.status(l.cus[p].admin)
-                            .and_then(|v| field_u64(&v, &["sync_mask"]))
-                            .is_some_and(|m| m & (1 << s) != 0)
-                },
-            )
-            .map_err(|e| format!("standby {sid}: {e}"))?;
-            if let Some(c) = &mut lab.cus[p].child {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-        "out-of-sync" => {
-            let spid = lab.cus[s]
-                .child
-                .as_ref()
-                .map(|c| c.id())
-                .ok_or("standby not running")?;
-            // SAFETY: kill(2) with a pid of our own child and a valid signal number.
-            unsafe { libc::kill(spid as i32, libc::SIGSTOP) };
-            // Shorter than the drop timeout, so the primary keeps it in the sync set.
-            std::thread::sleep(Duration::from_millis(args.failover_timeout_ms));
-            if let Some(c) = &mut lab.cus[p].child {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-            // SAFETY: as above.
-            unsafe { libc::kill(spid as i32, libc::SIGCONT) };
-        }
-        _ => {
-            if let Some(c) = &mut lab.cus[p].child {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
+        committed = capture_commits(lab, lab.cus[s].admin, "standby", old_epoch, "applied")?;
+        if !stale {
+            kill_cu(lab, p);
         }
     }
-    let kill_us = if variant == "kill-standby" {
-        unix_us()
-    } else {
-        kill_us
-    };
     lab.wait_for("the standby to take over", Duration::from_secs(10), |l| {
         role(&l.status(l.cus[s].admin)) == "primary"
     })?;
@@ -599,20 +821,19 @@ fn run_round(
         lab.spawn(false, victim, &["client", "--fresh"])?;
     }
     let st = lab.status(lab.cus[s].admin).ok_or("new primary status")?;
-    let started = field_u64(&st, &["failover", "started_unix_us"]).unwrap_or(kill_us);
-    let finished = field_u64(&st, &["failover", "finished_unix_us"]).unwrap_or(kill_us);
+    let started = failover_time(&st, "started_unix_us")?;
+    let finished = failover_time(&st, "finished_unix_us")?;
     round.new_primary = lab.cus[s].id;
     round.detection_ms = started.saturating_sub(kill_us) as f64 / 1000.0;
     round.recovery_ms = finished.saturating_sub(kill_us) as f64 / 1000.0;
     std::thread::sleep(Duration::from_millis(300));
     stop_load(lab);
-    if let Some(pid) = stopped_pid {
+    if stale {
         match &lab.cus[p].ns {
             Some(ns) => link(ns, "up")?,
-            // SAFETY: as above.
-            None => unsafe {
-                libc::kill(pid as i32, libc::SIGCONT);
-            },
+            None => {
+                signal(lab, p, libc::SIGCONT)?;
+            }
         }
     }
     let st = lab.status(lab.cus[s].admin).ok_or("new primary status")?;
@@ -634,22 +855,12 @@ fn run_round(
                 }
             }
         }
-        // Every op seen committed before the kill must still be committed.
-        if let Some(&c) = committed.get(ch)
-            && c > 0
-        {
-            round.committed_checked += c;
-            let q = json!({"cmd": "op_status", "channel": ch, "epoch": old_epoch, "op": c});
-            let ok = lab
-                .admin(lab.cus[s].admin, &q)
-                .ok()
-                .and_then(|v| v.get("status").and_then(Value::as_str).map(String::from));
-            if ok.as_deref() != Some("committed") {
-                round.lost_committed += c;
-            }
-        }
     }
-    if stopped_pid.is_some() {
+    // Every op committed when the primary stopped must still be committed.
+    let (checked, lost) = check_committed(lab, lab.cus[s].admin, &committed)?;
+    round.committed_checked = checked;
+    round.lost_committed = lost;
+    if stale {
         // The stale primary must have stepped down without changing any client.
         let fenced = lab.wait_for(
             "the stale primary to step down",
@@ -687,7 +898,8 @@ fn run_round(
     round.rejoined = rejoined.is_ok();
     // Converge: every channel committed through its last op and every client at the same op
     // with the same digest.
-    let converged = lab.wait_for("convergence", Duration::from_secs(20), |l| {
+    let converge = Duration::from_millis(args.converge_timeout_ms);
+    let converged = lab.wait_for("convergence", converge, |l| {
         let Some(st) = l.status(l.cus[s].admin) else {
             return false;
         };
@@ -710,8 +922,34 @@ fn run_round(
         })
     });
     round.digests_equal = converged.is_ok();
+    // The rejoined standby holds the new primary's whole state (private sections included):
+    // the same applied position and full digest on every channel.
+    round.standby_digests_equal = round.rejoined
+        && lab
+            .wait_for(
+                "the rejoined standby's state to equal the primary's",
+                converge / 2,
+                |l| {
+                    let (Some(ps), Some(ss)) = (l.status(l.cus[s].admin), l.status(l.cus[p].admin))
+                    else {
+                        return false;
+                    };
+                    let full = |c: &Value| {
+                        (
+                            c.get("applied").and_then(Value::as_u64),
+                            c.get("full_digest")
+                                .and_then(Value::as_str)
+                                .map(String::from),
+                        )
+                    };
+                    let (pc, sc) = (channels(&ps), channels(&ss));
+                    !pc.is_empty()
+                        && pc.len() == sc.len()
+                        && pc.iter().zip(&sc).all(|(a, b)| full(&a.3) == full(&b.3))
+                },
+            )
+            .is_ok();
     round.stale_fenced = round.stale_fenced.map(|f| f && round.digests_equal);
-    *primary = s;
     Ok(round)
 }
 
@@ -721,21 +959,37 @@ fn summarize(
     rounds: &[Round],
     dir: &Path,
 ) -> Result<bool, String> {
-    let mut det: Vec<f64> = rounds.iter().map(|r| r.detection_ms).collect();
-    let mut rec: Vec<f64> = rounds.iter().map(|r| r.recovery_ms).collect();
+    let ok = || rounds.iter().filter(|r| r.error.is_none());
+    let mut det: Vec<f64> = ok().map(|r| r.detection_ms).collect();
+    let mut rec: Vec<f64> = ok().map(|r| r.recovery_ms).collect();
     det.sort_by(f64::total_cmp);
     rec.sort_by(f64::total_cmp);
     let med = |v: &[f64]| v.get(v.len() / 2).copied().unwrap_or(0.0);
     let max = |v: &[f64]| v.last().copied().unwrap_or(0.0);
     let converged = rounds
         .iter()
-        .filter(|r| r.digests_equal && r.lost_committed == 0 && r.rejoined)
+        .filter(|r| {
+            r.error.is_none()
+                && r.digests_equal
+                && r.standby_digests_equal
+                && r.lost_committed == 0
+                && r.rejoined
+        })
         .count();
+    let failed = rounds.iter().filter(|r| r.error.is_some()).count();
+    let checked: u64 = rounds.iter().map(|r| r.committed_checked).sum();
+    let lossy = rounds.iter().filter(|r| r.lost_committed > 0).count();
     let lost: u64 = rounds.iter().map(|r| r.lost_committed).sum();
-    let differ = rounds.iter().filter(|r| !r.digests_equal).count();
+    let differ = rounds
+        .iter()
+        .filter(|r| r.error.is_none() && !(r.digests_equal && r.standby_digests_equal))
+        .count();
     println!("\n== drill summary ({variant}) ==");
     println!("rounds converged: {converged} of {}", rounds.len());
-    println!("committed ops lost: {lost}; rounds with differing digests: {differ}");
+    println!("rounds failed before finishing: {failed}");
+    println!(
+        "committed ops checked: {checked}; committed ops lost: {lost} (in {lossy} rounds); rounds with differing digests: {differ}"
+    );
     println!(
         "detection: median {:.1} ms, max {:.1} ms",
         med(&det),
@@ -753,7 +1007,11 @@ fn summarize(
             "rounds": rounds.len(),
             "converged": converged,
             "lost_committed": lost,
+            "rounds_losing_committed": lossy,
+            "committed_checked": checked,
+            "failed": failed,
             "digests_differ": differ,
+            "inject_bug": args.inject_bug.name(),
             "detection_ms": {"median": med(&det), "max": max(&det)},
             "recovery_ms": {"median": med(&rec), "max": max(&rec)},
             "per_round": rounds.iter().map(|r| json!({
@@ -762,7 +1020,9 @@ fn summarize(
                 "out_of_sync_channels": r.out_of_sync_channels, "out_of_sync_clients": r.out_of_sync_clients,
                 "replayed_bytes": r.replayed_bytes, "full_resync_bytes": r.full_resync_bytes,
                 "committed_checked": r.committed_checked, "lost_committed": r.lost_committed,
-                "digests_equal": r.digests_equal, "rejoined": r.rejoined, "stale_fenced": r.stale_fenced,
+                "digests_equal": r.digests_equal, "rejoined": r.rejoined,
+                "standby_digests_equal": r.standby_digests_equal, "stale_fenced": r.stale_fenced,
+                "error": r.error,
             })).collect::<Vec<_>>(),
         });
         std::fs::write(path, serde_json::to_string_pretty(&j).expect("json"))

@@ -24,8 +24,26 @@ const MAX_REQUESTS_PER_POLL: usize = 64;
 enum Request {
     Status,
     Takeover,
-    Switchover { target: NodeId },
-    OpStatus { channel: u32, epoch: u64, op: u64 },
+    Switchover {
+        target: NodeId,
+    },
+    /// One op (`op`), or every op of `from..=to` counted per status.
+    OpStatus {
+        channel: u32,
+        epoch: u64,
+        op: Option<u64>,
+        from: Option<u64>,
+        to: Option<u64>,
+    },
+}
+
+fn status_name(s: OpStatus) -> &'static str {
+    match s {
+        OpStatus::Committed => "committed",
+        OpStatus::Pending => "pending",
+        OpStatus::Discarded => "discarded",
+        OpStatus::Unknown => "unknown",
+    }
 }
 
 /// What the admin endpoint has seen.
@@ -121,20 +139,35 @@ pub fn handle_request(
                 .map(|()| json!({"ok": true}))
                 .map_err(|e| format!("switchover to {target} refused: {e}")),
         },
-        Request::OpStatus { channel, epoch, op } => match runner.machine.as_cu() {
+        Request::OpStatus {
+            channel,
+            epoch,
+            op,
+            from,
+            to,
+        } => match runner.machine.as_cu() {
             None => Err("op_status: this node is a client, not a control unit".to_owned()),
             Some(cu) if channel as usize >= cu.config().topology.channels() => {
                 Err(format!("op_status: no channel {channel}"))
             }
-            Some(cu) => {
-                let s = match cu.op_status(channel, epoch, op) {
-                    OpStatus::Committed => "committed",
-                    OpStatus::Pending => "pending",
-                    OpStatus::Discarded => "discarded",
-                    OpStatus::Unknown => "unknown",
-                };
-                Ok(json!({"ok": true, "status": s}))
-            }
+            Some(cu) => match (op, from, to) {
+                (Some(op), None, None) => {
+                    Ok(json!({"ok": true, "status": status_name(cu.op_status(channel, epoch, op))}))
+                }
+                (None, Some(from), Some(to)) if from <= to => {
+                    let n = cu.op_status_counts(channel, epoch, from, to);
+                    Ok(json!({"ok": true, "counts": {
+                        "committed": n.committed,
+                        "pending": n.pending,
+                        "discarded": n.discarded,
+                        "unknown": n.unknown,
+                    }}))
+                }
+                _ => Err(
+                    "op_status: give either \"op\", or \"from\" and \"to\" with from <= to"
+                        .to_owned(),
+                ),
+            },
         },
     };
     reply.unwrap_or_else(|e| {
@@ -208,6 +241,9 @@ fn cu_status(cu: &ControlUnit, clock: &Clock) -> Value {
                 "held": held,
                 "public_digest": hex_digest(state.map_or(0, |s| s.public_digest())),
                 "full_digest": hex_digest(state.map_or(0, |s| s.full_digest())),
+                // Which epoch assigned which ops: `[epoch, first_op]` per segment, so that an
+                // op position read here can be named (epoch, op) for `op_status` later.
+                "history": cu.history(ch).segments().map(|(e, s)| [e, s]).collect::<Vec<_>>(),
                 "state_bytes": state.map_or(0, state_wire_bytes),
                 "last_failover": cu.last_failover(ch).map(failover_json),
             })
@@ -510,6 +546,22 @@ mod tests {
             &mut stats,
         );
         assert_eq!(v["status"], "unknown");
+        let v = ask(
+            &mut p,
+            br#"{"cmd":"op_status","channel":1,"epoch":256,"from":1,"to":5}"#,
+            &mut stats,
+        );
+        assert_eq!(v["counts"]["unknown"], 5, "{v}");
+        assert_eq!(v["counts"]["committed"], 0, "{v}");
+        for req in [
+            &br#"{"cmd":"op_status","channel":1,"epoch":256,"from":5,"to":1}"#[..],
+            br#"{"cmd":"op_status","channel":1,"epoch":256,"from":5}"#,
+            br#"{"cmd":"op_status","channel":1,"epoch":256,"op":1,"from":1,"to":2}"#,
+            br#"{"cmd":"op_status","channel":1,"epoch":256}"#,
+        ] {
+            let v = ask(&mut p, req, &mut stats);
+            assert_eq!(v["ok"], false, "{v}");
+        }
         let v = ask(&mut p, br#"{"cmd":"switchover","target":2}"#, &mut stats);
         assert_eq!(v["ok"], true, "{v}");
         let mut s = runner(2);

@@ -4,7 +4,7 @@ use super::admin::request;
 use super::config::load;
 use super::format_unix_us;
 use super::run::{Mode, run_node};
-use crate::proto::NodeId;
+use crate::proto::{InjectedBug, NodeId};
 use serde_json::{Value, json};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -19,6 +19,11 @@ pub struct NodeArgs {
     /// This node's id in the config.
     #[arg(long)]
     pub id: NodeId,
+    /// Test aid: run with a deliberately planted protocol bug (a name from
+    /// `statesync::proto::INJECTED_BUGS`, e.g. `discard-committed`), so that a drill can prove
+    /// its checks catch it. Command line only: no config file can set it. Never in production.
+    #[arg(long, value_name = "NAME", default_value = "none")]
+    pub inject_bug: InjectedBug,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -75,7 +80,13 @@ fn run_daemon(node: &NodeArgs, mode: Mode) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run_node(&cfg, node.id, mode) {
+    if node.inject_bug != InjectedBug::None {
+        eprintln!(
+            "statesync: test aid: running with the planted bug '{}'",
+            node.inject_bug
+        );
+    }
+    match run_node(&cfg, node.id, mode, node.inject_bug) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("statesync: {e}");

@@ -95,6 +95,7 @@ struct RawTiming {
     drop_timeout_ms: Option<u64>,
     query_timeout_ms: Option<u64>,
     rto_ms: Option<u64>,
+    startup_grace_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -162,6 +163,15 @@ pub struct Timing {
     pub drop_timeout_ms: u64,
     pub query_timeout_ms: u64,
     pub rto_ms: u64,
+    /// How long a control unit that has never heard a primary waits, from the moment its
+    /// socket is open, before it takes over (see `ProtoConfig::startup_grace_us`).
+    pub startup_grace_ms: u64,
+}
+
+/// The start-up grace when the config names none: ten heartbeats, and at least a second, so
+/// that a primary started a little after its standby (or slowed by a busy host) is heard.
+pub fn default_startup_grace_ms(heartbeat_ms: u64) -> u64 {
+    heartbeat_ms.saturating_mul(10).max(1000)
 }
 
 impl Default for Timing {
@@ -172,6 +182,7 @@ impl Default for Timing {
             drop_timeout_ms: 100,
             query_timeout_ms: 40,
             rto_ms: 20,
+            startup_grace_ms: default_startup_grace_ms(10),
         }
     }
 }
@@ -349,7 +360,16 @@ fn validate(raw: RawConfig, path: PathBuf) -> Result<DeploymentConfig, String> {
         drop_timeout_ms: t.drop_timeout_ms.unwrap_or(d.drop_timeout_ms),
         query_timeout_ms: t.query_timeout_ms.unwrap_or(d.query_timeout_ms),
         rto_ms: t.rto_ms.unwrap_or(d.rto_ms),
+        startup_grace_ms: t.startup_grace_ms.unwrap_or(default_startup_grace_ms(
+            t.heartbeat_ms.unwrap_or(d.heartbeat_ms),
+        )),
     };
+    if timing.startup_grace_ms > 3_600_000 {
+        return Err(format!(
+            "timing.startup_grace_ms: {} ms is more than an hour",
+            timing.startup_grace_ms
+        ));
+    }
     for (field, v) in [
         ("heartbeat_ms", timing.heartbeat_ms),
         ("failover_timeout_ms", timing.failover_timeout_ms),
@@ -480,6 +500,7 @@ impl DeploymentConfig {
         p.drop_timeout_us = t.drop_timeout_ms * 1000;
         p.query_timeout_us = t.query_timeout_ms * 1000;
         p.rto_us = t.rto_ms * 1000;
+        p.startup_grace_us = t.startup_grace_ms * 1000;
         // Periodic work at least five times per heartbeat, and never coarser than 2 ms.
         p.tick_us = (p.heartbeat_interval_us / 5).clamp(100, 2_000);
         p.window_ops = self.window_ops;
@@ -629,7 +650,22 @@ ids = [900]
         assert_eq!(c.faults.drop, 0.1);
         assert_eq!(c.faults.seed, 7);
         assert_eq!(c.proto_config().tick_us, 1_000);
+        assert_eq!(c.proto_config().startup_grace_us, 1_000_000);
         assert_eq!(c.transport_config(1).unwrap().max_datagram_bytes, 9000);
+        let c = parse(&format!("{GOOD}\n[timing]\nstartup_grace_ms = 250\n"), "t").unwrap();
+        assert_eq!(c.proto_config().startup_grace_us, 250_000);
+        // Test aids stay off the config file: no key can plant a bug.
+        assert!(
+            parse(
+                &format!("{GOOD}\n[protocol]\ninject_bug = \"discard-committed\"\n"),
+                "t"
+            )
+            .is_err()
+        );
+        assert_eq!(
+            parse(GOOD, "t").unwrap().proto_config().inject,
+            crate::proto::InjectedBug::None
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use super::admin::{Admin, role_name};
 use super::config::{ConfigError, DeploymentConfig, NodeKind};
 use super::{Clock, format_unix_us, unix_now_us};
-use crate::proto::{Client, ControlUnit, Event, NodeId, Role};
+use crate::proto::{Client, ControlUnit, Event, InjectedBug, NodeId, Role};
 use crate::runtime::node::{Machine, NodeRunner};
 use crate::transport::{Transport, TransportError};
 use std::io;
@@ -75,8 +75,14 @@ const MAX_WAIT_US: u64 = 200;
 /// Admin socket polling period.
 const ADMIN_PERIOD_US: u64 = 1_000;
 
-/// Runs node `id` until SIGINT or SIGTERM.
-pub fn run_node(cfg: &DeploymentConfig, id: NodeId, mode: Mode) -> Result<(), DaemonError> {
+/// Runs node `id` until SIGINT or SIGTERM. `inject` plants a protocol bug (a test aid that
+/// only the command line sets; `InjectedBug::None` in any real deployment).
+pub fn run_node(
+    cfg: &DeploymentConfig,
+    id: NodeId,
+    mode: Mode,
+    inject: InjectedBug,
+) -> Result<(), DaemonError> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second signal while shutting down exits at once.
@@ -84,7 +90,7 @@ pub fn run_node(cfg: &DeploymentConfig, id: NodeId, mode: Mode) -> Result<(), Da
             .map_err(DaemonError::Signal)?;
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(DaemonError::Signal)?;
     }
-    run_node_until(cfg, id, mode, &stop)
+    run_node_until(cfg, id, mode, inject, &stop)
 }
 
 fn log(id: NodeId, msg: std::fmt::Arguments<'_>) {
@@ -133,6 +139,7 @@ pub fn run_node_until(
     cfg: &DeploymentConfig,
     id: NodeId,
     mode: Mode,
+    inject: InjectedBug,
     stop: &AtomicBool,
 ) -> Result<(), DaemonError> {
     let kind = check_mode(cfg, id, mode)?;
@@ -145,6 +152,7 @@ pub fn run_node_until(
     let mut proto = cfg.proto_config();
     // Per-op events would only be discarded here (the log skips them).
     proto.standby_apply_events = false;
+    proto.inject = inject;
     let machine = match mode {
         Mode::Primary => Machine::Cu(Box::new(ControlUnit::new(proto, id, true, boot_id, now))),
         Mode::Standby { rejoin } => {

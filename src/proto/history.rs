@@ -23,6 +23,36 @@ pub enum OpStatus {
     Unknown,
 }
 
+/// How many ops of a range have each [`OpStatus`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatusCounts {
+    pub committed: u64,
+    pub pending: u64,
+    pub discarded: u64,
+    pub unknown: u64,
+}
+
+impl StatusCounts {
+    fn add(&mut self, status: OpStatus, n: u64) {
+        match status {
+            OpStatus::Committed => self.committed += n,
+            OpStatus::Pending => self.pending += n,
+            OpStatus::Discarded => self.discarded += n,
+            OpStatus::Unknown => self.unknown += n,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.committed + self.pending + self.discarded + self.unknown
+    }
+}
+
+/// Ops of `from..=to` inside `lo..=hi` (0 when they do not meet).
+fn overlap(from: u64, to: u64, lo: u64, hi: u64) -> u64 {
+    let (a, b) = (from.max(lo), to.min(hi));
+    if a > b { 0 } else { (b - a).saturating_add(1) }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct History {
     segments: VecDeque<(u64, u64)>,
@@ -108,6 +138,52 @@ impl History {
     }
 }
 
+impl History {
+    /// [`History::status`] of every op in `from..=to`, counted per status without visiting
+    /// each op: an admin request may ask about millions of ops and must not stall the node.
+    pub fn status_counts(
+        &self,
+        epoch: u64,
+        from: u64,
+        to: u64,
+        last_op: u64,
+        commit: u64,
+    ) -> StatusCounts {
+        let mut n = StatusCounts::default();
+        if from > to {
+            return n;
+        }
+        let all = (to - from).saturating_add(1);
+        let Some(i) = self.segments.iter().position(|&(e, _)| e == epoch) else {
+            // One answer for every op of an epoch the history does not hold.
+            n.add(self.status(epoch, from, last_op, commit), all);
+            return n;
+        };
+        let start = self.segments[i].1;
+        let later = i + 1 < self.segments.len();
+        let end = self.segments.get(i + 1).map(|s| s.1 - 1).unwrap_or(last_op);
+        let below = match start.checked_sub(1) {
+            Some(hi) => overlap(from, to, 0, hi),
+            None => 0,
+        };
+        let kept = overlap(from, to, start, end);
+        let committed = overlap(from, to, start, end.min(commit));
+        n.add(OpStatus::Unknown, below);
+        n.add(OpStatus::Committed, committed);
+        n.add(OpStatus::Pending, kept - committed);
+        let above = all.saturating_sub(below).saturating_sub(kept);
+        n.add(
+            if later {
+                OpStatus::Discarded
+            } else {
+                OpStatus::Unknown
+            },
+            above,
+        );
+        n
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +205,26 @@ mod tests {
         h.push(30, 7);
         assert_eq!(h.status(20, 7, 9, 6), OpStatus::Discarded);
         assert_eq!(h.status(30, 7, 9, 7), OpStatus::Committed);
+    }
+
+    #[test]
+    fn range_counts_match_per_op_status() {
+        let mut h = History::new(10, 1);
+        h.push(20, 7);
+        h.push(30, 12);
+        for epoch in [5, 10, 15, 20, 25, 30, 40] {
+            for from in 0..18u64 {
+                for to in from.saturating_sub(1)..18 {
+                    for commit in [0, 6, 9, 14] {
+                        let mut want = StatusCounts::default();
+                        for op in from..=to {
+                            want.add(h.status(epoch, op, 15, commit), 1);
+                        }
+                        let got = h.status_counts(epoch, from, to, 15, commit);
+                        assert_eq!(got, want, "epoch {epoch} {from}..={to} commit {commit}");
+                    }
+                }
+            }
+        }
     }
 }

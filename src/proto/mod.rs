@@ -15,7 +15,7 @@ mod table;
 
 pub use client::Client;
 pub use control::{ChannelFailover, ControlUnit, SubmitError};
-pub use history::OpStatus;
+pub use history::{OpStatus, StatusCounts};
 pub use state::ChannelState;
 
 /// Node identifier: a control unit or a client. It is the frame header's `sender`.
@@ -177,6 +177,11 @@ pub struct ProtoConfig {
     pub heartbeat_interval_us: u64,
     /// Silence from the primary after which a standby starts a failover.
     pub failover_timeout_us: u64,
+    /// A control unit that has never heard a primary waits at least this long, counted from
+    /// the first time it is driven (its socket is open by then), before it takes over: a
+    /// standby started a moment before the primary must not declare it lost before the
+    /// primary's first heartbeat could arrive. Below `failover_timeout_us` it changes nothing.
+    pub startup_grace_us: u64,
     /// Silence after which the primary drops a standby from the sync set.
     pub drop_timeout_us: u64,
     /// How long a new primary waits for LAST-APPLIED replies.
@@ -208,6 +213,7 @@ impl ProtoConfig {
             window_ops: 4096,
             heartbeat_interval_us: 10_000,
             failover_timeout_us: 50_000,
+            startup_grace_us: 0,
             drop_timeout_us: 100_000,
             query_timeout_us: 40_000,
             rto_us: 20_000,

@@ -27,7 +27,7 @@ impl ControlUnit {
         self.timing = super::FailoverTiming {
             started_us: now_us,
             finished_us: None,
-            last_primary_rx_us: self.primary_last_rx_us,
+            last_primary_rx_us: self.last_primary_rx_us(),
         };
         for c in &mut self.chans {
             c.fo_pending = true;

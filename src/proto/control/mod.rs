@@ -8,7 +8,7 @@ mod transmit;
 
 use super::bulk::{BulkRx, BulkTx};
 pub use super::history::History;
-use super::history::OpStatus;
+use super::history::{OpStatus, StatusCounts};
 use super::ring::OpRing;
 use super::state::ChannelState;
 use super::{Counters, Event, Events, INITIAL_EPOCH, NodeId, ProtoConfig, Role, epoch_counter};
@@ -200,7 +200,13 @@ pub struct ControlUnit {
     /// Standby: the sync set the primary last announced, and its version.
     seen_mask: u32,
     seen_version: u16,
+    /// Standby: when the primary's silence is counted from (its last frame; before any, the
+    /// start-up grace, see [`ControlUnit::note_driven`]).
     primary_last_rx_us: u64,
+    /// A frame of a primary has arrived (the failover clock then counts from the last one).
+    heard_primary: bool,
+    /// `handle_timeout` or `handle_datagram` has run once.
+    driven: bool,
     /// Standby: the primary has been silent for the failover timeout.
     primary_lost: bool,
     /// Standby that lost the primary: the control unit it would follow (0 = none).
@@ -289,6 +295,8 @@ impl ControlUnit {
             seen_mask: all_mask & !1,
             seen_version: 0,
             primary_last_rx_us: now_us,
+            heard_primary: false,
+            driven: false,
             primary_lost: false,
             vote: 0,
             switchover_to: None,
@@ -384,21 +392,38 @@ impl ControlUnit {
         &self.chans[channel as usize].history
     }
 
+    /// The highest op assigned and the commit watermark that op statuses are judged by.
+    fn status_bounds(&self, c: &Chan) -> (u64, u64) {
+        if self.role == Role::Primary {
+            (c.next_op - 1, c.commit)
+        } else {
+            (c.ring.top(), c.applied)
+        }
+    }
+
+    /// [`ControlUnit::op_status`] of every op in `from..=to` assigned in `epoch`, counted per
+    /// status (in time independent of the range's length).
+    pub fn op_status_counts(&self, channel: u32, epoch: u64, from: u64, to: u64) -> StatusCounts {
+        let Some(c) = self.chans.get(channel as usize) else {
+            return StatusCounts {
+                unknown: if from <= to {
+                    (to - from).saturating_add(1)
+                } else {
+                    0
+                },
+                ..StatusCounts::default()
+            };
+        };
+        let (last, commit) = self.status_bounds(c);
+        c.history.status_counts(epoch, from, to, last, commit)
+    }
+
     /// What became of op `op`, assigned in `epoch` on `channel`. Exact on the primary.
     pub fn op_status(&self, channel: u32, epoch: u64, op: u64) -> OpStatus {
         let Some(c) = self.chans.get(channel as usize) else {
             return OpStatus::Unknown;
         };
-        let last = if self.role == Role::Primary {
-            c.next_op - 1
-        } else {
-            c.ring.top()
-        };
-        let commit = if self.role == Role::Primary {
-            c.commit
-        } else {
-            c.applied
-        };
+        let (last, commit) = self.status_bounds(c);
         c.history.status(epoch, op, last, commit)
     }
 
@@ -436,7 +461,35 @@ impl ControlUnit {
         self.next_hb_us.min(self.next_tick_us)
     }
 
+    /// The first call that drives this node (its transport is open by then; it may have been
+    /// built long before, while sockets were being set up) starts its failover clock: until a
+    /// primary is heard, the primary counts as lost only `max(startup_grace_us,
+    /// failover_timeout_us)` after this moment. Time is only ever taken from the caller.
+    fn note_driven(&mut self, now_us: u64) {
+        if self.driven {
+            return;
+        }
+        self.driven = true;
+        if !self.heard_primary {
+            let extra_us = self
+                .cfg
+                .startup_grace_us
+                .saturating_sub(self.cfg.failover_timeout_us);
+            self.primary_last_rx_us = now_us.saturating_add(extra_us);
+        }
+    }
+
+    /// When a primary was last heard, if ever (for the failover report).
+    pub(super) fn last_primary_rx_us(&self) -> u64 {
+        if self.heard_primary {
+            self.primary_last_rx_us
+        } else {
+            0
+        }
+    }
+
     pub fn handle_timeout(&mut self, now_us: u64) {
+        self.note_driven(now_us);
         if now_us >= self.next_hb_us {
             self.next_hb_us = now_us + self.cfg.heartbeat_interval_us;
             for p in &mut self.peers {
@@ -472,6 +525,7 @@ impl ControlUnit {
     }
 
     pub fn handle_datagram(&mut self, now_us: u64, bytes: &[u8]) {
+        self.note_driven(now_us);
         let Some(frame) = crate::proto::decode_frame(bytes, &mut self.counters) else {
             return;
         };
@@ -515,6 +569,7 @@ impl ControlUnit {
         let standby = from_primary && matches!(self.role, Role::Standby | Role::Joining);
         if standby {
             self.primary_last_rx_us = now_us;
+            self.heard_primary = true;
         }
         // A standby stores each update and prefetches its state slots; load the section
         // headers those prefetches read a few messages earlier.
@@ -583,6 +638,7 @@ impl ControlUnit {
         self.max_counter = self.max_counter.max(epoch_counter(epoch));
         self.role = Role::Joining;
         self.primary_last_rx_us = now_us;
+        self.heard_primary = true;
         self.switchover_to = None;
         for c in &mut self.chans {
             c.reset_for_transfer();
@@ -748,5 +804,52 @@ impl ControlUnit {
             },
             vote: self.vote.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::Topology;
+
+    fn standby(grace_us: u64, built_us: u64) -> ControlUnit {
+        let mut cfg = ProtoConfig::new(Topology {
+            control_units: vec![1, 2],
+            clients: vec![100],
+            channel_owner: vec![100],
+            submitters: vec![],
+        });
+        cfg.startup_grace_us = grace_us;
+        ControlUnit::new(cfg, 2, true, 7, built_us)
+    }
+
+    /// Drives `cu` with timers only (no primary is ever heard) from `from_us` to `to_us`.
+    fn run(cu: &mut ControlUnit, from_us: u64, to_us: u64) {
+        let mut t = from_us;
+        while t <= to_us {
+            cu.handle_timeout(t);
+            t += 1_000;
+        }
+    }
+
+    #[test]
+    fn failover_clock_starts_when_driven_not_when_built() {
+        // Built at 0, its socket open (first driven) only at 500 ms: the 50 ms failover
+        // timeout counts from there.
+        let mut cu = standby(0, 0);
+        run(&mut cu, 500_000, 545_000);
+        assert_eq!(cu.role(), Role::Standby);
+        run(&mut cu, 546_000, 560_000);
+        assert_eq!(cu.role(), Role::Candidate);
+    }
+
+    #[test]
+    fn never_heard_primary_waits_the_startup_grace() {
+        let mut cu = standby(1_000_000, 0);
+        run(&mut cu, 10_000, 1_005_000);
+        assert_eq!(cu.role(), Role::Standby);
+        run(&mut cu, 1_006_000, 1_020_000);
+        assert_eq!(cu.role(), Role::Candidate);
+        assert_eq!(cu.timing.last_primary_rx_us, 0, "no primary was ever heard");
     }
 }
