@@ -131,6 +131,12 @@ impl BulkTx {
         self.acked
     }
 
+    /// Items sent beyond the receiver's acknowledged index: the window bounds it, and the
+    /// simulator checks that bound (nothing here asserts it).
+    pub fn in_flight_len(&self) -> u32 {
+        self.next_send.min(self.total()).saturating_sub(self.acked)
+    }
+
     pub fn total(&self) -> u32 {
         self.items.len() as u32
     }

@@ -97,6 +97,17 @@ impl OpRing {
         self.base
     }
 
+    /// Doubles the capacity, keeping every op held. Only the `OverrunBound` plant calls it: a
+    /// correct primary reports backpressure at its window instead of growing memory.
+    pub(crate) fn grow_for_injected_bug(&mut self) {
+        let (old, new) = (self.slots.len() as u64, 2 * self.slots.len() as u64);
+        let mut slots: Vec<Slot> = (0..new).map(|_| Slot::default()).collect();
+        for op in self.base..=self.top {
+            slots[(op % new) as usize] = std::mem::take(&mut self.slots[(op % old) as usize]);
+        }
+        self.slots = slots;
+    }
+
     /// Empties the ring and makes `next` the next op it will accept.
     pub fn reset(&mut self, next: u64) {
         self.base = next;

@@ -1,5 +1,5 @@
-//! Invariant checks that look across nodes: one primary per epoch, convergence, and the final
-//! comparison against the oracle.
+//! Invariant checks that look across nodes: one primary, committed ops kept, bounded memory,
+//! convergence, and the final comparison against the oracle.
 
 use super::world::World;
 use crate::proto::state::ChannelState;
@@ -7,22 +7,108 @@ use crate::proto::{OpStatus, Role};
 use crate::wire::Entry;
 
 impl World {
-    /// inv6: at most one node acts as primary in the highest epoch.
+    /// inv6: no node acts as primary once it has heard a higher epoch from that epoch's owner.
+    /// Epoch numbers carry their owner, so two primaries can never share an epoch: split brain
+    /// is a stale primary that keeps acting after its successor reached it (until then it is
+    /// fenced by the receivers, which inv6's client checks in `on_event` cover).
     pub(super) fn check_single_primary(&mut self) {
-        let mut best = (0u64, 0usize);
         for i in 0..self.nodes.len() {
-            if let Some(c) = self.cu(i)
-                && c.role() == Role::Primary
-            {
-                if c.epoch() > best.0 {
-                    best = (c.epoch(), 1);
-                } else if c.epoch() == best.0 {
-                    best.1 += 1;
-                }
+            let Some(c) = self.cu(i) else { continue };
+            let heard = self.max_epoch_rx.get(&c.id).copied().unwrap_or(0);
+            if c.role() != Role::Primary || heard <= c.epoch() {
+                continue;
+            }
+            let (id, epoch) = (c.id, c.epoch());
+            if self.reported_once.insert(("inv6", id, epoch)) {
+                self.violation(format!(
+                    "inv6: cu {id} still acts as primary of epoch {epoch:#x} after hearing epoch {heard:#x} from its owner"
+                ));
             }
         }
-        if best.1 > 1 {
-            self.violation(format!("inv6: {} primaries in epoch {:#x}", best.1, best.0));
+    }
+
+    /// inv6 (and inv4): no op a primary reported committed is discarded by a later primary.
+    /// Called when a primary takes over and whenever a commit is reported in an epoch that the
+    /// newest primary has superseded, so the loss shows when it happens rather than at the end.
+    /// A committed op the successor never held was committed without it: two primaries
+    /// (inv6). One it held and cut anyway is a faulty cut (inv4).
+    pub(super) fn check_commit_kept(&mut self, p: usize, ch: u32, epoch: u64, through: u64) {
+        let c = self.cu(p).expect("the primary is live");
+        if epoch >= c.epoch() || c.op_status(ch, epoch, through) != OpStatus::Discarded {
+            return;
+        }
+        let now_epoch = c.epoch();
+        let successor = c.history(ch).segments().map(|s| s.0).find(|&e| e > epoch);
+        let cut =
+            successor.and_then(|e| self.cuts.get(&(ch, e)).map(|&(cut, held)| (e, cut, held)));
+        let msg = match cut {
+            Some((e, _, held)) if through > held => format!(
+                "inv6: op {through} of epoch {epoch:#x} on ch {ch} was committed without the primary of epoch {e:#x}, which held only up to op {held} and discarded it (split brain)"
+            ),
+            Some((e, cut, held)) => format!(
+                "inv4: committed op {through} of epoch {epoch:#x} on ch {ch} was cut at op {cut} by the takeover of epoch {e:#x}, which held up to op {held}"
+            ),
+            None => format!(
+                "inv4: committed op {through} of epoch {epoch:#x} on ch {ch} is discarded by the primary of epoch {now_epoch:#x}"
+            ),
+        };
+        // Reported once: the final check would only repeat it.
+        self.marks.remove(&(ch, epoch));
+        self.violation(msg);
+    }
+
+    /// Every commit mark checked against primary `p` (it just took over).
+    pub(super) fn check_commits_kept(&mut self, p: usize) {
+        let marks: Vec<((u32, u64), u64)> = self.marks.iter().map(|(&k, &v)| (k, v)).collect();
+        for ((ch, epoch), through) in marks {
+            self.check_commit_kept(p, ch, epoch, through);
+        }
+    }
+
+    /// inv8: every ring and bulk stream stays within its configured limit. The rings assert
+    /// their capacity on push, so the check compares both their length and their allocation
+    /// with `window_ops` (a ring that grew holds memory beyond the limit before any push could
+    /// fail); nothing but this check bounds a bulk stream's items in flight by `bulk_window`.
+    pub(super) fn check_bounds(&mut self) {
+        let window = self.cfg.window_ops;
+        let bulk = self.cfg.bulk_window;
+        let channels = self.cfg.topology.channels() as u32;
+        let mut problem = None;
+        'nodes: for i in 0..self.nodes.len() {
+            if self.reported_once.contains(&("inv8", self.nodes[i].id, 0)) {
+                continue;
+            }
+            let Some(c) = self.cu(i) else { continue };
+            for ch in 0..channels {
+                let (len, cap) = (c.ring_len(ch), c.ring_capacity(ch));
+                if len > window || cap > window {
+                    problem = Some((
+                        c.id,
+                        format!(
+                            "inv8: cu {} ({:?}) ch {ch} holds {len} ops in a ring of {cap} slots, above window_ops {window}",
+                            c.id,
+                            c.role()
+                        ),
+                    ));
+                    break 'nodes;
+                }
+            }
+            let n = c.bulk_in_flight_len();
+            if n > bulk {
+                problem = Some((
+                    c.id,
+                    format!(
+                        "inv8: cu {} has {n} bulk items in flight, above bulk_window {bulk}",
+                        c.id
+                    ),
+                ));
+                break;
+            }
+        }
+        // Reported once per node: the overrun persists until the node restarts.
+        if let Some((id, p)) = problem {
+            self.reported_once.insert(("inv8", id, 0));
+            self.violation(p);
         }
     }
 
@@ -158,17 +244,12 @@ impl World {
                     ));
                 }
             }
-            for &(ch, epoch, through) in &self.marks {
+            for (&(ch, epoch), &through) in &self.marks {
                 let st = primary.op_status(ch, epoch, through);
                 if st != OpStatus::Committed {
                     problems.push(format!(
                         "inv4: committed op {through} of epoch {epoch:#x} on ch {ch} is now {st:?}"
                     ));
-                }
-            }
-            for ch in 0..channels {
-                if primary.ring_len(ch) > self.cfg.window_ops {
-                    problems.push(format!("inv8: ch {ch} retains more than the window"));
                 }
             }
         }

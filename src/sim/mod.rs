@@ -38,6 +38,21 @@ impl Default for SimOptions {
     }
 }
 
+/// The invariant a planted bug must trip, in words, for the command-line help.
+pub fn caught_by(bug: InjectedBug) -> &'static str {
+    match bug {
+        InjectedBug::None => "no bug",
+        InjectedBug::StandbyApplyBeforeAck => "standby applies before the ack: inv2",
+        InjectedBug::DiscardCommittedTrailing => "a takeover cuts a committed op: inv4",
+        InjectedBug::SkipReplaySection => "a replay leaves out a marked section: inv7",
+        InjectedBug::AcceptStaleEpoch => "clients apply a stale primary's frames: inv6",
+        InjectedBug::StandbySkipApply => "the standby skips every 500th op's content: inv5",
+        InjectedBug::TwoPrimaries => "a primary keeps acting after hearing a higher epoch: inv6",
+        InjectedBug::OverrunBound => "the primary retains past window_ops: inv8",
+        _ => "not a simulator plant",
+    }
+}
+
 /// The outcome of one seed.
 #[derive(Debug, Clone, Default)]
 pub struct RunReport {
@@ -65,6 +80,15 @@ pub struct RunReport {
     pub full_resync_bytes: u64,
     pub committed_checked: u64,
     pub end_us: u64,
+    /// The run panicked (`violations` holds the message): a bug in the code, never a caught
+    /// violation.
+    pub panicked: bool,
+    /// Primary crashes (three or more control units) while another live unit was outside the
+    /// primary's sync set, e.g. still re-joining.
+    pub primary_crashes_out_of_sync: u64,
+    /// Takeovers elected while every other control unit was down or joining: a joining unit's
+    /// vote made the majority.
+    pub joining_vote_takeovers: u64,
 }
 
 impl RunReport {

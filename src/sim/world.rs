@@ -8,7 +8,7 @@ use crate::proto::{
 };
 use crate::rng::SplitMix64;
 use crate::wire::{Entry, FrameReader};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 /// An entry as the oracle keeps it.
 pub(super) type OwnedEntry = (u8, u64, Option<Vec<u8>>, bool);
@@ -51,7 +51,17 @@ pub(super) struct World {
     trace: VecDeque<String>,
     // Oracle.
     pub log: HashMap<(u32, u64, u64), Vec<OwnedEntry>>,
-    pub marks: Vec<(u32, u64, u64)>,
+    /// Commit marks: the highest op reported committed per (channel, epoch). A BTreeMap so that
+    /// checks walk it in the same order on every run of a seed.
+    pub marks: BTreeMap<(u32, u64), u64>,
+    /// What each takeover decided per (channel, epoch): (cut, highest op held).
+    pub cuts: HashMap<(u32, u64), (u64, u64)>,
+    /// Conditions reported once per run: (invariant, node, epoch or 0). They persist, so
+    /// reporting them on every check would only crowd out other violations.
+    pub reported_once: HashSet<(&'static str, NodeId, u64)>,
+    /// Candidates elected while every other control unit was down or joining: the joiner's
+    /// vote made the majority.
+    joining_voted: Vec<NodeId>,
     pub client_track: HashMap<(NodeId, u32), ClientTrack>,
     pub standby_track: HashMap<(NodeId, u32), u64>,
     pub acked_hw: HashMap<(u32, u64), u64>,
@@ -177,7 +187,16 @@ impl World {
                 channel,
                 epoch,
                 through,
-            } => self.marks.push((channel, epoch, through)),
+            } => {
+                let m = self.marks.entry((channel, epoch)).or_insert(0);
+                *m = (*m).max(through);
+                // A commit in an epoch the newest primary has superseded: it must have kept it.
+                if let Some(p) = self.primary()
+                    && p != i
+                {
+                    self.check_commit_kept(p, channel, epoch, through);
+                }
+            }
             Event::StandbyApplied {
                 channel,
                 op,
@@ -243,6 +262,12 @@ impl World {
                 sections: _,
                 epoch,
             } => {
+                let max_seen = self.max_epoch_rx.get(&id).copied().unwrap_or(0);
+                if epoch < max_seen {
+                    self.violation(format!(
+                        "inv6: client {id} ch {channel} took a replay from epoch {epoch:#x} after seeing epoch {max_seen:#x}"
+                    ));
+                }
                 let t = self.client_track.entry((id, channel)).or_default();
                 let bad = t.last_op.is_some_and(|l| base_op < l) && epoch <= t.last_epoch;
                 let last = t.last_op;
@@ -263,6 +288,9 @@ impl World {
                 ..
             } => {
                 self.resolutions.insert(channel, (resolution, cut));
+                if let (Some(c), Event::ChannelResolved { held, .. }) = (self.cu(i), e) {
+                    self.cuts.insert((channel, c.epoch()), (cut, held));
+                }
                 self.trace(|| format!("cu {id}: {e}"));
             }
             Event::ReplayStarted {
@@ -289,8 +317,19 @@ impl World {
                     .sum();
                 self.report.full_resync_bytes += full;
                 self.trace(|| format!("cu {id}: {e}"));
+                if let Some(k) = self.joining_voted.iter().position(|&n| n == id) {
+                    self.joining_voted.swap_remove(k);
+                    self.report.joining_vote_takeovers += 1;
+                    self.trace(|| format!("cu {id} took over on a joining unit's vote"));
+                }
+                self.check_commits_kept(i);
             }
-            Event::FailoverStarted { .. } => self.trace(|| format!("cu {id}: {e}")),
+            Event::FailoverStarted { operator, .. } => {
+                self.trace(|| format!("cu {id}: {e}"));
+                if !operator && self.others_down_or_joining(i) {
+                    self.joining_voted.push(id);
+                }
+            }
             Event::ChannelTransferred { channel, applied } => {
                 self.standby_track.insert((id, channel), applied);
             }
@@ -441,8 +480,34 @@ impl World {
         }
     }
 
+    /// With three or more control units: every other one is down or joining, and at least one
+    /// is joining (so a majority for `i` needs a joining unit's vote).
+    fn others_down_or_joining(&self, i: usize) -> bool {
+        let others = || (0..self.nodes.len()).filter(move |&j| j != i && self.nodes[j].is_cu);
+        self.cfg.topology.control_units.len() >= 3
+            && others().all(|j| self.cu(j).is_none_or(|c| c.role() == Role::Joining))
+            && others().any(|j| self.cu(j).is_some())
+    }
+
     fn crash(&mut self, i: usize, down_us: u64) {
         let id = self.nodes[i].id;
+        if self.primary() == Some(i) && self.cfg.topology.control_units.len() >= 3 {
+            let mask = self.cu(i).map_or(0, |c| c.sync_mask());
+            let outside: Vec<NodeId> = (0..self.nodes.len())
+                .filter(|&j| j != i && self.nodes[j].is_cu)
+                .filter_map(|j| self.cu(j).map(|c| c.id))
+                .filter(|&n| {
+                    let idx = self.cfg.topology.cu_index(n).expect("cu");
+                    mask & (1 << idx) == 0
+                })
+                .collect();
+            if !outside.is_empty() {
+                self.report.primary_crashes_out_of_sync += 1;
+                self.trace(|| {
+                    format!("primary {id} crashes while cu {outside:?} is out of its sync set")
+                });
+            }
+        }
         self.nodes[i].slot = Slot::Down {
             restart_at_us: self.now_us + down_us,
         };
@@ -652,6 +717,7 @@ impl World {
         let mut submit_at = Some(self.rng.range(100, 800));
         let mut fault_at = Some(self.rng.range(20_000, 200_000));
         let mut next_check = 0;
+        let mut next_bounds_check = 0;
         loop {
             let now = self.next_wake(submit_at, fault_at, phase_end);
             self.now_us = now;
@@ -721,6 +787,12 @@ impl World {
                 fault_at = Some(now + self.rng.range(40_000, 350_000));
             }
             self.check_single_primary();
+            // Rings keep what they allocate, so a periodic look sees every overrun; checking
+            // every step would cost a third of the run time.
+            if now >= next_bounds_check {
+                next_bounds_check = now + 1_000;
+                self.check_bounds();
+            }
             if phase == Phase::Quiesce && now >= next_check {
                 next_check = now + 10_000;
                 if self.convergence_gap().is_none() {
@@ -806,7 +878,10 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> RunReport {
         report,
         trace: VecDeque::new(),
         log: HashMap::new(),
-        marks: Vec::new(),
+        marks: BTreeMap::new(),
+        cuts: HashMap::new(),
+        reported_once: HashSet::new(),
+        joining_voted: Vec::new(),
         client_track: HashMap::new(),
         standby_track: HashMap::new(),
         acked_hw: HashMap::new(),

@@ -11,7 +11,9 @@ pub use super::history::History;
 use super::history::{OpStatus, StatusCounts};
 use super::ring::OpRing;
 use super::state::ChannelState;
-use super::{Counters, Event, Events, INITIAL_EPOCH, NodeId, ProtoConfig, Role, epoch_counter};
+use super::{
+    Counters, Event, Events, INITIAL_EPOCH, InjectedBug, NodeId, ProtoConfig, Role, epoch_counter,
+};
 use crate::wire::{FrameReader, HB_FLAG_JOINED, HB_FLAG_PRIMARY_LOST, HeartbeatBody, Kind, Msg};
 use thiserror::Error;
 
@@ -375,6 +377,21 @@ impl ControlUnit {
     pub fn ring_len(&self, channel: u32) -> usize {
         self.chans[channel as usize].ring.len()
     }
+    /// Slots allocated for `channel`'s ring: the memory `window_ops` bounds.
+    pub fn ring_capacity(&self, channel: u32) -> usize {
+        self.chans[channel as usize].ring.capacity()
+    }
+    /// The most items any bulk stream of this node (a replay to a client or a transfer to a
+    /// standby) has in flight beyond its receiver's ack; `bulk_window` bounds it.
+    pub fn bulk_in_flight_len(&self) -> u32 {
+        let replays = self.chans.iter().filter_map(|c| c.replay.as_ref());
+        let xfers = self.peers.iter().filter_map(|p| p.xfer.as_ref());
+        replays
+            .chain(xfers)
+            .map(|t| t.in_flight_len())
+            .max()
+            .unwrap_or(0)
+    }
     pub fn sync_mask(&self) -> u32 {
         self.sync_mask
     }
@@ -633,6 +650,10 @@ impl ControlUnit {
 
     /// A higher epoch exists: whatever we were, we now follow it and need a fresh transfer.
     fn adopt_higher_epoch(&mut self, now_us: u64, epoch: u64) {
+        if self.cfg.inject == InjectedBug::TwoPrimaries && self.role == Role::Primary {
+            // The plant: a primary that hears a higher epoch keeps acting as primary.
+            return;
+        }
         let was = self.role;
         self.epoch = epoch;
         self.max_counter = self.max_counter.max(epoch_counter(epoch));

@@ -4,7 +4,7 @@
 use super::{ControlError, ControlUnit, PeerChan};
 use crate::proto::bulk::{BulkKind, BulkTx};
 use crate::proto::state::{ALL_SECTIONS_MASK, PrefetchHint};
-use crate::proto::{Event, NodeId, Role};
+use crate::proto::{Event, InjectedBug, NodeId, Role};
 use crate::wire::{
     BulkAck, CommitBody, Entry, HB_FLAG_NEEDS_TRANSFER, HeartbeatBody, MIN_FRAME_BYTES, NackBody,
     ROLE_STANDBY, UpdateFixed, entry_wire_len,
@@ -45,7 +45,11 @@ impl ControlUnit {
             .get_mut(channel as usize)
             .ok_or(SubmitError::UnknownChannel)?;
         if c.ring.is_full() {
-            return Err(SubmitError::Backpressure);
+            if self.cfg.inject != InjectedBug::OverrunBound {
+                return Err(SubmitError::Backpressure);
+            }
+            // The plant: retention grows past `window_ops` instead of pushing back.
+            c.ring.grow_for_injected_bug();
         }
         let size: usize = entries
             .iter()
