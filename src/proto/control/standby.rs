@@ -169,7 +169,8 @@ impl ControlUnit {
         } else {
             c.acked.min(c.ring.top())
         };
-        // Planted bug (test aid): every 500th op's content is skipped, its position advances.
+        // Planted bug (test aid): every 500th op's content is skipped; its position advances
+        // and it is announced as applied, so only a content check can see it.
         while inject == InjectedBug::StandbySkipApply && c.applied / 500 < limit / 500 {
             let skipped = (c.applied / 500 + 1) * 500;
             apply_through(
@@ -180,6 +181,13 @@ impl ControlUnit {
                 channel,
             );
             (c.applied, c.commit_dirty) = (skipped, true);
+            if emit {
+                self.events.push(Event::StandbyApplied {
+                    channel,
+                    op: skipped,
+                    failover: false,
+                });
+            }
         }
         apply_through(c, limit, false, emit.then_some(&mut self.events), channel);
         c.ring.prune_through(c.applied);
