@@ -254,7 +254,8 @@ impl BulkTx {
         if self.done || now_us < self.last_progress_us + rto_us {
             return;
         }
-        self.resent_items += (self.next_send.min(self.total()) - self.acked) as u64;
+        // A receiver may ack past what we sent (a lie, or a stream it restarted): no underflow.
+        self.resent_items += self.next_send.min(self.total()).saturating_sub(self.acked) as u64;
         self.next_send = self.acked;
         self.need_begin = true;
         self.last_progress_us = now_us;
@@ -274,8 +275,13 @@ pub struct BulkRx {
 }
 
 impl BulkRx {
-    pub fn begin(b: &BulkBegin, sender: u32) -> BulkRx {
-        BulkRx {
+    /// The receiving side of the stream `b` opens; `None` when its op IDs are out of range
+    /// (the receiver does `op + 1` on them), for the caller to count.
+    pub fn begin(b: &BulkBegin, sender: u32) -> Option<BulkRx> {
+        if b.base_op.get() > super::MAX_OP_ID || b.acked_op.get() > super::MAX_OP_ID {
+            return None;
+        }
+        Some(BulkRx {
             stream: b.stream.get(),
             sender,
             sections: b.sections.get(),
@@ -283,7 +289,7 @@ impl BulkRx {
             acked_op: b.acked_op.get(),
             next_index: 0,
             ack_dirty: true,
-        }
+        })
     }
 
     /// True when item `index` of `stream` is the next one to take.

@@ -139,6 +139,11 @@ impl Client {
         self.chan(channel)
             .is_some_and(|c| c.unknown || c.replay.is_some())
     }
+    /// Events dropped because the caller let the queue fill (see `Events`).
+    pub fn events_dropped(&self) -> u64 {
+        self.events.dropped()
+    }
+
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop()
     }
@@ -332,7 +337,10 @@ impl Client {
         if c.replay.is_some_and(|r| r.stream == stream) || c.last_replay_done == Some(stream) {
             return;
         }
-        let rx = BulkRx::begin(b, sender);
+        let Some(rx) = BulkRx::begin(b, sender) else {
+            self.counters.rejected_unexpected += 1;
+            return;
+        };
         // Sections not reset by a partial replay are only trustworthy if our history is.
         if c.unknown && rx.sections != ALL_SECTIONS_MASK {
             return;

@@ -61,18 +61,21 @@ pub struct History {
 impl History {
     pub fn new(epoch: u64, start_op: u64) -> Self {
         let mut h = History::default();
-        h.push(epoch, start_op);
+        let pushed = h.push(epoch, start_op);
+        assert!(pushed, "a first segment starts at a valid op");
         h
     }
 
-    /// Starts a new epoch's segment at `start_op` (the op after the failover cut).
-    pub fn push(&mut self, epoch: u64, start_op: u64) {
-        if let Some(&(e, s)) = self.segments.back() {
-            assert!(epoch > e, "history epochs increase");
-            assert!(
-                start_op >= 1 && start_op <= s.max(start_op),
-                "segment start"
-            );
+    /// Starts a new epoch's segment at `start_op` (the op after the failover cut). Returns
+    /// false, changing nothing, unless `epoch` is above every epoch held and `start_op` is a
+    /// valid op ID: history can come from the network (a state transfer), so a bad segment is
+    /// the caller's to count, never a panic.
+    #[must_use]
+    pub fn push(&mut self, epoch: u64, start_op: u64) -> bool {
+        if !(1..=super::MAX_OP_ID).contains(&start_op)
+            || self.segments.back().is_some_and(|&(e, _)| epoch <= e)
+        {
+            return false;
         }
         // A segment that never kept an op is fully superseded.
         while let Some(&(_, s)) = self.segments.back() {
@@ -86,6 +89,7 @@ impl History {
             self.segments.pop_front();
         }
         self.segments.push_back((epoch, start_op));
+        true
     }
 
     pub fn segments(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
@@ -195,23 +199,38 @@ mod tests {
         assert_eq!(h.status(10, 4, 8, 4), OpStatus::Committed);
         assert_eq!(h.status(10, 9, 8, 4), OpStatus::Unknown);
         // Failover keeps through op 6: epoch 20 starts at 7.
-        h.push(20, 7);
+        assert!(h.push(20, 7));
         assert_eq!(h.status(10, 6, 9, 6), OpStatus::Committed);
         assert_eq!(h.status(10, 7, 9, 6), OpStatus::Discarded);
         assert_eq!(h.status(20, 7, 9, 6), OpStatus::Pending);
         assert_eq!(h.status(15, 7, 9, 6), OpStatus::Discarded);
         assert_eq!(h.status(30, 7, 9, 6), OpStatus::Unknown);
         // Another failover that kept nothing of epoch 20.
-        h.push(30, 7);
+        assert!(h.push(30, 7));
         assert_eq!(h.status(20, 7, 9, 6), OpStatus::Discarded);
         assert_eq!(h.status(30, 7, 9, 7), OpStatus::Committed);
     }
 
     #[test]
+    fn bad_segments_are_refused_not_asserted() {
+        let mut h = History::new(10, 1);
+        assert!(!h.push(10, 5), "same epoch");
+        assert!(!h.push(5, 5), "older epoch");
+        assert!(!h.push(20, 0), "op 0");
+        assert!(
+            !h.push(20, crate::proto::MAX_OP_ID + 1),
+            "op past the range"
+        );
+        assert_eq!(h.segments().collect::<Vec<_>>(), vec![(10, 1)]);
+        assert!(h.push(u64::MAX, 2));
+        assert!(!h.push(20, 3), "nothing can follow the largest epoch");
+    }
+
+    #[test]
     fn range_counts_match_per_op_status() {
         let mut h = History::new(10, 1);
-        h.push(20, 7);
-        h.push(30, 12);
+        assert!(h.push(20, 7));
+        assert!(h.push(30, 12));
         for epoch in [5, 10, 15, 20, 25, 30, 40] {
             for from in 0..18u64 {
                 for to in from.saturating_sub(1)..18 {

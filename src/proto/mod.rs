@@ -149,6 +149,15 @@ pub fn epoch_counter(epoch: u64) -> u64 {
     epoch >> 8
 }
 
+/// Largest epoch counter accepted from the network: far beyond any real number of failovers,
+/// and far enough below `u64::MAX >> 8` that counting up from it can never overflow an epoch
+/// ([`make_epoch`] shifts the counter left by 8 bits).
+pub const MAX_EPOCH_COUNTER: u64 = 1 << 48;
+
+/// Largest op ID accepted from the network in a bulk stream or history item: `op + 1` on it
+/// can never overflow.
+pub const MAX_OP_ID: u64 = 1 << 62;
+
 /// The epoch every node starts in: control unit 0 is primary.
 pub const INITIAL_EPOCH: u64 = 1 << 8;
 
@@ -496,6 +505,9 @@ pub struct Counters {
     pub rejected_stale_epoch: u64,
     pub rejected_unknown_sender: u64,
     pub rejected_unexpected: u64,
+    /// Messages beyond the first heartbeat of a frame (one frame is one heartbeat's worth of
+    /// facts; more would only multiply the work a single datagram can cause).
+    pub rejected_extra_heartbeats: u64,
     pub updates_applied: u64,
     pub retransmits: u64,
     pub nacks_sent: u64,
@@ -513,6 +525,7 @@ impl Counters {
             + self.rejected_stale_epoch
             + self.rejected_unknown_sender
             + self.rejected_unexpected
+            + self.rejected_extra_heartbeats
     }
 }
 
@@ -522,30 +535,62 @@ pub(crate) fn decode_frame<'a>(
     counters: &mut Counters,
 ) -> Option<crate::wire::FrameReader<'a>> {
     match crate::wire::FrameReader::new(bytes) {
-        Ok(f) => Some(f),
-        Err(_) => {
+        // An epoch past the range any failover count reaches is a lie, and arithmetic on it
+        // (the next epoch) could overflow: refuse it before anything reads it.
+        Ok(f) if epoch_counter(f.epoch()) <= MAX_EPOCH_COUNTER => Some(f),
+        Ok(_) | Err(_) => {
             counters.rejected_malformed += 1;
             None
         }
     }
 }
 
-/// Bounded event queue shared by both node kinds. The caller drains it after every input; the
-/// bound is an assertion that it does.
+/// The first heartbeat of a frame, if it holds one. A frame carries one heartbeat's worth of
+/// facts: further heartbeats are counted and ignored, so one datagram packed with them (each
+/// asking for a transfer, say) costs no more work than one heartbeat.
+pub(crate) fn first_heartbeat(
+    frame: &crate::wire::FrameReader<'_>,
+    counters: &mut Counters,
+) -> Option<crate::wire::HeartbeatBody> {
+    if !frame.contains(crate::wire::Kind::Heartbeat) {
+        return None;
+    }
+    let mut first = None;
+    for m in frame.msgs() {
+        if let crate::wire::Msg::Heartbeat(hb) = m {
+            if first.is_none() {
+                first = Some(hb);
+            } else {
+                counters.rejected_extra_heartbeats += 1;
+            }
+        }
+    }
+    first
+}
+
+/// Bounded event queue shared by both node kinds. The caller drains it after every input.
+/// One input can emit many events (a takeover announces every op it applies), so a full queue
+/// drops the newest and counts it rather than asserting: events are observations, and the
+/// protocol state never depends on them. The simulator checks that nothing was dropped.
 #[derive(Debug, Default)]
 pub(crate) struct Events {
     q: std::collections::VecDeque<Event>,
+    dropped: u64,
 }
 
 pub(crate) const MAX_EVENTS: usize = 1 << 20;
 
 impl Events {
     pub fn push(&mut self, e: Event) {
-        assert!(
-            self.q.len() < MAX_EVENTS,
-            "event queue not drained by the caller"
-        );
-        self.q.push_back(e);
+        if self.q.len() < MAX_EVENTS {
+            self.q.push_back(e);
+        } else {
+            self.dropped += 1;
+        }
+    }
+    /// Events dropped on a full queue since the node started.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
     }
     pub fn pop(&mut self) -> Option<Event> {
         self.q.pop_front()

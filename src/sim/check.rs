@@ -78,6 +78,19 @@ impl World {
             if self.reported_once.contains(&("inv8", self.nodes[i].id, 0)) {
                 continue;
             }
+            let dropped = self
+                .cu(i)
+                .map(|c| c.events_dropped())
+                .or_else(|| self.client(i).map(|c| c.events_dropped()))
+                .unwrap_or(0);
+            if dropped > 0 {
+                let id = self.nodes[i].id;
+                problem = Some((
+                    id,
+                    format!("inv8: node {id} dropped {dropped} events on a full event queue"),
+                ));
+                break;
+            }
             let Some(c) = self.cu(i) else { continue };
             for ch in 0..channels {
                 let (len, cap) = (c.ring_len(ch), c.ring_capacity(ch));

@@ -195,7 +195,10 @@ impl ControlUnit {
         for ci in 0..self.chans.len() {
             let c = &mut self.chans[ci];
             let cut = c.next_op - 1;
-            c.history.push(epoch, cut + 1);
+            let pushed = c.history.push(epoch, cut + 1);
+            // Our new epoch is above every epoch we accepted (transferred history is bounded
+            // by the epoch it came in, and our counter passed every epoch heard).
+            assert!(pushed, "a new epoch starts a new history segment");
             c.commit = cut.max(c.applied);
             c.client_cursor = c.client_acked + 1;
             c.client_progress_us = now_us;

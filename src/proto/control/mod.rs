@@ -14,7 +14,7 @@ use super::state::ChannelState;
 use super::{
     Counters, Event, Events, INITIAL_EPOCH, InjectedBug, NodeId, ProtoConfig, Role, epoch_counter,
 };
-use crate::wire::{FrameReader, HB_FLAG_JOINED, HB_FLAG_PRIMARY_LOST, HeartbeatBody, Kind, Msg};
+use crate::wire::{FrameReader, HB_FLAG_JOINED, HB_FLAG_PRIMARY_LOST, HeartbeatBody, Msg};
 use thiserror::Error;
 
 pub use primary::SubmitError;
@@ -470,6 +470,11 @@ impl ControlUnit {
         self.role == Role::Standby && self.seen_mask & (1 << self.index) != 0
     }
 
+    /// Events dropped because the caller let the queue fill (see `Events`).
+    pub fn events_dropped(&self) -> u64 {
+        self.events.dropped()
+    }
+
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop()
     }
@@ -565,12 +570,8 @@ impl ControlUnit {
     fn on_cu_frame(&mut self, now_us: u64, pi: usize, frame: &FrameReader<'_>) {
         let epoch = frame.epoch();
         // Liveness and heartbeat facts are taken from any epoch: a restarted node has none.
-        if frame.contains(Kind::Heartbeat) {
-            for m in frame.msgs() {
-                if let Msg::Heartbeat(hb) = m {
-                    self.on_cu_heartbeat(now_us, pi, &hb, epoch);
-                }
-            }
+        if let Some(hb) = crate::proto::first_heartbeat(frame, &mut self.counters) {
+            self.on_cu_heartbeat(now_us, pi, &hb, epoch);
         }
         if epoch > self.epoch && self.cfg.topology.epoch_owner(epoch) != Some(self.id) {
             self.adopt_higher_epoch(now_us, epoch);
@@ -692,19 +693,16 @@ impl ControlUnit {
             }
             return;
         }
-        for m in frame.msgs() {
-            if let Msg::Heartbeat(hb) = m {
-                if epoch < self.epoch {
-                    self.client_hb_due[ci] = true;
-                }
-                if self.role == Role::Primary && hb.flags & crate::wire::HB_FLAG_NEEDS_TRANSFER != 0
-                {
-                    // A new life of the client restarts its replays from scratch.
-                    let boot = hb.target.get();
-                    let restart = self.client_boot[ci] != Some(boot);
-                    self.client_boot[ci] = Some(boot);
-                    self.start_full_replays(now_us, client, restart);
-                }
+        if let Some(hb) = crate::proto::first_heartbeat(frame, &mut self.counters) {
+            if epoch < self.epoch {
+                self.client_hb_due[ci] = true;
+            }
+            if self.role == Role::Primary && hb.flags & crate::wire::HB_FLAG_NEEDS_TRANSFER != 0 {
+                // A new life of the client restarts its replays from scratch.
+                let boot = hb.target.get();
+                let restart = self.client_boot[ci] != Some(boot);
+                self.client_boot[ci] = Some(boot);
+                self.start_full_replays(now_us, client, restart);
             }
         }
         if epoch < self.epoch {

@@ -34,8 +34,12 @@ impl ControlUnit {
                 if c.xfer_done == Some(stream) || c.xfer_rx.is_some_and(|r| r.stream == stream) {
                     return;
                 }
+                let Some(rx) = BulkRx::begin(&b, 0) else {
+                    self.counters.rejected_unexpected += 1;
+                    return;
+                };
                 c.reset_for_transfer();
-                c.xfer_rx = Some(BulkRx::begin(&b, 0));
+                c.xfer_rx = Some(rx);
                 if self.role == Role::Standby {
                     // The primary re-transfers: our state is being replaced, we are no longer in sync.
                     self.role = Role::Joining;
@@ -50,9 +54,12 @@ impl ControlUnit {
                     && let Some(r) = &mut c.xfer_rx
                     && r.accepts(h.stream.get(), h.index.get())
                 {
-                    let last = c.history.segments().last().map(|s| s.0);
-                    if last.is_none_or(|e| h.epoch.get() > e) {
-                        c.history.push(h.epoch.get(), h.start_op.get().max(1));
+                    // The primary's history cannot hold an epoch above its own (the epoch this
+                    // frame came in); a segment that could not follow the ones held is refused.
+                    if h.epoch.get() > self.epoch
+                        || !c.history.push(h.epoch.get(), h.start_op.get().max(1))
+                    {
+                        self.counters.rejected_unexpected += 1;
                     }
                 }
             }

@@ -1,0 +1,176 @@
+//! Hostile input at a control unit (issue 9): values decoded from the network are range-checked
+//! and counted before any arithmetic, no assertion is reachable from a datagram, and one
+//! datagram causes a bounded amount of work.
+
+use statesync::proto::control::ControlUnit;
+use statesync::proto::{INITIAL_EPOCH, MAX_EPOCH_COUNTER, ProtoConfig, Role, Topology};
+use statesync::wire::{
+    BulkBegin, BulkEnd, Entry, FrameBuilder, HB_FLAG_NEEDS_TRANSFER, HeartbeatBody, HistoryBody,
+    Kind, MAX_FRAME_BYTES, ROLE_PRIMARY,
+};
+
+fn config() -> ProtoConfig {
+    ProtoConfig::new(Topology {
+        control_units: vec![1, 2],
+        clients: vec![100],
+        channel_owner: vec![100, 100],
+        submitters: vec![],
+    })
+}
+
+fn heartbeat(role: u8, flags: u8, sync_mask: u32, target: u32) -> HeartbeatBody {
+    HeartbeatBody {
+        role,
+        flags,
+        reserved: 0.into(),
+        sync_mask: sync_mask.into(),
+        target: target.into(),
+        vote: 0.into(),
+    }
+}
+
+/// Runs `cu` on virtual time from `from_us` to `to_us` in 1 ms steps, draining its output.
+fn drive(cu: &mut ControlUnit, from_us: u64, to_us: u64) {
+    let mut buf = vec![0u8; 2048];
+    let mut t = from_us;
+    while t <= to_us {
+        cu.handle_timeout(t);
+        while cu.poll_transmit(t, &mut buf).is_some() {}
+        while cu.poll_event().is_some() {}
+        t += 1_000;
+    }
+}
+
+fn primary_with_state() -> ControlUnit {
+    let mut p = ControlUnit::new(config(), 1, true, 7, 0);
+    drive(&mut p, 0, 2_000);
+    assert_eq!(p.role(), Role::Primary);
+    for key in 0..200u64 {
+        let value = key.to_le_bytes();
+        let e = Entry {
+            section: (key % 8) as u8,
+            key,
+            value: Some(&value),
+            private: false,
+        };
+        p.submit(3_000, (key % 2) as u32, &[e])
+            .expect("room in the window");
+    }
+    p
+}
+
+/// A 64 KiB datagram packed with NEEDS_TRANSFER heartbeats, each from a "new life" of the
+/// client, used to start a full replay of every channel of the client per heartbeat.
+#[test]
+fn a_datagram_of_needs_transfer_heartbeats_costs_one_heartbeat() {
+    let mut p = primary_with_state();
+    let epoch = p.epoch();
+    let mut buf = vec![0u8; MAX_FRAME_BYTES];
+    let mut fb = FrameBuilder::new(&mut buf, 100, epoch, 1);
+    let mut n = 0u32;
+    while fb.push(
+        Kind::Heartbeat,
+        &heartbeat(0, HB_FLAG_NEEDS_TRANSFER, 0, 1000 + n),
+    ) {
+        n += 1;
+    }
+    let len = fb.finish();
+    assert!(n > 1000, "{n} heartbeats in {len} bytes");
+    let before = p.counters.replays_started;
+    p.handle_datagram(4_000, &buf[..len]);
+    assert_eq!(
+        p.counters.replays_started - before,
+        2,
+        "one full replay per channel of the client, not one per heartbeat"
+    );
+    assert_eq!(p.counters.rejected_extra_heartbeats, u64::from(n) - 1);
+    assert_eq!(p.role(), Role::Primary);
+}
+
+/// A state transfer whose history names an epoch above the one it came in, then a takeover:
+/// the history segment used to be kept, and the takeover's own segment then hit the
+/// "history epochs increase" assertion.
+#[test]
+fn transferred_history_with_a_huge_epoch_is_refused_and_the_takeover_survives() {
+    let mut s = ControlUnit::new(config(), 2, true, 9, 0);
+    let mut buf = vec![0u8; 2048];
+    let mut fb = FrameBuilder::new(&mut buf, 1, INITIAL_EPOCH, 1);
+    assert!(fb.push(Kind::Heartbeat, &heartbeat(ROLE_PRIMARY, 0, 0b11, 0)));
+    for channel in 0..2u32 {
+        let stream = 50 + channel;
+        let begin = BulkBegin {
+            channel: channel.into(),
+            stream: stream.into(),
+            sections: u64::MAX.into(),
+            base_op: 0.into(),
+            acked_op: 0.into(),
+        };
+        let history = HistoryBody {
+            channel: channel.into(),
+            stream: stream.into(),
+            index: 0.into(),
+            reserved: 0.into(),
+            epoch: (u64::MAX - 0xff).into(),
+            start_op: 1.into(),
+        };
+        let end = BulkEnd {
+            channel: channel.into(),
+            stream: stream.into(),
+            total: 1.into(),
+            reserved: 0.into(),
+            base_op: 0.into(),
+        };
+        assert!(fb.push(Kind::XferBegin, &begin));
+        assert!(fb.push(Kind::XferHistory, &history));
+        assert!(fb.push(Kind::XferEnd, &end));
+    }
+    let len = fb.finish();
+    s.handle_datagram(1_000, &buf[..len]);
+    assert_eq!(s.role(), Role::Standby, "the transfer completed");
+    assert_eq!(
+        s.counters.rejected_unexpected, 2,
+        "one refused segment per channel"
+    );
+    // The primary falls silent: the standby takes over and starts its own history segment.
+    drive(&mut s, 2_000, 400_000);
+    assert_eq!(s.role(), Role::Primary);
+    assert!(s.epoch() > INITIAL_EPOCH);
+}
+
+/// Op IDs past the accepted range in a transfer's BEGIN: refused before `op + 1` is taken.
+#[test]
+fn a_transfer_with_op_ids_out_of_range_is_refused() {
+    let mut s = ControlUnit::new(config(), 2, true, 9, 0);
+    let mut buf = vec![0u8; 2048];
+    let mut fb = FrameBuilder::new(&mut buf, 1, INITIAL_EPOCH, 1);
+    let begin = BulkBegin {
+        channel: 0.into(),
+        stream: 5.into(),
+        sections: u64::MAX.into(),
+        base_op: u64::MAX.into(),
+        acked_op: u64::MAX.into(),
+    };
+    assert!(fb.push(Kind::XferBegin, &begin));
+    let len = fb.finish();
+    s.handle_datagram(1_000, &buf[..len]);
+    assert_eq!(s.counters.rejected_unexpected, 1);
+    assert_eq!(
+        s.role(),
+        Role::Standby,
+        "the refused stream changed nothing"
+    );
+}
+
+/// A frame whose epoch counter is past any real number of failovers is malformed: adopting
+/// it would make the next epoch overflow.
+#[test]
+fn an_epoch_past_the_range_is_malformed() {
+    let mut s = ControlUnit::new(config(), 2, true, 9, 0);
+    let mut buf = vec![0u8; 256];
+    let mut fb = FrameBuilder::new(&mut buf, 1, ((MAX_EPOCH_COUNTER + 1) << 8) | 0, 1);
+    assert!(fb.push(Kind::Heartbeat, &heartbeat(ROLE_PRIMARY, 0, 0b11, 0)));
+    let len = fb.finish();
+    s.handle_datagram(1_000, &buf[..len]);
+    assert_eq!(s.counters.rejected_malformed, 1);
+    assert_eq!((s.role(), s.epoch()), (Role::Standby, INITIAL_EPOCH));
+}
