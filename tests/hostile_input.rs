@@ -167,7 +167,12 @@ fn a_transfer_with_op_ids_out_of_range_is_refused() {
 fn an_epoch_past_the_range_is_malformed() {
     let mut s = ControlUnit::new(config(), 2, true, 9, 0);
     let mut buf = vec![0u8; 256];
-    let mut fb = FrameBuilder::new(&mut buf, 1, ((MAX_EPOCH_COUNTER + 1) << 8) | 0, 1);
+    let mut fb = FrameBuilder::new(
+        &mut buf,
+        1,
+        statesync::proto::make_epoch(MAX_EPOCH_COUNTER + 1, 0),
+        1,
+    );
     assert!(fb.push(Kind::Heartbeat, &heartbeat(ROLE_PRIMARY, 0, 0b11, 0)));
     let len = fb.finish();
     s.handle_datagram(1_000, &buf[..len]);
