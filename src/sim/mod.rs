@@ -46,7 +46,7 @@ pub fn caught_by(bug: InjectedBug) -> &'static str {
         InjectedBug::DiscardCommittedTrailing => "a takeover cuts a committed op: inv4",
         InjectedBug::SkipReplaySection => "a replay leaves out a marked section: inv7",
         InjectedBug::AcceptStaleEpoch => "clients apply a stale primary's frames: inv6",
-        InjectedBug::StandbySkipApply => "the standby skips every 500th op's content: inv5",
+        InjectedBug::StandbySkipApply => "the standby skips every 500th op's content: inv5 or inv7",
         InjectedBug::TwoPrimaries => "a primary keeps acting after hearing a higher epoch: inv6",
         InjectedBug::OverrunBound => "the primary retains past window_ops: inv8",
         _ => "not a simulator plant",
