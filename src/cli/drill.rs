@@ -301,6 +301,8 @@ struct Round {
     replayed_bytes: u64,
     full_resync_bytes: u64,
     committed_checked: u64,
+    /// Committed ops older than the new primary's history reaches: not checkable.
+    committed_beyond_history: u64,
     lost_committed: u64,
     digests_equal: bool,
     rejoined: bool,
@@ -437,7 +439,7 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
             continue;
         }
         println!(
-            "round {:>2}: killed {} -> primary {} | detect {:>6.1} ms recover {:>6.1} ms | out of sync {} ch ({:?}) | replayed {} B vs full {} B | committed checked {} lost {} | digests {} | rejoined {} (state {}){}",
+            "round {:>2}: killed {} -> primary {} | detect {:>6.1} ms recover {:>6.1} ms | out of sync {} ch ({:?}) | replayed {} B vs full {} B | committed checked {} lost {} (beyond history {}) | digests {} | rejoined {} (state {}){}",
             round.round,
             round.killed,
             round.new_primary,
@@ -449,6 +451,7 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
             round.full_resync_bytes,
             round.committed_checked,
             round.lost_committed,
+            round.committed_beyond_history,
             if round.digests_equal {
                 "equal"
             } else {
@@ -597,14 +600,7 @@ fn capture_commits(
                     .get(field)
                     .and_then(Value::as_u64)
                     .ok_or_else(|| format!("{admin}: channel status without {field}"))?;
-                let segments = c
-                    .get("history")
-                    .and_then(Value::as_array)
-                    .ok_or_else(|| format!("{admin}: channel status without history"))?
-                    .iter()
-                    .map(|s| Some((s.get(0)?.as_u64()?, s.get(1)?.as_u64()?)))
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| format!("{admin}: malformed history"))?;
+                let segments = history(c, admin)?;
                 Ok(Committed { top, segments })
             })
             .collect()
@@ -623,16 +619,59 @@ fn capture_commits(
     ))
 }
 
+/// A channel status's epoch history: `(epoch, first op)` segments, oldest first.
+fn history(channel: &Value, admin: SocketAddr) -> Result<Vec<(u64, u64)>, String> {
+    channel
+        .get("history")
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("{admin}: channel status without history"))?
+        .iter()
+        .map(|s| Some((s.get(0)?.as_u64()?, s.get(1)?.as_u64()?)))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| format!("{admin}: malformed history"))
+}
+
+/// What [`check_committed`] found.
+#[derive(Debug, Default, Clone, Copy)]
+struct CommitCheck {
+    checked: u64,
+    /// Checked and not committed.
+    lost: u64,
+    /// Not checkable: assigned in an epoch older than the new primary's history reaches (it
+    /// keeps `history::MAX_SEGMENTS` epochs per channel, so after that many failovers the
+    /// oldest epoch's ops can no longer be named).
+    beyond_history: u64,
+}
+
 /// Checks every op of `committed` on the new primary with ranged `op_status` requests.
-/// Returns (ops checked, ops not committed).
 fn check_committed(
     lab: &Lab,
     admin: SocketAddr,
     committed: &[Committed],
-) -> Result<(u64, u64), String> {
-    let (mut checked, mut lost) = (0, 0);
+) -> Result<CommitCheck, String> {
+    let st = lab
+        .status(admin)
+        .ok_or_else(|| format!("no status from {admin} to check committed ops"))?;
+    let kept: Vec<Vec<(u64, u64)>> = channels(&st)
+        .iter()
+        .map(|(_, _, _, c)| history(c, admin))
+        .collect::<Result<_, _>>()?;
+    let mut out = CommitCheck::default();
     for (ch, c) in committed.iter().enumerate() {
+        let oldest_kept = kept
+            .get(ch)
+            .and_then(|h| h.first())
+            .map_or(0, |&(epoch, _)| epoch);
+        // Ops below the standby's own oldest segment: it could not name them either.
+        out.beyond_history += c
+            .segments
+            .first()
+            .map_or(0, |&(_, start)| start.saturating_sub(1).min(c.top));
         for (epoch, from, to) in c.ranges() {
+            if epoch < oldest_kept {
+                out.beyond_history += to - from + 1;
+                continue;
+            }
             let q =
                 json!({"cmd": "op_status", "channel": ch, "epoch": epoch, "from": from, "to": to});
             let v = lab.admin(admin, &q)?;
@@ -646,11 +685,11 @@ fn check_committed(
                     "op_status {q} on {admin}: counts {counts} do not add up"
                 ));
             }
-            checked += total;
-            lost += total - n("committed");
+            out.checked += total;
+            out.lost += total - n("committed");
         }
     }
-    Ok((checked, lost))
+    Ok(out)
 }
 
 /// The failover timestamp `key` of a new primary's status; a missing one fails the round.
@@ -857,9 +896,10 @@ fn run_round(
         }
     }
     // Every op committed when the primary stopped must still be committed.
-    let (checked, lost) = check_committed(lab, lab.cus[s].admin, &committed)?;
-    round.committed_checked = checked;
-    round.lost_committed = lost;
+    let check = check_committed(lab, lab.cus[s].admin, &committed)?;
+    round.committed_checked = check.checked;
+    round.lost_committed = check.lost;
+    round.committed_beyond_history = check.beyond_history;
     if stale {
         // The stale primary must have stepped down without changing any client.
         let fenced = lab.wait_for(
@@ -978,6 +1018,7 @@ fn summarize(
         .count();
     let failed = rounds.iter().filter(|r| r.error.is_some()).count();
     let checked: u64 = rounds.iter().map(|r| r.committed_checked).sum();
+    let beyond: u64 = rounds.iter().map(|r| r.committed_beyond_history).sum();
     let lossy = rounds.iter().filter(|r| r.lost_committed > 0).count();
     let lost: u64 = rounds.iter().map(|r| r.lost_committed).sum();
     let differ = rounds
@@ -990,6 +1031,12 @@ fn summarize(
     println!(
         "committed ops checked: {checked}; committed ops lost: {lost} (in {lossy} rounds); rounds with differing digests: {differ}"
     );
+    if beyond > 0 {
+        println!(
+            "committed ops not checkable: {beyond}, older than the {} epochs of history a channel keeps",
+            crate::proto::history::MAX_SEGMENTS
+        );
+    }
     println!(
         "detection: median {:.1} ms, max {:.1} ms",
         med(&det),
@@ -1009,6 +1056,7 @@ fn summarize(
             "lost_committed": lost,
             "rounds_losing_committed": lossy,
             "committed_checked": checked,
+            "committed_beyond_history": beyond,
             "failed": failed,
             "digests_differ": differ,
             "inject_bug": args.inject_bug.name(),
@@ -1020,6 +1068,7 @@ fn summarize(
                 "out_of_sync_channels": r.out_of_sync_channels, "out_of_sync_clients": r.out_of_sync_clients,
                 "replayed_bytes": r.replayed_bytes, "full_resync_bytes": r.full_resync_bytes,
                 "committed_checked": r.committed_checked, "lost_committed": r.lost_committed,
+                "committed_beyond_history": r.committed_beyond_history,
                 "digests_equal": r.digests_equal, "rejoined": r.rejoined,
                 "standby_digests_equal": r.standby_digests_equal, "stale_fenced": r.stale_fenced,
                 "error": r.error,
