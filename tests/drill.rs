@@ -1,7 +1,8 @@
 //! Drill rounds in CI: separate daemon processes on loopback, load from a separate load client,
 //! the primary frozen and killed, the standby takes over, the old primary rejoins, and every
 //! client converges with no committed op lost. A planted bug that discards committed ops must
-//! be seen by the same drill (else its "lost 0" proves nothing).
+//! be seen by the same drill (else its "lost 0" proves nothing). With three control units the
+//! vote picks the successor and every standby must converge.
 
 use std::process::{Command, Output};
 
@@ -72,4 +73,22 @@ fn planted_discard_of_committed_ops_is_reported_lost() {
     );
     // Every round, not just one: the kill-time capture must see the discarded op each time.
     assert_eq!(number_after(&stdout, "(in "), 2, "{stdout}");
+}
+
+#[test]
+fn three_control_units_kill_primary_rounds_converge() {
+    // The vote picks the successor; every standby must end in sync with the new primary.
+    let (out, stdout) = drill(&["--control-units", "3"]);
+    assert!(
+        out.status.success(),
+        "drill failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("3 control units"), "{stdout}");
+    assert!(stdout.contains("rounds converged: 2 of 2"), "{stdout}");
+    assert_eq!(number_after(&stdout, "committed ops lost:"), 0, "{stdout}");
+    assert!(
+        number_after(&stdout, "committed ops checked:") > 0,
+        "{stdout}"
+    );
 }

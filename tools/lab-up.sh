@@ -2,10 +2,12 @@
 # Builds the multi-host lab: one network namespace per node, all joined by veth pairs to a
 # bridge that lives in its own namespace (the root namespace's networking is not touched).
 # Idempotent: re-running rebuilds the lab from scratch.
-#   tools/lab-up.sh [clients=3]
-# Nodes and addresses (10.77.0.0/24): ss-cu1 .1, ss-cu2 .2, ss-cl1.. .11.., ss-lg .100 (load).
+#   tools/lab-up.sh [clients=3] [control_units=2]
+# Nodes and addresses (10.77.0.0/24): ss-cu1 .1, ss-cu2 .2 (.. ss-cuN .N), ss-cl1.. .11..,
+# ss-lg .100 (load).
 set -euo pipefail
 CLIENTS=${1:-3}
+CUS=${2:-2}
 "$(dirname "$0")/lab-down.sh" >/dev/null 2>&1 || true
 ip netns add ss-hub
 ip netns exec ss-hub ip link add br0 type bridge
@@ -23,8 +25,7 @@ add_node() { # name address-suffix
   ip netns exec "$ns" ip link set eth0 up
   ip netns exec "$ns" ip link set lo up
 }
-add_node ss-cu1 1
-add_node ss-cu2 2
+for i in $(seq 1 "$CUS"); do add_node "ss-cu$i" "$i"; done
 for i in $(seq 1 "$CLIENTS"); do add_node "ss-cl$i" $((10 + i)); done
 add_node ss-lg 100
-echo "lab up: ss-cu1 10.77.0.1, ss-cu2 10.77.0.2, ss-cl1..ss-cl$CLIENTS 10.77.0.11.., ss-lg 10.77.0.100"
+echo "lab up: ss-cu1..ss-cu$CUS 10.77.0.1.., ss-cl1..ss-cl$CLIENTS 10.77.0.11.., ss-lg 10.77.0.100"

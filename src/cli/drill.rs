@@ -31,11 +31,18 @@ pub struct DrillArgs {
     /// Each node in its own network namespace (needs root; uses tools/lab-up.sh's layout).
     #[arg(long)]
     pub netns: bool,
-    /// kill-primary | stale-primary | kill-standby | kill-client-in-replay | loss | out-of-sync
+    /// kill-primary | stale-primary | kill-standby | kill-client-in-replay | loss | out-of-sync |
+    /// double-fault | restart-primary
     /// (out-of-sync: the standby is frozen for the failover timeout under load, then the primary is killed as
-    /// the standby resumes, so clients are ahead of it on every loaded channel).
+    /// the standby resumes, so clients are ahead of it on every loaded channel; double-fault: the
+    /// successor is killed too while it takes over, and a third unit must; needs 3+ control units;
+    /// restart-primary: the killed primary restarts with its first command line, not `--rejoin`).
     #[arg(long, default_value = "kill-primary")]
     pub variant: String,
+    /// Control units in the config, in priority order: the first starts as primary, the others
+    /// as standbys. With 3 or more a takeover needs a majority vote.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(2..=4))]
+    pub control_units: u32,
     /// Load only channels 0..N (default: all), so that at most N channels can be out of sync.
     #[arg(long)]
     pub load_channels: Option<u32>,
@@ -76,6 +83,8 @@ fn unix_us() -> u64 {
 
 struct Node {
     id: u32,
+    /// A control unit's first command line (restart-primary restarts it so); empty for clients.
+    first_args: &'static [&'static str],
     ns: Option<String>,
     addr: SocketAddr,
     admin: SocketAddr,
@@ -292,7 +301,11 @@ fn channels(v: &Value) -> Vec<(u64, u64, String, Value)> {
 #[derive(Debug, Default, Clone)]
 struct Round {
     round: u32,
+    control_units: u32,
     killed: u32,
+    /// double-fault: the successor killed while taking over, and the role it was caught in.
+    successor_killed: Option<u32>,
+    successor_killed_as: Option<String>,
     new_primary: u32,
     detection_ms: f64,
     recovery_ms: f64,
@@ -309,6 +322,11 @@ struct Round {
     /// The rejoined standby's full digest equals the new primary's on every channel.
     standby_digests_equal: bool,
     stale_fenced: Option<bool>,
+    /// Bytes the new primary transferred to the standbys that neither died nor took over, from
+    /// the kill until they were back in its sync set (3+ units; none where unattributable).
+    standby_transfer_bytes: Option<u64>,
+    /// restart-primary: the new primary still leads its epoch after the old one came back.
+    primary_undisturbed: Option<bool>,
     /// Why the round failed before it could finish (then nothing else in it counts).
     error: Option<String>,
 }
@@ -336,10 +354,18 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
         "kill-client-in-replay",
         "loss",
         "out-of-sync",
+        "double-fault",
+        "restart-primary",
     ]
     .contains(&variant)
     {
         return Err(format!("--variant: unknown '{variant}'"));
+    }
+    if variant == "double-fault" && args.control_units < 3 {
+        return Err(format!(
+            "--variant double-fault needs --control-units 3 or more (got {}): a third unit must take over",
+            args.control_units
+        ));
     }
     if args.netns {
         let lab_up = exe
@@ -350,6 +376,7 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
         let st = Command::new("bash")
             .arg(&lab_up)
             .arg(args.clients.to_string())
+            .arg(args.control_units.to_string())
             .stdout(Stdio::null())
             .status();
         if !st.is_ok_and(|s| s.success()) {
@@ -373,6 +400,7 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
         };
         Node {
             id,
+            first_args: &[],
             ns,
             addr,
             admin,
@@ -380,7 +408,13 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
         }
     };
     let ns = |name: String| args.netns.then_some(name);
-    let cus = vec![mk(1, ns("ss-cu1".into()), 1), mk(2, ns("ss-cu2".into()), 2)];
+    let cus = (1..=args.control_units)
+        .map(|k| Node {
+            // Priority order: the first unit is the initial primary.
+            first_args: if k == 1 { &["primary"] } else { &["standby"] },
+            ..mk(k, ns(format!("ss-cu{k}")), k as u8)
+        })
+        .collect();
     let clients = (0..args.clients)
         .map(|i| mk(100 + i, ns(format!("ss-cl{}", i + 1)), 11 + i as u8))
         .collect();
@@ -395,14 +429,17 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
         inject: args.inject_bug,
     };
     write_config(&lab, args, if variant == "loss" { 0.01 } else { 0.0 })?;
-    lab.spawn(true, 0, &["primary"])?;
-    lab.spawn(true, 1, &["standby"])?;
+    for i in 0..lab.cus.len() {
+        let first = lab.cus[i].first_args;
+        lab.spawn(true, i, first)?;
+    }
     for i in 0..lab.clients.len() {
         lab.spawn(false, i, &["client"])?;
     }
     println!(
-        "drill: {} rounds, variant {variant}, {} clients x {} channels, {} changes/s, heartbeat {} ms, failover timeout {} ms, {}{}",
+        "drill: {} rounds, variant {variant}, {} control units, {} clients x {} channels, {} changes/s, heartbeat {} ms, failover timeout {} ms, {}{}",
         args.rounds,
+        args.control_units,
         args.clients,
         args.channels_per_client,
         args.rate,
@@ -428,6 +465,7 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
                 recover(&mut lab);
                 Round {
                     round: r,
+                    control_units: args.control_units,
                     error: Some(e),
                     ..Default::default()
                 }
@@ -439,9 +477,13 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
             continue;
         }
         println!(
-            "round {:>2}: killed {} -> primary {} | detect {:>6.1} ms recover {:>6.1} ms | out of sync {} ch ({:?}) | replayed {} B vs full {} B | committed checked {} lost {} (beyond history {}) | digests {} | rejoined {} (state {}){}",
+            "round {:>2}: killed {}{} -> primary {} | detect {:>6.1} ms recover {:>6.1} ms | out of sync {} ch ({:?}) | replayed {} B vs full {} B{} | committed checked {} lost {} (beyond history {}) | digests {} | rejoined {} (state {}){}{}",
             round.round,
             round.killed,
+            round.successor_killed.map_or(String::new(), |k| format!(
+                ", then successor {k} as {}",
+                round.successor_killed_as.as_deref().unwrap_or("?")
+            )),
             round.new_primary,
             round.detection_ms,
             round.recovery_ms,
@@ -449,6 +491,12 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
             round.out_of_sync_clients,
             round.replayed_bytes,
             round.full_resync_bytes,
+            round
+                .standby_transfer_bytes
+                .map_or(String::new(), |b| format!(
+                    " | standby transfer {b} B vs full {} B",
+                    round.full_resync_bytes
+                )),
             round.committed_checked,
             round.lost_committed,
             round.committed_beyond_history,
@@ -466,6 +514,9 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
             round
                 .stale_fenced
                 .map_or(String::new(), |f| format!(" | stale primary fenced {f}")),
+            round
+                .primary_undisturbed
+                .map_or(String::new(), |u| format!(" | new primary undisturbed {u}")),
         );
         rounds.push(round);
     }
@@ -504,26 +555,48 @@ fn recover(lab: &mut Lab) {
     }
 }
 
-/// The control unit that is primary and one of its in-sync standbys, found by status (the
-/// drill never assumes which unit leads).
-fn find_roles(lab: &Lab, timeout: Duration) -> Result<(usize, usize), String> {
+/// The control unit that is primary and its in-sync standbys (highest priority first), once
+/// at least `need` units are standbys in its sync set, found by status: the drill never
+/// assumes which unit leads. Should two claim to (a stale one not yet fenced), the higher
+/// epoch leads.
+fn find_roles(lab: &Lab, need: usize, timeout: Duration) -> Result<(usize, Vec<usize>), String> {
     let mut found = None;
-    lab.wait_for("a primary with an in-sync standby", timeout, |l| {
+    let what = format!("a primary with {need} in-sync standbys");
+    let mut last = String::new();
+    let waited = lab.wait_for(&what, timeout, |l| {
         let st: Vec<Option<Value>> = l.cus.iter().map(|n| l.status(n.admin)).collect();
         let roles: Vec<String> = st.iter().map(role).collect();
-        let Some(p) = roles.iter().position(|r| r == "primary") else {
+        let epoch = |i: usize| st[i].as_ref().and_then(|v| field_u64(v, &["epoch"]));
+        let mask = |i: usize| {
+            st[i]
+                .as_ref()
+                .and_then(|v| field_u64(v, &["sync_mask"]))
+                .unwrap_or(0)
+        };
+        last = (0..l.cus.len())
+            .map(|i| format!("{} {} mask {}", l.cus[i].id, roles[i], mask(i)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let Some(p) = (0..l.cus.len())
+            .filter(|&i| roles[i] == "primary")
+            .max_by_key(|&i| epoch(i))
+        else {
             return false;
         };
-        let mask = st[p]
-            .as_ref()
-            .and_then(|v| field_u64(v, &["sync_mask"]))
-            .unwrap_or(0);
-        found = (0..l.cus.len())
-            .find(|&i| i != p && roles[i] == "standby" && mask & (1 << i) != 0)
-            .map(|s| (p, s));
-        found.is_some()
-    })?;
-    found.ok_or_else(|| "no primary with an in-sync standby".to_owned())
+        let in_sync: Vec<usize> = (0..l.cus.len())
+            .filter(|&i| i != p && roles[i] == "standby" && mask(p) & (1 << i) != 0)
+            .collect();
+        if in_sync.len() < need {
+            return false;
+        }
+        found = Some((p, in_sync));
+        true
+    });
+    match (waited, found) {
+        (Ok(_), Some(f)) => Ok(f),
+        (Err(e), _) => Err(format!("{e} (last seen: {last})")),
+        (Ok(_), None) => Err(format!("no {what}")),
+    }
 }
 
 /// One channel's ops that were committed when the primary stopped: every op `1..=top`, named
@@ -765,8 +838,12 @@ fn run_round(
     r: u32,
     rng: &mut SplitMix64,
 ) -> Result<Round, String> {
-    let (p, s) = find_roles(lab, Duration::from_secs(10))
+    // Every round starts from a whole cluster: a primary and all other units in its sync set
+    // (double-fault needs two successors; the standby transfer is measured on in-sync units).
+    let (p, in_sync) = find_roles(lab, lab.cus.len() - 1, Duration::from_secs(10))
         .map_err(|e| format!("the round cannot start: {e}"))?;
+    // The highest-priority in-sync standby: the one the vote picks when the primary dies.
+    let s = in_sync[0];
     let all = args.clients * args.channels_per_client;
     if variant == "out-of-sync" {
         // Fill every channel's state across all sections first, then churn only the first
@@ -789,8 +866,12 @@ fn run_round(
         .status(lab.cus[p].admin)
         .and_then(|v| field_u64(&v, &["epoch"]))
         .ok_or("no primary status before the kill")?;
+    // Transfer counters before the kill: only a primary counts `xfer_bytes`, so the delta of
+    // whichever unit takes over is what it transferred after the failover.
+    let xfer_before: Vec<Option<u64>> = (0..lab.cus.len()).map(|i| xfer_bytes(lab, i)).collect();
     let mut round = Round {
         round: r,
+        control_units: lab.cus.len() as u32,
         killed: lab.cus[p].id,
         ..Default::default()
     };
@@ -803,12 +884,7 @@ fn run_round(
         lab.wait_for(
             "the restarted standby to rejoin",
             Duration::from_secs(20),
-            |l| {
-                role(&l.status(l.cus[s].admin)) == "standby"
-                    && l.status(l.cus[p].admin)
-                        .and_then(|v| field_u64(&v, &["sync_mask"]))
-                        .is_some_and(|m| m & (1 << s) != 0)
-            },
+            |l| in_sync_standby(l, p, s),
         )
         .map_err(|e| format!("standby {sid}: {e}"))?;
     }
@@ -819,7 +895,8 @@ fn run_round(
         // The standby is frozen for the failover timeout under load (the primary keeps it in
         // the sync set, being shorter than the drop timeout), then the primary is killed as
         // the standby resumes, so clients are ahead of it on every loaded channel. With the
-        // standby frozen nothing new commits: the primary's watermarks are the committed set.
+        // standby frozen nothing new commits (a commit needs every member of the sync set):
+        // the primary's watermarks are the committed set.
         let t0 = Instant::now();
         signal(lab, s, libc::SIGSTOP)?;
         let captured = capture_commits(lab, lab.cus[p].admin, "primary", old_epoch, "commit");
@@ -842,14 +919,53 @@ fn run_round(
                 signal(lab, p, libc::SIGSTOP)?;
             }
         }
-        committed = capture_commits(lab, lab.cus[s].admin, "standby", old_epoch, "applied")?;
+        committed = capture_in_sync(lab, &in_sync, old_epoch)?;
         if !stale {
             kill_cu(lab, p);
         }
     }
-    lab.wait_for("the standby to take over", Duration::from_secs(10), |l| {
-        role(&l.status(l.cus[s].admin)) == "primary"
-    })?;
+    let mut killed = vec![p];
+    if variant == "double-fault" {
+        // The successor is killed at the first status that shows it leading a newer epoch:
+        // as `candidate` (still recovering: querying clients, cutting, replaying) when the
+        // poll catches it there, else as a fresh `primary` (its candidacy lasts only until
+        // every client answered, often shorter than one poll). Which one is reported.
+        let mut caught = None;
+        lab.wait_for(
+            "a successor (candidate or primary) to appear",
+            Duration::from_secs(10),
+            |l| {
+                caught = (0..l.cus.len())
+                    .filter(|i| !killed.contains(i))
+                    .find_map(|i| {
+                        let st = l.status(l.cus[i].admin);
+                        let r = role(&st);
+                        let newer = st
+                            .as_ref()
+                            .and_then(|v| field_u64(v, &["epoch"]))
+                            .is_some_and(|e| e > old_epoch);
+                        (newer && (r == "candidate" || r == "primary")).then_some((i, r))
+                    });
+                caught.is_some()
+            },
+        )?;
+        let (u, as_role) = caught.ok_or("no successor seen")?;
+        kill_cu(lab, u);
+        // Printed now: should no third unit take over, the failed round keeps only its error.
+        println!(
+            "  double fault: successor {} killed as {as_role}",
+            lab.cus[u].id
+        );
+        killed.push(u);
+        round.successor_killed = Some(lab.cus[u].id);
+        round.successor_killed_as = Some(as_role);
+        // With at most 4 units the N-2 survivors are no majority of N, so no third unit could
+        // ever be voted in: the old primary comes back now (a joining unit votes, though it
+        // can never be the successor itself); the successor comes back after the takeover.
+        lab.spawn(true, p, &["standby", "--rejoin"])?;
+    }
+    let np = wait_new_primary(lab, &killed, old_epoch)?;
+    round.new_primary = lab.cus[np].id;
     if variant == "kill-client-in-replay" {
         // Crash a client while the new primary may still be replaying to it; it restarts empty.
         let victim = rng.below(lab.clients.len() as u64) as usize;
@@ -859,10 +975,9 @@ fn run_round(
         }
         lab.spawn(false, victim, &["client", "--fresh"])?;
     }
-    let st = lab.status(lab.cus[s].admin).ok_or("new primary status")?;
+    let st = lab.status(lab.cus[np].admin).ok_or("new primary status")?;
     let started = failover_time(&st, "started_unix_us")?;
     let finished = failover_time(&st, "finished_unix_us")?;
-    round.new_primary = lab.cus[s].id;
     round.detection_ms = started.saturating_sub(kill_us) as f64 / 1000.0;
     round.recovery_ms = finished.saturating_sub(kill_us) as f64 / 1000.0;
     std::thread::sleep(Duration::from_millis(300));
@@ -875,7 +990,7 @@ fn run_round(
             }
         }
     }
-    let st = lab.status(lab.cus[s].admin).ok_or("new primary status")?;
+    let st = lab.status(lab.cus[np].admin).ok_or("new primary status")?;
     for (ch, (_, _, _, c)) in channels(&st).iter().enumerate() {
         // What relearning everything would send: every channel's whole state.
         round.full_resync_bytes += c.get("state_bytes").and_then(Value::as_u64).unwrap_or(0);
@@ -896,10 +1011,26 @@ fn run_round(
         }
     }
     // Every op committed when the primary stopped must still be committed.
-    let check = check_committed(lab, lab.cus[s].admin, &committed)?;
+    let check = check_committed(lab, lab.cus[np].admin, &committed)?;
     round.committed_checked = check.checked;
     round.lost_committed = check.lost;
     round.committed_beyond_history = check.beyond_history;
+    // The units that neither died nor took over were in sync before the kill: what the new
+    // primary transferred until they are back in its sync set went to them (no killed unit
+    // is running yet to receive any, except double-fault's old primary, which makes the
+    // delta unattributable there).
+    let survivors: Vec<usize> = (0..lab.cus.len())
+        .filter(|i| !killed.contains(i) && *i != np)
+        .collect();
+    if !survivors.is_empty() && variant != "double-fault" {
+        let _ = lab.wait_for(
+            "the surviving standbys to be in sync",
+            Duration::from_millis(args.converge_timeout_ms / 2),
+            |l| survivors.iter().all(|&i| in_sync_standby(l, np, i)),
+        );
+        round.standby_transfer_bytes =
+            xfer_bytes(lab, np).map(|now| now.saturating_sub(xfer_before[np].unwrap_or(0)));
+    }
     if stale {
         // The stale primary must have stepped down without changing any client.
         let fenced = lab.wait_for(
@@ -921,26 +1052,39 @@ fn run_round(
             "  stale primary: stepped down {}, client stale-epoch rejections {stale_rejects}",
             fenced.is_ok()
         );
+    } else if variant == "restart-primary" {
+        // The old primary comes back exactly as it was first started (the initial primary
+        // as `primary`, with no state and the first epoch): it must not disrupt the new
+        // primary and must end up a standby in sync.
+        let first = lab.cus[p].first_args;
+        lab.spawn(true, p, first)?;
     } else {
-        // Restart the old primary: it rejoins as standby through a state transfer.
-        lab.spawn(true, p, &["standby", "--rejoin"])?;
+        // Restart what died (double-fault restarted the old primary already): each rejoins
+        // as standby through a state transfer.
+        for &k in &killed {
+            if lab.cus[k].child.is_none() {
+                lab.spawn(true, k, &["standby", "--rejoin"])?;
+            }
+        }
     }
+    let others: Vec<usize> = (0..lab.cus.len()).filter(|&i| i != np).collect();
     let rejoined = lab.wait_for(
-        "the old primary to rejoin as standby",
+        "every other unit to be a standby in sync",
         Duration::from_secs(20),
-        |l| {
-            role(&l.status(l.cus[p].admin)) == "standby"
-                && l.status(l.cus[s].admin)
-                    .and_then(|v| field_u64(&v, &["sync_mask"]))
-                    .is_some_and(|m| m & (1 << p) != 0)
-        },
+        |l| others.iter().all(|&i| in_sync_standby(l, np, i)),
     );
     round.rejoined = rejoined.is_ok();
+    if variant == "restart-primary" {
+        round.primary_undisturbed = Some(lab.status(lab.cus[np].admin).is_some_and(|v| {
+            role(&Some(v.clone())) == "primary"
+                && field_u64(&v, &["epoch"]) == field_u64(&st, &["epoch"])
+        }));
+    }
     // Converge: every channel committed through its last op and every client at the same op
     // with the same digest.
     let converge = Duration::from_millis(args.converge_timeout_ms);
     let converged = lab.wait_for("convergence", converge, |l| {
-        let Some(st) = l.status(l.cus[s].admin) else {
+        let Some(st) = l.status(l.cus[np].admin) else {
             return false;
         };
         let chans = channels(&st);
@@ -962,16 +1106,15 @@ fn run_round(
         })
     });
     round.digests_equal = converged.is_ok();
-    // The rejoined standby holds the new primary's whole state (private sections included):
-    // the same applied position and full digest on every channel.
+    // Every standby (the rejoined ones and the survivors) holds the new primary's whole state
+    // (private sections included): the same applied position and full digest on every channel.
     round.standby_digests_equal = round.rejoined
         && lab
             .wait_for(
-                "the rejoined standby's state to equal the primary's",
+                "every standby's state to equal the primary's",
                 converge / 2,
                 |l| {
-                    let (Some(ps), Some(ss)) = (l.status(l.cus[s].admin), l.status(l.cus[p].admin))
-                    else {
+                    let Some(ps) = l.status(l.cus[np].admin) else {
                         return false;
                     };
                     let full = |c: &Value| {
@@ -982,15 +1125,79 @@ fn run_round(
                                 .map(String::from),
                         )
                     };
-                    let (pc, sc) = (channels(&ps), channels(&ss));
-                    !pc.is_empty()
-                        && pc.len() == sc.len()
-                        && pc.iter().zip(&sc).all(|(a, b)| full(&a.3) == full(&b.3))
+                    let pc = channels(&ps);
+                    others.iter().all(|&i| {
+                        l.status(l.cus[i].admin).is_some_and(|ss| {
+                            let sc = channels(&ss);
+                            !pc.is_empty()
+                                && pc.len() == sc.len()
+                                && pc.iter().zip(&sc).all(|(a, b)| full(&a.3) == full(&b.3))
+                        })
+                    })
                 },
             )
             .is_ok();
     round.stale_fenced = round.stale_fenced.map(|f| f && round.digests_equal);
     Ok(round)
+}
+
+/// True when unit `i` is a standby in primary `p`'s sync set.
+fn in_sync_standby(l: &Lab, p: usize, i: usize) -> bool {
+    role(&l.status(l.cus[i].admin)) == "standby"
+        && l.status(l.cus[p].admin)
+            .and_then(|v| field_u64(&v, &["sync_mask"]))
+            .is_some_and(|m| m & (1 << i) != 0)
+}
+
+/// A control unit's `counters.xfer_bytes`. The daemon has no per-peer or receiving-side
+/// transfer counter: a primary adds each snapshot stream's payload when it starts it, whatever
+/// peer it goes to (a standby counts nothing), so the drill reads the sender's delta.
+fn xfer_bytes(lab: &Lab, idx: usize) -> Option<u64> {
+    lab.status(lab.cus[idx].admin)
+        .and_then(|v| field_u64(&v, &["counters", "xfer_bytes"]))
+}
+
+/// Waits for a unit that was not killed this round to lead an epoch newer than `old_epoch`
+/// (whichever the vote picked: the drill does not predict it).
+fn wait_new_primary(lab: &Lab, killed: &[usize], old_epoch: u64) -> Result<usize, String> {
+    let mut found = None;
+    lab.wait_for("a new primary", Duration::from_secs(10), |l| {
+        found = (0..l.cus.len()).filter(|i| !killed.contains(i)).find(|&i| {
+            let st = l.status(l.cus[i].admin);
+            role(&st) == "primary"
+                && st
+                    .as_ref()
+                    .and_then(|v| field_u64(v, &["epoch"]))
+                    .is_some_and(|e| e > old_epoch)
+        });
+        found.is_some()
+    })?;
+    found.ok_or_else(|| "no new primary".to_owned())
+}
+
+/// The committed set at the freeze, read from every in-sync standby, keeping per channel the
+/// lowest applied position.
+///
+/// Any one in-sync standby would do for the committed set itself: the primary commits an op
+/// only once every member of its sync set has applied it, so each of them holds a superset.
+/// But with three or more units one standby may have applied ops that another has not: those
+/// were never committed, and if the other one is voted in (or the first successor dies, as in
+/// double-fault) they are legitimately cut, and would be miscounted as lost. The minimum over
+/// the sync set is still a superset of what was committed, and every member holds all of it.
+fn capture_in_sync(lab: &Lab, standbys: &[usize], epoch: u64) -> Result<Vec<Committed>, String> {
+    let mut low: Option<Vec<Committed>> = None;
+    for &i in standbys {
+        let c = capture_commits(lab, lab.cus[i].admin, "standby", epoch, "applied")?;
+        low = Some(match low {
+            None => c,
+            Some(l) => l
+                .into_iter()
+                .zip(c)
+                .map(|(a, b)| if b.top < a.top { b } else { a })
+                .collect(),
+        });
+    }
+    low.ok_or_else(|| "no in-sync standby to take the committed set from".to_owned())
 }
 
 fn summarize(
@@ -1014,6 +1221,7 @@ fn summarize(
                 && r.standby_digests_equal
                 && r.lost_committed == 0
                 && r.rejoined
+                && r.primary_undisturbed != Some(false)
         })
         .count();
     let failed = rounds.iter().filter(|r| r.error.is_some()).count();
@@ -1050,6 +1258,7 @@ fn summarize(
     if let Some(path) = &args.json {
         let j = json!({
             "variant": variant,
+            "control_units": args.control_units,
             "netns": args.netns,
             "rounds": rounds.len(),
             "converged": converged,
@@ -1063,14 +1272,18 @@ fn summarize(
             "detection_ms": {"median": med(&det), "max": max(&det)},
             "recovery_ms": {"median": med(&rec), "max": max(&rec)},
             "per_round": rounds.iter().map(|r| json!({
-                "round": r.round, "killed": r.killed, "new_primary": r.new_primary,
+                "round": r.round, "control_units": r.control_units, "killed": r.killed,
+                "successor_killed": r.successor_killed, "successor_killed_as": r.successor_killed_as,
+                "new_primary": r.new_primary,
                 "detection_ms": r.detection_ms, "recovery_ms": r.recovery_ms,
                 "out_of_sync_channels": r.out_of_sync_channels, "out_of_sync_clients": r.out_of_sync_clients,
                 "replayed_bytes": r.replayed_bytes, "full_resync_bytes": r.full_resync_bytes,
+                "standby_transfer_bytes": r.standby_transfer_bytes,
                 "committed_checked": r.committed_checked, "lost_committed": r.lost_committed,
                 "committed_beyond_history": r.committed_beyond_history,
                 "digests_equal": r.digests_equal, "rejoined": r.rejoined,
                 "standby_digests_equal": r.standby_digests_equal, "stale_fenced": r.stale_fenced,
+                "primary_undisturbed": r.primary_undisturbed,
                 "error": r.error,
             })).collect::<Vec<_>>(),
         });
