@@ -6,7 +6,7 @@ use statesync::proto::control::ControlUnit;
 use statesync::proto::{INITIAL_EPOCH, MAX_EPOCH_COUNTER, ProtoConfig, Role, Topology};
 use statesync::wire::{
     BulkBegin, BulkEnd, Entry, FrameBuilder, HB_FLAG_NEEDS_TRANSFER, HeartbeatBody, HistoryBody,
-    Kind, MAX_FRAME_BYTES, ROLE_PRIMARY,
+    Kind, MAX_FRAME_BYTES, ROLE_PRIMARY, ROLE_STANDBY,
 };
 
 fn config() -> ProtoConfig {
@@ -178,4 +178,41 @@ fn an_epoch_past_the_range_is_malformed() {
     s.handle_datagram(1_000, &buf[..len]);
     assert_eq!(s.counters.rejected_malformed, 1);
     assert_eq!((s.role(), s.epoch()), (Role::Standby, INITIAL_EPOCH));
+}
+
+/// A standby's heartbeat delayed past a newer one of the same life is stale. It used to be
+/// acted on: a NEEDS_TRANSFER sent while the standby was joining, arriving after its transfer
+/// completed, dropped it from the sync set again; with the primary then crashing, no unit was
+/// eligible to take over, for good (simulator seeds 7986 and 114684).
+#[test]
+fn a_delayed_standby_heartbeat_does_not_drop_a_joined_standby() {
+    let mut p = primary_with_state();
+    let epoch = p.epoch();
+    assert_eq!(p.sync_mask(), 0b10, "the standby starts in the sync set");
+    let frame = |seq: u64, flags: u8| {
+        let mut buf = vec![0u8; 256];
+        let mut fb = FrameBuilder::new(&mut buf, 2, epoch, seq);
+        assert!(fb.push(Kind::Heartbeat, &heartbeat(ROLE_STANDBY, flags, 0b11, 9)));
+        let len = fb.finish();
+        buf.truncate(len);
+        buf
+    };
+    p.handle_datagram(4_000, &frame(10, statesync::wire::HB_FLAG_JOINED));
+    p.handle_datagram(4_100, &frame(5, HB_FLAG_NEEDS_TRANSFER));
+    assert_eq!(p.sync_mask(), 0b10, "still in the sync set");
+    assert_eq!(p.counters.rejected_stale_heartbeats, 1);
+    // The same request from a new life of the standby (another boot ID) is acted on.
+    let mut buf = vec![0u8; 256];
+    let mut fb = FrameBuilder::new(&mut buf, 2, epoch, 1);
+    assert!(fb.push(
+        Kind::Heartbeat,
+        &heartbeat(ROLE_STANDBY, HB_FLAG_NEEDS_TRANSFER, 0, 10)
+    ));
+    let len = fb.finish();
+    p.handle_datagram(4_200, &buf[..len]);
+    assert_eq!(
+        p.sync_mask(),
+        0,
+        "a restarted standby re-joins through a transfer"
+    );
 }

@@ -142,3 +142,14 @@ fn joining_unit_votes_for_the_in_sync_standby() {
         "no takeover on a joining unit's vote"
     );
 }
+
+/// Seeds 7986 (two units) and 114684 (three units) left the fabric without a primary for
+/// good: a standby's NEEDS_TRANSFER heartbeat, delayed past the end of its transfer, dropped it
+/// from the sync set just before the primary crashed. Stale heartbeats are now ignored.
+#[test]
+fn a_delayed_heartbeat_no_longer_leaves_the_fabric_without_a_primary() {
+    for seed in [7986, 114684] {
+        let r = run_seed(seed, &SimOptions::default());
+        assert!(r.violations.is_empty(), "seed {seed}: {:?}", r.violations);
+    }
+}

@@ -508,6 +508,8 @@ pub struct Counters {
     /// Messages beyond the first heartbeat of a frame (one frame is one heartbeat's worth of
     /// facts; more would only multiply the work a single datagram can cause).
     pub rejected_extra_heartbeats: u64,
+    /// Heartbeats older than one already taken from the same life of the sender.
+    pub rejected_stale_heartbeats: u64,
     pub updates_applied: u64,
     pub retransmits: u64,
     pub nacks_sent: u64,
@@ -526,6 +528,7 @@ impl Counters {
             + self.rejected_unknown_sender
             + self.rejected_unexpected
             + self.rejected_extra_heartbeats
+            + self.rejected_stale_heartbeats
     }
 }
 

@@ -49,6 +49,9 @@ struct Peer {
     seen_version: u16,
     vote: NodeId,
     boot_id: u32,
+    /// `(boot ID, packet sequence)` of the newest standby heartbeat taken from this unit: an
+    /// older one of the same life (delayed or reordered) is stale and ignored.
+    hb_order: Option<(u32, u64)>,
     /// Primary: transfer in progress towards this standby, one channel at a time.
     xfer: Option<BulkTx>,
     transferring: bool,
@@ -265,6 +268,7 @@ impl ControlUnit {
                 seen_version: 0,
                 vote: 0,
                 boot_id: 0,
+                hb_order: None,
                 xfer: None,
                 transferring: false,
                 chans: (0..chans.len())
@@ -571,7 +575,11 @@ impl ControlUnit {
         let epoch = frame.epoch();
         // Liveness and heartbeat facts are taken from any epoch: a restarted node has none.
         if let Some(hb) = crate::proto::first_heartbeat(frame, &mut self.counters) {
-            self.on_cu_heartbeat(now_us, pi, &hb, epoch);
+            if self.heartbeat_is_stale(pi, &hb, frame.packet_seq()) {
+                self.counters.rejected_stale_heartbeats += 1;
+            } else {
+                self.on_cu_heartbeat(now_us, pi, &hb, epoch);
+            }
         }
         if epoch > self.epoch && self.cfg.topology.epoch_owner(epoch) != Some(self.id) {
             self.adopt_higher_epoch(now_us, epoch);
@@ -647,6 +655,23 @@ impl ControlUnit {
         if self.role == Role::Primary {
             self.primary_on_peer_heartbeat(now_us, pi, hb, epoch);
         }
+    }
+
+    /// A non-primary's heartbeat older than one already taken from the same life of that unit
+    /// (its boot ID, carried in `target`) is stale: acting on it would, say, drop a standby
+    /// that finished its transfer since it asked for one. Packet sequence numbers increase per
+    /// sender, so order within a life is exact; a new life starts afresh.
+    fn heartbeat_is_stale(&mut self, pi: usize, hb: &HeartbeatBody, seq: u64) -> bool {
+        if hb.role == crate::wire::ROLE_PRIMARY {
+            return false;
+        }
+        let boot = hb.target.get();
+        let p = &mut self.peers[pi];
+        if p.hb_order.is_some_and(|(b, s)| b == boot && seq <= s) {
+            return true;
+        }
+        p.hb_order = Some((boot, seq));
+        false
     }
 
     /// A higher epoch exists: whatever we were, we now follow it and need a fresh transfer.
