@@ -28,6 +28,23 @@ fn open(cfg: TransportConfig) -> Transport {
 
 type Got = Vec<(SocketAddr, Vec<u8>)>;
 
+/// One `#[test]` per backend running `body(io)`: the io_uring one is ignored (with the reason)
+/// where the build-time probe found no io_uring.
+macro_rules! per_backend {
+    ($body:ident => $mmsg:ident, $uring:ident) => {
+        #[test]
+        fn $mmsg() {
+            $body(IoChoice::Mmsg);
+        }
+
+        #[test]
+        #[cfg_attr(not(statesync_uring), ignore = "io_uring unavailable on this host")]
+        fn $uring() {
+            $body(IoChoice::Uring);
+        }
+    };
+}
+
 /// Polls until `want` datagrams in total are in `out`, or 2 s pass.
 fn recv_until(t: &mut Transport, want: usize, out: &mut Got) {
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -267,16 +284,7 @@ fn gro_splits_trains(io: IoChoice) {
     }
 }
 
-#[test]
-fn gro_splits_trains_mmsg() {
-    gro_splits_trains(IoChoice::Mmsg);
-}
-
-#[test]
-#[cfg_attr(not(statesync_uring), ignore = "io_uring unavailable on this host")]
-fn gro_splits_trains_uring() {
-    gro_splits_trains(IoChoice::Uring);
-}
+per_backend!(gro_splits_trains => gro_splits_trains_mmsg, gro_splits_trains_uring);
 
 #[test]
 #[cfg_attr(not(statesync_uring), ignore = "io_uring unavailable on this host")]
@@ -318,16 +326,7 @@ fn truncated_is_counted(io: IoChoice) {
     assert_eq!(rx.stats().recv_truncated, 1);
 }
 
-#[test]
-fn truncated_is_counted_mmsg() {
-    truncated_is_counted(IoChoice::Mmsg);
-}
-
-#[test]
-#[cfg_attr(not(statesync_uring), ignore = "io_uring unavailable on this host")]
-fn truncated_is_counted_uring() {
-    truncated_is_counted(IoChoice::Uring);
-}
+per_backend!(truncated_is_counted => truncated_is_counted_mmsg, truncated_is_counted_uring);
 
 #[test]
 #[cfg_attr(not(statesync_uring), ignore = "io_uring unavailable on this host")]
@@ -371,16 +370,7 @@ fn poll_without_timeout_does_not_block(io: IoChoice) {
     );
 }
 
-#[test]
-fn poll_without_timeout_does_not_block_mmsg() {
-    poll_without_timeout_does_not_block(IoChoice::Mmsg);
-}
-
-#[test]
-#[cfg_attr(not(statesync_uring), ignore = "io_uring unavailable on this host")]
-fn poll_without_timeout_does_not_block_uring() {
-    poll_without_timeout_does_not_block(IoChoice::Uring);
-}
+per_backend!(poll_without_timeout_does_not_block => poll_without_timeout_does_not_block_mmsg, poll_without_timeout_does_not_block_uring);
 
 fn one_send_syscall_per_batch(io: IoChoice) {
     let mut cfg = local(io);
@@ -400,16 +390,7 @@ fn one_send_syscall_per_batch(io: IoChoice) {
     assert_eq!(got.len(), 65);
 }
 
-#[test]
-fn one_send_syscall_per_batch_mmsg() {
-    one_send_syscall_per_batch(IoChoice::Mmsg);
-}
-
-#[test]
-#[cfg_attr(not(statesync_uring), ignore = "io_uring unavailable on this host")]
-fn one_send_syscall_per_batch_uring() {
-    one_send_syscall_per_batch(IoChoice::Uring);
-}
+per_backend!(one_send_syscall_per_batch => one_send_syscall_per_batch_mmsg, one_send_syscall_per_batch_uring);
 
 fn faults_over_loopback(io: IoChoice) -> (FaultStats, u64) {
     let mut scfg = local(io);
@@ -613,16 +594,7 @@ fn open_here_use_there_drop_here(io: IoChoice) {
     drop((a, b));
 }
 
-#[test]
-fn open_here_use_there_drop_here_mmsg() {
-    open_here_use_there_drop_here(IoChoice::Mmsg);
-}
-
-#[test]
-#[cfg_attr(not(statesync_uring), ignore = "io_uring unavailable on this host")]
-fn open_here_use_there_drop_here_uring() {
-    open_here_use_there_drop_here(IoChoice::Uring);
-}
+per_backend!(open_here_use_there_drop_here => open_here_use_there_drop_here_mmsg, open_here_use_there_drop_here_uring);
 
 /// Loopback delivers inside the sender's `flush`: a non-waiting poll right after must see the
 /// datagram. The event loop relies on it to carry an op from primary to client to standby
@@ -647,16 +619,7 @@ fn immediate_poll_sees_flushed(io: IoChoice) {
     }
 }
 
-#[test]
-fn immediate_poll_sees_flushed_mmsg() {
-    immediate_poll_sees_flushed(IoChoice::Mmsg);
-}
-
-#[test]
-#[cfg_attr(not(statesync_uring), ignore = "io_uring unavailable on this host")]
-fn immediate_poll_sees_flushed_uring() {
-    immediate_poll_sees_flushed(IoChoice::Uring);
-}
+per_backend!(immediate_poll_sees_flushed => immediate_poll_sees_flushed_mmsg, immediate_poll_sees_flushed_uring);
 
 /// A burst larger than one multishot round (and than the provided-buffer ring) is all visible
 /// to one poll: the tail of a turn's traffic must not wait for the next turn.
@@ -698,13 +661,4 @@ fn one_poll_takes_a_whole_burst(io: IoChoice) {
     }
 }
 
-#[test]
-fn one_poll_takes_a_whole_burst_mmsg() {
-    one_poll_takes_a_whole_burst(IoChoice::Mmsg);
-}
-
-#[test]
-#[cfg_attr(not(statesync_uring), ignore = "io_uring unavailable on this host")]
-fn one_poll_takes_a_whole_burst_uring() {
-    one_poll_takes_a_whole_burst(IoChoice::Uring);
-}
+per_backend!(one_poll_takes_a_whole_burst => one_poll_takes_a_whole_burst_mmsg, one_poll_takes_a_whole_burst_uring);
