@@ -59,14 +59,26 @@ fn primary_with_state() -> ControlUnit {
     p
 }
 
+/// Sends `cu` one heartbeat frame of client 100 with `boot` as its boot ID.
+fn client_heartbeat(cu: &mut ControlUnit, now_us: u64, epoch: u64, seq: u64, boot: u32) {
+    let mut buf = vec![0u8; 256];
+    let mut fb = FrameBuilder::new(&mut buf, 100, epoch, seq);
+    assert!(fb.push(Kind::Heartbeat, &heartbeat(0, 0, 0, boot)));
+    let len = fb.finish();
+    cu.handle_datagram(now_us, &buf[..len]);
+}
+
 /// A 64 KiB datagram packed with NEEDS_TRANSFER heartbeats, each from a "new life" of the
 /// client, used to start a full replay of every channel of the client per heartbeat.
 #[test]
 fn a_datagram_of_needs_transfer_heartbeats_costs_one_heartbeat() {
     let mut p = primary_with_state();
     let epoch = p.epoch();
+    // The primary knows the client's current life.
+    client_heartbeat(&mut p, 3_500, epoch, 1, 5);
+    assert_eq!(p.counters.replays_started, 0);
     let mut buf = vec![0u8; MAX_FRAME_BYTES];
-    let mut fb = FrameBuilder::new(&mut buf, 100, epoch, 1);
+    let mut fb = FrameBuilder::new(&mut buf, 100, epoch, 2);
     let mut n = 0u32;
     while fb.push(
         Kind::Heartbeat,
@@ -215,4 +227,32 @@ fn a_delayed_standby_heartbeat_does_not_drop_a_joined_standby() {
         0,
         "a restarted standby re-joins through a transfer"
     );
+}
+
+/// One datagram from a configured line card's address, whose header names a higher epoch
+/// owned by the standby, used to make the primary adopt that epoch, wipe its channels and go
+/// `joining`: nothing committed after that. A client frame never makes a control unit adopt
+/// an epoch; the claim is counted and only prompts heartbeats to the other control units.
+#[test]
+fn one_forged_client_datagram_does_not_demote_the_primary() {
+    let mut p = primary_with_state();
+    let epoch = p.epoch();
+    let next = p.next_op(0);
+    let forged = statesync::proto::make_epoch(9, 1);
+    let mut buf = vec![0u8; 256];
+    let mut fb = FrameBuilder::new(&mut buf, 100, forged, 1);
+    assert!(fb.push(Kind::Heartbeat, &heartbeat(0, 0, 0, 5)));
+    let len = fb.finish();
+    p.handle_datagram(4_000, &buf[..len]);
+    assert_eq!((p.role(), p.epoch()), (Role::Primary, epoch));
+    assert_eq!(p.counters.rejected_foreign_epoch, 1);
+    assert_eq!(p.next_op(0), next, "no channel state was wiped");
+    // It still takes changes.
+    let e = Entry {
+        section: 0,
+        key: 1,
+        value: Some(b"v"),
+        private: false,
+    };
+    assert!(p.submit(5_000, 0, &[e]).is_ok());
 }

@@ -173,6 +173,11 @@ impl Client {
                 if let Some(r) = &mut c.replay {
                     r.ack_dirty = true;
                 }
+                // A channel without history says so on its own, once per interval: the
+                // primary then replays that channel in full, and no other.
+                if c.unknown && c.replay.is_none() && c.la_reply.is_none() {
+                    c.la_reply = Some(unknown_reply(c.id, c.applied));
+                }
             }
         }
     }
@@ -242,6 +247,9 @@ impl Client {
 
     fn adopt_epoch(&mut self, epoch: u64) {
         self.epoch = epoch;
+        // Introduce this life (boot ID) to the new primary at once: what it learns of our
+        // channels must be tied to the life that told it.
+        self.hb_due = true;
         for c in &mut self.chans {
             // A replay from the old epoch was cut short: the channel's state is torn.
             if c.replay.take().is_some() {
@@ -314,16 +322,15 @@ impl Client {
             return;
         };
         let c = &mut self.chans[i];
-        let unknown = c.unknown || c.replay.is_some();
-        c.la_reply = Some(LaReplyBody {
-            channel: c.id.into(),
-            flags: if unknown {
-                LA_FLAG_UNKNOWN.into()
-            } else {
-                0.into()
-            },
-            last_applied: c.applied.into(),
-            cookie_above: c.cookie_above(q.op.get()).into(),
+        c.la_reply = Some(if c.unknown || c.replay.is_some() {
+            unknown_reply(c.id, c.applied)
+        } else {
+            LaReplyBody {
+                channel: c.id.into(),
+                flags: 0.into(),
+                last_applied: c.applied.into(),
+                cookie_above: c.cookie_above(q.op.get()).into(),
+            }
         });
     }
 
@@ -401,7 +408,15 @@ impl Client {
         };
         let seq = self.next_seq();
         let mut fb = FrameBuilder::new(buf, self.id, self.epoch, seq);
-        if self.hb_due {
+        // A frame that tells the primary about our channels' history (a LAST-APPLIED answer, a
+        // replay ack) carries the heartbeat, hence our boot ID: the primary can then tell
+        // which life of ours the answer belongs to.
+        let speaks_history = self.chans.iter().any(|c| {
+            c.la_reply.is_some()
+                || c.replay.as_ref().is_some_and(|r| r.ack_dirty)
+                || (c.ack_dirty && c.replay_done_ack)
+        });
+        if self.hb_due || speaks_history {
             let needs = self.chans.iter().any(|c| c.unknown);
             let hb = heartbeat(if needs { HB_FLAG_NEEDS_TRANSFER } else { 0 }, self.boot_id);
             if fb.push(Kind::Heartbeat, &hb) {
@@ -488,6 +503,16 @@ impl Client {
         self.counters.frames_tx += 1;
         self.counters.bytes_tx += len as u64;
         Transmit { dst, len }
+    }
+}
+
+/// The LAST-APPLIED answer of a channel without trustworthy history.
+fn unknown_reply(channel: u32, applied: u64) -> LaReplyBody {
+    LaReplyBody {
+        channel: channel.into(),
+        flags: LA_FLAG_UNKNOWN.into(),
+        last_applied: applied.into(),
+        cookie_above: ALL_SECTIONS_MASK.into(),
     }
 }
 

@@ -510,6 +510,12 @@ pub struct Counters {
     pub rejected_extra_heartbeats: u64,
     /// Heartbeats older than one already taken from the same life of the sender.
     pub rejected_stale_heartbeats: u64,
+    /// Frames claiming a higher epoch from a sender that may not make us adopt it (a client):
+    /// never adopted, they only prompt heartbeats to the other control units.
+    pub rejected_foreign_epoch: u64,
+    /// A client's "no history" answer for a channel, older than the full replay that has
+    /// since given the channel its history.
+    pub rejected_stale_unknown: u64,
     pub updates_applied: u64,
     pub retransmits: u64,
     pub nacks_sent: u64,
@@ -529,6 +535,8 @@ impl Counters {
             + self.rejected_unexpected
             + self.rejected_extra_heartbeats
             + self.rejected_stale_heartbeats
+            + self.rejected_foreign_epoch
+            + self.rejected_stale_unknown
     }
 }
 

@@ -14,7 +14,9 @@ use super::state::ChannelState;
 use super::{
     Counters, Event, Events, INITIAL_EPOCH, InjectedBug, NodeId, ProtoConfig, Role, epoch_counter,
 };
-use crate::wire::{FrameReader, HB_FLAG_JOINED, HB_FLAG_PRIMARY_LOST, HeartbeatBody, Msg};
+use crate::wire::{
+    FrameReader, HB_FLAG_JOINED, HB_FLAG_PRIMARY_LOST, HeartbeatBody, LA_FLAG_UNKNOWN, Msg,
+};
 use thiserror::Error;
 
 pub use primary::SubmitError;
@@ -76,6 +78,9 @@ struct Chan {
     client_progress_us: u64,
     /// Generation the client's acks must carry (stream of the last finished replay).
     client_generation: u32,
+    /// Packet sequence of the client frame that finished the last full replay (this life of
+    /// the client): a "no history" answer from an earlier frame is stale.
+    client_known_seq: u64,
     replay: Option<BulkTx>,
     // Standby.
     applied: u64,
@@ -109,6 +114,7 @@ impl Chan {
             client_cursor: 1,
             client_progress_us: 0,
             client_generation: 0,
+            client_known_seq: 0,
             replay: None,
             applied: 0,
             acked: 0,
@@ -711,10 +717,13 @@ impl ControlUnit {
         self.client_last_rx_us[ci] = Some(now_us);
         let client = self.cfg.topology.clients[ci];
         if epoch > self.epoch {
-            // The client follows a newer primary than we know: we are stale. (An epoch of our
-            // own that we no longer hold is a previous life of this node: ignore it.)
-            if self.cfg.topology.epoch_owner(epoch) != Some(self.id) {
-                self.adopt_higher_epoch(now_us, epoch);
+            // The client claims a newer epoch than we know. A client never makes a control
+            // unit adopt an epoch (one forged datagram would demote the primary): the claim is
+            // counted and only prompts heartbeats to every control unit, so that if a newer
+            // primary really exists, its own frames fence us.
+            self.counters.rejected_foreign_epoch += 1;
+            for p in &mut self.peers {
+                p.hb_due = true;
             }
             return;
         }
@@ -722,13 +731,7 @@ impl ControlUnit {
             if epoch < self.epoch {
                 self.client_hb_due[ci] = true;
             }
-            if self.role == Role::Primary && hb.flags & crate::wire::HB_FLAG_NEEDS_TRANSFER != 0 {
-                // A new life of the client restarts its replays from scratch.
-                let boot = hb.target.get();
-                let restart = self.client_boot[ci] != Some(boot);
-                self.client_boot[ci] = Some(boot);
-                self.start_full_replays(now_us, client, restart);
-            }
+            self.on_client_boot(now_us, ci, hb.target.get());
         }
         if epoch < self.epoch {
             if frame.msgs().any(|m| !matches!(m, Msg::Heartbeat(_))) {
@@ -772,7 +775,12 @@ impl ControlUnit {
                 (Role::Primary, Msg::Ack(_) | Msg::Nack(_)) => {
                     self.counters.rejected_stale_epoch += 1
                 }
-                (Role::Primary, Msg::ReplayAck(a)) => self.on_replay_ack(now_us, channel, &a),
+                (Role::Primary, Msg::ReplayAck(a)) => {
+                    self.on_replay_ack(now_us, channel, &a, frame.packet_seq())
+                }
+                (Role::Primary, Msg::LaReply(r)) if r.flags.get() & LA_FLAG_UNKNOWN != 0 => {
+                    self.on_client_unknown(now_us, channel, frame.packet_seq())
+                }
                 (Role::Candidate, Msg::LaReply(r)) => self.on_la_reply(now_us, channel, &r),
                 _ => {}
             }

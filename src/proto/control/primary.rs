@@ -142,7 +142,7 @@ impl ControlUnit {
         }
     }
 
-    pub(super) fn on_replay_ack(&mut self, now_us: u64, channel: u32, a: &BulkAck) {
+    pub(super) fn on_replay_ack(&mut self, now_us: u64, channel: u32, a: &BulkAck, seq: u64) {
         let client = self.chans[channel as usize].owner;
         let c = &mut self.chans[channel as usize];
         let Some(r) = &mut c.replay else { return };
@@ -152,6 +152,9 @@ impl ControlUnit {
         }
         let base = r.base_op;
         self.counters.replay_bytes += r.payload_bytes;
+        if r.sections == ALL_SECTIONS_MASK {
+            c.client_known_seq = seq;
+        }
         c.client_generation = r.stream;
         c.replay = None;
         if base > c.client_acked {
@@ -428,17 +431,43 @@ impl ControlUnit {
 
     /// Full replay of every channel of `client` (it restarted without state). `restart`
     /// replaces replays already under way (they were for a previous life of the client).
-    pub(super) fn start_full_replays(&mut self, now_us: u64, client: NodeId, restart: bool) {
-        for ch in 0..self.chans.len() {
-            // A partial replay cannot help a client without history: replace it.
-            let replace = self.chans[ch]
-                .replay
-                .as_ref()
-                .is_none_or(|r| restart || r.sections != ALL_SECTIONS_MASK);
-            if self.chans[ch].owner == client && replace {
-                self.start_replay(now_us, ch as u32, ALL_SECTIONS_MASK, true);
+    /// A client heartbeat carries the client's boot ID. A new one (after one we knew) is a new
+    /// life of the client: whatever we knew of its channels is void, and what it holds came
+    /// from somewhere else (say, a stale primary that replayed to it). The primary replays
+    /// all its channels in full; a candidate replays in full those it already resolved.
+    pub(super) fn on_client_boot(&mut self, now_us: u64, ci: usize, boot: u32) {
+        let prev = self.client_boot[ci].replace(boot);
+        if prev.is_none_or(|b| b == boot) {
+            return;
+        }
+        for k in 0..self.client_chans[ci].len() {
+            let ch = self.client_chans[ci][k];
+            let c = &mut self.chans[ch as usize];
+            c.client_known_seq = 0;
+            match self.role {
+                Role::Primary => self.start_replay(now_us, ch, ALL_SECTIONS_MASK, true),
+                Role::Candidate if !c.fo_pending => c.fo_replay = Some(ALL_SECTIONS_MASK),
+                _ => {}
             }
         }
+    }
+
+    /// The client says `channel` has no trustworthy history (a "no history" LAST-APPLIED
+    /// answer, sent unasked once per heartbeat interval): replay that channel in full, unless
+    /// a full replay is already under way or the answer predates the last one we finished.
+    pub(super) fn on_client_unknown(&mut self, now_us: u64, channel: u32, seq: u64) {
+        let c = &self.chans[channel as usize];
+        if seq <= c.client_known_seq {
+            self.counters.rejected_stale_unknown += 1;
+            return;
+        }
+        if c.replay
+            .as_ref()
+            .is_some_and(|r| r.sections == ALL_SECTIONS_MASK)
+        {
+            return;
+        }
+        self.start_replay(now_us, channel, ALL_SECTIONS_MASK, true);
     }
 
     /// Replays the current state of `sections` of `channel` to its client.
