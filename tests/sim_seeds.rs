@@ -114,6 +114,24 @@ fn catches_bound_overrun() {
     assert_caught_by(InjectedBug::OverrunBound, &["inv8:"], 5000);
 }
 
+/// The old per-client NEEDS_TRANSFER rule: while any channel of a client waits for history,
+/// every channel of it is replayed in full, in-sync ones too. Only inv9 sees the waste.
+#[test]
+fn catches_replay_to_in_sync_client() {
+    assert_caught_by(InjectedBug::ReplayToInSyncClient, &["inv9:"], 5000);
+}
+
+/// The primary commits what the standby holds but has not applied: a takeover under a
+/// cutting policy may then discard a committed op.
+#[test]
+fn catches_commit_before_standby_applied() {
+    assert_caught_by(
+        InjectedBug::CommitBeforeStandbyApplied,
+        &["inv4:", "inv6:"],
+        5000,
+    );
+}
+
 #[test]
 fn a_seed_replays_exactly() {
     let opts = SimOptions::default();
@@ -149,6 +167,18 @@ fn joining_unit_votes_for_the_in_sync_standby() {
 #[test]
 fn a_delayed_heartbeat_no_longer_leaves_the_fabric_without_a_primary() {
     for seed in [7986, 114684] {
+        let r = run_seed(seed, &SimOptions::default());
+        assert!(r.violations.is_empty(), "seed {seed}: {:?}", r.violations);
+    }
+}
+
+/// One seed of each kind in issue 9's table that the client-history rules fixed: 130942 (a
+/// client rolled back by an older full replay of the same epoch, inv3), 160091 (a replay
+/// missing sections, inv7), 228183 (a restarted client fully replayed by the unfenced old
+/// primary, never corrected, inv5) and 72367 (a client never caught up after a full replay).
+#[test]
+fn client_history_seeds_of_issue_9_pass() {
+    for seed in [130942, 160091, 228183, 72367] {
         let r = run_seed(seed, &SimOptions::default());
         assert!(r.violations.is_empty(), "seed {seed}: {:?}", r.violations);
     }

@@ -59,6 +59,12 @@ pub enum InjectedBug {
     TwoPrimaries,
     /// A bound overrun: a configured limit is not enforced.
     OverrunBound,
+    /// The old per-client rule: a client heartbeat flagged NEEDS_TRANSFER (some channel has
+    /// no history) makes the primary replay every channel of that client in full, in-sync
+    /// ones too.
+    ReplayToInSyncClient,
+    /// The primary counts an op committed once the standby holds it, before it applied it.
+    CommitBeforeStandbyApplied,
 }
 
 /// Every injectable bug with its command-line name.
@@ -72,6 +78,11 @@ pub const INJECTED_BUGS: &[(&str, InjectedBug)] = &[
     ("drop-change", InjectedBug::DropChange),
     ("two-primaries", InjectedBug::TwoPrimaries),
     ("overrun-bound", InjectedBug::OverrunBound),
+    ("replay-in-sync", InjectedBug::ReplayToInSyncClient),
+    (
+        "commit-before-apply",
+        InjectedBug::CommitBeforeStandbyApplied,
+    ),
 ];
 
 impl InjectedBug {

@@ -3,7 +3,7 @@
 
 use super::world::World;
 use crate::proto::state::ChannelState;
-use crate::proto::{OpStatus, Role};
+use crate::proto::{NodeId, OpStatus, Role};
 use crate::wire::Entry;
 
 impl World {
@@ -62,6 +62,45 @@ impl World {
         let marks: Vec<((u32, u64), u64)> = self.marks.iter().map(|(&k, &v)| (k, v)).collect();
         for ((ch, epoch), through) in marks {
             self.check_commit_kept(p, ch, epoch, through);
+        }
+    }
+
+    /// Records, after each step of client `i`, which of its channels are without history
+    /// (for inv9).
+    pub(super) fn note_client_unknown(&mut self, i: usize) {
+        let Some(cl) = self.client(i) else { return };
+        let id = cl.id;
+        let unknown: Vec<u32> = cl.channels().filter(|&ch| cl.is_unknown(ch)).collect();
+        for ch in unknown {
+            self.client_unknown_us.insert((id, ch), self.now_us);
+        }
+    }
+
+    /// inv9: a replay goes only to a client out of sync. Outside a takeover (whose cut decides
+    /// its replays, inv7), the primary replays a channel only when the client said it has no
+    /// history (it was unknown within one network delay) or holds state from another epoch
+    /// than the primary's (a restarted client replayed by an older primary). A replay to a
+    /// client in sync on that channel resends what it has: wasted, and a sign the primary
+    /// misreads its clients.
+    pub(super) fn check_replay_target(&mut self, p: usize, channel: u32, client: NodeId) {
+        let primary = self.cu(p).expect("replay from a live unit");
+        let (unit, epoch) = (primary.id, primary.epoch());
+        if self.failover_resolved.remove(&(unit, channel)) {
+            return;
+        }
+        let recent_us = self.net.max_delay_us() + self.cfg.tick_us;
+        let unknown_recently = self
+            .client_unknown_us
+            .get(&(client, channel))
+            .is_some_and(|&t| t + recent_us >= self.now_us);
+        let other_epoch = self
+            .client_track
+            .get(&(client, channel))
+            .is_none_or(|t| t.last_op.is_none() || t.last_epoch != epoch);
+        if !unknown_recently && !other_epoch {
+            self.violation(format!(
+                "inv9: cu {unit} replays ch {channel} to client {client}, which is in sync on it (epoch {epoch:#x})"
+            ));
         }
     }
 

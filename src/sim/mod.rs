@@ -49,6 +49,12 @@ pub fn caught_by(bug: InjectedBug) -> &'static str {
         InjectedBug::StandbySkipApply => "the standby skips every 500th op's content: inv5 or inv7",
         InjectedBug::TwoPrimaries => "a primary keeps acting after hearing a higher epoch: inv6",
         InjectedBug::OverrunBound => "the primary retains past window_ops: inv8",
+        InjectedBug::ReplayToInSyncClient => {
+            "a client with any channel unknown is replayed on every channel: inv9"
+        }
+        InjectedBug::CommitBeforeStandbyApplied => {
+            "commit counts ops the standby only holds: inv4 or inv6"
+        }
         _ => "not a simulator plant",
     }
 }

@@ -119,6 +119,11 @@ impl Net {
         }
     }
 
+    /// The longest a datagram can spend in flight.
+    pub fn max_delay_us(&self) -> u64 {
+        self.profile.base_delay_us + self.profile.jitter_us
+    }
+
     pub fn next_at(&self) -> Option<u64> {
         self.queue.peek().map(|r| r.0.at_us)
     }

@@ -67,6 +67,10 @@ pub(super) struct World {
     pub acked_hw: HashMap<(u32, u64), u64>,
     pub max_epoch_rx: HashMap<NodeId, u64>,
     pub resolutions: HashMap<u32, (Resolution, u64)>,
+    /// inv9: when each client channel was last seen without history, by (client, channel).
+    pub client_unknown_us: HashMap<(NodeId, u32), u64>,
+    /// inv9: channels a takeover resolved and may replay as it finishes, by (unit, channel).
+    pub failover_resolved: HashSet<(NodeId, u32)>,
     buf: Vec<u8>,
 }
 
@@ -165,6 +169,7 @@ impl World {
             let Some(e) = e else { break };
             self.on_event(i, e);
         }
+        self.note_client_unknown(i);
         if let Some(c) = self.cu(i)
             && c.role() == Role::Primary
         {
@@ -288,6 +293,7 @@ impl World {
                 ..
             } => {
                 self.resolutions.insert(channel, (resolution, cut));
+                self.failover_resolved.insert((id, channel));
                 if let (Some(c), Event::ChannelResolved { held, .. }) = (self.cu(i), e) {
                     self.cuts.insert((channel, c.epoch()), (cut, held));
                 }
@@ -306,6 +312,7 @@ impl World {
             ),
             Event::TookOver { .. } => {
                 self.report.failovers += 1;
+                self.failover_resolved.retain(|&(n, _)| n != id);
                 let cu = self.cu(i).expect("event from a live control unit");
                 let overhead = size_of::<crate::wire::BulkEntry>() as u64 + 4;
                 let full: u64 = (0..self.cfg.topology.channels() as u32)
@@ -367,6 +374,7 @@ impl World {
         self.report.replay_bytes += bytes;
         self.report.replay_full_equiv_bytes += full_bytes;
         self.trace(|| format!("replay ch {channel} -> client {client}: sections {sections:#x} full={full} bytes {bytes} (full {full_bytes}) base {base_op}"));
+        self.check_replay_target(i, channel, client);
         // inv7: the replay covers every section in which the client differs, and a selective
         // replay marks only sections touched by ops the client applied above the cut.
         let ci = self.node_index(client);
@@ -887,6 +895,8 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> RunReport {
         acked_hw: HashMap::new(),
         max_epoch_rx: HashMap::new(),
         resolutions: HashMap::new(),
+        client_unknown_us: HashMap::new(),
+        failover_resolved: HashSet::new(),
         buf: Vec::new(),
     };
     let head = format!(

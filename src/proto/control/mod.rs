@@ -731,7 +731,7 @@ impl ControlUnit {
             if epoch < self.epoch {
                 self.client_hb_due[ci] = true;
             }
-            self.on_client_boot(now_us, ci, hb.target.get());
+            self.on_client_boot(now_us, ci, hb.target.get(), hb.flags);
         }
         if epoch < self.epoch {
             if frame.msgs().any(|m| !matches!(m, Msg::Heartbeat(_))) {

@@ -225,7 +225,14 @@ impl ControlUnit {
             if p.seen_mask != self.sync_mask {
                 return;
             }
-            low = low.min(p.chans[channel as usize].applied);
+            let pc = &p.chans[channel as usize];
+            low = low.min(
+                if self.cfg.inject == InjectedBug::CommitBeforeStandbyApplied {
+                    pc.held
+                } else {
+                    pc.applied
+                },
+            );
         }
         let c = &mut self.chans[channel as usize];
         let through = low.min(c.next_op - 1).min(c.client_acked);
@@ -435,7 +442,24 @@ impl ControlUnit {
     /// life of the client: whatever we knew of its channels is void, and what it holds came
     /// from somewhere else (say, a stale primary that replayed to it). The primary replays
     /// all its channels in full; a candidate replays in full those it already resolved.
-    pub(super) fn on_client_boot(&mut self, now_us: u64, ci: usize, boot: u32) {
+    pub(super) fn on_client_boot(&mut self, now_us: u64, ci: usize, boot: u32, flags: u8) {
+        if self.cfg.inject == InjectedBug::ReplayToInSyncClient
+            && self.role == Role::Primary
+            && flags & HB_FLAG_NEEDS_TRANSFER != 0
+        {
+            // The plant (the old per-client rule): a client with any channel unknown gets a
+            // full replay of every channel not already being replayed in full.
+            for k in 0..self.client_chans[ci].len() {
+                let ch = self.client_chans[ci][k];
+                let c = &self.chans[ch as usize];
+                if c.replay
+                    .as_ref()
+                    .is_none_or(|r| r.sections != ALL_SECTIONS_MASK)
+                {
+                    self.start_replay(now_us, ch, ALL_SECTIONS_MASK, true);
+                }
+            }
+        }
         let prev = self.client_boot[ci].replace(boot);
         if prev.is_none_or(|b| b == boot) {
             return;
