@@ -256,3 +256,26 @@ fn one_forged_client_datagram_does_not_demote_the_primary() {
     };
     assert!(p.submit(5_000, 0, &[e]).is_ok());
 }
+
+/// A primary heartbeat delayed past a newer one of the same epoch is stale. It used to
+/// overwrite the sync set the standby knew: a standby that had just learnt it joined forgot
+/// it, and when the primary then crashed no unit was eligible, for good (seed 1084072).
+#[test]
+fn a_delayed_primary_heartbeat_does_not_roll_back_the_sync_set() {
+    let mut s = ControlUnit::new(config(), 2, true, 9, 0);
+    let frame = |seq: u64, mask: u32, version: u16| {
+        let mut buf = vec![0u8; 256];
+        let mut fb = FrameBuilder::new(&mut buf, 1, INITIAL_EPOCH, seq);
+        let mut hb = heartbeat(ROLE_PRIMARY, 0, mask, 0);
+        hb.reserved = version.into();
+        assert!(fb.push(Kind::Heartbeat, &hb));
+        let len = fb.finish();
+        buf.truncate(len);
+        buf
+    };
+    s.handle_datagram(1_000, &frame(10, 0b10, 3));
+    assert!(s.is_eligible(), "announced in the sync set");
+    s.handle_datagram(1_100, &frame(4, 0b00, 2));
+    assert!(s.is_eligible(), "the older announcement is ignored");
+    assert_eq!(s.counters.rejected_stale_heartbeats, 1);
+}

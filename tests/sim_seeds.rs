@@ -163,10 +163,13 @@ fn joining_unit_votes_for_the_in_sync_standby() {
 
 /// Seeds 7986 (two units) and 114684 (three units) left the fabric without a primary for
 /// good: a standby's NEEDS_TRANSFER heartbeat, delayed past the end of its transfer, dropped it
-/// from the sync set just before the primary crashed. Stale heartbeats are now ignored.
+/// from the sync set just before the primary crashed. Stale heartbeats are now ignored: older
+/// than a heartbeat taken from the same life (7986, 114684) or than any later frame of it,
+/// such as the transfer ack that completed the join (54174); and a primary's heartbeat older
+/// than one taken in its epoch, which rolled back the sync set a standby knew (1084072).
 #[test]
 fn a_delayed_heartbeat_no_longer_leaves_the_fabric_without_a_primary() {
-    for seed in [7986, 114684] {
+    for seed in [7986, 114684, 54174, 1084072] {
         let r = run_seed(seed, &SimOptions::default());
         assert!(r.violations.is_empty(), "seed {seed}: {:?}", r.violations);
     }

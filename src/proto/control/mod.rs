@@ -54,6 +54,10 @@ struct Peer {
     /// `(boot ID, packet sequence)` of the newest standby heartbeat taken from this unit: an
     /// older one of the same life (delayed or reordered) is stale and ignored.
     hb_order: Option<(u32, u64)>,
+    /// `(epoch, packet sequence)` of the newest primary heartbeat taken from this unit: an
+    /// epoch has one primary life, so an older one of the same epoch is stale (acting on it
+    /// would, say, roll back the sync set this standby knows it is in).
+    primary_hb_order: Option<(u64, u64)>,
     /// Primary: transfer in progress towards this standby, one channel at a time.
     xfer: Option<BulkTx>,
     transferring: bool,
@@ -275,6 +279,7 @@ impl ControlUnit {
                 vote: 0,
                 boot_id: 0,
                 hb_order: None,
+                primary_hb_order: None,
                 xfer: None,
                 transferring: false,
                 chans: (0..chans.len())
@@ -581,7 +586,7 @@ impl ControlUnit {
         let epoch = frame.epoch();
         // Liveness and heartbeat facts are taken from any epoch: a restarted node has none.
         if let Some(hb) = crate::proto::first_heartbeat(frame, &mut self.counters) {
-            if self.heartbeat_is_stale(pi, &hb, frame.packet_seq()) {
+            if self.heartbeat_is_stale(pi, &hb, epoch, frame.packet_seq()) {
                 self.counters.rejected_stale_heartbeats += 1;
             } else {
                 self.on_cu_heartbeat(now_us, pi, &hb, epoch);
@@ -602,6 +607,19 @@ impl ControlUnit {
         if standby {
             self.primary_last_rx_us = now_us;
             self.heard_primary = true;
+        }
+        // Any frame of a unit orders its heartbeats: one sent before this frame is stale
+        // (say, a NEEDS_TRANSFER sent before the transfer ack that completed the join).
+        let seq = frame.packet_seq();
+        let p = &mut self.peers[pi];
+        if from_primary {
+            if let Some((e, s)) = &mut p.primary_hb_order
+                && *e == epoch
+            {
+                *s = (*s).max(seq);
+            }
+        } else if let Some((_, s)) = &mut p.hb_order {
+            *s = (*s).max(seq);
         }
         // A standby stores each update and prefetches its state slots; load the section
         // headers those prefetches read a few messages earlier.
@@ -666,13 +684,20 @@ impl ControlUnit {
     /// A non-primary's heartbeat older than one already taken from the same life of that unit
     /// (its boot ID, carried in `target`) is stale: acting on it would, say, drop a standby
     /// that finished its transfer since it asked for one. Packet sequence numbers increase per
-    /// sender, so order within a life is exact; a new life starts afresh.
-    fn heartbeat_is_stale(&mut self, pi: usize, hb: &HeartbeatBody, seq: u64) -> bool {
+    /// sender, so order within a life is exact; a new life starts afresh. A primary's
+    /// heartbeat is ordered within its epoch (one life per epoch).
+    fn heartbeat_is_stale(&mut self, pi: usize, hb: &HeartbeatBody, epoch: u64, seq: u64) -> bool {
+        let p = &mut self.peers[pi];
         if hb.role == crate::wire::ROLE_PRIMARY {
+            if p.primary_hb_order
+                .is_some_and(|(e, s)| e == epoch && seq <= s)
+            {
+                return true;
+            }
+            p.primary_hb_order = Some((epoch, seq));
             return false;
         }
         let boot = hb.target.get();
-        let p = &mut self.peers[pi];
         if p.hb_order.is_some_and(|(b, s)| b == boot && seq <= s) {
             return true;
         }

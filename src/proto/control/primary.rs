@@ -436,8 +436,6 @@ impl ControlUnit {
         self.next_transfer_channel(now_us, pi, channel + 1);
     }
 
-    /// Full replay of every channel of `client` (it restarted without state). `restart`
-    /// replaces replays already under way (they were for a previous life of the client).
     /// A client heartbeat carries the client's boot ID. A new one (after one we knew) is a new
     /// life of the client: whatever we knew of its channels is void, and what it holds came
     /// from somewhere else (say, a stale primary that replayed to it). The primary replays
