@@ -62,6 +62,7 @@ fn client_frame(
             flags: LA_FLAG_UNKNOWN.into(),
             last_applied: 0.into(),
             cookie_above: ALL_SECTIONS_MASK.into(),
+            data_epoch: 0.into(),
         };
         assert!(fb.push(Kind::LaReply, &r));
     }

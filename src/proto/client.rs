@@ -19,11 +19,17 @@ struct Chan {
     applied: u64,
     /// No trustworthy history (fresh start, or a replay was cut short): needs a full replay.
     unknown: bool,
+    /// Epoch of the frame that gave us `applied` (reported in LAST-APPLIED answers).
+    data_epoch: u64,
     /// Cookies of recently applied ops, `op % len`; valid for ops `>= cookies_from`.
     cookies: Vec<u64>,
     cookies_from: u64,
     replay: Option<BulkRx>,
     last_replay_done: Option<u32>,
+    /// Newest replay stream begun in this epoch. A primary numbers its streams in increasing
+    /// order, so a BEGIN of an older one is a replay it replaced, still in flight: taking it
+    /// after the newer one finished would roll the channel back.
+    newest_stream: Option<u32>,
     ack_dirty: bool,
     nack: Option<(u64, u64)>,
     last_nack_us: u64,
@@ -85,10 +91,12 @@ impl Client {
                     state: ChannelState::default(),
                     applied: 0,
                     unknown: fresh,
+                    data_epoch: if fresh { 0 } else { INITIAL_EPOCH },
                     cookies: vec![0; window],
                     cookies_from: 1,
                     replay: None,
                     last_replay_done: None,
+                    newest_stream: None,
                     ack_dirty: false,
                     nack: None,
                     last_nack_us: 0,
@@ -259,6 +267,7 @@ impl Client {
             c.ack_dirty = true;
             // Stream IDs are only unique per primary: forget the old primary's streams.
             c.last_replay_done = None;
+            c.newest_stream = None;
             c.replay_done_ack = false;
             c.generation = 0;
         }
@@ -295,6 +304,7 @@ impl Client {
                 }
             }
             c.applied = op;
+            c.data_epoch = epoch;
             c.cookies[(op % window) as usize] = u.cookie();
             c.ack_dirty = true;
             c.nack = None;
@@ -330,6 +340,7 @@ impl Client {
                 flags: 0.into(),
                 last_applied: c.applied.into(),
                 cookie_above: c.cookie_above(q.op.get()).into(),
+                data_epoch: c.data_epoch.into(),
             }
         });
     }
@@ -344,6 +355,13 @@ impl Client {
         if c.replay.is_some_and(|r| r.stream == stream) || c.last_replay_done == Some(stream) {
             return;
         }
+        // Streams wrap: "older" is a negative difference as a signed 32-bit number.
+        if c.newest_stream
+            .is_some_and(|n| (stream.wrapping_sub(n) as i32) < 0)
+        {
+            self.counters.rejected_stale_epoch += 1;
+            return;
+        }
         let Some(rx) = BulkRx::begin(b, sender) else {
             self.counters.rejected_unexpected += 1;
             return;
@@ -354,6 +372,7 @@ impl Client {
         }
         c.state.clear_sections(rx.sections);
         c.replay = Some(rx);
+        c.newest_stream = Some(stream);
     }
 
     fn on_replay_end(&mut self, e: &BulkEnd, epoch: u64) {
@@ -377,6 +396,7 @@ impl Client {
         c.replay_done_ack = true;
         c.generation = r.stream;
         c.applied = r.base_op;
+        c.data_epoch = epoch;
         c.unknown = false;
         c.cookies_from = r.base_op + 1;
         c.ack_dirty = true;
@@ -513,6 +533,7 @@ fn unknown_reply(channel: u32, applied: u64) -> LaReplyBody {
         flags: LA_FLAG_UNKNOWN.into(),
         last_applied: applied.into(),
         cookie_above: ALL_SECTIONS_MASK.into(),
+        data_epoch: 0.into(),
     }
 }
 

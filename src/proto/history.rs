@@ -100,6 +100,17 @@ impl History {
         self.segments.clear();
     }
 
+    /// Whether op `op` as the primary of `epoch` sent it is the op this history keeps at that
+    /// position: `epoch` is one of our segments and the next one (if any) starts above `op`
+    /// (a later takeover kept everything of `epoch`'s lineage below its start). False when
+    /// the history does not reach `epoch`: then nobody can say.
+    pub fn agrees_with(&self, epoch: u64, op: u64) -> bool {
+        let Some(k) = self.segments.iter().position(|&(e, _)| e == epoch) else {
+            return false;
+        };
+        self.segments.get(k + 1).is_none_or(|&(_, next)| op < next)
+    }
+
     /// The epoch in which the op kept at position `op` was assigned, if history reaches it.
     pub fn epoch_at(&self, op: u64) -> Option<u64> {
         self.segments

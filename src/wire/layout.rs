@@ -197,6 +197,9 @@ pub struct LaReplyBody {
     pub last_applied: U64,
     /// Union of the cookies of ops the client applied above the queried op.
     pub cookie_above: U64,
+    /// Epoch of the primary whose frame gave the client `last_applied` (an update or the end
+    /// of a replay): op IDs are reused after a cut, so the op alone does not say which op it is.
+    pub data_epoch: U64,
 }
 
 /// REPLAY_BEGIN and XFER_BEGIN.

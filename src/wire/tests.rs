@@ -467,7 +467,7 @@ const FIXED_KINDS: [(Kind, usize); 14] = [
     (Kind::Nack, 24),
     (Kind::Heartbeat, 16),
     (Kind::LaQuery, 16),
-    (Kind::LaReply, 24),
+    (Kind::LaReply, 32),
     (Kind::ReplayBegin, 32),
     (Kind::ReplayEnd, 24),
     (Kind::ReplayAck, 16),
@@ -565,7 +565,7 @@ fn layout_sizes_and_offsets_match_protocol_doc() {
     ];
     assert_eq!(hb, [0, 1, 2, 4, 8, 12]);
 
-    assert_eq!(size_of::<LaReplyBody>(), 24);
+    assert_eq!(size_of::<LaReplyBody>(), 32);
     let la = [
         offset_of!(LaReplyBody, channel),
         offset_of!(LaReplyBody, flags),
@@ -743,6 +743,7 @@ fn round_trip_every_kind_field_by_field() {
         flags: LA_FLAG_UNKNOWN.into(),
         last_applied: 7.into(),
         cookie_above: 3.into(),
+        data_epoch: 0x201.into(),
     };
     assert!(b.push(Kind::LaReply, &la));
     let begin = BulkBegin {

@@ -38,6 +38,10 @@ impl ControlUnit {
         for p in &mut self.peers {
             p.hb_due = true;
         }
+        // Client lives (boot IDs) count from this epoch on: one learnt in an earlier epoch
+        // would make a client that restarted since, and was replayed by another primary,
+        // look freshly restarted.
+        self.client_boot.iter_mut().for_each(|b| *b = None);
         self.events.push(Event::FailoverStarted {
             epoch: self.epoch,
             operator,
@@ -91,8 +95,14 @@ impl ControlUnit {
         let floor = applied.max(pre_top);
         // The highest op we can keep: held in the ring, or inside a transferred snapshot.
         let held = self.chans[ci].held_top();
-        let reply = reply
-            .filter(|r| r.flags.get() & LA_FLAG_UNKNOWN == 0 && r.last_applied.get() >= applied);
+        // A client whose last op came from an epoch outside our lineage, or from a stretch of
+        // it a later takeover cut, holds ops we do not: its history is unknown to us.
+        let history = &self.chans[ci].history;
+        let reply = reply.filter(|r| {
+            r.flags.get() & LA_FLAG_UNKNOWN == 0
+                && r.last_applied.get() >= applied
+                && history.agrees_with(r.data_epoch.get(), r.last_applied.get())
+        });
         let (resolution, cut, replay) = match reply {
             Some(r) if r.last_applied.get() <= held => {
                 let n = r.last_applied.get();
