@@ -279,3 +279,46 @@ fn a_delayed_primary_heartbeat_does_not_roll_back_the_sync_set() {
     assert!(s.is_eligible(), "the older announcement is ignored");
     assert_eq!(s.counters.rejected_stale_heartbeats, 1);
 }
+
+/// Issue 9: a restarted control unit voted with the default sync-set view it was built with.
+/// With three units one vote is a majority, so a standby cut off long ago (S1) could be
+/// elected on the restarted primary's vote and lose ops committed with the other standby.
+/// A restarted unit has no view of the sync set in this life: it casts no vote.
+#[test]
+fn a_restarted_unit_casts_no_vote() {
+    let cfg = ProtoConfig::new(Topology {
+        control_units: vec![1, 2, 3],
+        clients: vec![100],
+        channel_owner: vec![100],
+        submitters: vec![],
+    });
+    // The old primary (cu 1) restarted; S1 (cu 2) lost the primary and votes for itself.
+    let mut p = ControlUnit::new(cfg, 1, false, 2, 0);
+    let mut out = vec![0u8; 2048];
+    let mut t = 0;
+    while t <= 300_000 {
+        let mut buf = vec![0u8; 256];
+        let mut fb = FrameBuilder::new(&mut buf, 2, INITIAL_EPOCH, t + 1);
+        let mut hb = heartbeat(
+            ROLE_STANDBY,
+            statesync::wire::HB_FLAG_JOINED | statesync::wire::HB_FLAG_PRIMARY_LOST,
+            0b110,
+            9,
+        );
+        hb.vote = 2.into();
+        assert!(fb.push(Kind::Heartbeat, &hb));
+        let len = fb.finish();
+        p.handle_datagram(t, &buf[..len]);
+        p.handle_timeout(t);
+        while let Some(tx) = p.poll_transmit(t, &mut out) {
+            let frame = statesync::wire::FrameReader::new(&out[..tx.len]).expect("valid frame");
+            for m in frame.msgs() {
+                if let statesync::wire::Msg::Heartbeat(h) = m {
+                    assert_eq!(h.vote.get(), 0, "at {t} us: the restarted unit voted");
+                }
+            }
+        }
+        t += 1_000;
+    }
+    assert_eq!(p.role(), Role::Joining);
+}

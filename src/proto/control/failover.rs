@@ -232,6 +232,7 @@ impl ControlUnit {
         }
         self.client_hb_due.iter_mut().for_each(|d| *d = true);
         self.role = Role::Primary;
+        self.has_view = true;
         self.timing.finished_us = Some(now_us);
         self.events.push(Event::TookOver { epoch });
         self.events.push(Event::RoleChanged {

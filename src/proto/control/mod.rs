@@ -215,6 +215,11 @@ pub struct ControlUnit {
     /// Standby: the sync set the primary last announced, and its version.
     seen_mask: u32,
     seen_version: u16,
+    /// This life of the node has known a sync set: the configured initial one (a unit present
+    /// from the start), one a primary announced, or its own as primary. Only such a unit
+    /// votes: a restarted one knows nothing of what was committed with whom, and its vote
+    /// could elect a standby cut off long ago.
+    has_view: bool,
     /// Standby: when the primary's silence is counted from (its last frame; before any, the
     /// start-up grace, see [`ControlUnit::note_driven`]).
     primary_last_rx_us: u64,
@@ -311,6 +316,7 @@ impl ControlUnit {
             announced_mask: all_mask & !(1 << index),
             seen_mask: all_mask & !1,
             seen_version: 0,
+            has_view: initial,
             primary_last_rx_us: now_us,
             heard_primary: false,
             driven: false,
@@ -669,6 +675,7 @@ impl ControlUnit {
         {
             self.seen_mask = hb.sync_mask.get();
             self.seen_version = hb.reserved.get();
+            self.has_view = true;
             if hb.flags & crate::wire::HB_FLAG_SWITCHOVER != 0
                 && hb.target.get() == self.id
                 && self.is_eligible()

@@ -204,7 +204,7 @@ impl ControlUnit {
         let timeout = self.cfg.failover_timeout_us;
         self.primary_lost = now_us >= self.primary_last_rx_us + timeout;
         self.vote = 0;
-        if !self.primary_lost {
+        if !self.primary_lost || !self.has_view {
             return;
         }
         let alive = |t: Option<u64>| t.is_some_and(|t| now_us < t + timeout);
@@ -235,8 +235,11 @@ impl ControlUnit {
             .iter()
             .enumerate()
             .filter(|(i, p)| {
+                // A vote counts only from a peer of our epoch whose view of the sync set is
+                // at least as new as ours (versions wrap: compared as signed differences).
                 *i != self.index
                     && alive(p.last_rx_us)
+                    && p.epoch == self.epoch
                     && p.flags & HB_FLAG_PRIMARY_LOST != 0
                     && p.vote == self.id
             })
