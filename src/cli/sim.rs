@@ -2,7 +2,7 @@
 //! failing seed's trace on any violation.
 
 use crate::proto::{INJECTED_BUGS, InjectedBug};
-use crate::sim::{RunReport, SimOptions, Totals, run_seed};
+use crate::sim::{FaultKinds, RunReport, SimOptions, Totals, run_seed};
 use std::process::ExitCode;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +34,14 @@ pub struct SimArgs {
     /// Also trace every submit and apply on this channel.
     #[arg(long)]
     pub trace_channel: Option<u32>,
+    /// Also run the fault kinds that are off by default because they expose protocol
+    /// failures (see `FaultKinds::extended`).
+    #[arg(long)]
+    pub extended_faults: bool,
+    /// Run exactly these issue-9 fault kinds instead (comma-separated: none, all, one-way,
+    /// delay-spikes, corrupt, liar, second-cu, candidate-crash); `none` replays the original schedule.
+    #[arg(long, value_parser = crate::sim::FaultKinds::parse)]
+    pub faults: Option<crate::sim::FaultKinds>,
 }
 
 /// The bugs the simulator can plant, from the one table of names (`INJECTED_BUGS`), so the
@@ -60,6 +68,11 @@ pub fn run_seeds(
         verbose: args.verbose,
         fault_phase_us: args.fault_ms * 1000,
         trace_channel: args.trace_channel,
+        faults: match args.faults {
+            Some(k) => k,
+            None if args.extended_faults => FaultKinds::extended(),
+            None => FaultKinds::default_on(),
+        },
         ..Default::default()
     };
     let threads = if args.verbose {

@@ -99,7 +99,7 @@ impl World {
             .is_none_or(|t| t.last_op.is_none() || t.last_epoch != epoch);
         if !unknown_recently && !other_epoch {
             self.violation(format!(
-                "inv9: cu {unit} replays ch {channel} to client {client}, which is in sync on it (epoch {epoch:#x})"
+                "inv9: cu {unit} replays ch {channel} to client {client} in sync on it (epoch {epoch:#x})"
             ));
         }
     }

@@ -14,6 +14,124 @@ pub use world::run_seed;
 
 use crate::proto::{CutPolicy, InjectedBug};
 
+/// The fault kinds added for issue 9 ("the simulator finds what it missed"), each of which can
+/// be switched off. With every one off the run draws exactly what it drew before they existed,
+/// so a seed then replays the original schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultKinds {
+    /// One-way partitions: a→b dropped while b→a flows (single links, and a node that can
+    /// only send or only receive).
+    pub one_way: bool,
+    /// Delay spikes of 1–5 heartbeat intervals: single datagrams, and every datagram of a link
+    /// for a while, so they arrive reordered and stale.
+    pub delay_spikes: bool,
+    /// Corrupted datagrams: truncated, random garbage, or a bit flipped in a header field the
+    /// frame decoder checks (never in values, epochs or op IDs: see `net.rs`).
+    pub corrupt: bool,
+    /// For some seeds one line card lies, in well-formed frames, about its own channels until
+    /// the end of the fault phase, when it is replaced by an honest one.
+    pub liar: bool,
+    /// A second control-unit fault (crash or isolation) while another unit is down,
+    /// re-joining or cut off, only while a live in-sync standby (or, for a standby's fault,
+    /// the primary) holds every committed op. Half the three-unit draws get four units.
+    pub second_cu: bool,
+    /// A crash of a failover's candidate while it queries or resolves, or of the new primary
+    /// while it still replays that failover, only while another live in-sync standby holds
+    /// every committed op. Half the three-unit draws get four units.
+    pub candidate_crash: bool,
+}
+
+impl FaultKinds {
+    /// Only the original fault schedule.
+    pub const NONE: FaultKinds = FaultKinds {
+        one_way: false,
+        delay_spikes: false,
+        corrupt: false,
+        liar: false,
+        second_cu: false,
+        candidate_crash: false,
+    };
+    /// Every fault kind, including those behind `--extended-faults`.
+    pub const ALL: FaultKinds = FaultKinds {
+        one_way: true,
+        delay_spikes: true,
+        corrupt: true,
+        liar: true,
+        second_cu: true,
+        candidate_crash: true,
+    };
+    /// The names `--faults` takes.
+    pub const NAMES: &[&str] = &[
+        "one-way",
+        "delay-spikes",
+        "corrupt",
+        "liar",
+        "second-cu",
+        "candidate-crash",
+    ];
+
+    /// The kinds on by default: those that passed 2,000 seeds, alone and together, with no
+    /// violation.
+    pub fn default_on() -> Self {
+        FaultKinds {
+            one_way: false,
+            delay_spikes: false,
+            corrupt: false,
+            liar: true,
+            second_cu: true,
+            candidate_crash: false,
+        }
+    }
+
+    /// Every kind, with those that `--extended-faults` adds to the default: they expose
+    /// protocol failures, so they stay off until `proto` is fixed.
+    /// - `one-way`: an operator switchover to a standby the primary cannot hear (mute): the
+    ///   primary drops it and keeps committing with the other standby while the target takes
+    ///   over without those ops (inv4/inv6; seeds 154 and 1601 of `--faults one-way`).
+    /// - `candidate-crash`: every other control unit discards its state for a transfer as soon
+    ///   as it hears the candidate's epoch, so a crash of the candidate (or of the new primary
+    ///   before anyone re-joined) leaves no unit with state, hence no primary for good (inv5);
+    ///   and a client whose roll-back replay died with that primary is later resolved as
+    ///   `Behind` on ops the next primary never held (inv7, seed 1046).
+    /// - `delay-spikes`: a primary heartbeat delayed past a newer one still sets a standby's
+    ///   view of the sync set; a standby that just joined reads the stale mask, believes it is
+    ///   not in the set, and never takes over when the primary then crashes (inv5: no primary,
+    ///   seed 585 of the default run with spikes on).
+    /// - `corrupt`: every mangled frame is rejected, but the changed trajectory reaches the same
+    ///   `Behind` misresolution of a client that missed a whole epoch (inv7, seed 955).
+    pub fn extended() -> Self {
+        FaultKinds::ALL
+    }
+
+    pub fn any(&self) -> bool {
+        *self != FaultKinds::NONE
+    }
+
+    /// Parses a comma-separated list of names (or `none`, `all`).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut k = FaultKinds::NONE;
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "none" => {}
+                "all" => k = FaultKinds::ALL,
+                "one-way" => k.one_way = true,
+                "delay-spikes" => k.delay_spikes = true,
+                "corrupt" => k.corrupt = true,
+                "liar" => k.liar = true,
+                "second-cu" => k.second_cu = true,
+                "candidate-crash" => k.candidate_crash = true,
+                _ => {
+                    return Err(format!(
+                        "unknown fault kind '{name}' (none|all|{})",
+                        FaultKinds::NAMES.join("|")
+                    ));
+                }
+            }
+        }
+        Ok(k)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SimOptions {
     pub inject: InjectedBug,
@@ -24,6 +142,8 @@ pub struct SimOptions {
     pub trace_lines: usize,
     /// Also trace every submit and apply on this channel.
     pub trace_channel: Option<u32>,
+    /// The issue-9 fault kinds in force (see [`FaultKinds`]).
+    pub faults: FaultKinds,
 }
 
 impl Default for SimOptions {
@@ -34,6 +154,7 @@ impl Default for SimOptions {
             fault_phase_us: 2_000_000,
             trace_lines: 400,
             trace_channel: None,
+            faults: FaultKinds::default_on(),
         }
     }
 }
@@ -95,6 +216,28 @@ pub struct RunReport {
     /// Takeovers elected while every other control unit was down or joining: a joining unit's
     /// vote made the majority.
     pub joining_vote_takeovers: u64,
+    /// One-way cuts (single links, and nodes made deaf or mute).
+    pub oneway_partitions: u64,
+    /// Links slowed by 1–5 heartbeat intervals for a while.
+    pub slow_links: u64,
+    /// Datagrams held back by a spike (single or on a slowed link).
+    pub spiked_datagrams: u64,
+    /// Datagrams truncated at a random length.
+    pub truncated_frames: u64,
+    /// Datagrams with a bit flipped in a checked header field.
+    pub bit_flipped_frames: u64,
+    /// Random garbage datagrams sent.
+    pub garbage_frames: u64,
+    /// The lying line card of this seed, if any.
+    pub liar: Option<u32>,
+    /// Messages the liar sent with a lie in them.
+    pub lies: u64,
+    /// Violations of inv1/inv3/inv5/inv7 on the liar's own channels, exempt while it lies.
+    pub liar_exempt_violations: u64,
+    /// Control-unit crashes or isolations while another unit was down, re-joining or cut off.
+    pub second_cu_faults: u64,
+    /// Crashes of a failover's candidate (querying, resolving) or new primary (replaying).
+    pub candidate_crashes: [u64; 3],
 }
 
 impl RunReport {
@@ -122,7 +265,13 @@ impl RunReport {
             } else {
                 format!("{} VIOLATIONS", self.violations.len())
             }
-        )
+        ) + &match self.liar {
+            Some(id) => format!(
+                " | liar {id}: {} lies, {} exempt",
+                self.lies, self.liar_exempt_violations
+            ),
+            None => String::new(),
+        }
     }
 }
 
@@ -142,6 +291,17 @@ pub struct Totals {
     pub full_resync_bytes: u64,
     pub committed_checked: u64,
     pub submitted: u64,
+    pub four_unit_seeds: u64,
+    pub oneway_partitions: u64,
+    pub slow_links: u64,
+    pub spiked_datagrams: u64,
+    pub corrupted_frames: u64,
+    pub garbage_frames: u64,
+    pub liar_seeds: u64,
+    pub lies: u64,
+    pub liar_exempt_violations: u64,
+    pub second_cu_faults: u64,
+    pub candidate_crashes: [u64; 3],
 }
 
 impl Totals {
@@ -161,6 +321,19 @@ impl Totals {
         self.full_resync_bytes += r.full_resync_bytes;
         self.committed_checked += r.committed_checked;
         self.submitted += r.submitted;
+        self.four_unit_seeds += (r.control_units == 4) as u64;
+        self.oneway_partitions += r.oneway_partitions;
+        self.slow_links += r.slow_links;
+        self.spiked_datagrams += r.spiked_datagrams;
+        self.corrupted_frames += r.truncated_frames + r.bit_flipped_frames;
+        self.garbage_frames += r.garbage_frames;
+        self.liar_seeds += r.liar.is_some() as u64;
+        self.lies += r.lies;
+        self.liar_exempt_violations += r.liar_exempt_violations;
+        self.second_cu_faults += r.second_cu_faults;
+        for k in 0..3 {
+            self.candidate_crashes[k] += r.candidate_crashes[k];
+        }
     }
 }
 
@@ -198,6 +371,29 @@ impl std::fmt::Display for Totals {
             ratio(self.replay_bytes, self.full_resync_bytes)
         )?;
         writeln!(f, "changes submitted:        {}", self.submitted)?;
+        writeln!(
+            f,
+            "extra faults:             {} one-way cuts, {} slow links, {} spiked datagrams, {} corrupted and {} garbage datagrams",
+            self.oneway_partitions,
+            self.slow_links,
+            self.spiked_datagrams,
+            self.corrupted_frames,
+            self.garbage_frames
+        )?;
+        writeln!(
+            f,
+            "  lying line cards: {} seeds, {} lies, {} exempt violations on their channels",
+            self.liar_seeds, self.lies, self.liar_exempt_violations
+        )?;
+        writeln!(
+            f,
+            "  control units: {} seeds with 4, {} second faults, candidate crashes {} querying / {} resolving / {} replaying",
+            self.four_unit_seeds,
+            self.second_cu_faults,
+            self.candidate_crashes[0],
+            self.candidate_crashes[1],
+            self.candidate_crashes[2]
+        )?;
         write!(f, "committed changes checked: {}", self.committed_checked)
     }
 }

@@ -1,10 +1,11 @@
 //! The simulated world: nodes, virtual clock, workload and fault schedule.
 
-use super::net::{Net, NetProfile};
+use super::net::{Liar, Net, NetProfile};
 use super::{RunReport, SimOptions};
 use crate::proto::state::ALL_SECTIONS_MASK;
 use crate::proto::{
-    Client, ControlUnit, CutPolicy, Event, NodeId, ProtoConfig, Resolution, Role, Topology,
+    Client, ControlUnit, CutPolicy, Event, NodeId, OpStatus, ProtoConfig, Resolution, Role,
+    Topology,
 };
 use crate::rng::SplitMix64;
 use crate::wire::{Entry, FrameReader};
@@ -72,10 +73,18 @@ pub(super) struct World {
     /// inv9: channels a takeover resolved and may replay as it finishes, by (unit, channel).
     pub failover_resolved: HashSet<(NodeId, u32)>,
     buf: Vec<u8>,
+    /// The lying line card and its channels (see [`super::FaultKinds::liar`]).
+    liar: Option<(NodeId, Vec<u32>)>,
+    /// A planned crash of a failover's candidate: the step it waits for (0 querying,
+    /// 1 resolving, 2 replaying as the new primary).
+    candidate_plan: Option<usize>,
 }
 
 impl World {
     pub fn trace(&mut self, line: impl FnOnce() -> String) {
+        if !self.net.notes.is_empty() {
+            self.flush_net_notes();
+        }
         if self.opts.verbose || self.opts.trace_lines > 0 {
             let l = format!("[{:>9}us] {}", self.now_us, line());
             if self.opts.verbose {
@@ -88,7 +97,47 @@ impl World {
         }
     }
 
+    /// Per-datagram fault notes of the network (verbose runs only), in order, with their time.
+    fn flush_net_notes(&mut self) {
+        let notes = std::mem::take(&mut self.net.notes);
+        for (at, l) in notes {
+            let l = format!("[{at:>9}us] {l}");
+            if self.opts.verbose {
+                println!("  {l}");
+            }
+            if self.trace.len() == self.opts.trace_lines.max(1) {
+                self.trace.pop_front();
+            }
+            self.trace.push_back(l);
+        }
+    }
+
+    /// A violation of a client-content invariant (inv1, inv3, inv5, inv7, inv9) on the lying line
+    /// card's own channels while it lies: what it reported was false, so what the primary did
+    /// for it cannot be held against the protocol. Every other invariant, and these same ones
+    /// for every other client, still count.
+    fn exempt_for_liar(&self, msg: &str) -> bool {
+        let Some((liar, channels)) = &self.liar else {
+            return false;
+        };
+        if !self.net.liar.is_some_and(|l| l.lying) {
+            return false;
+        }
+        let client = format!("client {liar} ");
+        ["inv1: ", "inv3: ", "inv5: ", "inv7: ", "inv9: "]
+            .iter()
+            .any(|p| msg.starts_with(p) && msg.contains(&client))
+            || channels
+                .iter()
+                .any(|c| msg.starts_with(&format!("inv7: replay of ch {c} ")))
+    }
+
     pub fn violation(&mut self, msg: String) {
+        if self.exempt_for_liar(&msg) {
+            self.report.liar_exempt_violations += 1;
+            self.trace(|| format!("EXEMPT (lying client): {msg}"));
+            return;
+        }
         if self.report.violations.len() < 20 {
             self.trace(|| format!("VIOLATION: {msg}"));
             self.report.violations.push(msg);
@@ -606,6 +655,9 @@ impl World {
     }
 
     fn fault(&mut self) {
+        if self.opts.faults.any() && self.rng.chance(0.35) && self.extra_fault() {
+            return;
+        }
         let roll = self.rng.below(100);
         let cus: Vec<usize> = (0..self.nodes.len())
             .filter(|&i| self.nodes[i].is_cu)
@@ -698,6 +750,272 @@ impl World {
         self.trace(|| format!("ISOLATE node {id} for {d}us"));
     }
 
+    /// One of the issue-9 faults in force, picked at random; false when none applied (the
+    /// original schedule then runs instead).
+    fn extra_fault(&mut self) -> bool {
+        let f = self.opts.faults;
+        let many_cus = self.cfg.topology.control_units.len() >= 3;
+        let kinds: Vec<u8> = [
+            (f.one_way, 0),
+            (f.one_way, 1),
+            (f.delay_spikes, 2),
+            (f.corrupt, 3),
+            (f.second_cu && many_cus, 4),
+            (f.candidate_crash && many_cus, 5),
+        ]
+        .into_iter()
+        .filter_map(|(on, k)| on.then_some(k))
+        .collect();
+        if kinds.is_empty() {
+            return false;
+        }
+        match kinds[self.rng.below(kinds.len() as u64) as usize] {
+            0 => self.one_way_cut(),
+            1 => self.deaf_or_mute(),
+            2 => self.slow_link(),
+            3 => self.garbage_burst(),
+            4 => self.second_cu_fault(),
+            _ => self.plan_candidate_crash(),
+        }
+        true
+    }
+
+    fn random_node_pair(&mut self) -> Option<(NodeId, NodeId)> {
+        let a = self.rng.below(self.nodes.len() as u64) as usize;
+        let b = self.rng.below(self.nodes.len() as u64) as usize;
+        (a != b).then(|| (self.nodes[a].id, self.nodes[b].id))
+    }
+
+    /// a→b dropped while b→a flows.
+    fn one_way_cut(&mut self) {
+        if let Some((x, y)) = self.random_node_pair() {
+            let d = self.rng.range(20_000, 200_000);
+            self.net.cut_one_way(x, y, self.now_us + d);
+            self.report.oneway_partitions += 1;
+            self.trace(|| format!("ONE-WAY PARTITION {x} -> {y} for {d}us ({y} -> {x} flows)"));
+        }
+    }
+
+    /// A node that hears everyone but reaches no one (mute), or reaches everyone but hears no
+    /// one (deaf). With three or more control units a control unit is only cut off under the
+    /// same condition as a full isolation.
+    fn deaf_or_mute(&mut self) {
+        let j = self.rng.below(self.nodes.len() as u64) as usize;
+        let mute = self.rng.chance(0.5);
+        let d = self.rng.range(20_000, 250_000);
+        if self.nodes[j].is_cu
+            && self.cfg.topology.control_units.len() >= 3
+            && !self.can_crash_cu(j)
+        {
+            return;
+        }
+        let id = self.nodes[j].id;
+        let until = self.now_us + d;
+        for k in 0..self.nodes.len() {
+            if k != j {
+                let other = self.nodes[k].id;
+                if mute {
+                    self.net.cut_one_way(id, other, until);
+                } else {
+                    self.net.cut_one_way(other, id, until);
+                }
+            }
+        }
+        self.report.oneway_partitions += 1;
+        let what = if mute {
+            "MUTE (hears all, reaches none)"
+        } else {
+            "DEAF (reaches all, hears none)"
+        };
+        self.trace(|| format!("ONE-WAY ISOLATE node {id} {what} for {d}us"));
+    }
+
+    /// Every datagram of one link held back by 1–5 heartbeat intervals for a while.
+    fn slow_link(&mut self) {
+        if let Some((x, y)) = self.random_node_pair() {
+            let d = self.rng.range(20_000, 200_000);
+            let hb = self.cfg.heartbeat_interval_us;
+            let lo = self.rng.range(hb, 5 * hb);
+            let hi = self.rng.range(lo, 5 * hb);
+            self.net.slow_link(x, y, self.now_us + d, lo, hi);
+            self.report.slow_links += 1;
+            self.trace(|| format!("SLOW LINK {x} -> {y} for {d}us: +{lo}..={hi}us per datagram"));
+        }
+    }
+
+    /// A burst of random datagrams at one node.
+    fn garbage_burst(&mut self) {
+        if let Some((x, y)) = self.random_node_pair() {
+            let n = self.rng.range(1, 16);
+            for _ in 0..n {
+                self.net.send_garbage(&mut self.rng, self.now_us, x, y);
+            }
+            self.trace(|| format!("GARBAGE BURST {x} -> {y}: {n} datagrams"));
+        }
+    }
+
+    /// Whether live control unit `k` holds every op the oracle saw committed.
+    fn holds_every_commit(&self, k: usize) -> bool {
+        let Some(c) = self.cu(k) else { return false };
+        self.marks
+            .iter()
+            .all(|(&(ch, e), &through)| c.op_status(ch, e, through) == OpStatus::Committed)
+    }
+
+    /// A live control unit outside `except`, not cut off in either direction, that holds every
+    /// committed op: an in-sync standby (eligible to take over), or with `primary_ok` also the
+    /// primary. Without one, a second control-unit fault may lose committed state for good
+    /// (nothing is persistent), so none is injected.
+    fn commit_holder(&self, except: &[usize], primary_ok: bool) -> Option<usize> {
+        let now = self.now_us;
+        let primary = self.primary();
+        (0..self.nodes.len())
+            .filter(|k| !except.contains(k) && self.nodes[*k].is_cu)
+            .filter(|&k| !self.net.is_partitioned(self.nodes[k].id, now))
+            .filter(|&k| {
+                self.cu(k).is_some_and(|c| {
+                    let in_sync = c.is_eligible()
+                        && primary.is_none_or(|p| {
+                            let idx = self.cfg.topology.cu_index(c.id).expect("cu");
+                            self.cu(p).is_some_and(|p| p.sync_mask() & (1 << idx) != 0)
+                        });
+                    in_sync || (primary_ok && c.role() == Role::Primary && Some(k) == primary)
+                })
+            })
+            .find(|&k| self.holds_every_commit(k))
+    }
+
+    /// Control units other than `i` that are down, re-joining or cut off.
+    fn impaired_cus(&self, i: usize) -> Vec<NodeId> {
+        let now = self.now_us;
+        (0..self.nodes.len())
+            .filter(|&j| j != i && self.nodes[j].is_cu)
+            .filter(|&j| {
+                self.cu(j).is_none_or(|c| c.role() == Role::Joining)
+                    || self.net.is_partitioned(self.nodes[j].id, now)
+            })
+            .map(|j| self.nodes[j].id)
+            .collect()
+    }
+
+    /// A crash or isolation of a control unit while another is down, re-joining or cut off,
+    /// provided a live unit keeps every committed op and can take over.
+    fn second_cu_fault(&mut self) {
+        let cus: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].is_cu && self.cu(i).is_some())
+            .collect();
+        if cus.is_empty() {
+            return;
+        }
+        let j = cus[self.rng.below(cus.len() as u64) as usize];
+        let crash = self.rng.chance(0.5);
+        let d = self.rng.range(20_000, 300_000);
+        let impaired = self.impaired_cus(j);
+        if impaired.is_empty() {
+            return;
+        }
+        let role = self.cu(j).expect("live").role();
+        // A candidate's crash is its own kind (`candidate_crash`, off by default: units that
+        // heard the candidate's epoch discard their state, so its crash leaves none electable).
+        if role == Role::Candidate && !self.opts.faults.candidate_crash {
+            return;
+        }
+        let primary_ok = !matches!(role, Role::Primary | Role::Candidate);
+        let Some(k) = self.commit_holder(&[j], primary_ok) else {
+            return;
+        };
+        self.report.second_cu_faults += 1;
+        let (id, holder) = (self.nodes[j].id, self.nodes[k].id);
+        self.trace(|| {
+            format!(
+                "SECOND CU FAULT: {} {role:?} cu {id} while cu {impaired:?} down, re-joining or cut off; cu {holder} holds every committed op",
+                if crash { "crash" } else { "isolate" }
+            )
+        });
+        if crash {
+            self.crash(j, d);
+        } else {
+            self.isolate(j, d);
+        }
+    }
+
+    /// Crashes the primary (when a single fault may) and plans to crash the candidate that
+    /// takes over at one step of its failover.
+    fn plan_candidate_crash(&mut self) {
+        if self.candidate_plan.is_some() {
+            return;
+        }
+        let step = self.rng.below(3) as usize;
+        self.candidate_plan = Some(step);
+        self.trace(|| {
+            format!(
+                "PLAN: crash the next failover's candidate while {}",
+                STEPS[step]
+            )
+        });
+        if let Some(p) = self.primary()
+            && self.can_crash_cu(p)
+        {
+            let d = self.rng.range(20_000, 300_000);
+            self.crash(p, d);
+        }
+    }
+
+    /// The step of a failover control unit `i` is at: querying (no channel resolved),
+    /// resolving (some resolved), or replaying (primary of the epoch it took over, still
+    /// replaying a channel that failover resolved).
+    fn failover_step(&self, i: usize) -> Option<usize> {
+        let c = self.cu(i)?;
+        let channels = self.cfg.topology.channels() as u32;
+        let resolved = |ch| c.last_failover(ch).is_some_and(|f| f.epoch == c.epoch());
+        match c.role() {
+            Role::Candidate => Some(if (0..channels).any(resolved) { 1 } else { 0 }),
+            Role::Primary if (0..channels).any(|ch| resolved(ch) && c.is_replaying(ch)) => Some(2),
+            _ => None,
+        }
+    }
+
+    /// Carries out the planned candidate crash once a failover reaches its step, if another
+    /// in-sync standby still holds every committed op.
+    fn watch_candidate(&mut self) {
+        let Some(step) = self.candidate_plan else {
+            return;
+        };
+        for i in 0..self.nodes.len() {
+            if !self.nodes[i].is_cu || self.failover_step(i) != Some(step) {
+                continue;
+            }
+            let Some(k) = self.commit_holder(&[i], false) else {
+                continue;
+            };
+            self.candidate_plan = None;
+            self.report.candidate_crashes[step] += 1;
+            let (id, holder) = (self.nodes[i].id, self.nodes[k].id);
+            self.trace(|| {
+                format!(
+                    "CANDIDATE CRASH: cu {id} while {}; cu {holder} holds every committed op",
+                    STEPS[step]
+                )
+            });
+            let d = self.rng.range(20_000, 300_000);
+            self.crash(i, d);
+            return;
+        }
+    }
+
+    /// At the end of the fault phase: the lying line card is replaced by an honest one (a
+    /// fresh client that asks for a full replay), and no candidate crash is pending.
+    fn end_extra_faults(&mut self) {
+        self.candidate_plan = None;
+        if let Some((id, _)) = self.liar {
+            let i = self.node_index(id);
+            if self.client(i).is_some() {
+                self.crash(i, 1_000);
+            }
+            self.trace(|| format!("LIAR client {id} replaced by an honest line card"));
+        }
+    }
+
     fn next_wake(&self, submit_at: Option<u64>, fault_at: Option<u64>, phase_at: u64) -> u64 {
         let mut t = phase_at;
         for x in [self.net.next_at(), submit_at, fault_at]
@@ -738,6 +1056,7 @@ impl World {
                         self.net.profile = NetProfile::clean();
                         self.net.heal_all();
                         self.trace(|| "fault phase over: network healed".into());
+                        self.end_extra_faults();
                         for i in 0..self.nodes.len() {
                             if let Slot::Down { restart_at_us } = &mut self.nodes[i].slot {
                                 *restart_at_us = (*restart_at_us).min(now + 1_000);
@@ -794,6 +1113,9 @@ impl World {
                 self.fault();
                 fault_at = Some(now + self.rng.range(40_000, 350_000));
             }
+            if self.candidate_plan.is_some() {
+                self.watch_candidate();
+            }
             self.check_single_primary();
             // Rings keep what they allocate, so a periodic look sees every overrun; checking
             // every step would cost a third of the run time.
@@ -815,10 +1137,17 @@ impl World {
     }
 }
 
+/// The steps of a failover at which a candidate crash is planned.
+const STEPS: [&str; 3] = ["querying", "resolving", "replaying"];
+
 /// Runs one seed and returns its report.
 pub fn run_seed(seed: u64, opts: &SimOptions) -> RunReport {
     let mut rng = SplitMix64::new(seed ^ 0x5eed_5eed_5eed_5eed);
-    let n_cu = if rng.chance(0.3) { 3 } else { 2 };
+    let mut n_cu = if rng.chance(0.3) { 3 } else { 2 };
+    // Second control-unit faults need room: some three-unit draws become four.
+    if (opts.faults.second_cu || opts.faults.candidate_crash) && n_cu == 3 && rng.chance(0.5) {
+        n_cu = 4;
+    }
     let n_clients = rng.range(2, 4) as usize;
     let cus: Vec<NodeId> = (0..n_cu).map(|i| 1 + i as NodeId).collect();
     let clients: Vec<NodeId> = (0..n_clients).map(|i| 100 + i as NodeId).collect();
@@ -849,7 +1178,24 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> RunReport {
     };
     cfg.inject = opts.inject;
     cfg.validate().expect("simulator config is valid");
-    let profile = NetProfile::draw(&mut rng);
+    let mut profile = NetProfile::draw(&mut rng);
+    if opts.faults.delay_spikes {
+        profile.spike = rng.unit() * 0.01;
+    }
+    if opts.faults.corrupt {
+        profile.corrupt = rng.unit() * 0.02;
+        profile.garbage = rng.unit() * 0.005;
+    }
+    let liar = if opts.faults.liar && rng.chance(0.3) {
+        let id = clients[rng.below(clients.len() as u64) as usize];
+        Some(Liar {
+            id,
+            p: 0.05 + rng.unit() * 0.3,
+            lying: true,
+        })
+    } else {
+        None
+    };
     let mut nodes = Vec::new();
     for &id in &cus {
         nodes.push(Node {
@@ -874,11 +1220,17 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> RunReport {
         channels: n_channels,
         policy: Some(cfg.cut_policy),
         loss: profile.loss,
+        liar: liar.map(|l| l.id),
         ..Default::default()
     };
+    let mut net = Net::new(profile);
+    net.heartbeat_us = cfg.heartbeat_interval_us;
+    net.notes_on = opts.verbose;
+    net.liar = liar;
+    let liar = liar.map(|l| (l.id, cfg.topology.channels_of(l.id).collect()));
     let mut w = World {
         rng,
-        net: Net::new(profile),
+        net,
         cfg,
         nodes,
         now_us: 0,
@@ -898,16 +1250,30 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> RunReport {
         client_unknown_us: HashMap::new(),
         failover_resolved: HashSet::new(),
         buf: Vec::new(),
+        liar,
+        candidate_plan: None,
     };
     let head = format!(
         "seed {seed}: {n_cu} control units, {n_clients} clients, {n_channels} channels, {:?}, window {}, net {:?}",
         w.cfg.cut_policy, w.cfg.window_ops, w.net.profile
     );
     w.trace(|| head);
+    if let Some((id, chans)) = &w.liar {
+        let (id, chans) = (*id, chans.clone());
+        let p = w.net.liar.map_or(0.0, |l| l.p);
+        w.trace(|| format!("LIAR client {id} lies about channels {chans:?} (each message with chance {p:.2}) until the fault phase ends"));
+    }
     w.run();
     if w.report.violations.is_empty() {
         w.final_checks();
     }
+    w.flush_net_notes();
+    let c = w.net.counts;
+    w.report.spiked_datagrams = c.spiked;
+    w.report.truncated_frames = c.truncated;
+    w.report.bit_flipped_frames = c.bit_flips;
+    w.report.garbage_frames = c.garbage;
+    w.report.lies = c.lies;
     w.report.trace = w.trace.iter().cloned().collect();
     w.report
 }

@@ -468,21 +468,36 @@ impl ControlUnit {
     /// The freshest sync set this standby knows of: its own view, or a newer one another
     /// standby of the same epoch heard from the primary (a standby dropped while cut off learns
     /// it this way).
-    fn effective_mask(&self, now_us: u64) -> u32 {
+    ///
+    /// A unit without a view of its own in this life (restarted) takes the freshest view
+    /// announced by a live standby of its epoch, and only while it hears at least two other
+    /// units (of any epoch): one alone may be a standby cut off long ago, whose old view still
+    /// names itself, while the one that knows better is the one it does not hear (with three
+    /// units). Two stale standbys and a restarted unit can still agree on a stale view:
+    /// without persistent state a restarted unit cannot know better. `None`: no view to vote
+    /// by.
+    fn effective_mask(&self, now_us: u64) -> Option<u32> {
         let timeout = self.cfg.failover_timeout_us;
-        let mut best = (self.seen_version, self.seen_mask);
-        for (i, p) in self.peers.iter().enumerate() {
-            let live = p.last_rx_us.is_some_and(|t| now_us < t + timeout);
-            // Versions wrap: "newer" is a positive difference as a signed 16-bit number.
-            if i != self.index
-                && live
-                && p.epoch == self.epoch
-                && (p.seen_version.wrapping_sub(best.0) as i16) > 0
+        let live_peers = || {
+            self.peers.iter().enumerate().filter(move |(i, p)| {
+                *i != self.index && p.last_rx_us.is_some_and(|t| now_us < t + timeout)
+            })
+        };
+        let mut best = self.has_view.then_some((self.seen_version, self.seen_mask));
+        for (_, p) in live_peers().filter(|(_, p)| p.epoch == self.epoch) {
+            // Versions wrap: "newer" is a positive difference as a signed 16-bit number. A
+            // joining unit announces no set (mask 0): it only counts as a witness below.
+            if p.seen_mask != 0
+                && best.is_none_or(|(v, _)| (p.seen_version.wrapping_sub(v) as i16) > 0)
             {
-                best = (p.seen_version, p.seen_mask);
+                best = Some((p.seen_version, p.seen_mask));
             }
         }
-        best.1
+        let (_, mask) = best?;
+        if !self.has_view && live_peers().count() < 2 {
+            return None;
+        }
+        Some(mask)
     }
 
     /// True when this standby would be allowed to take over (it has a complete state and the

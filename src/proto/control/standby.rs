@@ -204,11 +204,13 @@ impl ControlUnit {
         let timeout = self.cfg.failover_timeout_us;
         self.primary_lost = now_us >= self.primary_last_rx_us + timeout;
         self.vote = 0;
-        if !self.primary_lost || !self.has_view {
+        if !self.primary_lost {
             return;
         }
         let alive = |t: Option<u64>| t.is_some_and(|t| now_us < t + timeout);
-        let mask = self.effective_mask(now_us);
+        let Some(mask) = self.effective_mask(now_us) else {
+            return;
+        };
         let eligible = self.is_eligible() && mask & (1 << self.index) != 0;
         // Our choice of successor: the highest-priority live member of the freshest sync set
         // we know (ourselves included when we are in it).
