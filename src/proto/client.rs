@@ -21,6 +21,11 @@ struct Chan {
     unknown: bool,
     /// Epoch of the frame that gave us `applied` (reported in LAST-APPLIED answers).
     data_epoch: u64,
+    /// The primary of our epoch knows where this channel stands: it asked (LAST-APPLIED) or
+    /// replayed it. After a change of epoch an UPDATE on a channel it never asked about would
+    /// land on state it does not know (say, a stale primary's replay to our previous life):
+    /// the channel then asks for a full replay instead of applying it.
+    vouched: bool,
     /// Cookies of recently applied ops, `op % len`; valid for ops `>= cookies_from`.
     cookies: Vec<u64>,
     cookies_from: u64,
@@ -92,6 +97,7 @@ impl Client {
                     applied: 0,
                     unknown: fresh,
                     data_epoch: if fresh { 0 } else { INITIAL_EPOCH },
+                    vouched: true,
                     cookies: vec![0; window],
                     cookies_from: 1,
                     replay: None,
@@ -268,6 +274,7 @@ impl Client {
             // Stream IDs are only unique per primary: forget the old primary's streams.
             c.last_replay_done = None;
             c.newest_stream = None;
+            c.vouched = false;
             c.replay_done_ack = false;
             c.generation = 0;
         }
@@ -294,6 +301,11 @@ impl Client {
         let emit = self.cfg.client_apply_events;
         let c = &mut self.chans[i];
         if c.unknown || c.replay.is_some() {
+            return;
+        }
+        if !c.vouched {
+            c.unknown = true;
+            self.counters.rejected_unexpected += 1;
             return;
         }
         let op = u.op();
@@ -332,6 +344,7 @@ impl Client {
             return;
         };
         let c = &mut self.chans[i];
+        c.vouched = true;
         c.la_reply = Some(if c.unknown || c.replay.is_some() {
             unknown_reply(c.id, c.applied)
         } else {
@@ -397,6 +410,7 @@ impl Client {
         c.generation = r.stream;
         c.applied = r.base_op;
         c.data_epoch = epoch;
+        c.vouched = true;
         c.unknown = false;
         c.cookies_from = r.base_op + 1;
         c.ack_dirty = true;
