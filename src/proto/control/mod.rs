@@ -629,17 +629,13 @@ impl ControlUnit {
             self.primary_last_rx_us = now_us;
             self.heard_primary = true;
         }
-        // Any frame of a unit orders its heartbeats: one sent before this frame is stale
-        // (say, a NEEDS_TRANSFER sent before the transfer ack that completed the join).
+        // Any frame of a primary's epoch (one life) orders its heartbeats: one sent before
+        // this frame is stale.
         let seq = frame.packet_seq();
-        let p = &mut self.peers[pi];
-        if from_primary {
-            if let Some((e, s)) = &mut p.primary_hb_order
-                && *e == epoch
-            {
-                *s = (*s).max(seq);
-            }
-        } else if let Some((_, s)) = &mut p.hb_order {
+        if from_primary
+            && let Some((e, s)) = &mut self.peers[pi].primary_hb_order
+            && *e == epoch
+        {
             *s = (*s).max(seq);
         }
         // A standby stores each update and prefetches its state slots; load the section
@@ -658,7 +654,7 @@ impl ControlUnit {
                 (_, Msg::Heartbeat(_)) => {}
                 (Role::Primary, Msg::Commit(b)) => self.on_standby_commit(now_us, pi, &b),
                 (Role::Primary, Msg::Nack(n)) => self.on_standby_nack(pi, &n),
-                (Role::Primary, Msg::XferAck(a)) => self.on_xfer_ack(now_us, pi, &a),
+                (Role::Primary, Msg::XferAck(a)) => self.on_xfer_ack(now_us, pi, &a, seq),
                 (Role::Standby | Role::Joining, m) if from_primary => {
                     self.on_primary_msg(now_us, m)
                 }

@@ -414,11 +414,19 @@ impl ControlUnit {
         }
     }
 
-    pub(super) fn on_xfer_ack(&mut self, now_us: u64, pi: usize, a: &BulkAck) {
+    pub(super) fn on_xfer_ack(&mut self, now_us: u64, pi: usize, a: &BulkAck, seq: u64) {
         let p = &mut self.peers[pi];
         let Some(x) = &mut p.xfer else { return };
-        if x.channel != a.channel.get() {
+        if x.channel != a.channel.get() || x.stream != a.stream.get() {
             return;
+        }
+        // An ack of this transfer comes from the life that asked for it (frames carry no boot
+        // ID, streams do): it orders that life's heartbeats, so a NEEDS_TRANSFER sent before
+        // the ack that completes the join is stale.
+        if let Some((boot, s)) = &mut p.hb_order
+            && *boot == p.boot_id
+        {
+            *s = (*s).max(seq);
         }
         x.on_ack(a, now_us);
         if !x.done {
