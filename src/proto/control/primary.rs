@@ -447,7 +447,8 @@ impl ControlUnit {
     /// A client heartbeat carries the client's boot ID. A new one (after one we knew) is a new
     /// life of the client: whatever we knew of its channels is void, and what it holds came
     /// from somewhere else (say, a stale primary that replayed to it). The primary replays
-    /// all its channels in full; a candidate replays in full those it already resolved.
+    /// all its channels in full (keeping a full replay already under way); a candidate
+    /// replays in full those it already resolved.
     pub(super) fn on_client_boot(&mut self, now_us: u64, ci: usize, boot: u32, flags: u8) {
         if self.cfg.inject == InjectedBug::ReplayToInSyncClient
             && self.role == Role::Primary
@@ -474,8 +475,15 @@ impl ControlUnit {
             let ch = self.client_chans[ci][k];
             let c = &mut self.chans[ch as usize];
             c.client_known_seq = 0;
+            // A full replay under way serves any life: the new one may even be finishing it.
+            let full_under_way = c
+                .replay
+                .as_ref()
+                .is_some_and(|r| r.sections == ALL_SECTIONS_MASK);
             match self.role {
-                Role::Primary => self.start_replay(now_us, ch, ALL_SECTIONS_MASK, true),
+                Role::Primary if !full_under_way => {
+                    self.start_replay(now_us, ch, ALL_SECTIONS_MASK, true)
+                }
                 Role::Candidate if !c.fo_pending => c.fo_replay = Some(ALL_SECTIONS_MASK),
                 _ => {}
             }
