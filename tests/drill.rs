@@ -91,4 +91,14 @@ fn three_control_units_kill_primary_rounds_converge() {
         number_after(&stdout, "committed ops checked:") > 0,
         "{stdout}"
     );
+    // The surviving standby was in sync: it keeps its state through the failover and takes
+    // only what it lacks, not the full transfer every standby used to get.
+    let round1 = stdout
+        .lines()
+        .find(|l| l.starts_with("round  1:"))
+        .unwrap_or_else(|| panic!("no round 1 in:\n{stdout}"));
+    let sent = number_after(round1, "standby transfer");
+    let at = round1.find("standby transfer").expect("checked above");
+    let full = number_after(&round1[at..], "vs full");
+    assert!(sent * 10 < full, "{round1}");
 }

@@ -204,6 +204,7 @@ fn counters_json(c: &Counters) -> Value {
         "replays_started": c.replays_started,
         "replay_bytes": c.replay_bytes,
         "xfer_bytes": c.xfer_bytes,
+        "xfer_catch_ups": c.xfer_catch_ups,
         "submits_accepted": c.submits_accepted,
         "submits_rejected": c.submits_rejected,
     })

@@ -533,6 +533,9 @@ pub struct Counters {
     pub replays_started: u64,
     pub replay_bytes: u64,
     pub xfer_bytes: u64,
+    /// Channel transfers that sent no entries: the standby kept its state through a change of
+    /// epoch and caught up from its own position.
+    pub xfer_catch_ups: u64,
     pub submits_accepted: u64,
     pub submits_rejected: u64,
 }

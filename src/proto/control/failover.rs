@@ -30,6 +30,7 @@ impl ControlUnit {
             last_primary_rx_us: self.last_primary_rx_us(),
         };
         for c in &mut self.chans {
+            c.catch_up_floor = c.applied;
             c.fo_pending = true;
             c.fo_query_due = true;
             c.fo_replay = None;
@@ -215,14 +216,16 @@ impl ControlUnit {
             c.client_generation = 0;
             c.xfer_done = None;
             c.preapplied_top = 0;
-            let keep_from = c.client_acked.min(cut);
+            let keep_from = c.client_acked.min(cut).min(c.catch_up_floor);
             c.ring.prune_through(keep_from);
             if let Some(sections) = c.fo_replay.take() {
                 let full = sections == ALL_SECTIONS_MASK;
                 self.start_replay(now_us, ci as u32, sections, full);
             }
         }
-        // Every other control unit must re-join through a transfer.
+        // Every other control unit re-joins: through a catch-up from the position it kept when
+        // that is still retained here (pinned for one drop timeout), else a full transfer.
+        self.catch_up_until_us = Some(now_us + self.cfg.drop_timeout_us);
         self.sync_mask = 0;
         for p in &mut self.peers {
             p.transferring = false;

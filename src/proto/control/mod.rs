@@ -38,6 +38,9 @@ struct PeerChan {
     /// Cookies of ops `(acked, xfer_top]` at the snapshot, sent as PREAPPLIED updates.
     preapplied: Vec<u64>,
     preapplied_from: u64,
+    /// A re-joining standby that kept its state offers it: `(epoch, op)` = its state holds
+    /// every op up to `op` as the primary of `epoch` sent them.
+    offer: Option<(u64, u64)>,
 }
 
 /// What this node knows about another control unit.
@@ -96,6 +99,12 @@ struct Chan {
     xfer_rx: Option<BulkRx>,
     xfer_done: Option<u32>,
     ready: bool,
+    /// Joining with kept state: offer it to the primary (with the next heartbeat).
+    offer_due: bool,
+    /// New primary: ops above this one (what it had applied as a standby when it took over)
+    /// stay retained for a while, so that the other standbys, which kept their state at
+    /// about the same position, catch up from it instead of taking a full transfer.
+    catch_up_floor: u64,
     // Candidate.
     fo_pending: bool,
     fo_query_due: bool,
@@ -129,6 +138,8 @@ impl Chan {
             xfer_rx: None,
             xfer_done: None,
             ready: true,
+            offer_due: false,
+            catch_up_floor: 0,
             fo_pending: false,
             fo_query_due: false,
             fo_replay: None,
@@ -139,6 +150,25 @@ impl Chan {
     /// The highest op whose effect this standby holds or already has in its state.
     fn held_top(&self) -> u64 {
         self.ring.top().max(self.applied).max(self.preapplied_top)
+    }
+
+    /// Keeps the state (and history) through a change of epoch, dropping everything above
+    /// it: ops held but not applied may have been cut by the new primary, which resends what
+    /// it kept. Not ready until the new primary confirms the position (a transfer of no
+    /// entries, see `Msg::XferBegin`).
+    fn keep_for_catch_up(&mut self) {
+        let top = self.applied.max(self.preapplied_top);
+        self.applied = top;
+        self.acked = top;
+        self.preapplied_top = 0;
+        self.ring.reset(top + 1);
+        self.next_op = top + 1;
+        self.replay = None;
+        self.xfer_rx = None;
+        self.xfer_done = None;
+        self.ready = false;
+        self.nack = None;
+        self.commit_dirty = false;
     }
 
     /// Wipes the channel for a state transfer.
@@ -225,6 +255,12 @@ pub struct ControlUnit {
     primary_last_rx_us: u64,
     /// A frame of a primary has arrived (the failover clock then counts from the last one).
     heard_primary: bool,
+    /// Joining after a change of epoch with the state it held as a standby of this epoch: it
+    /// offers that state to the new primary, which sends only what it lacks (or, when the
+    /// state is not of its lineage, a full transfer that replaces it).
+    kept_epoch: Option<u64>,
+    /// New primary: until when `Chan::catch_up_floor` pins retention (`None`: not pinned).
+    catch_up_until_us: Option<u64>,
     /// `handle_timeout` or `handle_datagram` has run once.
     driven: bool,
     /// Standby: the primary has been silent for the failover timeout.
@@ -319,6 +355,8 @@ impl ControlUnit {
             has_view: initial,
             primary_last_rx_us: now_us,
             heard_primary: false,
+            kept_epoch: None,
+            catch_up_until_us: None,
             driven: false,
             primary_lost: false,
             vote: 0,
@@ -556,11 +594,13 @@ impl ControlUnit {
             if self.role == Role::Primary {
                 self.client_hb_due.iter_mut().for_each(|d| *d = true);
             }
+            let kept = self.kept_epoch.is_some();
             for c in &mut self.chans {
                 c.commit_dirty = true;
                 if let Some(r) = &mut c.xfer_rx {
                     r.ack_dirty = true;
                 }
+                c.offer_due = kept && !c.ready && c.xfer_rx.is_none();
             }
             for p in &mut self.peers {
                 for pc in &mut p.chans {
@@ -605,6 +645,10 @@ impl ControlUnit {
 
     fn on_cu_frame(&mut self, now_us: u64, pi: usize, frame: &FrameReader<'_>) {
         let epoch = frame.epoch();
+        if self.role == Role::Primary {
+            // Before the heartbeat that may start a transfer: it uses these.
+            self.take_standby_offers(pi, frame);
+        }
         // Liveness and heartbeat facts are taken from any epoch: a restarted node has none.
         if let Some(hb) = crate::proto::first_heartbeat(frame, &mut self.counters) {
             if self.heartbeat_is_stale(pi, &hb, epoch, frame.packet_seq()) {
@@ -655,6 +699,7 @@ impl ControlUnit {
                 (Role::Primary, Msg::Commit(b)) => self.on_standby_commit(now_us, pi, &b),
                 (Role::Primary, Msg::Nack(n)) => self.on_standby_nack(pi, &n),
                 (Role::Primary, Msg::XferAck(a)) => self.on_xfer_ack(now_us, pi, &a, seq),
+                (Role::Primary, Msg::LaReply(_)) => {}
                 (Role::Standby | Role::Joining, m) if from_primary => {
                     self.on_primary_msg(now_us, m)
                 }
@@ -730,6 +775,10 @@ impl ControlUnit {
             return;
         }
         let was = self.role;
+        // A standby with every channel keeps its state: the new primary will send only what
+        // it lacks, if its state is of the new primary's lineage.
+        let keep = was == Role::Standby && self.chans.iter().all(|c| c.ready);
+        self.kept_epoch = keep.then_some(self.epoch);
         self.epoch = epoch;
         self.max_counter = self.max_counter.max(epoch_counter(epoch));
         self.role = Role::Joining;
@@ -737,7 +786,12 @@ impl ControlUnit {
         self.heard_primary = true;
         self.switchover_to = None;
         for c in &mut self.chans {
-            c.reset_for_transfer();
+            if keep {
+                c.keep_for_catch_up();
+                c.offer_due = true;
+            } else {
+                c.reset_for_transfer();
+            }
             c.fo_pending = false;
         }
         for p in &mut self.peers {

@@ -251,6 +251,9 @@ impl ControlUnit {
     pub(super) fn prune(&mut self, channel: u32) {
         let c = &mut self.chans[channel as usize];
         let mut limit = c.commit.min(c.client_acked);
+        if self.catch_up_until_us.is_some() {
+            limit = limit.min(c.catch_up_floor);
+        }
         for p in &self.peers {
             let pc = &p.chans[channel as usize];
             if p.transferring && (pc.ready || pc.xfer_top > 0) {
@@ -298,6 +301,20 @@ impl ControlUnit {
     pub(super) fn primary_tick(&mut self, now_us: u64) {
         let rto = self.cfg.rto_us;
         let drop_us = self.cfg.drop_timeout_us;
+        // The retention pinned for re-joining standbys' catch-up ends after a drop timeout, or
+        // as soon as every other unit is in sync or past the start of its transfer.
+        if let Some(until) = self.catch_up_until_us {
+            let me = self.index;
+            let all_started = self.peers.iter().enumerate().all(|(i, p)| {
+                i == me || self.sync_mask & (1 << i) != 0 || (p.transferring && p.xfer.is_none())
+            });
+            if now_us >= until || all_started {
+                self.catch_up_until_us = None;
+                for ch in 0..self.chans.len() as u32 {
+                    self.prune(ch);
+                }
+            }
+        }
         // Drop silent standbys from the sync set.
         for i in 0..self.peers.len() {
             let bit = 1u32 << i;
@@ -353,10 +370,35 @@ impl ControlUnit {
         for pc in &mut p.chans {
             *pc = PeerChan {
                 cursor: 1,
+                offer: pc.offer,
                 ..Default::default()
             };
         }
         self.next_transfer_channel(now_us, pi, 0);
+    }
+
+    /// A re-joining standby's offers of the state it kept (LA_REPLY: its position and the
+    /// epoch whose primary sent it), one per channel. They come with its heartbeat: a
+    /// heartbeat frame replaces whatever the unit offered before (a unit that has since lost
+    /// its state offers nothing).
+    pub(super) fn take_standby_offers(&mut self, pi: usize, frame: &crate::wire::FrameReader<'_>) {
+        if frame.contains(crate::wire::Kind::Heartbeat) {
+            self.peers[pi]
+                .chans
+                .iter_mut()
+                .for_each(|pc| pc.offer = None);
+        }
+        if frame.epoch() != self.epoch {
+            return;
+        }
+        for m in frame.msgs() {
+            if let crate::wire::Msg::LaReply(r) = m {
+                match self.peers[pi].chans.get_mut(r.channel.get() as usize) {
+                    Some(pc) => pc.offer = Some((r.data_epoch.get(), r.last_applied.get())),
+                    None => self.counters.rejected_unexpected += 1,
+                }
+            }
+        }
     }
 
     fn next_transfer_channel(&mut self, now_us: u64, pi: usize, channel: usize) {
@@ -367,17 +409,37 @@ impl ControlUnit {
         }
         let stream = self.next_stream();
         let c = &self.chans[channel];
-        let top = c.next_op - 1;
+        // A standby that kept its state at op `pos` of our lineage, with every op above it
+        // still retained here with its body (not only the cookie of an op inside a snapshot we
+        // took ourselves), gets no entries: only our history, then ops `pos + 1..` as
+        // ordinary updates.
+        let catch_up = self.peers[pi].chans[channel]
+            .offer
+            .take()
+            .filter(|&(epoch, pos)| {
+                c.history.agrees_with(epoch, pos)
+                    && pos < c.next_op
+                    && (pos + 1..c.next_op).all(|op| c.ring.get(op).is_some_and(|s| !s.preapplied))
+            })
+            .map(|(_, pos)| pos);
+        let c = &self.chans[channel];
+        let (mask, top) = match catch_up {
+            Some(pos) => (0, pos),
+            None => (ALL_SECTIONS_MASK, c.next_op - 1),
+        };
         // Ops kept by a failover cut are committed before their client acks them: the
         // snapshot counts them as applied, so the joiner never trails the commit watermark.
-        let acked = c.client_acked.max(c.commit).min(top);
+        let acked = match catch_up {
+            Some(pos) => pos,
+            None => c.client_acked.max(c.commit).min(top),
+        };
         let tx = BulkTx::snapshot(
             BulkKind::Xfer,
             stream,
             c.id,
             &c.state,
-            ALL_SECTIONS_MASK,
-            true,
+            mask,
+            catch_up.is_none(),
             top,
             acked,
             c.history.segments(),
@@ -387,6 +449,7 @@ impl ControlUnit {
             .map(|op| c.ring.get(op).map_or(ALL_SECTIONS_MASK, |s| s.cookie))
             .collect();
         self.counters.xfer_bytes += tx.payload_bytes;
+        self.counters.xfer_catch_ups += u64::from(catch_up.is_some());
         let pc = &mut self.peers[pi].chans[channel];
         pc.xfer_top = top;
         pc.preapplied = cookies;

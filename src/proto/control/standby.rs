@@ -38,7 +38,16 @@ impl ControlUnit {
                     self.counters.rejected_unexpected += 1;
                     return;
                 };
-                c.reset_for_transfer();
+                if rx.sections == 0 {
+                    // A catch-up: the primary takes the state we kept at our position.
+                    if self.kept_epoch.is_none() || c.ready || rx.base_op != c.applied {
+                        self.counters.rejected_unexpected += 1;
+                        return;
+                    }
+                    c.history.clear();
+                } else {
+                    c.reset_for_transfer();
+                }
                 c.xfer_rx = Some(rx);
                 if self.role == Role::Standby {
                     // The primary re-transfers: our state is being replaced, we are no longer in sync.
@@ -109,6 +118,7 @@ impl ControlUnit {
                     applied: acked,
                 });
                 if self.chans.iter().all(|c| c.ready) && self.role == Role::Joining {
+                    self.kept_epoch = None;
                     self.role = Role::Standby;
                     self.primary_lost = false;
                     self.events

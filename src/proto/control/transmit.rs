@@ -4,7 +4,9 @@
 
 use super::ControlUnit;
 use crate::proto::{Role, Transmit};
-use crate::wire::{ChannelOp, CommitBody, FrameBuilder, Kind, NackBody, UPDATE_FLAG_PREAPPLIED};
+use crate::wire::{
+    ChannelOp, CommitBody, FrameBuilder, Kind, LaReplyBody, NackBody, UPDATE_FLAG_PREAPPLIED,
+};
 
 impl ControlUnit {
     /// Encodes the next datagram into `buf`, or returns `None` when nothing is due.
@@ -119,7 +121,21 @@ impl ControlUnit {
     }
 
     fn fill_standby_to_primary(&mut self, fb: &mut FrameBuilder<'_>) {
+        let kept = self.kept_epoch.unwrap_or(0);
         for c in &mut self.chans {
+            if c.offer_due {
+                let offer = LaReplyBody {
+                    channel: c.id.into(),
+                    flags: 0.into(),
+                    last_applied: c.applied.into(),
+                    cookie_above: 0.into(),
+                    data_epoch: kept.into(),
+                };
+                if !fb.push(Kind::LaReply, &offer) {
+                    return;
+                }
+                c.offer_due = false;
+            }
             if let Some(r) = &mut c.xfer_rx
                 && r.ack_dirty
             {
