@@ -2,9 +2,10 @@
 //! channel's pending ring per the policy, and replay only what is out of sync.
 
 use super::ControlUnit;
+use super::cut::{Answer, HeldView, decide};
 use super::standby::apply_through;
 use crate::proto::state::ALL_SECTIONS_MASK;
-use crate::proto::{CutPolicy, Event, InjectedBug, Resolution, Role, make_epoch};
+use crate::proto::{Event, InjectedBug, Resolution, Role, make_epoch};
 use crate::wire::{LA_FLAG_UNKNOWN, LaReplyBody};
 
 impl ControlUnit {
@@ -76,73 +77,47 @@ impl ControlUnit {
         }
     }
 
-    /// The cut for a client known to have applied `client_op`: how many of the ops it lacks
-    /// (up to `held`) we keep.
-    fn policy_cut(&self, client_op: u64, held: u64) -> u64 {
-        match self.cfg.cut_policy {
-            CutPolicy::Complete => held,
-            CutPolicy::Fast => client_op.min(held),
-            CutPolicy::Weighted { max_ops } => held.min(client_op.saturating_add(max_ops)),
-        }
-    }
-
     fn resolve(&mut self, channel: u32, reply: Option<&LaReplyBody>) {
         let ci = channel as usize;
-        let (applied, acked, pre_top) = {
-            let c = &self.chans[ci];
-            (c.applied, c.acked, c.preapplied_top)
-        };
-        // Ops already in our state can never be cut.
-        let floor = applied.max(pre_top);
-        // The highest op we can keep: held in the ring, or inside a transferred snapshot.
-        let held = self.chans[ci].held_top();
+        let c = &self.chans[ci];
+        let applied = c.applied;
         // A client whose last op came from an epoch outside our lineage, or from a stretch of
         // it a later takeover cut, holds ops we do not: its history is unknown to us.
-        let history = &self.chans[ci].history;
-        let reply = reply.filter(|r| {
-            r.flags.get() & LA_FLAG_UNKNOWN == 0
-                && r.last_applied.get() >= applied
-                && history.agrees_with(r.data_epoch.get(), r.last_applied.get())
-        });
-        let (resolution, cut, replay) = match reply {
-            Some(r) if r.last_applied.get() <= held => {
-                let n = r.last_applied.get();
-                let cut = self.policy_cut(n, held).max(floor).max(n);
-                self.chans[ci].acked = acked.max(n.min(cut));
-                // Ops the client lacks that exist only inside a transferred snapshot have no
-                // body to resend: their sections are replayed instead.
-                let c = &self.chans[ci];
-                let replay = (n < cut
-                    && (n + 1..=cut).any(|op| c.ring.get(op).is_none_or(|s| s.preapplied)))
-                .then(|| {
-                    (n + 1..=cut).fold(0u64, |m, op| {
-                        m | c.ring.get(op).map_or(ALL_SECTIONS_MASK, |s| s.cookie)
-                    })
-                });
-                (Resolution::Behind { client_op: n }, cut, replay)
-            }
-            Some(r) => {
-                // The client applied ops above everything we hold: roll it back by replaying
-                // exactly the sections those ops touched.
-                let mut sections = r.cookie_above.get();
-                if self.cfg.inject == InjectedBug::SkipReplaySection && sections != 0 {
-                    sections &= !(1u64 << (63 - sections.leading_zeros()));
+        let answer = match reply {
+            Some(r)
+                if r.flags.get() & LA_FLAG_UNKNOWN == 0
+                    && r.last_applied.get() >= applied
+                    && c.history
+                        .agrees_with(r.data_epoch.get(), r.last_applied.get()) =>
+            {
+                Answer::Applied {
+                    op: r.last_applied.get(),
+                    cookie_above: r.cookie_above.get(),
                 }
-                self.chans[ci].acked = held;
-                (
-                    Resolution::Ahead {
-                        client_op: r.last_applied.get(),
-                    },
-                    held,
-                    Some(sections),
-                )
             }
-            None => {
-                let cut = self.policy_cut(acked, held).max(floor);
-                (Resolution::Unknown, cut, Some(ALL_SECTIONS_MASK))
-            }
+            _ => Answer::Unknown,
         };
-        let mut cut = cut;
+        // Ops already in our state can never be cut; we can keep what the ring or a
+        // transferred snapshot holds.
+        let view = HeldView {
+            floor: applied.max(c.preapplied_top),
+            held: c.held_top(),
+            acked: c.acked,
+        };
+        let held = view.held;
+        let d = decide(view, answer, self.cfg.cut_policy, |op| {
+            c.ring.get(op).map(|s| (s.cookie, s.preapplied))
+        });
+        let (resolution, mut replay) = (d.resolution, d.replay);
+        if self.cfg.inject == InjectedBug::SkipReplaySection
+            && matches!(resolution, Resolution::Ahead { .. })
+            && let Some(sections) = replay.filter(|&s| s != 0)
+        {
+            // The plant: the highest marked section is left out.
+            replay = Some(sections & !(1u64 << (63 - sections.leading_zeros())));
+        }
+        self.chans[ci].acked = d.acked;
+        let mut cut = d.cut;
         if self.cfg.inject == InjectedBug::DiscardCommittedTrailing && applied > 0 {
             // The bug: the last op this standby applied (so committed) is cut off.
             cut = applied - 1;

@@ -1,6 +1,7 @@
 //! A control unit: the primary or a standby [0040]. One type holds both roles because a node
 //! moves between them (a standby takes over; an old primary rejoins as standby).
 
+mod cut;
 mod failover;
 mod primary;
 mod standby;
