@@ -117,6 +117,14 @@ mod tests {
 
     const WEIGHTED: CutPolicy = CutPolicy::Weighted { max_ops: 3 };
 
+    /// One row: (view, answer, policy) and the expected (resolution, cut, replay, acked).
+    type Row = (
+        HeldView,
+        Answer,
+        CutPolicy,
+        (Resolution, u64, Option<u64>, u64),
+    );
+
     #[test]
     fn every_case_under_every_policy() {
         use CutPolicy::{Complete, Fast};
@@ -124,7 +132,7 @@ mod tests {
         let ahead = |n| Resolution::Ahead { client_op: n };
         // (view, answer, policy) -> (resolution, cut, replay, acked)
         #[rustfmt::skip]
-        let table: &[(HeldView, Answer, CutPolicy, (Resolution, u64, Option<u64>, u64))] = &[
+        let table: &[Row] = &[
             // Behind, every op it lacks has a body: resend as updates (no replay).
             (view(10, 18, 12), applied(14, 0), Complete, (behind(14), 18, None, 14)),
             (view(10, 18, 12), applied(14, 0), Fast,     (behind(14), 14, None, 14)),
