@@ -303,3 +303,16 @@ fn client_history_seeds_of_issue_9_pass() {
         assert!(r.violations.is_empty(), "seed {seed}: {:?}", r.violations);
     }
 }
+
+/// Seeds 4022943 and 4047586 (four units, default faults): an isolated primary shrank its
+/// sync set to one standby that had meanwhile left for the successor's epoch and announced an
+/// equal mask of that epoch's set; the old primary took it as an acknowledgement and
+/// committed ops the successor had cut (inv6). A member's acknowledgement counts only in the
+/// primary's own epoch.
+#[test]
+fn a_sync_set_is_acknowledged_only_in_the_primary_epoch() {
+    for seed in [4022943, 4047586] {
+        let r = run_seed(seed, &SimOptions::default());
+        assert!(r.violations.is_empty(), "seed {seed}: {:?}", r.violations);
+    }
+}

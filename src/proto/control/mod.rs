@@ -102,6 +102,9 @@ struct Chan {
     ready: bool,
     /// Joining with kept state: offer it to the primary (with the next heartbeat).
     offer_due: bool,
+    /// Joining with kept state: the history that goes with it (a catch-up replaces the
+    /// history first; if the new epoch dies before that ends, this one is put back).
+    kept_history: Option<History>,
     /// New primary: ops above this one (what it had applied as a standby when it took over)
     /// stay retained for a while, so that the other standbys, which kept their state at
     /// about the same position, catch up from it instead of taking a full transfer.
@@ -140,6 +143,7 @@ impl Chan {
             xfer_done: None,
             ready: true,
             offer_due: false,
+            kept_history: None,
             catch_up_floor: 0,
             fo_pending: false,
             fo_query_due: false,
@@ -170,12 +174,14 @@ impl Chan {
         self.ready = false;
         self.nack = None;
         self.commit_dirty = false;
+        self.kept_history = Some(self.history.clone());
     }
 
     /// Wipes the channel for a state transfer.
     fn reset_for_transfer(&mut self) {
         self.state.clear_all();
         self.history.clear();
+        self.kept_history = None;
         self.ring.reset(1);
         self.applied = 0;
         self.acked = 0;
@@ -260,6 +266,13 @@ pub struct ControlUnit {
     /// offers that state to the new primary, which sends only what it lacks (or, when the
     /// state is not of its lineage, a full transfer that replaces it).
     kept_epoch: Option<u64>,
+    /// The sync set this unit was in when it kept its state (0: it was not eligible then). If
+    /// the new epoch falls silent while no sync set of it has been announced with anyone in
+    /// it (its candidate died mid-takeover, or its new primary before any standby joined),
+    /// nothing was committed in it: the unit returns to being an eligible standby with that
+    /// state. Units that heard the candidate would otherwise all wait for a transfer that
+    /// never comes.
+    kept_mask: u32,
     /// New primary: until when `Chan::catch_up_floor` pins retention (`None`: not pinned).
     catch_up_until_us: Option<u64>,
     /// `handle_timeout` or `handle_datagram` has run once.
@@ -357,6 +370,7 @@ impl ControlUnit {
             primary_last_rx_us: now_us,
             heard_primary: false,
             kept_epoch: None,
+            kept_mask: 0,
             catch_up_until_us: None,
             driven: false,
             primary_lost: false,
@@ -508,7 +522,8 @@ impl ControlUnit {
     /// standby of the same epoch heard from the primary (a standby dropped while cut off learns
     /// it this way).
     ///
-    /// A unit without a view of its own in this life (restarted) takes the freshest view
+    /// A unit without a view of its own in this life (restarted), or with an empty one, takes
+    /// the freshest view
     /// announced by a live standby of its epoch, and only while it hears at least two other
     /// units (of any epoch): one alone may be a standby cut off long ago, whose old view still
     /// names itself, while the one that knows better is the one it does not hear (with three
@@ -525,15 +540,20 @@ impl ControlUnit {
         let mut best = self.has_view.then_some((self.seen_version, self.seen_mask));
         for (_, p) in live_peers().filter(|(_, p)| p.epoch == self.epoch) {
             // Versions wrap: "newer" is a positive difference as a signed 16-bit number. A
-            // joining unit announces no set (mask 0): it only counts as a witness below.
-            if p.seen_mask != 0
-                && best.is_none_or(|(v, _)| (p.seen_version.wrapping_sub(v) as i16) > 0)
-            {
+            // joining unit announces no set (mask 0): it only counts as a witness below. An
+            // empty view of our own (we joined this epoch and heard no set with anyone in it)
+            // yields to a peer's of at least its version.
+            let newer = |(v, m): (u16, u32)| {
+                let d = p.seen_version.wrapping_sub(v) as i16;
+                d > 0 || (m == 0 && d >= 0)
+            };
+            if p.seen_mask != 0 && best.is_none_or(newer) {
                 best = Some((p.seen_version, p.seen_mask));
             }
         }
         let (_, mask) = best?;
-        if !self.has_view && live_peers().count() < 2 {
+        let own_view = self.has_view && self.seen_mask != 0;
+        if !own_view && live_peers().count() < 2 {
             return None;
         }
         Some(mask)
@@ -780,6 +800,12 @@ impl ControlUnit {
         // it lacks, if its state is of the new primary's lineage.
         let keep = was == Role::Standby && self.chans.iter().all(|c| c.ready);
         self.kept_epoch = keep.then_some(self.epoch);
+        self.kept_mask = if keep && self.is_eligible() {
+            self.seen_mask
+        } else {
+            0
+        };
+
         self.epoch = epoch;
         self.max_counter = self.max_counter.max(epoch_counter(epoch));
         self.role = Role::Joining;

@@ -222,7 +222,9 @@ impl ControlUnit {
             if self.sync_mask & (1 << i) == 0 {
                 continue;
             }
-            if p.seen_mask != self.sync_mask {
+            // Each member must have acknowledged this sync set in our epoch: a unit that left
+            // for a newer epoch may announce an equal mask of that epoch's set (seed 4022943).
+            if p.seen_mask != self.sync_mask || p.epoch != self.epoch {
                 return;
             }
             let pc = &p.chans[channel as usize];

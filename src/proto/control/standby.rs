@@ -119,6 +119,8 @@ impl ControlUnit {
                 });
                 if self.chans.iter().all(|c| c.ready) && self.role == Role::Joining {
                     self.kept_epoch = None;
+                    self.kept_mask = 0;
+                    self.chans.iter_mut().for_each(|c| c.kept_history = None);
                     self.role = Role::Standby;
                     self.primary_lost = false;
                     self.events
@@ -217,6 +219,16 @@ impl ControlUnit {
         if !self.primary_lost {
             return;
         }
+        if self.role == Role::Joining
+            && self.kept_mask != 0
+            && self.seen_mask == 0
+            && self
+                .chans
+                .iter()
+                .all(|c| c.ready || c.kept_history.is_some())
+        {
+            self.resume_kept_state();
+        }
         let alive = |t: Option<u64>| t.is_some_and(|t| now_us < t + timeout);
         let Some(mask) = self.effective_mask(now_us) else {
             return;
@@ -258,6 +270,43 @@ impl ControlUnit {
             .count();
         if n <= 2 || (1 + votes) * 2 > n {
             self.start_failover(now_us, false);
+        }
+    }
+}
+
+impl ControlUnit {
+    /// The epoch we adopted has fallen silent without announcing anyone in its sync set: its
+    /// candidate died mid-takeover, or its primary before any standby joined. Nothing can have
+    /// been committed in it (a primary commits nothing without a sync set, and a member must
+    /// have acknowledged the set first), so the state we kept, complete for the epoch we left,
+    /// makes us an eligible standby again, with the sync set we were in. Our view is announced with
+    /// version 0, so a unit that knows a sync set of this epoch prefers its own.
+    fn resume_kept_state(&mut self) {
+        for c in &mut self.chans {
+            // A channel whose catch-up ended holds the dead epoch's history and ops (none of
+            // them committed); one still waiting or mid-way holds exactly what it kept.
+            if !c.ready {
+                if let Some(h) = c.kept_history.take() {
+                    c.history = h;
+                }
+                c.xfer_rx = None;
+                c.xfer_done = None;
+                c.ready = true;
+            }
+            c.kept_history = None;
+            c.offer_due = false;
+        }
+        self.seen_mask = self.kept_mask;
+        self.seen_version = 0;
+        self.kept_mask = 0;
+        self.kept_epoch = None;
+        self.role = Role::Standby;
+        self.events.push(Event::RoleChanged {
+            role: Role::Standby,
+            epoch: self.epoch,
+        });
+        for p in &mut self.peers {
+            p.hb_due = true;
         }
     }
 }
