@@ -227,10 +227,11 @@ fn one_way_cut_switchover_target_keeps_committed_ops() {
     extended_seed_passes(1601, "one-way");
 }
 
-/// A candidate that crashes while querying: every other control unit discarded its state on
-/// hearing the candidate's epoch, so nobody can take over (inv5: no primary).
+/// A candidate that crashes while querying: every other control unit used to discard its
+/// state on hearing the candidate's epoch, so nobody could take over (inv5: no primary). A
+/// unit now keeps its state and resumes as an eligible standby when that epoch falls silent
+/// with nobody in its sync set.
 #[test]
-#[ignore = "proto bug: units discard their state on a candidate's epoch; its crash loses all"]
 fn candidate_crash_leaves_a_primary() {
     extended_seed_passes(23, "candidate-crash");
 }
