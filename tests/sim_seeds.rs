@@ -317,3 +317,12 @@ fn a_sync_set_is_acknowledged_only_in_the_primary_epoch() {
         assert!(r.violations.is_empty(), "seed {seed}: {:?}", r.violations);
     }
 }
+
+/// Seed 5000660 (four units): a unit that kept its state, cut off mid catch-up, resumed as a
+/// standby; once back, it refused the rest of the catch-up (it no longer held "kept" state)
+/// and stayed out of the sync set for good. A catch-up is taken whenever its position is ours.
+#[test]
+fn a_resumed_standby_takes_the_rest_of_its_catch_up() {
+    let r = run_seed(5000660, &SimOptions::default());
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+}

@@ -39,12 +39,14 @@ impl ControlUnit {
                     return;
                 };
                 if rx.sections == 0 {
-                    // A catch-up: the primary takes the state we kept at our position.
-                    if self.kept_epoch.is_none() || c.ready || rx.base_op != c.applied {
+                    // A catch-up: the primary takes the state we hold at our position (kept
+                    // through a change of epoch, or resumed since and unchanged).
+                    if rx.base_op != c.applied {
                         self.counters.rejected_unexpected += 1;
                         return;
                     }
                     c.history.clear();
+                    c.ready = false;
                 } else {
                     c.reset_for_transfer();
                 }
