@@ -163,17 +163,7 @@ impl Chan {
     /// entries, see `Msg::XferBegin`).
     fn keep_for_catch_up(&mut self) {
         let top = self.applied.max(self.preapplied_top);
-        self.applied = top;
-        self.acked = top;
-        self.preapplied_top = 0;
-        self.ring.reset(top + 1);
-        self.next_op = top + 1;
-        self.replay = None;
-        self.xfer_rx = None;
-        self.xfer_done = None;
-        self.ready = false;
-        self.nack = None;
-        self.commit_dirty = false;
+        self.wait_for_primary_at(top);
         self.kept_history = Some(self.history.clone());
     }
 
@@ -182,12 +172,18 @@ impl Chan {
         self.state.clear_all();
         self.history.clear();
         self.kept_history = None;
-        self.ring.reset(1);
-        self.applied = 0;
-        self.acked = 0;
-        self.preapplied_top = 0;
-        self.next_op = 1;
         self.commit = 0;
+        self.wait_for_primary_at(0);
+    }
+
+    /// The state holds every op up to `top` and nothing else is held or under way: the channel
+    /// waits for a primary to confirm that position or replace the state.
+    fn wait_for_primary_at(&mut self, top: u64) {
+        self.applied = top;
+        self.acked = top;
+        self.preapplied_top = 0;
+        self.ring.reset(top + 1);
+        self.next_op = top + 1;
         self.replay = None;
         self.xfer_rx = None;
         self.xfer_done = None;
