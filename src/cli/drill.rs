@@ -960,9 +960,12 @@ fn run_round(
         round.successor_killed = Some(lab.cus[u].id);
         round.successor_killed_as = Some(as_role);
         // With at most 4 units the N-2 survivors are no majority of N, so no third unit could
-        // ever be voted in: the old primary comes back now (a joining unit votes, though it
-        // can never be the successor itself); the successor comes back after the takeover.
+        // ever be voted in: both killed units come back now, as a supervisor restarts a
+        // crashed daemon (a joining unit votes, though it can never be the successor itself).
+        // A restarted unit knows no sync set: it votes only while it hears every other unit
+        // of three, so with one of them still down nobody could be elected.
         lab.spawn(true, p, &["standby", "--rejoin"])?;
+        lab.spawn(true, u, &["standby", "--rejoin"])?;
     }
     let np = wait_new_primary(lab, &killed, old_epoch)?;
     round.new_primary = lab.cus[np].id;
