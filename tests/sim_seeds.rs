@@ -326,3 +326,13 @@ fn a_resumed_standby_takes_the_rest_of_its_catch_up() {
     let r = run_seed(5000660, &SimOptions::default());
     assert!(r.violations.is_empty(), "{:?}", r.violations);
 }
+
+/// Seed 6110088: a client that restarted during a takeover took the new primary's partial
+/// replay, cut for its previous life's answer, on top of a stale primary's full replay to its
+/// new life: a mix of both, caught only when the primary later replayed it in full (inv9). A
+/// partial replay is taken only on a channel the primary of the epoch has asked about.
+#[test]
+fn a_partial_replay_needs_a_channel_the_primary_asked_about() {
+    let r = run_seed(6110088, &SimOptions::default());
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+}

@@ -379,8 +379,11 @@ impl Client {
             self.counters.rejected_unexpected += 1;
             return;
         };
-        // Sections not reset by a partial replay are only trustworthy if our history is.
-        if c.unknown && rx.sections != ALL_SECTIONS_MASK {
+        // Sections not reset by a partial replay are only trustworthy if our history is, and
+        // only if the primary of this epoch knows it (it asked us): a partial replay cut for
+        // another life of ours would leave a mix. Ask for a full replay instead.
+        if rx.sections != ALL_SECTIONS_MASK && (c.unknown || !c.vouched) {
+            c.unknown = true;
             return;
         }
         c.state.clear_sections(rx.sections);
