@@ -152,6 +152,14 @@ impl Chan {
         }
     }
 
+    /// Primary: a full replay of this channel to its client is under way (it serves any life
+    /// of the client and any "no history" answer).
+    fn full_replay_under_way(&self) -> bool {
+        self.replay
+            .as_ref()
+            .is_some_and(|r| r.sections == super::state::ALL_SECTIONS_MASK)
+    }
+
     /// The highest op whose effect this standby holds or already has in its state.
     fn held_top(&self) -> u64 {
         self.ring.top().max(self.applied).max(self.preapplied_top)
@@ -519,11 +527,10 @@ impl ControlUnit {
     /// it this way).
     ///
     /// A unit without a view of its own in this life (restarted), or with an empty one, takes
-    /// the freshest view
-    /// announced by a live standby of its epoch, and only while it hears at least two other
-    /// units (of any epoch): one alone may be a standby cut off long ago, whose old view still
-    /// names itself, while the one that knows better is the one it does not hear (with three
-    /// units). Two stale standbys and a restarted unit can still agree on a stale view:
+    /// the freshest view announced by a live standby of its epoch, and only while it hears at
+    /// least two other units (of any epoch): one alone may be a standby cut off long ago,
+    /// whose old view still names itself, while the one that knows better is the one it does
+    /// not hear (with three units). Two stale standbys and a restarted unit can still agree on a stale view:
     /// without persistent state a restarted unit cannot know better. `None`: no view to vote
     /// by.
     fn effective_mask(&self, now_us: u64) -> Option<u32> {

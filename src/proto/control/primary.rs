@@ -390,7 +390,8 @@ impl ControlUnit {
                 .iter_mut()
                 .for_each(|pc| pc.offer = None);
         }
-        if frame.epoch() != self.epoch {
+        // Every standby frame passes here: parse bodies only when an offer is there.
+        if frame.epoch() != self.epoch || !frame.contains(crate::wire::Kind::LaReply) {
             return;
         }
         for m in frame.msgs() {
@@ -523,11 +524,7 @@ impl ControlUnit {
             // full replay of every channel not already being replayed in full.
             for k in 0..self.client_chans[ci].len() {
                 let ch = self.client_chans[ci][k];
-                let c = &self.chans[ch as usize];
-                if c.replay
-                    .as_ref()
-                    .is_none_or(|r| r.sections != ALL_SECTIONS_MASK)
-                {
+                if !self.chans[ch as usize].full_replay_under_way() {
                     self.start_replay(now_us, ch, ALL_SECTIONS_MASK, true);
                 }
             }
@@ -541,10 +538,7 @@ impl ControlUnit {
             let c = &mut self.chans[ch as usize];
             c.client_known_seq = 0;
             // A full replay under way serves any life: the new one may even be finishing it.
-            let full_under_way = c
-                .replay
-                .as_ref()
-                .is_some_and(|r| r.sections == ALL_SECTIONS_MASK);
+            let full_under_way = c.full_replay_under_way();
             match self.role {
                 Role::Primary if !full_under_way => {
                     self.start_replay(now_us, ch, ALL_SECTIONS_MASK, true)
@@ -564,10 +558,7 @@ impl ControlUnit {
             self.counters.rejected_stale_unknown += 1;
             return;
         }
-        if c.replay
-            .as_ref()
-            .is_some_and(|r| r.sections == ALL_SECTIONS_MASK)
-        {
+        if c.full_replay_under_way() {
             return;
         }
         self.start_replay(now_us, channel, ALL_SECTIONS_MASK, true);
