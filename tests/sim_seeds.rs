@@ -336,3 +336,14 @@ fn a_partial_replay_needs_a_channel_the_primary_asked_about() {
     let r = run_seed(6110088, &SimOptions::default());
     assert!(r.violations.is_empty(), "{:?}", r.violations);
 }
+
+/// Seed 6112768 (three units): a standby voted for a candidate, then heard the old primary
+/// again, acknowledged its sync set without the candidate and let it commit an op the
+/// candidate's cut discarded (inv6, split brain). A vote is kept as a pledge: for as long as
+/// the candidate may take to count it and take over, the voter acknowledges no sync set that
+/// leaves the candidate out.
+#[test]
+fn a_vote_keeps_the_candidate_in_the_voters_sync_set() {
+    let r = run_seed(6112768, &SimOptions::default());
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+}

@@ -229,6 +229,20 @@ pub enum ControlError {
     UnknownNode,
 }
 
+/// A vote is a promise, as in Raft: a unit that voted for a candidate must not help the old
+/// primary commit past that candidate while it may be taking over. Its cut would discard what
+/// the old primary then committed without it (seed 6112768: a standby voted, heard the old
+/// primary again, and let it drop the candidate and commit alone with it). Until `until_us`
+/// (the longest a candidate can take to count the vote and finish its takeover), the standby
+/// does not acknowledge a sync set of `epoch` that leaves `candidate` out, so the old primary
+/// commits nothing without it.
+#[derive(Debug, Clone, Copy)]
+struct Pledge {
+    epoch: u64,
+    candidate: usize,
+    until_us: u64,
+}
+
 /// Timing of the last failover, for drills and reports.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FailoverTiming {
@@ -285,6 +299,9 @@ pub struct ControlUnit {
     primary_lost: bool,
     /// Standby that lost the primary: the control unit it would follow (0 = none).
     vote: NodeId,
+    /// The last vote this standby gave another unit, kept after the primary is heard again:
+    /// that unit may have counted it and be taking over (see [`Pledge`]).
+    pledge: Option<Pledge>,
     /// Primary: an operator asked this standby to take over.
     switchover_to: Option<NodeId>,
     fo_deadline_us: u64,
@@ -379,6 +396,7 @@ impl ControlUnit {
             driven: false,
             primary_lost: false,
             vote: 0,
+            pledge: None,
             switchover_to: None,
             fo_deadline_us: 0,
             fo_last_query_us: 0,
@@ -753,6 +771,15 @@ impl ControlUnit {
         p.vote = hb.vote.get();
         if hb.role == crate::wire::ROLE_PRIMARY && epoch == self.epoch && self.role != Role::Primary
         {
+            if self.pledge.is_some_and(|v| {
+                v.epoch == epoch
+                    && now_us < v.until_us
+                    && self.seen_mask & (1 << v.candidate) != 0
+                    && hb.sync_mask.get() & (1 << v.candidate) == 0
+            }) {
+                self.counters.sync_set_held_for_candidate += 1;
+                return;
+            }
             self.seen_mask = hb.sync_mask.get();
             self.seen_version = hb.reserved.get();
             self.has_view = true;

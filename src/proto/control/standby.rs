@@ -249,6 +249,17 @@ impl ControlUnit {
         let Some(successor) = successor else { return };
         self.vote = self.peers[successor].id;
         if successor != self.index {
+            // The candidate may count this vote for up to a failover timeout (it takes the
+            // last heartbeat it heard), then take up to the query timeout to take over.
+            self.pledge = Some(super::Pledge {
+                epoch: self.epoch,
+                candidate: successor,
+                until_us: now_us
+                    + timeout
+                    + self.cfg.query_timeout_us
+                    + 2 * self.cfg.tick_us
+                    + self.cfg.heartbeat_interval_us,
+            });
             return;
         }
         // Two control units: the standby decides alone (the primary commits nothing without
