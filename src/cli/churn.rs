@@ -96,6 +96,10 @@ pub struct ChurnArgs {
     /// standby skips the content of every 500th op while its position still advances.
     #[arg(long, default_value = "none")]
     pub inject_bug: InjectedBug,
+    /// Send frames without authentication tags (for comparison; by default every link gets an
+    /// ephemeral random key for the run).
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// What a churn run found; `ok` is the verdict (exit 0 only when it is true).
@@ -313,6 +317,17 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
             .copied()
             .zip(transports.iter().map(|t| t.local_addr()))
             .collect();
+        // Ephemeral link keys for this shard's nodes: every control unit with every node.
+        let links: Vec<(NodeId, NodeId)> = ids
+            .iter()
+            .flat_map(|&a| [1, 2].into_iter().map(move |b| (a, b)))
+            .collect();
+        let mut keys = if args.insecure {
+            Vec::new()
+        } else {
+            crate::auth::LinkKeys::generate(&links)
+                .map_err(|e| format!("generating ephemeral keys: {e}"))?
+        };
         let mut nodes = Vec::new();
         for (id, t) in ids.iter().zip(transports) {
             let machine = if *id <= 2 {
@@ -321,7 +336,11 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
                 Machine::Client(Box::new(Client::new(proto.clone(), *id, false, 0, 0)))
             };
             let peers = addrs.iter().copied().filter(|(p, _)| p != id);
-            nodes.push(NodeRunner::new(machine, t, peers));
+            let auth = keys
+                .iter()
+                .position(|k| k.node() == *id)
+                .map(|i| crate::auth::Auth::new(&keys.swap_remove(i)));
+            nodes.push(NodeRunner::new(machine, t, peers).with_auth(auth));
         }
         let (tx, rx) = rtrb::RingBuffer::new(1 << 16);
         let g = Arc::new(Gauges::default());
@@ -1002,6 +1021,40 @@ fn report(
     println!(
         "recovery: {retransmits} retransmissions (NACK or tail probe), {nacks} NACKs sent, {rejected_datagrams} datagrams rejected"
     );
+    let mut auth = crate::auth::AuthStats::default();
+    let mut secured = false;
+    for a in outputs
+        .iter()
+        .flat_map(|o| &o.nodes)
+        .filter_map(|n| n.auth_stats())
+    {
+        secured = true;
+        auth.sealed += a.sealed;
+        auth.delivered += a.delivered;
+        auth.openers += a.openers;
+        auth.hellos_tx += a.hellos_tx;
+        auth.rejected_bad_tag += a.rejected_bad_tag;
+        auth.rejected_replay += a.rejected_replay;
+        auth.rejected_stale_session += a.rejected_stale_session;
+        auth.rejected_malformed += a.rejected_malformed;
+        auth.rejected_unauthenticated += a.rejected_unauthenticated;
+        auth.rejected_no_key += a.rejected_no_key;
+        auth.rejected_sender_mismatch += a.rejected_sender_mismatch;
+    }
+    if secured {
+        println!(
+            "authentication: AES-256-GCM, ephemeral keys per link; {} frames sealed, {} verified, {} session openers, {} rejected ({} bad tag, {} replayed, {} stale session)",
+            auth.sealed,
+            auth.delivered,
+            auth.openers,
+            auth.rejected(),
+            auth.rejected_bad_tag,
+            auth.rejected_replay,
+            auth.rejected_stale_session
+        );
+    } else {
+        println!("authentication: OFF (--insecure): frames carry no tag");
+    }
     let preempted: Vec<_> = outputs.iter().filter_map(|o| o.preempted).collect();
     let (delay_ns, switches) = preempted.iter().fold((0, 0), |(d, s), p| {
         (d + p.run_delay_ns, s + p.involuntary_switches)
