@@ -32,6 +32,7 @@ fn args(io: IoChoice, loss: f64, submitter: Submitter) -> ChurnArgs {
         sections: 64,
         inject_bug: InjectedBug::None,
         insecure: false,
+        config: None,
     }
 }
 

@@ -97,9 +97,13 @@ pub struct ChurnArgs {
     #[arg(long, default_value = "none")]
     pub inject_bug: InjectedBug,
     /// Send frames without authentication tags (for comparison; by default every link gets an
-    /// ephemeral random key for the run).
+    /// ephemeral random key for the run; with --connect, the keys of --config).
     #[arg(long)]
     pub insecure: bool,
+    /// With --connect: the deployment's config, for the control units' IDs and this
+    /// submitter's key file (in its `[security] key_dir`).
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
 }
 
 /// What a churn run found; `ok` is the verdict (exit 0 only when it is true).
@@ -166,6 +170,40 @@ pub fn run(args: ChurnArgs) -> ExitCode {
     }
 }
 
+/// With `--connect`: the control unit ID at each address and the submitter's keys, from
+/// `--config` (both empty with `--insecure`).
+fn connect_keys(args: &ChurnArgs) -> Result<(Vec<NodeId>, Option<crate::auth::LinkKeys>), String> {
+    if args.insecure {
+        return Ok((Vec::new(), None));
+    }
+    let Some(path) = &args.config else {
+        return Err(
+            "--config: needed to authenticate (the deployment's config, whose [security] key_dir holds this submitter's key file); or --insecure".into(),
+        );
+    };
+    let cfg = crate::daemon::config::load(path).map_err(|e| e.to_string())?;
+    let ids = args
+        .connect
+        .iter()
+        .map(|a| {
+            cfg.control_units
+                .iter()
+                .find(|n| n.addr == *a)
+                .map(|n| n.id)
+                .ok_or_else(|| {
+                    format!(
+                        "--connect {a}: no control unit of {} has this address",
+                        path.display()
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let keys = cfg
+        .load_keys(args.submitter_id)?
+        .ok_or_else(|| format!("{}: no [security] key_dir", path.display()))?;
+    Ok((ids, Some(keys)))
+}
+
 /// `--connect`: load running daemons over the network.
 fn connect(args: &ChurnArgs) -> ExitCode {
     let rate = match parse_rate(&args.rate) {
@@ -175,8 +213,17 @@ fn connect(args: &ChurnArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let (target_ids, link_keys) = match connect_keys(args) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("statesync churn --connect: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let spec = crate::cli::load::LoadSpec {
         targets: args.connect.clone(),
+        target_ids,
+        link_keys,
         submitter_id: args.submitter_id,
         channels: args.channels,
         keys: args.keys,

@@ -61,6 +61,15 @@ struct RawConfig {
     runtime: RawRuntime,
     #[serde(default)]
     faults: RawFaults,
+    #[serde(default)]
+    security: RawSecurity,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecurity {
+    /// Directory of the key files `statesync keygen` writes (relative: to the config file).
+    key_dir: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,6 +212,9 @@ pub struct DeploymentConfig {
     pub cores: Vec<usize>,
     pub rcvbuf_bytes: Option<usize>,
     pub faults: FaultConfig,
+    /// `[security] key_dir`, resolved against the config file's directory (`None`: no keys;
+    /// a node then starts only with `--insecure`).
+    pub key_dir: Option<PathBuf>,
 }
 
 /// Reads and validates a config file.
@@ -454,6 +466,11 @@ fn validate(raw: RawConfig, path: PathBuf) -> Result<DeploymentConfig, String> {
         return Err("faults.delay_us: must be set when faults.delay > 0".into());
     }
 
+    let key_dir = match raw.security.key_dir.as_deref() {
+        None => None,
+        Some("") => return Err("security.key_dir: empty (omit it to run without keys)".into()),
+        Some(d) => Some(path.parent().unwrap_or_else(|| Path::new(".")).join(d)),
+    };
     let cfg = DeploymentConfig {
         path,
         control_units,
@@ -467,6 +484,7 @@ fn validate(raw: RawConfig, path: PathBuf) -> Result<DeploymentConfig, String> {
         cores,
         rcvbuf_bytes: raw.runtime.rcvbuf_bytes.filter(|b| *b > 0),
         faults,
+        key_dir,
     };
     cfg.proto_config()
         .validate()
@@ -518,6 +536,46 @@ impl DeploymentConfig {
             .iter()
             .find(|c| c.node.id == id)
             .map(|c| (NodeKind::Client, &c.node))
+    }
+
+    /// Every pair of nodes that talk: control unit with control unit, control unit with
+    /// client, submitter with control unit. Each gets its own key.
+    pub fn links(&self) -> Vec<(NodeId, NodeId)> {
+        let cus: Vec<NodeId> = self.control_units.iter().map(|n| n.id).collect();
+        let mut links = Vec::new();
+        for (i, &a) in cus.iter().enumerate() {
+            links.extend(cus[i + 1..].iter().map(|&b| (a, b)));
+            links.extend(self.clients.iter().map(|c| (a, c.node.id)));
+            links.extend(self.submitters.iter().map(|&s| (s, a)));
+        }
+        links
+    }
+
+    /// The nodes `id` talks to (and so needs a key for).
+    pub fn peers_of(&self, id: NodeId) -> Vec<NodeId> {
+        self.links()
+            .into_iter()
+            .filter_map(|(a, b)| {
+                if a == id {
+                    Some(b)
+                } else {
+                    (b == id).then_some(a)
+                }
+            })
+            .collect()
+    }
+
+    /// Node `id`'s link keys from `[security] key_dir`, checked to cover every peer it talks
+    /// to (`Ok(None)`: the config names no key directory).
+    pub fn load_keys(&self, id: NodeId) -> Result<Option<crate::auth::LinkKeys>, String> {
+        let Some(dir) = &self.key_dir else {
+            return Ok(None);
+        };
+        let path = crate::auth::LinkKeys::path_in(dir, id);
+        let keys = crate::auth::LinkKeys::load(&path, id).map_err(|e| e.to_string())?;
+        keys.require(&path, self.peers_of(id))
+            .map_err(|e| e.to_string())?;
+        Ok(Some(keys))
     }
 
     /// Every node, control units first.

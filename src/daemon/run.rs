@@ -82,6 +82,7 @@ pub fn run_node(
     id: NodeId,
     mode: Mode,
     inject: InjectedBug,
+    insecure: bool,
 ) -> Result<(), DaemonError> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -90,7 +91,36 @@ pub fn run_node(
             .map_err(DaemonError::Signal)?;
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(DaemonError::Signal)?;
     }
-    run_node_until(cfg, id, mode, inject, &stop)
+    run_node_until(cfg, id, mode, inject, insecure, &stop)
+}
+
+/// This node's frame authentication: its keys from `[security] key_dir`. Without keys a node
+/// starts only when `insecure` says so, and then says loudly that anyone can forge frames.
+fn authentication(
+    cfg: &DeploymentConfig,
+    id: NodeId,
+    insecure: bool,
+) -> Result<Option<crate::auth::Auth>, DaemonError> {
+    if insecure {
+        log(
+            id,
+            format_args!(
+                "WARNING: --insecure: frames are neither authenticated nor checked; anyone who can reach {} can forge state changes and elections",
+                cfg.node(id)
+                    .map_or("this node".to_owned(), |(_, n)| n.addr.to_string())
+            ),
+        );
+        return Ok(None);
+    }
+    match cfg.load_keys(id) {
+        Ok(Some(keys)) => Ok(Some(crate::auth::Auth::new(&keys))),
+        Ok(None) => Err(DaemonError::Usage(format!(
+            "{}: no [security] key_dir: run `statesync keygen --config {} --dir DIR`, set key_dir = \"DIR\", or start with --insecure (frames unauthenticated)",
+            cfg.path.display(),
+            cfg.path.display()
+        ))),
+        Err(e) => Err(DaemonError::Usage(format!("keys of node {id}: {e}"))),
+    }
 }
 
 fn log(id: NodeId, msg: std::fmt::Arguments<'_>) {
@@ -140,9 +170,12 @@ pub fn run_node_until(
     id: NodeId,
     mode: Mode,
     inject: InjectedBug,
+    insecure: bool,
     stop: &AtomicBool,
 ) -> Result<(), DaemonError> {
     let kind = check_mode(cfg, id, mode)?;
+    let auth = authentication(cfg, id, insecure)?;
+    let secured = auth.is_some();
     let (_, spec) = cfg.node(id).expect("checked above");
     let spec = spec.clone();
     let clock = Clock::new();
@@ -177,7 +210,7 @@ pub fn run_node_until(
         source,
     })?;
     let io_kind = transport.kind();
-    let mut runner = NodeRunner::new(machine, transport, peers);
+    let mut runner = NodeRunner::new(machine, transport, peers).with_auth(auth);
     let mut admin = Admin::bind(spec.admin).map_err(|source| DaemonError::Admin {
         addr: spec.admin,
         source,
@@ -195,8 +228,13 @@ pub fn run_node_until(
     log(
         id,
         format_args!(
-            "started as {mode} on {} (io {io_kind}), admin {}, boot {boot_id:08x}, epoch {}",
+            "started as {mode} on {} (io {io_kind}, frames {}), admin {}, boot {boot_id:08x}, epoch {}",
             spec.addr,
+            if secured {
+                "authenticated"
+            } else {
+                "UNAUTHENTICATED"
+            },
             spec.admin,
             epoch_of(&runner.machine)
         ),
@@ -206,6 +244,8 @@ pub fn run_node_until(
         source,
     };
     let mut next_admin_us = 0;
+    let mut auth_logged = crate::auth::AuthStats::default();
+    let mut next_auth_log_us = 0;
     let mut client_epoch = epoch_of(&runner.machine);
     let mut role = runner.machine.as_cu().map_or(Role::Standby, |c| c.role());
     while !stop.load(Ordering::Relaxed) {
@@ -250,6 +290,27 @@ pub fn run_node_until(
                     c.primary().map_or("none".to_owned(), |p| p.to_string())
                 ),
             );
+        }
+        if let Some(a) = runner.auth_stats()
+            && a.rejected() > auth_logged.rejected()
+            && now >= next_auth_log_us
+        {
+            // A key mismatch fails closed: frames are dropped, never believed. Say so, at
+            // most once a second.
+            log(
+                id,
+                format_args!(
+                    "ALARM: {} datagrams failed authentication since the last report ({} bad tag: wrong key or forged; {} replayed; {} of an ended session; {} without a tag; {} from the wrong address)",
+                    a.rejected() - auth_logged.rejected(),
+                    a.rejected_bad_tag - auth_logged.rejected_bad_tag,
+                    a.rejected_replay - auth_logged.rejected_replay,
+                    a.rejected_stale_session - auth_logged.rejected_stale_session,
+                    a.rejected_unauthenticated - auth_logged.rejected_unauthenticated,
+                    a.rejected_sender_mismatch - auth_logged.rejected_sender_mismatch,
+                ),
+            );
+            auth_logged = a;
+            next_auth_log_us = now + 1_000_000;
         }
         if now >= next_admin_us {
             next_admin_us = now + ADMIN_PERIOD_US;
