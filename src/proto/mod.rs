@@ -14,7 +14,7 @@ pub mod state;
 mod table;
 
 pub use client::Client;
-pub use control::{ChannelFailover, ControlUnit, SubmitError};
+pub use control::{ChannelFailover, ControlUnit, RestoreError, SubmitError};
 pub use history::{OpStatus, StatusCounts};
 pub use state::ChannelState;
 
