@@ -25,6 +25,13 @@ pub(super) struct Node {
     pub is_cu: bool,
     pub slot: Slot,
     pub boots: u32,
+    /// What a control unit persisted: its highest epoch, written after every step that
+    /// raised it and before the step's frames go out (as the daemon does), and restored
+    /// into the next life. Survives crashes.
+    pub persisted_epoch: u64,
+    /// `persisted_epoch` when this life started: an epoch this unit owns and acts in must be
+    /// above it (one at or below may be one an earlier life announced).
+    pub life_floor_epoch: u64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -197,6 +204,7 @@ impl World {
     pub fn drain(&mut self, i: usize) {
         let now = self.now_us;
         let src = self.nodes[i].id;
+        self.persist_epoch(i);
         let mut buf = std::mem::take(&mut self.buf);
         buf.resize(self.cfg.max_frame_bytes, 0);
         loop {
@@ -231,6 +239,26 @@ impl World {
                 *hw = (*hw).max(a);
             }
         }
+    }
+
+    /// Models the daemon's state file: before a control unit's frames leave, its highest
+    /// epoch is on "disk". Also checks that a unit never acts in an epoch of its own at or
+    /// below what an earlier life persisted.
+    fn persist_epoch(&mut self, i: usize) {
+        let Some(c) = self.cu(i) else { return };
+        let (id, epoch, highest) = (c.id, c.epoch(), c.highest_epoch());
+        let floor = self.nodes[i].life_floor_epoch;
+        if epoch != 0
+            && epoch <= floor
+            && self.cfg.topology.epoch_owner(epoch) == Some(id)
+            && self.reported_once.insert(("inv-epoch", id, epoch))
+        {
+            self.violation(format!(
+                "inv-epoch: cu {id} acts in its own epoch {epoch:#x}, not above the {floor:#x} an earlier life persisted"
+            ));
+        }
+        let n = &mut self.nodes[i];
+        n.persisted_epoch = n.persisted_epoch.max(highest);
     }
 
     fn on_event(&mut self, i: usize, e: Event) {
@@ -580,13 +608,13 @@ impl World {
         let boot = self.nodes[i].boots;
         self.max_epoch_rx.remove(&id);
         self.nodes[i].slot = if self.nodes[i].is_cu {
-            Slot::Cu(Box::new(ControlUnit::new(
-                self.cfg.clone(),
-                id,
-                false,
-                boot,
-                self.now_us,
-            )))
+            let persisted = self.nodes[i].persisted_epoch;
+            self.nodes[i].life_floor_epoch = persisted;
+            let mut c = ControlUnit::new(self.cfg.clone(), id, false, boot, self.now_us);
+            if let Err(e) = c.restore_highest_epoch(persisted) {
+                self.violation(format!("cu {id} refused its persisted epoch: {e}"));
+            }
+            Slot::Cu(Box::new(c))
         } else {
             Slot::Client(Box::new(Client::new(
                 self.cfg.clone(),
@@ -1203,6 +1231,8 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> RunReport {
             is_cu: true,
             slot: Slot::Cu(Box::new(ControlUnit::new(cfg.clone(), id, true, 0, 0))),
             boots: 0,
+            persisted_epoch: 0,
+            life_floor_epoch: 0,
         });
     }
     for &id in &clients {
@@ -1211,6 +1241,8 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> RunReport {
             is_cu: false,
             slot: Slot::Client(Box::new(Client::new(cfg.clone(), id, false, 0, 0))),
             boots: 0,
+            persisted_epoch: 0,
+            life_floor_epoch: 0,
         });
     }
     let report = RunReport {
