@@ -610,14 +610,15 @@ impl World {
         self.nodes[i].slot = if self.nodes[i].is_cu {
             let persisted = self.nodes[i].persisted_epoch;
             self.nodes[i].life_floor_epoch = persisted;
-            let mut c = ControlUnit::new(self.cfg.clone(), id, false, boot, self.now_us);
+            let mut c =
+                ControlUnit::new(node_cfg(&self.cfg, id, boot), id, false, boot, self.now_us);
             if let Err(e) = c.restore_highest_epoch(persisted) {
                 self.violation(format!("cu {id} refused its persisted epoch: {e}"));
             }
             Slot::Cu(Box::new(c))
         } else {
             Slot::Client(Box::new(Client::new(
-                self.cfg.clone(),
+                node_cfg(&self.cfg, id, boot),
                 id,
                 true,
                 boot,
@@ -1169,6 +1170,14 @@ impl World {
 const STEPS: [&str; 3] = ["querying", "resolving", "replaying"];
 
 /// Runs one seed and returns its report.
+/// The config of node `id` in its life `boot`: the run's, with a table seed of its own, as
+/// separate processes would have (replicas must agree whatever their slot order).
+fn node_cfg(cfg: &ProtoConfig, id: NodeId, boot: u32) -> ProtoConfig {
+    let mut c = cfg.clone();
+    c.table_seed ^= ((u64::from(id) << 32) | u64::from(boot)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    c
+}
+
 pub fn run_seed(seed: u64, opts: &SimOptions) -> RunReport {
     let mut rng = SplitMix64::new(seed ^ 0x5eed_5eed_5eed_5eed);
     let mut n_cu = if rng.chance(0.3) { 3 } else { 2 };
@@ -1205,6 +1214,9 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> RunReport {
         },
     };
     cfg.inject = opts.inject;
+    // The tables' slot order decides the order of entries in bulk streams, so it must come
+    // from the seed, not from the process, for a seed to replay exactly.
+    cfg.table_seed = seed ^ 0x7ab1_e5ee_d000_0000;
     cfg.validate().expect("simulator config is valid");
     let mut profile = NetProfile::draw(&mut rng);
     if opts.faults.delay_spikes {
@@ -1229,7 +1241,13 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> RunReport {
         nodes.push(Node {
             id,
             is_cu: true,
-            slot: Slot::Cu(Box::new(ControlUnit::new(cfg.clone(), id, true, 0, 0))),
+            slot: Slot::Cu(Box::new(ControlUnit::new(
+                node_cfg(&cfg, id, 0),
+                id,
+                true,
+                0,
+                0,
+            ))),
             boots: 0,
             persisted_epoch: 0,
             life_floor_epoch: 0,
@@ -1239,7 +1257,13 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> RunReport {
         nodes.push(Node {
             id,
             is_cu: false,
-            slot: Slot::Client(Box::new(Client::new(cfg.clone(), id, false, 0, 0))),
+            slot: Slot::Client(Box::new(Client::new(
+                node_cfg(&cfg, id, 0),
+                id,
+                false,
+                0,
+                0,
+            ))),
             boots: 0,
             persisted_epoch: 0,
             life_floor_epoch: 0,

@@ -118,11 +118,12 @@ struct Chan {
 }
 
 impl Chan {
-    fn new(id: u32, owner: NodeId, window: usize) -> Self {
+    /// `seed`: the node's `ProtoConfig::table_seed`.
+    fn new(id: u32, owner: NodeId, window: usize, seed: u64) -> Self {
         Chan {
             id,
             owner,
-            state: ChannelState::default(),
+            state: ChannelState::with_seed(seed),
             history: History::new(INITIAL_EPOCH, 1),
             ring: OpRing::new(window),
             next_op: 1,
@@ -354,7 +355,7 @@ impl ControlUnit {
             .channel_owner
             .iter()
             .enumerate()
-            .map(|(c, &o)| Chan::new(c as u32, o, window))
+            .map(|(c, &o)| Chan::new(c as u32, o, window, cfg.table_seed))
             .collect();
         let all_mask: u32 = if n >= 32 { u32::MAX } else { (1u32 << n) - 1 };
         let peers = topo
