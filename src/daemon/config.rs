@@ -53,6 +53,9 @@ struct RawConfig {
     clients: Vec<RawClient>,
     #[serde(default)]
     submitters: RawSubmitters,
+    /// `[state]`: where control units persist what must survive a restart.
+    #[serde(default)]
+    state: RawState,
     #[serde(default)]
     timing: RawTiming,
     #[serde(default)]
@@ -94,6 +97,15 @@ struct RawClient {
 struct RawSubmitters {
     #[serde(default)]
     ids: Vec<NodeId>,
+}
+
+/// `[state]`: kept in its own struct (and validated in [`validate_state`]) so that other
+/// sections can be added next to it without touching it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    /// Directory of the per-node state files (`<dir>/<id>.epoch`).
+    dir: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -204,6 +216,10 @@ pub struct DeploymentConfig {
     pub control_units: Vec<NodeSpec>,
     pub clients: Vec<ClientSpec>,
     pub submitters: Vec<NodeId>,
+    /// `[state] dir`, resolved against the config file's directory: where each control unit
+    /// persists the highest epoch it has seen (`<dir>/<id>.epoch`). `None`: nowhere, so a
+    /// restarted unit forgets it (the daemon warns at start).
+    pub state_dir: Option<PathBuf>,
     pub timing: Timing,
     pub cut_policy: CutPolicy,
     pub window_ops: usize,
@@ -434,6 +450,8 @@ fn validate(raw: RawConfig, path: PathBuf) -> Result<DeploymentConfig, String> {
         ));
     }
 
+    let state_dir = validate_state(&raw.state, &path)?;
+
     let io = match &raw.runtime.io {
         Some(s) => s
             .parse::<IoChoice>()
@@ -476,6 +494,7 @@ fn validate(raw: RawConfig, path: PathBuf) -> Result<DeploymentConfig, String> {
         control_units,
         clients,
         submitters: raw.submitters.ids.clone(),
+        state_dir,
         timing,
         cut_policy,
         window_ops,
@@ -492,7 +511,32 @@ fn validate(raw: RawConfig, path: PathBuf) -> Result<DeploymentConfig, String> {
     Ok(cfg)
 }
 
+/// `[state] dir`: a non-empty path; a relative one is taken relative to the directory of the
+/// config file (every node reads the same file, so they agree wherever they are started from).
+/// The directory itself is created, or found unusable, when a control unit starts.
+fn validate_state(raw: &RawState, config_path: &Path) -> Result<Option<PathBuf>, String> {
+    let Some(dir) = &raw.dir else {
+        return Ok(None);
+    };
+    if dir.trim().is_empty() {
+        return Err("state.dir: empty; name a directory, or leave [state] out".into());
+    }
+    let dir = Path::new(dir);
+    if dir.is_absolute() {
+        return Ok(Some(dir.to_owned()));
+    }
+    let base = config_path.parent().unwrap_or(Path::new(""));
+    Ok(Some(base.join(dir)))
+}
+
 impl DeploymentConfig {
+    /// The file where control unit `id` persists its highest epoch, when `[state] dir` is set.
+    pub fn epoch_file(&self, id: NodeId) -> Option<PathBuf> {
+        self.state_dir
+            .as_ref()
+            .map(|d| d.join(format!("{id}.epoch")))
+    }
+
     pub fn topology(&self) -> Topology {
         let channels = self.clients.iter().map(|c| c.channels.len()).sum::<usize>();
         let mut channel_owner = vec![0; channels];
@@ -694,6 +738,25 @@ ids = [900]
         assert_eq!(c.clients.len(), 3);
         assert_eq!(c.topology().channels(), 8);
         assert_eq!(c.submitters, vec![900]);
+    }
+
+    #[test]
+    fn state_dir_is_resolved_against_the_config_file() {
+        let c = parse(GOOD, "/etc/ss/lab.toml").unwrap();
+        assert_eq!(c.state_dir, None);
+        assert_eq!(c.epoch_file(1), None);
+        let rel = format!("{GOOD}\n[state]\ndir = \"state\"\n");
+        let c = parse(&rel, "/etc/ss/lab.toml").unwrap();
+        assert_eq!(c.state_dir, Some(PathBuf::from("/etc/ss/state")));
+        assert_eq!(
+            c.epoch_file(2),
+            Some(PathBuf::from("/etc/ss/state/2.epoch"))
+        );
+        let abs = format!("{GOOD}\n[state]\ndir = \"/var/lib/ss\"\n");
+        let c = parse(&abs, "lab.toml").unwrap();
+        assert_eq!(c.epoch_file(1), Some(PathBuf::from("/var/lib/ss/1.epoch")));
+        assert_err(&format!("{GOOD}\n[state]\ndir = \" \"\n"), "state.dir");
+        assert_err(&format!("{GOOD}\n[state]\npath = \"x\"\n"), "path");
     }
 
     #[test]

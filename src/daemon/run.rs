@@ -3,8 +3,9 @@
 
 use super::admin::{Admin, role_name};
 use super::config::{ConfigError, DeploymentConfig, NodeKind};
+use super::state::{EpochFile, StateError};
 use super::{Clock, format_unix_us, unix_now_us};
-use crate::proto::{Client, ControlUnit, Event, InjectedBug, NodeId, Role};
+use crate::proto::{Client, ControlUnit, Event, InjectedBug, NodeId, RestoreError, Role};
 use crate::runtime::node::{Machine, NodeRunner};
 use crate::transport::{Transport, TransportError};
 use std::io;
@@ -58,13 +59,19 @@ pub enum DaemonError {
     },
     #[error("installing signal handlers: {0}")]
     Signal(#[source] io::Error),
+    /// The epoch state file (`[state] dir`) is unusable: at start, or a write while running
+    /// (the unit stops rather than transmit an epoch it could not persist).
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
 impl DaemonError {
     /// 2 for a bad config or command line, 1 for a failure while running.
     pub fn exit_code(&self) -> u8 {
         match self {
-            DaemonError::Config(_) | DaemonError::Usage(_) => 2,
+            DaemonError::Config(_)
+            | DaemonError::Usage(_)
+            | DaemonError::State(StateError::Corrupt { .. }) => 2,
             _ => 1,
         }
     }
@@ -186,7 +193,7 @@ pub fn run_node_until(
     // Per-op events would only be discarded here (the log skips them).
     proto.standby_apply_events = false;
     proto.inject = inject;
-    let machine = match mode {
+    let mut machine = match mode {
         Mode::Primary => Machine::Cu(Box::new(ControlUnit::new(proto, id, true, boot_id, now))),
         Mode::Standby { rejoin } => {
             Machine::Cu(Box::new(ControlUnit::new(proto, id, !rejoin, boot_id, now)))
@@ -195,6 +202,10 @@ pub fn run_node_until(
             proto.client_apply_events = false;
             Machine::Client(Box::new(Client::new(proto, id, fresh, boot_id, now)))
         }
+    };
+    let mut epoch_file = match machine.as_cu_mut() {
+        Some(cu) => restore_epoch(cfg, cu)?,
+        None => None,
     };
     let peers: Vec<(NodeId, SocketAddr)> = match kind {
         NodeKind::ControlUnit { .. } => cfg
@@ -243,6 +254,7 @@ pub fn run_node_until(
         addr: spec.addr,
         source,
     };
+    persist_epoch(id, &mut epoch_file, &runner.machine)?;
     let mut next_admin_us = 0;
     let mut auth_logged = crate::auth::AuthStats::default();
     let mut next_auth_log_us = 0;
@@ -251,6 +263,10 @@ pub fn run_node_until(
     while !stop.load(Ordering::Relaxed) {
         let now = clock.now_us();
         runner.tick(now);
+        // The steps that can raise the epoch have all run by now: this turn's timers, the
+        // datagrams received at the end of the last turn, an admin takeover (which starts a
+        // new turn at once). Nothing of a new epoch may leave before it is on disk.
+        persist_epoch(id, &mut epoch_file, &runner.machine)?;
         runner.transmit(now).map_err(terr)?;
         // Role changes and transfer completions are logged once per turn: a transfer of many
         // channels moves through joining and standby once per channel.
@@ -335,6 +351,60 @@ pub fn run_node_until(
             s.datagrams_sent, s.datagrams_received, admin.stats.requests, admin.stats.malformed
         ),
     );
+    Ok(())
+}
+
+/// Reads the control unit's state file back into `cu` (`[state] dir` set), or warns that its
+/// epoch will not survive a restart (unset).
+fn restore_epoch(
+    cfg: &DeploymentConfig,
+    cu: &mut ControlUnit,
+) -> Result<Option<EpochFile>, DaemonError> {
+    let id = cu.id;
+    let Some(dir) = &cfg.state_dir else {
+        log(
+            id,
+            format_args!(
+                "warning: no [state] dir in {}: the highest epoch is not persisted, so after a restart this unit may reuse an epoch it already announced",
+                cfg.path.display()
+            ),
+        );
+        return Ok(None);
+    };
+    let file = EpochFile::open(dir, id)?;
+    let persisted = file.persisted();
+    cu.restore_highest_epoch(persisted).map_err(|e| match e {
+        RestoreError::InitialAfterLaterEpoch { .. } => DaemonError::Usage(format!(
+            "--id {id}: state file {}: {e} (`standby --rejoin`)",
+            file.path().display()
+        )),
+        _ => DaemonError::State(StateError::Corrupt {
+            path: file.path().to_owned(),
+            why: e.to_string(),
+        }),
+    })?;
+    if persisted > 0 {
+        log(
+            id,
+            format_args!(
+                "restored highest epoch {persisted} from {}",
+                file.path().display()
+            ),
+        );
+    }
+    Ok(Some(file))
+}
+
+/// Persists the control unit's highest epoch if it rose (a no-op without a state file).
+fn persist_epoch(id: NodeId, file: &mut Option<EpochFile>, m: &Machine) -> Result<(), DaemonError> {
+    if let (Some(f), Some(cu)) = (file.as_mut(), m.as_cu())
+        && let Some(epoch) = f.sync(cu)?
+    {
+        log(
+            id,
+            format_args!("persisted epoch {epoch} to {}", f.path().display()),
+        );
+    }
     Ok(())
 }
 
