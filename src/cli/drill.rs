@@ -69,6 +69,10 @@ pub struct DrillArgs {
     /// `discard-committed` must show committed ops lost.
     #[arg(long, value_name = "NAME", default_value = "none")]
     pub inject_bug: InjectedBug,
+    /// Run the daemons and the load client without frame authentication (for comparison; by
+    /// default the drill writes fresh keys for every link into its work directory).
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// Changes per second that fill every channel before an out-of-sync round (the same state size
@@ -100,6 +104,7 @@ struct Lab {
     clients: Vec<Node>,
     load: Option<Child>,
     inject: InjectedBug,
+    insecure: bool,
 }
 
 impl Drop for Lab {
@@ -166,6 +171,7 @@ impl Lab {
             .arg(node.id.to_string())
             .arg("--inject-bug")
             .arg(self.inject.name())
+            .args(self.insecure.then_some("--insecure"))
             .stdout(Stdio::null())
             .stderr(log);
         let child = cmd
@@ -245,6 +251,9 @@ fn write_config(lab: &Lab, args: &DrillArgs, loss: f64) -> Result<(), String> {
         args.failover_timeout_ms.max(40)
     );
     s += "[protocol]\ncut_policy = \"complete\"\nwindow_ops = 8192\nmax_datagram_bytes = 1472\n";
+    if !lab.insecure {
+        s += "\n[security]\nkey_dir = \"keys\"\n";
+    }
     if args.variant == "out-of-sync" {
         // Small socket buffers: what a frozen standby misses is really lost to it (not queued
         // for when it resumes), so clients end up ahead of it.
@@ -257,7 +266,12 @@ fn write_config(lab: &Lab, args: &DrillArgs, loss: f64) -> Result<(), String> {
             args.seed
         );
     }
-    std::fs::write(&lab.config, s).map_err(|e| e.to_string())
+    std::fs::write(&lab.config, s).map_err(|e| e.to_string())?;
+    if !lab.insecure {
+        let cfg = crate::daemon::config::load(&lab.config).map_err(|e| e.to_string())?;
+        crate::daemon::cli::write_keys(&cfg, &lab.dir.join("keys"))?;
+    }
+    Ok(())
 }
 
 fn field_u64(v: &Value, path: &[&str]) -> Option<u64> {
@@ -427,6 +441,7 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
         clients,
         load: None,
         inject: args.inject_bug,
+        insecure: args.insecure,
     };
     write_config(&lab, args, if variant == "loss" { 0.01 } else { 0.0 })?;
     for i in 0..lab.cus.len() {
@@ -814,9 +829,13 @@ fn start_load(lab: &mut Lab, channels: u32, sections: u8, rate: f64) -> Result<(
         "65536",
         "--sections",
         &sections.to_string(),
-    ])
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
+    ]);
+    if lab.insecure {
+        cmd.arg("--insecure");
+    } else {
+        cmd.arg("--config").arg(&lab.config);
+    }
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
     lab.load = Some(
         cmd.spawn()
             .map_err(|e| format!("starting the load client: {e}"))?,
