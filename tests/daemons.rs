@@ -2,7 +2,7 @@
 //! submitter, the admin protocol, an operator takeover and a clean SIGTERM shutdown.
 
 use serde_json::{Value, json};
-use statesync::daemon::admin::request;
+use statesync::daemon::admin::request_unix;
 use statesync::wire::{Entry, FrameBuilder, encode_entry};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -100,8 +100,8 @@ fn free_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
-fn status(addr: SocketAddr) -> Option<Value> {
-    request(addr, &json!({"cmd": "status"}), Duration::from_millis(300))
+fn status(sock: &Path) -> Option<Value> {
+    request_unix(sock, &json!({"cmd": "status"}), Duration::from_millis(300))
         .ok()
         .filter(|v| v["ok"] == true)
 }
@@ -118,20 +118,34 @@ fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) 
     }
 }
 
-fn role_is(addr: SocketAddr, role: &str) -> Option<Value> {
-    status(addr).filter(|v| v["role"] == role)
+fn role_is(sock: &Path, role: &str) -> Option<Value> {
+    status(sock).filter(|v| v["role"] == role)
 }
 
 struct Lab {
     path: PathBuf,
     cu_data: [SocketAddr; 2],
-    cu_admin: [SocketAddr; 2],
-    client_admin: SocketAddr,
+    /// Unix admin sockets.
+    cu_admin: [PathBuf; 2],
+    client_admin: PathBuf,
+    /// UDP admin listeners (the config names them; only some tests do).
+    cu_udp: [SocketAddr; 2],
+    client_udp: SocketAddr,
 }
 
-fn write_config(dir: &Path) -> Lab {
+/// The lab's config, with `extra` appended (e.g. an `[admin]` token file). `udp`: every node
+/// also gets a UDP admin listener.
+fn write_config(dir: &Path, udp: bool, extra: &str) -> Lab {
     let p = free_ports(6);
     let a = |i: usize| -> SocketAddr { format!("127.0.0.1:{}", p[i]).parse().unwrap() };
+    let admin = |i: usize| {
+        if udp {
+            format!("admin = \"{}\"", a(i))
+        } else {
+            String::new()
+        }
+    };
+    let sock = dir.join("sock");
     // Generous timeouts: the test machine may be busy, and a spurious failover would make
     // the standby primary before the operator asks.
     let text = format!(
@@ -139,15 +153,15 @@ fn write_config(dir: &Path) -> Lab {
 [[control_units]]
 id = 1
 addr = "{}"
-admin = "{}"
+{}
 [[control_units]]
 id = 2
 addr = "{}"
-admin = "{}"
+{}
 [[clients]]
 id = 100
 addr = "{}"
-admin = "{}"
+{}
 channels = [0, 1, 2]
 [submitters]
 ids = [900]
@@ -157,21 +171,27 @@ failover_timeout_ms = 1000
 drop_timeout_ms = 2000
 query_timeout_ms = 100
 rto_ms = 50
+[admin]
+socket_dir = {:?}
+{extra}
 "#,
         a(0),
-        a(1),
+        admin(1),
         a(2),
-        a(3),
+        admin(3),
         a(4),
-        a(5)
+        admin(5),
+        sock.display().to_string(),
     );
     let path = dir.join("lab.toml");
     std::fs::write(&path, text).unwrap();
     Lab {
         path,
         cu_data: [a(0), a(2)],
-        cu_admin: [a(1), a(3)],
-        client_admin: a(5),
+        cu_admin: [sock.join("1.sock"), sock.join("2.sock")],
+        client_admin: sock.join("100.sock"),
+        cu_udp: [a(1), a(3)],
+        client_udp: a(5),
     }
 }
 
@@ -221,20 +241,20 @@ fn digests(v: &Value, field: &str) -> Vec<(u64, String)> {
 fn primary_standby_client_submit_takeover_sigterm() {
     let t0 = Instant::now();
     let mut kids = Children::new("daemons");
-    let lab = write_config(&kids.dir);
+    let lab = write_config(&kids.dir, false, "");
     let cfg = lab.path.to_str().unwrap().to_owned();
     let up = Duration::from_secs(5);
 
     kids.spawn("primary", &["primary", "--config", &cfg, "--id", "1"]);
-    wait_for("primary up", up, || role_is(lab.cu_admin[0], "primary"));
+    wait_for("primary up", up, || role_is(&lab.cu_admin[0], "primary"));
     kids.spawn("standby", &["standby", "--config", &cfg, "--id", "2"]);
     kids.spawn("client", &["client", "--config", &cfg, "--id", "100"]);
-    wait_for("standby up", up, || role_is(lab.cu_admin[1], "standby"));
+    wait_for("standby up", up, || role_is(&lab.cu_admin[1], "standby"));
     // The standby is in the primary's sync set (it may have had to re-join by transfer).
     wait_for("standby in sync set", up, || {
-        role_is(lab.cu_admin[0], "primary").filter(|v| v["sync_mask"].as_u64() == Some(2))
+        role_is(&lab.cu_admin[0], "primary").filter(|v| v["sync_mask"].as_u64() == Some(2))
     });
-    let c = wait_for("client up", up, || status(lab.client_admin));
+    let c = wait_for("client up", up, || status(&lab.client_admin));
     assert_eq!(c["kind"], "client");
     assert_eq!(c["epoch"], 256);
 
@@ -249,8 +269,8 @@ fn primary_standby_client_submit_takeover_sigterm() {
         }
     }
     let p = wait_for("client digests equal the primary's", up, || {
-        let p = status(lab.cu_admin[0])?;
-        let c = status(lab.client_admin)?;
+        let p = status(&lab.cu_admin[0])?;
+        let c = status(&lab.client_admin)?;
         (p["submits"]["accepted"].as_u64() == Some(n_submits)
             && digests(&p, "public_digest") == digests(&c, "public_digest"))
         .then_some(p)
@@ -263,15 +283,15 @@ fn primary_standby_client_submit_takeover_sigterm() {
     }
     // Committed everywhere, and the standby holds the same full state (private entries too).
     wait_for("standby state equals the primary's", up, || {
-        let p = status(lab.cu_admin[0])?;
-        let s = status(lab.cu_admin[1])?;
+        let p = status(&lab.cu_admin[0])?;
+        let s = status(&lab.cu_admin[1])?;
         let committed = p["channels"]
             .as_array()?
             .iter()
             .all(|c| c["commit"] == n_submits / 3);
         (committed && digests(&p, "full_digest") == digests(&s, "full_digest")).then_some(())
     });
-    let s = status(lab.cu_admin[1]).unwrap();
+    let s = status(&lab.cu_admin[1]).unwrap();
     assert_eq!(
         s["submits"]["rejected"], n_submits,
         "the standby refuses submissions"
@@ -279,7 +299,7 @@ fn primary_standby_client_submit_takeover_sigterm() {
 
     // The CLI status command, human and JSON.
     let out = Command::new(BIN)
-        .args(["status", &lab.cu_admin[0].to_string()])
+        .args(["status", lab.cu_admin[0].to_str().unwrap()])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -290,7 +310,7 @@ fn primary_standby_client_submit_takeover_sigterm() {
         "{text}"
     );
     let out = Command::new(BIN)
-        .args(["status", &lab.client_admin.to_string(), "--json"])
+        .args(["status", lab.client_admin.to_str().unwrap(), "--json"])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -299,7 +319,7 @@ fn primary_standby_client_submit_takeover_sigterm() {
 
     // Operator takeover of the standby through `statesync switchover`.
     let out = Command::new(BIN)
-        .args(["switchover", "--standby", &lab.cu_admin[1].to_string()])
+        .args(["switchover", "--standby", lab.cu_admin[1].to_str().unwrap()])
         .output()
         .unwrap();
     assert!(
@@ -308,7 +328,7 @@ fn primary_standby_client_submit_takeover_sigterm() {
         String::from_utf8_lossy(&out.stderr)
     );
     let s = wait_for("standby is primary of a higher epoch", up, || {
-        role_is(lab.cu_admin[1], "primary").filter(|v| {
+        role_is(&lab.cu_admin[1], "primary").filter(|v| {
             v["epoch"].as_u64().unwrap() > 256 && !v["failover"]["finished_unix_us"].is_null()
         })
     });
@@ -317,8 +337,8 @@ fn primary_standby_client_submit_takeover_sigterm() {
     let new_epoch = s["epoch"].as_u64().unwrap();
     // The client follows the new primary and still agrees on every digest.
     wait_for("client follows the new primary", up, || {
-        let c = status(lab.client_admin)?;
-        let s = status(lab.cu_admin[1])?;
+        let c = status(&lab.client_admin)?;
+        let s = status(&lab.cu_admin[1])?;
         (c["epoch"] == new_epoch && digests(&s, "public_digest") == digests(&c, "public_digest"))
             .then_some(())
     });
@@ -326,6 +346,9 @@ fn primary_standby_client_submit_takeover_sigterm() {
     for (name, st) in kids.terminate(Duration::from_secs(3)) {
         let st = st.unwrap_or_else(|| panic!("{name} did not exit after SIGTERM"));
         assert_eq!(st.code(), Some(0), "{name} exited with {st}");
+    }
+    for sock in lab.cu_admin.iter().chain([&lab.client_admin]) {
+        assert!(!sock.exists(), "{} left behind at shutdown", sock.display());
     }
     assert!(
         t0.elapsed() < Duration::from_secs(20),

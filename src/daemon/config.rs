@@ -4,6 +4,7 @@
 //! [`validate`] checks every value and builds a [`DeploymentConfig`]. Every error names the
 //! field it is about (`clients[1].channels: channel 7 is owned twice`).
 
+pub use super::admin::config::AdminConfig;
 use crate::proto::{CutPolicy, NodeId, ProtoConfig, Topology};
 use crate::transport::{FaultConfig, IoChoice, TransportConfig};
 use serde::Deserialize;
@@ -55,6 +56,9 @@ struct RawConfig {
     submitters: RawSubmitters,
     #[serde(default)]
     timing: RawTiming,
+    /// `[admin]`: how each node serves the admin protocol.
+    #[serde(default)]
+    admin: super::admin::config::RawAdmin,
     #[serde(default)]
     protocol: RawProtocol,
     #[serde(default)]
@@ -68,7 +72,8 @@ struct RawConfig {
 struct RawNode {
     id: NodeId,
     addr: String,
-    admin: String,
+    /// The optional UDP admin listener (the Unix socket is always there).
+    admin: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,7 +81,7 @@ struct RawNode {
 struct RawClient {
     id: NodeId,
     addr: String,
-    admin: String,
+    admin: Option<String>,
     channels: Vec<u32>,
 }
 
@@ -136,8 +141,9 @@ pub struct NodeSpec {
     pub id: NodeId,
     /// Data-plane UDP socket.
     pub addr: SocketAddr,
-    /// Admin UDP socket (JSON requests).
-    pub admin: SocketAddr,
+    /// The optional UDP admin listener (JSON requests, see [`AdminConfig`]); every node also
+    /// serves the admin protocol on its Unix socket, [`AdminConfig::socket_path`].
+    pub admin: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,6 +202,7 @@ pub struct DeploymentConfig {
     pub clients: Vec<ClientSpec>,
     pub submitters: Vec<NodeId>,
     pub timing: Timing,
+    pub admin: AdminConfig,
     pub cut_policy: CutPolicy,
     pub window_ops: usize,
     pub max_datagram_bytes: usize,
@@ -311,7 +318,11 @@ fn validate(raw: RawConfig, path: PathBuf) -> Result<DeploymentConfig, String> {
         control_units.push(NodeSpec {
             id: n.id,
             addr: claim_addr(format!("control_units[{i}].addr"), &n.addr)?,
-            admin: claim_addr(format!("control_units[{i}].admin"), &n.admin)?,
+            admin: n
+                .admin
+                .as_ref()
+                .map(|a| claim_addr(format!("control_units[{i}].admin"), a))
+                .transpose()?,
         });
     }
     let mut clients = Vec::new();
@@ -321,7 +332,11 @@ fn validate(raw: RawConfig, path: PathBuf) -> Result<DeploymentConfig, String> {
         let node = NodeSpec {
             id: c.id,
             addr: claim_addr(format!("clients[{i}].addr"), &c.addr)?,
-            admin: claim_addr(format!("clients[{i}].admin"), &c.admin)?,
+            admin: c
+                .admin
+                .as_ref()
+                .map(|a| claim_addr(format!("clients[{i}].admin"), a))
+                .transpose()?,
         };
         if c.channels.is_empty() {
             return Err(format!("clients[{i}].channels: empty"));
@@ -351,6 +366,8 @@ fn validate(raw: RawConfig, path: PathBuf) -> Result<DeploymentConfig, String> {
             ));
         }
     }
+
+    let admin = super::admin::config::validate(&raw.admin, &path, &control_units, &clients)?;
 
     let d = Timing::default();
     let t = &raw.timing;
@@ -460,6 +477,7 @@ fn validate(raw: RawConfig, path: PathBuf) -> Result<DeploymentConfig, String> {
         clients,
         submitters: raw.submitters.ids.clone(),
         timing,
+        admin,
         cut_policy,
         window_ops,
         max_datagram_bytes,

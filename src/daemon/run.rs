@@ -50,12 +50,9 @@ pub enum DaemonError {
         #[source]
         source: TransportError,
     },
-    #[error("admin socket {addr}: {source}")]
-    Admin {
-        addr: SocketAddr,
-        #[source]
-        source: io::Error,
-    },
+    /// The admin socket could not be opened; the message names the socket or the field.
+    #[error("{0}")]
+    Admin(String),
     #[error("installing signal handlers: {0}")]
     Signal(#[source] io::Error),
 }
@@ -93,7 +90,7 @@ pub fn run_node(
     run_node_until(cfg, id, mode, inject, &stop)
 }
 
-fn log(id: NodeId, msg: std::fmt::Arguments<'_>) {
+pub(super) fn log(id: NodeId, msg: std::fmt::Arguments<'_>) {
     eprintln!("{} node {id}: {msg}", format_unix_us(unix_now_us()));
 }
 
@@ -143,8 +140,17 @@ pub fn run_node_until(
     stop: &AtomicBool,
 ) -> Result<(), DaemonError> {
     let kind = check_mode(cfg, id, mode)?;
-    let (_, spec) = cfg.node(id).expect("checked above");
+    let Some((_, spec)) = cfg.node(id) else {
+        return Err(DaemonError::Usage(format!("--id {id}: no such node")));
+    };
     let spec = spec.clone();
+    // Read before any socket opens: a bad token file is a config error (exit 2).
+    let token = cfg.admin.read_token().map_err(|message| {
+        DaemonError::Config(ConfigError::Invalid {
+            path: cfg.path.clone(),
+            message,
+        })
+    })?;
     let clock = Clock::new();
     // Differs between restarts of the same node.
     let boot_id = (unix_now_us() & 0xffff_ffff) as u32;
@@ -178,10 +184,11 @@ pub fn run_node_until(
     })?;
     let io_kind = transport.kind();
     let mut runner = NodeRunner::new(machine, transport, peers);
-    let mut admin = Admin::bind(spec.admin).map_err(|source| DaemonError::Admin {
-        addr: spec.admin,
-        source,
-    })?;
+    let mut admin = Admin::open(id, &cfg.admin.socket_path(id), spec.admin, token)
+        .map_err(DaemonError::Admin)?;
+    let admin_udp = admin
+        .udp_addr()
+        .map_or(String::new(), |a| format!(" and UDP {a}"));
     if let Some(&core) = cfg.cores.first() {
         if core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
             log(id, format_args!("pinned to core {core}"));
@@ -195,9 +202,9 @@ pub fn run_node_until(
     log(
         id,
         format_args!(
-            "started as {mode} on {} (io {io_kind}), admin {}, boot {boot_id:08x}, epoch {}",
+            "started as {mode} on {} (io {io_kind}), admin {}{admin_udp}, boot {boot_id:08x}, epoch {}",
             spec.addr,
-            spec.admin,
+            admin.socket_path().display(),
             epoch_of(&runner.machine)
         ),
     );
@@ -270,8 +277,14 @@ pub fn run_node_until(
     log(
         id,
         format_args!(
-            "stopping: {} datagrams sent, {} received; admin requests {} ({} malformed)",
-            s.datagrams_sent, s.datagrams_received, admin.stats.requests, admin.stats.malformed
+            "stopping: {} datagrams sent, {} received; admin requests {} ({} malformed), refused: {} peers, {} tokens, {} oversized replies",
+            s.datagrams_sent,
+            s.datagrams_received,
+            admin.stats.requests,
+            admin.stats.malformed,
+            admin.stats.refused_peer,
+            admin.stats.refused_token,
+            admin.stats.refused_size
         ),
     );
     Ok(())
