@@ -1,5 +1,7 @@
 //! End to end over loopback: the real `statesync` binary as primary, standby and client, a fake
-//! submitter, the admin protocol, an operator takeover and a clean SIGTERM shutdown.
+//! submitter, the admin protocol, an operator takeover and a clean SIGTERM shutdown; and the
+//! admin sockets' protection: strangers refused on the Unix socket, no control and no amplified
+//! reply over UDP without the token.
 
 use serde_json::{Value, json};
 use statesync::daemon::admin::request_unix;
@@ -397,4 +399,241 @@ channels = [0, 2]
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--id 1"), "{err}");
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The uid and gid a stranger runs as: `nobody`/`nogroup` on Debian-like systems; any
+/// unprivileged ids do.
+const STRANGER: u32 = 65_534;
+
+/// `statesync ARGS` as another user (`uid`, `gid`, no supplementary groups), from a copy of
+/// the binary that user may execute.
+fn run_as(bin: &Path, uid: u32, gid: u32, args: &[&str]) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    Command::new(bin)
+        .args(args)
+        .uid(uid)
+        .gid(gid)
+        .output()
+        .unwrap()
+}
+
+/// Waits until the primary has the standby in its sync set (asked over the Unix socket).
+fn start_primary_and_standby(kids: &mut Children, lab: &Lab, up: Duration) {
+    let cfg = lab.path.to_str().unwrap().to_owned();
+    kids.spawn("primary", &["primary", "--config", &cfg, "--id", "1"]);
+    wait_for("primary up", up, || role_is(&lab.cu_admin[0], "primary"));
+    kids.spawn("standby", &["standby", "--config", &cfg, "--id", "2"]);
+    kids.spawn("client", &["client", "--config", &cfg, "--id", "100"]);
+    wait_for("standby up", up, || role_is(&lab.cu_admin[1], "standby"));
+    wait_for("client up", up, || status(&lab.client_admin));
+    wait_for("standby in sync set", up, || {
+        role_is(&lab.cu_admin[0], "primary").filter(|v| v["sync_mask"].as_u64() == Some(2))
+    });
+}
+
+#[test]
+fn unix_admin_socket_refuses_strangers() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED unix_admin_socket_refuses_strangers: needs root to run a client as another uid"
+        );
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mut kids = Children::new("stranger");
+    let lab = write_config(&kids.dir, false, "");
+    // A traversable socket directory (the daemon would create it 0750), so that the socket's
+    // own mode and the daemon's credential check are what keep a stranger out.
+    let sock_dir = kids.dir.join("sock");
+    std::fs::create_dir_all(&sock_dir).unwrap();
+    std::fs::set_permissions(&sock_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = kids.dir.join("statesync");
+    std::fs::copy(BIN, &bin).unwrap();
+    std::fs::set_permissions(&kids.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = lab.path.to_str().unwrap().to_owned();
+    kids.spawn("primary", &["primary", "--config", &cfg, "--id", "1"]);
+    let sock = lab.cu_admin[0].clone();
+    let sock_s = sock.to_str().unwrap();
+    let up = Duration::from_secs(5);
+    // Root (the test) is served.
+    wait_for("primary up", up, || role_is(&sock, "primary"));
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "socket mode {mode:o}");
+    let status_args = ["status", sock_s, "--json", "--timeout-ms", "2000"];
+
+    // A stranger cannot even connect: the socket is 0660, root's.
+    let out = run_as(&bin, STRANGER, STRANGER, &status_args);
+    assert!(!out.status.success(), "a stranger got a status");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ermission denied"), "{err}");
+
+    // A member of the socket's group (here: primary group 0) is served.
+    let out = run_as(&bin, STRANGER, 0, &status_args);
+    assert!(
+        out.status.success(),
+        "a group member was refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["role"], "primary");
+
+    // With the socket opened to everyone (a mistake), the daemon still refuses the stranger,
+    // counts and logs it; a takeover or switchover from it does nothing.
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = run_as(&bin, STRANGER, STRANGER, &status_args);
+    assert!(!out.status.success(), "a stranger got a status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("permission denied"), "{text}");
+    let out = run_as(
+        &bin,
+        STRANGER,
+        STRANGER,
+        &["admin", sock_s, r#"{"cmd":"switchover","target":2}"#],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("permission denied"),
+        "{out:?}"
+    );
+    let v = status(&sock).unwrap();
+    assert_eq!(v["admin"]["refused_peer"], 2, "{v}");
+    assert_eq!(v["epoch"], 256);
+    let log = std::fs::read_to_string(kids.dir.join("primary.log")).unwrap();
+    assert!(
+        log.contains("refused a Unix admin connection from pid")
+            && log.contains(&format!("uid {STRANGER} gid {STRANGER}")),
+        "{log}"
+    );
+    for (name, st) in kids.terminate(Duration::from_secs(3)) {
+        assert_eq!(st.and_then(|s| s.code()), Some(0), "{name}");
+    }
+    assert!(!sock.exists(), "socket left behind");
+}
+
+/// Sends `req` from a fresh UDP socket and returns the reply, if one comes within 300 ms.
+fn udp_ask(to: SocketAddr, req: &[u8]) -> Option<Vec<u8>> {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    s.send_to(req, to).unwrap();
+    let mut buf = vec![0u8; 65_536];
+    s.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec())
+}
+
+#[test]
+fn udp_admin_needs_the_token_and_never_amplifies() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut kids = Children::new("udpadmin");
+    let token_file = kids.dir.join("admin.token");
+    std::fs::write(&token_file, "correct-horse-battery-staple\n").unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let lab = write_config(
+        &kids.dir,
+        true,
+        &format!("token_file = {:?}", token_file.display().to_string()),
+    );
+    let up = Duration::from_secs(5);
+    start_primary_and_standby(&mut kids, &lab, up);
+    let [p_udp, s_udp] = lab.cu_udp;
+
+    // Nothing without the right token: no control action, no reply larger than the request.
+    let wrong = r#""token":"correct-horse-battery-stapl3""#;
+    for (to, req) in [
+        (s_udp, r#"{"cmd":"takeover"}"#.to_owned()),
+        (s_udp, format!(r#"{{"cmd":"takeover",{wrong}}}"#)),
+        (p_udp, r#"{"cmd":"switchover","target":2}"#.to_owned()),
+        (
+            p_udp,
+            format!(r#"{{"cmd":"switchover","target":2,{wrong}}}"#),
+        ),
+        (p_udp, r#"{"cmd":"status"}"#.to_owned()),
+        (p_udp, format!(r#"{{"cmd":"status",{wrong}}}"#)),
+        (lab.client_udp, r#"{"cmd":"status"}"#.to_owned()),
+        (p_udp, "not json".to_owned()),
+        (
+            p_udp,
+            r#"{"cmd":"op_status","channel":0,"epoch":256,"from":1,"to":1000000}"#.to_owned(),
+        ),
+    ] {
+        if let Some(reply) = udp_ask(to, req.as_bytes()) {
+            assert!(
+                reply.len() <= req.len(),
+                "{} reply bytes to a {}-byte unauthenticated request {req}: {}",
+                reply.len(),
+                req.len(),
+                String::from_utf8_lossy(&reply)
+            );
+            let v: Value = serde_json::from_slice(&reply).unwrap();
+            assert_eq!(v["ok"], false, "{req}: {v}");
+        }
+    }
+    // A padded status gets a short error, still no larger than the request.
+    let padded = format!(r#"{{"cmd":"status","pad":"{}"}}"#, "x".repeat(200));
+    let reply = udp_ask(p_udp, padded.as_bytes()).expect("a short error");
+    assert!(reply.len() <= padded.len());
+    std::thread::sleep(Duration::from_millis(300));
+    let p = status(&lab.cu_admin[0]).unwrap();
+    let s = status(&lab.cu_admin[1]).unwrap();
+    assert_eq!(
+        (p["role"].as_str(), p["epoch"].as_u64()),
+        (Some("primary"), Some(256))
+    );
+    assert_eq!(
+        (s["role"].as_str(), s["epoch"].as_u64()),
+        (Some("standby"), Some(256))
+    );
+    assert_eq!(s["admin"]["refused_token"], 2, "{s}");
+    assert_eq!(p["admin"]["refused_token"], 3, "{p}");
+    assert!(p["admin"]["refused_size"].as_u64().unwrap() >= 3, "{p}");
+    let log = std::fs::read_to_string(kids.dir.join("standby.log")).unwrap();
+    assert!(
+        log.contains("refused a UDP request from 127.0.0.1:"),
+        "{log}"
+    );
+
+    // The CLI over UDP: without the token no status comes back; with it, all of it.
+    let s_addr = s_udp.to_string();
+    let tf = token_file.to_str().unwrap();
+    let out = Command::new(BIN)
+        .args(["status", &s_addr, "--timeout-ms", "300"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let out = Command::new(BIN)
+        .args(["status", &s_addr, "--token-file", tf])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("role standby"));
+    // A token file others may read is refused by name.
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Command::new(BIN)
+        .args(["switchover", "--standby", &s_addr, "--token-file", tf])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--token-file:"),
+        "{out:?}"
+    );
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = Command::new(BIN)
+        .args(["switchover", "--standby", &s_addr, "--token-file", tf])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "switchover with the token failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the standby takes over", up, || {
+        role_is(&lab.cu_admin[1], "primary").filter(|v| v["epoch"].as_u64().unwrap() > 256)
+    });
+    for (name, st) in kids.terminate(Duration::from_secs(3)) {
+        assert_eq!(st.and_then(|s| s.code()), Some(0), "{name}");
+    }
 }
