@@ -177,6 +177,10 @@ pub fn run_node_until(
             .collect(),
         NodeKind::Client => cfg.control_units.iter().map(|n| (n.id, n.addr)).collect(),
     };
+    // The admin socket first: it refuses to start a second daemon with this id (one that
+    // still serves the socket) before that one's data socket is touched.
+    let mut admin = Admin::open(id, &cfg.admin.socket_path(id), spec.admin, token)
+        .map_err(DaemonError::Admin)?;
     let tcfg = cfg.transport_config(id).expect("node exists");
     let transport = Transport::open(tcfg).map_err(|source| DaemonError::Transport {
         addr: spec.addr,
@@ -184,8 +188,6 @@ pub fn run_node_until(
     })?;
     let io_kind = transport.kind();
     let mut runner = NodeRunner::new(machine, transport, peers);
-    let mut admin = Admin::open(id, &cfg.admin.socket_path(id), spec.admin, token)
-        .map_err(DaemonError::Admin)?;
     let admin_udp = admin
         .udp_addr()
         .map_or(String::new(), |a| format!(" and UDP {a}"));
