@@ -945,10 +945,11 @@ mod tests {
         handle_request(req, Caller::Network, token, r, &clock, now, stats)
     }
 
-    fn token() -> AdminToken {
+    /// A token from a file of its own (`name`): tests run in parallel.
+    fn token(name: &str) -> AdminToken {
         let dir = std::env::temp_dir().join(format!("statesync-admin-t-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("token");
+        let f = dir.join(name);
         std::fs::write(&f, "0123456789abcdef-token\n").unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -957,7 +958,7 @@ mod tests {
 
     #[test]
     fn network_control_needs_the_token() {
-        let t = token();
+        let t = token("network_control");
         let mut stats = AdminStats::default();
         let mut s = runner(2);
         // No token, wrong token, a token where none is configured: refused, nothing done.
@@ -1030,7 +1031,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("statesync-admin-u-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("sock").join("2.sock");
-        let t = token();
+        let t = token("serves_unix_and_udp");
         let mut admin = Admin::open(
             2,
             &path,
