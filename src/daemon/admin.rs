@@ -218,6 +218,12 @@ impl Admin {
         self.unix.path()
     }
 
+    /// Whether a Unix connection was active in the last few milliseconds: its request or the
+    /// rest of its reply is likely due at once, so the caller should poll again soon.
+    pub fn busy(&self, now_us: u64) -> bool {
+        self.unix.busy(now_us)
+    }
+
     /// The UDP listener's address, if there is one.
     pub fn udp_addr(&self) -> Option<SocketAddr> {
         self.udp.as_ref().and_then(|s| s.local_addr().ok())

@@ -71,6 +71,8 @@ impl DaemonError {
 const MAX_WAIT_US: u64 = 200;
 /// Admin socket polling period.
 const ADMIN_PERIOD_US: u64 = 1_000;
+/// Admin polling period while a Unix admin connection is busy ([`Admin::busy`]).
+const ADMIN_BUSY_PERIOD_US: u64 = 100;
 
 /// Runs node `id` until SIGINT or SIGTERM. `inject` plants a protocol bug (a test aid that
 /// only the command line sets; `InjectedBug::None` in any real deployment).
@@ -261,8 +263,16 @@ pub fn run_node_until(
             );
         }
         if now >= next_admin_us {
-            next_admin_us = now + ADMIN_PERIOD_US;
-            if admin.poll(&mut runner, &clock, now) > 0 {
+            let handled = admin.poll(&mut runner, &clock, now);
+            // A Unix client sends its request just after it connects, and reads its reply
+            // in pieces: while one is that busy, look again soon rather than a period later.
+            next_admin_us = now
+                + if admin.busy(now) {
+                    ADMIN_BUSY_PERIOD_US
+                } else {
+                    ADMIN_PERIOD_US
+                };
+            if handled > 0 {
                 // A takeover or switchover has work to send now.
                 continue;
             }

@@ -27,6 +27,9 @@ const MAX_ACCEPTS_PER_POLL: usize = 8;
 /// A connection that neither sends nor takes a byte for this long is closed, so that idle
 /// clients cannot hold every slot.
 const IDLE_TIMEOUT_US: u64 = 10_000_000;
+/// A connection active (accepted, read from or written to) this recently is [`UnixAdmin::busy`];
+/// one idle longer waits for the normal poll period.
+const BUSY_WINDOW_US: u64 = 5_000;
 /// Bytes read per `read` call; at most [`MAX_READS_PER_POLL`] calls per connection per poll.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
 const MAX_READS_PER_POLL: usize = 8;
@@ -260,6 +263,14 @@ impl UnixAdmin {
     /// Connections open now.
     pub fn connections(&self) -> usize {
         self.conns.len()
+    }
+
+    /// Whether a connection was active within [`BUSY_WINDOW_US`]. Bounded: a client that
+    /// connects and then idles makes the node poll faster for that window only.
+    pub fn busy(&self, now_us: u64) -> bool {
+        self.conns
+            .iter()
+            .any(|c| now_us.saturating_sub(c.last_active_us) < BUSY_WINDOW_US)
     }
 
     /// Why `peer` may not use the admin protocol, if it may not.
