@@ -6,6 +6,7 @@
 //! - [`sim`]: the deterministic simulator that runs `proto` under seeded faults;
 //! - [`daemon`]: one node per process, configured from a shared TOML file, with an admin socket.
 
+pub mod auth;
 pub mod cli;
 pub mod daemon;
 pub mod proto;

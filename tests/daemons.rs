@@ -637,3 +637,125 @@ fn udp_admin_needs_the_token_and_never_amplifies() {
         assert_eq!(st.and_then(|s| s.code()), Some(0), "{name}");
     }
 }
+
+/// SIGKILLs one child (a crash: no clean shutdown) and waits for it.
+fn crash(kids: &mut Children, name: &str) {
+    let (_, c) = kids
+        .procs
+        .iter_mut()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("{name} is not running"));
+    c.kill().unwrap();
+    c.wait().unwrap();
+}
+
+fn epoch_in_file(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Issue 10 item 6: with `[state] dir`, a control unit persists the highest epoch it has seen
+/// and a restarted one reads it back: its status never shows a lower one, its next takeover is
+/// above it, and a corrupt state file stops it from starting.
+#[test]
+fn restarted_control_unit_keeps_its_epoch() {
+    let mut kids = Children::new("epochstate");
+    let lab = write_config(&kids.dir, false, "");
+    let mut text = std::fs::read_to_string(&lab.path).unwrap();
+    text += "[state]\ndir = \"state\"\n";
+    std::fs::write(&lab.path, text).unwrap();
+    let cfg = lab.path.to_str().unwrap().to_owned();
+    let file = |id: u32| kids.dir.join("state").join(format!("{id}.epoch"));
+    let (file1, file2) = (file(1), file(2));
+    let up = Duration::from_secs(5);
+    // The primary counts the standby in its sync set, and the standby knows it (may take over).
+    let in_sync = |primary: usize, standby: usize| {
+        wait_for("standby in the sync set", up, || {
+            role_is(&lab.cu_admin[primary], "primary")
+                .filter(|v| v["sync_mask"] == 1 << standby)?;
+            status(&lab.cu_admin[standby]).filter(|v| v["eligible"] == true)
+        })
+    };
+
+    kids.spawn("cu1", &["primary", "--config", &cfg, "--id", "1"]);
+    wait_for("primary up", up, || role_is(&lab.cu_admin[0], "primary"));
+    kids.spawn("cu2", &["standby", "--config", &cfg, "--id", "2"]);
+    in_sync(0, 1);
+    assert_eq!(epoch_in_file(&file1), Some(256));
+    assert_eq!(epoch_in_file(&file2), Some(256));
+
+    // Unit 2 takes over: a new epoch, persisted by both.
+    let v = request_unix(
+        &lab.cu_admin[1],
+        &json!({"cmd": "takeover"}),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    let e2 = v["epoch"].as_u64().unwrap();
+    assert!(e2 > 256, "{v}");
+    in_sync(1, 0);
+    assert_eq!(epoch_in_file(&file2), Some(e2));
+    assert_eq!(epoch_in_file(&file1), Some(e2));
+
+    // Crash unit 2 and restart it: before it hears anyone it already knows its epoch.
+    crash(&mut kids, "cu2");
+    kids.spawn(
+        "cu2-again",
+        &["standby", "--config", &cfg, "--id", "2", "--rejoin"],
+    );
+    let s = wait_for("restarted unit 2 answers", up, || status(&lab.cu_admin[1]));
+    assert!(s["highest_epoch"].as_u64().unwrap() >= e2, "{s}");
+    let log = std::fs::read_to_string(kids.dir.join("cu2-again.log")).unwrap();
+    assert!(
+        log.contains(&format!("restored highest epoch {e2}")) || s["epoch"].as_u64().unwrap() > e2,
+        "{log}"
+    );
+
+    // Unit 1 takes over from the lost primary; unit 2 re-joins it.
+    let e1 = wait_for("unit 1 primary of a later epoch", up, || {
+        role_is(&lab.cu_admin[0], "primary")
+            .and_then(|v| v["epoch"].as_u64())
+            .filter(|&e| e > e2)
+    });
+    in_sync(0, 1);
+    let s = status(&lab.cu_admin[1]).unwrap();
+    assert_eq!(s["epoch"], e1);
+    assert_eq!(s["highest_epoch"], e1);
+
+    // Unit 2's next candidacy is above everything it persisted.
+    let v = request_unix(
+        &lab.cu_admin[1],
+        &json!({"cmd": "takeover"}),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    let e3 = v["epoch"].as_u64().unwrap();
+    assert!(e3 > e1 && e3 > e2, "{v}");
+    wait_for("unit 2 primary again", up, || {
+        role_is(&lab.cu_admin[1], "primary")
+    });
+    assert_eq!(epoch_in_file(&file2), Some(e3));
+
+    // A corrupt state file: unit 2 refuses to start, naming the file.
+    crash(&mut kids, "cu2-again");
+    std::fs::write(&file2, "not an epoch\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["standby", "--config", &cfg, "--id", "2", "--rejoin"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&file2.display().to_string()), "{err}");
+
+    // A unit that has seen a later epoch cannot start in the initial one.
+    crash(&mut kids, "cu1");
+    let out = Command::new(BIN)
+        .args(["primary", "--config", &cfg, "--id", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&file1.display().to_string()) && err.contains("--rejoin"),
+        "{err}"
+    );
+}

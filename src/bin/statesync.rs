@@ -37,6 +37,8 @@ enum Cmd {
     Drill(statesync::cli::drill::DrillArgs),
     /// Send one raw admin request (JSON) and print the reply.
     Admin(AdminArgs),
+    /// Write a fresh key file for every node of a deployment (one key per link).
+    Keygen(statesync::daemon::cli::KeygenArgs),
 }
 
 #[derive(clap::Args)]
@@ -86,5 +88,6 @@ fn main() -> ExitCode {
         Cmd::Switchover(a) => statesync::daemon::cli::run_switchover(a),
         Cmd::Drill(a) => statesync::cli::drill::run(a),
         Cmd::Admin(a) => admin(a),
+        Cmd::Keygen(a) => statesync::daemon::cli::run_keygen(a),
     }
 }

@@ -517,6 +517,9 @@ fn cu_status(cu: &ControlUnit, clock: &Clock) -> Value {
         "kind": "control_unit",
         "role": role_name(cu.role()),
         "epoch": cu.epoch(),
+        // What the unit persists (see `ControlUnit::highest_epoch`): never lower after a
+        // restart with `[state] dir` set, even while `epoch` is 0 (joining, nothing heard).
+        "highest_epoch": cu.highest_epoch(),
         "eligible": cu.is_eligible(),
         "failover": failover,
         "sync_mask": cu.sync_mask(),

@@ -23,6 +23,10 @@ pub struct NodeArgs {
     /// its checks catch it. Command line only: no config file can set it. Never in production.
     #[arg(long, value_name = "NAME", default_value = "none")]
     pub inject_bug: InjectedBug,
+    /// Run without frame authentication (no `[security] key_dir` needed). Anyone who can
+    /// reach the node's address can then forge frames: for labs only.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -94,7 +98,7 @@ fn run_daemon(node: &NodeArgs, mode: Mode) -> ExitCode {
             node.inject_bug
         );
     }
-    match run_node(&cfg, node.id, mode, node.inject_bug) {
+    match run_node(&cfg, node.id, mode, node.inject_bug, node.insecure) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("statesync: {e}");
@@ -331,4 +335,66 @@ mod tests {
         let s = format_status(&json!({"ok":false,"error":"x"}));
         assert!(s.contains("error: x"));
     }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct KeygenArgs {
+    /// Deployment config (TOML): every link of it gets a fresh random key.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Where to write the key files (one per node, `node-<id>.key`, mode 0600; created if
+    /// missing). Default: the config's `[security] key_dir`.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// `statesync keygen`: one key file per node (control units, clients and submitters), each
+/// holding only that node's links.
+pub fn run_keygen(a: KeygenArgs) -> ExitCode {
+    match keygen(&a) {
+        Ok(msg) => {
+            println!("{msg}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("statesync keygen: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn keygen(a: &KeygenArgs) -> Result<String, String> {
+    let cfg = load(&a.config).map_err(|e| e.to_string())?;
+    let dir = a.dir.clone().or(cfg.key_dir.clone()).ok_or_else(|| {
+        format!(
+            "--dir: not given, and {} has no [security] key_dir",
+            a.config.display()
+        )
+    })?;
+    write_keys(&cfg, &dir)
+}
+
+/// Writes fresh key files for every node of `cfg` into `dir`; returns a summary line.
+pub fn write_keys(
+    cfg: &super::config::DeploymentConfig,
+    dir: &std::path::Path,
+) -> Result<String, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
+    let links = cfg.links();
+    let all = crate::auth::LinkKeys::generate(&links).map_err(|e| e.to_string())?;
+    for k in &all {
+        k.write(&crate::auth::LinkKeys::path_in(dir, k.node()))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(format!(
+        "wrote {} key files ({} links) into {}; give each node only its own file",
+        all.len(),
+        links.len(),
+        dir.display()
+    ))
 }

@@ -54,6 +54,9 @@ struct RawConfig {
     clients: Vec<RawClient>,
     #[serde(default)]
     submitters: RawSubmitters,
+    /// `[state]`: where control units persist what must survive a restart.
+    #[serde(default)]
+    state: RawState,
     #[serde(default)]
     timing: RawTiming,
     /// `[admin]`: how each node serves the admin protocol.
@@ -65,6 +68,15 @@ struct RawConfig {
     runtime: RawRuntime,
     #[serde(default)]
     faults: RawFaults,
+    #[serde(default)]
+    security: RawSecurity,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecurity {
+    /// Directory of the key files `statesync keygen` writes (relative: to the config file).
+    key_dir: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,6 +102,15 @@ struct RawClient {
 struct RawSubmitters {
     #[serde(default)]
     ids: Vec<NodeId>,
+}
+
+/// `[state]`: kept in its own struct (and validated in [`validate_state`]) so that other
+/// sections can be added next to it without touching it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    /// Directory of the per-node state files (`<dir>/<id>.epoch`).
+    dir: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -201,6 +222,10 @@ pub struct DeploymentConfig {
     pub control_units: Vec<NodeSpec>,
     pub clients: Vec<ClientSpec>,
     pub submitters: Vec<NodeId>,
+    /// `[state] dir`, resolved against the config file's directory: where each control unit
+    /// persists the highest epoch it has seen (`<dir>/<id>.epoch`). `None`: nowhere, so a
+    /// restarted unit forgets it (the daemon warns at start).
+    pub state_dir: Option<PathBuf>,
     pub timing: Timing,
     pub admin: AdminConfig,
     pub cut_policy: CutPolicy,
@@ -210,6 +235,9 @@ pub struct DeploymentConfig {
     pub cores: Vec<usize>,
     pub rcvbuf_bytes: Option<usize>,
     pub faults: FaultConfig,
+    /// `[security] key_dir`, resolved against the config file's directory (`None`: no keys;
+    /// a node then starts only with `--insecure`).
+    pub key_dir: Option<PathBuf>,
 }
 
 /// Reads and validates a config file.
@@ -439,6 +467,8 @@ fn validate(raw: RawConfig, path: PathBuf) -> Result<DeploymentConfig, String> {
         ));
     }
 
+    let state_dir = validate_state(&raw.state, &path)?;
+
     let io = match &raw.runtime.io {
         Some(s) => s
             .parse::<IoChoice>()
@@ -471,11 +501,17 @@ fn validate(raw: RawConfig, path: PathBuf) -> Result<DeploymentConfig, String> {
         return Err("faults.delay_us: must be set when faults.delay > 0".into());
     }
 
+    let key_dir = match raw.security.key_dir.as_deref() {
+        None => None,
+        Some("") => return Err("security.key_dir: empty (omit it to run without keys)".into()),
+        Some(d) => Some(path.parent().unwrap_or_else(|| Path::new(".")).join(d)),
+    };
     let cfg = DeploymentConfig {
         path,
         control_units,
         clients,
         submitters: raw.submitters.ids.clone(),
+        state_dir,
         timing,
         admin,
         cut_policy,
@@ -485,6 +521,7 @@ fn validate(raw: RawConfig, path: PathBuf) -> Result<DeploymentConfig, String> {
         cores,
         rcvbuf_bytes: raw.runtime.rcvbuf_bytes.filter(|b| *b > 0),
         faults,
+        key_dir,
     };
     cfg.proto_config()
         .validate()
@@ -492,7 +529,32 @@ fn validate(raw: RawConfig, path: PathBuf) -> Result<DeploymentConfig, String> {
     Ok(cfg)
 }
 
+/// `[state] dir`: a non-empty path; a relative one is taken relative to the directory of the
+/// config file (every node reads the same file, so they agree wherever they are started from).
+/// The directory itself is created, or found unusable, when a control unit starts.
+fn validate_state(raw: &RawState, config_path: &Path) -> Result<Option<PathBuf>, String> {
+    let Some(dir) = &raw.dir else {
+        return Ok(None);
+    };
+    if dir.trim().is_empty() {
+        return Err("state.dir: empty; name a directory, or leave [state] out".into());
+    }
+    let dir = Path::new(dir);
+    if dir.is_absolute() {
+        return Ok(Some(dir.to_owned()));
+    }
+    let base = config_path.parent().unwrap_or(Path::new(""));
+    Ok(Some(base.join(dir)))
+}
+
 impl DeploymentConfig {
+    /// The file where control unit `id` persists its highest epoch, when `[state] dir` is set.
+    pub fn epoch_file(&self, id: NodeId) -> Option<PathBuf> {
+        self.state_dir
+            .as_ref()
+            .map(|d| d.join(format!("{id}.epoch")))
+    }
+
     pub fn topology(&self) -> Topology {
         let channels = self.clients.iter().map(|c| c.channels.len()).sum::<usize>();
         let mut channel_owner = vec![0; channels];
@@ -536,6 +598,46 @@ impl DeploymentConfig {
             .iter()
             .find(|c| c.node.id == id)
             .map(|c| (NodeKind::Client, &c.node))
+    }
+
+    /// Every pair of nodes that talk: control unit with control unit, control unit with
+    /// client, submitter with control unit. Each gets its own key.
+    pub fn links(&self) -> Vec<(NodeId, NodeId)> {
+        let cus: Vec<NodeId> = self.control_units.iter().map(|n| n.id).collect();
+        let mut links = Vec::new();
+        for (i, &a) in cus.iter().enumerate() {
+            links.extend(cus[i + 1..].iter().map(|&b| (a, b)));
+            links.extend(self.clients.iter().map(|c| (a, c.node.id)));
+            links.extend(self.submitters.iter().map(|&s| (s, a)));
+        }
+        links
+    }
+
+    /// The nodes `id` talks to (and so needs a key for).
+    pub fn peers_of(&self, id: NodeId) -> Vec<NodeId> {
+        self.links()
+            .into_iter()
+            .filter_map(|(a, b)| {
+                if a == id {
+                    Some(b)
+                } else {
+                    (b == id).then_some(a)
+                }
+            })
+            .collect()
+    }
+
+    /// Node `id`'s link keys from `[security] key_dir`, checked to cover every peer it talks
+    /// to (`Ok(None)`: the config names no key directory).
+    pub fn load_keys(&self, id: NodeId) -> Result<Option<crate::auth::LinkKeys>, String> {
+        let Some(dir) = &self.key_dir else {
+            return Ok(None);
+        };
+        let path = crate::auth::LinkKeys::path_in(dir, id);
+        let keys = crate::auth::LinkKeys::load(&path, id).map_err(|e| e.to_string())?;
+        keys.require(&path, self.peers_of(id))
+            .map_err(|e| e.to_string())?;
+        Ok(Some(keys))
     }
 
     /// Every node, control units first.
@@ -654,6 +756,25 @@ ids = [900]
         assert_eq!(c.clients.len(), 3);
         assert_eq!(c.topology().channels(), 8);
         assert_eq!(c.submitters, vec![900]);
+    }
+
+    #[test]
+    fn state_dir_is_resolved_against_the_config_file() {
+        let c = parse(GOOD, "/etc/ss/lab.toml").unwrap();
+        assert_eq!(c.state_dir, None);
+        assert_eq!(c.epoch_file(1), None);
+        let rel = format!("{GOOD}\n[state]\ndir = \"state\"\n");
+        let c = parse(&rel, "/etc/ss/lab.toml").unwrap();
+        assert_eq!(c.state_dir, Some(PathBuf::from("/etc/ss/state")));
+        assert_eq!(
+            c.epoch_file(2),
+            Some(PathBuf::from("/etc/ss/state/2.epoch"))
+        );
+        let abs = format!("{GOOD}\n[state]\ndir = \"/var/lib/ss\"\n");
+        let c = parse(&abs, "lab.toml").unwrap();
+        assert_eq!(c.epoch_file(1), Some(PathBuf::from("/var/lib/ss/1.epoch")));
+        assert_err(&format!("{GOOD}\n[state]\ndir = \" \"\n"), "state.dir");
+        assert_err(&format!("{GOOD}\n[state]\npath = \"x\"\n"), "path");
     }
 
     #[test]
