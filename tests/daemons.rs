@@ -1,8 +1,10 @@
 //! End to end over loopback: the real `statesync` binary as primary, standby and client, a fake
-//! submitter, the admin protocol, an operator takeover and a clean SIGTERM shutdown.
+//! submitter, the admin protocol, an operator takeover and a clean SIGTERM shutdown; and the
+//! admin sockets' protection: strangers refused on the Unix socket, no control and no amplified
+//! reply over UDP without the token.
 
 use serde_json::{Value, json};
-use statesync::daemon::admin::request;
+use statesync::daemon::admin::request_unix;
 use statesync::wire::{Entry, FrameBuilder, encode_entry};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -100,8 +102,8 @@ fn free_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
-fn status(addr: SocketAddr) -> Option<Value> {
-    request(addr, &json!({"cmd": "status"}), Duration::from_millis(300))
+fn status(sock: &Path) -> Option<Value> {
+    request_unix(sock, &json!({"cmd": "status"}), Duration::from_millis(300))
         .ok()
         .filter(|v| v["ok"] == true)
 }
@@ -118,20 +120,34 @@ fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) 
     }
 }
 
-fn role_is(addr: SocketAddr, role: &str) -> Option<Value> {
-    status(addr).filter(|v| v["role"] == role)
+fn role_is(sock: &Path, role: &str) -> Option<Value> {
+    status(sock).filter(|v| v["role"] == role)
 }
 
 struct Lab {
     path: PathBuf,
     cu_data: [SocketAddr; 2],
-    cu_admin: [SocketAddr; 2],
-    client_admin: SocketAddr,
+    /// Unix admin sockets.
+    cu_admin: [PathBuf; 2],
+    client_admin: PathBuf,
+    /// UDP admin listeners (the config names them; only some tests do).
+    cu_udp: [SocketAddr; 2],
+    client_udp: SocketAddr,
 }
 
-fn write_config(dir: &Path) -> Lab {
+/// The lab's config, with `extra` appended (e.g. an `[admin]` token file). `udp`: every node
+/// also gets a UDP admin listener.
+fn write_config(dir: &Path, udp: bool, extra: &str) -> Lab {
     let p = free_ports(6);
     let a = |i: usize| -> SocketAddr { format!("127.0.0.1:{}", p[i]).parse().unwrap() };
+    let admin = |i: usize| {
+        if udp {
+            format!("admin = \"{}\"", a(i))
+        } else {
+            String::new()
+        }
+    };
+    let sock = dir.join("sock");
     // Generous timeouts: the test machine may be busy, and a spurious failover would make
     // the standby primary before the operator asks.
     let text = format!(
@@ -139,15 +155,15 @@ fn write_config(dir: &Path) -> Lab {
 [[control_units]]
 id = 1
 addr = "{}"
-admin = "{}"
+{}
 [[control_units]]
 id = 2
 addr = "{}"
-admin = "{}"
+{}
 [[clients]]
 id = 100
 addr = "{}"
-admin = "{}"
+{}
 channels = [0, 1, 2]
 [submitters]
 ids = [900]
@@ -157,21 +173,27 @@ failover_timeout_ms = 1000
 drop_timeout_ms = 2000
 query_timeout_ms = 100
 rto_ms = 50
+[admin]
+socket_dir = {:?}
+{extra}
 "#,
         a(0),
-        a(1),
+        admin(1),
         a(2),
-        a(3),
+        admin(3),
         a(4),
-        a(5)
+        admin(5),
+        sock.display().to_string(),
     );
     let path = dir.join("lab.toml");
     std::fs::write(&path, text).unwrap();
     Lab {
         path,
         cu_data: [a(0), a(2)],
-        cu_admin: [a(1), a(3)],
-        client_admin: a(5),
+        cu_admin: [sock.join("1.sock"), sock.join("2.sock")],
+        client_admin: sock.join("100.sock"),
+        cu_udp: [a(1), a(3)],
+        client_udp: a(5),
     }
 }
 
@@ -221,20 +243,20 @@ fn digests(v: &Value, field: &str) -> Vec<(u64, String)> {
 fn primary_standby_client_submit_takeover_sigterm() {
     let t0 = Instant::now();
     let mut kids = Children::new("daemons");
-    let lab = write_config(&kids.dir);
+    let lab = write_config(&kids.dir, false, "");
     let cfg = lab.path.to_str().unwrap().to_owned();
     let up = Duration::from_secs(5);
 
     kids.spawn("primary", &["primary", "--config", &cfg, "--id", "1"]);
-    wait_for("primary up", up, || role_is(lab.cu_admin[0], "primary"));
+    wait_for("primary up", up, || role_is(&lab.cu_admin[0], "primary"));
     kids.spawn("standby", &["standby", "--config", &cfg, "--id", "2"]);
     kids.spawn("client", &["client", "--config", &cfg, "--id", "100"]);
-    wait_for("standby up", up, || role_is(lab.cu_admin[1], "standby"));
+    wait_for("standby up", up, || role_is(&lab.cu_admin[1], "standby"));
     // The standby is in the primary's sync set (it may have had to re-join by transfer).
     wait_for("standby in sync set", up, || {
-        role_is(lab.cu_admin[0], "primary").filter(|v| v["sync_mask"].as_u64() == Some(2))
+        role_is(&lab.cu_admin[0], "primary").filter(|v| v["sync_mask"].as_u64() == Some(2))
     });
-    let c = wait_for("client up", up, || status(lab.client_admin));
+    let c = wait_for("client up", up, || status(&lab.client_admin));
     assert_eq!(c["kind"], "client");
     assert_eq!(c["epoch"], 256);
 
@@ -249,8 +271,8 @@ fn primary_standby_client_submit_takeover_sigterm() {
         }
     }
     let p = wait_for("client digests equal the primary's", up, || {
-        let p = status(lab.cu_admin[0])?;
-        let c = status(lab.client_admin)?;
+        let p = status(&lab.cu_admin[0])?;
+        let c = status(&lab.client_admin)?;
         (p["submits"]["accepted"].as_u64() == Some(n_submits)
             && digests(&p, "public_digest") == digests(&c, "public_digest"))
         .then_some(p)
@@ -263,15 +285,15 @@ fn primary_standby_client_submit_takeover_sigterm() {
     }
     // Committed everywhere, and the standby holds the same full state (private entries too).
     wait_for("standby state equals the primary's", up, || {
-        let p = status(lab.cu_admin[0])?;
-        let s = status(lab.cu_admin[1])?;
+        let p = status(&lab.cu_admin[0])?;
+        let s = status(&lab.cu_admin[1])?;
         let committed = p["channels"]
             .as_array()?
             .iter()
             .all(|c| c["commit"] == n_submits / 3);
         (committed && digests(&p, "full_digest") == digests(&s, "full_digest")).then_some(())
     });
-    let s = status(lab.cu_admin[1]).unwrap();
+    let s = status(&lab.cu_admin[1]).unwrap();
     assert_eq!(
         s["submits"]["rejected"], n_submits,
         "the standby refuses submissions"
@@ -279,7 +301,7 @@ fn primary_standby_client_submit_takeover_sigterm() {
 
     // The CLI status command, human and JSON.
     let out = Command::new(BIN)
-        .args(["status", &lab.cu_admin[0].to_string()])
+        .args(["status", lab.cu_admin[0].to_str().unwrap()])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -290,7 +312,7 @@ fn primary_standby_client_submit_takeover_sigterm() {
         "{text}"
     );
     let out = Command::new(BIN)
-        .args(["status", &lab.client_admin.to_string(), "--json"])
+        .args(["status", lab.client_admin.to_str().unwrap(), "--json"])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -299,7 +321,7 @@ fn primary_standby_client_submit_takeover_sigterm() {
 
     // Operator takeover of the standby through `statesync switchover`.
     let out = Command::new(BIN)
-        .args(["switchover", "--standby", &lab.cu_admin[1].to_string()])
+        .args(["switchover", "--standby", lab.cu_admin[1].to_str().unwrap()])
         .output()
         .unwrap();
     assert!(
@@ -308,7 +330,7 @@ fn primary_standby_client_submit_takeover_sigterm() {
         String::from_utf8_lossy(&out.stderr)
     );
     let s = wait_for("standby is primary of a higher epoch", up, || {
-        role_is(lab.cu_admin[1], "primary").filter(|v| {
+        role_is(&lab.cu_admin[1], "primary").filter(|v| {
             v["epoch"].as_u64().unwrap() > 256 && !v["failover"]["finished_unix_us"].is_null()
         })
     });
@@ -317,8 +339,8 @@ fn primary_standby_client_submit_takeover_sigterm() {
     let new_epoch = s["epoch"].as_u64().unwrap();
     // The client follows the new primary and still agrees on every digest.
     wait_for("client follows the new primary", up, || {
-        let c = status(lab.client_admin)?;
-        let s = status(lab.cu_admin[1])?;
+        let c = status(&lab.client_admin)?;
+        let s = status(&lab.cu_admin[1])?;
         (c["epoch"] == new_epoch && digests(&s, "public_digest") == digests(&c, "public_digest"))
             .then_some(())
     });
@@ -326,6 +348,9 @@ fn primary_standby_client_submit_takeover_sigterm() {
     for (name, st) in kids.terminate(Duration::from_secs(3)) {
         let st = st.unwrap_or_else(|| panic!("{name} did not exit after SIGTERM"));
         assert_eq!(st.code(), Some(0), "{name} exited with {st}");
+    }
+    for sock in lab.cu_admin.iter().chain([&lab.client_admin]) {
+        assert!(!sock.exists(), "{} left behind at shutdown", sock.display());
     }
     assert!(
         t0.elapsed() < Duration::from_secs(20),
@@ -376,6 +401,243 @@ channels = [0, 2]
     assert!(err.contains("--id 1"), "{err}");
 }
 
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The uid and gid a stranger runs as: `nobody`/`nogroup` on Debian-like systems; any
+/// unprivileged ids do.
+const STRANGER: u32 = 65_534;
+
+/// `statesync ARGS` as another user (`uid`, `gid`, no supplementary groups), from a copy of
+/// the binary that user may execute.
+fn run_as(bin: &Path, uid: u32, gid: u32, args: &[&str]) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    Command::new(bin)
+        .args(args)
+        .uid(uid)
+        .gid(gid)
+        .output()
+        .unwrap()
+}
+
+/// Waits until the primary has the standby in its sync set (asked over the Unix socket).
+fn start_primary_and_standby(kids: &mut Children, lab: &Lab, up: Duration) {
+    let cfg = lab.path.to_str().unwrap().to_owned();
+    kids.spawn("primary", &["primary", "--config", &cfg, "--id", "1"]);
+    wait_for("primary up", up, || role_is(&lab.cu_admin[0], "primary"));
+    kids.spawn("standby", &["standby", "--config", &cfg, "--id", "2"]);
+    kids.spawn("client", &["client", "--config", &cfg, "--id", "100"]);
+    wait_for("standby up", up, || role_is(&lab.cu_admin[1], "standby"));
+    wait_for("client up", up, || status(&lab.client_admin));
+    wait_for("standby in sync set", up, || {
+        role_is(&lab.cu_admin[0], "primary").filter(|v| v["sync_mask"].as_u64() == Some(2))
+    });
+}
+
+#[test]
+fn unix_admin_socket_refuses_strangers() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED unix_admin_socket_refuses_strangers: needs root to run a client as another uid"
+        );
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mut kids = Children::new("stranger");
+    let lab = write_config(&kids.dir, false, "");
+    // A traversable socket directory (the daemon would create it 0750), so that the socket's
+    // own mode and the daemon's credential check are what keep a stranger out.
+    let sock_dir = kids.dir.join("sock");
+    std::fs::create_dir_all(&sock_dir).unwrap();
+    std::fs::set_permissions(&sock_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = kids.dir.join("statesync");
+    std::fs::copy(BIN, &bin).unwrap();
+    std::fs::set_permissions(&kids.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = lab.path.to_str().unwrap().to_owned();
+    kids.spawn("primary", &["primary", "--config", &cfg, "--id", "1"]);
+    let sock = lab.cu_admin[0].clone();
+    let sock_s = sock.to_str().unwrap();
+    let up = Duration::from_secs(5);
+    // Root (the test) is served.
+    wait_for("primary up", up, || role_is(&sock, "primary"));
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "socket mode {mode:o}");
+    let status_args = ["status", sock_s, "--json", "--timeout-ms", "2000"];
+
+    // A stranger cannot even connect: the socket is 0660, root's.
+    let out = run_as(&bin, STRANGER, STRANGER, &status_args);
+    assert!(!out.status.success(), "a stranger got a status");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ermission denied"), "{err}");
+
+    // A member of the socket's group (here: primary group 0) is served.
+    let out = run_as(&bin, STRANGER, 0, &status_args);
+    assert!(
+        out.status.success(),
+        "a group member was refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["role"], "primary");
+
+    // With the socket opened to everyone (a mistake), the daemon still refuses the stranger,
+    // counts and logs it; a takeover or switchover from it does nothing.
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = run_as(&bin, STRANGER, STRANGER, &status_args);
+    assert!(!out.status.success(), "a stranger got a status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("permission denied"), "{text}");
+    let out = run_as(
+        &bin,
+        STRANGER,
+        STRANGER,
+        &["admin", sock_s, r#"{"cmd":"switchover","target":2}"#],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("permission denied"),
+        "{out:?}"
+    );
+    let v = status(&sock).unwrap();
+    assert_eq!(v["admin"]["refused_peer"], 2, "{v}");
+    assert_eq!(v["epoch"], 256);
+    let log = std::fs::read_to_string(kids.dir.join("primary.log")).unwrap();
+    assert!(
+        log.contains("refused a Unix admin connection from pid")
+            && log.contains(&format!("uid {STRANGER} gid {STRANGER}")),
+        "{log}"
+    );
+    for (name, st) in kids.terminate(Duration::from_secs(3)) {
+        assert_eq!(st.and_then(|s| s.code()), Some(0), "{name}");
+    }
+    assert!(!sock.exists(), "socket left behind");
+}
+
+/// Sends `req` from a fresh UDP socket and returns the reply, if one comes within 300 ms.
+fn udp_ask(to: SocketAddr, req: &[u8]) -> Option<Vec<u8>> {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    s.send_to(req, to).unwrap();
+    let mut buf = vec![0u8; 65_536];
+    s.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec())
+}
+
+#[test]
+fn udp_admin_needs_the_token_and_never_amplifies() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut kids = Children::new("udpadmin");
+    let token_file = kids.dir.join("admin.token");
+    std::fs::write(&token_file, "correct-horse-battery-staple\n").unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let lab = write_config(
+        &kids.dir,
+        true,
+        &format!("token_file = {:?}", token_file.display().to_string()),
+    );
+    let up = Duration::from_secs(5);
+    start_primary_and_standby(&mut kids, &lab, up);
+    let [p_udp, s_udp] = lab.cu_udp;
+
+    // Nothing without the right token: no control action, no reply larger than the request.
+    let wrong = r#""token":"correct-horse-battery-stapl3""#;
+    for (to, req) in [
+        (s_udp, r#"{"cmd":"takeover"}"#.to_owned()),
+        (s_udp, format!(r#"{{"cmd":"takeover",{wrong}}}"#)),
+        (p_udp, r#"{"cmd":"switchover","target":2}"#.to_owned()),
+        (
+            p_udp,
+            format!(r#"{{"cmd":"switchover","target":2,{wrong}}}"#),
+        ),
+        (p_udp, r#"{"cmd":"status"}"#.to_owned()),
+        (p_udp, format!(r#"{{"cmd":"status",{wrong}}}"#)),
+        (lab.client_udp, r#"{"cmd":"status"}"#.to_owned()),
+        (p_udp, "not json".to_owned()),
+        (
+            p_udp,
+            r#"{"cmd":"op_status","channel":0,"epoch":256,"from":1,"to":1000000}"#.to_owned(),
+        ),
+    ] {
+        if let Some(reply) = udp_ask(to, req.as_bytes()) {
+            assert!(
+                reply.len() <= req.len(),
+                "{} reply bytes to a {}-byte unauthenticated request {req}: {}",
+                reply.len(),
+                req.len(),
+                String::from_utf8_lossy(&reply)
+            );
+            let v: Value = serde_json::from_slice(&reply).unwrap();
+            assert_eq!(v["ok"], false, "{req}: {v}");
+        }
+    }
+    // A padded status gets a short error, still no larger than the request.
+    let padded = format!(r#"{{"cmd":"status","pad":"{}"}}"#, "x".repeat(200));
+    let reply = udp_ask(p_udp, padded.as_bytes()).expect("a short error");
+    assert!(reply.len() <= padded.len());
+    std::thread::sleep(Duration::from_millis(300));
+    let p = status(&lab.cu_admin[0]).unwrap();
+    let s = status(&lab.cu_admin[1]).unwrap();
+    assert_eq!(
+        (p["role"].as_str(), p["epoch"].as_u64()),
+        (Some("primary"), Some(256))
+    );
+    assert_eq!(
+        (s["role"].as_str(), s["epoch"].as_u64()),
+        (Some("standby"), Some(256))
+    );
+    assert_eq!(s["admin"]["refused_token"], 2, "{s}");
+    assert_eq!(p["admin"]["refused_token"], 3, "{p}");
+    assert!(p["admin"]["refused_size"].as_u64().unwrap() >= 3, "{p}");
+    let log = std::fs::read_to_string(kids.dir.join("standby.log")).unwrap();
+    assert!(
+        log.contains("refused a UDP request from 127.0.0.1:"),
+        "{log}"
+    );
+
+    // The CLI over UDP: without the token no status comes back; with it, all of it.
+    let s_addr = s_udp.to_string();
+    let tf = token_file.to_str().unwrap();
+    let out = Command::new(BIN)
+        .args(["status", &s_addr, "--timeout-ms", "300"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let out = Command::new(BIN)
+        .args(["status", &s_addr, "--token-file", tf])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("role standby"));
+    // A token file others may read is refused by name.
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Command::new(BIN)
+        .args(["switchover", "--standby", &s_addr, "--token-file", tf])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--token-file:"),
+        "{out:?}"
+    );
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = Command::new(BIN)
+        .args(["switchover", "--standby", &s_addr, "--token-file", tf])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "switchover with the token failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the standby takes over", up, || {
+        role_is(&lab.cu_admin[1], "primary").filter(|v| v["epoch"].as_u64().unwrap() > 256)
+    });
+    for (name, st) in kids.terminate(Duration::from_secs(3)) {
+        assert_eq!(st.and_then(|s| s.code()), Some(0), "{name}");
+    }
+}
+
 /// SIGKILLs one child (a crash: no clean shutdown) and waits for it.
 fn crash(kids: &mut Children, name: &str) {
     let (_, c) = kids
@@ -397,7 +659,7 @@ fn epoch_in_file(path: &Path) -> Option<u64> {
 #[test]
 fn restarted_control_unit_keeps_its_epoch() {
     let mut kids = Children::new("epochstate");
-    let lab = write_config(&kids.dir);
+    let lab = write_config(&kids.dir, false, "");
     let mut text = std::fs::read_to_string(&lab.path).unwrap();
     text += "[state]\ndir = \"state\"\n";
     std::fs::write(&lab.path, text).unwrap();
@@ -408,21 +670,22 @@ fn restarted_control_unit_keeps_its_epoch() {
     // The primary counts the standby in its sync set, and the standby knows it (may take over).
     let in_sync = |primary: usize, standby: usize| {
         wait_for("standby in the sync set", up, || {
-            role_is(lab.cu_admin[primary], "primary").filter(|v| v["sync_mask"] == 1 << standby)?;
-            status(lab.cu_admin[standby]).filter(|v| v["eligible"] == true)
+            role_is(&lab.cu_admin[primary], "primary")
+                .filter(|v| v["sync_mask"] == 1 << standby)?;
+            status(&lab.cu_admin[standby]).filter(|v| v["eligible"] == true)
         })
     };
 
     kids.spawn("cu1", &["primary", "--config", &cfg, "--id", "1"]);
-    wait_for("primary up", up, || role_is(lab.cu_admin[0], "primary"));
+    wait_for("primary up", up, || role_is(&lab.cu_admin[0], "primary"));
     kids.spawn("cu2", &["standby", "--config", &cfg, "--id", "2"]);
     in_sync(0, 1);
     assert_eq!(epoch_in_file(&file1), Some(256));
     assert_eq!(epoch_in_file(&file2), Some(256));
 
     // Unit 2 takes over: a new epoch, persisted by both.
-    let v = request(
-        lab.cu_admin[1],
+    let v = request_unix(
+        &lab.cu_admin[1],
         &json!({"cmd": "takeover"}),
         Duration::from_secs(1),
     )
@@ -439,7 +702,7 @@ fn restarted_control_unit_keeps_its_epoch() {
         "cu2-again",
         &["standby", "--config", &cfg, "--id", "2", "--rejoin"],
     );
-    let s = wait_for("restarted unit 2 answers", up, || status(lab.cu_admin[1]));
+    let s = wait_for("restarted unit 2 answers", up, || status(&lab.cu_admin[1]));
     assert!(s["highest_epoch"].as_u64().unwrap() >= e2, "{s}");
     let log = std::fs::read_to_string(kids.dir.join("cu2-again.log")).unwrap();
     assert!(
@@ -449,18 +712,18 @@ fn restarted_control_unit_keeps_its_epoch() {
 
     // Unit 1 takes over from the lost primary; unit 2 re-joins it.
     let e1 = wait_for("unit 1 primary of a later epoch", up, || {
-        role_is(lab.cu_admin[0], "primary")
+        role_is(&lab.cu_admin[0], "primary")
             .and_then(|v| v["epoch"].as_u64())
             .filter(|&e| e > e2)
     });
     in_sync(0, 1);
-    let s = status(lab.cu_admin[1]).unwrap();
+    let s = status(&lab.cu_admin[1]).unwrap();
     assert_eq!(s["epoch"], e1);
     assert_eq!(s["highest_epoch"], e1);
 
     // Unit 2's next candidacy is above everything it persisted.
-    let v = request(
-        lab.cu_admin[1],
+    let v = request_unix(
+        &lab.cu_admin[1],
         &json!({"cmd": "takeover"}),
         Duration::from_secs(1),
     )
@@ -468,7 +731,7 @@ fn restarted_control_unit_keeps_its_epoch() {
     let e3 = v["epoch"].as_u64().unwrap();
     assert!(e3 > e1 && e3 > e2, "{v}");
     wait_for("unit 2 primary again", up, || {
-        role_is(lab.cu_admin[1], "primary")
+        role_is(&lab.cu_admin[1], "primary")
     });
     assert_eq!(epoch_in_file(&file2), Some(e3));
 

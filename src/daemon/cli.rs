@@ -1,12 +1,11 @@
 //! `statesync primary|standby|client|status|switchover`.
 
-use super::admin::request;
+use super::admin::{Target, read_token_file, request, with_token};
 use super::config::load;
 use super::format_unix_us;
 use super::run::{Mode, run_node};
 use crate::proto::{InjectedBug, NodeId};
 use serde_json::{Value, json};
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -56,8 +55,13 @@ pub struct ClientArgs {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct StatusArgs {
-    /// The node's admin address (IP:PORT or HOST:PORT).
+    /// The node's admin socket: its Unix socket path (`<admin.socket_dir>/<id>.sock`, e.g.
+    /// /run/statesync/1.sock), or IP:PORT of its UDP admin listener.
     pub addr: String,
+    /// Over UDP: a file holding the admin token (`admin.token_file`). Without it a UDP status
+    /// gets no reply: a reply larger than its request only goes to an authenticated sender.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// Print the raw JSON reply.
     #[arg(long)]
     pub json: bool,
@@ -68,9 +72,13 @@ pub struct StatusArgs {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SwitchoverArgs {
-    /// Admin address of the standby that should take over.
+    /// Admin socket of the standby that should take over: its Unix socket path, or IP:PORT
+    /// of its UDP admin listener (then `--token-file` is needed).
     #[arg(long)]
     pub standby: String,
+    /// Over UDP: a file holding the admin token (`admin.token_file`).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// How long to wait for the reply, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub timeout_ms: u64,
@@ -111,20 +119,29 @@ pub fn run_client(a: ClientArgs) -> ExitCode {
     run_daemon(&a.node, Mode::Client { fresh: a.fresh })
 }
 
-fn resolve(s: &str) -> Result<SocketAddr, String> {
-    s.to_socket_addrs()
-        .map_err(|e| format!("{s}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{s}: resolves to no address"))
-}
-
-fn ask(addr: &str, req: Value, timeout_ms: u64) -> Result<Value, String> {
-    let a = resolve(addr)?;
-    request(a, &req, Duration::from_millis(timeout_ms)).map_err(|e| e.to_string())
+/// Sends one request to `addr` (a Unix socket path or a UDP IP:PORT), with the token of
+/// `token_file` when it goes over UDP (the Unix socket needs none).
+pub fn ask(
+    addr: &str,
+    req: Value,
+    token_file: Option<&std::path::Path>,
+    timeout_ms: u64,
+) -> Result<Value, String> {
+    let target = Target::parse(addr)?;
+    let req = match (&target, token_file) {
+        (Target::Udp(_), Some(f)) => with_token(&req, &read_token_file(f, "--token-file")?),
+        _ => req,
+    };
+    request(&target, &req, Duration::from_millis(timeout_ms)).map_err(|e| e.to_string())
 }
 
 pub fn run_status(a: StatusArgs) -> ExitCode {
-    let v = match ask(&a.addr, json!({"cmd": "status"}), a.timeout_ms) {
+    let v = match ask(
+        &a.addr,
+        json!({"cmd": "status"}),
+        a.token_file.as_deref(),
+        a.timeout_ms,
+    ) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("statesync status: {e}");
@@ -143,7 +160,12 @@ pub fn run_status(a: StatusArgs) -> ExitCode {
 }
 
 pub fn run_switchover(a: SwitchoverArgs) -> ExitCode {
-    match ask(&a.standby, json!({"cmd": "takeover"}), a.timeout_ms) {
+    match ask(
+        &a.standby,
+        json!({"cmd": "takeover"}),
+        a.token_file.as_deref(),
+        a.timeout_ms,
+    ) {
         Ok(v) if v["ok"] == true => {
             println!(
                 "{}: taking over, epoch {}",
@@ -270,10 +292,7 @@ pub fn format_status(v: &Value) -> String {
         );
     }
     if let Some(n) = v["channels_truncated"].as_u64() {
-        let _ = writeln!(
-            out,
-            "({n} more channels not shown: reply cut to one datagram)"
-        );
+        let _ = writeln!(out, "({n} more channels not shown: reply cut to fit)");
     }
     let c = &v["counters"];
     let _ = writeln!(

@@ -4,6 +4,7 @@
 //! [`validate`] checks every value and builds a [`DeploymentConfig`]. Every error names the
 //! field it is about (`clients[1].channels: channel 7 is owned twice`).
 
+pub use super::admin::config::AdminConfig;
 use crate::proto::{CutPolicy, NodeId, ProtoConfig, Topology};
 use crate::transport::{FaultConfig, IoChoice, TransportConfig};
 use serde::Deserialize;
@@ -58,6 +59,9 @@ struct RawConfig {
     state: RawState,
     #[serde(default)]
     timing: RawTiming,
+    /// `[admin]`: how each node serves the admin protocol.
+    #[serde(default)]
+    admin: super::admin::config::RawAdmin,
     #[serde(default)]
     protocol: RawProtocol,
     #[serde(default)]
@@ -80,7 +84,8 @@ struct RawSecurity {
 struct RawNode {
     id: NodeId,
     addr: String,
-    admin: String,
+    /// The optional UDP admin listener (the Unix socket is always there).
+    admin: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,7 +93,7 @@ struct RawNode {
 struct RawClient {
     id: NodeId,
     addr: String,
-    admin: String,
+    admin: Option<String>,
     channels: Vec<u32>,
 }
 
@@ -157,8 +162,9 @@ pub struct NodeSpec {
     pub id: NodeId,
     /// Data-plane UDP socket.
     pub addr: SocketAddr,
-    /// Admin UDP socket (JSON requests).
-    pub admin: SocketAddr,
+    /// The optional UDP admin listener (JSON requests, see [`AdminConfig`]); every node also
+    /// serves the admin protocol on its Unix socket, [`AdminConfig::socket_path`].
+    pub admin: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,6 +227,7 @@ pub struct DeploymentConfig {
     /// restarted unit forgets it (the daemon warns at start).
     pub state_dir: Option<PathBuf>,
     pub timing: Timing,
+    pub admin: AdminConfig,
     pub cut_policy: CutPolicy,
     pub window_ops: usize,
     pub max_datagram_bytes: usize,
@@ -339,7 +346,11 @@ fn validate(raw: RawConfig, path: PathBuf) -> Result<DeploymentConfig, String> {
         control_units.push(NodeSpec {
             id: n.id,
             addr: claim_addr(format!("control_units[{i}].addr"), &n.addr)?,
-            admin: claim_addr(format!("control_units[{i}].admin"), &n.admin)?,
+            admin: n
+                .admin
+                .as_ref()
+                .map(|a| claim_addr(format!("control_units[{i}].admin"), a))
+                .transpose()?,
         });
     }
     let mut clients = Vec::new();
@@ -349,7 +360,11 @@ fn validate(raw: RawConfig, path: PathBuf) -> Result<DeploymentConfig, String> {
         let node = NodeSpec {
             id: c.id,
             addr: claim_addr(format!("clients[{i}].addr"), &c.addr)?,
-            admin: claim_addr(format!("clients[{i}].admin"), &c.admin)?,
+            admin: c
+                .admin
+                .as_ref()
+                .map(|a| claim_addr(format!("clients[{i}].admin"), a))
+                .transpose()?,
         };
         if c.channels.is_empty() {
             return Err(format!("clients[{i}].channels: empty"));
@@ -379,6 +394,8 @@ fn validate(raw: RawConfig, path: PathBuf) -> Result<DeploymentConfig, String> {
             ));
         }
     }
+
+    let admin = super::admin::config::validate(&raw.admin, &path, &control_units, &clients)?;
 
     let d = Timing::default();
     let t = &raw.timing;
@@ -496,6 +513,7 @@ fn validate(raw: RawConfig, path: PathBuf) -> Result<DeploymentConfig, String> {
         submitters: raw.submitters.ids.clone(),
         state_dir,
         timing,
+        admin,
         cut_policy,
         window_ops,
         max_datagram_bytes,

@@ -51,12 +51,9 @@ pub enum DaemonError {
         #[source]
         source: TransportError,
     },
-    #[error("admin socket {addr}: {source}")]
-    Admin {
-        addr: SocketAddr,
-        #[source]
-        source: io::Error,
-    },
+    /// The admin socket could not be opened; the message names the socket or the field.
+    #[error("{0}")]
+    Admin(String),
     #[error("installing signal handlers: {0}")]
     Signal(#[source] io::Error),
     /// The epoch state file (`[state] dir`) is unusable: at start, or a write while running
@@ -81,6 +78,8 @@ impl DaemonError {
 const MAX_WAIT_US: u64 = 200;
 /// Admin socket polling period.
 const ADMIN_PERIOD_US: u64 = 1_000;
+/// Admin polling period while a Unix admin connection is busy ([`Admin::busy`]).
+const ADMIN_BUSY_PERIOD_US: u64 = 100;
 
 /// Runs node `id` until SIGINT or SIGTERM. `inject` plants a protocol bug (a test aid that
 /// only the command line sets; `InjectedBug::None` in any real deployment).
@@ -130,7 +129,7 @@ fn authentication(
     }
 }
 
-fn log(id: NodeId, msg: std::fmt::Arguments<'_>) {
+pub(super) fn log(id: NodeId, msg: std::fmt::Arguments<'_>) {
     eprintln!("{} node {id}: {msg}", format_unix_us(unix_now_us()));
 }
 
@@ -183,8 +182,17 @@ pub fn run_node_until(
     let kind = check_mode(cfg, id, mode)?;
     let auth = authentication(cfg, id, insecure)?;
     let secured = auth.is_some();
-    let (_, spec) = cfg.node(id).expect("checked above");
+    let Some((_, spec)) = cfg.node(id) else {
+        return Err(DaemonError::Usage(format!("--id {id}: no such node")));
+    };
     let spec = spec.clone();
+    // Read before any socket opens: a bad token file is a config error (exit 2).
+    let token = cfg.admin.read_token().map_err(|message| {
+        DaemonError::Config(ConfigError::Invalid {
+            path: cfg.path.clone(),
+            message,
+        })
+    })?;
     let clock = Clock::new();
     // Differs between restarts of the same node.
     let boot_id = (unix_now_us() & 0xffff_ffff) as u32;
@@ -215,6 +223,10 @@ pub fn run_node_until(
             .collect(),
         NodeKind::Client => cfg.control_units.iter().map(|n| (n.id, n.addr)).collect(),
     };
+    // The admin socket first: it refuses to start a second daemon with this id (one that
+    // still serves the socket) before that one's data socket is touched.
+    let mut admin = Admin::open(id, &cfg.admin.socket_path(id), spec.admin, token)
+        .map_err(DaemonError::Admin)?;
     let tcfg = cfg.transport_config(id).expect("node exists");
     let transport = Transport::open(tcfg).map_err(|source| DaemonError::Transport {
         addr: spec.addr,
@@ -222,10 +234,9 @@ pub fn run_node_until(
     })?;
     let io_kind = transport.kind();
     let mut runner = NodeRunner::new(machine, transport, peers).with_auth(auth);
-    let mut admin = Admin::bind(spec.admin).map_err(|source| DaemonError::Admin {
-        addr: spec.admin,
-        source,
-    })?;
+    let admin_udp = admin
+        .udp_addr()
+        .map_or(String::new(), |a| format!(" and UDP {a}"));
     if let Some(&core) = cfg.cores.first() {
         if core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
             log(id, format_args!("pinned to core {core}"));
@@ -239,14 +250,14 @@ pub fn run_node_until(
     log(
         id,
         format_args!(
-            "started as {mode} on {} (io {io_kind}, frames {}), admin {}, boot {boot_id:08x}, epoch {}",
+            "started as {mode} on {} (io {io_kind}, frames {}), admin {}{admin_udp}, boot {boot_id:08x}, epoch {}",
             spec.addr,
             if secured {
                 "authenticated"
             } else {
                 "UNAUTHENTICATED"
             },
-            spec.admin,
+            admin.socket_path().display(),
             epoch_of(&runner.machine)
         ),
     );
@@ -329,8 +340,16 @@ pub fn run_node_until(
             next_auth_log_us = now + 1_000_000;
         }
         if now >= next_admin_us {
-            next_admin_us = now + ADMIN_PERIOD_US;
-            if admin.poll(&mut runner, &clock, now) > 0 {
+            let handled = admin.poll(&mut runner, &clock, now);
+            // A Unix client sends its request just after it connects, and reads its reply
+            // in pieces: while one is that busy, look again soon rather than a period later.
+            next_admin_us = now
+                + if admin.busy(now) {
+                    ADMIN_BUSY_PERIOD_US
+                } else {
+                    ADMIN_PERIOD_US
+                };
+            if handled > 0 {
                 // A takeover or switchover has work to send now.
                 continue;
             }
@@ -347,8 +366,14 @@ pub fn run_node_until(
     log(
         id,
         format_args!(
-            "stopping: {} datagrams sent, {} received; admin requests {} ({} malformed)",
-            s.datagrams_sent, s.datagrams_received, admin.stats.requests, admin.stats.malformed
+            "stopping: {} datagrams sent, {} received; admin requests {} ({} malformed), refused: {} peers, {} tokens, {} oversized replies",
+            s.datagrams_sent,
+            s.datagrams_received,
+            admin.stats.requests,
+            admin.stats.malformed,
+            admin.stats.refused_peer,
+            admin.stats.refused_token,
+            admin.stats.refused_size
         ),
     );
     Ok(())
