@@ -128,6 +128,8 @@ fn role_is(sock: &Path, role: &str) -> Option<Value> {
 struct Lab {
     path: PathBuf,
     cu_data: [SocketAddr; 2],
+    /// The line card's data address.
+    client_data: SocketAddr,
     /// Unix admin sockets.
     cu_admin: [PathBuf; 2],
     client_admin: PathBuf,
@@ -199,6 +201,7 @@ socket_dir = {:?}
     Lab {
         path,
         cu_data: [a(0), a(2)],
+        client_data: a(4),
         cu_admin: [sock.join("1.sock"), sock.join("2.sock")],
         client_admin: sock.join("100.sock"),
         cu_udp: [a(1), a(3)],
@@ -248,7 +251,8 @@ impl Submitter {
         let keys = LinkKeys::load(&lab.path.parent().unwrap().join("keys/node-900.key"), 900)
             .expect("submitter key file");
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         let mut s = Submitter {
             sock,
             auth: Auth::new(&keys),
@@ -813,4 +817,111 @@ fn restarted_control_unit_keeps_its_epoch() {
         err.contains(&file1.display().to_string()) && err.contains("--rejoin"),
         "{err}"
     );
+}
+
+/// A line card holding its own keys, on its own address (its daemon not running: the test
+/// holds the socket), and a stranger, fire every class of hostile frame at the primary. Every
+/// one is refused and counted, and no control unit's role or epoch moves.
+#[test]
+fn forged_replayed_and_foreign_frames_change_no_role() {
+    let mut kids = Children::new("hostile");
+    let lab = write_config(&kids.dir, false, "");
+    let cfg = lab.path.to_str().unwrap().to_owned();
+    let up = Duration::from_secs(5);
+    kids.spawn("primary", &["primary", "--config", &cfg, "--id", "1"]);
+    wait_for("primary up", up, || role_is(&lab.cu_admin[0], "primary"));
+    kids.spawn("standby", &["standby", "--config", &cfg, "--id", "2"]);
+    wait_for("standby in sync set", up, || {
+        role_is(&lab.cu_admin[0], "primary").filter(|v| v["sync_mask"].as_u64() == Some(2))
+    });
+    let p0 = status(&lab.cu_admin[0]).unwrap();
+    let s0 = status(&lab.cu_admin[1]).unwrap();
+
+    // The line card's own session with the primary: opener, then the primary's hello.
+    let keys = LinkKeys::load(&kids.dir.join("keys/node-100.key"), 100).unwrap();
+    let mut card = Auth::new(&keys);
+    let sock = UdpSocket::bind(lab.client_data).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let primary = lab.cu_data[0];
+    let mut buf = vec![0u8; 512];
+    let mut seq = 1u64;
+    let deadline = Instant::now() + up;
+    while card.peer_boot(1) == 0 {
+        assert!(Instant::now() < deadline, "no hello from the primary");
+        let n = FrameBuilder::new(&mut buf, 100, 0, seq).finish();
+        seq += 1;
+        assert!(card.seal(1, &mut buf[..n]));
+        sock.send_to(&buf[..n], primary).unwrap();
+        let mut rx = [0u8; 256];
+        if let Ok((n, src)) = sock.recv_from(&mut rx) {
+            card.open(0, src, Some(1), &rx[..n]);
+        }
+    }
+    let mut sent = 0u64;
+    let mut send = |b: &[u8]| {
+        sock.send_to(b, primary).unwrap();
+        sent += 1;
+    };
+    // A higher epoch owned by the standby, claimed by the line card itself (authentic: the
+    // core must refuse the claim), then replayed.
+    let n = FrameBuilder::new(&mut buf, 100, 0x0201, seq).finish();
+    seq += 1;
+    assert!(card.seal(1, &mut buf[..n]));
+    let claim = buf[..n].to_vec();
+    send(&claim);
+    send(&claim);
+    // Claiming to be the standby, from the line card's address, with the line card's key.
+    let n = FrameBuilder::new(&mut buf, 2, 0x0201, seq).finish();
+    assert!(card.seal(1, &mut buf[..n]));
+    send(&buf[..n]);
+    // Sealed with a key of another deployment.
+    let other = LinkKeys::generate(&[(100, 1)]).unwrap().pop().unwrap();
+    let mut wrong = Auth::new(&other);
+    let n = FrameBuilder::new(&mut buf, 100, 0x0201, seq).finish();
+    assert!(wrong.seal(1, &mut buf[..n]));
+    send(&buf[..n]);
+    // No tag; truncated; random bytes.
+    let n = FrameBuilder::new(&mut buf, 100, 0x0201, seq + 1).finish();
+    send(&buf[..n]);
+    send(&claim[..claim.len() - 1]);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..200 {
+        let junk: Vec<u8> = (0..64)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        send(&junk);
+    }
+    // A stranger's address: refused before anything is parsed.
+    let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    stranger.send_to(&claim, primary).unwrap();
+
+    let p = wait_for("every hostile datagram counted", up, || {
+        let p = status(&lab.cu_admin[0])?;
+        let a = &p["auth"];
+        let refused = a["rejected"].as_u64()?;
+        (refused >= sent - 1 && p["transport"]["rejected_unknown_addr"].as_u64()? >= 1).then_some(p)
+    });
+    let a = &p["auth"];
+    assert_eq!(a["rejected_replay"], 1, "{a}");
+    assert_eq!(a["rejected_sender_mismatch"], 1, "{a}");
+    assert!(a["rejected_bad_tag"].as_u64().unwrap() >= 1, "{a}");
+    assert_eq!(a["rejected_unauthenticated"], 1, "{a}");
+    assert!(a["rejected_malformed"].as_u64().unwrap() >= 1, "{a}");
+    assert_eq!(
+        p["counters"]["rejected_foreign_epoch"], 1,
+        "the one authentic claim reached the core and was refused: {p}"
+    );
+    // Nothing moved.
+    let s = status(&lab.cu_admin[1]).unwrap();
+    assert_eq!(p["role"], "primary");
+    assert_eq!(p["epoch"], p0["epoch"]);
+    assert_eq!(p["sync_mask"], p0["sync_mask"]);
+    assert_eq!(s["role"], "standby");
+    assert_eq!(s["epoch"], s0["epoch"]);
 }

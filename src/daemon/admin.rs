@@ -459,6 +459,11 @@ fn counters_json(c: &Counters) -> Value {
         "rejected_stale_epoch": c.rejected_stale_epoch,
         "rejected_unknown_sender": c.rejected_unknown_sender,
         "rejected_unexpected": c.rejected_unexpected,
+        "rejected_extra_heartbeats": c.rejected_extra_heartbeats,
+        "rejected_stale_heartbeats": c.rejected_stale_heartbeats,
+        "rejected_foreign_epoch": c.rejected_foreign_epoch,
+        "rejected_stale_unknown": c.rejected_stale_unknown,
+        "rejected": c.rejected(),
         "updates_applied": c.updates_applied,
         "retransmits": c.retransmits,
         "nacks_sent": c.nacks_sent,
@@ -572,6 +577,29 @@ fn status(runner: &NodeRunner, clock: &Clock, now_us: u64, stats: &AdminStats) -
             "datagrams_sent": runner.transport.stats().datagrams_sent,
             "datagrams_received": runner.transport.stats().datagrams_received,
         }),
+    );
+    obj.insert(
+        "auth".into(),
+        match runner.auth_stats() {
+            None => json!({"enabled": false}),
+            Some(a) => json!({
+                "enabled": true,
+                "sealed": a.sealed,
+                "delivered": a.delivered,
+                "openers": a.openers,
+                "hellos_tx": a.hellos_tx,
+                "hellos_rx": a.hellos_rx,
+                "sessions_opened": a.sessions_opened,
+                "rejected": a.rejected(),
+                "rejected_malformed": a.rejected_malformed,
+                "rejected_unauthenticated": a.rejected_unauthenticated,
+                "rejected_no_key": a.rejected_no_key,
+                "rejected_sender_mismatch": a.rejected_sender_mismatch,
+                "rejected_stale_session": a.rejected_stale_session,
+                "rejected_replay": a.rejected_replay,
+                "rejected_bad_tag": a.rejected_bad_tag,
+            }),
+        },
     );
     obj.insert(
         "admin".into(),
