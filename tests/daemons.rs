@@ -925,3 +925,55 @@ fn forged_replayed_and_foreign_frames_change_no_role() {
     assert_eq!(s["role"], "standby");
     assert_eq!(s["epoch"], s0["epoch"]);
 }
+
+/// A node without keys refuses to start (exit 2, saying how to fix it); `keygen` writes one
+/// 0600 file per node holding only its own links, and a file others can read is refused.
+#[test]
+fn keys_are_required_and_kept_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let kids = Children::new("keys");
+    let path = kids.dir.join("nokeys.toml");
+    std::fs::write(
+        &path,
+        "[[control_units]]\nid = 1\naddr = \"127.0.0.1:1\"\n[[clients]]\nid = 100\naddr = \"127.0.0.1:3\"\nchannels = [0]\n[submitters]\nids = [900]\n",
+    )
+    .unwrap();
+    let p = path.to_str().unwrap();
+    let out = Command::new(BIN)
+        .args(["primary", "--config", p, "--id", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("key_dir") && err.contains("--insecure"),
+        "{err}"
+    );
+
+    let dir = kids.dir.join("k");
+    let out = Command::new(BIN)
+        .args(["keygen", "--config", p, "--dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // Control unit 1 talks to the client and the submitter; each of those only to it.
+    let cu = LinkKeys::load(&dir.join("node-1.key"), 1).unwrap();
+    assert_eq!(cu.peers().collect::<Vec<_>>(), vec![100, 900]);
+    let card = LinkKeys::load(&dir.join("node-100.key"), 100).unwrap();
+    assert_eq!(card.peers().collect::<Vec<_>>(), vec![1]);
+    for f in ["node-1.key", "node-100.key", "node-900.key"] {
+        let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    std::fs::set_permissions(
+        dir.join("node-100.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let e = LinkKeys::load(&dir.join("node-100.key"), 100).unwrap_err();
+    assert!(e.to_string().contains("chmod 600"), "{e}");
+    assert!(
+        LinkKeys::load(&dir.join("node-1.key"), 2).is_err(),
+        "a file of another node"
+    );
+}
