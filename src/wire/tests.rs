@@ -403,7 +403,7 @@ fn raw_frame(count: u16, payload: &[u8]) -> Vec<u8> {
         epoch: 3.into(),
         packet_seq: 9.into(),
     };
-    [h.as_bytes(), payload, &[0u8; TAG_BYTES]].concat()
+    [h.as_bytes(), payload, &[0u8; TRAILER_BYTES]].concat()
 }
 
 /// A frame holding exactly the given raw messages.
@@ -485,7 +485,8 @@ const FIXED_KINDS: [(Kind, usize); 14] = [
 fn layout_sizes_and_offsets_match_protocol_doc() {
     assert_eq!(HEADER_BYTES, 32);
     assert_eq!(MSG_HEADER_BYTES, 4);
-    assert_eq!(MIN_FRAME_BYTES, 48);
+    assert_eq!(MIN_FRAME_BYTES, 64);
+    assert_eq!(TRAILER_BYTES, 32);
     assert_eq!(MAGIC.to_le_bytes(), *b"SSYN");
     assert_eq!(MAGIC, 0x4E59_5353);
 
@@ -642,10 +643,11 @@ fn example_frame_bytes_match_protocol_doc() {
     ));
     let n = b.finish();
     #[rustfmt::skip]
-    let expected: [u8; 68] = [
+    let expected: [u8; 84] = [
         0x53, 0x53, 0x59, 0x4e, 0x01, 0x00, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00, 0x14, 0x00, 0x00, 0x00,
         0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
         0x02, 0x00, 0x10, 0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x2a, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
         0x00, 0x00, 0x00, 0x00,
     ];
@@ -1451,7 +1453,7 @@ proptest! {
             prop_assert_eq!(r.header.flags, 0);
             prop_assert_eq!(r.header.msg_count.get() as usize, f.msgs.len());
             prop_assert_eq!(r.header.payload_len.get() as usize, f.bytes.len() - MIN_FRAME_BYTES);
-            prop_assert!(f.bytes[f.bytes.len() - TAG_BYTES..].iter().all(|&b| b == 0), "tag slot is zeroed");
+            prop_assert!(f.bytes[f.bytes.len() - TRAILER_BYTES..].iter().all(|&b| b == 0), "tag slot is zeroed");
             let got: Vec<M> = r.msgs().map(M::from_msg).collect();
             prop_assert_eq!(&got, &f.msgs);
         }
@@ -1507,10 +1509,10 @@ proptest! {
     }
 
     #[test]
-    fn prop_tag_bytes_are_not_interpreted(msgs in vec(msg(), 0..20), tag in any::<[u8; TAG_BYTES]>()) {
+    fn prop_tag_bytes_are_not_interpreted(msgs in vec(msg(), 0..20), tag in any::<[u8; TRAILER_BYTES]>()) {
         let original = build_frames(&msgs, 4096, 1, 2, 3).swap_remove(0);
         let mut f = original.bytes.clone();
-        let at = f.len() - TAG_BYTES;
+        let at = f.len() - TRAILER_BYTES;
         f[at..].copy_from_slice(&tag);
         prop_assert_eq!(exercise(&f).expect("tag content does not matter"), original.msgs);
     }
