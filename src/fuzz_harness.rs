@@ -33,8 +33,11 @@ use crate::wire::{
 };
 use zerocopy::{Immutable, IntoBytes};
 
+/// A harness: takes the fuzzer's bytes, returns normally or panics on a finding.
+pub type Harness = fn(&[u8]);
+
 /// Every fuzz target by name (the directory name under `fuzz/corpus/`) with its harness.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Harness)] = &[
     ("decode", decode),
     ("control_unit", control_unit),
     ("client", client),
@@ -488,7 +491,7 @@ impl Node for ControlUnit {
         let _ = ControlUnit::submit(self, now_us, channel, entries);
     }
     fn operator(&mut self, now_us: u64, arg: u8) {
-        if arg % 2 == 0 {
+        if arg.is_multiple_of(2) {
             let target = CONTROL_UNITS[(arg as usize / 2) % CONTROL_UNITS.len()];
             let _ = self.request_switchover(target);
         } else {

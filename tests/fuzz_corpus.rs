@@ -6,14 +6,14 @@
 //! `cargo test --release --test fuzz_corpus -- --ignored write_seeds` rewrites the seed
 //! inputs into `fuzz/seeds/<target>/` (see `fuzz/README.md`).
 
-use statesync::fuzz_harness::{TARGETS, seed_inputs};
+use statesync::fuzz_harness::{Harness, TARGETS, seed_inputs};
 use std::path::{Path, PathBuf};
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
 }
 
-fn replay(target: &str, run: fn(&[u8])) -> usize {
+fn replay(target: &str, run: Harness) -> usize {
     let dir = fuzz_dir().join("corpus").join(target);
     let entries = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e} (corpora are committed)", dir.display()));
@@ -31,7 +31,7 @@ fn replay(target: &str, run: fn(&[u8])) -> usize {
     n
 }
 
-fn target(name: &str) -> fn(&[u8]) {
+fn target(name: &str) -> Harness {
     TARGETS
         .iter()
         .find(|(n, _)| *n == name)
