@@ -9,6 +9,7 @@
 //! [`fuzz_harness`] holds the fuzz targets' harness functions, shared by `fuzz/` (cargo-fuzz)
 //! and the stable corpus replay test.
 
+pub mod auth;
 pub mod cli;
 pub mod daemon;
 pub mod fuzz_harness;

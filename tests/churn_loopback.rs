@@ -31,6 +31,8 @@ fn args(io: IoChoice, loss: f64, submitter: Submitter) -> ChurnArgs {
         submitter_id: 900,
         sections: 64,
         inject_bug: InjectedBug::None,
+        insecure: false,
+        config: None,
     }
 }
 

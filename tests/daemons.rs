@@ -1,8 +1,11 @@
 //! End to end over loopback: the real `statesync` binary as primary, standby and client, a fake
-//! submitter, the admin protocol, an operator takeover and a clean SIGTERM shutdown.
+//! submitter, the admin protocol, an operator takeover and a clean SIGTERM shutdown; and the
+//! admin sockets' protection: strangers refused on the Unix socket, no control and no amplified
+//! reply over UDP without the token.
 
 use serde_json::{Value, json};
-use statesync::daemon::admin::request;
+use statesync::auth::{Auth, LinkKeys};
+use statesync::daemon::admin::request_unix;
 use statesync::wire::{Entry, FrameBuilder, encode_entry};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -100,8 +103,8 @@ fn free_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
-fn status(addr: SocketAddr) -> Option<Value> {
-    request(addr, &json!({"cmd": "status"}), Duration::from_millis(300))
+fn status(sock: &Path) -> Option<Value> {
+    request_unix(sock, &json!({"cmd": "status"}), Duration::from_millis(300))
         .ok()
         .filter(|v| v["ok"] == true)
 }
@@ -118,20 +121,36 @@ fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) 
     }
 }
 
-fn role_is(addr: SocketAddr, role: &str) -> Option<Value> {
-    status(addr).filter(|v| v["role"] == role)
+fn role_is(sock: &Path, role: &str) -> Option<Value> {
+    status(sock).filter(|v| v["role"] == role)
 }
 
 struct Lab {
     path: PathBuf,
     cu_data: [SocketAddr; 2],
-    cu_admin: [SocketAddr; 2],
-    client_admin: SocketAddr,
+    /// The line card's data address.
+    client_data: SocketAddr,
+    /// Unix admin sockets.
+    cu_admin: [PathBuf; 2],
+    client_admin: PathBuf,
+    /// UDP admin listeners (the config names them; only some tests do).
+    cu_udp: [SocketAddr; 2],
+    client_udp: SocketAddr,
 }
 
-fn write_config(dir: &Path) -> Lab {
+/// The lab's config, with `extra` appended (e.g. an `[admin]` token file). `udp`: every node
+/// also gets a UDP admin listener.
+fn write_config(dir: &Path, udp: bool, extra: &str) -> Lab {
     let p = free_ports(6);
     let a = |i: usize| -> SocketAddr { format!("127.0.0.1:{}", p[i]).parse().unwrap() };
+    let admin = |i: usize| {
+        if udp {
+            format!("admin = \"{}\"", a(i))
+        } else {
+            String::new()
+        }
+    };
+    let sock = dir.join("sock");
     // Generous timeouts: the test machine may be busy, and a spurious failover would make
     // the standby primary before the operator asks.
     let text = format!(
@@ -139,15 +158,15 @@ fn write_config(dir: &Path) -> Lab {
 [[control_units]]
 id = 1
 addr = "{}"
-admin = "{}"
+{}
 [[control_units]]
 id = 2
 addr = "{}"
-admin = "{}"
+{}
 [[clients]]
 id = 100
 addr = "{}"
-admin = "{}"
+{}
 channels = [0, 1, 2]
 [submitters]
 ids = [900]
@@ -157,21 +176,36 @@ failover_timeout_ms = 1000
 drop_timeout_ms = 2000
 query_timeout_ms = 100
 rto_ms = 50
+[security]
+key_dir = "keys"
+[admin]
+socket_dir = {:?}
+{extra}
 "#,
         a(0),
-        a(1),
+        admin(1),
         a(2),
-        a(3),
+        admin(3),
         a(4),
-        a(5)
+        admin(5),
+        sock.display().to_string(),
     );
     let path = dir.join("lab.toml");
     std::fs::write(&path, text).unwrap();
+    // Every link gets a key: the daemons refuse to start without.
+    let out = Command::new(BIN)
+        .args(["keygen", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "keygen: {out:?}");
     Lab {
         path,
         cu_data: [a(0), a(2)],
-        cu_admin: [a(1), a(3)],
-        client_admin: a(5),
+        client_data: a(4),
+        cu_admin: [sock.join("1.sock"), sock.join("2.sock")],
+        client_admin: sock.join("100.sock"),
+        cu_udp: [a(1), a(3)],
+        client_udp: a(5),
     }
 }
 
@@ -198,9 +232,58 @@ fn submit_frame(buf: &mut [u8], seq: u64, channel: u32) -> usize {
             private: true,
         },
     );
-    let mut fb = FrameBuilder::new(buf, 900, 256, seq);
+    // Packet sequence 1 is the session opener's (see `Submitter`).
+    let mut fb = FrameBuilder::new(buf, 900, 256, seq + 1);
     assert!(fb.push_submit(channel, seq, (&public, 1), (&private, 1)));
     fb.finish()
+}
+
+/// Submitter 900 with its key file: opens a session with each control unit (an opener, then
+/// the unit's hello), then seals every frame for the unit it goes to.
+struct Submitter {
+    sock: UdpSocket,
+    auth: Auth,
+    cus: Vec<(u32, SocketAddr)>,
+}
+
+impl Submitter {
+    fn new(lab: &Lab) -> Submitter {
+        let keys = LinkKeys::load(&lab.path.parent().unwrap().join("keys/node-900.key"), 900)
+            .expect("submitter key file");
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut s = Submitter {
+            sock,
+            auth: Auth::new(&keys),
+            cus: vec![(1, lab.cu_data[0]), (2, lab.cu_data[1])],
+        };
+        let mut buf = vec![0u8; 256];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while s.cus.iter().any(|&(id, _)| s.auth.peer_boot(id) == 0) {
+            assert!(Instant::now() < deadline, "no hello from the control units");
+            for (id, addr) in s.cus.clone() {
+                let n = FrameBuilder::new(&mut buf, 900, 0, 1).finish();
+                // The opener is sealed once per unit (its sequence number may not repeat).
+                if s.auth.peer_boot(id) == 0 && s.auth.seal(id, &mut buf[..n]) {
+                    s.sock.send_to(&buf[..n], addr).unwrap();
+                }
+            }
+            let mut rx = [0u8; 256];
+            if let Ok((n, src)) = s.sock.recv_from(&mut rx) {
+                let id = s.cus.iter().find(|c| c.1 == src).map(|c| c.0);
+                s.auth.open(0, src, id, &rx[..n]);
+            }
+        }
+        s
+    }
+
+    fn send(&mut self, frame: &mut [u8]) {
+        for (id, addr) in self.cus.clone() {
+            assert!(self.auth.seal(id, frame));
+            self.sock.send_to(frame, addr).unwrap();
+        }
+    }
 }
 
 fn digests(v: &Value, field: &str) -> Vec<(u64, String)> {
@@ -221,36 +304,34 @@ fn digests(v: &Value, field: &str) -> Vec<(u64, String)> {
 fn primary_standby_client_submit_takeover_sigterm() {
     let t0 = Instant::now();
     let mut kids = Children::new("daemons");
-    let lab = write_config(&kids.dir);
+    let lab = write_config(&kids.dir, false, "");
     let cfg = lab.path.to_str().unwrap().to_owned();
     let up = Duration::from_secs(5);
 
     kids.spawn("primary", &["primary", "--config", &cfg, "--id", "1"]);
-    wait_for("primary up", up, || role_is(lab.cu_admin[0], "primary"));
+    wait_for("primary up", up, || role_is(&lab.cu_admin[0], "primary"));
     kids.spawn("standby", &["standby", "--config", &cfg, "--id", "2"]);
     kids.spawn("client", &["client", "--config", &cfg, "--id", "100"]);
-    wait_for("standby up", up, || role_is(lab.cu_admin[1], "standby"));
+    wait_for("standby up", up, || role_is(&lab.cu_admin[1], "standby"));
     // The standby is in the primary's sync set (it may have had to re-join by transfer).
     wait_for("standby in sync set", up, || {
-        role_is(lab.cu_admin[0], "primary").filter(|v| v["sync_mask"].as_u64() == Some(2))
+        role_is(&lab.cu_admin[0], "primary").filter(|v| v["sync_mask"].as_u64() == Some(2))
     });
-    let c = wait_for("client up", up, || status(lab.client_admin));
+    let c = wait_for("client up", up, || status(&lab.client_admin));
     assert_eq!(c["kind"], "client");
     assert_eq!(c["epoch"], 256);
 
     // Fake submitter 900: every change to both control units; the primary takes it.
-    let sub = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut sub = Submitter::new(&lab);
     let mut buf = vec![0u8; 1472];
     let n_submits = 30u64;
     for seq in 1..=n_submits {
         let len = submit_frame(&mut buf, seq, (seq % 3) as u32);
-        for dst in lab.cu_data {
-            sub.send_to(&buf[..len], dst).unwrap();
-        }
+        sub.send(&mut buf[..len]);
     }
     let p = wait_for("client digests equal the primary's", up, || {
-        let p = status(lab.cu_admin[0])?;
-        let c = status(lab.client_admin)?;
+        let p = status(&lab.cu_admin[0])?;
+        let c = status(&lab.client_admin)?;
         (p["submits"]["accepted"].as_u64() == Some(n_submits)
             && digests(&p, "public_digest") == digests(&c, "public_digest"))
         .then_some(p)
@@ -263,15 +344,15 @@ fn primary_standby_client_submit_takeover_sigterm() {
     }
     // Committed everywhere, and the standby holds the same full state (private entries too).
     wait_for("standby state equals the primary's", up, || {
-        let p = status(lab.cu_admin[0])?;
-        let s = status(lab.cu_admin[1])?;
+        let p = status(&lab.cu_admin[0])?;
+        let s = status(&lab.cu_admin[1])?;
         let committed = p["channels"]
             .as_array()?
             .iter()
             .all(|c| c["commit"] == n_submits / 3);
         (committed && digests(&p, "full_digest") == digests(&s, "full_digest")).then_some(())
     });
-    let s = status(lab.cu_admin[1]).unwrap();
+    let s = status(&lab.cu_admin[1]).unwrap();
     assert_eq!(
         s["submits"]["rejected"], n_submits,
         "the standby refuses submissions"
@@ -279,7 +360,7 @@ fn primary_standby_client_submit_takeover_sigterm() {
 
     // The CLI status command, human and JSON.
     let out = Command::new(BIN)
-        .args(["status", &lab.cu_admin[0].to_string()])
+        .args(["status", lab.cu_admin[0].to_str().unwrap()])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -290,7 +371,7 @@ fn primary_standby_client_submit_takeover_sigterm() {
         "{text}"
     );
     let out = Command::new(BIN)
-        .args(["status", &lab.client_admin.to_string(), "--json"])
+        .args(["status", lab.client_admin.to_str().unwrap(), "--json"])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -299,7 +380,7 @@ fn primary_standby_client_submit_takeover_sigterm() {
 
     // Operator takeover of the standby through `statesync switchover`.
     let out = Command::new(BIN)
-        .args(["switchover", "--standby", &lab.cu_admin[1].to_string()])
+        .args(["switchover", "--standby", lab.cu_admin[1].to_str().unwrap()])
         .output()
         .unwrap();
     assert!(
@@ -308,7 +389,7 @@ fn primary_standby_client_submit_takeover_sigterm() {
         String::from_utf8_lossy(&out.stderr)
     );
     let s = wait_for("standby is primary of a higher epoch", up, || {
-        role_is(lab.cu_admin[1], "primary").filter(|v| {
+        role_is(&lab.cu_admin[1], "primary").filter(|v| {
             v["epoch"].as_u64().unwrap() > 256 && !v["failover"]["finished_unix_us"].is_null()
         })
     });
@@ -317,8 +398,8 @@ fn primary_standby_client_submit_takeover_sigterm() {
     let new_epoch = s["epoch"].as_u64().unwrap();
     // The client follows the new primary and still agrees on every digest.
     wait_for("client follows the new primary", up, || {
-        let c = status(lab.client_admin)?;
-        let s = status(lab.cu_admin[1])?;
+        let c = status(&lab.client_admin)?;
+        let s = status(&lab.cu_admin[1])?;
         (c["epoch"] == new_epoch && digests(&s, "public_digest") == digests(&c, "public_digest"))
             .then_some(())
     });
@@ -326,6 +407,9 @@ fn primary_standby_client_submit_takeover_sigterm() {
     for (name, st) in kids.terminate(Duration::from_secs(3)) {
         let st = st.unwrap_or_else(|| panic!("{name} did not exit after SIGTERM"));
         assert_eq!(st.code(), Some(0), "{name} exited with {st}");
+    }
+    for sock in lab.cu_admin.iter().chain([&lab.client_admin]) {
+        assert!(!sock.exists(), "{} left behind at shutdown", sock.display());
     }
     assert!(
         t0.elapsed() < Duration::from_secs(20),
@@ -374,4 +458,470 @@ channels = [0, 2]
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--id 1"), "{err}");
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The uid and gid a stranger runs as: `nobody`/`nogroup` on Debian-like systems; any
+/// unprivileged ids do.
+const STRANGER: u32 = 65_534;
+
+/// `statesync ARGS` as another user (`uid`, `gid`, no supplementary groups), from a copy of
+/// the binary that user may execute.
+fn run_as(bin: &Path, uid: u32, gid: u32, args: &[&str]) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    Command::new(bin)
+        .args(args)
+        .uid(uid)
+        .gid(gid)
+        .output()
+        .unwrap()
+}
+
+/// Waits until the primary has the standby in its sync set (asked over the Unix socket).
+fn start_primary_and_standby(kids: &mut Children, lab: &Lab, up: Duration) {
+    let cfg = lab.path.to_str().unwrap().to_owned();
+    kids.spawn("primary", &["primary", "--config", &cfg, "--id", "1"]);
+    wait_for("primary up", up, || role_is(&lab.cu_admin[0], "primary"));
+    kids.spawn("standby", &["standby", "--config", &cfg, "--id", "2"]);
+    kids.spawn("client", &["client", "--config", &cfg, "--id", "100"]);
+    wait_for("standby up", up, || role_is(&lab.cu_admin[1], "standby"));
+    wait_for("client up", up, || status(&lab.client_admin));
+    wait_for("standby in sync set", up, || {
+        role_is(&lab.cu_admin[0], "primary").filter(|v| v["sync_mask"].as_u64() == Some(2))
+    });
+}
+
+#[test]
+fn unix_admin_socket_refuses_strangers() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED unix_admin_socket_refuses_strangers: needs root to run a client as another uid"
+        );
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mut kids = Children::new("stranger");
+    let lab = write_config(&kids.dir, false, "");
+    // A traversable socket directory (the daemon would create it 0750), so that the socket's
+    // own mode and the daemon's credential check are what keep a stranger out.
+    let sock_dir = kids.dir.join("sock");
+    std::fs::create_dir_all(&sock_dir).unwrap();
+    std::fs::set_permissions(&sock_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = kids.dir.join("statesync");
+    std::fs::copy(BIN, &bin).unwrap();
+    std::fs::set_permissions(&kids.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = lab.path.to_str().unwrap().to_owned();
+    kids.spawn("primary", &["primary", "--config", &cfg, "--id", "1"]);
+    let sock = lab.cu_admin[0].clone();
+    let sock_s = sock.to_str().unwrap();
+    let up = Duration::from_secs(5);
+    // Root (the test) is served.
+    wait_for("primary up", up, || role_is(&sock, "primary"));
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "socket mode {mode:o}");
+    let status_args = ["status", sock_s, "--json", "--timeout-ms", "2000"];
+
+    // A stranger cannot even connect: the socket is 0660, root's.
+    let out = run_as(&bin, STRANGER, STRANGER, &status_args);
+    assert!(!out.status.success(), "a stranger got a status");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ermission denied"), "{err}");
+
+    // A member of the socket's group (here: primary group 0) is served.
+    let out = run_as(&bin, STRANGER, 0, &status_args);
+    assert!(
+        out.status.success(),
+        "a group member was refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["role"], "primary");
+
+    // With the socket opened to everyone (a mistake), the daemon still refuses the stranger,
+    // counts and logs it; a takeover or switchover from it does nothing.
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = run_as(&bin, STRANGER, STRANGER, &status_args);
+    assert!(!out.status.success(), "a stranger got a status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("permission denied"), "{text}");
+    let out = run_as(
+        &bin,
+        STRANGER,
+        STRANGER,
+        &["admin", sock_s, r#"{"cmd":"switchover","target":2}"#],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("permission denied"),
+        "{out:?}"
+    );
+    let v = status(&sock).unwrap();
+    assert_eq!(v["admin"]["refused_peer"], 2, "{v}");
+    assert_eq!(v["epoch"], 256);
+    let log = std::fs::read_to_string(kids.dir.join("primary.log")).unwrap();
+    assert!(
+        log.contains("refused a Unix admin connection from pid")
+            && log.contains(&format!("uid {STRANGER} gid {STRANGER}")),
+        "{log}"
+    );
+    for (name, st) in kids.terminate(Duration::from_secs(3)) {
+        assert_eq!(st.and_then(|s| s.code()), Some(0), "{name}");
+    }
+    assert!(!sock.exists(), "socket left behind");
+}
+
+/// Sends `req` from a fresh UDP socket and returns the reply, if one comes within 300 ms.
+fn udp_ask(to: SocketAddr, req: &[u8]) -> Option<Vec<u8>> {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    s.send_to(req, to).unwrap();
+    let mut buf = vec![0u8; 65_536];
+    s.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec())
+}
+
+#[test]
+fn udp_admin_needs_the_token_and_never_amplifies() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut kids = Children::new("udpadmin");
+    let token_file = kids.dir.join("admin.token");
+    std::fs::write(&token_file, "correct-horse-battery-staple\n").unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let lab = write_config(
+        &kids.dir,
+        true,
+        &format!("token_file = {:?}", token_file.display().to_string()),
+    );
+    let up = Duration::from_secs(5);
+    start_primary_and_standby(&mut kids, &lab, up);
+    let [p_udp, s_udp] = lab.cu_udp;
+
+    // Nothing without the right token: no control action, no reply larger than the request.
+    let wrong = r#""token":"correct-horse-battery-stapl3""#;
+    for (to, req) in [
+        (s_udp, r#"{"cmd":"takeover"}"#.to_owned()),
+        (s_udp, format!(r#"{{"cmd":"takeover",{wrong}}}"#)),
+        (p_udp, r#"{"cmd":"switchover","target":2}"#.to_owned()),
+        (
+            p_udp,
+            format!(r#"{{"cmd":"switchover","target":2,{wrong}}}"#),
+        ),
+        (p_udp, r#"{"cmd":"status"}"#.to_owned()),
+        (p_udp, format!(r#"{{"cmd":"status",{wrong}}}"#)),
+        (lab.client_udp, r#"{"cmd":"status"}"#.to_owned()),
+        (p_udp, "not json".to_owned()),
+        (
+            p_udp,
+            r#"{"cmd":"op_status","channel":0,"epoch":256,"from":1,"to":1000000}"#.to_owned(),
+        ),
+    ] {
+        if let Some(reply) = udp_ask(to, req.as_bytes()) {
+            assert!(
+                reply.len() <= req.len(),
+                "{} reply bytes to a {}-byte unauthenticated request {req}: {}",
+                reply.len(),
+                req.len(),
+                String::from_utf8_lossy(&reply)
+            );
+            let v: Value = serde_json::from_slice(&reply).unwrap();
+            assert_eq!(v["ok"], false, "{req}: {v}");
+        }
+    }
+    // A padded status gets a short error, still no larger than the request.
+    let padded = format!(r#"{{"cmd":"status","pad":"{}"}}"#, "x".repeat(200));
+    let reply = udp_ask(p_udp, padded.as_bytes()).expect("a short error");
+    assert!(reply.len() <= padded.len());
+    std::thread::sleep(Duration::from_millis(300));
+    let p = status(&lab.cu_admin[0]).unwrap();
+    let s = status(&lab.cu_admin[1]).unwrap();
+    assert_eq!(
+        (p["role"].as_str(), p["epoch"].as_u64()),
+        (Some("primary"), Some(256))
+    );
+    assert_eq!(
+        (s["role"].as_str(), s["epoch"].as_u64()),
+        (Some("standby"), Some(256))
+    );
+    assert_eq!(s["admin"]["refused_token"], 2, "{s}");
+    assert_eq!(p["admin"]["refused_token"], 3, "{p}");
+    assert!(p["admin"]["refused_size"].as_u64().unwrap() >= 3, "{p}");
+    let log = std::fs::read_to_string(kids.dir.join("standby.log")).unwrap();
+    assert!(
+        log.contains("refused a UDP request from 127.0.0.1:"),
+        "{log}"
+    );
+
+    // The CLI over UDP: without the token no status comes back; with it, all of it.
+    let s_addr = s_udp.to_string();
+    let tf = token_file.to_str().unwrap();
+    let out = Command::new(BIN)
+        .args(["status", &s_addr, "--timeout-ms", "300"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let out = Command::new(BIN)
+        .args(["status", &s_addr, "--token-file", tf])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("role standby"));
+    // A token file others may read is refused by name.
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Command::new(BIN)
+        .args(["switchover", "--standby", &s_addr, "--token-file", tf])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--token-file:"),
+        "{out:?}"
+    );
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = Command::new(BIN)
+        .args(["switchover", "--standby", &s_addr, "--token-file", tf])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "switchover with the token failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the standby takes over", up, || {
+        role_is(&lab.cu_admin[1], "primary").filter(|v| v["epoch"].as_u64().unwrap() > 256)
+    });
+    for (name, st) in kids.terminate(Duration::from_secs(3)) {
+        assert_eq!(st.and_then(|s| s.code()), Some(0), "{name}");
+    }
+}
+
+/// SIGKILLs one child (a crash: no clean shutdown) and waits for it.
+fn crash(kids: &mut Children, name: &str) {
+    let (_, c) = kids
+        .procs
+        .iter_mut()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("{name} is not running"));
+    c.kill().unwrap();
+    c.wait().unwrap();
+}
+
+fn epoch_in_file(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Issue 10 item 6: with `[state] dir`, a control unit persists the highest epoch it has seen
+/// and a restarted one reads it back: its status never shows a lower one, its next takeover is
+/// above it, and a corrupt state file stops it from starting.
+#[test]
+fn restarted_control_unit_keeps_its_epoch() {
+    let mut kids = Children::new("epochstate");
+    let lab = write_config(&kids.dir, false, "");
+    let mut text = std::fs::read_to_string(&lab.path).unwrap();
+    text += "[state]\ndir = \"state\"\n";
+    std::fs::write(&lab.path, text).unwrap();
+    let cfg = lab.path.to_str().unwrap().to_owned();
+    let file = |id: u32| kids.dir.join("state").join(format!("{id}.epoch"));
+    let (file1, file2) = (file(1), file(2));
+    let up = Duration::from_secs(5);
+    // The primary counts the standby in its sync set, and the standby knows it (may take over).
+    let in_sync = |primary: usize, standby: usize| {
+        wait_for("standby in the sync set", up, || {
+            role_is(&lab.cu_admin[primary], "primary")
+                .filter(|v| v["sync_mask"] == 1 << standby)?;
+            status(&lab.cu_admin[standby]).filter(|v| v["eligible"] == true)
+        })
+    };
+
+    kids.spawn("cu1", &["primary", "--config", &cfg, "--id", "1"]);
+    wait_for("primary up", up, || role_is(&lab.cu_admin[0], "primary"));
+    kids.spawn("cu2", &["standby", "--config", &cfg, "--id", "2"]);
+    in_sync(0, 1);
+    assert_eq!(epoch_in_file(&file1), Some(256));
+    assert_eq!(epoch_in_file(&file2), Some(256));
+
+    // Unit 2 takes over: a new epoch, persisted by both.
+    let v = request_unix(
+        &lab.cu_admin[1],
+        &json!({"cmd": "takeover"}),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    let e2 = v["epoch"].as_u64().unwrap();
+    assert!(e2 > 256, "{v}");
+    in_sync(1, 0);
+    assert_eq!(epoch_in_file(&file2), Some(e2));
+    assert_eq!(epoch_in_file(&file1), Some(e2));
+
+    // Crash unit 2 and restart it: before it hears anyone it already knows its epoch.
+    crash(&mut kids, "cu2");
+    kids.spawn(
+        "cu2-again",
+        &["standby", "--config", &cfg, "--id", "2", "--rejoin"],
+    );
+    let s = wait_for("restarted unit 2 answers", up, || status(&lab.cu_admin[1]));
+    assert!(s["highest_epoch"].as_u64().unwrap() >= e2, "{s}");
+    let log = std::fs::read_to_string(kids.dir.join("cu2-again.log")).unwrap();
+    assert!(
+        log.contains(&format!("restored highest epoch {e2}")) || s["epoch"].as_u64().unwrap() > e2,
+        "{log}"
+    );
+
+    // Unit 1 takes over from the lost primary; unit 2 re-joins it.
+    let e1 = wait_for("unit 1 primary of a later epoch", up, || {
+        role_is(&lab.cu_admin[0], "primary")
+            .and_then(|v| v["epoch"].as_u64())
+            .filter(|&e| e > e2)
+    });
+    in_sync(0, 1);
+    let s = status(&lab.cu_admin[1]).unwrap();
+    assert_eq!(s["epoch"], e1);
+    assert_eq!(s["highest_epoch"], e1);
+
+    // Unit 2's next candidacy is above everything it persisted.
+    let v = request_unix(
+        &lab.cu_admin[1],
+        &json!({"cmd": "takeover"}),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    let e3 = v["epoch"].as_u64().unwrap();
+    assert!(e3 > e1 && e3 > e2, "{v}");
+    wait_for("unit 2 primary again", up, || {
+        role_is(&lab.cu_admin[1], "primary")
+    });
+    assert_eq!(epoch_in_file(&file2), Some(e3));
+
+    // A corrupt state file: unit 2 refuses to start, naming the file.
+    crash(&mut kids, "cu2-again");
+    std::fs::write(&file2, "not an epoch\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["standby", "--config", &cfg, "--id", "2", "--rejoin"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&file2.display().to_string()), "{err}");
+
+    // A unit that has seen a later epoch cannot start in the initial one.
+    crash(&mut kids, "cu1");
+    let out = Command::new(BIN)
+        .args(["primary", "--config", &cfg, "--id", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&file1.display().to_string()) && err.contains("--rejoin"),
+        "{err}"
+    );
+}
+
+/// A line card holding its own keys, on its own address (its daemon not running: the test
+/// holds the socket), and a stranger, fire every class of hostile frame at the primary. Every
+/// one is refused and counted, and no control unit's role or epoch moves.
+#[test]
+fn forged_replayed_and_foreign_frames_change_no_role() {
+    let mut kids = Children::new("hostile");
+    let lab = write_config(&kids.dir, false, "");
+    let cfg = lab.path.to_str().unwrap().to_owned();
+    let up = Duration::from_secs(5);
+    kids.spawn("primary", &["primary", "--config", &cfg, "--id", "1"]);
+    wait_for("primary up", up, || role_is(&lab.cu_admin[0], "primary"));
+    kids.spawn("standby", &["standby", "--config", &cfg, "--id", "2"]);
+    wait_for("standby in sync set", up, || {
+        role_is(&lab.cu_admin[0], "primary").filter(|v| v["sync_mask"].as_u64() == Some(2))
+    });
+    let p0 = status(&lab.cu_admin[0]).unwrap();
+    let s0 = status(&lab.cu_admin[1]).unwrap();
+
+    // The line card's own session with the primary: opener, then the primary's hello.
+    let keys = LinkKeys::load(&kids.dir.join("keys/node-100.key"), 100).unwrap();
+    let mut card = Auth::new(&keys);
+    let sock = UdpSocket::bind(lab.client_data).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let primary = lab.cu_data[0];
+    let mut buf = vec![0u8; 512];
+    let mut seq = 1u64;
+    let deadline = Instant::now() + up;
+    while card.peer_boot(1) == 0 {
+        assert!(Instant::now() < deadline, "no hello from the primary");
+        let n = FrameBuilder::new(&mut buf, 100, 0, seq).finish();
+        seq += 1;
+        assert!(card.seal(1, &mut buf[..n]));
+        sock.send_to(&buf[..n], primary).unwrap();
+        let mut rx = [0u8; 256];
+        if let Ok((n, src)) = sock.recv_from(&mut rx) {
+            card.open(0, src, Some(1), &rx[..n]);
+        }
+    }
+    let mut sent = 0u64;
+    let mut send = |b: &[u8]| {
+        sock.send_to(b, primary).unwrap();
+        sent += 1;
+    };
+    // A higher epoch owned by the standby, claimed by the line card itself (authentic: the
+    // core must refuse the claim), then replayed.
+    let n = FrameBuilder::new(&mut buf, 100, 0x0201, seq).finish();
+    seq += 1;
+    assert!(card.seal(1, &mut buf[..n]));
+    let claim = buf[..n].to_vec();
+    send(&claim);
+    send(&claim);
+    // Claiming to be the standby, from the line card's address, with the line card's key.
+    let n = FrameBuilder::new(&mut buf, 2, 0x0201, seq).finish();
+    assert!(card.seal(1, &mut buf[..n]));
+    send(&buf[..n]);
+    // Sealed with a key of another deployment.
+    let other = LinkKeys::generate(&[(100, 1)]).unwrap().pop().unwrap();
+    let mut wrong = Auth::new(&other);
+    let n = FrameBuilder::new(&mut buf, 100, 0x0201, seq).finish();
+    assert!(wrong.seal(1, &mut buf[..n]));
+    send(&buf[..n]);
+    // No tag; truncated; random bytes.
+    let n = FrameBuilder::new(&mut buf, 100, 0x0201, seq + 1).finish();
+    send(&buf[..n]);
+    send(&claim[..claim.len() - 1]);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..200 {
+        let junk: Vec<u8> = (0..64)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        send(&junk);
+    }
+    // A stranger's address: refused before anything is parsed.
+    let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    stranger.send_to(&claim, primary).unwrap();
+
+    let p = wait_for("every hostile datagram counted", up, || {
+        let p = status(&lab.cu_admin[0])?;
+        let a = &p["auth"];
+        let refused = a["rejected"].as_u64()?;
+        (refused >= sent - 1 && p["transport"]["rejected_unknown_addr"].as_u64()? >= 1).then_some(p)
+    });
+    let a = &p["auth"];
+    assert_eq!(a["rejected_replay"], 1, "{a}");
+    assert_eq!(a["rejected_sender_mismatch"], 1, "{a}");
+    assert!(a["rejected_bad_tag"].as_u64().unwrap() >= 1, "{a}");
+    assert_eq!(a["rejected_unauthenticated"], 1, "{a}");
+    assert!(a["rejected_malformed"].as_u64().unwrap() >= 1, "{a}");
+    assert_eq!(
+        p["counters"]["rejected_foreign_epoch"], 1,
+        "the one authentic claim reached the core and was refused: {p}"
+    );
+    // Nothing moved.
+    let s = status(&lab.cu_admin[1]).unwrap();
+    assert_eq!(p["role"], "primary");
+    assert_eq!(p["epoch"], p0["epoch"]);
+    assert_eq!(p["sync_mask"], p0["sync_mask"]);
+    assert_eq!(s["role"], "standby");
+    assert_eq!(s["epoch"], s0["epoch"]);
 }

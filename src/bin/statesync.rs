@@ -37,12 +37,23 @@ enum Cmd {
     Drill(statesync::cli::drill::DrillArgs),
     /// Send one raw admin request (JSON) and print the reply.
     Admin(AdminArgs),
+    /// Write a fresh key file for every node of a deployment (one key per link).
+    Keygen(statesync::daemon::cli::KeygenArgs),
 }
 
 #[derive(clap::Args)]
 struct AdminArgs {
-    addr: std::net::SocketAddr,
+    /// The node's Unix socket path (`<admin.socket_dir>/<id>.sock`) or IP:PORT of its UDP
+    /// admin listener.
+    addr: String,
+    /// The request, e.g. '{"cmd":"op_status","channel":0,"epoch":256,"op":17}'.
     request: String,
+    /// Over UDP: a file holding the admin token (`admin.token_file`), added as "token".
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<std::path::PathBuf>,
+    /// How long to wait for the reply, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    timeout_ms: u64,
 }
 
 fn admin(a: AdminArgs) -> ExitCode {
@@ -53,7 +64,7 @@ fn admin(a: AdminArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match statesync::daemon::admin::request(a.addr, &req, std::time::Duration::from_millis(500)) {
+    match statesync::daemon::cli::ask(&a.addr, req, a.token_file.as_deref(), a.timeout_ms) {
         Ok(v) => {
             println!("{v}");
             ExitCode::SUCCESS
@@ -77,5 +88,6 @@ fn main() -> ExitCode {
         Cmd::Switchover(a) => statesync::daemon::cli::run_switchover(a),
         Cmd::Drill(a) => statesync::cli::drill::run(a),
         Cmd::Admin(a) => admin(a),
+        Cmd::Keygen(a) => statesync::daemon::cli::run_keygen(a),
     }
 }

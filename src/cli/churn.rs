@@ -96,6 +96,14 @@ pub struct ChurnArgs {
     /// standby skips the content of every 500th op while its position still advances.
     #[arg(long, default_value = "none")]
     pub inject_bug: InjectedBug,
+    /// Send frames without authentication tags (for comparison; by default every link gets an
+    /// ephemeral random key for the run; with --connect, the keys of --config).
+    #[arg(long)]
+    pub insecure: bool,
+    /// With --connect: the deployment's config, for the control units' IDs and this
+    /// submitter's key file (in its `[security] key_dir`).
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
 }
 
 /// What a churn run found; `ok` is the verdict (exit 0 only when it is true).
@@ -162,6 +170,40 @@ pub fn run(args: ChurnArgs) -> ExitCode {
     }
 }
 
+/// With `--connect`: the control unit ID at each address and the submitter's keys, from
+/// `--config` (both empty with `--insecure`).
+fn connect_keys(args: &ChurnArgs) -> Result<(Vec<NodeId>, Option<crate::auth::LinkKeys>), String> {
+    if args.insecure {
+        return Ok((Vec::new(), None));
+    }
+    let Some(path) = &args.config else {
+        return Err(
+            "--config: needed to authenticate (the deployment's config, whose [security] key_dir holds this submitter's key file); or --insecure".into(),
+        );
+    };
+    let cfg = crate::daemon::config::load(path).map_err(|e| e.to_string())?;
+    let ids = args
+        .connect
+        .iter()
+        .map(|a| {
+            cfg.control_units
+                .iter()
+                .find(|n| n.addr == *a)
+                .map(|n| n.id)
+                .ok_or_else(|| {
+                    format!(
+                        "--connect {a}: no control unit of {} has this address",
+                        path.display()
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let keys = cfg
+        .load_keys(args.submitter_id)?
+        .ok_or_else(|| format!("{}: no [security] key_dir", path.display()))?;
+    Ok((ids, Some(keys)))
+}
+
 /// `--connect`: load running daemons over the network.
 fn connect(args: &ChurnArgs) -> ExitCode {
     let rate = match parse_rate(&args.rate) {
@@ -171,8 +213,17 @@ fn connect(args: &ChurnArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let (target_ids, link_keys) = match connect_keys(args) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("statesync churn --connect: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let spec = crate::cli::load::LoadSpec {
         targets: args.connect.clone(),
+        target_ids,
+        link_keys,
         submitter_id: args.submitter_id,
         channels: args.channels,
         keys: args.keys,
@@ -313,6 +364,17 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
             .copied()
             .zip(transports.iter().map(|t| t.local_addr()))
             .collect();
+        // Ephemeral link keys for this shard's nodes: every control unit with every node.
+        let links: Vec<(NodeId, NodeId)> = ids
+            .iter()
+            .flat_map(|&a| [1, 2].into_iter().map(move |b| (a, b)))
+            .collect();
+        let mut keys = if args.insecure {
+            Vec::new()
+        } else {
+            crate::auth::LinkKeys::generate(&links)
+                .map_err(|e| format!("generating ephemeral keys: {e}"))?
+        };
         let mut nodes = Vec::new();
         for (id, t) in ids.iter().zip(transports) {
             let machine = if *id <= 2 {
@@ -321,7 +383,11 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
                 Machine::Client(Box::new(Client::new(proto.clone(), *id, false, 0, 0)))
             };
             let peers = addrs.iter().copied().filter(|(p, _)| p != id);
-            nodes.push(NodeRunner::new(machine, t, peers));
+            let auth = keys
+                .iter()
+                .position(|k| k.node() == *id)
+                .map(|i| crate::auth::Auth::new(&keys.swap_remove(i)));
+            nodes.push(NodeRunner::new(machine, t, peers).with_auth(auth));
         }
         let (tx, rx) = rtrb::RingBuffer::new(1 << 16);
         let g = Arc::new(Gauges::default());
@@ -1002,6 +1068,40 @@ fn report(
     println!(
         "recovery: {retransmits} retransmissions (NACK or tail probe), {nacks} NACKs sent, {rejected_datagrams} datagrams rejected"
     );
+    let mut auth = crate::auth::AuthStats::default();
+    let mut secured = false;
+    for a in outputs
+        .iter()
+        .flat_map(|o| &o.nodes)
+        .filter_map(|n| n.auth_stats())
+    {
+        secured = true;
+        auth.sealed += a.sealed;
+        auth.delivered += a.delivered;
+        auth.openers += a.openers;
+        auth.hellos_tx += a.hellos_tx;
+        auth.rejected_bad_tag += a.rejected_bad_tag;
+        auth.rejected_replay += a.rejected_replay;
+        auth.rejected_stale_session += a.rejected_stale_session;
+        auth.rejected_malformed += a.rejected_malformed;
+        auth.rejected_unauthenticated += a.rejected_unauthenticated;
+        auth.rejected_no_key += a.rejected_no_key;
+        auth.rejected_sender_mismatch += a.rejected_sender_mismatch;
+    }
+    if secured {
+        println!(
+            "authentication: AES-256-GCM, ephemeral keys per link; {} frames sealed, {} verified, {} session openers, {} rejected ({} bad tag, {} replayed, {} stale session)",
+            auth.sealed,
+            auth.delivered,
+            auth.openers,
+            auth.rejected(),
+            auth.rejected_bad_tag,
+            auth.rejected_replay,
+            auth.rejected_stale_session
+        );
+    } else {
+        println!("authentication: OFF (--insecure): frames carry no tag");
+    }
     let preempted: Vec<_> = outputs.iter().filter_map(|o| o.preempted).collect();
     let (delay_ns, switches) = preempted.iter().fold((0, 0), |(d, s), p| {
         (d + p.run_delay_ns, s + p.involuntary_switches)

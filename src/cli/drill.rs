@@ -69,6 +69,10 @@ pub struct DrillArgs {
     /// `discard-committed` must show committed ops lost.
     #[arg(long, value_name = "NAME", default_value = "none")]
     pub inject_bug: InjectedBug,
+    /// Run the daemons and the load client without frame authentication (for comparison; by
+    /// default the drill writes fresh keys for every link into its work directory).
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// Changes per second that fill every channel before an out-of-sync round (the same state size
@@ -87,7 +91,9 @@ struct Node {
     first_args: &'static [&'static str],
     ns: Option<String>,
     addr: SocketAddr,
-    admin: SocketAddr,
+    /// The node's Unix admin socket: on the filesystem, so the drill reaches it from the root
+    /// namespace whichever network namespace the node runs in.
+    admin: PathBuf,
     child: Option<Child>,
 }
 
@@ -100,6 +106,7 @@ struct Lab {
     clients: Vec<Node>,
     load: Option<Child>,
     inject: InjectedBug,
+    insecure: bool,
 }
 
 impl Drop for Lab {
@@ -166,6 +173,7 @@ impl Lab {
             .arg(node.id.to_string())
             .arg("--inject-bug")
             .arg(self.inject.name())
+            .args(self.insecure.then_some("--insecure"))
             .stdout(Stdio::null())
             .stderr(log);
         let child = cmd
@@ -179,23 +187,14 @@ impl Lab {
         Ok(())
     }
 
-    /// One admin request. In a namespace lab the request is made from the load namespace.
-    fn admin(&self, addr: SocketAddr, req: &Value) -> Result<Value, String> {
-        if self.netns {
-            let out = Command::new("ip")
-                .args(["netns", "exec", "ss-lg"])
-                .arg(&self.exe)
-                .args(["admin", &addr.to_string(), &req.to_string()])
-                .output()
-                .map_err(|e| e.to_string())?;
-            return serde_json::from_slice(&out.stdout)
-                .map_err(|e| format!("admin reply from {addr}: {e}"));
-        }
-        crate::daemon::admin::request(addr, req, Duration::from_millis(300))
+    /// One admin request, over the node's Unix socket (in a namespace lab too: the socket is
+    /// a file, reachable from any network namespace).
+    fn admin(&self, path: &Path, req: &Value) -> Result<Value, String> {
+        crate::daemon::admin::request_unix(path, req, Duration::from_millis(300))
             .map_err(|e| e.to_string())
     }
 
-    fn status(&self, admin: SocketAddr) -> Option<Value> {
+    fn status(&self, admin: &Path) -> Option<Value> {
         self.admin(admin, &json!({"cmd": "status"})).ok()
     }
 
@@ -220,8 +219,8 @@ fn write_config(lab: &Lab, args: &DrillArgs, loss: f64) -> Result<(), String> {
     let mut s = String::new();
     for n in &lab.cus {
         s += &format!(
-            "[[control_units]]\nid = {}\naddr = \"{}\"\nadmin = \"{}\"\n\n",
-            n.id, n.addr, n.admin
+            "[[control_units]]\nid = {}\naddr = \"{}\"\n\n",
+            n.id, n.addr
         );
     }
     for (i, n) in lab.clients.iter().enumerate() {
@@ -229,14 +228,17 @@ fn write_config(lab: &Lab, args: &DrillArgs, loss: f64) -> Result<(), String> {
             .map(|k| (i as u32 * args.channels_per_client + k).to_string())
             .collect();
         s += &format!(
-            "[[clients]]\nid = {}\naddr = \"{}\"\nadmin = \"{}\"\nchannels = [{}]\n\n",
+            "[[clients]]\nid = {}\naddr = \"{}\"\nchannels = [{}]\n\n",
             n.id,
             n.addr,
-            n.admin,
             chans.join(", ")
         );
     }
     s += "[submitters]\nids = [900]\n\n";
+    s += &format!(
+        "[admin]\nsocket_dir = {:?}\n\n",
+        lab.dir.join("sock").display().to_string()
+    );
     s += &format!(
         "[timing]\nheartbeat_ms = {}\nfailover_timeout_ms = {}\ndrop_timeout_ms = {}\nquery_timeout_ms = {}\nrto_ms = 20\n\n",
         args.heartbeat_ms,
@@ -245,6 +247,9 @@ fn write_config(lab: &Lab, args: &DrillArgs, loss: f64) -> Result<(), String> {
         args.failover_timeout_ms.max(40)
     );
     s += "[protocol]\ncut_policy = \"complete\"\nwindow_ops = 8192\nmax_datagram_bytes = 1472\n";
+    if !lab.insecure {
+        s += "\n[security]\nkey_dir = \"keys\"\n";
+    }
     if args.variant == "out-of-sync" {
         // Small socket buffers: what a frozen standby misses is really lost to it (not queued
         // for when it resumes), so clients end up ahead of it.
@@ -257,7 +262,12 @@ fn write_config(lab: &Lab, args: &DrillArgs, loss: f64) -> Result<(), String> {
             args.seed
         );
     }
-    std::fs::write(&lab.config, s).map_err(|e| e.to_string())
+    std::fs::write(&lab.config, s).map_err(|e| e.to_string())?;
+    if !lab.insecure {
+        let cfg = crate::daemon::config::load(&lab.config).map_err(|e| e.to_string())?;
+        crate::daemon::cli::write_keys(&cfg, &lab.dir.join("keys"))?;
+    }
+    Ok(())
 }
 
 fn field_u64(v: &Value, path: &[&str]) -> Option<u64> {
@@ -387,23 +397,18 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
         }
     }
     let mk = |id: u32, ns: Option<String>, host: u8| -> Node {
-        let (addr, admin) = if ns.is_some() {
-            (
-                format!("10.77.0.{host}:7100").parse().expect("addr"),
-                format!("10.77.0.{host}:7001").parse().expect("addr"),
-            )
+        let addr = if ns.is_some() {
+            SocketAddr::from(([10, 77, 0, host], 7100))
         } else {
-            (
-                SocketAddr::from(([127, 0, 0, 1], free_port())),
-                SocketAddr::from(([127, 0, 0, 1], free_port())),
-            )
+            SocketAddr::from(([127, 0, 0, 1], free_port()))
         };
         Node {
             id,
             first_args: &[],
             ns,
             addr,
-            admin,
+            // `admin.socket_dir` of `write_config`.
+            admin: dir.join("sock").join(format!("{id}.sock")),
             child: None,
         }
     };
@@ -427,6 +432,7 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
         clients,
         load: None,
         inject: args.inject_bug,
+        insecure: args.insecure,
     };
     write_config(&lab, args, if variant == "loss" { 0.01 } else { 0.0 })?;
     for i in 0..lab.cus.len() {
@@ -564,7 +570,7 @@ fn find_roles(lab: &Lab, need: usize, timeout: Duration) -> Result<(usize, Vec<u
     let what = format!("a primary with {need} in-sync standbys");
     let mut last = String::new();
     let waited = lab.wait_for(&what, timeout, |l| {
-        let st: Vec<Option<Value>> = l.cus.iter().map(|n| l.status(n.admin)).collect();
+        let st: Vec<Option<Value>> = l.cus.iter().map(|n| l.status(&n.admin)).collect();
         let roles: Vec<String> = st.iter().map(role).collect();
         let epoch = |i: usize| st[i].as_ref().and_then(|v| field_u64(v, &["epoch"]));
         let mask = |i: usize| {
@@ -646,14 +652,15 @@ impl Committed {
 /// frozen).
 fn capture_commits(
     lab: &Lab,
-    admin: SocketAddr,
+    path: &Path,
     want_role: &str,
     want_epoch: u64,
     field: &str,
 ) -> Result<Vec<Committed>, String> {
+    let admin = path.display();
     let read = || -> Result<Vec<Committed>, String> {
         let st = lab
-            .status(admin)
+            .status(path)
             .ok_or_else(|| format!("no status from {admin} while taking the committed set"))?;
         let (r, epoch) = (role(&Some(st.clone())), field_u64(&st, &["epoch"]));
         if r != want_role || epoch != Some(want_epoch) {
@@ -662,9 +669,7 @@ fn capture_commits(
             ));
         }
         if st.get("channels_truncated").is_some() {
-            return Err(format!(
-                "{admin}: status cut to one datagram: channels missing"
-            ));
+            return Err(format!("{admin}: status cut short: channels missing"));
         }
         channels(&st)
             .iter()
@@ -673,7 +678,7 @@ fn capture_commits(
                     .get(field)
                     .and_then(Value::as_u64)
                     .ok_or_else(|| format!("{admin}: channel status without {field}"))?;
-                let segments = history(c, admin)?;
+                let segments = history(c, path)?;
                 Ok(Committed { top, segments })
             })
             .collect()
@@ -693,7 +698,8 @@ fn capture_commits(
 }
 
 /// A channel status's epoch history: `(epoch, first op)` segments, oldest first.
-fn history(channel: &Value, admin: SocketAddr) -> Result<Vec<(u64, u64)>, String> {
+fn history(channel: &Value, admin: &Path) -> Result<Vec<(u64, u64)>, String> {
+    let admin = admin.display();
     channel
         .get("history")
         .and_then(Value::as_array)
@@ -717,17 +723,14 @@ struct CommitCheck {
 }
 
 /// Checks every op of `committed` on the new primary with ranged `op_status` requests.
-fn check_committed(
-    lab: &Lab,
-    admin: SocketAddr,
-    committed: &[Committed],
-) -> Result<CommitCheck, String> {
+fn check_committed(lab: &Lab, path: &Path, committed: &[Committed]) -> Result<CommitCheck, String> {
+    let admin = path.display();
     let st = lab
-        .status(admin)
+        .status(path)
         .ok_or_else(|| format!("no status from {admin} to check committed ops"))?;
     let kept: Vec<Vec<(u64, u64)>> = channels(&st)
         .iter()
-        .map(|(_, _, _, c)| history(c, admin))
+        .map(|(_, _, _, c)| history(c, path))
         .collect::<Result<_, _>>()?;
     let mut out = CommitCheck::default();
     for (ch, c) in committed.iter().enumerate() {
@@ -747,7 +750,7 @@ fn check_committed(
             }
             let q =
                 json!({"cmd": "op_status", "channel": ch, "epoch": epoch, "from": from, "to": to});
-            let v = lab.admin(admin, &q)?;
+            let v = lab.admin(path, &q)?;
             let counts = v
                 .get("counts")
                 .ok_or_else(|| format!("op_status {q} on {admin}: {v}"))?;
@@ -814,9 +817,13 @@ fn start_load(lab: &mut Lab, channels: u32, sections: u8, rate: f64) -> Result<(
         "65536",
         "--sections",
         &sections.to_string(),
-    ])
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
+    ]);
+    if lab.insecure {
+        cmd.arg("--insecure");
+    } else {
+        cmd.arg("--config").arg(&lab.config);
+    }
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
     lab.load = Some(
         cmd.spawn()
             .map_err(|e| format!("starting the load client: {e}"))?,
@@ -863,7 +870,7 @@ fn run_round(
     }
     std::thread::sleep(Duration::from_millis(200 + rng.below(400)));
     let old_epoch = lab
-        .status(lab.cus[p].admin)
+        .status(&lab.cus[p].admin)
         .and_then(|v| field_u64(&v, &["epoch"]))
         .ok_or("no primary status before the kill")?;
     // Transfer counters before the kill: only a primary counts `xfer_bytes`, so the delta of
@@ -899,7 +906,7 @@ fn run_round(
         // the primary's watermarks are the committed set.
         let t0 = Instant::now();
         signal(lab, s, libc::SIGSTOP)?;
-        let captured = capture_commits(lab, lab.cus[p].admin, "primary", old_epoch, "commit");
+        let captured = capture_commits(lab, &lab.cus[p].admin, "primary", old_epoch, "commit");
         let left = Duration::from_millis(args.failover_timeout_ms).saturating_sub(t0.elapsed());
         std::thread::sleep(left);
         kill_us = unix_us();
@@ -938,7 +945,7 @@ fn run_round(
                 caught = (0..l.cus.len())
                     .filter(|i| !killed.contains(i))
                     .find_map(|i| {
-                        let st = l.status(l.cus[i].admin);
+                        let st = l.status(&l.cus[i].admin);
                         let r = role(&st);
                         let newer = st
                             .as_ref()
@@ -978,7 +985,7 @@ fn run_round(
         }
         lab.spawn(false, victim, &["client", "--fresh"])?;
     }
-    let st = lab.status(lab.cus[np].admin).ok_or("new primary status")?;
+    let st = lab.status(&lab.cus[np].admin).ok_or("new primary status")?;
     let started = failover_time(&st, "started_unix_us")?;
     let finished = failover_time(&st, "finished_unix_us")?;
     round.detection_ms = started.saturating_sub(kill_us) as f64 / 1000.0;
@@ -993,7 +1000,7 @@ fn run_round(
             }
         }
     }
-    let st = lab.status(lab.cus[np].admin).ok_or("new primary status")?;
+    let st = lab.status(&lab.cus[np].admin).ok_or("new primary status")?;
     for (ch, (_, _, _, c)) in channels(&st).iter().enumerate() {
         // What relearning everything would send: every channel's whole state.
         round.full_resync_bytes += c.get("state_bytes").and_then(Value::as_u64).unwrap_or(0);
@@ -1014,7 +1021,7 @@ fn run_round(
         }
     }
     // Every op committed when the primary stopped must still be committed.
-    let check = check_committed(lab, lab.cus[np].admin, &committed)?;
+    let check = check_committed(lab, &lab.cus[np].admin, &committed)?;
     round.committed_checked = check.checked;
     round.lost_committed = check.lost;
     round.committed_beyond_history = check.beyond_history;
@@ -1040,14 +1047,14 @@ fn run_round(
             "the stale primary to step down",
             Duration::from_secs(10),
             |l| {
-                let st = l.status(l.cus[p].admin);
+                let st = l.status(&l.cus[p].admin);
                 matches!(role(&st).as_str(), "joining" | "standby")
             },
         );
         let stale_rejects: u64 = lab
             .clients
             .iter()
-            .filter_map(|c| lab.status(c.admin))
+            .filter_map(|c| lab.status(&c.admin))
             .filter_map(|v| field_u64(&v, &["counters", "rejected_stale_epoch"]))
             .sum();
         round.stale_fenced = Some(fenced.is_ok());
@@ -1078,7 +1085,7 @@ fn run_round(
     );
     round.rejoined = rejoined.is_ok();
     if variant == "restart-primary" {
-        round.primary_undisturbed = Some(lab.status(lab.cus[np].admin).is_some_and(|v| {
+        round.primary_undisturbed = Some(lab.status(&lab.cus[np].admin).is_some_and(|v| {
             role(&Some(v.clone())) == "primary"
                 && field_u64(&v, &["epoch"]) == field_u64(&st, &["epoch"])
         }));
@@ -1087,7 +1094,7 @@ fn run_round(
     // with the same digest.
     let converge = Duration::from_millis(args.converge_timeout_ms);
     let converged = lab.wait_for("convergence", converge, |l| {
-        let Some(st) = l.status(l.cus[np].admin) else {
+        let Some(st) = l.status(&l.cus[np].admin) else {
             return false;
         };
         let chans = channels(&st);
@@ -1095,7 +1102,7 @@ fn run_round(
             return false;
         }
         l.clients.iter().all(|cl| {
-            l.status(cl.admin).is_some_and(|cs| {
+            l.status(&cl.admin).is_some_and(|cs| {
                 channels(&cs).iter().all(|c| {
                     let ch =
                         c.3.get("channel")
@@ -1117,7 +1124,7 @@ fn run_round(
                 "every standby's state to equal the primary's",
                 converge / 2,
                 |l| {
-                    let Some(ps) = l.status(l.cus[np].admin) else {
+                    let Some(ps) = l.status(&l.cus[np].admin) else {
                         return false;
                     };
                     let full = |c: &Value| {
@@ -1130,7 +1137,7 @@ fn run_round(
                     };
                     let pc = channels(&ps);
                     others.iter().all(|&i| {
-                        l.status(l.cus[i].admin).is_some_and(|ss| {
+                        l.status(&l.cus[i].admin).is_some_and(|ss| {
                             let sc = channels(&ss);
                             !pc.is_empty()
                                 && pc.len() == sc.len()
@@ -1146,8 +1153,8 @@ fn run_round(
 
 /// True when unit `i` is a standby in primary `p`'s sync set.
 fn in_sync_standby(l: &Lab, p: usize, i: usize) -> bool {
-    role(&l.status(l.cus[i].admin)) == "standby"
-        && l.status(l.cus[p].admin)
+    role(&l.status(&l.cus[i].admin)) == "standby"
+        && l.status(&l.cus[p].admin)
             .and_then(|v| field_u64(&v, &["sync_mask"]))
             .is_some_and(|m| m & (1 << i) != 0)
 }
@@ -1156,7 +1163,7 @@ fn in_sync_standby(l: &Lab, p: usize, i: usize) -> bool {
 /// transfer counter: a primary adds each snapshot stream's payload when it starts it, whatever
 /// peer it goes to (a standby counts nothing), so the drill reads the sender's delta.
 fn xfer_bytes(lab: &Lab, idx: usize) -> Option<u64> {
-    lab.status(lab.cus[idx].admin)
+    lab.status(&lab.cus[idx].admin)
         .and_then(|v| field_u64(&v, &["counters", "xfer_bytes"]))
 }
 
@@ -1166,7 +1173,7 @@ fn wait_new_primary(lab: &Lab, killed: &[usize], old_epoch: u64) -> Result<usize
     let mut found = None;
     lab.wait_for("a new primary", Duration::from_secs(10), |l| {
         found = (0..l.cus.len()).filter(|i| !killed.contains(i)).find(|&i| {
-            let st = l.status(l.cus[i].admin);
+            let st = l.status(&l.cus[i].admin);
             role(&st) == "primary"
                 && st
                     .as_ref()
@@ -1190,7 +1197,7 @@ fn wait_new_primary(lab: &Lab, killed: &[usize], old_epoch: u64) -> Result<usize
 fn capture_in_sync(lab: &Lab, standbys: &[usize], epoch: u64) -> Result<Vec<Committed>, String> {
     let mut low: Option<Vec<Committed>> = None;
     for &i in standbys {
-        let c = capture_commits(lab, lab.cus[i].admin, "standby", epoch, "applied")?;
+        let c = capture_commits(lab, &lab.cus[i].admin, "standby", epoch, "applied")?;
         low = Some(match low {
             None => c,
             Some(l) => l

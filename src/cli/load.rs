@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
     pub targets: Vec<SocketAddr>,
+    /// The control unit at each target (same order); needed with `keys`.
+    pub target_ids: Vec<u32>,
+    /// The submitter's link keys (`None`: frames go unauthenticated).
+    pub link_keys: Option<crate::auth::LinkKeys>,
     pub submitter_id: u32,
     pub channels: u32,
     pub keys: u64,
@@ -44,6 +48,16 @@ pub fn run_load(
         "0.0.0.0:0".parse().expect("literal")
     };
     let sock = UdpSocket::bind(bind)?;
+    let mut auth = spec.link_keys.as_ref().map(crate::auth::Auth::new);
+    if let Some(a) = &auth
+        && let Some(id) = spec.target_ids.iter().find(|&&id| !a.knows(id))
+    {
+        return Err(std::io::Error::other(format!(
+            "no key for control unit {id} in the submitter's key file"
+        )));
+    }
+    sock.set_nonblocking(true)?;
+    let mut rx = [0u8; crate::auth::HELLO_BYTES * 4];
     let mut rng = SplitMix64::new(spec.seed);
     let mut report = LoadReport::default();
     let mut buf = vec![0u8; spec.datagram_bytes.max(256)];
@@ -64,7 +78,23 @@ pub fn run_load(
             std::thread::sleep(Duration::from_micros(200));
             continue;
         }
-        let mut fb = FrameBuilder::new(&mut buf, spec.submitter_id, 0, seq);
+        // Hellos from the control units: each names its life, which our frames must name
+        // before it acts on them.
+        if let Some(a) = &mut auth {
+            let now_us = start.elapsed().as_micros() as u64;
+            while let Ok((n, src)) = sock.recv_from(&mut rx) {
+                let expected = spec
+                    .targets
+                    .iter()
+                    .position(|t| *t == src)
+                    .and_then(|i| spec.target_ids.get(i).copied());
+                if expected.is_some() {
+                    a.open(now_us, src, expected, &rx[..n]);
+                }
+            }
+        }
+        // Packet sequence numbers start at 1 (the frame's first change's number + 1).
+        let mut fb = FrameBuilder::new(&mut buf, spec.submitter_id, 0, seq + 1);
         let mut n = 0u64;
         while n < due {
             let key = rng.below(spec.keys);
@@ -87,7 +117,15 @@ pub fn run_load(
             n += 1;
         }
         let len = fb.finish();
-        for t in &spec.targets {
+        for (i, t) in spec.targets.iter().enumerate() {
+            if let Some(a) = &mut auth {
+                // Each control unit's link has its own key: seal for it.
+                let id = spec.target_ids.get(i).copied().unwrap_or(0);
+                if !a.seal(id, &mut buf[..len]) {
+                    report.send_errors += 1;
+                    continue;
+                }
+            }
             match sock.send_to(&buf[..len], t) {
                 Ok(_) => report.datagrams_sent += 1,
                 Err(_) => report.send_errors += 1,

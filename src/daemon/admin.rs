@@ -1,23 +1,43 @@
-//! The admin protocol (`docs/DAEMON.md`): one JSON object per UDP datagram, answered to the
-//! sender. The server side ([`Admin`]) is polled by the node's event loop; [`request`] is the
-//! client side used by `statesync status` and `statesync switchover`.
+//! The admin protocol (`docs/DAEMON.md`): JSON requests answered with JSON replies, served on
+//! two kinds of listener, polled by the node's event loop through [`Admin`]:
+//!
+//! - always, a Unix stream socket ([`unix`]), one request per line: only root, the daemon's own
+//!   user and the socket's group get in, which the kernel vouches for (`SO_PEERCRED`), so every
+//!   request there may do everything;
+//! - on request (a node's `admin = "IP:PORT"`), a UDP socket, one request per datagram: any
+//!   host can send to it and spoof its source, so `takeover` and `switchover` need the token of
+//!   `admin.token_file` in the request, and a sender without it never gets a reply larger than
+//!   its request (no amplification).
+//!
+//! [`request`] is the client side used by `statesync status|switchover|admin` and the drill.
+
+pub mod config;
+pub mod unix;
+
+pub use config::{AdminConfig, AdminToken, read_token_file};
 
 use super::Clock;
 use crate::proto::{ControlUnit, Counters, NodeId, OpStatus, Role};
 use crate::runtime::node::{Machine, NodeRunner};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
-/// Largest request accepted (one datagram); anything longer is truncated and so malformed.
+/// Largest request accepted (one datagram or one line); a longer one is refused as malformed.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
-/// Largest reply sent: a status of many channels is cut to fit (`channels_truncated`).
+/// Largest UDP reply sent: a status of many channels is cut to fit (`channels_truncated`).
 pub const MAX_REPLY_BYTES: usize = 65_000;
+pub use unix::MAX_STREAM_REPLY_BYTES;
 /// Requests handled per poll, so that a flood cannot starve the data plane.
 const MAX_REQUESTS_PER_POLL: usize = 64;
+/// Refusals logged one by one per [`REFUSAL_LOG_PERIOD_US`]; beyond that they are counted and
+/// summed up in one line, so that a flood of refused requests cannot flood the log.
+const REFUSAL_LOG_LINES_PER_PERIOD: u32 = 10;
+const REFUSAL_LOG_PERIOD_US: u64 = 1_000_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
@@ -37,6 +57,22 @@ enum Request {
     },
 }
 
+impl Request {
+    /// Commands that change what the node does, as opposed to reading its state.
+    fn is_control(&self) -> bool {
+        matches!(self, Request::Takeover | Request::Switchover { .. })
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Request::Status => "status",
+            Request::Takeover => "takeover",
+            Request::Switchover { .. } => "switchover",
+            Request::OpStatus { .. } => "op_status",
+        }
+    }
+}
+
 fn status_name(s: OpStatus) -> &'static str {
     match s {
         OpStatus::Committed => "committed",
@@ -46,83 +82,304 @@ fn status_name(s: OpStatus) -> &'static str {
     }
 }
 
-/// What the admin endpoint has seen.
+/// What the admin listeners have seen.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct AdminStats {
     pub requests: u64,
     pub malformed: u64,
     pub failed: u64,
     pub reply_errors: u64,
+    /// Unix connections refused: the peer is not root, the daemon's user or in the socket's
+    /// group.
+    pub refused_peer: u64,
+    /// UDP requests refused for their token: a control command without one, or a wrong one.
+    pub refused_token: u64,
+    /// UDP replies withheld from an unauthenticated sender because they were larger than its
+    /// request (it got a short error or nothing).
+    pub refused_size: u64,
+    /// Unix connections closed for being idle, or turned away with every slot taken.
+    pub connections_dropped: u64,
 }
 
-/// The node's admin socket.
+/// Where a request came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// The Unix socket: the kernel vouched for the peer at connect, so it may do everything.
+    Local,
+    /// The UDP listener: anyone may have sent it, from any source address.
+    Network,
+}
+
+/// A handled request.
+#[derive(Debug)]
+pub struct Outcome {
+    pub reply: Value,
+    /// The request came over the Unix socket or carried the right token: its reply may be
+    /// of any size.
+    pub authenticated: bool,
+    /// Why it was refused, for the log (also counted in [`AdminStats`]).
+    pub refused: Option<String>,
+}
+
+/// Logs refusals without letting a flood of them flood the log: the first
+/// [`REFUSAL_LOG_LINES_PER_PERIOD`] of each period one line each, the rest as one count.
+#[derive(Debug)]
+pub struct RefusalLog {
+    id: NodeId,
+    period_start_us: u64,
+    logged: u32,
+    unlogged: u64,
+}
+
+impl RefusalLog {
+    pub fn new(id: NodeId) -> RefusalLog {
+        RefusalLog {
+            id,
+            period_start_us: 0,
+            logged: 0,
+            unlogged: 0,
+        }
+    }
+
+    /// Logs one refusal (already counted by the caller), or counts it for the summary line.
+    pub fn refuse(&mut self, now_us: u64, msg: std::fmt::Arguments<'_>) {
+        self.flush(now_us);
+        if self.logged < REFUSAL_LOG_LINES_PER_PERIOD {
+            self.logged += 1;
+            super::run::log(self.id, format_args!("admin: {msg}"));
+        } else {
+            self.unlogged += 1;
+        }
+    }
+
+    /// Starts a new period once the current one is over, summing up what was not logged.
+    pub fn flush(&mut self, now_us: u64) {
+        if now_us.saturating_sub(self.period_start_us) < REFUSAL_LOG_PERIOD_US {
+            return;
+        }
+        if self.unlogged > 0 {
+            super::run::log(
+                self.id,
+                format_args!(
+                    "admin: {} more refusals not logged one by one (see the admin counters of status)",
+                    self.unlogged
+                ),
+            );
+        }
+        self.period_start_us = now_us;
+        self.logged = 0;
+        self.unlogged = 0;
+    }
+}
+
+/// The node's admin listeners.
 #[derive(Debug)]
 pub struct Admin {
-    socket: UdpSocket,
+    unix: unix::UnixAdmin,
+    udp: Option<UdpSocket>,
+    token: Option<AdminToken>,
     buf: Vec<u8>,
     pub stats: AdminStats,
+    refusals: RefusalLog,
 }
 
 impl Admin {
-    pub fn bind(addr: SocketAddr) -> io::Result<Admin> {
-        let socket = UdpSocket::bind(addr)?;
-        socket.set_nonblocking(true)?;
+    /// Binds the Unix socket at `socket_path` and, if `udp` names one, the UDP listener.
+    /// `token` authenticates UDP control commands (`None`: none is ever accepted over UDP).
+    pub fn open(
+        id: NodeId,
+        socket_path: &Path,
+        udp: Option<SocketAddr>,
+        token: Option<AdminToken>,
+    ) -> Result<Admin, String> {
+        let unix = unix::UnixAdmin::bind(socket_path)?;
+        let udp = match udp {
+            None => None,
+            Some(addr) => {
+                let bind = || -> io::Result<UdpSocket> {
+                    let s = UdpSocket::bind(addr)?;
+                    s.set_nonblocking(true)?;
+                    Ok(s)
+                };
+                Some(bind().map_err(|e| format!("admin UDP socket {addr}: {e}"))?)
+            }
+        };
         Ok(Admin {
-            socket,
+            unix,
+            udp,
+            token,
             buf: vec![0; MAX_REQUEST_BYTES],
             stats: AdminStats::default(),
+            refusals: RefusalLog::new(id),
         })
     }
 
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket.local_addr()
+    pub fn socket_path(&self) -> &Path {
+        self.unix.path()
     }
 
-    /// Answers every pending request (up to a bound). Returns how many were handled.
+    /// Whether a Unix connection was active in the last few milliseconds: its request or the
+    /// rest of its reply is likely due at once, so the caller should poll again soon.
+    pub fn busy(&self, now_us: u64) -> bool {
+        self.unix.busy(now_us)
+    }
+
+    /// The UDP listener's address, if there is one.
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.udp.as_ref().and_then(|s| s.local_addr().ok())
+    }
+
+    /// Answers pending requests on both listeners (up to a bound). Returns how many were
+    /// handled.
     pub fn poll(&mut self, runner: &mut NodeRunner, clock: &Clock, now_us: u64) -> usize {
-        let mut handled = 0;
-        while handled < MAX_REQUESTS_PER_POLL {
-            let (len, src) = match self.socket.recv_from(&mut self.buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // ICMP errors from an earlier reply and the like: not ours to stop for.
-                Err(_) => {
-                    self.stats.reply_errors += 1;
-                    break;
+        let Admin {
+            unix,
+            udp,
+            token,
+            buf,
+            stats,
+            refusals,
+        } = self;
+        let mut handled = unix.poll(
+            MAX_REQUESTS_PER_POLL,
+            now_us,
+            stats,
+            refusals,
+            &mut |bytes, stats| {
+                handle_request(bytes, Caller::Local, None, runner, clock, now_us, stats).reply
+            },
+        );
+        if let Some(socket) = udp {
+            while handled < MAX_REQUESTS_PER_POLL {
+                let (len, src) = match socket.recv_from(buf) {
+                    Ok(r) => r,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    // ICMP errors from an earlier reply and the like: not ours to stop for.
+                    Err(_) => {
+                        stats.reply_errors += 1;
+                        break;
+                    }
+                };
+                handled += 1;
+                let request = &buf[..len];
+                let out = handle_request(
+                    request,
+                    Caller::Network,
+                    token.as_ref(),
+                    runner,
+                    clock,
+                    now_us,
+                    stats,
+                );
+                if let Some(why) = &out.refused {
+                    refusals.refuse(
+                        now_us,
+                        format_args!("refused a UDP request from {src}: {why}"),
+                    );
                 }
-            };
-            handled += 1;
-            let reply = handle_request(&self.buf[..len], runner, clock, now_us, &mut self.stats);
-            let bytes = encode_reply(reply);
-            if self.socket.send_to(&bytes, src).is_err() {
-                self.stats.reply_errors += 1;
+                let bytes = if out.authenticated {
+                    encode_reply(out.reply, MAX_REPLY_BYTES)
+                } else {
+                    let bytes = encode_reply(out.reply, MAX_REPLY_BYTES);
+                    if bytes.len() <= len {
+                        bytes
+                    } else {
+                        stats.refused_size += 1;
+                        refusals.refuse(
+                            now_us,
+                            format_args!(
+                                "withheld a {}-byte reply from {src}: larger than its {len}-byte request without a valid \"token\"",
+                                bytes.len()
+                            ),
+                        );
+                        match short_refusal(len) {
+                            Some(b) => b,
+                            None => continue,
+                        }
+                    }
+                };
+                if socket.send_to(&bytes, src).is_err() {
+                    stats.reply_errors += 1;
+                }
             }
         }
+        refusals.flush(now_us);
         handled
     }
+}
+
+/// The longest of the short refusals that fits in `limit` bytes, if any: a sender that is not
+/// authenticated never gets more bytes than it sent, and no padding is asked for.
+fn short_refusal(limit: usize) -> Option<Vec<u8>> {
+    [
+        &br#"{"ok":false,"error":"unauthenticated: the reply would be larger than the request; send \"token\" or use the Unix socket"}"#[..],
+        br#"{"ok":false,"error":"unauthenticated"}"#,
+    ]
+    .into_iter()
+    .find(|b| b.len() <= limit)
+    .map(<[u8]>::to_vec)
 }
 
 fn error_reply(msg: impl Into<String>) -> Value {
     json!({"ok": false, "error": msg.into()})
 }
 
-/// Handles one request datagram; never panics on its content.
+/// Handles one request; never panics on its content. Over the network, a request that carries
+/// a `"token"` must carry the right one, and `takeover` and `switchover` need it.
 pub fn handle_request(
     bytes: &[u8],
+    caller: Caller,
+    token: Option<&AdminToken>,
     runner: &mut NodeRunner,
     clock: &Clock,
     now_us: u64,
     stats: &mut AdminStats,
-) -> Value {
+) -> Outcome {
     stats.requests += 1;
-    let req: Request = match serde_json::from_slice(bytes) {
-        Ok(r) => r,
-        Err(e) => {
-            stats.malformed += 1;
-            return error_reply(format!("malformed request: {e}"));
+    let malformed = |stats: &mut AdminStats, e: serde_json::Error, authenticated| {
+        stats.malformed += 1;
+        Outcome {
+            reply: error_reply(format!("malformed request: {e}")),
+            authenticated,
+            refused: None,
         }
     };
+    let v: Value = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        Err(e) => return malformed(stats, e, caller == Caller::Local),
+    };
+    let given = v.get("token");
+    let authenticated = match caller {
+        Caller::Local => true,
+        Caller::Network => matches!(
+            (token, given.and_then(Value::as_str)),
+            (Some(t), Some(g)) if t.matches(g)
+        ),
+    };
+    let req = match Request::deserialize(&v) {
+        Ok(r) => r,
+        Err(e) => return malformed(stats, e, authenticated),
+    };
+    if !authenticated && (given.is_some() || req.is_control()) {
+        stats.refused_token += 1;
+        let why = match (token, given) {
+            (None, Some(_)) => format!(
+                "{}: this node has no admin.token_file, so no token is valid",
+                req.name()
+            ),
+            (Some(_), Some(_)) => format!("{}: wrong token", req.name()),
+            (_, None) => format!(
+                "{}: needs \"token\" (admin.token_file) over UDP, or the Unix socket",
+                req.name()
+            ),
+        };
+        return Outcome {
+            reply: error_reply(why.clone()),
+            authenticated: false,
+            refused: Some(why),
+        };
+    }
     let reply = match req {
         Request::Status => Ok(status(runner, clock, now_us, stats)),
         Request::Takeover => match runner.machine.as_cu_mut() {
@@ -170,10 +427,14 @@ pub fn handle_request(
             },
         },
     };
-    reply.unwrap_or_else(|e| {
-        stats.failed += 1;
-        error_reply(e)
-    })
+    Outcome {
+        reply: reply.unwrap_or_else(|e| {
+            stats.failed += 1;
+            error_reply(e)
+        }),
+        authenticated,
+        refused: None,
+    }
 }
 
 pub fn role_name(r: Role) -> &'static str {
@@ -198,6 +459,11 @@ fn counters_json(c: &Counters) -> Value {
         "rejected_stale_epoch": c.rejected_stale_epoch,
         "rejected_unknown_sender": c.rejected_unknown_sender,
         "rejected_unexpected": c.rejected_unexpected,
+        "rejected_extra_heartbeats": c.rejected_extra_heartbeats,
+        "rejected_stale_heartbeats": c.rejected_stale_heartbeats,
+        "rejected_foreign_epoch": c.rejected_foreign_epoch,
+        "rejected_stale_unknown": c.rejected_stale_unknown,
+        "rejected": c.rejected(),
         "updates_applied": c.updates_applied,
         "retransmits": c.retransmits,
         "nacks_sent": c.nacks_sent,
@@ -256,6 +522,9 @@ fn cu_status(cu: &ControlUnit, clock: &Clock) -> Value {
         "kind": "control_unit",
         "role": role_name(cu.role()),
         "epoch": cu.epoch(),
+        // What the unit persists (see `ControlUnit::highest_epoch`): never lower after a
+        // restart with `[state] dir` set, even while `epoch` is 0 (joining, nothing heard).
+        "highest_epoch": cu.highest_epoch(),
         "eligible": cu.is_eligible(),
         "failover": failover,
         "sync_mask": cu.sync_mask(),
@@ -310,25 +579,53 @@ fn status(runner: &NodeRunner, clock: &Clock, now_us: u64, stats: &AdminStats) -
         }),
     );
     obj.insert(
+        "auth".into(),
+        match runner.auth_stats() {
+            None => json!({"enabled": false}),
+            Some(a) => json!({
+                "enabled": true,
+                "sealed": a.sealed,
+                "delivered": a.delivered,
+                "openers": a.openers,
+                "hellos_tx": a.hellos_tx,
+                "hellos_rx": a.hellos_rx,
+                "sessions_opened": a.sessions_opened,
+                "rejected": a.rejected(),
+                "rejected_malformed": a.rejected_malformed,
+                "rejected_unauthenticated": a.rejected_unauthenticated,
+                "rejected_no_key": a.rejected_no_key,
+                "rejected_sender_mismatch": a.rejected_sender_mismatch,
+                "rejected_stale_session": a.rejected_stale_session,
+                "rejected_replay": a.rejected_replay,
+                "rejected_bad_tag": a.rejected_bad_tag,
+            }),
+        },
+    );
+    obj.insert(
         "admin".into(),
         json!({
             "requests": stats.requests,
             "malformed": stats.malformed,
             "failed": stats.failed,
+            "refused_peer": stats.refused_peer,
+            "refused_token": stats.refused_token,
+            "refused_size": stats.refused_size,
+            "connections_dropped": stats.connections_dropped,
         }),
     );
     v
 }
 
-/// Serializes a reply, cutting the channel list if it would not fit in one datagram.
-pub fn encode_reply(mut v: Value) -> Vec<u8> {
+/// Serializes a reply, cutting the channel list if it would be longer than `limit` bytes
+/// (one datagram, or [`MAX_STREAM_REPLY_BYTES`] on the Unix socket).
+pub fn encode_reply(mut v: Value, limit: usize) -> Vec<u8> {
     let mut bytes = serde_json::to_vec(&v).unwrap_or_default();
-    if bytes.len() <= MAX_REPLY_BYTES {
+    if bytes.len() <= limit {
         return bytes;
     }
     let total = v["channels"].as_array().map_or(0, |a| a.len());
     let mut keep = total;
-    while bytes.len() > MAX_REPLY_BYTES && keep > 0 {
+    while bytes.len() > limit && keep > 0 {
         keep /= 2;
         if let Some(a) = v.get_mut("channels").and_then(|c| c.as_array_mut()) {
             a.truncate(keep);
@@ -338,8 +635,8 @@ pub fn encode_reply(mut v: Value) -> Vec<u8> {
         }
         bytes = serde_json::to_vec(&v).unwrap_or_default();
     }
-    if bytes.len() > MAX_REPLY_BYTES {
-        bytes = serde_json::to_vec(&error_reply("reply too large for one datagram"))
+    if bytes.len() > limit {
+        bytes = serde_json::to_vec(&error_reply(format!("reply longer than {limit} bytes")))
             .unwrap_or_default();
     }
     bytes
@@ -348,30 +645,213 @@ pub fn encode_reply(mut v: Value) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 // Client side.
 
+/// Where a client sends admin requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A node's Unix socket (`<admin.socket_dir>/<id>.sock`).
+    Unix(PathBuf),
+    /// A node's UDP admin listener (`admin = "IP:PORT"`).
+    Udp(SocketAddr),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Unix(p) => write!(f, "{}", p.display()),
+            Target::Udp(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+impl Target {
+    /// A socket path (anything with a `/`, or an existing file) or `IP:PORT` / `HOST:PORT`.
+    pub fn parse(s: &str) -> Result<Target, String> {
+        if s.contains('/') {
+            return Ok(Target::Unix(PathBuf::from(s)));
+        }
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return Ok(Target::Udp(a));
+        }
+        if Path::new(s).exists() {
+            return Ok(Target::Unix(PathBuf::from(s)));
+        }
+        match s.to_socket_addrs() {
+            Ok(mut it) => it
+                .next()
+                .map(Target::Udp)
+                .ok_or_else(|| format!("{s}: resolves to no address")),
+            Err(e) => Err(format!(
+                "{s}: neither a Unix socket path (e.g. /run/statesync/1.sock) nor IP:PORT: {e}"
+            )),
+        }
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum RequestError {
-    #[error("admin socket: {0}")]
-    Io(#[from] io::Error),
-    #[error("no reply from {addr} within {timeout:?} ({attempts} attempt(s))")]
+    #[error("admin socket {target}: {source}")]
+    Io {
+        target: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "no reply from {target} within {timeout:?} ({attempts} attempt(s)); over UDP a request without a valid token gets no reply larger than itself (give the token, or use the Unix socket)"
+    )]
     Timeout {
-        addr: SocketAddr,
+        target: String,
         timeout: Duration,
         attempts: u32,
     },
-    #[error("reply from {addr} is not JSON: {message}")]
-    BadReply { addr: SocketAddr, message: String },
+    #[error("reply from {target} is not JSON: {message}")]
+    BadReply { target: String, message: String },
 }
 
-/// Sends `req` to the admin socket at `addr` and waits up to `timeout` for the reply.
+/// Sends `req` to `target` and waits up to `timeout` for the reply. Over UDP, add the token
+/// first for a control command ([`with_token`]).
+pub fn request(target: &Target, req: &Value, timeout: Duration) -> Result<Value, RequestError> {
+    match target {
+        Target::Unix(p) => request_unix(p, req, timeout),
+        Target::Udp(a) => request_udp(*a, req, timeout),
+    }
+}
+
+/// `req` with `"token"` set, for the UDP listener.
+pub fn with_token(req: &Value, token: &AdminToken) -> Value {
+    let mut req = req.clone();
+    if let Some(o) = req.as_object_mut() {
+        o.insert("token".into(), json!(token.as_str()));
+    }
+    req
+}
+
+/// One request over a node's Unix socket: a line out, a line back. A connection that cannot
+/// be made yet (no socket, nobody listening, a full backlog) is retried until `timeout`: the
+/// request was not sent, so even a takeover is safe to retry.
+pub fn request_unix(path: &Path, req: &Value, timeout: Duration) -> Result<Value, RequestError> {
+    let target = || path.display().to_string();
+    let io_err = |source: io::Error| RequestError::Io {
+        target: target(),
+        source,
+    };
+    let deadline = Instant::now() + timeout;
+    let mut attempts = 0;
+    let mut stream = loop {
+        attempts += 1;
+        match unix::connect(path) {
+            Ok(s) => break s,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound
+                        | io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::WouldBlock
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(if e.kind() == io::ErrorKind::WouldBlock {
+                        RequestError::Timeout {
+                            target: target(),
+                            timeout,
+                            attempts,
+                        }
+                    } else {
+                        io_err(e)
+                    });
+                }
+                std::thread::sleep(left.min(Duration::from_millis(20)));
+            }
+            Err(e) => return Err(io_err(e)),
+        }
+    };
+    let left = |now: Instant| {
+        Some(
+            deadline
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1)),
+        )
+    };
+    let mut line = serde_json::to_vec(req).map_err(|e| io_err(io::Error::other(e)))?;
+    line.push(b'\n');
+    stream
+        .set_write_timeout(left(Instant::now()))
+        .map_err(io_err)?;
+    // A refused peer may find the socket closed before its request is in; the refusal it was
+    // sent is still there to read.
+    let sent = stream.write_all(&line);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut reply = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(RequestError::Timeout {
+                target: target(),
+                timeout,
+                attempts,
+            });
+        }
+        stream.set_read_timeout(left(now)).map_err(io_err)?;
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                reply.extend_from_slice(&chunk[..n]);
+                if chunk[..n].contains(&b'\n') {
+                    break;
+                }
+                if reply.len() > MAX_STREAM_REPLY_BYTES + 1 {
+                    return Err(RequestError::BadReply {
+                        target: target(),
+                        message: format!("longer than {MAX_STREAM_REPLY_BYTES} bytes"),
+                    });
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(io_err(e)),
+        }
+    }
+    if reply.is_empty() {
+        sent.map_err(io_err)?;
+        return Err(RequestError::BadReply {
+            target: target(),
+            message: "the node closed the connection without a reply".into(),
+        });
+    }
+    let end = reply
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(reply.len());
+    serde_json::from_slice(&reply[..end]).map_err(|e| RequestError::BadReply {
+        target: target(),
+        message: e.to_string(),
+    })
+}
+
+/// Sends `req` to the UDP admin listener at `addr` and waits up to `timeout` for the reply.
 /// Read-only requests (`status`, `op_status`) are retried twice within that time; a takeover or
 /// switchover is sent once, since repeating it is not harmless.
-pub fn request(addr: SocketAddr, req: &Value, timeout: Duration) -> Result<Value, RequestError> {
+pub fn request_udp(
+    addr: SocketAddr,
+    req: &Value,
+    timeout: Duration,
+) -> Result<Value, RequestError> {
+    let io_err = |source: io::Error| RequestError::Io {
+        target: addr.to_string(),
+        source,
+    };
     let local: IpAddr = match addr {
         SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
         SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
     };
-    let socket = UdpSocket::bind(SocketAddr::new(local, 0))?;
-    let payload = serde_json::to_vec(req).map_err(io::Error::other)?;
+    let socket = UdpSocket::bind(SocketAddr::new(local, 0)).map_err(io_err)?;
+    let payload = serde_json::to_vec(req).map_err(|e| io_err(io::Error::other(e)))?;
     let idempotent = matches!(
         req.get("cmd").and_then(|c| c.as_str()),
         Some("status" | "op_status")
@@ -380,14 +860,14 @@ pub fn request(addr: SocketAddr, req: &Value, timeout: Duration) -> Result<Value
     let per_attempt = (timeout / attempts).max(Duration::from_millis(1));
     let mut buf = vec![0u8; MAX_REQUEST_BYTES];
     for _ in 0..attempts {
-        socket.send_to(&payload, addr)?;
+        socket.send_to(&payload, addr).map_err(io_err)?;
         let deadline = Instant::now() + per_attempt;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
-            socket.set_read_timeout(Some(left))?;
+            socket.set_read_timeout(Some(left)).map_err(io_err)?;
             match socket.recv_from(&mut buf) {
                 Ok((len, src)) => {
                     if src.port() != addr.port() {
@@ -395,7 +875,7 @@ pub fn request(addr: SocketAddr, req: &Value, timeout: Duration) -> Result<Value
                     }
                     return serde_json::from_slice(&buf[..len]).map_err(|e| {
                         RequestError::BadReply {
-                            addr,
+                            target: addr.to_string(),
                             message: e.to_string(),
                         }
                     });
@@ -411,12 +891,12 @@ pub fn request(addr: SocketAddr, req: &Value, timeout: Duration) -> Result<Value
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     std::thread::sleep(left.min(Duration::from_millis(20)));
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(io_err(e)),
             }
         }
     }
     Err(RequestError::Timeout {
-        addr,
+        target: addr.to_string(),
         timeout,
         attempts,
     })
@@ -488,7 +968,178 @@ mod tests {
     fn ask(r: &mut NodeRunner, req: &[u8], stats: &mut AdminStats) -> Value {
         let clock = Clock::new();
         let now = clock.now_us();
-        handle_request(req, r, &clock, now, stats)
+        handle_request(req, Caller::Local, None, r, &clock, now, stats).reply
+    }
+
+    fn ask_udp(
+        r: &mut NodeRunner,
+        req: &[u8],
+        token: Option<&AdminToken>,
+        stats: &mut AdminStats,
+    ) -> Outcome {
+        let clock = Clock::new();
+        let now = clock.now_us();
+        handle_request(req, Caller::Network, token, r, &clock, now, stats)
+    }
+
+    /// A token from a file of its own (`name`): tests run in parallel.
+    fn token(name: &str) -> AdminToken {
+        let dir = std::env::temp_dir().join(format!("statesync-admin-t-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join(name);
+        std::fs::write(&f, "0123456789abcdef-token\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        read_token_file(&f, "admin.token_file").unwrap()
+    }
+
+    #[test]
+    fn network_control_needs_the_token() {
+        let t = token("network_control");
+        let mut stats = AdminStats::default();
+        let mut s = runner(2);
+        // No token, wrong token, a token where none is configured: refused, nothing done.
+        for (req, tok) in [
+            (&br#"{"cmd":"takeover"}"#[..], Some(&t)),
+            (
+                br#"{"cmd":"takeover","token":"0123456789abcdef-tokeX"}"#,
+                Some(&t),
+            ),
+            (br#"{"cmd":"takeover","token":7}"#, Some(&t)),
+            (
+                br#"{"cmd":"takeover","token":"0123456789abcdef-token"}"#,
+                None,
+            ),
+            (br#"{"cmd":"status","token":"wrong"}"#, Some(&t)),
+        ] {
+            let o = ask_udp(&mut s, req, tok, &mut stats);
+            assert!(!o.authenticated && o.refused.is_some(), "{o:?}");
+            assert_eq!(o.reply["ok"], false);
+        }
+        assert_eq!(stats.refused_token, 5);
+        assert_eq!(s.machine.as_cu().unwrap().role(), Role::Standby);
+        // Read-only without a token: answered, but marked unauthenticated (size-limited).
+        let o = ask_udp(&mut s, br#"{"cmd":"status"}"#, Some(&t), &mut stats);
+        assert!(!o.authenticated && o.refused.is_none());
+        assert_eq!(o.reply["role"], "standby");
+        // The right token: done.
+        let o = ask_udp(
+            &mut s,
+            br#"{"cmd":"takeover","token":"0123456789abcdef-token"}"#,
+            Some(&t),
+            &mut stats,
+        );
+        assert!(o.authenticated, "{o:?}");
+        assert_eq!(o.reply["ok"], true, "{o:?}");
+        // The Unix socket needs no token.
+        let mut s = runner(2);
+        let v = ask(&mut s, br#"{"cmd":"takeover"}"#, &mut stats);
+        assert_eq!(v["ok"], true, "{v}");
+    }
+
+    #[test]
+    fn short_refusals_never_exceed_the_request() {
+        assert!(short_refusal(10).is_none());
+        assert_eq!(short_refusal(38).unwrap().len(), 38);
+        for n in [38, 60, 200, 4000] {
+            let b = short_refusal(n).unwrap();
+            assert!(b.len() <= n);
+            let v: Value = serde_json::from_slice(&b).unwrap();
+            assert_eq!(v["ok"], false);
+        }
+    }
+
+    #[test]
+    fn target_parse() {
+        assert_eq!(
+            Target::parse("/run/statesync/1.sock").unwrap(),
+            Target::Unix("/run/statesync/1.sock".into())
+        );
+        assert_eq!(
+            Target::parse("127.0.0.1:7001").unwrap(),
+            Target::Udp("127.0.0.1:7001".parse().unwrap())
+        );
+        assert!(Target::parse("no-such-thing").is_err());
+    }
+
+    /// Both listeners of a real [`Admin`], polled here while a thread asks.
+    #[test]
+    fn admin_serves_unix_and_udp() {
+        let dir = std::env::temp_dir().join(format!("statesync-admin-u-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("sock").join("2.sock");
+        let t = token("serves_unix_and_udp");
+        let mut admin = Admin::open(
+            2,
+            &path,
+            Some("127.0.0.1:0".parse().unwrap()),
+            Some(t.clone()),
+        )
+        .unwrap();
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        let m = std::fs::metadata(&path).unwrap();
+        assert!(m.file_type().is_socket());
+        assert_eq!(m.permissions().mode() & 0o777, 0o660);
+        // A second daemon with the same id is refused.
+        let e = Admin::open(2, &path, None, None).unwrap_err();
+        assert!(e.contains("another process serves it"), "{e}");
+        let udp = admin.udp_addr().unwrap();
+        let mut r = runner(2);
+        let clock = Clock::new();
+        let p = path.clone();
+        let asker = std::thread::spawn(move || {
+            let long = Duration::from_secs(5);
+            let st = request(&Target::Unix(p.clone()), &json!({"cmd": "status"}), long).unwrap();
+            assert_eq!(st["role"], "standby", "{st}");
+            // Several requests on one connection, one per line, and a malformed one.
+            let mut s = unix::connect(&p).unwrap();
+            s.write_all(b"{\"cmd\":\"status\"}\n[]\n{\"cmd\":\"status\"}")
+                .unwrap();
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut all = String::new();
+            s.read_to_string(&mut all).unwrap();
+            let lines: Vec<Value> = all
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert_eq!(lines.len(), 3, "{all}");
+            assert_eq!(lines[0]["ok"], true);
+            assert_eq!(lines[1]["ok"], false);
+            assert_eq!(lines[2]["ok"], true);
+            // UDP status without a token: nothing larger than the request comes back.
+            let short = Duration::from_millis(300);
+            let e = request(&Target::Udp(udp), &json!({"cmd": "status"}), short).unwrap_err();
+            assert!(matches!(e, RequestError::Timeout { .. }), "{e}");
+            let padded = json!({"cmd": "status", "pad": "x".repeat(80)});
+            let v = request(&Target::Udp(udp), &padded, short).unwrap();
+            assert_eq!(v["ok"], false, "{v}");
+            assert!(
+                serde_json::to_vec(&v).unwrap().len() <= serde_json::to_vec(&padded).unwrap().len()
+            );
+            // With the token, all of it.
+            let v = request(
+                &Target::Udp(udp),
+                &with_token(&json!({"cmd": "status"}), &t),
+                long,
+            )
+            .unwrap();
+            assert_eq!(v["role"], "standby", "{v}");
+            let v = request(&Target::Unix(p), &json!({"cmd": "status"}), long).unwrap();
+            v["admin"].clone()
+        });
+        let counters = loop {
+            admin.poll(&mut r, &clock, clock.now_us());
+            if asker.is_finished() {
+                break asker.join().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert_eq!(counters["refused_size"], 4, "{counters}");
+        assert_eq!(counters["malformed"], 1, "{counters}");
+        assert_eq!(admin.unix.connections(), 0);
+        drop(admin);
+        assert!(!path.exists(), "the socket is removed at shutdown");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -579,7 +1230,7 @@ mod tests {
         let channels: Vec<Value> = (0..5000)
             .map(|c| json!({"channel": c, "public_digest": hex_digest(c)}))
             .collect();
-        let bytes = encode_reply(json!({"ok": true, "channels": channels}));
+        let bytes = encode_reply(json!({"ok": true, "channels": channels}), MAX_REPLY_BYTES);
         assert!(bytes.len() <= MAX_REPLY_BYTES);
         let v: Value = serde_json::from_slice(&bytes).unwrap();
         assert!(v["channels_truncated"].as_u64().unwrap() > 0);
@@ -596,11 +1247,11 @@ mod tests {
             assert_eq!(v["cmd"], "status");
             server.send_to(br#"{"ok":true}"#, src).unwrap();
         });
-        let v = request(addr, &json!({"cmd":"status"}), Duration::from_secs(2)).unwrap();
+        let v = request_udp(addr, &json!({"cmd":"status"}), Duration::from_secs(2)).unwrap();
         assert_eq!(v["ok"], true);
         t.join().unwrap();
         // Nobody answers now.
-        let e = request(addr, &json!({"cmd":"status"}), Duration::from_millis(60)).unwrap_err();
+        let e = request_udp(addr, &json!({"cmd":"status"}), Duration::from_millis(60)).unwrap_err();
         assert!(matches!(e, RequestError::Timeout { .. }), "{e}");
     }
 }

@@ -1,12 +1,11 @@
 //! `statesync primary|standby|client|status|switchover`.
 
-use super::admin::request;
+use super::admin::{Target, read_token_file, request, with_token};
 use super::config::load;
 use super::format_unix_us;
 use super::run::{Mode, run_node};
 use crate::proto::{InjectedBug, NodeId};
 use serde_json::{Value, json};
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -24,6 +23,10 @@ pub struct NodeArgs {
     /// its checks catch it. Command line only: no config file can set it. Never in production.
     #[arg(long, value_name = "NAME", default_value = "none")]
     pub inject_bug: InjectedBug,
+    /// Run without frame authentication (no `[security] key_dir` needed). Anyone who can
+    /// reach the node's address can then forge frames: for labs only.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -52,8 +55,13 @@ pub struct ClientArgs {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct StatusArgs {
-    /// The node's admin address (IP:PORT or HOST:PORT).
+    /// The node's admin socket: its Unix socket path (`<admin.socket_dir>/<id>.sock`, e.g.
+    /// /run/statesync/1.sock), or IP:PORT of its UDP admin listener.
     pub addr: String,
+    /// Over UDP: a file holding the admin token (`admin.token_file`). Without it a UDP status
+    /// gets no reply: a reply larger than its request only goes to an authenticated sender.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// Print the raw JSON reply.
     #[arg(long)]
     pub json: bool,
@@ -64,9 +72,13 @@ pub struct StatusArgs {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SwitchoverArgs {
-    /// Admin address of the standby that should take over.
+    /// Admin socket of the standby that should take over: its Unix socket path, or IP:PORT
+    /// of its UDP admin listener (then `--token-file` is needed).
     #[arg(long)]
     pub standby: String,
+    /// Over UDP: a file holding the admin token (`admin.token_file`).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// How long to wait for the reply, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub timeout_ms: u64,
@@ -86,7 +98,7 @@ fn run_daemon(node: &NodeArgs, mode: Mode) -> ExitCode {
             node.inject_bug
         );
     }
-    match run_node(&cfg, node.id, mode, node.inject_bug) {
+    match run_node(&cfg, node.id, mode, node.inject_bug, node.insecure) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("statesync: {e}");
@@ -107,20 +119,29 @@ pub fn run_client(a: ClientArgs) -> ExitCode {
     run_daemon(&a.node, Mode::Client { fresh: a.fresh })
 }
 
-fn resolve(s: &str) -> Result<SocketAddr, String> {
-    s.to_socket_addrs()
-        .map_err(|e| format!("{s}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{s}: resolves to no address"))
-}
-
-fn ask(addr: &str, req: Value, timeout_ms: u64) -> Result<Value, String> {
-    let a = resolve(addr)?;
-    request(a, &req, Duration::from_millis(timeout_ms)).map_err(|e| e.to_string())
+/// Sends one request to `addr` (a Unix socket path or a UDP IP:PORT), with the token of
+/// `token_file` when it goes over UDP (the Unix socket needs none).
+pub fn ask(
+    addr: &str,
+    req: Value,
+    token_file: Option<&std::path::Path>,
+    timeout_ms: u64,
+) -> Result<Value, String> {
+    let target = Target::parse(addr)?;
+    let req = match (&target, token_file) {
+        (Target::Udp(_), Some(f)) => with_token(&req, &read_token_file(f, "--token-file")?),
+        _ => req,
+    };
+    request(&target, &req, Duration::from_millis(timeout_ms)).map_err(|e| e.to_string())
 }
 
 pub fn run_status(a: StatusArgs) -> ExitCode {
-    let v = match ask(&a.addr, json!({"cmd": "status"}), a.timeout_ms) {
+    let v = match ask(
+        &a.addr,
+        json!({"cmd": "status"}),
+        a.token_file.as_deref(),
+        a.timeout_ms,
+    ) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("statesync status: {e}");
@@ -139,7 +160,12 @@ pub fn run_status(a: StatusArgs) -> ExitCode {
 }
 
 pub fn run_switchover(a: SwitchoverArgs) -> ExitCode {
-    match ask(&a.standby, json!({"cmd": "takeover"}), a.timeout_ms) {
+    match ask(
+        &a.standby,
+        json!({"cmd": "takeover"}),
+        a.token_file.as_deref(),
+        a.timeout_ms,
+    ) {
         Ok(v) if v["ok"] == true => {
             println!(
                 "{}: taking over, epoch {}",
@@ -266,10 +292,7 @@ pub fn format_status(v: &Value) -> String {
         );
     }
     if let Some(n) = v["channels_truncated"].as_u64() {
-        let _ = writeln!(
-            out,
-            "({n} more channels not shown: reply cut to one datagram)"
-        );
+        let _ = writeln!(out, "({n} more channels not shown: reply cut to fit)");
     }
     let c = &v["counters"];
     let _ = writeln!(
@@ -312,4 +335,66 @@ mod tests {
         let s = format_status(&json!({"ok":false,"error":"x"}));
         assert!(s.contains("error: x"));
     }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct KeygenArgs {
+    /// Deployment config (TOML): every link of it gets a fresh random key.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Where to write the key files (one per node, `node-<id>.key`, mode 0600; created if
+    /// missing). Default: the config's `[security] key_dir`.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// `statesync keygen`: one key file per node (control units, clients and submitters), each
+/// holding only that node's links.
+pub fn run_keygen(a: KeygenArgs) -> ExitCode {
+    match keygen(&a) {
+        Ok(msg) => {
+            println!("{msg}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("statesync keygen: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn keygen(a: &KeygenArgs) -> Result<String, String> {
+    let cfg = load(&a.config).map_err(|e| e.to_string())?;
+    let dir = a.dir.clone().or(cfg.key_dir.clone()).ok_or_else(|| {
+        format!(
+            "--dir: not given, and {} has no [security] key_dir",
+            a.config.display()
+        )
+    })?;
+    write_keys(&cfg, &dir)
+}
+
+/// Writes fresh key files for every node of `cfg` into `dir`; returns a summary line.
+pub fn write_keys(
+    cfg: &super::config::DeploymentConfig,
+    dir: &std::path::Path,
+) -> Result<String, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
+    let links = cfg.links();
+    let all = crate::auth::LinkKeys::generate(&links).map_err(|e| e.to_string())?;
+    for k in &all {
+        k.write(&crate::auth::LinkKeys::path_in(dir, k.node()))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(format!(
+        "wrote {} key files ({} links) into {}; give each node only its own file",
+        all.len(),
+        links.len(),
+        dir.display()
+    ))
 }

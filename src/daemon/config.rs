@@ -4,6 +4,7 @@
 //! [`validate`] checks every value and builds a [`DeploymentConfig`]. Every error names the
 //! field it is about (`clients[1].channels: channel 7 is owned twice`).
 
+pub use super::admin::config::AdminConfig;
 use crate::proto::{CutPolicy, NodeId, ProtoConfig, Topology};
 use crate::transport::{FaultConfig, IoChoice, TransportConfig};
 use serde::Deserialize;
@@ -53,14 +54,29 @@ struct RawConfig {
     clients: Vec<RawClient>,
     #[serde(default)]
     submitters: RawSubmitters,
+    /// `[state]`: where control units persist what must survive a restart.
+    #[serde(default)]
+    state: RawState,
     #[serde(default)]
     timing: RawTiming,
+    /// `[admin]`: how each node serves the admin protocol.
+    #[serde(default)]
+    admin: super::admin::config::RawAdmin,
     #[serde(default)]
     protocol: RawProtocol,
     #[serde(default)]
     runtime: RawRuntime,
     #[serde(default)]
     faults: RawFaults,
+    #[serde(default)]
+    security: RawSecurity,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecurity {
+    /// Directory of the key files `statesync keygen` writes (relative: to the config file).
+    key_dir: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,7 +84,8 @@ struct RawConfig {
 struct RawNode {
     id: NodeId,
     addr: String,
-    admin: String,
+    /// The optional UDP admin listener (the Unix socket is always there).
+    admin: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,7 +93,7 @@ struct RawNode {
 struct RawClient {
     id: NodeId,
     addr: String,
-    admin: String,
+    admin: Option<String>,
     channels: Vec<u32>,
 }
 
@@ -85,6 +102,15 @@ struct RawClient {
 struct RawSubmitters {
     #[serde(default)]
     ids: Vec<NodeId>,
+}
+
+/// `[state]`: kept in its own struct (and validated in [`validate_state`]) so that other
+/// sections can be added next to it without touching it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    /// Directory of the per-node state files (`<dir>/<id>.epoch`).
+    dir: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -136,8 +162,9 @@ pub struct NodeSpec {
     pub id: NodeId,
     /// Data-plane UDP socket.
     pub addr: SocketAddr,
-    /// Admin UDP socket (JSON requests).
-    pub admin: SocketAddr,
+    /// The optional UDP admin listener (JSON requests, see [`AdminConfig`]); every node also
+    /// serves the admin protocol on its Unix socket, [`AdminConfig::socket_path`].
+    pub admin: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,7 +222,12 @@ pub struct DeploymentConfig {
     pub control_units: Vec<NodeSpec>,
     pub clients: Vec<ClientSpec>,
     pub submitters: Vec<NodeId>,
+    /// `[state] dir`, resolved against the config file's directory: where each control unit
+    /// persists the highest epoch it has seen (`<dir>/<id>.epoch`). `None`: nowhere, so a
+    /// restarted unit forgets it (the daemon warns at start).
+    pub state_dir: Option<PathBuf>,
     pub timing: Timing,
+    pub admin: AdminConfig,
     pub cut_policy: CutPolicy,
     pub window_ops: usize,
     pub max_datagram_bytes: usize,
@@ -203,6 +235,9 @@ pub struct DeploymentConfig {
     pub cores: Vec<usize>,
     pub rcvbuf_bytes: Option<usize>,
     pub faults: FaultConfig,
+    /// `[security] key_dir`, resolved against the config file's directory (`None`: no keys;
+    /// a node then starts only with `--insecure`).
+    pub key_dir: Option<PathBuf>,
 }
 
 /// Reads and validates a config file.
@@ -334,7 +369,11 @@ fn validate(raw: RawConfig, path: PathBuf, names: Names) -> Result<DeploymentCon
         control_units.push(NodeSpec {
             id: n.id,
             addr: claim_addr(format!("control_units[{i}].addr"), &n.addr)?,
-            admin: claim_addr(format!("control_units[{i}].admin"), &n.admin)?,
+            admin: n
+                .admin
+                .as_ref()
+                .map(|a| claim_addr(format!("control_units[{i}].admin"), a))
+                .transpose()?,
         });
     }
     let mut clients = Vec::new();
@@ -344,7 +383,11 @@ fn validate(raw: RawConfig, path: PathBuf, names: Names) -> Result<DeploymentCon
         let node = NodeSpec {
             id: c.id,
             addr: claim_addr(format!("clients[{i}].addr"), &c.addr)?,
-            admin: claim_addr(format!("clients[{i}].admin"), &c.admin)?,
+            admin: c
+                .admin
+                .as_ref()
+                .map(|a| claim_addr(format!("clients[{i}].admin"), a))
+                .transpose()?,
         };
         if c.channels.is_empty() {
             return Err(format!("clients[{i}].channels: empty"));
@@ -374,6 +417,8 @@ fn validate(raw: RawConfig, path: PathBuf, names: Names) -> Result<DeploymentCon
             ));
         }
     }
+
+    let admin = super::admin::config::validate(&raw.admin, &path, &control_units, &clients)?;
 
     let d = Timing::default();
     let t = &raw.timing;
@@ -445,6 +490,8 @@ fn validate(raw: RawConfig, path: PathBuf, names: Names) -> Result<DeploymentCon
         ));
     }
 
+    let state_dir = validate_state(&raw.state, &path)?;
+
     let io = match &raw.runtime.io {
         Some(s) => s
             .parse::<IoChoice>()
@@ -477,12 +524,19 @@ fn validate(raw: RawConfig, path: PathBuf, names: Names) -> Result<DeploymentCon
         return Err("faults.delay_us: must be set when faults.delay > 0".into());
     }
 
+    let key_dir = match raw.security.key_dir.as_deref() {
+        None => None,
+        Some("") => return Err("security.key_dir: empty (omit it to run without keys)".into()),
+        Some(d) => Some(path.parent().unwrap_or_else(|| Path::new(".")).join(d)),
+    };
     let cfg = DeploymentConfig {
         path,
         control_units,
         clients,
         submitters: raw.submitters.ids.clone(),
+        state_dir,
         timing,
+        admin,
         cut_policy,
         window_ops,
         max_datagram_bytes,
@@ -490,6 +544,7 @@ fn validate(raw: RawConfig, path: PathBuf, names: Names) -> Result<DeploymentCon
         cores,
         rcvbuf_bytes: raw.runtime.rcvbuf_bytes.filter(|b| *b > 0),
         faults,
+        key_dir,
     };
     cfg.proto_config()
         .validate()
@@ -497,7 +552,32 @@ fn validate(raw: RawConfig, path: PathBuf, names: Names) -> Result<DeploymentCon
     Ok(cfg)
 }
 
+/// `[state] dir`: a non-empty path; a relative one is taken relative to the directory of the
+/// config file (every node reads the same file, so they agree wherever they are started from).
+/// The directory itself is created, or found unusable, when a control unit starts.
+fn validate_state(raw: &RawState, config_path: &Path) -> Result<Option<PathBuf>, String> {
+    let Some(dir) = &raw.dir else {
+        return Ok(None);
+    };
+    if dir.trim().is_empty() {
+        return Err("state.dir: empty; name a directory, or leave [state] out".into());
+    }
+    let dir = Path::new(dir);
+    if dir.is_absolute() {
+        return Ok(Some(dir.to_owned()));
+    }
+    let base = config_path.parent().unwrap_or(Path::new(""));
+    Ok(Some(base.join(dir)))
+}
+
 impl DeploymentConfig {
+    /// The file where control unit `id` persists its highest epoch, when `[state] dir` is set.
+    pub fn epoch_file(&self, id: NodeId) -> Option<PathBuf> {
+        self.state_dir
+            .as_ref()
+            .map(|d| d.join(format!("{id}.epoch")))
+    }
+
     pub fn topology(&self) -> Topology {
         let channels = self.clients.iter().map(|c| c.channels.len()).sum::<usize>();
         let mut channel_owner = vec![0; channels];
@@ -541,6 +621,46 @@ impl DeploymentConfig {
             .iter()
             .find(|c| c.node.id == id)
             .map(|c| (NodeKind::Client, &c.node))
+    }
+
+    /// Every pair of nodes that talk: control unit with control unit, control unit with
+    /// client, submitter with control unit. Each gets its own key.
+    pub fn links(&self) -> Vec<(NodeId, NodeId)> {
+        let cus: Vec<NodeId> = self.control_units.iter().map(|n| n.id).collect();
+        let mut links = Vec::new();
+        for (i, &a) in cus.iter().enumerate() {
+            links.extend(cus[i + 1..].iter().map(|&b| (a, b)));
+            links.extend(self.clients.iter().map(|c| (a, c.node.id)));
+            links.extend(self.submitters.iter().map(|&s| (s, a)));
+        }
+        links
+    }
+
+    /// The nodes `id` talks to (and so needs a key for).
+    pub fn peers_of(&self, id: NodeId) -> Vec<NodeId> {
+        self.links()
+            .into_iter()
+            .filter_map(|(a, b)| {
+                if a == id {
+                    Some(b)
+                } else {
+                    (b == id).then_some(a)
+                }
+            })
+            .collect()
+    }
+
+    /// Node `id`'s link keys from `[security] key_dir`, checked to cover every peer it talks
+    /// to (`Ok(None)`: the config names no key directory).
+    pub fn load_keys(&self, id: NodeId) -> Result<Option<crate::auth::LinkKeys>, String> {
+        let Some(dir) = &self.key_dir else {
+            return Ok(None);
+        };
+        let path = crate::auth::LinkKeys::path_in(dir, id);
+        let keys = crate::auth::LinkKeys::load(&path, id).map_err(|e| e.to_string())?;
+        keys.require(&path, self.peers_of(id))
+            .map_err(|e| e.to_string())?;
+        Ok(Some(keys))
     }
 
     /// Every node, control units first.
@@ -659,6 +779,25 @@ ids = [900]
         assert_eq!(c.clients.len(), 3);
         assert_eq!(c.topology().channels(), 8);
         assert_eq!(c.submitters, vec![900]);
+    }
+
+    #[test]
+    fn state_dir_is_resolved_against_the_config_file() {
+        let c = parse(GOOD, "/etc/ss/lab.toml").unwrap();
+        assert_eq!(c.state_dir, None);
+        assert_eq!(c.epoch_file(1), None);
+        let rel = format!("{GOOD}\n[state]\ndir = \"state\"\n");
+        let c = parse(&rel, "/etc/ss/lab.toml").unwrap();
+        assert_eq!(c.state_dir, Some(PathBuf::from("/etc/ss/state")));
+        assert_eq!(
+            c.epoch_file(2),
+            Some(PathBuf::from("/etc/ss/state/2.epoch"))
+        );
+        let abs = format!("{GOOD}\n[state]\ndir = \"/var/lib/ss\"\n");
+        let c = parse(&abs, "lab.toml").unwrap();
+        assert_eq!(c.epoch_file(1), Some(PathBuf::from("/var/lib/ss/1.epoch")));
+        assert_err(&format!("{GOOD}\n[state]\ndir = \" \"\n"), "state.dir");
+        assert_err(&format!("{GOOD}\n[state]\npath = \"x\"\n"), "path");
     }
 
     #[test]

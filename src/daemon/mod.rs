@@ -6,6 +6,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod run;
+pub mod state;
 
 pub use config::{ConfigError, DeploymentConfig, load};
 pub use run::{DaemonError, Mode, run_node};

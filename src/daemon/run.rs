@@ -3,8 +3,9 @@
 
 use super::admin::{Admin, role_name};
 use super::config::{ConfigError, DeploymentConfig, NodeKind};
+use super::state::{EpochFile, StateError};
 use super::{Clock, format_unix_us, unix_now_us};
-use crate::proto::{Client, ControlUnit, Event, InjectedBug, NodeId, Role};
+use crate::proto::{Client, ControlUnit, Event, InjectedBug, NodeId, RestoreError, Role};
 use crate::runtime::node::{Machine, NodeRunner};
 use crate::transport::{Transport, TransportError};
 use std::io;
@@ -50,21 +51,24 @@ pub enum DaemonError {
         #[source]
         source: TransportError,
     },
-    #[error("admin socket {addr}: {source}")]
-    Admin {
-        addr: SocketAddr,
-        #[source]
-        source: io::Error,
-    },
+    /// The admin socket could not be opened; the message names the socket or the field.
+    #[error("{0}")]
+    Admin(String),
     #[error("installing signal handlers: {0}")]
     Signal(#[source] io::Error),
+    /// The epoch state file (`[state] dir`) is unusable: at start, or a write while running
+    /// (the unit stops rather than transmit an epoch it could not persist).
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
 impl DaemonError {
     /// 2 for a bad config or command line, 1 for a failure while running.
     pub fn exit_code(&self) -> u8 {
         match self {
-            DaemonError::Config(_) | DaemonError::Usage(_) => 2,
+            DaemonError::Config(_)
+            | DaemonError::Usage(_)
+            | DaemonError::State(StateError::Corrupt { .. }) => 2,
             _ => 1,
         }
     }
@@ -74,6 +78,8 @@ impl DaemonError {
 const MAX_WAIT_US: u64 = 200;
 /// Admin socket polling period.
 const ADMIN_PERIOD_US: u64 = 1_000;
+/// Admin polling period while a Unix admin connection is busy ([`Admin::busy`]).
+const ADMIN_BUSY_PERIOD_US: u64 = 100;
 
 /// Runs node `id` until SIGINT or SIGTERM. `inject` plants a protocol bug (a test aid that
 /// only the command line sets; `InjectedBug::None` in any real deployment).
@@ -82,6 +88,7 @@ pub fn run_node(
     id: NodeId,
     mode: Mode,
     inject: InjectedBug,
+    insecure: bool,
 ) -> Result<(), DaemonError> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -90,10 +97,39 @@ pub fn run_node(
             .map_err(DaemonError::Signal)?;
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(DaemonError::Signal)?;
     }
-    run_node_until(cfg, id, mode, inject, &stop)
+    run_node_until(cfg, id, mode, inject, insecure, &stop)
 }
 
-fn log(id: NodeId, msg: std::fmt::Arguments<'_>) {
+/// This node's frame authentication: its keys from `[security] key_dir`. Without keys a node
+/// starts only when `insecure` says so, and then says loudly that anyone can forge frames.
+fn authentication(
+    cfg: &DeploymentConfig,
+    id: NodeId,
+    insecure: bool,
+) -> Result<Option<crate::auth::Auth>, DaemonError> {
+    if insecure {
+        log(
+            id,
+            format_args!(
+                "WARNING: --insecure: frames are neither authenticated nor checked; anyone who can reach {} can forge state changes and elections",
+                cfg.node(id)
+                    .map_or("this node".to_owned(), |(_, n)| n.addr.to_string())
+            ),
+        );
+        return Ok(None);
+    }
+    match cfg.load_keys(id) {
+        Ok(Some(keys)) => Ok(Some(crate::auth::Auth::new(&keys))),
+        Ok(None) => Err(DaemonError::Usage(format!(
+            "{}: no [security] key_dir: run `statesync keygen --config {} --dir DIR`, set key_dir = \"DIR\", or start with --insecure (frames unauthenticated)",
+            cfg.path.display(),
+            cfg.path.display()
+        ))),
+        Err(e) => Err(DaemonError::Usage(format!("keys of node {id}: {e}"))),
+    }
+}
+
+pub(super) fn log(id: NodeId, msg: std::fmt::Arguments<'_>) {
     eprintln!("{} node {id}: {msg}", format_unix_us(unix_now_us()));
 }
 
@@ -140,11 +176,23 @@ pub fn run_node_until(
     id: NodeId,
     mode: Mode,
     inject: InjectedBug,
+    insecure: bool,
     stop: &AtomicBool,
 ) -> Result<(), DaemonError> {
     let kind = check_mode(cfg, id, mode)?;
-    let (_, spec) = cfg.node(id).expect("checked above");
+    let auth = authentication(cfg, id, insecure)?;
+    let secured = auth.is_some();
+    let Some((_, spec)) = cfg.node(id) else {
+        return Err(DaemonError::Usage(format!("--id {id}: no such node")));
+    };
     let spec = spec.clone();
+    // Read before any socket opens: a bad token file is a config error (exit 2).
+    let token = cfg.admin.read_token().map_err(|message| {
+        DaemonError::Config(ConfigError::Invalid {
+            path: cfg.path.clone(),
+            message,
+        })
+    })?;
     let clock = Clock::new();
     // Differs between restarts of the same node.
     let boot_id = (unix_now_us() & 0xffff_ffff) as u32;
@@ -153,7 +201,7 @@ pub fn run_node_until(
     // Per-op events would only be discarded here (the log skips them).
     proto.standby_apply_events = false;
     proto.inject = inject;
-    let machine = match mode {
+    let mut machine = match mode {
         Mode::Primary => Machine::Cu(Box::new(ControlUnit::new(proto, id, true, boot_id, now))),
         Mode::Standby { rejoin } => {
             Machine::Cu(Box::new(ControlUnit::new(proto, id, !rejoin, boot_id, now)))
@@ -163,6 +211,10 @@ pub fn run_node_until(
             Machine::Client(Box::new(Client::new(proto, id, fresh, boot_id, now)))
         }
     };
+    let mut epoch_file = match machine.as_cu_mut() {
+        Some(cu) => restore_epoch(cfg, cu)?,
+        None => None,
+    };
     let peers: Vec<(NodeId, SocketAddr)> = match kind {
         NodeKind::ControlUnit { .. } => cfg
             .nodes()
@@ -171,17 +223,20 @@ pub fn run_node_until(
             .collect(),
         NodeKind::Client => cfg.control_units.iter().map(|n| (n.id, n.addr)).collect(),
     };
+    // The admin socket first: it refuses to start a second daemon with this id (one that
+    // still serves the socket) before that one's data socket is touched.
+    let mut admin = Admin::open(id, &cfg.admin.socket_path(id), spec.admin, token)
+        .map_err(DaemonError::Admin)?;
     let tcfg = cfg.transport_config(id).expect("node exists");
     let transport = Transport::open(tcfg).map_err(|source| DaemonError::Transport {
         addr: spec.addr,
         source,
     })?;
     let io_kind = transport.kind();
-    let mut runner = NodeRunner::new(machine, transport, peers);
-    let mut admin = Admin::bind(spec.admin).map_err(|source| DaemonError::Admin {
-        addr: spec.admin,
-        source,
-    })?;
+    let mut runner = NodeRunner::new(machine, transport, peers).with_auth(auth);
+    let admin_udp = admin
+        .udp_addr()
+        .map_or(String::new(), |a| format!(" and UDP {a}"));
     if let Some(&core) = cfg.cores.first() {
         if core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
             log(id, format_args!("pinned to core {core}"));
@@ -195,9 +250,14 @@ pub fn run_node_until(
     log(
         id,
         format_args!(
-            "started as {mode} on {} (io {io_kind}), admin {}, boot {boot_id:08x}, epoch {}",
+            "started as {mode} on {} (io {io_kind}, frames {}), admin {}{admin_udp}, boot {boot_id:08x}, epoch {}",
             spec.addr,
-            spec.admin,
+            if secured {
+                "authenticated"
+            } else {
+                "UNAUTHENTICATED"
+            },
+            admin.socket_path().display(),
             epoch_of(&runner.machine)
         ),
     );
@@ -205,12 +265,19 @@ pub fn run_node_until(
         addr: spec.addr,
         source,
     };
+    persist_epoch(id, &mut epoch_file, &runner.machine)?;
     let mut next_admin_us = 0;
+    let mut auth_logged = crate::auth::AuthStats::default();
+    let mut next_auth_log_us = 0;
     let mut client_epoch = epoch_of(&runner.machine);
     let mut role = runner.machine.as_cu().map_or(Role::Standby, |c| c.role());
     while !stop.load(Ordering::Relaxed) {
         let now = clock.now_us();
         runner.tick(now);
+        // The steps that can raise the epoch have all run by now: this turn's timers, the
+        // datagrams received at the end of the last turn, an admin takeover (which starts a
+        // new turn at once). Nothing of a new epoch may leave before it is on disk.
+        persist_epoch(id, &mut epoch_file, &runner.machine)?;
         runner.transmit(now).map_err(terr)?;
         // Role changes and transfer completions are logged once per turn: a transfer of many
         // channels moves through joining and standby once per channel.
@@ -251,9 +318,38 @@ pub fn run_node_until(
                 ),
             );
         }
+        if let Some(a) = runner.auth_stats()
+            && a.rejected() > auth_logged.rejected()
+            && now >= next_auth_log_us
+        {
+            // A key mismatch fails closed: frames are dropped, never believed. Say so, at
+            // most once a second.
+            log(
+                id,
+                format_args!(
+                    "ALARM: {} datagrams failed authentication since the last report ({} bad tag: wrong key or forged; {} replayed; {} of an ended session; {} without a tag; {} from the wrong address)",
+                    a.rejected() - auth_logged.rejected(),
+                    a.rejected_bad_tag - auth_logged.rejected_bad_tag,
+                    a.rejected_replay - auth_logged.rejected_replay,
+                    a.rejected_stale_session - auth_logged.rejected_stale_session,
+                    a.rejected_unauthenticated - auth_logged.rejected_unauthenticated,
+                    a.rejected_sender_mismatch - auth_logged.rejected_sender_mismatch,
+                ),
+            );
+            auth_logged = a;
+            next_auth_log_us = now + 1_000_000;
+        }
         if now >= next_admin_us {
-            next_admin_us = now + ADMIN_PERIOD_US;
-            if admin.poll(&mut runner, &clock, now) > 0 {
+            let handled = admin.poll(&mut runner, &clock, now);
+            // A Unix client sends its request just after it connects, and reads its reply
+            // in pieces: while one is that busy, look again soon rather than a period later.
+            next_admin_us = now
+                + if admin.busy(now) {
+                    ADMIN_BUSY_PERIOD_US
+                } else {
+                    ADMIN_PERIOD_US
+                };
+            if handled > 0 {
                 // A takeover or switchover has work to send now.
                 continue;
             }
@@ -270,10 +366,70 @@ pub fn run_node_until(
     log(
         id,
         format_args!(
-            "stopping: {} datagrams sent, {} received; admin requests {} ({} malformed)",
-            s.datagrams_sent, s.datagrams_received, admin.stats.requests, admin.stats.malformed
+            "stopping: {} datagrams sent, {} received; admin requests {} ({} malformed), refused: {} peers, {} tokens, {} oversized replies",
+            s.datagrams_sent,
+            s.datagrams_received,
+            admin.stats.requests,
+            admin.stats.malformed,
+            admin.stats.refused_peer,
+            admin.stats.refused_token,
+            admin.stats.refused_size
         ),
     );
+    Ok(())
+}
+
+/// Reads the control unit's state file back into `cu` (`[state] dir` set), or warns that its
+/// epoch will not survive a restart (unset).
+fn restore_epoch(
+    cfg: &DeploymentConfig,
+    cu: &mut ControlUnit,
+) -> Result<Option<EpochFile>, DaemonError> {
+    let id = cu.id;
+    let Some(dir) = &cfg.state_dir else {
+        log(
+            id,
+            format_args!(
+                "warning: no [state] dir in {}: the highest epoch is not persisted, so after a restart this unit may reuse an epoch it already announced",
+                cfg.path.display()
+            ),
+        );
+        return Ok(None);
+    };
+    let file = EpochFile::open(dir, id)?;
+    let persisted = file.persisted();
+    cu.restore_highest_epoch(persisted).map_err(|e| match e {
+        RestoreError::InitialAfterLaterEpoch { .. } => DaemonError::Usage(format!(
+            "--id {id}: state file {}: {e} (`standby --rejoin`)",
+            file.path().display()
+        )),
+        _ => DaemonError::State(StateError::Corrupt {
+            path: file.path().to_owned(),
+            why: e.to_string(),
+        }),
+    })?;
+    if persisted > 0 {
+        log(
+            id,
+            format_args!(
+                "restored highest epoch {persisted} from {}",
+                file.path().display()
+            ),
+        );
+    }
+    Ok(Some(file))
+}
+
+/// Persists the control unit's highest epoch if it rose (a no-op without a state file).
+fn persist_epoch(id: NodeId, file: &mut Option<EpochFile>, m: &Machine) -> Result<(), DaemonError> {
+    if let (Some(f), Some(cu)) = (file.as_mut(), m.as_cu())
+        && let Some(epoch) = f.sync(cu)?
+    {
+        log(
+            id,
+            format_args!("persisted epoch {epoch} to {}", f.path().display()),
+        );
+    }
     Ok(())
 }
 

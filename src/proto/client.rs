@@ -84,6 +84,7 @@ impl Client {
     /// `boot_id` must differ between restarts, so the primary can tell a new life from an old.
     pub fn new(cfg: ProtoConfig, id: NodeId, fresh: bool, boot_id: u32, now_us: u64) -> Self {
         let window = cfg.window_ops.max(2);
+        let seed = cfg.table_seed;
         let mut index = vec![None; cfg.topology.channels()];
         let chans: Vec<Chan> = cfg
             .topology
@@ -93,7 +94,7 @@ impl Client {
                 index[c as usize] = Some(i);
                 Chan {
                     id: c,
-                    state: ChannelState::default(),
+                    state: ChannelState::with_seed(seed),
                     applied: 0,
                     unknown: fresh,
                     data_epoch: if fresh { 0 } else { INITIAL_EPOCH },

@@ -14,7 +14,7 @@ pub mod state;
 mod table;
 
 pub use client::Client;
-pub use control::{ChannelFailover, ControlUnit, SubmitError};
+pub use control::{ChannelFailover, ControlUnit, RestoreError, SubmitError};
 pub use history::{OpStatus, StatusCounts};
 pub use state::ChannelState;
 
@@ -223,6 +223,11 @@ pub struct ProtoConfig {
     /// apply order with them; a load run has no use for millions of them per second). Ops
     /// applied by the failover algorithm are always announced.
     pub standby_apply_events: bool,
+    /// Keys the slot hash of this node's state tables (issue 10 item 5: chosen keys must not
+    /// make inserts quadratic). Local, never sent, and nothing replicas compare depends on it.
+    /// [`ProtoConfig::new`] draws a random one per process; the simulator sets one from its
+    /// seed, since the table order shapes bulk streams and so the run.
+    pub table_seed: u64,
     pub inject: InjectedBug,
 }
 
@@ -244,6 +249,7 @@ impl ProtoConfig {
             client_apply_events: true,
             ack_events: false,
             standby_apply_events: true,
+            table_seed: table::process_seed(),
             inject: InjectedBug::None,
         }
     }

@@ -28,11 +28,10 @@ pub struct ChannelState {
     sections: Vec<SectionTable>,
 }
 
+/// Keyed with the per-process random seed (see [`ChannelState::with_seed`]).
 impl Default for ChannelState {
     fn default() -> Self {
-        ChannelState {
-            sections: (0..ALL_SECTIONS).map(|_| SectionTable::new()).collect(),
-        }
+        Self::with_seed(super::table::process_seed())
     }
 }
 
@@ -42,6 +41,18 @@ fn entry_hash(section: usize, key: u64, value: &[u8]) -> u64 {
 }
 
 impl ChannelState {
+    /// Empty sections whose slot placement is keyed by `seed` (each section with its own
+    /// value derived from it), so keys chosen to collide cannot make inserts quadratic. The
+    /// seed is local: digests, cookies and which section a key belongs to never depend on it,
+    /// so replicas with different seeds compare equal. It only orders [`ChannelState::entries`].
+    pub fn with_seed(seed: u64) -> Self {
+        ChannelState {
+            sections: (0..ALL_SECTIONS as u64)
+                .map(|s| SectionTable::with_seed(seed ^ s.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+                .collect(),
+        }
+    }
+
     fn slot(e: &Entry<'_>) -> usize {
         if e.private {
             PRIVATE_SECTION
@@ -227,6 +238,29 @@ mod tests {
         a.clear_sections(1 << 4);
         assert!(a.is_empty());
         assert_eq!(a.section_digest(4), 0);
+    }
+
+    /// The table seed is local: replicas with different seeds agree on every digest.
+    #[test]
+    fn digests_do_not_depend_on_the_table_seed() {
+        let mut a = ChannelState::with_seed(1);
+        let mut b = ChannelState::with_seed(0xdead_beef);
+        for k in 0..500u64 {
+            let v = k.to_le_bytes();
+            let e = |private| Entry {
+                section: (k % 7) as u8,
+                key: k,
+                value: Some(&v),
+                private,
+            };
+            a.apply(&e(k % 5 == 0));
+            b.apply(&e(k % 5 == 0));
+        }
+        assert_eq!(a.full_digest(), b.full_digest());
+        assert_eq!(a.public_digest(), b.public_digest());
+        assert_eq!(a.differing_sections(&b), 0);
+        let keys = |s: &ChannelState| s.entries(3).map(|(k, _)| k).collect::<Vec<_>>();
+        assert_ne!(keys(&a), keys(&b), "different seeds, different slot order");
     }
 
     #[test]

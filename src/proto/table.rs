@@ -7,8 +7,22 @@
 //! Longer values live in a side store owned by the table (a slab of `Vec<u8>` with a free
 //! list); the slot then keeps the slab index in its value area.
 //!
-//! Index: Fibonacci hashing of the key, linear probing, backward-shift deletion (no
+//! Index: a keyed hash of the key (below), linear probing, backward-shift deletion (no
 //! tombstones), doubling when the load would exceed 3/4. An empty table allocates nothing.
+//!
+//! The slot hash is keyed with a per-table seed (issue 10 item 5). Unkeyed, it was plain
+//! Fibonacci hashing, `key * FIB >> shift`: keys `i * FIB⁻¹` all share home slot 0, so anyone
+//! who chooses keys makes every insert walk the whole cluster (quadratic) on every replica.
+//! Keyed, the home is the top bits of the folded 128-bit product `(key ^ seed) * FIB` (high
+//! half xor low half, as foldhash does): without the seed the placement cannot be predicted,
+//! and for runs of nearby keys the high half barely changes, so they still spread as evenly as
+//! under Fibonacci hashing. It is one multiplication, like before. The seed must be random
+//! ([`process_seed`], or the simulator's from its own seed): one with few bits set leaves
+//! `key ^ seed` close to `key`, and keys chosen against the unkeyed hash still cluster.
+//!
+//! The seed only decides where a key sits in this table (and so the order [`SectionTable::iter`]
+//! yields entries). Nothing that replicas compare depends on it: the entry hash and digest are
+//! computed by the caller from section, key and value alone.
 
 use std::fmt;
 
@@ -23,6 +37,23 @@ const MIN_CAPACITY: usize = 8;
 const KEEP_SIDE_CAPACITY: usize = 4096;
 
 const FIB: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// High half xor low half of the 128-bit product.
+#[inline(always)]
+fn folded_mul(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+/// A random seed per process, from the standard library's hash-map keys (the operating
+/// system's random source), for tables whose owner passes none.
+pub(crate) fn process_seed() -> u64 {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SEED.get_or_init(|| {
+        use std::hash::BuildHasher;
+        std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64)
+    })
+}
 
 /// One bucket: exactly one cache line.
 #[derive(Clone, Copy)]
@@ -134,7 +165,7 @@ fn side_of(side: &mut Option<Box<SideStore>>) -> &mut SideStore {
 /// random write misses on the header before it can even address its slot; with the digest
 /// and byte count in separate arrays it missed up to three lines instead of one. The side
 /// store, rarely used, sits behind a pointer to keep the header small.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 #[repr(align(64))]
 pub(crate) struct SectionTable {
     /// Power-of-two length (or empty: nothing allocated yet).
@@ -148,13 +179,32 @@ pub(crate) struct SectionTable {
     value_bytes: u64,
     /// Created with the first out-of-line value.
     side: Option<Box<SideStore>>,
+    /// Keys the slot hash (see the module docs). Fixed for the table's life.
+    seed: u64,
 }
 
 const _: () = assert!(std::mem::size_of::<SectionTable>() == 64);
 
+impl Default for SectionTable {
+    fn default() -> Self {
+        Self::with_seed(process_seed())
+    }
+}
+
 impl SectionTable {
-    pub(crate) fn new() -> Self {
-        Self::default()
+    /// An empty table whose slot placement is keyed with `seed`. Only hosts that need a
+    /// reproducible placement (the simulator: entry order in bulk streams shapes its runs)
+    /// choose one; anything facing the network should keep a random one.
+    pub(crate) fn with_seed(seed: u64) -> Self {
+        SectionTable {
+            slots: Box::default(),
+            len: 0,
+            shift: 0,
+            digest: 0,
+            value_bytes: 0,
+            side: None,
+            seed,
+        }
     }
 
     #[inline]
@@ -190,10 +240,10 @@ impl SectionTable {
         self.slots.len() - 1
     }
 
-    /// Home slot of `key`; the table must be allocated.
+    /// Home slot of `key` (keyed: see the module docs); the table must be allocated.
     #[inline]
     fn home(&self, key: u64) -> usize {
-        (key.wrapping_mul(FIB) >> self.shift) as usize
+        (folded_mul(key ^ self.seed, FIB) >> self.shift) as usize
     }
 
     /// Position of `key`, if present.
@@ -435,7 +485,7 @@ mod tests {
 
     #[test]
     fn empty_table_does_not_allocate() {
-        let mut t = SectionTable::new();
+        let mut t = SectionTable::default();
         assert_eq!(t.capacity(), 0);
         assert_eq!(t.get(1), None);
         assert_eq!(t.remove(1), None);
@@ -448,7 +498,7 @@ mod tests {
 
     #[test]
     fn inline_and_out_of_line_values() {
-        let mut t = SectionTable::new();
+        let mut t = SectionTable::default();
         let small = val(INLINE_BYTES, 1);
         let big = val(INLINE_BYTES + 1, 2);
         let huge = val(65_535, 3);
@@ -479,7 +529,7 @@ mod tests {
 
     #[test]
     fn overwrite_across_inline_limit() {
-        let mut t = SectionTable::new();
+        let mut t = SectionTable::default();
         let small = val(8, 1);
         let big = val(200, 2);
         let big2 = val(100, 3);
@@ -517,7 +567,7 @@ mod tests {
 
     #[test]
     fn backward_shift_across_wraparound() {
-        let mut t = SectionTable::new();
+        let mut t = SectionTable::default();
         t.put(u64::MAX, 1, b"seed");
         assert_eq!(t.capacity(), 8);
         t.remove(u64::MAX);
@@ -560,7 +610,7 @@ mod tests {
 
     #[test]
     fn growth_keeps_everything() {
-        let mut t = SectionTable::new();
+        let mut t = SectionTable::default();
         for k in 0..10_000u64 {
             let v = val((k % 97) as usize, k as u8);
             assert_eq!(t.put(k * 7919, k + 1, &v), None);
@@ -586,6 +636,75 @@ mod tests {
         assert_eq!(u.len(), 5_000);
         check(&u);
         assert_eq!(u.get(7919), Some((&val(1, 1)[..], 2)));
+    }
+
+    /// Probes a lookup of `key` walks: its distance from its home slot, plus one.
+    fn probes(t: &SectionTable, key: u64) -> usize {
+        let i = t.find(key).expect("present");
+        (i.wrapping_sub(t.home(key)) & t.mask()) + 1
+    }
+
+    /// Issue 10 item 5: keys `i * FIB⁻¹` all had home slot 0 under the old unkeyed hash
+    /// (`key * FIB >> shift`), so the n-th insert walked n slots. Keyed with a random seed, they
+    /// spread like any keys: bounded probes. (A seed of a few set bits, such as 0 or 1, keeps
+    /// most of the chosen structure: seeds must be random, as `process_seed` is.)
+    #[test]
+    fn keys_chosen_against_the_unkeyed_hash_do_not_cluster() {
+        // FIB is odd, so invertible mod 2^64 (Newton: each step doubles the correct bits).
+        let mut inv = FIB;
+        for _ in 0..6 {
+            inv = inv.wrapping_mul(2u64.wrapping_sub(FIB.wrapping_mul(inv)));
+        }
+        assert_eq!(FIB.wrapping_mul(inv), 1);
+        let n = 20_000u64;
+        let keys: Vec<u64> = (1..=n).map(|i| i.wrapping_mul(inv)).collect();
+        // Under the old hash every one of them shares home 0 at this capacity.
+        assert!(keys.iter().all(|k| k.wrapping_mul(FIB) >> (64 - 15) == 0));
+        let seeds = [
+            0x243F_6A88_85A3_08D3,
+            0x1319_8A2E_0370_7344,
+            0xA409_3822_299F_31D0,
+            process_seed(),
+        ];
+        for seed in seeds {
+            let mut t = SectionTable::with_seed(seed);
+            for &k in &keys {
+                t.put(k, k | 1, b"v");
+            }
+            assert_eq!(t.capacity(), 1 << 15);
+            let total: usize = keys.iter().map(|&k| probes(&t, k)).sum();
+            let max = keys.iter().map(|&k| probes(&t, k)).max().unwrap();
+            // The old hash: n(n+1)/2 = 2e8 probes in total, n at most. Linear probing at a
+            // load of 0.61 averages about 1.8 for random homes.
+            assert!(
+                total < 3 * n as usize,
+                "seed {seed:#x}: {total} probes in total"
+            );
+            assert!(max < 100, "seed {seed:#x}: a lookup walks {max} slots");
+            check(&t);
+        }
+    }
+
+    /// The seed decides placement only: two tables with different seeds hold the same entries
+    /// (and digest) in different slots.
+    #[test]
+    fn seed_changes_placement_not_content() {
+        let mut a = SectionTable::with_seed(1);
+        let mut b = SectionTable::with_seed(2);
+        for k in 0..1000u64 {
+            a.put(k, k + 1, &k.to_le_bytes());
+            b.put(k, k + 1, &k.to_le_bytes());
+        }
+        let order = |t: &SectionTable| t.iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_ne!(order(&a), order(&b));
+        let sorted = |t: &SectionTable| {
+            let mut v = order(t);
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(sorted(&a), sorted(&b));
+        assert_eq!(a.digest(), b.digest());
+        assert_eq!(a.value_bytes(), b.value_bytes());
     }
 
     #[derive(Debug, Clone)]
@@ -615,7 +734,7 @@ mod tests {
     proptest! {
         #[test]
         fn matches_hashmap_model(ops in proptest::collection::vec(op(), 1..300)) {
-            let mut t = SectionTable::new();
+            let mut t = SectionTable::default();
             let mut m: HashMap<u64, (Vec<u8>, u64)> = HashMap::new();
             for (n, op) in ops.into_iter().enumerate() {
                 let h = n as u64 + 1;

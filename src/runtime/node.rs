@@ -1,6 +1,7 @@
 //! One protocol node bound to one UDP transport: the glue between the sans-IO core and the
 //! socket. The event loop calls `receive`, `tick` and `transmit`; nothing here blocks.
 
+use crate::auth::{Auth, AuthStats, Verdict};
 use crate::proto::{Client, ControlUnit, Counters, Event, NodeId};
 use crate::transport::{Transport, TransportError};
 use crate::wire::FrameHeader;
@@ -66,6 +67,9 @@ pub struct NodeRunner {
     /// Load clients send SUBMIT frames from addresses nobody configured; only a control unit
     /// takes them, from the submitter IDs of its topology.
     submitters: Vec<NodeId>,
+    /// Frame authentication (`None`: off, `--insecure`): every datagram is checked before the
+    /// core parses it, and every frame sealed before it is queued.
+    auth: Option<Auth>,
 }
 
 impl NodeRunner {
@@ -86,7 +90,19 @@ impl NodeRunner {
             rejected_unknown_addr: 0,
             known,
             submitters,
+            auth: None,
         }
+    }
+
+    /// Turns frame authentication on with `auth` (the keys of this node's links).
+    pub fn with_auth(mut self, auth: Option<Auth>) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// What authentication did (`None` when it is off).
+    pub fn auth_stats(&self) -> Option<AuthStats> {
+        self.auth.as_ref().map(|a| a.stats)
     }
 
     /// Feeds every datagram that is ready into the machine, waiting up to `wait` for the first
@@ -102,16 +118,23 @@ impl NodeRunner {
             known,
             submitters,
             rejected_unknown_addr,
+            auth,
             ..
         } = self;
         transport.poll_recv(wait, &mut |src, bytes| {
             // Only configured peers (and submitters) may speak to us; the frame's sender ID is
             // checked again by the protocol core.
-            if !known.contains_key(&src) && !from_submitter(bytes, submitters) {
+            let expected = known.get(&src).copied();
+            if expected.is_none() && !from_submitter(bytes, submitters) {
                 *rejected_unknown_addr += 1;
                 return;
             }
             let now = now_us();
+            if let Some(a) = auth
+                && a.open(now, src, expected, bytes) != Verdict::Deliver
+            {
+                return;
+            }
             match machine {
                 Machine::Cu(c) => c.handle_datagram(now, bytes),
                 Machine::Client(c) => c.handle_datagram(now, bytes),
@@ -137,6 +160,18 @@ impl NodeRunner {
     /// Encodes everything due straight into transmit slots and flushes. Returns datagrams sent.
     pub fn transmit(&mut self, now_us: u64) -> Result<usize, TransportError> {
         let mut sent = 0;
+        if let Some(a) = &mut self.auth {
+            loop {
+                let Some(slot) = self.transport.tx_slot() else {
+                    sent += self.transport.flush()?;
+                    continue;
+                };
+                let Some((len, _, addr)) = a.poll_hello(now_us, slot) else {
+                    break;
+                };
+                self.transport.tx_commit(len, addr);
+            }
+        }
         loop {
             let Some(slot) = self.transport.tx_slot() else {
                 sent += self.transport.flush()?;
@@ -147,10 +182,20 @@ impl NodeRunner {
                 Machine::Client(c) => c.poll_transmit(now_us, slot),
             };
             let Some(t) = t else { break };
-            match self.peers.get(&t.dst) {
-                Some(&addr) => self.transport.tx_commit(t.len, addr),
-                None => continue,
+            let Some(&addr) = self.peers.get(&t.dst) else {
+                continue;
+            };
+            if let Some(a) = &mut self.auth {
+                // The slot just filled: lent again until committed.
+                let sealed = self
+                    .transport
+                    .tx_slot()
+                    .is_some_and(|slot| a.seal(t.dst, &mut slot[..t.len]));
+                if !sealed {
+                    continue;
+                }
             }
+            self.transport.tx_commit(t.len, addr);
         }
         if self.transport.tx_pending() > 0 {
             sent += self.transport.flush()?;

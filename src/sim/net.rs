@@ -546,7 +546,7 @@ fn flip_targets(buf: &[u8]) -> Vec<(usize, &'static [u8])> {
     for at in 0..2 {
         t.push((offset_of!(FrameHeader, msg_count) + at, ALL));
     }
-    let end = buf.len().saturating_sub(crate::wire::TAG_BYTES);
+    let end = buf.len().saturating_sub(crate::wire::TRAILER_BYTES);
     let mut at = HEADER_BYTES;
     while at + MSG_HEADER_BYTES <= end {
         let kind = buf[at + offset_of!(MsgHeader, kind)];

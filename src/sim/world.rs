@@ -25,6 +25,13 @@ pub(super) struct Node {
     pub is_cu: bool,
     pub slot: Slot,
     pub boots: u32,
+    /// What a control unit persisted: its highest epoch, written after every step that
+    /// raised it and before the step's frames go out (as the daemon does), and restored
+    /// into the next life. Survives crashes.
+    pub persisted_epoch: u64,
+    /// `persisted_epoch` when this life started: an epoch this unit owns and acts in must be
+    /// above it (one at or below may be one an earlier life announced).
+    pub life_floor_epoch: u64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -197,6 +204,7 @@ impl World {
     pub fn drain(&mut self, i: usize) {
         let now = self.now_us;
         let src = self.nodes[i].id;
+        self.persist_epoch(i);
         let mut buf = std::mem::take(&mut self.buf);
         buf.resize(self.cfg.max_frame_bytes, 0);
         loop {
@@ -231,6 +239,26 @@ impl World {
                 *hw = (*hw).max(a);
             }
         }
+    }
+
+    /// Models the daemon's state file: before a control unit's frames leave, its highest
+    /// epoch is on "disk". Also checks that a unit never acts in an epoch of its own at or
+    /// below what an earlier life persisted.
+    fn persist_epoch(&mut self, i: usize) {
+        let Some(c) = self.cu(i) else { return };
+        let (id, epoch, highest) = (c.id, c.epoch(), c.highest_epoch());
+        let floor = self.nodes[i].life_floor_epoch;
+        if epoch != 0
+            && epoch <= floor
+            && self.cfg.topology.epoch_owner(epoch) == Some(id)
+            && self.reported_once.insert(("inv-epoch", id, epoch))
+        {
+            self.violation(format!(
+                "inv-epoch: cu {id} acts in its own epoch {epoch:#x}, not above the {floor:#x} an earlier life persisted"
+            ));
+        }
+        let n = &mut self.nodes[i];
+        n.persisted_epoch = n.persisted_epoch.max(highest);
     }
 
     fn on_event(&mut self, i: usize, e: Event) {
@@ -580,16 +608,17 @@ impl World {
         let boot = self.nodes[i].boots;
         self.max_epoch_rx.remove(&id);
         self.nodes[i].slot = if self.nodes[i].is_cu {
-            Slot::Cu(Box::new(ControlUnit::new(
-                self.cfg.clone(),
-                id,
-                false,
-                boot,
-                self.now_us,
-            )))
+            let persisted = self.nodes[i].persisted_epoch;
+            self.nodes[i].life_floor_epoch = persisted;
+            let mut c =
+                ControlUnit::new(node_cfg(&self.cfg, id, boot), id, false, boot, self.now_us);
+            if let Err(e) = c.restore_highest_epoch(persisted) {
+                self.violation(format!("cu {id} refused its persisted epoch: {e}"));
+            }
+            Slot::Cu(Box::new(c))
         } else {
             Slot::Client(Box::new(Client::new(
-                self.cfg.clone(),
+                node_cfg(&self.cfg, id, boot),
                 id,
                 true,
                 boot,
@@ -1141,6 +1170,14 @@ impl World {
 const STEPS: [&str; 3] = ["querying", "resolving", "replaying"];
 
 /// Runs one seed and returns its report.
+/// The config of node `id` in its life `boot`: the run's, with a table seed of its own, as
+/// separate processes would have (replicas must agree whatever their slot order).
+fn node_cfg(cfg: &ProtoConfig, id: NodeId, boot: u32) -> ProtoConfig {
+    let mut c = cfg.clone();
+    c.table_seed ^= ((u64::from(id) << 32) | u64::from(boot)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    c
+}
+
 pub fn run_seed(seed: u64, opts: &SimOptions) -> RunReport {
     let mut rng = SplitMix64::new(seed ^ 0x5eed_5eed_5eed_5eed);
     let mut n_cu = if rng.chance(0.3) { 3 } else { 2 };
@@ -1168,7 +1205,10 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> RunReport {
     cfg.rto_us = 15_000;
     cfg.tick_us = 2_000;
     cfg.bulk_window = rng.range(4, 64) as u32;
-    cfg.max_frame_bytes = [600, 1472, 9000][rng.below(3) as usize];
+    // The frame trailer grew from a 16-byte tag to 32 bytes (boot nonces added); the frames
+    // keep the room for messages they had, so every seed replays as it did before.
+    cfg.max_frame_bytes =
+        [600, 1472, 9000][rng.below(3) as usize] + crate::wire::TRAILER_BYTES - 16;
     cfg.cut_policy = match rng.below(3) {
         0 => CutPolicy::Complete,
         1 => CutPolicy::Fast,
@@ -1177,6 +1217,9 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> RunReport {
         },
     };
     cfg.inject = opts.inject;
+    // The tables' slot order decides the order of entries in bulk streams, so it must come
+    // from the seed, not from the process, for a seed to replay exactly.
+    cfg.table_seed = seed ^ 0x7ab1_e5ee_d000_0000;
     cfg.validate().expect("simulator config is valid");
     let mut profile = NetProfile::draw(&mut rng);
     if opts.faults.delay_spikes {
@@ -1201,16 +1244,32 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> RunReport {
         nodes.push(Node {
             id,
             is_cu: true,
-            slot: Slot::Cu(Box::new(ControlUnit::new(cfg.clone(), id, true, 0, 0))),
+            slot: Slot::Cu(Box::new(ControlUnit::new(
+                node_cfg(&cfg, id, 0),
+                id,
+                true,
+                0,
+                0,
+            ))),
             boots: 0,
+            persisted_epoch: 0,
+            life_floor_epoch: 0,
         });
     }
     for &id in &clients {
         nodes.push(Node {
             id,
             is_cu: false,
-            slot: Slot::Client(Box::new(Client::new(cfg.clone(), id, false, 0, 0))),
+            slot: Slot::Client(Box::new(Client::new(
+                node_cfg(&cfg, id, 0),
+                id,
+                false,
+                0,
+                0,
+            ))),
             boots: 0,
+            persisted_epoch: 0,
+            life_floor_epoch: 0,
         });
     }
     let report = RunReport {

@@ -179,9 +179,10 @@ impl<'a> FrameReader<'a> {
             return Err(WireError::BadVersion(header.version));
         }
         let payload_len = header.payload_len.get() as usize;
-        // `rest` holds at least TAG_BYTES (checked above); subtracting cannot underflow, whereas
-        // `payload_len + TAG_BYTES` overflows a 32-bit usize for a hostile payload_len.
-        if rest.len() - TAG_BYTES != payload_len {
+        // `rest` holds at least TRAILER_BYTES (checked above); subtracting cannot underflow,
+        // whereas `payload_len + TRAILER_BYTES` overflows a 32-bit usize for a hostile
+        // payload_len.
+        if rest.len() - TRAILER_BYTES != payload_len {
             return Err(WireError::LengthMismatch);
         }
         let payload = &rest[..payload_len];
@@ -385,7 +386,7 @@ impl<'a> FrameBuilder<'a> {
     }
     /// Bytes still free for messages (header and tag already accounted for).
     pub fn room(&self) -> usize {
-        self.buf.len() - TAG_BYTES - self.len
+        self.buf.len() - TRAILER_BYTES - self.len
     }
 
     fn push_parts(&mut self, kind: Kind, flags: u8, parts: &[&[u8]]) -> bool {
@@ -474,7 +475,7 @@ impl<'a> FrameBuilder<'a> {
     /// Writes the header counts and a zero tag; returns the datagram length.
     pub fn finish(self) -> usize {
         let payload_len = self.len - HEADER_BYTES;
-        let end = self.len + TAG_BYTES;
+        let end = self.len + TRAILER_BYTES;
         let (hb, _) = self.buf.split_at_mut(HEADER_BYTES);
         let h = FrameHeader::mut_from_bytes(hb).expect("header slice has header size");
         h.msg_count = self.count.into();

@@ -11,10 +11,13 @@ pub const MAGIC: u32 = u32::from_le_bytes(*b"SSYN");
 pub const VERSION: u8 = 1;
 pub const HEADER_BYTES: usize = size_of::<FrameHeader>();
 pub const MSG_HEADER_BYTES: usize = size_of::<MsgHeader>();
-/// Room reserved at the end of every frame for an authentication tag (filled by a later layer).
+/// Bytes of the authentication tag (AES-256-GCM).
 pub const TAG_BYTES: usize = 16;
-/// Smallest possible datagram: header and tag, no messages.
-pub const MIN_FRAME_BYTES: usize = HEADER_BYTES + TAG_BYTES;
+/// Room reserved at the end of every frame for the [`AuthTrailer`] (filled by `crate::auth`
+/// just before the frame is sent; zero in a frame sent with authentication off).
+pub const TRAILER_BYTES: usize = size_of::<AuthTrailer>();
+/// Smallest possible datagram: header and trailer, no messages.
+pub const MIN_FRAME_BYTES: usize = HEADER_BYTES + TRAILER_BYTES;
 /// Largest frame we ever build or accept (a UDP payload limit).
 pub const MAX_FRAME_BYTES: usize = 65_507;
 /// Number of state sections; a cookie has one bit per section.
@@ -35,6 +38,21 @@ pub struct FrameHeader {
     pub payload_len: U32,
     pub epoch: U64,
     pub packet_seq: U64,
+}
+
+/// The last bytes of every frame. The two boot nonces name the session (one life of the sender
+/// and one of the receiver) whose key made the tag, so a frame from before either end
+/// restarted no longer verifies. Everything before `tag` is authenticated.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct AuthTrailer {
+    /// The sender's boot nonce: start time in microseconds, shifted left 8, plus 8 random
+    /// bits, so a later life has a larger nonce.
+    pub sender_boot: U64,
+    /// The receiver's boot nonce as the sender knows it; 0 before it has heard the receiver
+    /// (a session opener: authenticated, but its messages are not acted upon).
+    pub receiver_boot: U64,
+    pub tag: [u8; TAG_BYTES],
 }
 
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]

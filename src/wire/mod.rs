@@ -1,7 +1,7 @@
 //! Zero-copy wire format.
 //!
 //! Every datagram is exactly one frame: a fixed 32-byte [`FrameHeader`], a batch of messages, and
-//! a 16-byte authentication tag slot. Everything is little-endian and unaligned, so a received
+//! a 32-byte [`AuthTrailer`] (two boot nonces and a 16-byte tag). Everything is little-endian and unaligned, so a received
 //! buffer is viewed in place through `zerocopy` without copying. See `docs/PROTOCOL.md` for the
 //! byte offset of every field.
 //!

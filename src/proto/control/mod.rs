@@ -118,11 +118,12 @@ struct Chan {
 }
 
 impl Chan {
-    fn new(id: u32, owner: NodeId, window: usize) -> Self {
+    /// `seed`: the node's `ProtoConfig::table_seed`.
+    fn new(id: u32, owner: NodeId, window: usize, seed: u64) -> Self {
         Chan {
             id,
             owner,
-            state: ChannelState::default(),
+            state: ChannelState::with_seed(seed),
             history: History::new(INITIAL_EPOCH, 1),
             ring: OpRing::new(window),
             next_op: 1,
@@ -229,6 +230,18 @@ pub enum ControlError {
     UnknownNode,
 }
 
+/// Why [`ControlUnit::restore_highest_epoch`] refused a persisted epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum RestoreError {
+    #[error("epoch {epoch} is beyond any reachable epoch (counter above 2^48): corrupt")]
+    OutOfRange { epoch: u64 },
+    #[error(
+        "an earlier life saw epoch {epoch}, above the initial epoch {initial} this unit would start in: restart it as a re-joining unit"
+    )]
+    InitialAfterLaterEpoch { epoch: u64, initial: u64 },
+}
+
 /// A vote is a promise, as in Raft: a unit that voted for a candidate must not help the old
 /// primary commit past that candidate while it may be taking over. Its cut would discard what
 /// the old primary then committed without it (seed 6112768: a standby voted, heard the old
@@ -260,6 +273,9 @@ pub struct ControlUnit {
     role: Role,
     epoch: u64,
     max_counter: u64,
+    /// The highest epoch an earlier life persisted (0: none restored); see
+    /// [`ControlUnit::restore_highest_epoch`].
+    restored_epoch: u64,
     chans: Vec<Chan>,
     peers: Vec<Peer>,
     /// Primary: bit i set when control unit i is in the sync set.
@@ -339,7 +355,7 @@ impl ControlUnit {
             .channel_owner
             .iter()
             .enumerate()
-            .map(|(c, &o)| Chan::new(c as u32, o, window))
+            .map(|(c, &o)| Chan::new(c as u32, o, window, cfg.table_seed))
             .collect();
         let all_mask: u32 = if n >= 32 { u32::MAX } else { (1u32 << n) - 1 };
         let peers = topo
@@ -380,6 +396,7 @@ impl ControlUnit {
             role,
             epoch: if initial { INITIAL_EPOCH } else { 0 },
             max_counter: epoch_counter(INITIAL_EPOCH),
+            restored_epoch: 0,
             chans,
             peers,
             sync_mask: all_mask & !(1 << index),
@@ -431,6 +448,52 @@ impl ControlUnit {
     }
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// The highest epoch this unit has taken as its own or followed, in this life or (through
+    /// [`ControlUnit::restore_highest_epoch`]) an earlier one. Issue 10 item 6: a host persists
+    /// it before it transmits anything after a step that raised it (it rises only inside
+    /// `handle_datagram`, `handle_timeout` or a control-plane request, never inside
+    /// `poll_transmit`), so no frame of an epoch leaves before the epoch is on disk. Cheap: a
+    /// host compares it after every step.
+    ///
+    /// Within one life `epoch` never decreases (an adopted epoch is higher, a new one is made
+    /// from a counter past every epoch heard), so the maximum with the restored value is exact.
+    pub fn highest_epoch(&self) -> u64 {
+        self.epoch.max(self.restored_epoch)
+    }
+
+    /// Restores the highest epoch an earlier life of this unit persisted (see
+    /// [`ControlUnit::highest_epoch`]). Call it right after [`ControlUnit::new`], before the
+    /// unit is driven. Its next candidacy then takes a counter above the restored epoch's, so
+    /// it never creates an epoch an earlier life may already have announced (clients or
+    /// standbys that heard that one would take two lives' frames as one primary's).
+    ///
+    /// The unit still follows whatever epoch the other units are in, even one below the
+    /// restored epoch: a candidacy persisted just before a crash may never have been heard, and
+    /// refusing the epoch the others still run in would leave this unit out for good. Its own
+    /// epochs stay above everything it persisted. Restoring a lower value changes nothing.
+    ///
+    /// Refused, leaving the unit unchanged: an epoch whose counter exceeds
+    /// [`crate::proto::MAX_EPOCH_COUNTER`] (no failover count reaches it: the stored value is
+    /// corrupt, and counting up from it could overflow), and an epoch above the one a unit
+    /// built as `initial` starts in (that unit would act in the deployment's first epoch after
+    /// an earlier life saw a later one: restart it as a re-joining unit instead).
+    pub fn restore_highest_epoch(&mut self, epoch: u64) -> Result<(), RestoreError> {
+        if epoch_counter(epoch) > super::MAX_EPOCH_COUNTER {
+            return Err(RestoreError::OutOfRange { epoch });
+        }
+        if self.epoch != 0 && epoch > self.epoch {
+            return Err(RestoreError::InitialAfterLaterEpoch {
+                epoch,
+                initial: self.epoch,
+            });
+        }
+        if epoch > self.restored_epoch {
+            self.restored_epoch = epoch;
+            self.max_counter = self.max_counter.max(epoch_counter(epoch));
+        }
+        Ok(())
     }
     pub fn config(&self) -> &ProtoConfig {
         &self.cfg
@@ -1036,6 +1099,83 @@ mod tests {
             cu.handle_timeout(t);
             t += 1_000;
         }
+    }
+
+    fn two_units() -> ProtoConfig {
+        ProtoConfig::new(Topology {
+            control_units: vec![1, 2],
+            clients: vec![100],
+            channel_owner: vec![100],
+            submitters: vec![],
+        })
+    }
+
+    /// Runs both units, delivering every frame between them at once, until `done(b)` holds.
+    fn pump(
+        a: &mut ControlUnit,
+        b: &mut ControlUnit,
+        mut t: u64,
+        done: impl Fn(&ControlUnit) -> bool,
+    ) -> u64 {
+        fn step(src: &mut ControlUnit, dst: &mut ControlUnit, t: u64, buf: &mut [u8]) {
+            src.handle_timeout(t);
+            while let Some(tx) = src.poll_transmit(t, buf) {
+                if tx.dst == dst.id {
+                    dst.handle_datagram(t, &buf[..tx.len]);
+                }
+            }
+        }
+        let mut buf = vec![0u8; 1472];
+        for _ in 0..10_000 {
+            step(a, b, t, &mut buf);
+            step(b, a, t, &mut buf);
+            if done(b) {
+                return t;
+            }
+            t += 1_000;
+        }
+        panic!("never done: b is {:?} in epoch {:#x}", b.role(), b.epoch());
+    }
+
+    #[test]
+    fn restored_epoch_raises_the_next_candidacy() {
+        let persisted = crate::proto::make_epoch(9, 0);
+        let mut a = ControlUnit::new(two_units(), 1, true, 1, 0);
+        let mut b = ControlUnit::new(two_units(), 2, false, 2, 0);
+        assert_eq!(b.highest_epoch(), 0);
+        b.restore_highest_epoch(persisted).unwrap();
+        // A lower value changes nothing.
+        b.restore_highest_epoch(INITIAL_EPOCH).unwrap();
+        assert_eq!(b.highest_epoch(), persisted);
+        // It follows the epoch the others still run in, below the restored one...
+        let t = pump(&mut a, &mut b, 0, |b| b.is_eligible());
+        assert_eq!(b.epoch(), INITIAL_EPOCH);
+        assert_eq!(b.highest_epoch(), persisted);
+        // ...but the epoch it makes is above everything it persisted.
+        b.operator_takeover(t).unwrap();
+        assert_eq!(b.epoch(), crate::proto::make_epoch(10, 1));
+        assert_eq!(b.highest_epoch(), b.epoch());
+        pump(&mut a, &mut b, t, |b| b.role() == Role::Primary);
+        assert_eq!(a.highest_epoch(), b.epoch(), "the old primary followed");
+    }
+
+    #[test]
+    fn restore_refuses_corrupt_and_initial_after_later() {
+        let mut b = ControlUnit::new(two_units(), 2, false, 2, 0);
+        let too_far = crate::proto::make_epoch(crate::proto::MAX_EPOCH_COUNTER + 1, 0);
+        assert!(matches!(
+            b.restore_highest_epoch(too_far),
+            Err(RestoreError::OutOfRange { .. })
+        ));
+        assert_eq!(b.highest_epoch(), 0);
+        // A unit built in the first epoch cannot take a later one: it would act in the first.
+        let mut a = ControlUnit::new(two_units(), 1, true, 1, 0);
+        assert!(matches!(
+            a.restore_highest_epoch(INITIAL_EPOCH + 1),
+            Err(RestoreError::InitialAfterLaterEpoch { .. })
+        ));
+        a.restore_highest_epoch(INITIAL_EPOCH).unwrap();
+        assert_eq!(a.highest_epoch(), INITIAL_EPOCH);
     }
 
     #[test]
