@@ -28,7 +28,7 @@ use crate::proto::{
 };
 use crate::wire::{
     BULK_FLAG_PRIVATE, BulkEntry, Entry, FrameHeader, FrameReader, HEADER_BYTES, Kind, MAGIC,
-    MAX_FRAME_BYTES, MIN_FRAME_BYTES, MSG_HEADER_BYTES, Msg, SECTIONS, TAG_BYTES,
+    MAX_FRAME_BYTES, MIN_FRAME_BYTES, MSG_HEADER_BYTES, Msg, SECTIONS, TRAILER_BYTES,
     UPDATE_FLAG_PREAPPLIED, UpdateView, VERSION, entry_wire_len,
 };
 use zerocopy::{Immutable, IntoBytes};
@@ -224,7 +224,7 @@ const OP_COUNT: u8 = 7;
 pub enum Op<'a> {
     /// `handle_datagram` with these exact bytes.
     Raw(&'a [u8]),
-    /// `handle_datagram` with `payload` between a valid header and a zero tag: magic, version,
+    /// `handle_datagram` with `payload` between a valid header and a zero trailer: magic, version,
     /// payload length and message count (counted by walking the message headers) are right,
     /// so mutations of the payload reach the message parsers and the protocol.
     Frame {
@@ -363,7 +363,7 @@ impl OpWriter {
         let Some(sender) = SENDERS.iter().position(|&s| s == f.sender()) else {
             return self.raw(datagram);
         };
-        let payload = &datagram[HEADER_BYTES..datagram.len() - TAG_BYTES];
+        let payload = &datagram[HEADER_BYTES..datagram.len() - TRAILER_BYTES];
         self.frame(sender as u8, 3, f.epoch(), payload)
     }
     pub fn frame(
@@ -427,7 +427,9 @@ impl OpWriter {
     }
 }
 
-/// Wraps `payload` in a valid frame header (sender, epoch, packet sequence) and a zero tag.
+/// Wraps `payload` in a valid frame header (sender, epoch, packet sequence) and a zero
+/// authentication trailer (as a node with authentication off sends it; the sans-IO nodes never
+/// see the trailer, `crate::auth` checks it before them).
 /// `msg_count` is the number of message headers found by walking the body lengths, so a
 /// well-formed payload makes a well-formed frame.
 pub fn wrap_payload(sender: NodeId, epoch: u64, packet_seq: u64, payload: &[u8]) -> Vec<u8> {
@@ -452,7 +454,7 @@ pub fn wrap_payload(sender: NodeId, epoch: u64, packet_seq: u64, payload: &[u8])
     let mut out = Vec::with_capacity(MIN_FRAME_BYTES + payload.len());
     out.extend_from_slice(h.as_bytes());
     out.extend_from_slice(payload);
-    out.resize(out.len() + TAG_BYTES, 0);
+    out.resize(out.len() + TRAILER_BYTES, 0);
     out
 }
 

@@ -463,6 +463,10 @@ fn config_seeds() -> Vec<(String, Vec<u8>)> {
             "[[clients]]\nid = 102\naddr = \"127.0.0.1:1\"\nadmin = \"127.0.0.1:2\"\nchannels = [5]\n",
         ),
         (
+            "security-state",
+            "[security]\nkey_dir = \"keys\"\n[state]\ndir = \"/var/lib/statesync\"\n",
+        ),
+        (
             "hostname",
             "[[clients]]\nid = 102\naddr = \"localhost:7001\"\nadmin = \"127.0.0.1:2\"\nchannels = [3]\n",
         ),
