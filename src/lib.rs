@@ -5,10 +5,14 @@
 //! - [`proto`]: sans-IO state machines for primary, standby and client;
 //! - [`sim`]: the deterministic simulator that runs `proto` under seeded faults;
 //! - [`daemon`]: one node per process, configured from a shared TOML file, with an admin socket.
+//!
+//! [`fuzz_harness`] holds the fuzz targets' harness functions, shared by `fuzz/` (cargo-fuzz)
+//! and the stable corpus replay test.
 
 pub mod auth;
 pub mod cli;
 pub mod daemon;
+pub mod fuzz_harness;
 pub mod proto;
 pub mod rng;
 pub mod runtime;

@@ -252,17 +252,40 @@ pub fn load(path: impl AsRef<Path>) -> Result<DeploymentConfig, ConfigError> {
 
 /// Parses and validates config text; `path` is only used in messages.
 pub fn parse(text: &str, path: impl AsRef<Path>) -> Result<DeploymentConfig, ConfigError> {
-    let path = path.as_ref().to_owned();
+    parse_with(text, path.as_ref(), Names::Resolve)
+}
+
+/// As [`parse`], but every address must be a numeric `IP:PORT`: a host name is an error
+/// instead of a lookup. For the config fuzzer (`fuzz_harness::config`), where a name lookup
+/// per input would be slow and depend on the machine's resolver.
+pub fn parse_offline(text: &str, path: impl AsRef<Path>) -> Result<DeploymentConfig, ConfigError> {
+    parse_with(text, path.as_ref(), Names::Refuse)
+}
+
+/// Whether a host name in an address is looked up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Names {
+    Resolve,
+    Refuse,
+}
+
+fn parse_with(text: &str, path: &Path, names: Names) -> Result<DeploymentConfig, ConfigError> {
+    let path = path.to_owned();
     let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.clone(),
         message: e.to_string().trim_end().to_owned(),
     })?;
-    validate(raw, path.clone()).map_err(|message| ConfigError::Invalid { path, message })
+    validate(raw, path.clone(), names).map_err(|message| ConfigError::Invalid { path, message })
 }
 
-fn parse_addr(field: &str, s: &str) -> Result<SocketAddr, String> {
+fn parse_addr(field: &str, s: &str, names: Names) -> Result<SocketAddr, String> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);
+    }
+    if names == Names::Refuse {
+        return Err(format!(
+            "{field}: invalid socket address {s:?} (expected IP:PORT; host names are not looked up here)"
+        ));
     }
     // Host names ("localhost:7001") resolve once, at load.
     match s.to_socket_addrs() {
@@ -289,7 +312,7 @@ pub fn parse_cut_policy(s: &str) -> Result<CutPolicy, String> {
     }
 }
 
-fn validate(raw: RawConfig, path: PathBuf) -> Result<DeploymentConfig, String> {
+fn validate(raw: RawConfig, path: PathBuf, names: Names) -> Result<DeploymentConfig, String> {
     if raw.control_units.is_empty() {
         return Err("control_units: empty (at least one [[control_units]] is needed)".into());
     }
@@ -324,7 +347,7 @@ fn validate(raw: RawConfig, path: PathBuf) -> Result<DeploymentConfig, String> {
     // Sockets: every bound address is distinct.
     let mut addrs: HashMap<SocketAddr, String> = HashMap::new();
     let mut claim_addr = |field: String, s: &str| -> Result<SocketAddr, String> {
-        let a = parse_addr(&field, s)?;
+        let a = parse_addr(&field, s, names)?;
         if a.port() == 0 {
             return Err(format!(
                 "{field}: port 0 is not allowed (peers must know it)"

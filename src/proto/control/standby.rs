@@ -103,7 +103,12 @@ impl ControlUnit {
                     return;
                 }
                 let (acked, top) = (r.acked_op, r.base_op);
-                if acked > top {
+                // Ops `acked + 1..=top` are in the snapshot but not acknowledged by the
+                // client: the primary retains each of them in its ring and sends their
+                // cookies, which this ring must hold, so there are never more than a ring's
+                // capacity. A wider gap is a lie, and a failover would later apply its ops one
+                // by one (`apply_through` up to `preapplied_top`): 2^62 iterations at worst.
+                if acked > top || top - acked > c.ring.capacity() as u64 {
                     self.counters.rejected_unexpected += 1;
                     return;
                 }
