@@ -104,6 +104,11 @@ pub struct ChurnArgs {
     /// submitter's key file (in its `[security] key_dir`).
     #[arg(long)]
     pub config: Option<std::path::PathBuf>,
+    /// During the timed run, fire this many hostile datagrams per second at the nodes with
+    /// spoofed sources of other nodes (random, truncated, untagged, wrong-key, stale-session;
+    /// a raw socket: needs root). Every one must be refused, and the run must still pass.
+    #[arg(long, default_value_t = 0.0)]
+    pub hostile_rate: f64,
 }
 
 /// What a churn run found; `ok` is the verdict (exit 0 only when it is true).
@@ -307,6 +312,7 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
     let run_phase = Arc::new(AtomicBool::new(!args.prefill));
     let mut handles = Vec::new();
     let mut producers = Vec::new();
+    let mut hostile_targets = Vec::new();
     let mut gauges = Vec::new();
     let mut io_kind = None;
     for (w, shard) in shards.iter().enumerate() {
@@ -364,6 +370,19 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
             .copied()
             .zip(transports.iter().map(|t| t.local_addr()))
             .collect();
+        // The hostile sender aims at every link, from the address of its other end.
+        for &(a, aa) in &addrs {
+            for &(b, ba) in &addrs {
+                if a != b && (a <= 2 || b <= 2) {
+                    hostile_targets.push(crate::cli::hostile::Target {
+                        dst: ba,
+                        dst_id: b,
+                        src: aa,
+                        claimed: a,
+                    });
+                }
+            }
+        }
         // Ephemeral link keys for this shard's nodes: every control unit with every node.
         let links: Vec<(NodeId, NodeId)> = ids
             .iter()
@@ -452,6 +471,20 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
         Baseline::default()
     };
     let tasks_at_start = TaskSnapshot::take();
+    let drops_at_start = crate::cli::hostile::udp_rcvbuf_errors();
+    let hostile = if args.hostile_rate > 0.0 {
+        let stop = gen_stop.clone();
+        let rate = args.hostile_rate;
+        let targets = std::mem::take(&mut hostile_targets);
+        Some(
+            std::thread::Builder::new()
+                .name("statesync-hostile".into())
+                .spawn(move || crate::cli::hostile::flood(&targets, rate, &stop))
+                .map_err(|e| e.to_string())?,
+        )
+    } else {
+        None
+    };
     run_phase.store(true, Ordering::Relaxed);
     let start = Instant::now();
     let mut last = (base.committed, base.submitted, Instant::now());
@@ -480,6 +513,15 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
     let measured_s = start.elapsed().as_secs_f64();
     let committed_at_end = total(&|g| g.committed.load(Ordering::Relaxed));
     gen_stop.store(true, Ordering::Relaxed);
+    let hostile = match hostile {
+        Some(t) => Some(
+            t.join()
+                .map_err(|_| "hostile sender panicked".to_string())?
+                .map_err(|e| format!("hostile sender: {e}"))?,
+        ),
+        None => None,
+    };
+    let drops_in_run = crate::cli::hostile::udp_rcvbuf_errors().saturating_sub(drops_at_start);
     let from_thread = match generator {
         Some(thread) => Some(
             thread
@@ -545,6 +587,8 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
         generated,
         drained,
         ledger: check,
+        hostile,
+        udp_drops: drops_in_run,
     };
     let ok = report(
         args,
@@ -653,6 +697,10 @@ struct End {
     generated: u64,
     drained: bool,
     ledger: LedgerCheck,
+    /// What the hostile sender fired (`--hostile-rate`), and the kernel's UDP receive-buffer
+    /// drops during the timed run (system-wide).
+    hostile: Option<crate::cli::hostile::HostileReport>,
+    udp_drops: u64,
 }
 
 /// The open-loop load: which key changes next and when it is due. Each change carries its
@@ -1159,6 +1207,36 @@ fn report(
     }
     // The verdict: each failed condition on a line of its own, with its size.
     let mut failed = Vec::new();
+    if let Some(h) = &end.hostile {
+        let unknown_addr: u64 = outputs
+            .iter()
+            .flat_map(|o| &o.nodes)
+            .map(|n| n.rejected_unknown_addr)
+            .sum();
+        let refused = auth.rejected() + unknown_addr;
+        let by_class: Vec<String> = crate::cli::hostile::CLASSES
+            .iter()
+            .zip(h.by_class)
+            .map(|(c, n)| format!("{n} {c}"))
+            .collect();
+        println!(
+            "hostile: {} datagrams sent with spoofed sources ({}; {} send errors); refused {} ({} by authentication, {} from unknown addresses), {} dropped by the kernel on full buffers",
+            h.sent,
+            by_class.join(", "),
+            h.send_errors,
+            refused,
+            auth.rejected(),
+            unknown_addr,
+            end.udp_drops
+        );
+        // Each hostile datagram was refused, dropped by the kernel, or never sent.
+        if refused + end.udp_drops + h.send_errors < h.sent {
+            failed.push(format!(
+                "{} hostile datagrams unaccounted for (neither refused nor dropped)",
+                h.sent - refused - end.udp_drops - h.send_errors
+            ));
+        }
+    }
     if committed < generated {
         failed.push(format!(
             "{} generated changes never committed ({generated} generated, {committed} committed)",
