@@ -977,3 +977,28 @@ fn keys_are_required_and_kept_private() {
         "a file of another node"
     );
 }
+
+/// `statesync probe` against a running deployment: every canary refused, exit 0 (root: the
+/// canaries carry spoofed sources).
+#[test]
+fn probe_sees_every_canary_refused() {
+    if !is_root() {
+        eprintln!("skipped: probe needs root (raw socket)");
+        return;
+    }
+    let mut kids = Children::new("probe");
+    let lab = write_config(&kids.dir, false, "");
+    start_primary_and_standby(&mut kids, &lab, Duration::from_secs(5));
+    let out = Command::new(BIN)
+        .args(["probe", "--config", lab.path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("every canary refused"), "{text}");
+    assert_eq!(text.matches("-> ok").count(), 3, "{text}");
+}

@@ -39,6 +39,9 @@ enum Cmd {
     Admin(AdminArgs),
     /// Write a fresh key file for every node of a deployment (one key per link).
     Keygen(statesync::daemon::cli::KeygenArgs),
+    /// Send hostile canaries (spoofed, untagged, wrong-key, stale, random) to every node of a
+    /// running deployment and check that each is refused (needs root).
+    Probe(statesync::cli::hostile::ProbeArgs),
 }
 
 #[derive(clap::Args)]
@@ -89,5 +92,6 @@ fn main() -> ExitCode {
         Cmd::Drill(a) => statesync::cli::drill::run(a),
         Cmd::Admin(a) => admin(a),
         Cmd::Keygen(a) => statesync::daemon::cli::run_keygen(a),
+        Cmd::Probe(a) => statesync::cli::hostile::run_probe(a),
     }
 }
