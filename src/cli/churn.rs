@@ -1138,7 +1138,7 @@ fn report(
     }
     if secured {
         println!(
-            "authentication: AES-256-GCM, ephemeral keys per link; {} frames sealed, {} verified, {} session openers, {} rejected ({} bad tag, {} replayed, {} stale session)",
+            "authentication: ChaCha20-Poly1305, ephemeral keys per link; {} frames sealed, {} verified, {} session openers, {} rejected ({} bad tag, {} replayed, {} stale session)",
             auth.sealed,
             auth.delivered,
             auth.openers,
