@@ -42,6 +42,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("control_unit", control_unit),
     ("client", client),
     ("config", config),
+    ("auth", auth),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -643,3 +644,94 @@ pub fn run_client(data: &[u8]) -> Client {
 
 mod seeds;
 pub use seeds::{MAX_SEED_BYTES, seed_inputs};
+
+// ---------------------------------------------------------------------------------------------
+// auth
+
+/// The first `n` bytes of `r` (fewer at its end), advancing it.
+fn take<'a>(r: &mut &'a [u8], n: usize) -> &'a [u8] {
+    let (x, y) = r.split_at(n.min(r.len()));
+    *r = y;
+    x
+}
+
+/// Frame authentication (`crate::auth`): a node holding real keys, with a session open to its
+/// peer, is fed a sequence of ops from the input: arbitrary datagrams (as if from the peer's
+/// address), frames the peer sealed with bytes of the input changed, replays of the last
+/// sealed frame, and time. A datagram the peer did not seal, or one changed after sealing, must
+/// never be delivered; a sealed one is delivered exactly once.
+pub fn auth(data: &[u8]) {
+    use crate::auth::{Auth, LinkKeys, Verdict};
+    use crate::wire::FrameBuilder;
+    use std::net::SocketAddr;
+    const A: NodeId = 1;
+    const B: NodeId = 100;
+    let secret = [0x42u8; 32];
+    let mut a = Auth::with_boot(&LinkKeys::from_secrets(A, [(B, secret)]), 1 << 20);
+    let mut b = Auth::with_boot(&LinkKeys::from_secrets(B, [(A, secret)]), 2 << 20);
+    let from_a = SocketAddr::from(([127, 0, 0, 1], 1));
+    let from_b = SocketAddr::from(([127, 0, 0, 1], 2));
+    // Open the session: an opener from A, B's hello back.
+    let mut buf = vec![0u8; 4096];
+    let mut seq = 1u64;
+    let n = FrameBuilder::new(&mut buf, A, 0, seq).finish();
+    assert!(a.seal(B, &mut buf[..n]));
+    assert_eq!(b.open(0, from_a, Some(A), &buf[..n]), Verdict::Consumed);
+    let mut hello = [0u8; 128];
+    let (n, _, _) = b
+        .poll_hello(0, &mut hello)
+        .expect("a hello answers the opener");
+    assert_eq!(a.open(0, from_b, Some(B), &hello[..n]), Verdict::Consumed);
+    let mut now_us = 0u64;
+    let mut last: Option<Vec<u8>> = None;
+    let mut r = data;
+    while let Some((&op, rest)) = r.split_first() {
+        r = rest;
+        match op % 4 {
+            0 => {
+                let len = take(&mut r, 1).first().copied().unwrap_or(0) as usize * 4;
+                let bytes = take(&mut r, len);
+                let v = b.open(now_us, from_a, Some(A), bytes);
+                assert_ne!(v, Verdict::Deliver, "an unsealed datagram was delivered");
+            }
+            1 => {
+                // A sealed frame with one message whose body comes from the input, then
+                // changed at the positions the input names.
+                seq += 1;
+                let body = take(&mut r, 64);
+                let mut fb = FrameBuilder::new(&mut buf, A, 0x100, seq);
+                let _ = fb.push_submit(0, seq, (body, 0), (&[], 0));
+                let n = fb.finish();
+                assert!(a.seal(B, &mut buf[..n]));
+                let flips = take(&mut r, 2);
+                let mut f = buf[..n].to_vec();
+                for &x in flips {
+                    let at = x as usize % n;
+                    f[at] ^= 1 << (x % 8);
+                }
+                let changed = f != buf[..n];
+                let v = b.open(now_us, from_a, Some(A), &f);
+                if changed {
+                    assert_ne!(v, Verdict::Deliver, "a changed frame was delivered");
+                } else {
+                    assert_eq!(v, Verdict::Deliver, "a sealed frame was refused");
+                    last = Some(f);
+                }
+            }
+            2 => {
+                if let Some(f) = &last {
+                    let v = b.open(now_us, from_a, Some(A), f);
+                    assert_ne!(v, Verdict::Deliver, "a replay was delivered");
+                }
+            }
+            _ => {
+                let d = take(&mut r, 2);
+                now_us += u16::from_le_bytes([
+                    d.first().copied().unwrap_or(0),
+                    d.get(1).copied().unwrap_or(0),
+                ]) as u64;
+                let _ = b.poll_hello(now_us, &mut hello);
+            }
+        }
+    }
+}

@@ -60,9 +60,17 @@ fn corpus_config() {
 }
 
 #[test]
+fn corpus_auth() {
+    replay("auth", target("auth"));
+}
+
+#[test]
 fn every_target_has_a_corpus_test() {
     let names: Vec<&str> = TARGETS.iter().map(|(n, _)| *n).collect();
-    assert_eq!(names, ["decode", "control_unit", "client", "config"]);
+    assert_eq!(
+        names,
+        ["decode", "control_unit", "client", "config", "auth"]
+    );
 }
 
 #[test]

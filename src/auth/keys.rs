@@ -80,6 +80,17 @@ impl LinkKeys {
         self.links.keys().copied()
     }
 
+    /// Keys from given secrets (tests and fuzzing; real keys come from [`LinkKeys::generate`]).
+    pub fn from_secrets(
+        node: NodeId,
+        links: impl IntoIterator<Item = (NodeId, [u8; SECRET_BYTES])>,
+    ) -> LinkKeys {
+        LinkKeys {
+            node,
+            links: links.into_iter().collect(),
+        }
+    }
+
     /// Fresh random secrets for every pair in `links` (each pair once, either order): one
     /// `LinkKeys` per node named in them, sorted by node ID.
     pub fn generate(links: &[(NodeId, NodeId)]) -> Result<Vec<LinkKeys>, KeyError> {

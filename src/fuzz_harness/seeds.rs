@@ -315,6 +315,9 @@ pub fn seed_inputs(target: &str) -> Vec<(String, Vec<u8>)> {
     if target == "config" {
         return config_seeds();
     }
+    if target == "auth" {
+        return auth_seeds();
+    }
     let scenarios: [(&str, u8, usize, Fault); 8] = [
         ("steady", 0, 40, Fault::None),
         ("steady", 0b0000_1101, 40, Fault::None),
@@ -474,4 +477,21 @@ fn config_seeds() -> Vec<(String, Vec<u8>)> {
         out.push((name.into(), format!("{CONFIG_BASE}{extra}").into_bytes()));
     }
     out
+}
+
+/// Seeds of the `auth` target: each op kind (raw datagram, sealed frame, changed frame,
+/// replay, time) at least once.
+fn auth_seeds() -> Vec<(String, Vec<u8>)> {
+    let body: Vec<u8> = (0..64).collect();
+    let sealed = [&[1u8][..], &body, &[]].concat();
+    vec![
+        ("sealed".into(), sealed.clone()),
+        ("changed".into(), [&[1u8][..], &body, &[5, 77]].concat()),
+        ("replay".into(), [&sealed[..], &[0, 0, 2]].concat()),
+        ("raw".into(), [&[0u8, 20][..], &[0u8; 80]].concat()),
+        (
+            "time".into(),
+            [&[3u8, 0x20, 0x4e][..], &sealed, &[0, 0, 2]].concat(),
+        ),
+    ]
 }
