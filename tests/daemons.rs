@@ -897,6 +897,8 @@ fn forged_replayed_and_foreign_frames_change_no_role() {
             .collect();
         send(&junk);
     }
+    // Longer than the configured datagram size: dropped before anything is parsed.
+    sock.send_to(&[0u8; 4000], primary).unwrap();
     // A stranger's address: refused before anything is parsed.
     let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
     stranger.send_to(&claim, primary).unwrap();

@@ -574,6 +574,7 @@ fn status(runner: &NodeRunner, clock: &Clock, now_us: u64, stats: &AdminStats) -
         json!({
             "io": runner.transport.kind().to_string(),
             "rejected_unknown_addr": runner.rejected_unknown_addr,
+            "rejected_oversize": runner.rejected_oversize,
             "datagrams_sent": runner.transport.stats().datagrams_sent,
             "datagrams_received": runner.transport.stats().datagrams_received,
         }),

@@ -63,6 +63,9 @@ pub struct NodeRunner {
     peers: FxHashMap<NodeId, SocketAddr>,
     /// Datagrams from addresses we do not know, dropped before parsing.
     pub rejected_unknown_addr: u64,
+    /// Datagrams longer than the configured `max_datagram_bytes` (a GRO-merged buffer is
+    /// split first), dropped before parsing.
+    pub rejected_oversize: u64,
     known: FxHashMap<SocketAddr, NodeId>,
     /// Load clients send SUBMIT frames from addresses nobody configured; only a control unit
     /// takes them, from the submitter IDs of its topology.
@@ -88,6 +91,7 @@ impl NodeRunner {
             transport,
             peers,
             rejected_unknown_addr: 0,
+            rejected_oversize: 0,
             known,
             submitters,
             auth: None,
@@ -118,10 +122,16 @@ impl NodeRunner {
             known,
             submitters,
             rejected_unknown_addr,
+            rejected_oversize,
             auth,
             ..
         } = self;
+        let max_bytes = transport.max_datagram_bytes();
         transport.poll_recv(wait, &mut |src, bytes| {
+            if bytes.len() > max_bytes {
+                *rejected_oversize += 1;
+                return;
+            }
             // Only configured peers (and submitters) may speak to us; the frame's sender ID is
             // checked again by the protocol core.
             let expected = known.get(&src).copied();
