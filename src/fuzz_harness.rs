@@ -43,6 +43,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("client", client),
     ("config", config),
     ("auth", auth),
+    ("admin", admin),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -734,4 +735,60 @@ pub fn auth(data: &[u8]) {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// admin
+
+/// One admin request, as the daemon's listeners hand it over, to a control unit of the fuzz
+/// topology (its socket opened once per process). The first byte picks the caller (the Unix
+/// socket or the network) and whether a token is configured; the rest is the request. It must
+/// never panic, and a network caller without the token must never take over.
+pub fn admin(data: &[u8]) {
+    use crate::daemon::Clock;
+    use crate::daemon::admin::config::AdminToken;
+    use crate::daemon::admin::{AdminStats, Caller, handle_request};
+    use crate::runtime::node::{Machine, NodeRunner};
+    use std::cell::RefCell;
+    thread_local! {
+        static NODE: RefCell<Option<(NodeRunner, Clock)>> = const { RefCell::new(None) };
+    }
+    let Some((&sel, request)) = data.split_first() else {
+        return;
+    };
+    NODE.with(|n| {
+        let mut n = n.borrow_mut();
+        let (runner, clock) = n.get_or_insert_with(|| {
+            let clock = Clock::new();
+            let cu = ControlUnit::new(proto_config(0), CONTROL_UNITS[1], true, 7, clock.now_us());
+            let transport = crate::transport::Transport::open(crate::transport::TransportConfig {
+                bind: "127.0.0.1:0".parse().expect("literal"),
+                io: crate::transport::IoChoice::Mmsg,
+                ..Default::default()
+            })
+            .expect("a loopback socket");
+            (
+                NodeRunner::new(Machine::Cu(Box::new(cu)), transport, []),
+                clock,
+            )
+        });
+        let caller = if sel & 1 == 0 {
+            Caller::Local
+        } else {
+            Caller::Network
+        };
+        let token = AdminToken::from_text("fuzz-token-0123456789");
+        let token = (sel & 2 != 0).then_some(&token);
+        let epoch = runner.machine.as_cu().map(|c| c.epoch());
+        let mut stats = AdminStats::default();
+        let now = clock.now_us();
+        let out = handle_request(request, caller, token, runner, clock, now, &mut stats);
+        if caller == Caller::Network && !out.authenticated {
+            assert_eq!(
+                runner.machine.as_cu().map(|c| c.epoch()),
+                epoch,
+                "an unauthenticated network request changed the epoch"
+            );
+        }
+    });
 }

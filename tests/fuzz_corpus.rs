@@ -65,11 +65,23 @@ fn corpus_auth() {
 }
 
 #[test]
+fn corpus_admin() {
+    replay("admin", target("admin"));
+}
+
+#[test]
 fn every_target_has_a_corpus_test() {
     let names: Vec<&str> = TARGETS.iter().map(|(n, _)| *n).collect();
     assert_eq!(
         names,
-        ["decode", "control_unit", "client", "config", "auth"]
+        [
+            "decode",
+            "control_unit",
+            "client",
+            "config",
+            "auth",
+            "admin"
+        ]
     );
 }
 

@@ -318,6 +318,27 @@ pub fn seed_inputs(target: &str) -> Vec<(String, Vec<u8>)> {
     if target == "auth" {
         return auth_seeds();
     }
+    if target == "admin" {
+        return [
+            (0u8, r#"{"cmd":"status"}"#),
+            (1, r#"{"cmd":"status"}"#),
+            (1, r#"{"cmd":"takeover"}"#),
+            (3, r#"{"cmd":"takeover","token":"fuzz-token-0123456789"}"#),
+            (3, r#"{"cmd":"switchover","target":3,"token":"wrong"}"#),
+            (
+                0,
+                r#"{"cmd":"op_status","channel":1,"epoch":256,"from":1,"to":99}"#,
+            ),
+            (
+                0,
+                r#"{"cmd":"op_status","channel":4000000000,"epoch":256,"op":1}"#,
+            ),
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, (sel, req))| (format!("seed-{i}"), [&[*sel][..], req.as_bytes()].concat()))
+        .collect();
+    }
     let scenarios: [(&str, u8, usize, Fault); 8] = [
         ("steady", 0, 40, Fault::None),
         ("steady", 0b0000_1101, 40, Fault::None),

@@ -85,6 +85,11 @@ impl std::fmt::Debug for AdminToken {
 }
 
 impl AdminToken {
+    /// A token from its text (fuzzing and tests; a deployment reads `admin.token_file`).
+    pub fn from_text(text: &str) -> AdminToken {
+        AdminToken(text.to_owned())
+    }
+
     /// The token as the request's `"token"` field carries it.
     pub fn as_str(&self) -> &str {
         &self.0
