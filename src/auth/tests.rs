@@ -172,3 +172,30 @@ fn hellos_are_rate_limited_and_never_larger_than_the_opener() {
     }
     assert_eq!(b.stats.hellos_tx, 1, "one hello per interval");
 }
+
+/// Line card 100 holds only its own link keys: whatever it claims, from whatever address, a
+/// frame it seals never verifies as line card 101's (nor as a control unit's) at a control unit.
+#[test]
+fn a_line_cards_keys_cannot_speak_for_another_node() {
+    let keys = LinkKeys::generate(&[(1, 100), (1, 101), (1, 2)]).unwrap();
+    let get = |id| keys.iter().find(|k| k.node() == id).unwrap().clone();
+    let mut cu = Auth::with_boot(&get(1), 50);
+    let mut card = Auth::with_boot(&get(100), 60);
+    for claimed in [101, 2] {
+        // From the other node's address (spoofed): the tag was made with card 100's link key.
+        let mut f = frame(claimed, if claimed == 101 { 10 } else { 20 });
+        assert!(card.seal(1, &mut f));
+        assert_eq!(
+            cu.open(0, addr(9), Some(claimed), &f),
+            Verdict::Reject(Reject::BadTag),
+            "as {claimed}"
+        );
+        // From its own address: the claim does not match the address.
+        assert_eq!(
+            cu.open(0, addr(8), Some(100), &f),
+            Verdict::Reject(Reject::SenderMismatch)
+        );
+    }
+    assert_eq!(cu.peer_boot(101), 0);
+    assert_eq!(cu.peer_boot(2), 0);
+}
