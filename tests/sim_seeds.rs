@@ -349,3 +349,14 @@ fn a_vote_keeps_the_candidate_in_the_voters_sync_set() {
     let r = run_seed(6112768, &SimOptions::default());
     assert!(r.violations.is_empty(), "{:?}", r.violations);
 }
+
+/// Seed 9004041 (three units): the primary announced its only in-sync standby into the sync
+/// set and died before that standby heard it. The standby held an empty view, so it was not
+/// eligible and announced no JOINED; the other standby, which had heard the announcement,
+/// votes only for a joined unit; nobody took over, for good (inv5). After the primary is lost,
+/// a standby takes a newer view of its epoch that a peer heard from the primary.
+#[test]
+fn a_standby_learns_a_newer_sync_set_from_a_peer() {
+    let r = run_seed(9004041, &SimOptions::default());
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+}

@@ -547,6 +547,9 @@ pub struct Counters {
     /// Primary heartbeats whose sync set was not acknowledged because it left out the
     /// candidate this standby had just voted for (see `Pledge`).
     pub sync_set_held_for_candidate: u64,
+    /// Sync-set views of our epoch taken from a peer after the primary was lost (announced
+    /// by the primary; we missed the announcement).
+    pub views_learnt_from_peers: u64,
 }
 
 impl Counters {

@@ -614,7 +614,7 @@ impl ControlUnit {
     /// not hear (with three units). Two stale standbys and a restarted unit can still agree on a stale view:
     /// without persistent state a restarted unit cannot know better. `None`: no view to vote
     /// by.
-    fn effective_mask(&self, now_us: u64) -> Option<u32> {
+    fn effective_mask(&self, now_us: u64) -> Option<(u16, u32)> {
         let timeout = self.cfg.failover_timeout_us;
         let live_peers = || {
             self.peers.iter().enumerate().filter(move |(i, p)| {
@@ -635,12 +635,12 @@ impl ControlUnit {
                 best = Some((p.seen_version, p.seen_mask));
             }
         }
-        let (_, mask) = best?;
+        let best = best?;
         let own_view = self.has_view && self.seen_mask != 0;
         if !own_view && live_peers().count() < 2 {
             return None;
         }
-        Some(mask)
+        Some(best)
     }
 
     /// True when this standby would be allowed to take over (it has a complete state and the

@@ -237,9 +237,23 @@ impl ControlUnit {
             self.resume_kept_state();
         }
         let alive = |t: Option<u64>| t.is_some_and(|t| now_us < t + timeout);
-        let Some(mask) = self.effective_mask(now_us) else {
+        let Some((version, mask)) = self.effective_mask(now_us) else {
             return;
         };
+        // A newer set of our epoch that a peer heard from the primary and we did not (the
+        // primary announced it and died): it is the primary's own word, so we take it as our
+        // view. Seed 9004041: the only in-sync standby never heard that it had joined, so it
+        // was not eligible and announced no JOINED, while the other standby, which had heard
+        // it, would only vote for a joined one; nobody ever took over.
+        if self.role == Role::Standby
+            && self.has_view
+            && (version, mask) != (self.seen_version, self.seen_mask)
+            && version.wrapping_sub(self.seen_version) as i16 > 0
+        {
+            self.seen_version = version;
+            self.seen_mask = mask;
+            self.counters.views_learnt_from_peers += 1;
+        }
         let eligible = self.is_eligible() && mask & (1 << self.index) != 0;
         // Our choice of successor: the highest-priority live member of the freshest sync set
         // we know (ourselves included when we are in it).
