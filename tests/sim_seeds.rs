@@ -360,3 +360,13 @@ fn a_standby_learns_a_newer_sync_set_from_a_peer() {
     let r = run_seed(9004041, &SimOptions::default());
     assert!(r.violations.is_empty(), "{:?}", r.violations);
 }
+
+/// Seed 11005826 (three units): the primary dropped its last standby while that standby was
+/// cut off (announcing an empty sync set), then died. The unit that knew only the empty set
+/// never voted and the dropped standby, which holds every committed op, never got a majority
+/// (inv5, no primary). With an empty freshest set, a unit votes by the set one version older.
+#[test]
+fn an_empty_sync_set_defers_to_the_one_before_it() {
+    let r = run_seed(11005826, &SimOptions::default());
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+}

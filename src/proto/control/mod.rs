@@ -635,7 +635,24 @@ impl ControlUnit {
                 best = Some((p.seen_version, p.seen_mask));
             }
         }
-        let best = best?;
+        let mut best = best?;
+        // The freshest set is empty: nothing was committed since it became so (a primary
+        // commits nothing without a sync set), so the members of the set just before it (one
+        // version older: one primary per epoch announces consecutive versions) hold every
+        // committed op. Seed 11005826: the primary dropped the last standby while it was cut
+        // off, then died; the unit that knew only the empty set never voted, so nobody took
+        // over.
+        if best.1 == 0 {
+            let prev = best.0.wrapping_sub(1);
+            let own = (self.has_view && self.seen_version == prev && self.seen_mask != 0)
+                .then_some(self.seen_mask);
+            let peer = live_peers()
+                .find(|(_, p)| p.epoch == self.epoch && p.seen_version == prev && p.seen_mask != 0)
+                .map(|(_, p)| p.seen_mask);
+            if let Some(m) = own.or(peer) {
+                best = (prev, m);
+            }
+        }
         let own_view = self.has_view && self.seen_mask != 0;
         if !own_view && live_peers().count() < 2 {
             return None;
