@@ -334,6 +334,8 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
         proto.bulk_window = 4096;
         proto.ack_events = true;
         proto.standby_apply_events = false;
+        // The worker reads the client-apply stage from each channel's watermark.
+        proto.client_apply_events = false;
         // Loopback under full load: a late heartbeat must not look like a dead primary.
         proto.heartbeat_interval_us = 20_000;
         proto.failover_timeout_us = 2_000_000;
@@ -487,6 +489,7 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
     };
     run_phase.store(true, Ordering::Relaxed);
     let start = Instant::now();
+    let cpu_at_start_ns = crate::cli::platform::own_cpu_ns();
     let mut last = (base.committed, base.submitted, Instant::now());
     while start.elapsed().as_secs_f64() < args.duration {
         std::thread::sleep(Duration::from_millis(1000).min(Duration::from_secs_f64(
@@ -512,6 +515,7 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
     }
     let measured_s = start.elapsed().as_secs_f64();
     let committed_at_end = total(&|g| g.committed.load(Ordering::Relaxed));
+    let run_cpu_ns = crate::cli::platform::own_cpu_ns().saturating_sub(cpu_at_start_ns);
     gen_stop.store(true, Ordering::Relaxed);
     let hostile = match hostile {
         Some(t) => Some(
@@ -583,6 +587,7 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
     );
     let end = End {
         measured_s,
+        run_cpu_ns,
         committed_at_end,
         generated,
         drained,
@@ -693,6 +698,8 @@ fn check_ledger(ledger: &Ledger, value_bytes: usize, outputs: &[WorkerOutput]) -
 /// How the run ended: the figures the verdict needs besides the workers' outputs.
 struct End {
     measured_s: f64,
+    /// CPU this process used during the timed run, all threads.
+    run_cpu_ns: u64,
     committed_at_end: u64,
     generated: u64,
     drained: bool,
@@ -998,6 +1005,7 @@ fn report(
 ) -> Result<ChurnOutcome, String> {
     let &End {
         measured_s,
+        run_cpu_ns,
         committed_at_end,
         generated,
         drained,
@@ -1057,6 +1065,8 @@ fn report(
         }
     }
     let committed_per_s = committed_at_end.saturating_sub(base.committed) as f64 / measured_s;
+    let run_committed = committed_at_end.saturating_sub(base.committed).max(1);
+    let cpu_ns_per_change = run_cpu_ns as f64 / run_committed as f64;
     let run_datagrams = datagrams.saturating_sub(base.datagrams);
     println!("\n== churn report ==");
     println!(
@@ -1072,6 +1082,11 @@ fn report(
             base.prefilled, base.seconds
         );
     }
+    println!(
+        "cpu: {:.2} s over the timed run ({:.2} cores busy), {cpu_ns_per_change:.0} ns per committed change (compares builds on a busy machine)",
+        run_cpu_ns as f64 / 1e9,
+        run_cpu_ns as f64 / 1e9 / measured_s,
+    );
     println!(
         "datagrams {datagrams} ({:.0}/s in the timed run), wire bytes per change {:.1}",
         run_datagrams as f64 / measured_s,
@@ -1302,6 +1317,7 @@ fn report(
             "value_bytes": args.value_bytes,
             "rate": args.rate,
             "duration_s": measured_s,
+            "cpu_ns_per_change": cpu_ns_per_change,
             "datagrams_per_s": run_datagrams as f64 / measured_s,
             "prefill_keys": base.prefilled,
             "worker_busy_share": turns.busy_share(),

@@ -30,6 +30,20 @@ pub struct OtherTask {
     pub slices: u64,
 }
 
+/// CPU time of every thread of this process so far, in ns (0 where the kernel reports none).
+/// Over a timed run, CPU per committed change compares builds on a shared machine, where the
+/// rate itself moves with whatever else runs.
+pub fn own_cpu_ns() -> u64 {
+    let Ok(threads) = fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    threads
+        .flatten()
+        .filter_map(|t| SchedStat::read(t.path().join("schedstat")))
+        .map(|s| s.cpu_ns)
+        .sum()
+}
+
 impl TaskSnapshot {
     /// Reads every task of every process but ours. Tasks that vanish while being read are
     /// skipped; on a system without `/proc` the snapshot is empty.

@@ -26,8 +26,10 @@ struct Chan {
     /// land on state it does not know (say, a stale primary's replay to our previous life):
     /// the channel then asks for a full replay instead of applying it.
     vouched: bool,
-    /// Cookies of recently applied ops, `op % len`; valid for ops `>= cookies_from`.
+    /// Cookies of the last `cookie_history` applied ops, at [`Chan::cookie_slot`] (a
+    /// power-of-two array, so a mask finds the slot); valid for ops `>= cookies_from`.
     cookies: Vec<u64>,
+    cookie_history: u64,
     cookies_from: u64,
     replay: Option<BulkRx>,
     last_replay_done: Option<u32>,
@@ -51,11 +53,14 @@ impl Chan {
         if self.applied <= op {
             return 0;
         }
-        if op + 1 < self.cookies_from || self.applied - op > self.cookies.len() as u64 {
+        if op + 1 < self.cookies_from || self.applied - op > self.cookie_history {
             return ALL_SECTIONS_MASK;
         }
-        let n = self.cookies.len() as u64;
-        (op + 1..=self.applied).fold(0, |m, o| m | self.cookies[(o % n) as usize])
+        (op + 1..=self.applied).fold(0, |m, o| m | self.cookies[self.cookie_slot(o)])
+    }
+
+    fn cookie_slot(&self, op: u64) -> usize {
+        op as usize & (self.cookies.len() - 1)
     }
 }
 
@@ -99,7 +104,8 @@ impl Client {
                     unknown: fresh,
                     data_epoch: if fresh { 0 } else { INITIAL_EPOCH },
                     vouched: true,
-                    cookies: vec![0; window],
+                    cookies: vec![0; window.next_power_of_two()],
+                    cookie_history: window as u64,
                     cookies_from: 1,
                     replay: None,
                     last_replay_done: None,
@@ -298,7 +304,6 @@ impl Client {
             self.counters.rejected_unexpected += 1;
             return;
         };
-        let window = self.cfg.window_ops as u64;
         let emit = self.cfg.client_apply_events;
         let c = &mut self.chans[i];
         if c.unknown || c.replay.is_some() {
@@ -318,7 +323,8 @@ impl Client {
             }
             c.applied = op;
             c.data_epoch = epoch;
-            c.cookies[(op % window) as usize] = u.cookie();
+            let slot = c.cookie_slot(op);
+            c.cookies[slot] = u.cookie();
             c.ack_dirty = true;
             c.nack = None;
             c.replay_done_ack = false;

@@ -1,36 +1,62 @@
-//! A fixed-capacity ring of ops indexed by op ID.
+//! A fixed-capacity ring of ops indexed by op ID, with the ops' encoded entries in one byte log.
 //!
 //! The primary keeps its retention window here (for retransmission) and a standby keeps its
-//! pending queue here [0047]. Ops are dense per channel, so slot `op % capacity` finds an op in
-//! O(1): matching a cumulative ack is a pointer move, not a search. Slot buffers are reused, so a
-//! warmed ring does not allocate.
+//! pending queue here [0047]. Ops are dense per channel, so an op's record is found in O(1) by
+//! its distance from the ring's origin: matching a cumulative ack is a pointer move, not a
+//! search.
+//!
+//! Why one log rather than a buffer per op: each change is encoded once, straight into the log,
+//! and frames copy from there. In steady state the window is nearly empty at the end of every
+//! turn (ops commit within it), and an empty ring restarts both its records and its log at their
+//! front. So the lines a push writes and a send reads are the few at the front, warm in cache,
+//! instead of a record and a separate buffer 16 Ki ops further on, both cold. The log grows (by
+//! doubling, keeping what it holds) only when an op does not fit; a warmed ring does not
+//! allocate.
 
-use crate::wire::{Entry, EntryIter, UpdateView, encode_entry};
+use crate::wire::{Entry, EntryIter, UpdateView, entry_wire_len, write_entry};
 
-#[derive(Debug, Default, Clone)]
-pub struct Slot {
+/// Where one op's entries sit in the log, and what is known of it.
+#[derive(Debug, Default, Clone, Copy)]
+struct Record {
+    op: u64,
+    cookie: u64,
+    /// Byte offset of the op's entries in the log.
+    offset: u32,
+    /// Byte length of all its entries, and of the public ones at their front.
+    len: u32,
+    public_len: u32,
+    public_count: u16,
+    private_count: u16,
+    /// The op is already contained in a transferred snapshot: nothing to apply.
+    preapplied: bool,
+}
+
+/// One retained op, borrowed from the ring.
+#[derive(Debug, Clone, Copy)]
+pub struct Slot<'a> {
     pub op: u64,
     pub cookie: u64,
     /// The op is already contained in a transferred snapshot: nothing to apply.
     pub preapplied: bool,
     pub public_count: u16,
     pub private_count: u16,
+    /// Byte length of the public entries.
     pub public_len: usize,
     /// Encoded public entries, then encoded private entries.
-    pub bytes: Vec<u8>,
+    bytes: &'a [u8],
 }
 
-impl Slot {
-    pub fn public(&self) -> (&[u8], u16) {
+impl<'a> Slot<'a> {
+    pub fn public(&self) -> (&'a [u8], u16) {
         (&self.bytes[..self.public_len], self.public_count)
     }
-    pub fn private(&self) -> (&[u8], u16) {
+    pub fn private(&self) -> (&'a [u8], u16) {
         (&self.bytes[self.public_len..], self.private_count)
     }
-    pub fn entries(&self) -> impl Iterator<Item = Entry<'_>> {
+    pub fn entries(&self) -> impl Iterator<Item = Entry<'a>> + use<'a> {
         let public = self.public_count as usize;
         EntryIterOwned {
-            inner: decode_entries(&self.bytes),
+            inner: decode_entries(self.bytes),
             index: 0,
             public,
         }
@@ -53,32 +79,57 @@ impl<'a> Iterator for EntryIterOwned<'a> {
     }
 }
 
-/// Entries stored in a slot were validated when they arrived (or encoded by us), so a plain
+/// Entries stored in the log were validated when they arrived (or encoded by us), so a plain
 /// iterator over them cannot fail.
 fn decode_entries(bytes: &[u8]) -> EntryIter<'_> {
     crate::wire::codec_entry_iter(bytes)
 }
 
+/// First log size: a few turns' worth of small changes for one channel.
+const INITIAL_LOG_BYTES: usize = 64 * 1024;
+
 #[derive(Debug)]
 pub struct OpRing {
-    slots: Vec<Slot>,
+    /// Power-of-two many records; op `op` sits at `(op - origin) & (len - 1)`.
+    records: Vec<Record>,
+    /// Ops the ring may hold (the window): `records.len()` rounded it up.
+    capacity: usize,
+    /// The op at record 0. Moved to the next op whenever the ring empties, so the records in
+    /// use are the first few.
+    origin: u64,
     /// Lowest op held; the ring holds `base..=top` (empty when `top < base`).
     base: u64,
     top: u64,
+    /// The ops' entries, in op order, circular: live bytes run from the base op's offset to
+    /// `head`, wrapping at most once.
+    log: Vec<u8>,
+    /// Where the next op's entries go.
+    head: usize,
+    /// Size of the log when first needed.
+    initial_log_bytes: usize,
 }
 
 impl OpRing {
     pub fn new(capacity: usize) -> Self {
+        Self::with_initial_log(capacity, INITIAL_LOG_BYTES)
+    }
+
+    fn with_initial_log(capacity: usize, initial_log_bytes: usize) -> Self {
         assert!(capacity > 0);
         OpRing {
-            slots: (0..capacity).map(|_| Slot::default()).collect(),
+            initial_log_bytes,
+            records: vec![Record::default(); capacity.next_power_of_two()],
+            capacity,
+            origin: 1,
             base: 1,
             top: 0,
+            log: Vec::new(),
+            head: 0,
         }
     }
 
     pub fn capacity(&self) -> usize {
-        self.slots.len()
+        self.capacity
     }
     pub fn len(&self) -> usize {
         (self.top + 1 - self.base) as usize
@@ -87,7 +138,7 @@ impl OpRing {
         self.top < self.base
     }
     pub fn is_full(&self) -> bool {
-        self.len() == self.slots.len()
+        self.len() >= self.capacity
     }
     /// Highest op held, or `base - 1` when empty.
     pub fn top(&self) -> u64 {
@@ -97,75 +148,161 @@ impl OpRing {
         self.base
     }
 
+    fn index(&self, op: u64) -> usize {
+        (op - self.origin) as usize & (self.records.len() - 1)
+    }
+
     /// Doubles the capacity, keeping every op held. Only the `OverrunBound` plant calls it: a
     /// correct primary reports backpressure at its window instead of growing memory.
     pub(crate) fn grow_for_injected_bug(&mut self) {
-        let (old, new) = (self.slots.len() as u64, 2 * self.slots.len() as u64);
-        let mut slots: Vec<Slot> = (0..new).map(|_| Slot::default()).collect();
+        let old = std::mem::take(&mut self.records);
+        let old_mask = old.len() - 1;
+        self.capacity *= 2;
+        self.records = vec![Record::default(); 2 * old.len()];
         for op in self.base..=self.top {
-            slots[(op % new) as usize] = std::mem::take(&mut self.slots[(op % old) as usize]);
+            let r = old[(op - self.origin) as usize & old_mask];
+            let i = self.index(op);
+            self.records[i] = r;
         }
-        self.slots = slots;
     }
 
     /// Empties the ring and makes `next` the next op it will accept.
     pub fn reset(&mut self, next: u64) {
         self.base = next;
         self.top = next - 1;
+        self.restart();
     }
 
-    pub fn get(&self, op: u64) -> Option<&Slot> {
+    /// An empty ring starts its records and its log at their front again.
+    fn restart(&mut self) {
+        debug_assert!(self.is_empty());
+        self.origin = self.base;
+        self.head = 0;
+    }
+
+    pub fn get(&self, op: u64) -> Option<Slot<'_>> {
         if op < self.base || op > self.top {
             return None;
         }
-        let s = &self.slots[(op % self.slots.len() as u64) as usize];
-        assert_eq!(s.op, op, "ring slot holds the wrong op");
-        Some(s)
+        let r = &self.records[self.index(op)];
+        assert_eq!(r.op, op, "ring record holds the wrong op");
+        let (offset, len) = (r.offset as usize, r.len as usize);
+        Some(Slot {
+            op,
+            cookie: r.cookie,
+            preapplied: r.preapplied,
+            public_count: r.public_count,
+            private_count: r.private_count,
+            public_len: r.public_len as usize,
+            bytes: &self.log[offset..offset + len],
+        })
     }
 
-    /// Reserves the slot for `op`, which must be `top + 1`, and returns it cleared for filling.
-    fn push_slot(&mut self, op: u64) -> &mut Slot {
+    /// Reserves `len` bytes of log for op `op`, which must be `top + 1`, and fills its record
+    /// but for the entry fields; returns the log offset.
+    fn push_record(&mut self, op: u64, len: usize) -> usize {
         assert_eq!(op, self.top + 1, "ops enter the ring densely");
         assert!(!self.is_full(), "ring overflow: caller must check is_full");
+        let offset = self.reserve(len);
         self.top = op;
-        let cap = self.slots.len() as u64;
-        let s = &mut self.slots[(op % cap) as usize];
-        s.op = op;
-        s.bytes.clear();
-        s
+        let i = self.index(op);
+        self.records[i] = Record {
+            op,
+            offset: offset as u32,
+            len: len as u32,
+            ..Record::default()
+        };
+        offset
     }
 
-    /// Stores a change built from caller entries (the primary's submit path).
-    pub fn push_entries(&mut self, op: u64, entries: &[Entry<'_>]) -> &Slot {
-        let s = self.push_slot(op);
+    /// Finds `len` free bytes in the log for the op after `top`, growing the log if none.
+    fn reserve(&mut self, len: usize) -> usize {
+        if self.is_empty() {
+            self.restart();
+        }
+        loop {
+            let tail = (!self.is_empty()).then(|| self.records[self.index(self.base)].offset);
+            let at = match tail.map(|t| t as usize) {
+                // Live bytes wrapped (tail..end, then 0..head): fill up to short of the tail,
+                // strictly, so that a full log never looks like an unwrapped one.
+                Some(t) if self.head < t => (self.head + len < t).then_some(self.head),
+                // Live bytes run tail..head (or none): append, or wrap to the front.
+                _ if self.head + len <= self.log.len() => Some(self.head),
+                Some(t) if len < t => Some(0),
+                _ => None,
+            };
+            if let Some(at) = at {
+                self.head = at + len;
+                return at;
+            }
+            self.grow_log(len);
+        }
+    }
+
+    /// At least doubles the log, moving the live ops to its front in op order.
+    fn grow_log(&mut self, len: usize) {
+        let live: usize = (self.base..=self.top)
+            .map(|op| self.records[self.index(op)].len as usize)
+            .sum();
+        let size = (2 * self.log.len())
+            .max(self.initial_log_bytes)
+            .max((live + len).next_power_of_two());
+        assert!(size <= u32::MAX as usize, "ring log beyond 4 GiB");
+        let mut log = vec![0u8; size];
+        let mut at = 0;
+        for op in self.base..=self.top {
+            let i = self.index(op);
+            let r = &mut self.records[i];
+            let (from, n) = (r.offset as usize, r.len as usize);
+            log[at..at + n].copy_from_slice(&self.log[from..from + n]);
+            r.offset = at as u32;
+            at += n;
+        }
+        self.log = log;
+        self.head = at;
+    }
+
+    /// Stores a change built from caller entries (the primary's submit path): each entry is
+    /// encoded once, into the log, public entries first.
+    pub fn push_entries(&mut self, op: u64, entries: &[Entry<'_>]) {
+        let len: usize = entries
+            .iter()
+            .map(|e| entry_wire_len(e.value.map_or(0, <[u8]>::len)))
+            .sum();
+        let offset = self.push_record(op, len);
+        let mut at = offset;
         let mut cookie = 0u64;
-        let (mut pubc, mut privc) = (0u16, 0u16);
+        let (mut public_count, mut private_count) = (0u16, 0u16);
         for e in entries.iter().filter(|e| !e.private) {
-            encode_entry(&mut s.bytes, e);
+            at += write_entry(&mut self.log[at..], e);
             cookie |= 1 << e.section;
-            pubc += 1;
+            public_count += 1;
         }
-        s.public_len = s.bytes.len();
+        let public_len = at - offset;
         for e in entries.iter().filter(|e| e.private) {
-            encode_entry(&mut s.bytes, e);
-            privc += 1;
+            at += write_entry(&mut self.log[at..], e);
+            private_count += 1;
         }
-        s.cookie = cookie;
-        s.public_count = pubc;
-        s.private_count = privc;
-        s.preapplied = false;
-        s
+        let i = self.index(op);
+        let r = &mut self.records[i];
+        r.cookie = cookie;
+        r.public_len = public_len as u32;
+        r.public_count = public_count;
+        r.private_count = private_count;
     }
 
     /// Stores a received UPDATE (the standby's pending queue).
     pub fn push_update(&mut self, u: &UpdateView<'_>, preapplied: bool) {
-        let s = self.push_slot(u.op());
-        s.bytes.extend_from_slice(u.entry_bytes);
-        s.public_len = u.public_len;
-        s.public_count = u.fixed.public_count.get();
-        s.private_count = u.fixed.private_count.get();
-        s.cookie = u.cookie();
-        s.preapplied = preapplied;
+        let op = u.op();
+        let offset = self.push_record(op, u.entry_bytes.len());
+        self.log[offset..offset + u.entry_bytes.len()].copy_from_slice(u.entry_bytes);
+        let i = self.index(op);
+        let r = &mut self.records[i];
+        r.cookie = u.cookie();
+        r.public_len = u.public_len as u32;
+        r.public_count = u.fixed.public_count.get();
+        r.private_count = u.fixed.private_count.get();
+        r.preapplied = preapplied;
     }
 
     /// Drops every op `<= op` from the front.
@@ -176,6 +313,9 @@ impl OpRing {
                 self.base = op + 1;
                 self.top = op;
             }
+            if self.is_empty() {
+                self.restart();
+            }
         }
     }
 
@@ -183,6 +323,12 @@ impl OpRing {
     pub fn truncate_after(&mut self, op: u64) {
         if op < self.top {
             self.top = op.max(self.base - 1);
+            if self.is_empty() {
+                self.restart();
+            } else {
+                let r = &self.records[self.index(self.top)];
+                self.head = (r.offset + r.len) as usize;
+            }
         }
     }
 }
@@ -194,10 +340,12 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn ent(k: u64) -> [Entry<'static>; 1] {
+        const VALUES: [u8; 40] = [7; 40];
         [Entry {
             section: (k % 64) as u8,
             key: k,
-            value: Some(b"v"),
+            // Sizes vary by op, so the log wraps at different points.
+            value: Some(&VALUES[..(k % 5 * 9) as usize]),
             private: false,
         }]
     }
@@ -236,7 +384,8 @@ mod tests {
         #[test]
         fn ring_matches_btreemap(steps in proptest::collection::vec(
             prop_oneof![Just(Step::Push), (0u8..8).prop_map(Step::Prune), (0u8..8).prop_map(Step::Truncate)], 1..200)) {
-            let mut r = OpRing::new(8);
+            // A log of 64 bytes holds one or two ops: it wraps and grows as the test runs.
+            let mut r = OpRing::with_initial_log(8, 64);
             let mut model: BTreeMap<u64, u64> = BTreeMap::new();
             let mut next = 1u64;
             for s in steps {
@@ -263,7 +412,12 @@ mod tests {
                 }
                 prop_assert_eq!(r.len(), model.len());
                 for (op, cookie) in &model {
-                    prop_assert_eq!(r.get(*op).map(|s| s.cookie), Some(*cookie));
+                    let slot = r.get(*op);
+                    prop_assert_eq!(slot.map(|s| s.cookie), Some(*cookie));
+                    // The entries read back are the ones pushed, whatever wrapped or moved.
+                    let back: Vec<(u64, usize)> = slot.unwrap().entries()
+                        .map(|e| (e.key, e.value.map_or(0, <[u8]>::len))).collect();
+                    prop_assert_eq!(back, vec![(*op, (*op % 5 * 9) as usize)]);
                 }
                 prop_assert!(r.get(r.top() + 1).is_none());
             }

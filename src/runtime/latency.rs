@@ -8,6 +8,8 @@ pub const STAGES: [&str; 3] = ["client_apply", "client_ack", "standby_commit"];
 
 #[derive(Debug)]
 pub struct LatencyRecorder {
+    /// Ops remembered per channel: the retention window rounded up to a power of two, so a
+    /// slot is found with a mask instead of a division.
     window: usize,
     submit_ns: Vec<Vec<u64>>,
     /// Highest op already recorded per channel and stage.
@@ -24,6 +26,7 @@ fn hist() -> Histogram<u64> {
 
 impl LatencyRecorder {
     pub fn new(channels: usize, window: usize) -> Self {
+        let window = window.max(1).next_power_of_two();
         LatencyRecorder {
             window,
             submit_ns: vec![vec![0; window]; channels],
@@ -34,7 +37,12 @@ impl LatencyRecorder {
     }
 
     pub fn submitted(&mut self, channel: u32, op: u64, at_ns: u64) {
-        self.submit_ns[channel as usize][(op % self.window as u64) as usize] = at_ns;
+        let slot = self.slot(op);
+        self.submit_ns[channel as usize][slot] = at_ns;
+    }
+
+    fn slot(&self, op: u64) -> usize {
+        op as usize & (self.window - 1)
     }
 
     /// Records stage `stage` for every op of `channel` up to `through`.
@@ -46,14 +54,28 @@ impl LatencyRecorder {
         }
         // Ops older than the window were overwritten: record only the window's worth.
         let start = from.max(through.saturating_sub(self.window as u64 - 1));
+        // Ops submitted in one batch share their intended time (flat out, the generator stamps
+        // a batch at once), so a run of equal times is one `record_n`, not one record per op.
+        let mut run = (0u64, 0u64);
         for op in start..=through {
-            let t = self.submit_ns[c][(op % self.window as u64) as usize];
-            if t != 0 && now_ns >= t {
-                let us = ((now_ns - t) / 1000).max(1);
-                self.interval[stage].saturating_record(us);
+            let t = self.submit_ns[c][self.slot(op)];
+            if t == run.0 {
+                run.1 += 1;
+                continue;
             }
+            self.record_run(stage, run, now_ns);
+            run = (t, 1);
         }
+        self.record_run(stage, run, now_ns);
         self.done[c][stage] = through;
+    }
+
+    /// Records `count` ops submitted at `at_ns` (0: no intended time, as in the prefill).
+    fn record_run(&mut self, stage: usize, (at_ns, count): (u64, u64), now_ns: u64) {
+        if at_ns != 0 && count > 0 && now_ns >= at_ns {
+            let us = ((now_ns - at_ns) / 1000).max(1);
+            self.interval[stage].saturating_record_n(us, count);
+        }
     }
 
     /// Ends the current interval: adds it to `total`, returns it and starts a new one.

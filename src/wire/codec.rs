@@ -129,8 +129,17 @@ fn validate_entries(bytes: &[u8], public: u16, count: u32) -> Result<usize, Wire
     Ok(public_len)
 }
 
-/// Appends the wire encoding of one entry to `out` (used to build a retained change once).
+/// Appends the wire encoding of one entry to `out`.
 pub fn encode_entry(out: &mut Vec<u8>, e: &Entry<'_>) {
+    let start = out.len();
+    out.resize(start + entry_wire_len(e.value.map_or(0, <[u8]>::len)), 0);
+    write_entry(&mut out[start..], e);
+}
+
+/// Writes the wire encoding of one entry at the front of `out`, which must hold
+/// [`entry_wire_len`] bytes for it; returns that length. The primary encodes each change once,
+/// straight into its retention log, with this.
+pub fn write_entry(out: &mut [u8], e: &Entry<'_>) -> usize {
     let value = e.value.unwrap_or(&[]);
     assert!(
         value.len() <= u16::MAX as usize,
@@ -147,8 +156,10 @@ pub fn encode_entry(out: &mut Vec<u8>, e: &Entry<'_>) {
         value_len: (value.len() as u16).into(),
         key: e.key.into(),
     };
-    out.extend_from_slice(fixed.as_bytes());
-    out.extend_from_slice(value);
+    let (head, rest) = out.split_at_mut(size_of::<EntryFixed>());
+    head.copy_from_slice(fixed.as_bytes());
+    rest[..value.len()].copy_from_slice(value);
+    size_of::<EntryFixed>() + value.len()
 }
 
 /// Bytes an entry takes on the wire.

@@ -13,7 +13,7 @@ mod layout;
 
 pub use codec::{
     Entry, EntryIter, FrameBuilder, FrameReader, Msg, MsgIter, UpdateView, codec_entry_iter,
-    encode_entry, entry_wire_len,
+    encode_entry, entry_wire_len, write_entry,
 };
 pub use layout::*;
 
