@@ -223,7 +223,9 @@ fn dir_problem(field: &str, dir: &Path) -> Option<String> {
             dir.display()
         )),
         Ok(_) => None,
-        Err(e) if e.kind() == ErrorKind::NotFound => creatable(field, dir),
+        Err(e) if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => {
+            creatable(field, dir)
+        }
         Err(e) => Some(format!("{field}: {}: {e}", dir.display())),
     }
 }

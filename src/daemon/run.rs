@@ -403,6 +403,7 @@ fn run_started(
                     c.epoch()
                 ),
             );
+            // A candidate is a passing state: no hook, and the reason waits for what follows.
             if let (Some(h), Some(k)) = (hooks.as_mut(), hook_kind(c.role())) {
                 h.send(Transition {
                     kind: k,
@@ -415,6 +416,8 @@ fn run_started(
                         role_name(c.role())
                     ),
                 });
+            } else if c.role() != Role::Candidate {
+                why = None;
             }
             role = c.role();
         }
