@@ -488,6 +488,31 @@ timeout_ms = 2000
         types.get("statesync_failover_seconds").map(String::as_str),
         Some("histogram")
     );
+    // The shipped Grafana dashboard reads only series that exist.
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/grafana-statesync.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("statesync_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    samples.keys().any(|(n, _)| *n == name),
+                    "dashboard panel {} reads {name}, which the node does not serve",
+                    p["title"]
+                );
+            }
+        }
+    }
     assert_eq!(get(&samples, "statesync_role", "role=\"primary\""), 1.0);
     assert_eq!(get(&samples, "statesync_role", "role=\"standby\""), 0.0);
     assert_eq!(get(&samples, "statesync_epoch", ""), epoch1 as f64);

@@ -662,6 +662,29 @@ mod tests {
     }
 
     #[test]
+    fn router_small_examples_parse_when_uncommented() {
+        let text = include_str!("../../configs/router-small.toml");
+        let start = text.find("# [metrics.node]").unwrap();
+        let (head, tail) = text.split_at(start);
+        let uncommented: String = tail
+            .lines()
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .filter(|l| !l.contains(' ') || l.contains(" = "))
+            })
+            .map(|l| l.unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = crate::daemon::config::parse(&format!("{head}{uncommented}"), "r.toml").unwrap();
+        assert_eq!(
+            c.metrics.listen_of(101),
+            Some("127.0.0.1:9321".parse().unwrap())
+        );
+        assert_eq!(c.hooks.timeout_ms, 5000);
+        assert!(c.hooks.on_fault.is_some());
+    }
+
+    #[test]
     fn serves_metrics_and_refuses_the_rest() {
         let feed = MetricsFeed::new();
         feed.f.epoch.set(512);
