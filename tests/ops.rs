@@ -4,7 +4,9 @@
 //! WATCHDOG) read from a NOTIFY_SOCKET.
 
 use serde_json::{Value, json};
+use statesync::auth::{Auth, LinkKeys};
 use statesync::daemon::admin::request_unix;
+use statesync::wire::{Entry, FrameBuilder, encode_entry};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -372,10 +374,13 @@ addr = "{}"
 id = 100
 addr = "{}"
 channels = [0, 1, 2]
+[submitters]
+ids = [900]
+# Long timeouts: the standby is frozen for a moment below, and only the operator moves roles.
 [timing]
 heartbeat_ms = 20
-failover_timeout_ms = 1000
-drop_timeout_ms = 2000
+failover_timeout_ms = 3000
+drop_timeout_ms = 6000
 query_timeout_ms = 100
 rto_ms = 50
 [security]
@@ -550,6 +555,66 @@ timeout_ms = 2000
     let (cs, _) = parse_exposition(&body);
     assert_eq!(get(&cs, "statesync_role", "role=\"client\""), 1.0);
 
+    // Commit lag, for real: freeze the standby (no acks, so nothing commits), submit, and
+    // watch the primary's lag in ops and in time; thaw it, and the lag goes back to 0.
+    let mut sub = Submitter::new(&[(1, d[0]), (2, d[1])], &s.0.join("keys/node-900.key"));
+    let standby_pid = kids.procs[1].1.id() as i32;
+    // SAFETY: kill(2) on a child we spawned and have not reaped.
+    unsafe { libc::kill(standby_pid, libc::SIGSTOP) };
+    let mut buf = vec![0u8; 1472];
+    for seq in 1..=6u64 {
+        let len = submit_frame(&mut buf, seq, (seq % 3) as u32);
+        sub.send(&mut buf[..len]);
+    }
+    let lagging = std::panic::catch_unwind(|| {
+        wait_for("the primary's commit lag", Duration::from_secs(2), || {
+            let (samples, _) = parse_exposition(&scrape(m[0]).1);
+            let ops: f64 = (0..3)
+                .map(|ch| {
+                    get(
+                        &samples,
+                        "statesync_commit_lag_ops",
+                        &format!("channel=\"{ch}\""),
+                    )
+                })
+                .sum();
+            let secs = (0..3)
+                .map(|ch| {
+                    get(
+                        &samples,
+                        "statesync_commit_lag_seconds",
+                        &format!("channel=\"{ch}\""),
+                    )
+                })
+                .fold(0f64, f64::max);
+            (ops == 6.0 && secs >= 0.1).then_some((ops, secs))
+        })
+    });
+    // SAFETY: as above.
+    unsafe { libc::kill(standby_pid, libc::SIGCONT) };
+    let (ops, secs) = lagging.unwrap_or_else(|e| std::panic::resume_unwind(e));
+    assert!(secs < 3.0, "lag of {ops} ops for {secs} s");
+    wait_for("the lag back to 0 once the standby acks", up, || {
+        let (samples, _) = parse_exposition(&scrape(m[0]).1);
+        (0..3)
+            .all(|ch| {
+                get(
+                    &samples,
+                    "statesync_commit_lag_ops",
+                    &format!("channel=\"{ch}\""),
+                ) == 0.0
+                    && get(
+                        &samples,
+                        "statesync_commit_lag_seconds",
+                        &format!("channel=\"{ch}\""),
+                    ) == 0.0
+            })
+            .then_some(())
+    });
+    wait_for("standby back in the sync set", up, || {
+        status(&admin1).filter(|v| v["sync_mask"].as_u64() == Some(2) && v["role"] == "primary")
+    });
+
     // Switchover: node 2 leads a failover and takes over.
     let v = request_unix(&admin2, &json!({"cmd": "takeover"}), Duration::from_secs(2)).unwrap();
     assert_eq!(v["ok"], true, "{v}");
@@ -631,4 +696,134 @@ timeout_ms = 2000
             .any(|l| l.contains(&format!("epoch {epoch2}"))),
         "{all}"
     );
+}
+
+/// A load client's change: one public and one private entry.
+fn submit_frame(buf: &mut [u8], seq: u64, channel: u32) -> usize {
+    let value = format!("value-{seq}");
+    let mut public = Vec::new();
+    encode_entry(
+        &mut public,
+        &Entry {
+            section: (seq % 4) as u8,
+            key: seq,
+            value: Some(value.as_bytes()),
+            private: false,
+        },
+    );
+    let mut private = Vec::new();
+    encode_entry(
+        &mut private,
+        &Entry {
+            section: 0,
+            key: 1_000_000 + seq,
+            value: Some(b"secret"),
+            private: true,
+        },
+    );
+    // Packet sequence 1 is the session opener's.
+    let mut fb = FrameBuilder::new(buf, 900, 256, seq + 1);
+    assert!(fb.push_submit(channel, seq, (&public, 1), (&private, 1)));
+    fb.finish()
+}
+
+/// Submitter 900 (as in tests/daemons.rs): opens a session with each control unit, then seals
+/// every frame for the unit it goes to.
+struct Submitter {
+    sock: UdpSocket,
+    auth: Auth,
+    cus: Vec<(u32, SocketAddr)>,
+}
+
+impl Submitter {
+    fn new(cus: &[(u32, SocketAddr)], key_file: &Path) -> Submitter {
+        let keys = LinkKeys::load(key_file, 900).expect("submitter key file");
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut s = Submitter {
+            sock,
+            auth: Auth::new(&keys),
+            cus: cus.to_vec(),
+        };
+        let mut buf = vec![0u8; 256];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while s.cus.iter().any(|&(id, _)| s.auth.peer_boot(id) == 0) {
+            assert!(Instant::now() < deadline, "no hello from the control units");
+            for (id, addr) in s.cus.clone() {
+                let n = FrameBuilder::new(&mut buf, 900, 0, 1).finish();
+                if s.auth.peer_boot(id) == 0 && s.auth.seal(id, &mut buf[..n]) {
+                    s.sock.send_to(&buf[..n], addr).unwrap();
+                }
+            }
+            let mut rx = [0u8; 256];
+            if let Ok((n, src)) = s.sock.recv_from(&mut rx) {
+                let id = s.cus.iter().find(|c| c.1 == src).map(|c| c.0);
+                s.auth.open(0, src, id, &rx[..n]);
+            }
+        }
+        s
+    }
+
+    fn send(&mut self, frame: &mut [u8]) {
+        for (id, addr) in self.cus.clone() {
+            assert!(self.auth.seal(id, frame));
+            self.sock.send_to(frame, addr).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_node_that_fails_runs_its_fault_hook() {
+    let s = Scratch::new("fault");
+    let d = free_udp(3);
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let out = s.0.join("fault.txt");
+    let text = format!(
+        r#"
+[[control_units]]
+id = 1
+addr = "{}"
+[[control_units]]
+id = 2
+addr = "{}"
+[[clients]]
+id = 100
+addr = "{}"
+channels = [0]
+[admin]
+socket_dir = {:?}
+[metrics.node]
+1 = "{}"
+[hooks]
+on_fault = "echo \"$STATESYNC_NODE_ID $STATESYNC_ROLE $STATESYNC_EPOCH $STATESYNC_REASON\" > {}"
+"#,
+        d[0],
+        d[1],
+        d[2],
+        s.0.join("sock").display().to_string(),
+        held.local_addr().unwrap(),
+        out.display()
+    );
+    let cfg = s.0.join("lab.toml");
+    std::fs::write(&cfg, text).unwrap();
+    // The metrics address is taken: the node starts its sockets, fails, runs on_fault, exits 1.
+    let st = Command::new(BIN)
+        .args([
+            "primary",
+            "--insecure",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--id",
+            "1",
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(st.code(), Some(1));
+    let line = std::fs::read_to_string(&out).unwrap();
+    assert!(line.starts_with("1 stopped "), "{line}");
+    assert!(line.contains("error: metrics"), "{line}");
+    assert!(line.contains("in use"), "{line}");
+    drop(held);
 }
