@@ -356,9 +356,13 @@ fn metrics_hooks_and_notify_through_a_switchover() {
     let m = free_tcp(3);
     let hooks = s.0.join("hooks");
     std::fs::create_dir_all(&hooks).unwrap();
-    // One file per transition: mktemp never reuses a name.
+    let staging = s.0.join("hooks-staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    // One file per transition (mktemp never reuses a name), moved in once written so that the
+    // test never reads one half-written.
     let hook = format!(
-        "f=$(mktemp {}/$STATESYNC_NODE_ID.XXXXXX) && echo \"$STATESYNC_NODE_ID $STATESYNC_ROLE $STATESYNC_EPOCH $STATESYNC_REASON\" > $f",
+        "f=$(mktemp {}/$STATESYNC_NODE_ID.XXXXXX) && echo \"$STATESYNC_NODE_ID $STATESYNC_ROLE $STATESYNC_EPOCH $STATESYNC_REASON\" > $f && mv $f {}/",
+        staging.display(),
         hooks.display()
     );
     let sock = s.0.join("sock");
