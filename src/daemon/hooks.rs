@@ -267,6 +267,29 @@ mod tests {
     }
 
     #[test]
+    fn a_full_queue_drops_and_counts_without_waiting() {
+        let cfg = HooksConfig {
+            on_primary: Some("exec sleep 5".into()),
+            timeout_ms: 10,
+            ..HooksConfig::default()
+        };
+        let mut h = Hooks::start(9, &cfg).unwrap().unwrap();
+        let started = Instant::now();
+        for epoch in 0..(QUEUE as u64 + 4) {
+            h.send(Transition {
+                kind: HookKind::Primary,
+                role: "primary",
+                epoch,
+                reason: "test".into(),
+            });
+        }
+        // The sender never waited for the hooks: the 17 queued or running take 170 ms or more.
+        assert!(started.elapsed() < Duration::from_millis(150));
+        assert!(h.dropped >= 3, "{}", h.dropped);
+        h.finish();
+    }
+
+    #[test]
     fn hook_sees_its_environment_and_is_killed_on_timeout() {
         let dir = std::env::temp_dir().join(format!("statesync-hooks-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
