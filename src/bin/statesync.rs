@@ -39,6 +39,9 @@ enum Cmd {
     Admin(AdminArgs),
     /// Write a fresh key file for every node of a deployment (one key per link).
     Keygen(statesync::daemon::cli::KeygenArgs),
+    /// Check everything a node needs at start (config, key files, addresses, directories,
+    /// hooks) without starting it; exit 0 when all is well, 2 naming each problem.
+    Check(statesync::daemon::check::CheckArgs),
     /// Send hostile canaries (spoofed, untagged, wrong-key, stale, random) to every node of a
     /// running deployment and check that each is refused (needs root).
     Probe(statesync::cli::hostile::ProbeArgs),
@@ -93,5 +96,6 @@ fn main() -> ExitCode {
         Cmd::Admin(a) => admin(a),
         Cmd::Keygen(a) => statesync::daemon::cli::run_keygen(a),
         Cmd::Probe(a) => statesync::cli::hostile::run_probe(a),
+        Cmd::Check(a) => statesync::daemon::check::run_check(a),
     }
 }

@@ -70,6 +70,12 @@ struct RawConfig {
     faults: RawFaults,
     #[serde(default)]
     security: RawSecurity,
+    /// `[metrics]`: where nodes serve Prometheus metrics (see `daemon::metrics`).
+    #[serde(default)]
+    metrics: super::metrics::RawMetrics,
+    /// `[hooks]`: commands run on role changes (see `daemon::hooks`).
+    #[serde(default)]
+    hooks: super::hooks::RawHooks,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -238,6 +244,10 @@ pub struct DeploymentConfig {
     /// `[security] key_dir`, resolved against the config file's directory (`None`: no keys;
     /// a node then starts only with `--insecure`).
     pub key_dir: Option<PathBuf>,
+    /// `[metrics]`: each node's `/metrics` address (none: no metrics served).
+    pub metrics: super::metrics::MetricsConfig,
+    /// `[hooks]`: commands run on role changes.
+    pub hooks: super::hooks::HooksConfig,
 }
 
 /// Reads and validates a config file.
@@ -529,6 +539,13 @@ fn validate(raw: RawConfig, path: PathBuf, names: Names) -> Result<DeploymentCon
         Some("") => return Err("security.key_dir: empty (omit it to run without keys)".into()),
         Some(d) => Some(path.parent().unwrap_or_else(|| Path::new(".")).join(d)),
     };
+    let node_addrs: Vec<(NodeId, SocketAddr)> = control_units
+        .iter()
+        .chain(clients.iter().map(|c| &c.node))
+        .map(|n| (n.id, n.addr))
+        .collect();
+    let metrics = super::metrics::validate_config(&raw.metrics, &node_addrs)?;
+    let hooks = super::hooks::validate_config(&raw.hooks)?;
     let cfg = DeploymentConfig {
         path,
         control_units,
@@ -545,6 +562,8 @@ fn validate(raw: RawConfig, path: PathBuf, names: Names) -> Result<DeploymentCon
         rcvbuf_bytes: raw.runtime.rcvbuf_bytes.filter(|b| *b > 0),
         faults,
         key_dir,
+        metrics,
+        hooks,
     };
     cfg.proto_config()
         .validate()

@@ -3,8 +3,12 @@
 //! client|status|switchover`. The contract is `docs/DAEMON.md`.
 
 pub mod admin;
+pub mod check;
 pub mod cli;
 pub mod config;
+pub mod hooks;
+pub mod metrics;
+pub mod notify;
 pub mod run;
 pub mod state;
 

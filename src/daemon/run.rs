@@ -3,6 +3,9 @@
 
 use super::admin::{Admin, role_name};
 use super::config::{ConfigError, DeploymentConfig, NodeKind};
+use super::hooks::{HookKind, Hooks, Transition};
+use super::metrics::{MetricsFeed, MetricsServer};
+use super::notify::Notifier;
 use super::state::{EpochFile, StateError};
 use super::{Clock, format_unix_us, unix_now_us};
 use crate::proto::{Client, ControlUnit, Event, InjectedBug, NodeId, RestoreError, Role};
@@ -60,6 +63,9 @@ pub enum DaemonError {
     /// (the unit stops rather than transmit an epoch it could not persist).
     #[error(transparent)]
     State(#[from] StateError),
+    /// The metrics server or the hook thread could not start (the message names which).
+    #[error("{0}")]
+    Service(String),
 }
 
 impl DaemonError {
@@ -170,7 +176,8 @@ fn check_mode(cfg: &DeploymentConfig, id: NodeId, mode: Mode) -> Result<NodeKind
     Ok(kind)
 }
 
-/// [`run_node`] without signal handlers: runs until `stop` is set.
+/// [`run_node`] without signal handlers: runs until `stop` is set. A node that stops on an
+/// error runs its `on_fault` hook (and waits for the queued hooks) before it returns.
 pub fn run_node_until(
     cfg: &DeploymentConfig,
     id: NodeId,
@@ -180,6 +187,61 @@ pub fn run_node_until(
     stop: &AtomicBool,
 ) -> Result<(), DaemonError> {
     let kind = check_mode(cfg, id, mode)?;
+    let mut hooks = Hooks::start(id, &cfg.hooks).map_err(DaemonError::Service)?;
+    let mut epoch = 0;
+    let r = run_started(
+        cfg, id, kind, mode, inject, insecure, stop, &mut hooks, &mut epoch,
+    );
+    if let Some(mut h) = hooks {
+        if let Err(e) = &r {
+            h.send(Transition {
+                kind: HookKind::Fault,
+                role: "stopped",
+                epoch,
+                reason: format!("error: {e}"),
+            });
+        }
+        h.finish();
+    }
+    r
+}
+
+/// Which hook a control unit's role runs (`None`: a candidate, a passing state).
+fn hook_kind(role: Role) -> Option<HookKind> {
+    match role {
+        Role::Primary => Some(HookKind::Primary),
+        Role::Standby => Some(HookKind::Standby),
+        Role::Joining => Some(HookKind::Fault),
+        Role::Candidate => None,
+    }
+}
+
+/// The `STATUS=` line systemd shows.
+fn status_line(m: &Machine) -> String {
+    match m {
+        Machine::Cu(c) => format!("{}, epoch {}", role_name(c.role()), c.epoch()),
+        Machine::Client(c) => format!(
+            "client, epoch {}, primary {}",
+            c.epoch(),
+            c.primary().map_or("none".to_owned(), |p| p.to_string())
+        ),
+    }
+}
+
+/// The node after its mode was checked and its hook thread started; `epoch` follows the
+/// node's epoch for the caller's fault hook.
+#[allow(clippy::too_many_arguments)]
+fn run_started(
+    cfg: &DeploymentConfig,
+    id: NodeId,
+    kind: NodeKind,
+    mode: Mode,
+    inject: InjectedBug,
+    insecure: bool,
+    stop: &AtomicBool,
+    hooks: &mut Option<Hooks>,
+    last_epoch: &mut u64,
+) -> Result<(), DaemonError> {
     let auth = authentication(cfg, id, insecure)?;
     let secured = auth.is_some();
     let Some((_, spec)) = cfg.node(id) else {
@@ -234,6 +296,21 @@ pub fn run_node_until(
     })?;
     let io_kind = transport.kind();
     let mut runner = NodeRunner::new(machine, transport, peers).with_auth(auth);
+    // Metrics: the loop feeds the families; a thread of their own serves them.
+    let mut feed = cfg.metrics.listen_of(id).map(|_| MetricsFeed::new());
+    let _metrics_server = match (cfg.metrics.listen_of(id), &mut feed) {
+        (Some(addr), Some(f)) => {
+            f.update(&runner, clock.now_us());
+            let srv = MetricsServer::start(addr, f.registry(), id).map_err(DaemonError::Service)?;
+            log(
+                id,
+                format_args!("serving metrics on http://{}/metrics", srv.addr()),
+            );
+            Some(srv)
+        }
+        _ => None,
+    };
+    let mut notifier = Notifier::from_env(id);
     let admin_udp = admin
         .udp_addr()
         .map_or(String::new(), |a| format!(" and UDP {a}"));
@@ -271,6 +348,20 @@ pub fn run_node_until(
     let mut next_auth_log_us = 0;
     let mut client_epoch = epoch_of(&runner.machine);
     let mut role = runner.machine.as_cu().map_or(Role::Standby, |c| c.role());
+    *last_epoch = epoch_of(&runner.machine);
+    if let (Some(h), Some(k), Some(cu)) = (hooks.as_mut(), hook_kind(role), runner.machine.as_cu())
+    {
+        h.send(Transition {
+            kind: k,
+            role: role_name(role),
+            epoch: cu.epoch(),
+            reason: format!("start: {mode}"),
+        });
+    }
+    // Why the next role change happens, from the events that precede it.
+    let mut why: Option<&'static str> = None;
+    let mut ready = false;
+    let mut notified = (None, 0);
     while !stop.load(Ordering::Relaxed) {
         let now = clock.now_us();
         runner.tick(now);
@@ -285,8 +376,16 @@ pub fn run_node_until(
         while let Some(e) = runner.machine.poll_event() {
             match e {
                 Event::RoleChanged { .. } => {}
-                Event::TransferComplete { epoch } => transferred = Some(epoch),
-                e => log_event(id, &e),
+                Event::TransferComplete { epoch } => {
+                    why = Some("state transfer complete");
+                    transferred = Some(epoch)
+                }
+                e => {
+                    if let Event::FailoverStarted { operator, .. } = e {
+                        why = Some(if operator { "switchover" } else { "failover" });
+                    }
+                    log_event(id, &e)
+                }
             }
         }
         if let Some(epoch) = transferred {
@@ -304,7 +403,40 @@ pub fn run_node_until(
                     c.epoch()
                 ),
             );
+            // A candidate is a passing state: no hook, and the reason waits for what follows.
+            if let (Some(h), Some(k)) = (hooks.as_mut(), hook_kind(c.role())) {
+                h.send(Transition {
+                    kind: k,
+                    role: role_name(c.role()),
+                    epoch: c.epoch(),
+                    reason: format!(
+                        "{}: {} -> {}",
+                        why.take().unwrap_or("role change"),
+                        role_name(role),
+                        role_name(c.role())
+                    ),
+                });
+            } else if c.role() != Role::Candidate {
+                why = None;
+            }
             role = c.role();
+        }
+        *last_epoch = epoch_of(&runner.machine);
+        if let Some(f) = &mut feed {
+            f.maybe_update(&runner, now);
+        }
+        if notifier.enabled() {
+            // Sockets open, state restored, first turn run: ready. The status line is built
+            // only when what it shows changed.
+            let shown = (runner.machine.as_cu().map(|c| c.role()), *last_epoch);
+            if !ready {
+                notifier.ready(status_line(&runner.machine));
+                ready = true;
+            } else if shown != notified {
+                notifier.status(status_line(&runner.machine));
+            }
+            notified = shown;
+            notifier.tick(now);
         }
         if let Machine::Client(c) = &runner.machine
             && c.epoch() != client_epoch
@@ -362,6 +494,7 @@ pub fn run_node_until(
         let wait = (wait > 0).then(|| Duration::from_micros(wait));
         runner.receive(wait, &|| clock.now_us()).map_err(terr)?;
     }
+    notifier.stopping();
     let s = runner.transport.stats();
     log(
         id,

@@ -73,6 +73,9 @@ pub struct NodeRunner {
     /// Frame authentication (`None`: off, `--insecure`): every datagram is checked before the
     /// core parses it, and every frame sealed before it is queued.
     auth: Option<Auth>,
+    /// When each peer last sent a datagram that passed the address (and, with keys, the
+    /// authentication) check: the operator's "last heard", for metrics.
+    last_rx_us: FxHashMap<NodeId, u64>,
 }
 
 impl NodeRunner {
@@ -95,6 +98,7 @@ impl NodeRunner {
             known,
             submitters,
             auth: None,
+            last_rx_us: FxHashMap::default(),
         }
     }
 
@@ -102,6 +106,12 @@ impl NodeRunner {
     pub fn with_auth(mut self, auth: Option<Auth>) -> Self {
         self.auth = auth;
         self
+    }
+
+    /// Each peer heard from, with when it last sent a datagram that passed the address and
+    /// authentication checks (protocol clock, µs).
+    pub fn peers_last_rx_us(&self) -> impl Iterator<Item = (NodeId, u64)> + '_ {
+        self.last_rx_us.iter().map(|(&id, &t)| (id, t))
     }
 
     /// What authentication did (`None` when it is off).
@@ -124,6 +134,7 @@ impl NodeRunner {
             rejected_unknown_addr,
             rejected_oversize,
             auth,
+            last_rx_us,
             ..
         } = self;
         let max_bytes = transport.max_datagram_bytes();
@@ -144,6 +155,9 @@ impl NodeRunner {
                 && a.open(now, src, expected, bytes) != Verdict::Deliver
             {
                 return;
+            }
+            if let Some(peer) = expected {
+                last_rx_us.insert(peer, now);
             }
             match machine {
                 Machine::Cu(c) => c.handle_datagram(now, bytes),
