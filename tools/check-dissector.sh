@@ -132,8 +132,10 @@ EARGS=()
 for f in "${FIELDS[@]}"; do EARGS+=(-e "$f"); done
 
 # One pass over every UDP datagram: a row each, statesync or not.
-"${TS[@]}" -Y udp -T fields -E header=y -E occurrence=a -E separator=/t "${EARGS[@]}" \
-    >"$OUT/fields.tsv" 2>"$OUT/tshark.err"
+if ! "${TS[@]}" -Y udp -T fields -E header=y -E occurrence=a -E separator=/t "${EARGS[@]}" \
+    >"$OUT/fields.tsv" 2>"$OUT/tshark.err"; then
+    fail "tshark -T fields failed (a field the dissector does not define?): $(head -5 "$OUT/tshark.err")"
+fi
 if grep -qi "lua" "$OUT/tshark.err"; then
     fail "tshark reported Lua errors: $(head -5 "$OUT/tshark.err")"
 fi
