@@ -225,8 +225,10 @@ for f, where in missing.items():
     problems.append(f"{f} missing or repeated in {len(where)} datagrams, e.g. {where[0]}")
 show = sorted(set(first.values()) | set(ftypes.values()) | set(errors[:5]), key=int)
 open(f"{out}/show-frames.txt", "w").write(",".join(show))
-for p in problems:
+for p in problems[:20]:
     print("check-dissector: " + p, file=sys.stderr)
+if len(problems) > 20:
+    print(f"check-dissector: ... and {len(problems) - 20} more problems", file=sys.stderr)
 sys.exit(1 if problems else 0)
 EOF
 
