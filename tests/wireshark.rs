@@ -9,11 +9,13 @@
 //!
 //! Skips, saying why, where `tshark`/`dumpcap` are absent or capturing is not permitted.
 
-use statesync::wire::{AuthTrailer, FRAME_FLAG_AUTH, FrameReader, HEADER_BYTES, Msg, TRAILER_BYTES};
+use statesync::wire::{
+    AuthTrailer, FRAME_FLAG_AUTH, FrameReader, HEADER_BYTES, Msg, TRAILER_BYTES,
+};
 use std::collections::BTreeMap;
-use zerocopy::FromBytes;
 use std::path::Path;
 use std::process::Command;
+use zerocopy::FromBytes;
 
 /// Exit status of the script when it cannot run here.
 const SKIPPED: i32 = 77;
@@ -44,7 +46,11 @@ fn dissector_decodes_every_field_of_a_real_capture_as_the_rust_decoder_does() {
     let datagrams = udp_payloads(&out.join("cap.pcap"));
     let tsv = std::fs::read_to_string(out.join("fields.tsv")).expect("read fields.tsv");
     let mut lines = tsv.lines();
-    let header: Vec<&str> = lines.next().expect("fields.tsv header").split('\t').collect();
+    let header: Vec<&str> = lines
+        .next()
+        .expect("fields.tsv header")
+        .split('\t')
+        .collect();
     let mut compared = 0usize;
     let mut frames = 0usize;
     let mut wrong = Vec::new();
@@ -77,7 +83,9 @@ fn dissector_decodes_every_field_of_a_real_capture_as_the_rust_decoder_does() {
             let want = expected.get(name).cloned().unwrap_or_default();
             compared += want.len();
             if got != want && wrong.len() < 10 {
-                wrong.push(format!("frame {number} {name}: tshark {got:?}, Rust {want:?}"));
+                wrong.push(format!(
+                    "frame {number} {name}: tshark {got:?}, Rust {want:?}"
+                ));
             }
         }
     }
@@ -154,7 +162,10 @@ fn expected_fields(
     put("statesync.magic", h.magic.get().to_string());
     put("statesync.version", h.version.to_string());
     put("statesync.flags", h.flags.to_string());
-    put("statesync.flags.auth", (h.flags & FRAME_FLAG_AUTH).to_string());
+    put(
+        "statesync.flags.auth",
+        (h.flags & FRAME_FLAG_AUTH).to_string(),
+    );
     put("statesync.msg_count", h.msg_count.get().to_string());
     put("statesync.sender", h.sender.get().to_string());
     put("statesync.payload_len", h.payload_len.get().to_string());
@@ -209,7 +220,10 @@ fn expected_fields(
             }
             Msg::Ack(c) | Msg::FwdAck(c) | Msg::LaQuery(c) => {
                 put("statesync.chanop.channel", c.channel.get().to_string());
-                put("statesync.chanop.generation", c.generation.get().to_string());
+                put(
+                    "statesync.chanop.generation",
+                    c.generation.get().to_string(),
+                );
                 put("statesync.chanop.op", c.op.get().to_string());
             }
             Msg::Commit(c) => {
@@ -228,9 +242,15 @@ fn expected_fields(
                 put("statesync.hb.role", b.role.to_string());
                 put("statesync.hb.flags", b.flags.to_string());
                 put("statesync.hb.flags.primary_lost", (b.flags & 1).to_string());
-                put("statesync.hb.flags.needs_transfer", (b.flags >> 1 & 1).to_string());
+                put(
+                    "statesync.hb.flags.needs_transfer",
+                    (b.flags >> 1 & 1).to_string(),
+                );
                 put("statesync.hb.flags.joined", (b.flags >> 2 & 1).to_string());
-                put("statesync.hb.flags.switchover", (b.flags >> 3 & 1).to_string());
+                put(
+                    "statesync.hb.flags.switchover",
+                    (b.flags >> 3 & 1).to_string(),
+                );
                 put("statesync.hb.reserved", b.reserved.get().to_string());
                 put("statesync.hb.sync_mask", b.sync_mask.get().to_string());
                 put("statesync.hb.target", b.target.get().to_string());
@@ -239,7 +259,10 @@ fn expected_fields(
             Msg::LaReply(r) => {
                 put("statesync.lareply.channel", r.channel.get().to_string());
                 put("statesync.lareply.flags", r.flags.get().to_string());
-                put("statesync.lareply.flags.unknown", (r.flags.get() & 1).to_string());
+                put(
+                    "statesync.lareply.flags.unknown",
+                    (r.flags.get() & 1).to_string(),
+                );
                 put(
                     "statesync.lareply.last_applied",
                     r.last_applied.get().to_string(),
@@ -248,7 +271,10 @@ fn expected_fields(
                     "statesync.lareply.cookie_above",
                     r.cookie_above.get().to_string(),
                 );
-                put("statesync.lareply.data_epoch", r.data_epoch.get().to_string());
+                put(
+                    "statesync.lareply.data_epoch",
+                    r.data_epoch.get().to_string(),
+                );
             }
             Msg::ReplayBegin(b) | Msg::XferBegin(b) => {
                 put("statesync.begin.channel", b.channel.get().to_string());
@@ -280,7 +306,10 @@ fn expected_fields(
             Msg::ReplayAck(a) | Msg::XferAck(a) => {
                 put("statesync.bulkack.channel", a.channel.get().to_string());
                 put("statesync.bulkack.stream", a.stream.get().to_string());
-                put("statesync.bulkack.next_index", a.next_index.get().to_string());
+                put(
+                    "statesync.bulkack.next_index",
+                    a.next_index.get().to_string(),
+                );
                 put("statesync.bulkack.done", a.done.get().to_string());
             }
             Msg::XferHistory(x) => {
