@@ -104,7 +104,8 @@ local f = {
     hb_switch = ProtoField.bool("statesync.hb.flags.switchover", "Switchover", 8, nil, 0x08),
     hb_reserved = ProtoField.uint16("statesync.hb.reserved", "Reserved", base.DEC),
     hb_sync_mask = ProtoField.uint32("statesync.hb.sync_mask", "Sync mask", base.HEX),
-    hb_target = ProtoField.uint32("statesync.hb.target", "Switchover target", base.DEC),
+    -- Primary: switchover target (with the switchover flag); standbys and clients: boot ID.
+    hb_target = ProtoField.uint32("statesync.hb.target", "Target / boot ID", base.DEC),
     hb_vote = ProtoField.uint32("statesync.hb.vote", "Vote", base.DEC),
     -- LA_REPLY.
     la_channel = ProtoField.uint32("statesync.lareply.channel", "Channel", base.DEC),
@@ -264,8 +265,10 @@ local function dissect_body(tvb, mt, kind, mflags, off, blen)
         for _, b in ipairs({ f.hb_lost, f.hb_needs, f.hb_joined, f.hb_switch }) do
             ft:add_le(b, tvb(off + 1, 1))
         end
-        add_le(mt, tvb, off + 2, { { f.hb_reserved, 2 }, { f.hb_sync_mask, 4 }, { f.hb_target, 4 },
-            { f.hb_vote, 4 } })
+        add_le(mt, tvb, off + 2, { { f.hb_reserved, 2 }, { f.hb_sync_mask, 4 } })
+        local tt = mt:add_le(f.hb_target, tvb(off + 8, 4))
+        tt:append_text(role == 1 and " (switchover target)" or " (boot ID: changes on every restart)")
+        mt:add_le(f.hb_vote, tvb(off + 12, 4))
     elseif kind == 8 then
         mt:append_text(string.format(": channel %d last applied %s", tvb(off, 4):le_uint(),
             tostring(tvb(off + 8, 8):le_uint64())))
