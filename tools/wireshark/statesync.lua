@@ -163,7 +163,9 @@ local e_unauth = ProtoExpert.new("statesync.unauthenticated",
 local e_opener = ProtoExpert.new("statesync.opener",
     "Session opener: the sender has not heard the receiver's boot nonce; its messages are not acted upon",
     expert.group.SEQUENCE, expert.severity.CHAT)
-p.experts = { e_malformed, e_unknown, e_unauth, e_opener }
+local e_flags = ProtoExpert.new("statesync.unassigned_flags", "Unassigned frame flags set",
+    expert.group.PROTOCOL, expert.severity.WARN)
+p.experts = { e_malformed, e_unknown, e_unauth, e_opener, e_flags }
 
 -- Adds `spec` ({field, size} pairs, little-endian) at `off` under `tree`; returns the end.
 local function add_le(tree, tvb, off, spec)
@@ -385,8 +387,10 @@ local function dissect_frame(tvb, pinfo, tree)
         err = string.format("unsupported version %d (this dissector knows version 1)", version)
     elseif payload_len + HEADER_BYTES + TRAILER_BYTES ~= len then
         err = string.format("payload_len %d + 64 does not match the datagram length %d", payload_len, len)
-    elseif fflags > 1 then
-        err = string.format("unassigned frame flags 0x%02x", fflags)
+    end
+    if fflags > 1 then
+        -- Written as 0 by this version; a receiver ignores them (they may gain a meaning).
+        root:add_proto_expert_info(e_flags, string.format("unassigned frame flags 0x%02x", fflags))
     end
     if err ~= nil then
         root:add_proto_expert_info(e_malformed, err)
