@@ -48,12 +48,27 @@ set_knob() { # on|off
 read_json() { # file -> "committed_per_s p99_us"
     python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(int(d['committed_per_s']), d['latency_us']['standby_commit']['p99'])" "$1"
 }
+# Kernel drop counters (whole host, this network namespace): input-queue drops summed over the
+# CPUs (/proc/net/softnet_stat column 2, the netdev_max_backlog limit), and UDP receive and
+# send buffer errors. They say whether a knob's mechanism is in play at all.
+drops() {
+    local q=0 d
+    while read -r _ d _; do q=$((q + 16#$d)); done </proc/net/softnet_stat
+    awk -v q="$q" '/^Udp:/ {if (!h) {for (i = 1; i <= NF; i++) c[$i] = i; h = 1}
+        else print q, $c["RcvbufErrors"], $c["SndbufErrors"]}' /proc/net/snmp
+}
 run() { # side pair
     set_knob "$1"
+    local before after
+    before=$(drops)
     # shellcheck disable=SC2086
     "$BIN" churn --duration "$DUR" ${CHURN_ARGS:-} --json "$OUT_DIR/$1-$2.json" >"$OUT_DIR/$1-$2.log" 2>&1 \
         || echo "measure: churn failed ($OUT_DIR/$1-$2.log)" >&2
-    echo "measure: $KNOB $1 pair $2: $(read_json "$OUT_DIR/$1-$2.json") (committed/s, standby_commit p99 µs)"
+    after=$(drops)
+    read -r q0 r0 s0 <<<"$before"
+    read -r q1 r1 s1 <<<"$after"
+    echo "measure: $KNOB $1 pair $2: $(read_json "$OUT_DIR/$1-$2.json") (committed/s, standby_commit p99 µs);" \
+        "kernel drops: backlog $((q1 - q0)), UDP RcvbufErrors $((r1 - r0)), SndbufErrors $((s1 - s0))"
 }
 for i in $(seq 1 "$RUNS"); do
     if ((i % 2)); then run off "$i"; run on "$i"; else run on "$i"; run off "$i"; fi
