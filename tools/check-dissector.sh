@@ -56,7 +56,7 @@ rm -f "$OUT/cap.pcap"
 dumpcap -i lo -f udp -P -w "$OUT/cap.pcap" >"$OUT/dumpcap.log" 2>&1 &
 DUMPCAP=$!
 trap 'kill $DUMPCAP 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
+for _ in $(seq 400); do # up to 20 s: the machine may be busy
     grep -q "Capturing on" "$OUT/dumpcap.log" && break
     kill -0 $DUMPCAP 2>/dev/null || skip "dumpcap cannot capture on lo: $(tr '\n' ' ' <"$OUT/dumpcap.log")"
     sleep 0.05
