@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Applies the statesync host profile (tuning/sysctl.conf, plus UDP segmentation offloads through
+# ethtool), saving every value it changes first so that tuning/revert.sh restores exactly those.
+#
+# Usage: tuning/apply.sh [--dry-run] [KNOB...]
+#   KNOB: buffers | backlog | busy-poll (groups of tuning/sysctl.conf) | offload (ethtool);
+#         default: all of them.
+# Env:  STATESYNC_TUNING_STATE  where the saved values go (default /run/statesync-tuning.saved;
+#                               /run is cleared at boot, as the kernel's settings are)
+#       STATESYNC_TUNING_IFACES interfaces for `offload` (default: lo and the default route's)
+#
+# Idempotent: a setting already saved keeps its first saved value (the one from before any
+# apply), so applying twice, or knob by knob, still reverts to the original state.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+PROFILE=$HERE/sysctl.conf
+STATE=${STATESYNC_TUNING_STATE:-/run/statesync-tuning.saved}
+DRY=0
+KNOBS=()
+for a in "$@"; do
+    case $a in
+        --dry-run) DRY=1 ;;
+        buffers | backlog | busy-poll | offload) KNOBS+=("$a") ;;
+        -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+        *) echo "apply: unknown knob '$a' (buffers, backlog, busy-poll, offload)" >&2; exit 2 ;;
+    esac
+done
+[[ ${#KNOBS[@]} -gt 0 ]] || KNOBS=(buffers backlog busy-poll offload)
+if [[ $DRY == 0 && $(id -u) != 0 ]]; then
+    echo "apply: needs root (sysctl -w, ethtool -K); try --dry-run" >&2
+    exit 1
+fi
+[[ $DRY == 1 ]] || touch "$STATE"
+
+saved() { [[ -f $STATE ]] && grep -qxF -- "$1" <(cut -d' ' -f1-"$2" "$STATE"); }
+wants() { local k; for k in "${KNOBS[@]}"; do [[ $k == "$1" ]] && return 0; done; return 1; }
+
+# Settings of the chosen groups of sysctl.conf: "key value" per line.
+group=""
+while IFS= read -r line; do
+    if [[ $line =~ ^#\ \[([a-z-]+)\] ]]; then
+        group=${BASH_REMATCH[1]}
+        continue
+    fi
+    [[ $line =~ ^[[:space:]]*(#|$) ]] && continue
+    wants "$group" || continue
+    key=$(echo "${line%%=*}" | xargs)
+    want=$(echo "${line#*=}" | xargs)
+    if ! now=$(sysctl -n "$key" 2>/dev/null); then
+        echo "apply: $key: not in this kernel, skipped"
+        continue
+    fi
+    now=$(echo "$now" | xargs)
+    if [[ $now == "$want" ]]; then
+        echo "apply: $key = $want (already)"
+    elif [[ $DRY == 1 ]]; then
+        echo "apply: $key: $now -> $want (dry run)"
+        continue
+    else
+        sysctl -qw "$key=$want"
+        echo "apply: $key: $now -> $want"
+    fi
+    if [[ $DRY == 0 ]] && ! saved "sysctl $key" 2; then
+        echo "sysctl $key $now" >>"$STATE"
+    fi
+done <"$PROFILE"
+
+# UDP segmentation offloads: statesync sends with UDP_SEGMENT (GSO) and receives with UDP_GRO;
+# with these on, a batch of frames crosses the stack (and loopback) as one packet.
+if wants offload; then
+    if ! command -v ethtool >/dev/null; then
+        echo "apply: offload: ethtool not installed (apt-get install ethtool), skipped"
+    else
+        ifaces=${STATESYNC_TUNING_IFACES:-"lo $(ip route show default 2>/dev/null | awk '{print $5; exit}')"}
+        for ifc in $ifaces; do
+            for feat in generic-segmentation-offload tx-udp-segmentation generic-receive-offload; do
+                line=$(ethtool -k "$ifc" 2>/dev/null | grep -E "^[[:space:]]*$feat:" || true)
+                if [[ -z $line ]]; then
+                    echo "apply: $ifc $feat: not offered, skipped"
+                    continue
+                fi
+                now=$(echo "$line" | awk '{print $2}')
+                if [[ $line == *fixed* ]]; then
+                    echo "apply: $ifc $feat = $now (fixed by the driver)"
+                    continue
+                fi
+                if [[ $now == on ]]; then
+                    echo "apply: $ifc $feat = on (already)"
+                elif [[ $DRY == 1 ]]; then
+                    echo "apply: $ifc $feat: $now -> on (dry run)"
+                    continue
+                else
+                    ethtool -K "$ifc" "$feat" on
+                    echo "apply: $ifc $feat: $now -> on"
+                fi
+                if [[ $DRY == 0 ]] && ! saved "ethtool $ifc $feat" 3; then
+                    echo "ethtool $ifc $feat $now" >>"$STATE"
+                fi
+            done
+        done
+    fi
+fi
+[[ $DRY == 1 ]] || echo "apply: previous values saved in $STATE (tuning/revert.sh restores them)"
