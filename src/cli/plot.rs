@@ -682,6 +682,581 @@ where
     Ok(())
 }
 
+/// One failover round, as `drill --plot` measured it. Times are Unix microseconds, each from
+/// where the drill read it (see `drill::timeline`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FailoverTimeline {
+    pub title: String,
+    pub killed: u32,
+    pub new_primary: u32,
+    /// The primary was stopped (the drill's clock): the round's time zero.
+    pub frozen_us: u64,
+    /// How it was stopped, for the legend: "frozen (SIGSTOP)", "killed (SIGKILL)", ...
+    pub stopped_how: String,
+    /// The frozen primary was killed (SIGKILL), once the committed set was read.
+    pub killed_us: Option<u64>,
+    /// The new primary last heard the old one (its status).
+    pub last_primary_rx_us: Option<u64>,
+    /// The new primary's failover started: it declared the primary lost and sent its queries.
+    pub detected_us: u64,
+    /// The new primary finished its failover and leads the new epoch.
+    pub took_over_us: u64,
+    pub channels: Vec<ChannelEvents>,
+    pub clients: Vec<ClientEvents>,
+    /// The first accepted submit lies in `(after, at]`: the status polls around it.
+    pub first_submit: Option<(u64, u64)>,
+    /// The old primary was started again (the drill's clock).
+    pub restarted_us: Option<u64>,
+    /// The new primary took it into its sync set.
+    pub rejoined_us: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChannelEvents {
+    pub channel: u32,
+    pub resolved_us: Option<u64>,
+    pub resolution: String,
+    /// Replay and resent-op bytes of this failover.
+    pub replayed_bytes: u64,
+    /// The channel's whole state: what a full resync would send.
+    pub full_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClientEvents {
+    pub client: u32,
+    /// The client followed the new epoch.
+    pub followed_us: Option<u64>,
+    /// `(channel, started, finished)` of each replay to this client.
+    pub replays: Vec<(u32, u64, Option<u64>)>,
+}
+
+/// A categorical axis: labels at given positions of an `f64` range.
+struct LabelAxis {
+    inner: plotters::coord::types::RangedCoordf64,
+    points: Vec<(f64, String)>,
+}
+
+impl Ranged for LabelAxis {
+    type FormatOption = NoDefaultFormatting;
+    type ValueType = f64;
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        self.inner.map(value, limit)
+    }
+    fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        if hint.weight().allow_light_points() {
+            return Vec::new();
+        }
+        self.points.iter().map(|p| p.0).collect()
+    }
+    fn range(&self) -> std::ops::Range<f64> {
+        self.inner.range()
+    }
+}
+
+impl ValueFormatter<f64> for LabelAxis {
+    fn format_ext(&self, value: &f64) -> String {
+        self.points
+            .iter()
+            .find(|p| (p.0 - value).abs() < 1e-6)
+            .map_or_else(String::new, |p| p.1.clone())
+    }
+}
+
+/// A time axis in milliseconds, broken into segments (the failover, then the rejoin seconds
+/// later), each given its own share of the width; plotted in display units 0..100.
+struct TimeAxis {
+    /// `(first ms, last ms, first display unit, last display unit, tick step in ms)`.
+    segments: Vec<(f64, f64, f64, f64, f64)>,
+}
+
+/// A round tick step: 1, 2 or 5 times a power of ten, giving about `n` ticks over `span`.
+fn nice_step(span: f64, n: f64) -> f64 {
+    let raw = (span / n).max(1e-3);
+    let p = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * p)
+        .find(|&s| s >= raw)
+        .unwrap_or(10.0 * p)
+}
+
+impl TimeAxis {
+    fn new(spans: &[(f64, f64)]) -> TimeAxis {
+        // The first segment gets most of the width; a later one (the rejoin) the rest.
+        let shares: Vec<(f64, f64)> = match spans.len() {
+            1 => vec![(0.0, 100.0)],
+            _ => vec![(0.0, 68.0), (72.0, 100.0)],
+        };
+        TimeAxis {
+            segments: spans
+                .iter()
+                .zip(shares)
+                .map(|(&(a, b), (da, db))| {
+                    let step = nice_step(b - a, (db - da) / 12.0);
+                    (a, b, da, db, step)
+                })
+                .collect(),
+        }
+    }
+
+    /// The display position of `ms`, clamped into its segment.
+    fn display(&self, ms: f64) -> f64 {
+        let seg = self
+            .segments
+            .iter()
+            .rev()
+            .find(|s| ms >= s.0)
+            .unwrap_or(&self.segments[0]);
+        let (a, b, da, db, _) = *seg;
+        da + (ms.clamp(a, b) - a) / (b - a).max(1e-9) * (db - da)
+    }
+
+    fn ms(&self, d: f64) -> f64 {
+        let seg = self
+            .segments
+            .iter()
+            .rev()
+            .find(|s| d >= s.2 - 1e-9)
+            .unwrap_or(&self.segments[0]);
+        let (a, b, da, db, _) = *seg;
+        a + (d - da) / (db - da) * (b - a)
+    }
+
+    fn ticks(&self) -> Vec<f64> {
+        let mut out = Vec::new();
+        for &(a, b, _, _, step) in &self.segments {
+            let mut t = (a / step).ceil() * step;
+            while t <= b + 1e-9 {
+                out.push(self.display(t));
+                t += step;
+            }
+        }
+        out
+    }
+}
+
+struct TimeRanged {
+    axis: TimeAxis,
+    inner: plotters::coord::types::RangedCoordf64,
+}
+
+impl Ranged for TimeRanged {
+    type FormatOption = NoDefaultFormatting;
+    type ValueType = f64;
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        self.inner.map(value, limit)
+    }
+    fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        if hint.weight().allow_light_points() {
+            return Vec::new();
+        }
+        self.axis.ticks()
+    }
+    fn range(&self) -> std::ops::Range<f64> {
+        self.inner.range()
+    }
+}
+
+impl ValueFormatter<f64> for TimeRanged {
+    fn format_ext(&self, value: &f64) -> String {
+        let ms = self.axis.ms(*value);
+        let step = self
+            .axis
+            .segments
+            .iter()
+            .rev()
+            .find(|s| *value >= s.2 - 1e-9)
+            .map_or(1.0, |s| s.4);
+        if step >= 1.0 {
+            format!("{ms:.0}")
+        } else {
+            format!("{ms:.1}")
+        }
+    }
+}
+
+fn bytes_label(b: u64) -> String {
+    match b {
+        0..1_000 => format!("{b} B"),
+        1_000..1_000_000 => format!("{:.1} kB", b as f64 / 1e3),
+        _ => format!("{:.2} MB", b as f64 / 1e6),
+    }
+}
+
+const KILL: RGBColor = RGBColor(214, 39, 40);
+const DETECT: RGBColor = RGBColor(148, 103, 189);
+const REPLAY: RGBColor = RGBColor(31, 119, 180);
+const SUBMIT: RGBColor = RGBColor(44, 160, 44);
+const REJOIN: RGBColor = RGBColor(140, 86, 75);
+const FOLLOW: RGBColor = RGBColor(255, 127, 14);
+const IN_SYNC: RGBColor = RGBColor(160, 160, 160);
+
+/// Rows of the timeline left blank for its legend.
+const LEGEND_ROWS: f64 = 5.5;
+
+/// Draws one failover round: its events on a time axis, and the bytes replayed per channel
+/// against a full resync.
+pub fn draw_failover(t: &FailoverTimeline, out: &Path) -> Result<(), String> {
+    let rows = 2 + t.channels.len() + t.clients.len();
+    let top_h = 120 + (34.0 * (rows as f64 + LEGEND_ROWS)) as u32;
+    let root = SVGBackend::new(out, (1200, top_h + 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let (top, bottom) = root.split_vertically(top_h);
+    draw_timeline(&top, t)?;
+    draw_replayed(&bottom, t)?;
+    root.present().map_err(err)
+}
+
+fn draw_timeline<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    t: &FailoverTimeline,
+) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    let ms = |us: u64| (us as f64 - t.frozen_us as f64) / 1000.0;
+    // The failover's events, then (seconds later) the restart and the rejoin.
+    let mut early: Vec<f64> = vec![0.0, ms(t.detected_us), ms(t.took_over_us)];
+    early.extend(t.killed_us.map(ms));
+    early.extend(t.last_primary_rx_us.map(ms));
+    early.extend(t.channels.iter().filter_map(|c| c.resolved_us).map(ms));
+    for c in &t.clients {
+        early.extend(c.followed_us.map(ms));
+        for r in &c.replays {
+            early.push(ms(r.1));
+            early.extend(r.2.map(ms));
+        }
+    }
+    early.extend(t.first_submit.map(|f| ms(f.1)));
+    let lo = early.iter().copied().fold(0.0, f64::min);
+    let hi = early.iter().copied().fold(1.0, f64::max);
+    let pad = (hi - lo) * 0.06;
+    let mut spans = vec![(lo - pad, hi + pad)];
+    let late: Vec<f64> = t
+        .restarted_us
+        .iter()
+        .chain(&t.rejoined_us)
+        .map(|&u| ms(u))
+        .collect();
+    if let (Some(&a), Some(&b)) = (
+        late.iter().min_by(|x, y| x.total_cmp(y)),
+        late.iter().max_by(|x, y| x.total_cmp(y)),
+    ) {
+        if a > hi + pad {
+            let p = ((b - a) * 0.1).max(5.0);
+            spans.push((a - p, b + p));
+        } else {
+            spans[0].1 = spans[0].1.max(b + pad);
+        }
+    }
+    let axis = TimeAxis::new(&spans);
+    let x = |us: u64| axis.display(ms(us));
+    // Rows, top to bottom.
+    let mut labels = vec![
+        format!("unit {} (old primary)", t.killed),
+        format!("unit {} (new primary)", t.new_primary),
+    ];
+    labels.extend(t.channels.iter().map(|c| format!("channel {}", c.channel)));
+    labels.extend(t.clients.iter().map(|c| format!("client {}", c.client)));
+    let n = labels.len() as f64;
+    let y = |row: usize| n - row as f64 - 0.5;
+    let y_axis = LabelAxis {
+        // Blank rows below the last client keep the legend off the events.
+        inner: (-LEGEND_ROWS..n).into(),
+        points: labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (y(i), l.clone()))
+            .collect(),
+    };
+    let x_axis = TimeRanged {
+        inner: (0f64..100.0).into(),
+        axis: TimeAxis::new(&spans),
+    };
+    let mut chart = ChartBuilder::on(area)
+        .caption(&t.title, ("sans-serif", 20))
+        .margin(15)
+        .margin_right(30)
+        .x_label_area_size(45)
+        .y_label_area_size(170)
+        .build_cartesian_2d(x_axis, y_axis)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(if spans.len() > 1 {
+            "ms since the primary was stopped (axis broken: the rejoin comes later)"
+        } else {
+            "ms since the primary was stopped"
+        })
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 15))
+        .draw()
+        .map_err(err)?;
+    if spans.len() > 1 {
+        let d = (axis.segments[0].3 + axis.segments[1].2) / 2.0;
+        chart
+            .draw_series([PathElement::new(
+                vec![(d, 0.0), (d, n)],
+                BLACK.mix(0.5).stroke_width(6),
+            )])
+            .map_err(err)?;
+    }
+    let bar = |x0: f64, x1: f64, row: usize, c: RGBColor| {
+        // At least a sliver wide, so that an instant reply is still seen.
+        Rectangle::new(
+            [(x0, y(row) - 0.28), (x1.max(x0 + 0.25), y(row) + 0.28)],
+            c.filled(),
+        )
+    };
+    let font = ("sans-serif", 13).into_font().color(&BLACK);
+    // Vertical guides at the freeze and the takeover.
+    for (us, c) in [(t.frozen_us, KILL), (t.took_over_us, SUBMIT)] {
+        chart
+            .draw_series([PathElement::new(
+                vec![(x(us), 0.0), (x(us), n)],
+                c.mix(0.35).stroke_width(1),
+            )])
+            .map_err(err)?;
+    }
+    chart
+        .draw_series([Cross::new((x(t.frozen_us), y(0)), 7, KILL.stroke_width(3))])
+        .map_err(err)?
+        .label(format!("primary {}: t = 0", t.stopped_how))
+        .legend(|(a, b)| Cross::new((a + 10, b), 5, KILL.stroke_width(3)));
+    if let Some(k) = t.killed_us {
+        chart
+            .draw_series([TriangleMarker::new((x(k), y(0)), 7, KILL.filled())])
+            .map_err(err)?
+            .label("primary killed (SIGKILL, after the committed set was read)")
+            .legend(|(a, b)| TriangleMarker::new((a + 10, b), 5, KILL.filled()));
+    }
+    if let Some(rx) = t.last_primary_rx_us {
+        chart
+            .draw_series([Circle::new((x(rx), y(1)), 5, DETECT.stroke_width(2))])
+            .map_err(err)?
+            .label("new primary last heard the old one")
+            .legend(|(a, b)| Circle::new((a + 10, b), 4, DETECT.stroke_width(2)));
+    }
+    chart
+        .draw_series([bar(x(t.detected_us), x(t.took_over_us), 1, DETECT)])
+        .map_err(err)?
+        .label("failover: detection (queries sent) to takeover")
+        .legend(|(a, b)| Rectangle::new([(a, b - 5), (a + 20, b + 5)], DETECT.filled()));
+    for (i, c) in t.channels.iter().enumerate() {
+        let Some(r) = c.resolved_us else { continue };
+        let colour = if c.resolution == "in_sync" {
+            IN_SYNC
+        } else {
+            DETECT
+        };
+        chart
+            .draw_series([bar(x(t.detected_us), x(r), 2 + i, colour)])
+            .map_err(err)?;
+        chart
+            .draw_series([Text::new(
+                format!("{} ({:.1} ms)", c.resolution, ms(r) - ms(t.detected_us)),
+                (x(r).max(x(t.detected_us) + 0.25) + 0.4, y(2 + i) + 0.2),
+                font.clone(),
+            )])
+            .map_err(err)?;
+    }
+    chart
+        .draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())
+        .map_err(err)?
+        .label("channel: query to resolution (grey: in sync)")
+        .legend(|(a, b)| Rectangle::new([(a, b - 5), (a + 20, b + 5)], IN_SYNC.filled()));
+    let client_row = 2 + t.channels.len();
+    let mut any_replay = false;
+    for (i, c) in t.clients.iter().enumerate() {
+        // A client's replays (one per channel) share its row, each in a slice of its height.
+        let k = c.replays.len().max(1) as f64;
+        let row_y = y(client_row + i);
+        let mut last_end = f64::MIN;
+        for (j, &(_, s, f)) in c.replays.iter().enumerate() {
+            let end = f.map_or(x(s) + 0.25, x);
+            last_end = last_end.max(end);
+            any_replay = true;
+            let top = row_y + 0.28 - 0.56 * j as f64 / k;
+            let bottom = top - 0.56 / k + 0.03;
+            chart
+                .draw_series([Rectangle::new(
+                    [(x(s), bottom), (end.max(x(s) + 0.25), top)],
+                    REPLAY.filled(),
+                )])
+                .map_err(err)?;
+        }
+        if !c.replays.is_empty() {
+            let chans: Vec<String> = c.replays.iter().map(|r| r.0.to_string()).collect();
+            let unfinished = c.replays.iter().filter(|r| r.2.is_none()).count();
+            chart
+                .draw_series([Text::new(
+                    format!(
+                        "ch {}{}",
+                        chans.join(", "),
+                        if unfinished > 0 {
+                            format!(" ({unfinished} with no finish seen)")
+                        } else {
+                            String::new()
+                        }
+                    ),
+                    (last_end + 0.4, row_y + 0.2),
+                    font.clone(),
+                )])
+                .map_err(err)?;
+        }
+        if let Some(f) = c.followed_us {
+            chart
+                .draw_series([Circle::new((x(f), y(client_row + i)), 5, FOLLOW.filled())])
+                .map_err(err)?;
+        }
+    }
+    if any_replay {
+        chart
+            .draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())
+            .map_err(err)?
+            .label("replay to the client, per channel")
+            .legend(|(a, b)| Rectangle::new([(a, b - 5), (a + 20, b + 5)], REPLAY.filled()));
+    }
+    if t.clients.iter().any(|c| c.followed_us.is_some()) {
+        chart
+            .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
+            .map_err(err)?
+            .label("client follows the new epoch")
+            .legend(|(a, b)| Circle::new((a + 10, b), 4, FOLLOW.filled()));
+    }
+    if let Some((after, at)) = t.first_submit {
+        chart
+            .draw_series([
+                PathElement::new(
+                    vec![(x(after), y(1) - 0.38), (x(at), y(1) - 0.38)],
+                    SUBMIT.stroke_width(3),
+                ),
+                PathElement::new(
+                    vec![(x(at), y(1) - 0.38), (x(at), y(1) + 0.38)],
+                    SUBMIT.stroke_width(3),
+                ),
+            ])
+            .map_err(err)?
+            .label("first accepted submit (within the green span: status polls)")
+            .legend(|(a, b)| PathElement::new(vec![(a, b), (a + 20, b)], SUBMIT.stroke_width(3)));
+    }
+    if let Some(r) = t.restarted_us {
+        chart
+            .draw_series([TriangleMarker::new((x(r), y(0)), 7, REJOIN.filled())])
+            .map_err(err)?
+            .label("old primary restarted (standby --rejoin)")
+            .legend(|(a, b)| TriangleMarker::new((a + 10, b), 5, REJOIN.filled()));
+    }
+    if let Some(j) = t.rejoined_us {
+        chart
+            .draw_series([Cross::new((x(j), y(1)), 7, REJOIN.stroke_width(3))])
+            .map_err(err)?
+            .label("it rejoined: back in the sync set")
+            .legend(|(a, b)| Cross::new((a + 10, b), 5, REJOIN.stroke_width(3)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.92))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(err)
+}
+
+fn draw_replayed<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    t: &FailoverTimeline,
+) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    let n = t.channels.len().max(1) as f64;
+    let hi = t
+        .channels
+        .iter()
+        .map(|c| c.full_bytes.max(c.replayed_bytes))
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let x_axis = LabelAxis {
+        inner: (0f64..n).into(),
+        points: t
+            .channels
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i as f64 + 0.5, format!("ch {} {}", c.channel, c.resolution)))
+            .collect(),
+    };
+    let replayed: u64 = t.channels.iter().map(|c| c.replayed_bytes).sum();
+    let full: u64 = t.channels.iter().map(|c| c.full_bytes).sum();
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            format!(
+                "Bytes replayed per channel against a full resync (in all: {} against {})",
+                bytes_label(replayed),
+                bytes_label(full)
+            ),
+            ("sans-serif", 18),
+        )
+        .margin(15)
+        .margin_right(30)
+        .x_label_area_size(45)
+        .y_label_area_size(90)
+        .build_cartesian_2d(x_axis, 0f64..hi * 1.25)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("channel and how it was resolved")
+        .y_desc("bytes")
+        .y_label_formatter(&|b| bytes_label(*b as u64))
+        .label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 15))
+        .draw()
+        .map_err(err)?;
+    let font = ("sans-serif", 12).into_font().color(&BLACK);
+    for (i, c) in t.channels.iter().enumerate() {
+        let x0 = i as f64;
+        for (a, b, v, colour) in [
+            (0.12, 0.47, c.replayed_bytes, REPLAY),
+            (0.53, 0.88, c.full_bytes, IN_SYNC),
+        ] {
+            chart
+                .draw_series([Rectangle::new(
+                    [(x0 + a, 0.0), (x0 + b, v as f64)],
+                    colour.filled(),
+                )])
+                .map_err(err)?;
+            chart
+                .draw_series([Text::new(
+                    bytes_label(v),
+                    (x0 + a, v as f64 + hi * 0.06),
+                    font.clone(),
+                )])
+                .map_err(err)?;
+        }
+    }
+    for (label, colour) in [
+        ("replayed (selective replay and resent ops)", REPLAY),
+        ("full resync (the channel's whole state)", IN_SYNC),
+    ] {
+        chart
+            .draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())
+            .map_err(err)?
+            .label(label)
+            .legend(move |(a, b)| Rectangle::new([(a, b - 5), (a + 20, b + 5)], colour.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.92))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(err)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
