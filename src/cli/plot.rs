@@ -77,6 +77,9 @@ pub struct LatencyRun {
     pub seconds: [Vec<Second>; 3],
 }
 
+/// Quantiles every curve holds exactly (the legend quotes two of them).
+const LEGEND_QUANTILES: [f64; 2] = [0.5, 0.99];
+
 /// Steps of `log10(1 / (1 - q))` between curve points: 20 points per decade of the tail.
 const CURVE_STEP: f64 = 0.05;
 
@@ -88,13 +91,22 @@ fn curve(h: &Histogram<u64>) -> Vec<(f64, f64)> {
     }
     let n = h.len() as f64;
     let top = n.log10();
-    let mut out = Vec::new();
+    let mut qs = Vec::new();
     let mut x = 0.0;
     while x < top {
-        let q = 1.0 - 10f64.powf(-x);
-        out.push((q, h.value_at_quantile(q) as f64));
+        qs.push(1.0 - 10f64.powf(-x));
         x += CURVE_STEP;
     }
+    // The legend's percentiles exactly, not the nearest step.
+    qs.extend(LEGEND_QUANTILES.iter().filter(|&&q| q < 1.0 - 1.0 / n));
+    qs.sort_by(f64::total_cmp);
+    qs.dedup();
+    // The maximum closes the curve at the largest sample's quantile.
+    qs.retain(|&q| q < 1.0 - 1.0 / n);
+    let mut out: Vec<(f64, f64)> = qs
+        .into_iter()
+        .map(|q| (q, h.value_at_quantile(q) as f64))
+        .collect();
     out.push((1.0 - 1.0 / n, h.max() as f64));
     out
 }
@@ -492,7 +504,7 @@ where
             let p = |q: f64| {
                 run.curves[s]
                     .iter()
-                    .find(|c| c.0 >= q)
+                    .find(|c| c.0 >= q - 1e-12)
                     .map_or("-".to_owned(), |c| us_label(c.1))
             };
             let label = format!(
@@ -506,9 +518,10 @@ where
             draw_line(&mut chart, pts, r, series_style(s, 2), label)?;
         }
     }
+    // Curves rise to the right: the lower right corner is free.
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(SeriesLabelPosition::LowerRight)
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .label_font(("sans-serif", 14))
@@ -645,20 +658,44 @@ where
     }
     let lo = all().map(|x| x.p99_us as f64).fold(f64::MAX, f64::min);
     let hi = all().map(|x| x.p99_us as f64).fold(1.0, f64::max);
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            "p99 latency of each second, by stage (colours and line styles as above)",
-            ("sans-serif", 18),
-        )
-        .margin(18)
-        .x_label_area_size(45)
-        .y_label_area_size(80)
-        .build_cartesian_2d(time_range(runs), decades(lo, hi).log_scale())
-        .map_err(err)?;
+    // A log axis only when the seconds differ by more than a decade or so; within one, a
+    // log axis would spend its labels on the crowded top of the decade.
+    if hi / lo.max(1.0) > 20.0 {
+        let chart = ChartBuilder::on(area)
+            .caption(P99_CAPTION, ("sans-serif", 18))
+            .margin(18)
+            .x_label_area_size(45)
+            .y_label_area_size(80)
+            .build_cartesian_2d(time_range(runs), decades(lo, hi).log_scale())
+            .map_err(err)?;
+        p99_lines(chart, runs, "p99 (log scale)")
+    } else {
+        let chart = ChartBuilder::on(area)
+            .caption(P99_CAPTION, ("sans-serif", 18))
+            .margin(18)
+            .x_label_area_size(45)
+            .y_label_area_size(80)
+            .build_cartesian_2d(time_range(runs), 0f64..hi * 1.15)
+            .map_err(err)?;
+        p99_lines(chart, runs, "p99")
+    }
+}
+
+const P99_CAPTION: &str = "p99 latency of each second, by stage (colours and line styles as above)";
+
+fn p99_lines<DB: DrawingBackend, Y>(
+    mut chart: ChartContext<'_, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
+    runs: &[LatencyRun],
+    y_desc: &str,
+) -> Result<(), String>
+where
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    DB::ErrorType: 'static,
+{
     chart
         .configure_mesh()
         .x_desc("seconds into the timed run")
-        .y_desc("p99 (log scale)")
+        .y_desc(y_desc)
         .y_label_formatter(&|y| us_label(*y))
         .label_style(("sans-serif", 15))
         .axis_desc_style(("sans-serif", 16))
@@ -1277,10 +1314,23 @@ mod tests {
             h.record(v).unwrap();
         }
         let c = curve(&h);
-        assert_eq!(c.last().unwrap().1, 10_000.0);
-        assert!(c.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
-        // 10^4 samples reach four decades into the tail: 80 steps and the maximum.
-        assert_eq!(c.len(), 81);
+        // The maximum as the histogram holds it (to its 3 significant digits).
+        assert_eq!(c.last().unwrap().1, h.max() as f64);
+        assert!(h.equivalent(h.max(), 10_000));
+        assert!(
+            c.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1),
+            "{c:?}"
+        );
+        // 10^4 samples reach four decades into the tail: 80 steps, the exact p50 and p99
+        // (unless a step already lands on them) and the maximum.
+        assert!((81..=83).contains(&c.len()), "{}", c.len());
+        for q in LEGEND_QUANTILES {
+            let p = c
+                .iter()
+                .find(|p| p.0 == q)
+                .expect("an exact legend quantile");
+            assert_eq!(p.1, h.value_at_quantile(q) as f64);
+        }
     }
 
     #[test]
