@@ -451,9 +451,7 @@ where
             .draw_series(DashedLineSeries::new(points, 9, 5, style))
             .map_err(err)?
             .label(label)
-            .legend(move |(x, y)| {
-                DashedPathElement::new(vec![(x, y), (x + 28, y)].into_iter(), 7, 4, style)
-            });
+            .legend(move |(x, y)| DashedPathElement::new(vec![(x, y), (x + 28, y)], 7, 4, style));
     }
     Ok(())
 }
