@@ -42,7 +42,7 @@ pub fn run(args: PlotArgs) -> ExitCode {
                 r.label = p.display().to_string();
             }
         }
-        draw_latency(&runs, &args.out)
+        draw_latency(&runs, &args.out).map_err(|e| format!("{}: {e}", args.out.display()))
     });
     match result {
         Ok(()) => {
