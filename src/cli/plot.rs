@@ -718,7 +718,7 @@ where
 }
 
 /// One failover round, as `drill --plot` measured it. Times are Unix microseconds, each from
-/// where the drill read it (see `drill::timeline`).
+/// where the drill read it (see `drill::timeline_from_logs` and `drill::first_accepted_submit`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FailoverTimeline {
     pub title: String,
