@@ -24,6 +24,7 @@ fn args(io: IoChoice, loss: f64, submitter: Submitter) -> ChurnArgs {
         reorder: loss,
         json: None,
         hdr_log: None,
+        plot: None,
         submitter,
         prefill: true,
         seed: 7,

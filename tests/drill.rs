@@ -40,9 +40,12 @@ fn number_after(stdout: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no number after '{key}' in:\n{stdout}"))
 }
 
+/// Also draws the first round (`--plot`): its events come from the daemons' logs and status.
 #[test]
 fn kill_primary_rounds_converge_with_every_committed_op_checked() {
-    let (out, stdout) = drill(&[]);
+    let plot =
+        std::env::temp_dir().join(format!("statesync-drill-plot-{}.svg", std::process::id()));
+    let (out, stdout) = drill(&["--plot", plot.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "drill failed:\n{stdout}\n{}",
@@ -53,6 +56,32 @@ fn kill_primary_rounds_converge_with_every_committed_op_checked() {
     assert!(
         number_after(&stdout, "committed ops checked:") > 0,
         "{stdout}"
+    );
+    let svg = std::fs::read_to_string(&plot).expect("drill --plot wrote its SVG");
+    let _ = std::fs::remove_file(&plot);
+    for text in [
+        "ms since the primary was stopped",
+        "unit 1 (old primary)",
+        "unit 2 (new primary)",
+        "channel 3",
+        "client 101",
+        "primary frozen (SIGSTOP): t = 0",
+        "failover: detection (queries sent) to takeover",
+        "client follows the new epoch",
+        "first accepted submit",
+        "it rejoined: back in the sync set",
+        "Bytes replayed per channel against a full resync",
+    ] {
+        assert!(svg.contains(text), "{text:?} missing from the drill plot");
+    }
+    // Every channel was resolved (a time read from the new primary's log).
+    assert_eq!(
+        svg.matches("in_sync (").count()
+            + svg.matches("ahead (").count()
+            + svg.matches("behind (").count()
+            + svg.matches("unknown (").count(),
+        4,
+        "{svg}"
     );
 }
 

@@ -45,6 +45,9 @@ enum Cmd {
     /// Send hostile canaries (spoofed, untagged, wrong-key, stale, random) to every node of a
     /// running deployment and check that each is refused (needs root).
     Probe(statesync::cli::hostile::ProbeArgs),
+    /// Draw a churn run's latency (its --hdr-log directory or --json report) as an SVG:
+    /// percentile curves of every stage, the commit rate and the p99 of each second.
+    Plot(statesync::cli::plot::PlotArgs),
 }
 
 #[derive(clap::Args)]
@@ -97,5 +100,6 @@ fn main() -> ExitCode {
         Cmd::Keygen(a) => statesync::daemon::cli::run_keygen(a),
         Cmd::Probe(a) => statesync::cli::hostile::run_probe(a),
         Cmd::Check(a) => statesync::daemon::check::run_check(a),
+        Cmd::Plot(a) => statesync::cli::plot::run(a),
     }
 }

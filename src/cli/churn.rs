@@ -67,6 +67,10 @@ pub struct ChurnArgs {
     /// directory. Intervals count from the start of the process; those of the prefill are empty.
     #[arg(long)]
     pub hdr_log: Option<std::path::PathBuf>,
+    /// At the end of the run, draw its latency into this SVG (as `statesync plot` draws an
+    /// `--hdr-log` directory): percentile curves per stage, commit rate and p99 per second.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<std::path::PathBuf>,
     /// Where the load is generated: `inline` (inside each worker's turn, into its submission
     /// ring: no third thread competing for the cores) or `thread` (one generator thread
     /// feeding every worker's ring, as a router's own submitter thread would).
@@ -1295,6 +1299,9 @@ fn report(
     for f in &failed {
         println!("FAILED: {f}");
     }
+    // One interval per second, every worker's added up: the plot and the JSON report's series.
+    let intervals = merged_intervals(outputs).map_err(|e| e.to_string())?;
+    let series = crate::cli::plot::LatencyRun::from_intervals("churn", &intervals)?;
     if let Some(path) = &args.json {
         let j = json!({
             "committed_per_s": committed_per_s,
@@ -1340,12 +1347,19 @@ fn report(
                 "client_ack": quantiles(&stages[1]),
                 "standby_commit": quantiles(&stages[2]),
             },
+            // What `statesync plot` draws: each stage's percentile curve and its seconds.
+            "latency_series": series.to_json(),
         });
         std::fs::write(path, serde_json::to_string_pretty(&j).expect("json"))
             .map_err(|e| format!("--json {}: {e}", path.display()))?;
     }
     if let Some(dir) = &args.hdr_log {
-        write_hdr_logs(dir, outputs).map_err(|e| format!("--hdr-log {}: {e}", dir.display()))?;
+        write_hdr_logs(dir, &intervals).map_err(|e| format!("--hdr-log {}: {e}", dir.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        crate::cli::plot::draw_latency(std::slice::from_ref(&series), path)
+            .map_err(|e| format!("--plot {}: {e}", path.display()))?;
+        println!("plot: wrote {}", path.display());
     }
     Ok(ChurnOutcome {
         ok: failed.is_empty(),
@@ -1358,11 +1372,35 @@ fn report(
     })
 }
 
-fn write_hdr_logs(dir: &std::path::Path, outputs: &[WorkerOutput]) -> std::io::Result<()> {
+/// Every worker's per-second latency histograms added up, interval by interval:
+/// `(start from the start of the process, duration, [stage histograms])`.
+type Interval = (Duration, Duration, [Histogram<u64>; 3]);
+
+fn merged_intervals(
+    outputs: &[WorkerOutput],
+) -> Result<Vec<Interval>, hdrhistogram::AdditionError> {
+    let n = outputs.iter().map(|o| o.intervals.len()).max().unwrap_or(0);
+    (0..n)
+        .map(|i| {
+            let mut hs: [Histogram<u64>; 3] = std::array::from_fn(|_| {
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds")
+            });
+            for o in outputs {
+                if let Some(iv) = o.intervals.get(i) {
+                    for (h, x) in hs.iter_mut().zip(iv) {
+                        h.add(x)?;
+                    }
+                }
+            }
+            Ok((Duration::from_secs(i as u64), Duration::from_secs(1), hs))
+        })
+        .collect()
+}
+
+fn write_hdr_logs(dir: &std::path::Path, intervals: &[Interval]) -> std::io::Result<()> {
     use hdrhistogram::serialization::V2Serializer;
     use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
     std::fs::create_dir_all(dir)?;
-    let n = outputs.iter().map(|o| o.intervals.len()).max().unwrap_or(0);
     for (s, name) in STAGES.iter().enumerate() {
         let mut file = std::fs::File::create(dir.join(format!("{name}.hlog")))?;
         let mut ser = V2Serializer::new();
@@ -1370,20 +1408,9 @@ fn write_hdr_logs(dir: &std::path::Path, outputs: &[WorkerOutput]) -> std::io::R
             .with_max_value_divisor(1.0)
             .begin_log_with(&mut file, &mut ser)
             .map_err(std::io::Error::other)?;
-        for i in 0..n {
-            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
-            for o in outputs {
-                if let Some(iv) = o.intervals.get(i) {
-                    h.add(&iv[s]).map_err(std::io::Error::other)?;
-                }
-            }
-            w.write_histogram(
-                &h,
-                Duration::from_secs(i as u64),
-                Duration::from_secs(1),
-                None,
-            )
-            .map_err(std::io::Error::other)?;
+        for (start, duration, hs) in intervals {
+            w.write_histogram(&hs[s], *start, *duration, None)
+                .map_err(std::io::Error::other)?;
         }
     }
     Ok(())

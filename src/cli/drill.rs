@@ -55,6 +55,10 @@ pub struct DrillArgs {
     pub failover_timeout_ms: u64,
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Draw the first round that finished into this SVG: its events on a time axis (from the
+    /// daemons' logs and status replies) and the bytes replayed per channel.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// How long a round waits for clients (and then the rejoined standby) to converge before
@@ -339,6 +343,8 @@ struct Round {
     primary_undisturbed: Option<bool>,
     /// Why the round failed before it could finish (then nothing else in it counts).
     error: Option<String>,
+    /// With `--plot`: the round's measured events.
+    timeline: Option<crate::cli::plot::FailoverTimeline>,
 }
 
 pub fn run(args: DrillArgs) -> ExitCode {
@@ -525,6 +531,16 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
                 .map_or(String::new(), |u| format!(" | new primary undisturbed {u}")),
         );
         rounds.push(round);
+    }
+    if let Some(path) = &args.plot {
+        match rounds.iter().find_map(|r| r.timeline.as_ref()) {
+            Some(t) => {
+                crate::cli::plot::draw_failover(t, path)
+                    .map_err(|e| format!("--plot {}: {e}", path.display()))?;
+                println!("plot: wrote {}", path.display());
+            }
+            None => eprintln!("drill --plot: no round finished: nothing drawn"),
+        }
     }
     summarize(args, variant, &rounds, &dir)
 }
@@ -876,6 +892,12 @@ fn run_round(
     // Transfer counters before the kill: only a primary counts `xfer_bytes`, so the delta of
     // whichever unit takes over is what it transferred after the failover.
     let xfer_before: Vec<Option<u64>> = (0..lab.cus.len()).map(|i| xfer_bytes(lab, i)).collect();
+    // For the plot's first accepted submit: what each unit had accepted before the kill.
+    let submits_before: Vec<Option<u64>> = (0..lab.cus.len())
+        .map(|i| counter(lab, i, "submits_accepted"))
+        .collect();
+    let mut sigkill_us = None;
+    let mut restarted_us = None;
     let mut round = Round {
         round: r,
         control_units: lab.cus.len() as u32,
@@ -928,6 +950,7 @@ fn run_round(
         }
         committed = capture_in_sync(lab, &in_sync, old_epoch)?;
         if !stale {
+            sigkill_us = Some(unix_us());
             kill_cu(lab, p);
         }
     }
@@ -971,6 +994,7 @@ fn run_round(
         // crashed daemon (a joining unit votes, though it can never be the successor itself).
         // A restarted unit knows no sync set: it votes only while it hears every other unit
         // of three, so with one of them still down nobody could be elected.
+        restarted_us = Some(unix_us());
         lab.spawn(true, p, &["standby", "--rejoin"])?;
         lab.spawn(true, u, &["standby", "--rejoin"])?;
     }
@@ -990,7 +1014,13 @@ fn run_round(
     let finished = failover_time(&st, "finished_unix_us")?;
     round.detection_ms = started.saturating_sub(kill_us) as f64 / 1000.0;
     round.recovery_ms = finished.saturating_sub(kill_us) as f64 / 1000.0;
-    std::thread::sleep(Duration::from_millis(300));
+    let load_left = Instant::now();
+    let first_submit = if args.plot.is_some() {
+        first_accepted_submit(lab, np, submits_before[np].unwrap_or(0), finished)
+    } else {
+        None
+    };
+    std::thread::sleep(Duration::from_millis(300).saturating_sub(load_left.elapsed()));
     stop_load(lab);
     if stale {
         match &lab.cus[p].ns {
@@ -1000,14 +1030,27 @@ fn run_round(
             }
         }
     }
-    let st = lab.status(&lab.cus[np].admin).ok_or("new primary status")?;
-    for (ch, (_, _, _, c)) in channels(&st).iter().enumerate() {
+    let st_after = lab.status(&lab.cus[np].admin).ok_or("new primary status")?;
+    let mut channel_events = Vec::new();
+    for (ch, (_, _, _, c)) in channels(&st_after).iter().enumerate() {
         // What relearning everything would send: every channel's whole state.
-        round.full_resync_bytes += c.get("state_bytes").and_then(Value::as_u64).unwrap_or(0);
+        let full = c.get("state_bytes").and_then(Value::as_u64).unwrap_or(0);
+        round.full_resync_bytes += full;
         if let Some(f) = c.get("last_failover") {
             let bytes = f.get("replay_bytes").and_then(Value::as_u64).unwrap_or(0)
                 + f.get("resent_bytes").and_then(Value::as_u64).unwrap_or(0);
             round.replayed_bytes += bytes;
+            channel_events.push(crate::cli::plot::ChannelEvents {
+                channel: ch as u32,
+                resolved_us: None,
+                resolution: f
+                    .get("resolution")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+                    .to_owned(),
+                replayed_bytes: bytes,
+                full_bytes: full,
+            });
             if f.get("resolution").and_then(Value::as_str) != Some("in_sync") {
                 round.out_of_sync_channels += 1;
                 let owner = lab
@@ -1067,12 +1110,14 @@ fn run_round(
         // as `primary`, with no state and the first epoch): it must not disrupt the new
         // primary and must end up a standby in sync.
         let first = lab.cus[p].first_args;
+        restarted_us = Some(unix_us());
         lab.spawn(true, p, first)?;
     } else {
         // Restart what died (double-fault restarted the old primary already): each rejoins
         // as standby through a state transfer.
         for &k in &killed {
             if lab.cus[k].child.is_none() {
+                restarted_us = restarted_us.or(Some(unix_us()));
                 lab.spawn(true, k, &["standby", "--rejoin"])?;
             }
         }
@@ -1087,7 +1132,7 @@ fn run_round(
     if variant == "restart-primary" {
         round.primary_undisturbed = Some(lab.status(&lab.cus[np].admin).is_some_and(|v| {
             role(&Some(v.clone())) == "primary"
-                && field_u64(&v, &["epoch"]) == field_u64(&st, &["epoch"])
+                && field_u64(&v, &["epoch"]) == field_u64(&st_after, &["epoch"])
         }));
     }
     // Converge: every channel committed through its last op and every client at the same op
@@ -1148,7 +1193,154 @@ fn run_round(
             )
             .is_ok();
     round.stale_fenced = round.stale_fenced.map(|f| f && round.digests_equal);
+    if args.plot.is_some() {
+        let stopped_how = if variant == "out-of-sync" {
+            "killed (SIGKILL)"
+        } else if stale && lab.netns {
+            "cut off (link down)"
+        } else {
+            "frozen (SIGSTOP)"
+        };
+        let mut t = crate::cli::plot::FailoverTimeline {
+            title: format!(
+                "Failover drill, round {r} ({variant}): unit {} stopped, unit {} took over ({} clients x {} channels, {} changes/s)",
+                round.killed, round.new_primary, args.clients, args.channels_per_client, args.rate
+            ),
+            killed: round.killed,
+            new_primary: round.new_primary,
+            frozen_us: kill_us,
+            stopped_how: stopped_how.to_owned(),
+            killed_us: sigkill_us,
+            last_primary_rx_us: field_u64(&st, &["failover", "last_primary_rx_unix_us"]),
+            detected_us: started,
+            took_over_us: finished,
+            channels: channel_events,
+            clients: Vec::new(),
+            first_submit,
+            restarted_us,
+            rejoined_us: None,
+        };
+        timeline_from_logs(lab, np, &mut t);
+        round.timeline = Some(t);
+    }
     Ok(round)
+}
+
+/// The events of a failover that the daemons log (with microsecond stamps) but do not keep
+/// in their status, read from their logs in the work directory (lines from `t.frozen_us` on):
+/// the new primary's `channel N resolved`, `replay to client C on channel N started` and
+/// `finished`, and `standby K joined the sync set` (after the restart: the rejoin); each
+/// client's `following epoch E (primary P)`.
+fn timeline_from_logs(lab: &Lab, np: usize, t: &mut crate::cli::plot::FailoverTimeline) {
+    let lines = |id: u32| -> Vec<(u64, String)> {
+        let text = std::fs::read_to_string(lab.dir.join(format!("node-{id}.log")));
+        let prefix = format!("node {id}: ");
+        text.unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (stamp, rest) = l.split_once(' ')?;
+                let at = crate::daemon::parse_unix_us(stamp)?;
+                let msg = rest.strip_prefix(&prefix)?;
+                (at >= t.frozen_us).then(|| (at, msg.to_owned()))
+            })
+            .collect()
+    };
+    let number = |s: &str| s.parse::<u64>().ok();
+    let mut replays: Vec<(u32, u32, u64, Option<u64>)> = Vec::new();
+    for (at, msg) in lines(lab.cus[np].id) {
+        let words: Vec<&str> = msg.split_whitespace().collect();
+        match words.as_slice() {
+            ["channel", ch, "resolved:", ..] => {
+                if let Some(c) = t
+                    .channels
+                    .iter_mut()
+                    .find(|c| Some(u64::from(c.channel)) == number(ch))
+                {
+                    c.resolved_us = c.resolved_us.or(Some(at));
+                }
+            }
+            [
+                "replay",
+                "to",
+                "client",
+                cl,
+                "on",
+                "channel",
+                ch,
+                "started:",
+                ..,
+            ] => {
+                if let (Some(cl), Some(ch)) = (number(cl), number(ch)) {
+                    replays.push((cl as u32, ch as u32, at, None));
+                }
+            }
+            [
+                "replay",
+                "to",
+                "client",
+                cl,
+                "on",
+                "channel",
+                ch,
+                "finished",
+            ] => {
+                let (cl, ch) = (number(cl).map(|v| v as u32), number(ch).map(|v| v as u32));
+                if let Some(r) = replays
+                    .iter_mut()
+                    .find(|r| Some(r.0) == cl && Some(r.1) == ch && r.3.is_none())
+                {
+                    r.3 = Some(at);
+                }
+            }
+            ["standby", k, "joined", "the", "sync", "set"]
+                if number(k) == Some(u64::from(t.killed))
+                    && t.restarted_us.is_some_and(|r| at >= r) =>
+            {
+                t.rejoined_us = t.rejoined_us.or(Some(at));
+            }
+            _ => {}
+        }
+    }
+    let follows = format!("(primary {})", t.new_primary);
+    for c in &lab.clients {
+        let followed_us = lines(c.id)
+            .into_iter()
+            .find(|(_, m)| m.starts_with("following epoch") && m.ends_with(&follows))
+            .map(|(at, _)| at);
+        t.clients.push(crate::cli::plot::ClientEvents {
+            client: c.id,
+            followed_us,
+            replays: replays
+                .iter()
+                .filter(|r| r.0 == c.id)
+                .map(|r| (r.1, r.2, r.3))
+                .collect(),
+        });
+    }
+}
+
+/// When the new primary first accepted a submit: the first status poll whose
+/// `submits_accepted` passed `before`, and the poll before it (or the takeover, `after_us`:
+/// nothing is accepted before the failover finished). Polls for at most 300 ms (while the
+/// load runs); `None` if no submit was seen by then.
+fn first_accepted_submit(lab: &Lab, np: usize, before: u64, after_us: u64) -> Option<(u64, u64)> {
+    let start = Instant::now();
+    let mut after = after_us;
+    while start.elapsed() < Duration::from_millis(300) {
+        if let Some(v) = lab.status(&lab.cus[np].admin)
+            && let (Some(now), Some(n)) = (
+                field_u64(&v, &["now_unix_us"]),
+                field_u64(&v, &["counters", "submits_accepted"]),
+            )
+        {
+            if n > before {
+                return Some((after, now));
+            }
+            after = after.max(now);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
 }
 
 /// True when unit `i` is a standby in primary `p`'s sync set.
@@ -1163,8 +1355,13 @@ fn in_sync_standby(l: &Lab, p: usize, i: usize) -> bool {
 /// transfer counter: a primary adds each snapshot stream's payload when it starts it, whatever
 /// peer it goes to (a standby counts nothing), so the drill reads the sender's delta.
 fn xfer_bytes(lab: &Lab, idx: usize) -> Option<u64> {
+    counter(lab, idx, "xfer_bytes")
+}
+
+/// One of a control unit's status `counters`.
+fn counter(lab: &Lab, idx: usize, name: &str) -> Option<u64> {
     lab.status(&lab.cus[idx].admin)
-        .and_then(|v| field_u64(&v, &["counters", "xfer_bytes"]))
+        .and_then(|v| field_u64(&v, &["counters", name]))
 }
 
 /// Waits for a unit that was not killed this round to lead an epoch newer than `old_epoch`

@@ -7,4 +7,5 @@ pub mod hostile;
 pub mod ledger;
 pub mod load;
 pub mod platform;
+pub mod plot;
 pub mod sim;

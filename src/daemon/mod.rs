@@ -83,9 +83,59 @@ pub fn format_unix_us(us: u64) -> String {
     )
 }
 
+/// The Unix time in microseconds of a [`format_unix_us`] stamp (`2024-05-01T12:00:00.123456Z`),
+/// as every daemon log line starts with; `None` for anything else.
+pub fn parse_unix_us(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() != 27
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[19] != b'.'
+        || b[26] != b'Z'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())?
+    };
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss, us) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..26)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days-from-civil (Howard Hinnant's algorithm), the inverse of `format_unix_us`.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    u64::try_from(secs).ok().map(|s| s * 1_000_000 + us as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_what_it_formats() {
+        for us in [
+            0,
+            1_709_210_096_000_042,
+            1_795_000_000_123_456,
+            951_782_400_999_999,
+        ] {
+            assert_eq!(parse_unix_us(&format_unix_us(us)), Some(us), "{us}");
+        }
+        assert_eq!(parse_unix_us("2024-02-29T12:34:56.00004Z"), None);
+        assert_eq!(parse_unix_us("2024-13-29T12:34:56.000042Z"), None);
+        assert_eq!(parse_unix_us("node 1: hello"), None);
+    }
 
     #[test]
     fn formats_unix_time() {
