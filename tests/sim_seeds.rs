@@ -370,3 +370,17 @@ fn an_empty_sync_set_defers_to_the_one_before_it() {
     let r = run_seed(11005826, &SimOptions::default());
     assert!(r.violations.is_empty(), "{:?}", r.violations);
 }
+
+/// Seeds 13085970 and 13127744 (three units, found by the 200,000-seed run of 13,000,000):
+/// the primary's sync set went {3} -> {1,3}; cut off, it heard no acknowledgement of {1,3}
+/// from standby 3, which then voted for unit 1 and left for its epoch. Back, the old primary
+/// dropped unit 1 and its set was {3} again: standby 3's old acknowledgement of {3}, sent
+/// before the change, matched by mask, and op 71 committed there while the successor cut at
+/// 70 (inv6, split brain). A member confirms the current set by its version, once announced.
+#[test]
+fn a_sync_set_is_confirmed_by_version_not_by_mask() {
+    for seed in [13085970, 13127744] {
+        let r = run_seed(seed, &SimOptions::default());
+        assert!(r.violations.is_empty(), "seed {seed}: {:?}", r.violations);
+    }
+}

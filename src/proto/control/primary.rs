@@ -217,14 +217,26 @@ impl ControlUnit {
         if self.sync_mask == 0 {
             return;
         }
+        // The current set must have been announced, under its own version: a set that shrank
+        // back to an earlier one ({3} -> {1,3} -> {3}) would otherwise be confirmed by a
+        // member's acknowledgement of the earlier one, sent before it left for a newer epoch
+        // (seed 13085970: op 71 committed on the old primary with a standby that had already
+        // voted for the new one, which cut at 70).
+        if self.announced_mask != self.sync_mask {
+            return;
+        }
         let mut low = u64::MAX;
         for (i, p) in self.peers.iter().enumerate() {
             if self.sync_mask & (1 << i) == 0 {
                 continue;
             }
-            // Each member must have acknowledged this sync set in our epoch: a unit that left
-            // for a newer epoch may announce an equal mask of that epoch's set (seed 4022943).
-            if p.seen_mask != self.sync_mask || p.epoch != self.epoch {
+            // Each member must have acknowledged this sync set, by version, in our epoch: a
+            // unit that left for a newer epoch may announce an equal mask of that epoch's set
+            // (seed 4022943).
+            if p.seen_mask != self.sync_mask
+                || p.seen_version != self.sync_version
+                || p.epoch != self.epoch
+            {
                 return;
             }
             let pc = &p.chans[channel as usize];
