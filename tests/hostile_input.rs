@@ -22,9 +22,9 @@ fn heartbeat(role: u8, flags: u8, sync_mask: u32, target: u32) -> HeartbeatBody 
     HeartbeatBody {
         role,
         flags,
-        reserved: 0.into(),
+        sync_version: 0.into(),
         sync_mask: sync_mask.into(),
-        target: target.into(),
+        boot_or_target: target.into(),
         vote: 0.into(),
     }
 }
@@ -267,7 +267,7 @@ fn a_delayed_primary_heartbeat_does_not_roll_back_the_sync_set() {
         let mut buf = vec![0u8; 256];
         let mut fb = FrameBuilder::new(&mut buf, 1, INITIAL_EPOCH, seq);
         let mut hb = heartbeat(ROLE_PRIMARY, 0, mask, 0);
-        hb.reserved = version.into();
+        hb.sync_version = version.into();
         assert!(fb.push(Kind::Heartbeat, &hb));
         let len = fb.finish();
         buf.truncate(len);

@@ -50,9 +50,9 @@ fn client_frame(
     let hb = HeartbeatBody {
         role: ROLE_CLIENT,
         flags: 0,
-        reserved: 0.into(),
+        sync_version: 0.into(),
         sync_mask: 0.into(),
-        target: boot.into(),
+        boot_or_target: boot.into(),
         vote: 0.into(),
     };
     assert!(fb.push(Kind::Heartbeat, &hb));

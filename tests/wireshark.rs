@@ -251,9 +251,15 @@ fn expected_fields(
                     "statesync.hb.flags.switchover",
                     (b.flags >> 3 & 1).to_string(),
                 );
-                put("statesync.hb.reserved", b.reserved.get().to_string());
+                put(
+                    "statesync.hb.sync_version",
+                    b.sync_version.get().to_string(),
+                );
                 put("statesync.hb.sync_mask", b.sync_mask.get().to_string());
-                put("statesync.hb.target", b.target.get().to_string());
+                put(
+                    "statesync.hb.boot_or_target",
+                    b.boot_or_target.get().to_string(),
+                );
                 put("statesync.hb.vote", b.vote.get().to_string());
             }
             Msg::LaReply(r) => {

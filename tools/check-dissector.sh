@@ -115,7 +115,7 @@ FIELDS=(frame.number udp.length _ws.expert.severity _ws.malformed statesync.fram
     statesync.nack.channel statesync.nack.generation statesync.nack.from statesync.nack.to
     statesync.hb.role statesync.hb.flags statesync.hb.flags.primary_lost
     statesync.hb.flags.needs_transfer statesync.hb.flags.joined statesync.hb.flags.switchover
-    statesync.hb.reserved statesync.hb.sync_mask statesync.hb.target statesync.hb.vote
+    statesync.hb.sync_version statesync.hb.sync_mask statesync.hb.boot_or_target statesync.hb.vote
     statesync.lareply.channel statesync.lareply.flags statesync.lareply.flags.unknown
     statesync.lareply.last_applied statesync.lareply.cookie_above statesync.lareply.data_epoch
     statesync.begin.channel statesync.begin.stream statesync.begin.sections

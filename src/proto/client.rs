@@ -565,9 +565,9 @@ fn heartbeat(flags: u8, boot_id: u32) -> HeartbeatBody {
     HeartbeatBody {
         role: ROLE_CLIENT,
         flags,
-        reserved: 0.into(),
+        sync_version: 0.into(),
         sync_mask: 0.into(),
-        target: boot_id.into(),
+        boot_or_target: boot_id.into(),
         vote: 0.into(),
     }
 }

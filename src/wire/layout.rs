@@ -195,13 +195,28 @@ pub const HB_FLAG_SWITCHOVER: u8 = 8;
 pub struct HeartbeatBody {
     pub role: u8,
     pub flags: u8,
-    pub reserved: U16,
+    /// Control units: the version of the sync set in `sync_mask` (the primary's own, or the
+    /// one a standby last took from it); it wraps. Clients: 0.
+    pub sync_version: U16,
     /// Primary: bit i set when control unit i is in the sync set. Standby: the mask it last saw.
     pub sync_mask: U32,
-    /// Primary: target of a switchover (with HB_FLAG_SWITCHOVER); otherwise 0.
-    pub target: U32,
+    /// Primary: the target of a switchover (with HB_FLAG_SWITCHOVER), else 0. Standbys and
+    /// clients: their boot ID, new on every restart. Read it with [`HeartbeatBody::boot_id`]
+    /// or [`HeartbeatBody::switchover_target`], which say which one is meant.
+    pub boot_or_target: U32,
     /// Standby that has lost the primary: the control unit it would follow (0 = none).
     pub vote: U32,
+}
+
+impl HeartbeatBody {
+    /// A standby's or client's boot ID (new on every restart).
+    pub fn boot_id(&self) -> u32 {
+        self.boot_or_target.get()
+    }
+    /// A primary's switchover target (meaningful with `HB_FLAG_SWITCHOVER`).
+    pub fn switchover_target(&self) -> u32 {
+        self.boot_or_target.get()
+    }
 }
 
 /// LA_REPLY flag: the client has no history (fresh start) and needs a full replay.

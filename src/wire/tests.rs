@@ -559,9 +559,9 @@ fn layout_sizes_and_offsets_match_protocol_doc() {
     let hb = [
         offset_of!(HeartbeatBody, role),
         offset_of!(HeartbeatBody, flags),
-        offset_of!(HeartbeatBody, reserved),
+        offset_of!(HeartbeatBody, sync_version),
         offset_of!(HeartbeatBody, sync_mask),
-        offset_of!(HeartbeatBody, target),
+        offset_of!(HeartbeatBody, boot_or_target),
         offset_of!(HeartbeatBody, vote),
     ];
     assert_eq!(hb, [0, 1, 2, 4, 8, 12]);
@@ -733,9 +733,9 @@ fn round_trip_every_kind_field_by_field() {
     let hb = HeartbeatBody {
         role: ROLE_STANDBY,
         flags: HB_FLAG_JOINED | HB_FLAG_PRIMARY_LOST,
-        reserved: 0.into(),
+        sync_version: 0.into(),
         sync_mask: 0b110.into(),
-        target: 2.into(),
+        boot_or_target: 2.into(),
         vote: 0.into(),
     };
     assert!(b.push(Kind::Heartbeat, &hb));
@@ -869,7 +869,7 @@ fn round_trip_every_kind_field_by_field() {
         panic!("{:?}", msgs[5])
     };
     assert_eq!(
-        (h.role, h.flags, h.sync_mask.get(), h.target.get()),
+        (h.role, h.flags, h.sync_mask.get(), h.boot_or_target.get()),
         (ROLE_STANDBY, 5, 0b110, 2)
     );
     let Msg::LaQuery(q) = msgs[6] else {

@@ -102,10 +102,10 @@ local f = {
     hb_needs = ProtoField.bool("statesync.hb.flags.needs_transfer", "Needs transfer", 8, nil, 0x02),
     hb_joined = ProtoField.bool("statesync.hb.flags.joined", "Joined", 8, nil, 0x04),
     hb_switch = ProtoField.bool("statesync.hb.flags.switchover", "Switchover", 8, nil, 0x08),
-    hb_reserved = ProtoField.uint16("statesync.hb.reserved", "Reserved", base.DEC),
+    hb_sync_version = ProtoField.uint16("statesync.hb.sync_version", "Sync-set version", base.DEC),
     hb_sync_mask = ProtoField.uint32("statesync.hb.sync_mask", "Sync mask", base.HEX),
     -- Primary: switchover target (with the switchover flag); standbys and clients: boot ID.
-    hb_target = ProtoField.uint32("statesync.hb.target", "Target / boot ID", base.DEC),
+    hb_boot_or_target = ProtoField.uint32("statesync.hb.boot_or_target", "Boot ID / switchover target", base.DEC),
     hb_vote = ProtoField.uint32("statesync.hb.vote", "Vote", base.DEC),
     -- LA_REPLY.
     la_channel = ProtoField.uint32("statesync.lareply.channel", "Channel", base.DEC),
@@ -267,8 +267,8 @@ local function dissect_body(tvb, mt, kind, mflags, off, blen)
         for _, b in ipairs({ f.hb_lost, f.hb_needs, f.hb_joined, f.hb_switch }) do
             ft:add_le(b, tvb(off + 1, 1))
         end
-        add_le(mt, tvb, off + 2, { { f.hb_reserved, 2 }, { f.hb_sync_mask, 4 } })
-        local tt = mt:add_le(f.hb_target, tvb(off + 8, 4))
+        add_le(mt, tvb, off + 2, { { f.hb_sync_version, 2 }, { f.hb_sync_mask, 4 } })
+        local tt = mt:add_le(f.hb_boot_or_target, tvb(off + 8, 4))
         tt:append_text(role == 1 and " (switchover target)" or " (boot ID: changes on every restart)")
         mt:add_le(f.hb_vote, tvb(off + 12, 4))
     elseif kind == 8 then

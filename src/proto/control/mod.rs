@@ -847,7 +847,7 @@ impl ControlUnit {
         p.flags = hb.flags;
         p.epoch = epoch;
         p.seen_mask = hb.sync_mask.get();
-        p.seen_version = hb.reserved.get();
+        p.seen_version = hb.sync_version.get();
         p.vote = hb.vote.get();
         if hb.role == crate::wire::ROLE_PRIMARY && epoch == self.epoch && self.role != Role::Primary
         {
@@ -861,10 +861,10 @@ impl ControlUnit {
                 return;
             }
             self.seen_mask = hb.sync_mask.get();
-            self.seen_version = hb.reserved.get();
+            self.seen_version = hb.sync_version.get();
             self.has_view = true;
             if hb.flags & crate::wire::HB_FLAG_SWITCHOVER != 0
-                && hb.target.get() == self.id
+                && hb.switchover_target() == self.id
                 && self.is_eligible()
             {
                 self.start_failover(now_us, true);
@@ -891,7 +891,7 @@ impl ControlUnit {
             p.primary_hb_order = Some((epoch, seq));
             return false;
         }
-        let boot = hb.target.get();
+        let boot = hb.boot_id();
         if p.hb_order.is_some_and(|(b, s)| b == boot && seq <= s) {
             return true;
         }
@@ -965,7 +965,7 @@ impl ControlUnit {
             if epoch < self.epoch {
                 self.client_hb_due[ci] = true;
             }
-            self.on_client_boot(now_us, ci, hb.target.get(), hb.flags);
+            self.on_client_boot(now_us, ci, hb.boot_id(), hb.flags);
         }
         if epoch < self.epoch {
             if frame.msgs().any(|m| !matches!(m, Msg::Heartbeat(_))) {
@@ -1081,9 +1081,9 @@ impl ControlUnit {
         HeartbeatBody {
             role,
             flags,
-            reserved: version.into(),
+            sync_version: version.into(),
             sync_mask: mask.into(),
-            target: if self.role == Role::Primary {
+            boot_or_target: if self.role == Role::Primary {
                 self.switchover_to.unwrap_or(0).into()
             } else {
                 self.boot_id.into()

@@ -289,7 +289,7 @@ impl ControlUnit {
         let bit = 1u32 << pi;
         let p = &mut self.peers[pi];
         if hb.flags & HB_FLAG_NEEDS_TRANSFER != 0 {
-            let boot = hb.target.get();
+            let boot = hb.boot_id();
             if self.sync_mask & bit != 0 {
                 self.sync_mask &= !bit;
                 self.events.push(Event::StandbyDropped { standby: p.id });
