@@ -27,6 +27,7 @@ fn args(io: IoChoice, loss: f64, submitter: Submitter) -> ChurnArgs {
         plot: None,
         submitter,
         prefill: true,
+        no_prefill: false,
         seed: 7,
         connect: vec![],
         submitter_id: 900,

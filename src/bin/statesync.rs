@@ -1,6 +1,6 @@
 //! The `statesync` command.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
 #[global_allocator]
@@ -48,6 +48,16 @@ enum Cmd {
     /// Draw a churn run's latency (its --hdr-log directory or --json report) as an SVG:
     /// percentile curves of every stage, the commit rate and the p99 of each second.
     Plot(statesync::cli::plot::PlotArgs),
+    /// Print a shell completion script: `statesync completions bash > /etc/bash_completion.d/statesync`.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff): `statesync man > /usr/local/share/man/man1/statesync.1`.
+    Man,
+}
+
+#[derive(clap::Args)]
+struct CompletionsArgs {
+    /// The shell to complete for.
+    shell: clap_complete::Shell,
 }
 
 #[derive(clap::Args)]
@@ -101,5 +111,21 @@ fn main() -> ExitCode {
         Cmd::Probe(a) => statesync::cli::hostile::run_probe(a),
         Cmd::Check(a) => statesync::daemon::check::run_check(a),
         Cmd::Plot(a) => statesync::cli::plot::run(a),
+        Cmd::Completions(a) => {
+            clap_complete::generate(
+                a.shell,
+                &mut Cli::command(),
+                "statesync",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Cmd::Man => match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("statesync man: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -25,20 +25,22 @@ use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ChurnArgs {
-    /// Seconds of load.
-    #[arg(long, default_value_t = 10.0)]
+    /// Length of the timed run: 10, 10s, 500ms or 2m (a bare number is seconds).
+    #[arg(long, default_value = "10", value_parser = crate::cli::units::parse_seconds)]
     pub duration: f64,
-    /// Changes per second (open loop), or `max`.
-    #[arg(long, default_value = "max")]
+    /// Changes per second, open loop (20000, 400k, 1.5M), or `max`: flat out.
+    #[arg(long, default_value = "max", value_parser = validate_rate)]
     pub rate: String,
+    /// Channels (each owned by one client, each with its own op IDs and retention window).
     #[arg(long, default_value_t = 64)]
     pub channels: u32,
     /// Keys in total across all channels.
     #[arg(long, default_value_t = 1 << 20)]
     pub keys: u64,
+    /// Bytes of each change's value.
     #[arg(long, default_value_t = 32)]
     pub value_bytes: usize,
-    /// I/O backend: auto | uring | mmsg.
+    /// I/O backend: io_uring, sendmmsg/recvmmsg, or whichever works here.
     #[arg(long, default_value = "auto")]
     pub io: IoChoice,
     /// Worker threads (each runs a shard: primary, standby and clients of its channels).
@@ -56,8 +58,10 @@ pub struct ChurnArgs {
     /// Transport fault layer: drop, duplicate and reorder probabilities.
     #[arg(long, default_value_t = 0.0)]
     pub loss: f64,
+    /// Transport fault layer: probability that a datagram is delivered twice.
     #[arg(long, default_value_t = 0.0)]
     pub dup: f64,
+    /// Transport fault layer: probability that a datagram is held back behind later ones.
     #[arg(long, default_value_t = 0.0)]
     pub reorder: f64,
     /// Write the JSON report here.
@@ -81,6 +85,9 @@ pub struct ChurnArgs {
     /// Prefill changes are left out of the rate and the latency figures.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub prefill: bool,
+    /// Skip the prefill (the same as `--prefill false`).
+    #[arg(long, conflicts_with = "prefill")]
+    pub no_prefill: bool,
     /// Seed of the key/value generator.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -153,7 +160,17 @@ struct Shard {
     channels: Vec<u32>,
 }
 
+/// Checks `--rate` when the command line is read, so a bad value is refused at once.
+fn validate_rate(s: &str) -> Result<String, String> {
+    crate::cli::units::parse_rate_or_max(s).map(|_| s.to_string())
+}
+
 impl ChurnArgs {
+    /// Whether the keys are written once before the timed run (`--prefill`, `--no-prefill`).
+    fn prefill(&self) -> bool {
+        self.prefill && !self.no_prefill
+    }
+
     fn workers_or_cores(&self) -> usize {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         self.workers.unwrap_or(cores).max(1)
@@ -259,16 +276,7 @@ fn connect(args: &ChurnArgs) -> ExitCode {
 }
 
 fn parse_rate(s: &str) -> Result<Option<f64>, String> {
-    if s == "max" {
-        return Ok(None);
-    }
-    let r: f64 = s
-        .parse()
-        .map_err(|_| format!("--rate: expected a number or 'max', got '{s}'"))?;
-    if r <= 0.0 || !r.is_finite() {
-        return Err("--rate: must be positive".into());
-    }
-    Ok(Some(r))
+    crate::cli::units::parse_rate_or_max(s).map_err(|e| format!("--rate: {e}"))
 }
 
 /// Runs churn; the outcome's `ok` is true when every generated change committed, none was
@@ -313,7 +321,7 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
     let clock = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let gen_stop = Arc::new(AtomicBool::new(false));
-    let run_phase = Arc::new(AtomicBool::new(!args.prefill));
+    let run_phase = Arc::new(AtomicBool::new(!args.prefill()));
     let mut handles = Vec::new();
     let mut producers = Vec::new();
     let mut hostile_targets = Vec::new();
@@ -471,7 +479,7 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
     // Progress, once a second.
     let total = |f: &dyn Fn(&Gauges) -> u64| gauges.iter().map(|g| f(g)).sum::<u64>();
     let worst = |f: &dyn Fn(&Gauges) -> u64| gauges.iter().map(|g| f(g)).max().unwrap_or(0);
-    let base = if args.prefill {
+    let base = if args.prefill() {
         prefill(args, &gauges)?
     } else {
         Baseline::default()
@@ -757,7 +765,7 @@ impl Schedule {
             n: 0,
             t0_ns: None,
             interval_ns: rate.map(|r| 1e9 * share / r),
-            prefill_next: if args.prefill { 0 } else { args.keys },
+            prefill_next: if args.prefill() { 0 } else { args.keys },
             run_phase,
             channels: args.channels,
             keys: args.keys,

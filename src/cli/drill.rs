@@ -25,8 +25,8 @@ pub struct DrillArgs {
     /// Channels per client.
     #[arg(long, default_value_t = 4)]
     pub channels_per_client: u32,
-    /// Load, in changes per second.
-    #[arg(long, default_value_t = 20_000.0)]
+    /// Load, in changes per second (20000, 20k, 1.5M).
+    #[arg(long, default_value = "20000", value_parser = crate::cli::units::parse_per_second)]
     pub rate: f64,
     /// Each node in its own network namespace (needs root; uses tools/lab-up.sh's layout).
     #[arg(long)]
@@ -37,7 +37,7 @@ pub struct DrillArgs {
     /// the standby resumes, so clients are ahead of it on every loaded channel; double-fault: the
     /// successor is killed too while it takes over, and a third unit must; needs 3+ control units;
     /// restart-primary: the killed primary restarts with its first command line, not `--rejoin`).
-    #[arg(long, default_value = "kill-primary")]
+    #[arg(long, default_value = "kill-primary", value_parser = clap::builder::PossibleValuesParser::new(VARIANTS))]
     pub variant: String,
     /// Control units in the config, in priority order: the first starts as primary, the others
     /// as standbys. With 3 or more a takeover needs a majority vote.
@@ -358,23 +358,25 @@ pub fn run(args: DrillArgs) -> ExitCode {
     }
 }
 
+/// Every `--variant`, as the command line offers them.
+pub const VARIANTS: [&str; 8] = [
+    "kill-primary",
+    "stale-primary",
+    "kill-standby",
+    "kill-client-in-replay",
+    "loss",
+    "out-of-sync",
+    "double-fault",
+    "restart-primary",
+];
+
 pub fn drill(args: &DrillArgs) -> Result<bool, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let dir = std::env::temp_dir().join(format!("statesync-drill-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let variant = args.variant.as_str();
-    if ![
-        "kill-primary",
-        "stale-primary",
-        "kill-standby",
-        "kill-client-in-replay",
-        "loss",
-        "out-of-sync",
-        "double-fault",
-        "restart-primary",
-    ]
-    .contains(&variant)
-    {
+    // Checked here too: a library caller does not go through the command-line parser.
+    if !VARIANTS.contains(&variant) {
         return Err(format!("--variant: unknown '{variant}'"));
     }
     if variant == "double-fault" && args.control_units < 3 {

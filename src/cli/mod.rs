@@ -9,3 +9,4 @@ pub mod load;
 pub mod platform;
 pub mod plot;
 pub mod sim;
+pub mod units;

@@ -1,0 +1,62 @@
+//! The command line as a user meets it: human units, choices checked when read, shell
+//! completions and the man page.
+
+use std::process::Command;
+
+fn statesync(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_statesync"))
+        .args(args)
+        .output()
+        .expect("run statesync")
+}
+
+#[test]
+fn completions_and_man_page_are_generated() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = statesync(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("churn") && text.contains("drill"),
+            "{shell}: {text:.200}"
+        );
+    }
+    let man = statesync(&["man"]);
+    assert!(man.status.success());
+    let text = String::from_utf8_lossy(&man.stdout);
+    assert!(text.contains(".TH statesync 1"), "{text:.200}");
+}
+
+#[test]
+fn units_and_choices_are_checked_when_read() {
+    let out = statesync(&["churn", "--rate", "fast"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("400k"));
+    let out = statesync(&["drill", "--variant", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("double-fault"));
+    let out = statesync(&["churn", "--prefill", "false", "--no-prefill"]);
+    assert_eq!(out.status.code(), Some(2));
+    // A tiny real run with every human unit.
+    let out = statesync(&[
+        "churn",
+        "--duration",
+        "300ms",
+        "--rate",
+        "20k",
+        "--no-prefill",
+        "--keys",
+        "4096",
+        "--channels",
+        "4",
+        "--workers",
+        "1",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("verdict: OK"), "{text}");
+    assert!(
+        !text.contains("prefill:"),
+        "--no-prefill still prefilled: {text}"
+    );
+}
