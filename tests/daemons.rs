@@ -3,10 +3,13 @@
 //! admin sockets' protection: strangers refused on the Unix socket, no control and no amplified
 //! reply over UDP without the token.
 
+mod common;
+
+use common::{Submitter, submit_frame};
 use serde_json::{Value, json};
 use statesync::auth::{Auth, LinkKeys};
 use statesync::daemon::admin::request_unix;
-use statesync::wire::{Entry, FrameBuilder, encode_entry};
+use statesync::wire::FrameBuilder;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -209,83 +212,6 @@ socket_dir = {:?}
     }
 }
 
-/// A load client's change: one public and one private entry.
-fn submit_frame(buf: &mut [u8], seq: u64, channel: u32) -> usize {
-    let value = format!("value-{seq}");
-    let mut public = Vec::new();
-    encode_entry(
-        &mut public,
-        &Entry {
-            section: (seq % 4) as u8,
-            key: seq,
-            value: Some(value.as_bytes()),
-            private: false,
-        },
-    );
-    let mut private = Vec::new();
-    encode_entry(
-        &mut private,
-        &Entry {
-            section: 0,
-            key: 1_000_000 + seq,
-            value: Some(b"secret"),
-            private: true,
-        },
-    );
-    // Packet sequence 1 is the session opener's (see `Submitter`).
-    let mut fb = FrameBuilder::new(buf, 900, 256, seq + 1);
-    assert!(fb.push_submit(channel, seq, (&public, 1), (&private, 1)));
-    fb.finish()
-}
-
-/// Submitter 900 with its key file: opens a session with each control unit (an opener, then
-/// the unit's hello), then seals every frame for the unit it goes to.
-struct Submitter {
-    sock: UdpSocket,
-    auth: Auth,
-    cus: Vec<(u32, SocketAddr)>,
-}
-
-impl Submitter {
-    fn new(lab: &Lab) -> Submitter {
-        let keys = LinkKeys::load(&lab.path.parent().unwrap().join("keys/node-900.key"), 900)
-            .expect("submitter key file");
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        let mut s = Submitter {
-            sock,
-            auth: Auth::new(&keys),
-            cus: vec![(1, lab.cu_data[0]), (2, lab.cu_data[1])],
-        };
-        let mut buf = vec![0u8; 256];
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while s.cus.iter().any(|&(id, _)| s.auth.peer_boot(id) == 0) {
-            assert!(Instant::now() < deadline, "no hello from the control units");
-            for (id, addr) in s.cus.clone() {
-                let n = FrameBuilder::new(&mut buf, 900, 0, 1).finish();
-                // The opener is sealed once per unit (its sequence number may not repeat).
-                if s.auth.peer_boot(id) == 0 && s.auth.seal(id, &mut buf[..n]) {
-                    s.sock.send_to(&buf[..n], addr).unwrap();
-                }
-            }
-            let mut rx = [0u8; 256];
-            if let Ok((n, src)) = s.sock.recv_from(&mut rx) {
-                let id = s.cus.iter().find(|c| c.1 == src).map(|c| c.0);
-                s.auth.open(0, src, id, &rx[..n]);
-            }
-        }
-        s
-    }
-
-    fn send(&mut self, frame: &mut [u8]) {
-        for (id, addr) in self.cus.clone() {
-            assert!(self.auth.seal(id, frame));
-            self.sock.send_to(frame, addr).unwrap();
-        }
-    }
-}
-
 fn digests(v: &Value, field: &str) -> Vec<(u64, String)> {
     v["channels"]
         .as_array()
@@ -322,7 +248,10 @@ fn primary_standby_client_submit_takeover_sigterm() {
     assert_eq!(c["epoch"], 256);
 
     // Fake submitter 900: every change to both control units; the primary takes it.
-    let mut sub = Submitter::new(&lab);
+    let mut sub = Submitter::new(
+        &[(1, lab.cu_data[0]), (2, lab.cu_data[1])],
+        &lab.path.parent().unwrap().join("keys/node-900.key"),
+    );
     let mut buf = vec![0u8; 1472];
     let n_submits = 30u64;
     for seq in 1..=n_submits {
