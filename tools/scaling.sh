@@ -14,7 +14,7 @@ BIN=${BIN:-target/release/statesync}
 CORES=$(nproc)
 [ -x "$BIN" ] || cargo build --release
 mkdir -p "$OUT_DIR"
-WORKERS=${WORKERS:-$(for w in 1 2 4 8 16; do [ "$w" -le "$CORES" ] && echo "$w"; done)}
+WORKERS=${WORKERS:-$(for w in 1 2 4 8 16; do if [ "$w" -le "$CORES" ]; then echo "$w"; fi; done)}
 echo "machine: $CORES cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(uname -r)"
 for w in $WORKERS; do
   ch=$(( w * 32 < 64 ? 64 : w * 32 ))
