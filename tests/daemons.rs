@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Submitter, submit_frame};
+use common::{Submitter, status, submit_frame, wait_for};
 use serde_json::{Value, json};
 use statesync::auth::{Auth, LinkKeys};
 use statesync::daemon::admin::request_unix;
@@ -104,24 +104,6 @@ fn free_ports(n: usize) -> Vec<u16> {
         .iter()
         .map(|s| s.local_addr().unwrap().port())
         .collect()
-}
-
-fn status(sock: &Path) -> Option<Value> {
-    request_unix(sock, &json!({"cmd": "status"}), Duration::from_millis(300))
-        .ok()
-        .filter(|v| v["ok"] == true)
-}
-
-/// Polls `f` until it returns `Some` or `timeout` passes.
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn role_is(sock: &Path, role: &str) -> Option<Value> {

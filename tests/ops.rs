@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Submitter, submit_frame};
+use common::{Submitter, status, submit_frame, wait_for};
 use serde_json::{Value, json};
 use statesync::daemon::admin::request_unix;
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,7 +15,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_statesync");
 
@@ -248,24 +248,6 @@ impl Drop for Kids {
     }
 }
 
-fn status(sock: &Path) -> Option<Value> {
-    request_unix(sock, &json!({"cmd": "status"}), Duration::from_millis(300))
-        .ok()
-        .filter(|v| v["ok"] == true)
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// GET /metrics over HTTP/1.1: the status line and the body.
 fn scrape(addr: SocketAddr) -> (String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

@@ -1,10 +1,31 @@
 //! Helpers shared by the integration tests that drive real daemons.
 
+use serde_json::{Value, json};
 use statesync::auth::{Auth, LinkKeys};
+use statesync::daemon::admin::request_unix;
 use statesync::wire::{Entry, FrameBuilder, encode_entry};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// A node's status over its Unix admin socket, if it answers `ok`.
+pub fn status(sock: &Path) -> Option<Value> {
+    request_unix(sock, &json!({"cmd": "status"}), Duration::from_millis(300))
+        .ok()
+        .filter(|v| v["ok"] == true)
+}
+
+/// Polls `f` until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 
 /// A load client's change: one public and one private entry.
 pub fn submit_frame(buf: &mut [u8], seq: u64, channel: u32) -> usize {
