@@ -17,8 +17,9 @@ pub mod unix;
 pub use config::{AdminConfig, AdminToken, read_token_file};
 
 use super::Clock;
+use crate::proto::Node;
 use crate::proto::{ControlUnit, Counters, NodeId, OpStatus, Role};
-use crate::runtime::node::{Machine, NodeRunner};
+use crate::runtime::node::NodeRunner;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::io::{self, Read, Write};
@@ -539,8 +540,8 @@ fn cu_status(cu: &ControlUnit, clock: &Clock) -> Value {
 
 fn status(runner: &NodeRunner, clock: &Clock, now_us: u64, stats: &AdminStats) -> Value {
     let mut v = match &runner.machine {
-        Machine::Cu(cu) => cu_status(cu, clock),
-        Machine::Client(c) => {
+        Node::Cu(cu) => cu_status(cu, clock),
+        Node::Client(c) => {
             let channels: Vec<Value> = c
                 .channels()
                 .map(|ch| {
@@ -941,7 +942,7 @@ mod tests {
         let clock = Clock::new();
         let now = clock.now_us();
         let machine = if id == 100 {
-            Machine::Client(Box::new(crate::proto::Client::new(
+            Node::Client(Box::new(crate::proto::Client::new(
                 cfg.proto_config(),
                 id,
                 false,
@@ -949,7 +950,7 @@ mod tests {
                 now,
             )))
         } else {
-            Machine::Cu(Box::new(ControlUnit::new(
+            Node::Cu(Box::new(ControlUnit::new(
                 cfg.proto_config(),
                 id,
                 true,

@@ -8,8 +8,9 @@ use super::metrics::{MetricsFeed, MetricsServer};
 use super::notify::Notifier;
 use super::state::{EpochFile, StateError};
 use super::{Clock, format_unix_us, unix_now_us};
+use crate::proto::Node;
 use crate::proto::{Client, ControlUnit, Event, InjectedBug, NodeId, RestoreError, Role};
-use crate::runtime::node::{Machine, NodeRunner};
+use crate::runtime::node::NodeRunner;
 use crate::transport::{Transport, TransportError};
 use std::io;
 use std::net::SocketAddr;
@@ -217,10 +218,10 @@ fn hook_kind(role: Role) -> Option<HookKind> {
 }
 
 /// The `STATUS=` line systemd shows.
-fn status_line(m: &Machine) -> String {
+fn status_line(m: &Node) -> String {
     match m {
-        Machine::Cu(c) => format!("{}, epoch {}", role_name(c.role()), c.epoch()),
-        Machine::Client(c) => format!(
+        Node::Cu(c) => format!("{}, epoch {}", role_name(c.role()), c.epoch()),
+        Node::Client(c) => format!(
             "client, epoch {}, primary {}",
             c.epoch(),
             c.primary().map_or("none".to_owned(), |p| p.to_string())
@@ -264,13 +265,13 @@ fn run_started(
     proto.standby_apply_events = false;
     proto.inject = inject;
     let mut machine = match mode {
-        Mode::Primary => Machine::Cu(Box::new(ControlUnit::new(proto, id, true, boot_id, now))),
+        Mode::Primary => Node::Cu(Box::new(ControlUnit::new(proto, id, true, boot_id, now))),
         Mode::Standby { rejoin } => {
-            Machine::Cu(Box::new(ControlUnit::new(proto, id, !rejoin, boot_id, now)))
+            Node::Cu(Box::new(ControlUnit::new(proto, id, !rejoin, boot_id, now)))
         }
         Mode::Client { fresh } => {
             proto.client_apply_events = false;
-            Machine::Client(Box::new(Client::new(proto, id, fresh, boot_id, now)))
+            Node::Client(Box::new(Client::new(proto, id, fresh, boot_id, now)))
         }
     };
     let mut epoch_file = match machine.as_cu_mut() {
@@ -335,7 +336,7 @@ fn run_started(
                 "UNAUTHENTICATED"
             },
             admin.socket_path().display(),
-            epoch_of(&runner.machine)
+            runner.machine.epoch()
         ),
     );
     let terr = |source| DaemonError::Transport {
@@ -346,9 +347,9 @@ fn run_started(
     let mut next_admin_us = 0;
     let mut auth_logged = crate::auth::AuthStats::default();
     let mut next_auth_log_us = 0;
-    let mut client_epoch = epoch_of(&runner.machine);
+    let mut client_epoch = runner.machine.epoch();
     let mut role = runner.machine.as_cu().map_or(Role::Standby, |c| c.role());
-    *last_epoch = epoch_of(&runner.machine);
+    *last_epoch = runner.machine.epoch();
     if let (Some(h), Some(k), Some(cu)) = (hooks.as_mut(), hook_kind(role), runner.machine.as_cu())
     {
         h.send(Transition {
@@ -391,7 +392,7 @@ fn run_started(
         if let Some(epoch) = transferred {
             log(id, format_args!("state transfer complete (epoch {epoch})"));
         }
-        if let Machine::Cu(c) = &runner.machine
+        if let Node::Cu(c) = &runner.machine
             && c.role() != role
         {
             log(
@@ -421,7 +422,7 @@ fn run_started(
             }
             role = c.role();
         }
-        *last_epoch = epoch_of(&runner.machine);
+        *last_epoch = runner.machine.epoch();
         if let Some(f) = &mut feed {
             f.maybe_update(&runner, now);
         }
@@ -438,7 +439,7 @@ fn run_started(
             notified = shown;
             notifier.tick(now);
         }
-        if let Machine::Client(c) = &runner.machine
+        if let Node::Client(c) = &runner.machine
             && c.epoch() != client_epoch
         {
             client_epoch = c.epoch();
@@ -486,10 +487,7 @@ fn run_started(
                 continue;
             }
         }
-        let due = match &runner.machine {
-            Machine::Cu(c) => c.poll_timeout(),
-            Machine::Client(c) => c.poll_timeout(),
-        };
+        let due = runner.machine.poll_timeout();
         let wait = due.min(next_admin_us).saturating_sub(now).min(MAX_WAIT_US);
         let wait = (wait > 0).then(|| Duration::from_micros(wait));
         runner.receive(wait, &|| clock.now_us()).map_err(terr)?;
@@ -554,7 +552,7 @@ fn restore_epoch(
 }
 
 /// Persists the control unit's highest epoch if it rose (a no-op without a state file).
-fn persist_epoch(id: NodeId, file: &mut Option<EpochFile>, m: &Machine) -> Result<(), DaemonError> {
+fn persist_epoch(id: NodeId, file: &mut Option<EpochFile>, m: &Node) -> Result<(), DaemonError> {
     if let (Some(f), Some(cu)) = (file.as_mut(), m.as_cu())
         && let Some(epoch) = f.sync(cu)?
     {
@@ -564,13 +562,6 @@ fn persist_epoch(id: NodeId, file: &mut Option<EpochFile>, m: &Machine) -> Resul
         );
     }
     Ok(())
-}
-
-fn epoch_of(m: &Machine) -> u64 {
-    match m {
-        Machine::Cu(c) => c.epoch(),
-        Machine::Client(c) => c.epoch(),
-    }
 }
 
 /// One line per significant event; per-op events and the noisy per-channel transfer steps and

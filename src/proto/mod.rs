@@ -9,6 +9,7 @@ pub mod bulk;
 pub mod client;
 pub mod control;
 pub mod history;
+pub mod node;
 pub mod ring;
 pub mod state;
 mod table;
@@ -16,6 +17,7 @@ mod table;
 pub use client::Client;
 pub use control::{ChannelFailover, ControlUnit, RestoreError, SubmitError};
 pub use history::{OpStatus, StatusCounts};
+pub use node::Node;
 pub use state::ChannelState;
 
 /// Node identifier: a control unit or a client. It is the frame header's `sender`.
