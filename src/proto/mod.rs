@@ -527,7 +527,8 @@ pub struct Counters {
     /// Messages beyond the first heartbeat of a frame (one frame is one heartbeat's worth of
     /// facts; more would only multiply the work a single datagram can cause).
     pub rejected_extra_heartbeats: u64,
-    /// Heartbeats older than one already taken from the same life of the sender.
+    /// Heartbeats older than one already taken from the same life of the sender, and frames
+    /// of a client's earlier life (its boot ID already replaced by a newer one).
     pub rejected_stale_heartbeats: u64,
     /// Frames claiming a higher epoch from a sender that may not make us adopt it (a client):
     /// never adopted, they only prompt heartbeats to the other control units.

@@ -3,6 +3,7 @@
 
 mod cut;
 mod failover;
+mod lives;
 mod primary;
 mod standby;
 mod transmit;
@@ -328,8 +329,8 @@ pub struct ControlUnit {
     /// Clients due a heartbeat (by client index).
     client_hb_due: Vec<bool>,
     client_last_rx_us: Vec<Option<u64>>,
-    /// Boot ID each client last announced.
-    client_boot: Vec<Option<u32>>,
+    /// The lives (boot IDs) each client announced.
+    client_lives: Vec<lives::ClientLives>,
     /// Channels of each client (by client index).
     client_chans: Vec<Vec<u32>>,
     stream_counter: u32,
@@ -422,7 +423,7 @@ impl ControlUnit {
             next_tick_us: now_us,
             client_hb_due: vec![true; topo.clients.len()],
             client_last_rx_us: vec![None; topo.clients.len()],
-            client_boot: vec![None; topo.clients.len()],
+            client_lives: vec![lives::ClientLives::default(); topo.clients.len()],
             client_chans: topo
                 .clients
                 .iter()
@@ -965,7 +966,11 @@ impl ControlUnit {
             if epoch < self.epoch {
                 self.client_hb_due[ci] = true;
             }
-            self.on_client_boot(now_us, ci, hb.boot_id(), hb.flags);
+            if !self.on_client_boot(now_us, ci, hb.boot_id(), hb.flags) {
+                // A frame of an earlier life of the client, arriving late.
+                self.counters.rejected_stale_heartbeats += 1;
+                return;
+            }
         }
         if epoch < self.epoch {
             if frame.msgs().any(|m| !matches!(m, Msg::Heartbeat(_))) {

@@ -1,6 +1,7 @@
 //! The primary role: assign op IDs, apply, retain for retransmission, forward client acks to the
 //! standbys, advance the commit watermark, replay to clients and transfer state to joiners.
 
+use super::lives::Life;
 use super::{ControlError, ControlUnit, PeerChan};
 use crate::proto::bulk::{BulkKind, BulkTx};
 use crate::proto::state::{ALL_SECTIONS_MASK, PrefetchHint};
@@ -526,8 +527,9 @@ impl ControlUnit {
     /// life of the client: whatever we knew of its channels is void, and what it holds came
     /// from somewhere else (say, a stale primary that replayed to it). The primary replays
     /// all its channels in full (keeping a full replay already under way); a candidate
-    /// replays in full those it already resolved.
-    pub(super) fn on_client_boot(&mut self, now_us: u64, ci: usize, boot: u32, flags: u8) {
+    /// replays in full those it already resolved. Returns false for a boot ID of a life already
+    /// replaced (a late frame of it): the caller drops the frame.
+    pub(super) fn on_client_boot(&mut self, now_us: u64, ci: usize, boot: u32, flags: u8) -> bool {
         if self.cfg.inject == InjectedBug::ReplayToInSyncClient
             && self.role == Role::Primary
             && flags & HB_FLAG_NEEDS_TRANSFER != 0
@@ -541,9 +543,10 @@ impl ControlUnit {
                 }
             }
         }
-        let prev = self.client_boot[ci].replace(boot);
-        if prev.is_none_or(|b| b == boot) {
-            return;
+        match self.client_lives[ci].note(boot, now_us, self.cfg.drop_timeout_us) {
+            Life::Past => return false,
+            Life::Current => return true,
+            Life::New => {}
         }
         for k in 0..self.client_chans[ci].len() {
             let ch = self.client_chans[ci][k];
@@ -559,6 +562,7 @@ impl ControlUnit {
                 _ => {}
             }
         }
+        true
     }
 
     /// The client says `channel` has no trustworthy history (a "no history" LAST-APPLIED
