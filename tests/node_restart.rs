@@ -426,4 +426,19 @@ fn node_refuses_what_it_cannot_tell() {
         assert!(err.contains(says), "{id}: {err}");
     }
     assert!(!nodes.dir.join("state").exists());
+
+    // A start that fails before it transmits (its data address is taken) leaves no marker:
+    // the next start is still a first one.
+    let addrs = free_addrs(4);
+    let cfg = write_config(&nodes.dir, &addrs, "[state]\ndir = \"state\"\n");
+    let held = UdpSocket::bind(addrs[1]).unwrap();
+    let out = Command::new(BIN)
+        .args(["node", "--config", cfg.to_str().unwrap(), "--id", "2"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("first start: no earlier life"), "{err}");
+    assert!(!nodes.dir.join("state/2.started").exists(), "{err}");
+    drop(held);
 }
