@@ -407,14 +407,17 @@ fn run_started(
             dir,
             id,
             &format!(
-                "node {id} first started as {mode} at {}, boot {boot_id:08x}",
+                "node {id} started as {mode} at {}, boot {boot_id:08x}; later starts are restarts",
                 format_unix_us(unix_now_us())
             ),
         )?
     {
         log(
             id,
-            format_args!("recorded this node's first start in {}", path.display()),
+            format_args!(
+                "recorded this life in {}: later starts of this node are restarts",
+                path.display()
+            ),
         );
     }
     persist_epoch(id, &mut epoch_file, &runner.machine)?;
