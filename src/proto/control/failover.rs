@@ -2,6 +2,7 @@
 //! channel's pending ring per the policy, and replay only what is out of sync.
 
 use super::ControlUnit;
+use super::role::{RoleState, Takeover, TakeoverChan};
 use super::cut::{Answer, HeldView, decide};
 use super::standby::apply_through;
 use crate::proto::state::ALL_SECTIONS_MASK;
@@ -19,12 +20,9 @@ impl ControlUnit {
     }
 
     pub(super) fn start_failover(&mut self, now_us: u64, operator: bool) {
-        assert_eq!(self.role, Role::Standby, "only a standby takes over");
+        assert_eq!(self.role(), Role::Standby, "only a standby takes over");
         self.max_counter += 1;
         self.epoch = make_epoch(self.max_counter, self.index);
-        self.role = Role::Candidate;
-        self.fo_deadline_us = now_us + self.cfg.query_timeout_us;
-        self.fo_last_query_us = now_us;
         self.timing = super::FailoverTiming {
             started_us: now_us,
             finished_us: None,
@@ -32,9 +30,6 @@ impl ControlUnit {
         };
         for c in &mut self.chans {
             c.catch_up_floor = c.applied;
-            c.fo_pending = true;
-            c.fo_query_due = true;
-            c.fo_replay = None;
             c.nack = None;
         }
         for p in &mut self.peers {
@@ -50,30 +45,33 @@ impl ControlUnit {
             epoch: self.epoch,
             operator,
         });
-        self.events.push(Event::RoleChanged {
-            role: Role::Candidate,
-            epoch: self.epoch,
-        });
+        let takeover = Takeover::new(now_us, self.cfg.query_timeout_us, self.chans.len());
+        self.enter(RoleState::Candidate(takeover));
     }
 
     pub(super) fn candidate_tick(&mut self, now_us: u64) {
-        if now_us >= self.fo_deadline_us {
+        let rto_us = self.cfg.rto_us;
+        let Some(t) = self.takeover_mut() else { return };
+        if now_us >= t.deadline_us {
             for ch in 0..self.chans.len() {
-                if self.chans[ch].fo_pending {
+                if self.takeover().is_some_and(|t| t.chans[ch].pending) {
                     self.resolve(ch as u32, None);
                 }
             }
-        } else if now_us >= self.fo_last_query_us + self.cfg.rto_us {
-            self.fo_last_query_us = now_us;
-            for c in &mut self.chans {
-                c.fo_query_due = c.fo_pending;
+        } else if now_us >= t.last_query_us + rto_us {
+            t.last_query_us = now_us;
+            for c in &mut t.chans {
+                c.query_due = c.pending;
             }
         }
         self.maybe_finish_failover(now_us);
     }
 
     pub(super) fn on_la_reply(&mut self, now_us: u64, channel: u32, r: &LaReplyBody) {
-        if self.chans[channel as usize].fo_pending {
+        if self
+            .takeover()
+            .is_some_and(|t| t.chans[channel as usize].pending)
+        {
             self.resolve(channel, Some(r));
             self.maybe_finish_failover(now_us);
         }
@@ -119,6 +117,13 @@ impl ControlUnit {
             replay = Some(sections & !(1u64 << (63 - sections.leading_zeros())));
         }
         self.chans[ci].acked = d.acked;
+        if let Some(t) = self.takeover_mut() {
+            t.chans[ci] = TakeoverChan {
+                pending: false,
+                query_due: false,
+                replay,
+            };
+        }
         let mut cut = d.cut;
         if self.cfg.inject == InjectedBug::DiscardCommittedTrailing && applied > 0 {
             // The bug: the last op this standby applied (so committed) is cut off.
@@ -137,9 +142,6 @@ impl ControlUnit {
             // Ops inside a transfer snapshot whose cookies never arrived: nothing to resend.
             c.ring.prune_through(cut);
         }
-        c.fo_pending = false;
-        c.fo_query_due = false;
-        c.fo_replay = replay;
         c.next_op = cut + 1;
         c.client_acked = match resolution {
             Resolution::Behind { client_op } => client_op.min(cut),
@@ -176,7 +178,7 @@ impl ControlUnit {
     }
 
     fn maybe_finish_failover(&mut self, now_us: u64) {
-        if self.role != Role::Candidate || self.chans.iter().any(|c| c.fo_pending) {
+        if !self.takeover().is_some_and(Takeover::all_resolved) {
             return;
         }
         let epoch = self.epoch;
@@ -195,7 +197,7 @@ impl ControlUnit {
             c.preapplied_top = 0;
             let keep_from = c.client_acked.min(cut).min(c.catch_up_floor);
             c.ring.prune_through(keep_from);
-            if let Some(sections) = c.fo_replay.take() {
+            if let Some(sections) = self.takeover().and_then(|t| t.chans[ci].replay) {
                 let full = sections == ALL_SECTIONS_MASK;
                 self.start_replay(now_us, ci as u32, sections, full);
             }
@@ -211,13 +213,9 @@ impl ControlUnit {
             p.hb_due = true;
         }
         self.client_hb_due.iter_mut().for_each(|d| *d = true);
-        self.role = Role::Primary;
         self.has_view = true;
         self.timing.finished_us = Some(now_us);
         self.events.push(Event::TookOver { epoch });
-        self.events.push(Event::RoleChanged {
-            role: Role::Primary,
-            epoch,
-        });
+        self.enter(RoleState::Primary);
     }
 }

@@ -5,6 +5,7 @@ mod cut;
 mod failover;
 mod lives;
 mod primary;
+mod role;
 mod standby;
 mod transmit;
 
@@ -110,10 +111,6 @@ struct Chan {
     /// stay retained for a while, so that the other standbys, which kept their state at
     /// about the same position, catch up from it instead of taking a full transfer.
     catch_up_floor: u64,
-    // Candidate.
-    fo_pending: bool,
-    fo_query_due: bool,
-    fo_replay: Option<u64>,
     /// What the last failover decided for this channel, for operators and drills.
     last_failover: Option<ChannelFailover>,
 }
@@ -147,9 +144,6 @@ impl Chan {
             offer_due: false,
             kept_history: None,
             catch_up_floor: 0,
-            fo_pending: false,
-            fo_query_due: false,
-            fo_replay: None,
             last_failover: None,
         }
     }
@@ -271,7 +265,8 @@ pub struct ControlUnit {
     pub id: NodeId,
     index: usize,
     boot_id: u32,
-    role: Role,
+    /// The role, with what only that role holds (see `role.rs`).
+    state: role::RoleState,
     epoch: u64,
     max_counter: u64,
     /// The highest epoch an earlier life persisted (0: none restored); see
@@ -328,8 +323,6 @@ pub struct ControlUnit {
     /// with the others, then cut those ops (seed 17001227 with `--extended-faults`). Past it,
     /// the request is abandoned.
     switchover_until_us: Option<u64>,
-    fo_deadline_us: u64,
-    fo_last_query_us: u64,
     pub timing: FailoverTiming,
     next_hb_us: u64,
     next_tick_us: u64,
@@ -392,16 +385,16 @@ impl ControlUnit {
                 hb_due: true,
             })
             .collect();
-        let role = match (initial, index) {
-            (true, 0) => Role::Primary,
-            (true, _) => Role::Standby,
-            (false, _) => Role::Joining,
+        let state = match (initial, index) {
+            (true, 0) => role::RoleState::Primary,
+            (true, _) => role::RoleState::Standby,
+            (false, _) => role::RoleState::Joining,
         };
         let mut cu = ControlUnit {
             id,
             index,
             boot_id,
-            role,
+            state,
             epoch: if initial { INITIAL_EPOCH } else { 0 },
             max_counter: epoch_counter(INITIAL_EPOCH),
             restored_epoch: 0,
@@ -424,8 +417,6 @@ impl ControlUnit {
             pledge: None,
             switchover_to: None,
             switchover_until_us: None,
-            fo_deadline_us: 0,
-            fo_last_query_us: 0,
             timing: FailoverTiming::default(),
             next_hb_us: now_us,
             next_tick_us: now_us,
@@ -453,7 +444,7 @@ impl ControlUnit {
     }
 
     pub fn role(&self) -> Role {
-        self.role
+        self.state.role()
     }
     pub fn epoch(&self) -> u64 {
         self.epoch
@@ -513,7 +504,7 @@ impl ControlUnit {
     /// Primary: next op ID to assign. Standby: one above the highest applied op.
     pub fn next_op(&self, channel: u32) -> u64 {
         let c = &self.chans[channel as usize];
-        if self.role == Role::Primary {
+        if self.role() == Role::Primary {
             c.next_op
         } else {
             c.applied + 1
@@ -579,7 +570,7 @@ impl ControlUnit {
 
     /// The highest op assigned and the commit watermark that op statuses are judged by.
     fn status_bounds(&self, c: &Chan) -> (u64, u64) {
-        if self.role == Role::Primary {
+        if self.role() == Role::Primary {
             (c.next_op - 1, c.commit)
         } else {
             (c.ring.top(), c.applied)
@@ -672,7 +663,7 @@ impl ControlUnit {
     /// True when this standby would be allowed to take over (it has a complete state and the
     /// primary counts it in the sync set, or nothing can commit without it).
     pub fn is_eligible(&self) -> bool {
-        self.role == Role::Standby
+        self.role() == Role::Standby
             && (self.seen_mask & (1 << self.index) != 0 || self.alone_holds_every_commit())
     }
 
@@ -735,7 +726,7 @@ impl ControlUnit {
             for p in &mut self.peers {
                 p.hb_due = true;
             }
-            if self.role == Role::Primary {
+            if self.role() == Role::Primary {
                 self.client_hb_due.iter_mut().for_each(|d| *d = true);
             }
             let kept = self.kept_epoch.is_some();
@@ -754,7 +745,7 @@ impl ControlUnit {
         }
         if now_us >= self.next_tick_us {
             self.next_tick_us = now_us + self.cfg.tick_us;
-            match self.role {
+            match self.role() {
                 Role::Primary => self.primary_tick(now_us),
                 // A joining node still votes on the primary's liveness and its successor (it
                 // can never be the successor itself): with three control units, a primary that
@@ -789,7 +780,7 @@ impl ControlUnit {
 
     fn on_cu_frame(&mut self, now_us: u64, pi: usize, frame: &FrameReader<'_>) {
         let epoch = frame.epoch();
-        if self.role == Role::Primary {
+        if self.role() == Role::Primary {
             // Before the heartbeat that may start a transfer: it uses these.
             self.take_standby_offers(pi, frame);
         }
@@ -812,7 +803,7 @@ impl ControlUnit {
         }
         self.counters.frames_rx += 1;
         let from_primary = self.cfg.topology.epoch_owner(epoch) == Some(frame.sender());
-        let standby = from_primary && matches!(self.role, Role::Standby | Role::Joining);
+        let standby = from_primary && matches!(self.role(), Role::Standby | Role::Joining);
         if standby {
             self.primary_last_rx_us = now_us;
             self.heard_primary = true;
@@ -838,7 +829,7 @@ impl ControlUnit {
             if standby {
                 self.prefetch_headers(far.next());
             }
-            match (self.role, m) {
+            match (self.role(), m) {
                 (_, Msg::Heartbeat(_)) => {}
                 (Role::Primary, Msg::Commit(b)) => self.on_standby_commit(now_us, pi, &b),
                 (Role::Primary, Msg::Nack(n)) => self.on_standby_nack(pi, &n),
@@ -871,7 +862,7 @@ impl ControlUnit {
         p.seen_mask = hb.sync_mask.get();
         p.seen_version = hb.sync_version.get();
         p.vote = hb.vote.get();
-        if hb.role == crate::wire::ROLE_PRIMARY && epoch == self.epoch && self.role != Role::Primary
+        if hb.role == crate::wire::ROLE_PRIMARY && epoch == self.epoch && self.role() != Role::Primary
         {
             if self.pledge.is_some_and(|v| {
                 v.epoch == epoch
@@ -892,7 +883,7 @@ impl ControlUnit {
                 self.start_failover(now_us, true);
             }
         }
-        if self.role == Role::Primary {
+        if self.role() == Role::Primary {
             self.primary_on_peer_heartbeat(now_us, pi, hb, epoch);
         }
     }
@@ -923,11 +914,11 @@ impl ControlUnit {
 
     /// A higher epoch exists: whatever we were, we now follow it and need a fresh transfer.
     fn adopt_higher_epoch(&mut self, now_us: u64, epoch: u64) {
-        if self.cfg.inject == InjectedBug::TwoPrimaries && self.role == Role::Primary {
+        if self.cfg.inject == InjectedBug::TwoPrimaries && self.role() == Role::Primary {
             // The plant: a primary that hears a higher epoch keeps acting as primary.
             return;
         }
-        let was = self.role;
+        let was = self.role();
         // A standby with every channel keeps its state: the new primary will send only what
         // it lacks, if its state is of the new primary's lineage.
         let keep = was == Role::Standby && self.chans.iter().all(|c| c.ready);
@@ -940,7 +931,6 @@ impl ControlUnit {
 
         self.epoch = epoch;
         self.max_counter = self.max_counter.max(epoch_counter(epoch));
-        self.role = Role::Joining;
         self.primary_last_rx_us = now_us;
         self.heard_primary = true;
         self.switchover_to = None;
@@ -952,7 +942,6 @@ impl ControlUnit {
             } else {
                 c.reset_for_transfer();
             }
-            c.fo_pending = false;
         }
         for p in &mut self.peers {
             p.xfer = None;
@@ -961,12 +950,7 @@ impl ControlUnit {
         self.sync_mask = 0;
         self.seen_mask = 0;
         self.seen_version = 0;
-        if was != Role::Joining {
-            self.events.push(Event::RoleChanged {
-                role: Role::Joining,
-                epoch,
-            });
-        }
+        self.enter(role::RoleState::Joining);
     }
 
     fn on_client_frame(&mut self, now_us: u64, ci: usize, frame: &FrameReader<'_>) {
@@ -1022,7 +1006,7 @@ impl ControlUnit {
                 self.counters.rejected_unexpected += 1;
                 continue;
             }
-            match (self.role, m) {
+            match (self.role(), m) {
                 (Role::Primary, Msg::Ack(a))
                     if a.generation.get() == self.chans[channel as usize].client_generation =>
                 {
@@ -1070,7 +1054,7 @@ impl ControlUnit {
     }
 
     fn heartbeat_body(&self) -> HeartbeatBody {
-        let (role, flags, mask) = match self.role {
+        let (role, flags, mask) = match self.role() {
             Role::Primary => {
                 let f = if self.switchover_to.is_some() {
                     crate::wire::HB_FLAG_SWITCHOVER
@@ -1080,9 +1064,9 @@ impl ControlUnit {
                 (crate::wire::ROLE_PRIMARY, f, self.sync_mask)
             }
             Role::Standby | Role::Candidate => {
-                let lost = self.role == Role::Candidate || self.primary_lost;
+                let lost = self.role() == Role::Candidate || self.primary_lost;
                 // JOINED means "in the sync set, may take over": peers defer to it.
-                let joined = self.role == Role::Candidate || self.is_eligible();
+                let joined = self.role() == Role::Candidate || self.is_eligible();
                 let f = if joined { HB_FLAG_JOINED } else { 0 }
                     | if lost { HB_FLAG_PRIMARY_LOST } else { 0 };
                 (crate::wire::ROLE_STANDBY, f, self.seen_mask)
@@ -1100,7 +1084,7 @@ impl ControlUnit {
                 )
             }
         };
-        let version = if self.role == Role::Primary {
+        let version = if self.role() == Role::Primary {
             self.sync_version
         } else {
             self.seen_version
@@ -1110,7 +1094,7 @@ impl ControlUnit {
             flags,
             sync_version: version.into(),
             sync_mask: mask.into(),
-            boot_or_target: if self.role == Role::Primary {
+            boot_or_target: if self.role() == Role::Primary {
                 self.switchover_to.unwrap_or(0).into()
             } else {
                 self.boot_id.into()

@@ -37,7 +37,7 @@ impl ControlUnit {
         channel: u32,
         entries: &[Entry<'_>],
     ) -> Result<u64, SubmitError> {
-        if self.role != Role::Primary || self.switchover_to.is_some() {
+        if self.role() != Role::Primary || self.switchover_to.is_some() {
             return Err(SubmitError::NotPrimary);
         }
         let max_bytes = self.cfg.max_frame_bytes - MIN_FRAME_BYTES - 4 - size_of::<UpdateFixed>();
@@ -89,7 +89,7 @@ impl ControlUnit {
     /// Primary: ask standby `target` to take over now (planned switchover). Submissions are
     /// refused from here on; the standby takes over within a heartbeat interval.
     pub fn request_switchover(&mut self, target: NodeId) -> Result<(), ControlError> {
-        if self.role != Role::Primary {
+        if self.role() != Role::Primary {
             return Err(ControlError::NotPrimary);
         }
         let pi = self
@@ -550,7 +550,7 @@ impl ControlUnit {
     /// replaced (a late frame of it): the caller drops the frame.
     pub(super) fn on_client_boot(&mut self, now_us: u64, ci: usize, boot: u32, flags: u8) -> bool {
         if self.cfg.inject == InjectedBug::ReplayToInSyncClient
-            && self.role == Role::Primary
+            && self.role() == Role::Primary
             && flags & HB_FLAG_NEEDS_TRANSFER != 0
         {
             // The plant (the old per-client rule): a client with any channel unknown gets a
@@ -573,11 +573,19 @@ impl ControlUnit {
             c.client_known_seq = 0;
             // A full replay under way serves any life: the new one may even be finishing it.
             let full_under_way = c.full_replay_under_way();
-            match self.role {
+            match self.role() {
                 Role::Primary if !full_under_way => {
                     self.start_replay(now_us, ch, ALL_SECTIONS_MASK, true)
                 }
-                Role::Candidate if !c.fo_pending => c.fo_replay = Some(ALL_SECTIONS_MASK),
+                Role::Candidate => {
+                    if let Some(tc) = self
+                        .takeover_mut()
+                        .map(|t| &mut t.chans[ch as usize])
+                        .filter(|tc| !tc.pending)
+                    {
+                        tc.replay = Some(ALL_SECTIONS_MASK);
+                    }
+                }
                 _ => {}
             }
         }

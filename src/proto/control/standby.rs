@@ -3,6 +3,7 @@
 //! take a full state transfer when (re)joining.
 
 use super::ControlUnit;
+use super::role::RoleState;
 use crate::proto::bulk::BulkRx;
 use crate::proto::state::PRIVATE_SECTION;
 use crate::proto::{Event, InjectedBug, PREFETCH_STAGES, Role};
@@ -51,13 +52,9 @@ impl ControlUnit {
                     c.reset_for_transfer();
                 }
                 c.xfer_rx = Some(rx);
-                if self.role == Role::Standby {
+                if self.role() == Role::Standby {
                     // The primary re-transfers: our state is being replaced, we are no longer in sync.
-                    self.role = Role::Joining;
-                    self.events.push(Event::RoleChanged {
-                        role: Role::Joining,
-                        epoch: self.epoch,
-                    });
+                    self.enter(RoleState::Joining);
                 }
             }
             Msg::XferHistory(h) => {
@@ -124,18 +121,14 @@ impl ControlUnit {
                     channel: e.channel.get(),
                     applied: acked,
                 });
-                if self.chans.iter().all(|c| c.ready) && self.role == Role::Joining {
+                if self.chans.iter().all(|c| c.ready) && self.role() == Role::Joining {
                     self.kept_epoch = None;
                     self.kept_mask = 0;
                     self.chans.iter_mut().for_each(|c| c.kept_history = None);
-                    self.role = Role::Standby;
                     self.primary_lost = false;
                     self.events
                         .push(Event::TransferComplete { epoch: self.epoch });
-                    self.events.push(Event::RoleChanged {
-                        role: Role::Standby,
-                        epoch: self.epoch,
-                    });
+                    self.enter(RoleState::Standby);
                     for p in &mut self.peers {
                         p.hb_due = true;
                     }
@@ -226,7 +219,7 @@ impl ControlUnit {
         if !self.primary_lost {
             return;
         }
-        if self.role == Role::Joining
+        if self.role() == Role::Joining
             && self.kept_mask != 0
             && self.seen_mask == 0
             && self
@@ -238,7 +231,7 @@ impl ControlUnit {
         }
         let alive = |t: Option<u64>| t.is_some_and(|t| now_us < t + timeout);
         let Some((version, mask)) = self.effective_mask(now_us).or_else(|| {
-            (self.role == Role::Standby && self.alone_holds_every_commit())
+            (self.role() == Role::Standby && self.alone_holds_every_commit())
                 .then_some((self.seen_version, 0))
         }) else {
             return;
@@ -248,7 +241,7 @@ impl ControlUnit {
         // view. Seed 9004041: the only in-sync standby never heard that it had joined, so it
         // was not eligible and announced no JOINED, while the other standby, which had heard
         // it, would only vote for a joined one; nobody ever took over.
-        if self.role == Role::Standby
+        if self.role() == Role::Standby
             && self.has_view
             && (version, mask) != (self.seen_version, self.seen_mask)
             && version.wrapping_sub(self.seen_version) as i16 > 0
@@ -341,11 +334,7 @@ impl ControlUnit {
         self.seen_version = 0;
         self.kept_mask = 0;
         self.kept_epoch = None;
-        self.role = Role::Standby;
-        self.events.push(Event::RoleChanged {
-            role: Role::Standby,
-            epoch: self.epoch,
-        });
+        self.enter(RoleState::Standby);
         for p in &mut self.peers {
             p.hb_due = true;
         }

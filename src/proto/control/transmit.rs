@@ -3,6 +3,7 @@
 //! output is bounded by construction and costs no allocation.
 
 use super::ControlUnit;
+use super::role::RoleState;
 use crate::proto::{Role, Transmit};
 use crate::wire::{
     ChannelOp, CommitBody, FrameBuilder, Kind, LaReplyBody, NackBody, UPDATE_FLAG_PREAPPLIED,
@@ -46,7 +47,7 @@ impl ControlUnit {
 
     fn fill_for_cu(&mut self, _now_us: u64, pi: usize, fb: &mut FrameBuilder<'_>) {
         if self.peers[pi].hb_due {
-            if self.role == Role::Primary && self.sync_mask != self.announced_mask {
+            if self.role() == Role::Primary && self.sync_mask != self.announced_mask {
                 self.announced_mask = self.sync_mask;
                 self.sync_version = self.sync_version.wrapping_add(1);
             }
@@ -56,7 +57,7 @@ impl ControlUnit {
             }
             self.peers[pi].hb_due = false;
         }
-        match self.role {
+        match self.role() {
             Role::Primary => self.fill_primary_to_standby(pi, fb),
             Role::Standby | Role::Joining
                 if self.cfg.topology.epoch_owner(self.epoch) == Some(self.peers[pi].id) =>
@@ -176,7 +177,7 @@ impl ControlUnit {
     }
 
     fn fill_for_client(&mut self, now_us: u64, ci: usize, fb: &mut FrameBuilder<'_>) {
-        match self.role {
+        match self.role() {
             Role::Primary => {}
             Role::Candidate => return self.fill_queries(ci, fb),
             _ => return,
@@ -215,9 +216,18 @@ impl ControlUnit {
     }
 
     fn fill_queries(&mut self, ci: usize, fb: &mut FrameBuilder<'_>) {
-        for k in 0..self.client_chans[ci].len() {
-            let c = &mut self.chans[self.client_chans[ci][k] as usize];
-            if c.fo_query_due {
+        let ControlUnit {
+            state,
+            chans,
+            client_chans,
+            ..
+        } = self;
+        let RoleState::Candidate(t) = state else {
+            return;
+        };
+        for &ch in &client_chans[ci] {
+            let (c, tc) = (&chans[ch as usize], &mut t.chans[ch as usize]);
+            if tc.query_due {
                 let q = ChannelOp {
                     channel: c.id.into(),
                     generation: 0.into(),
@@ -226,7 +236,7 @@ impl ControlUnit {
                 if !fb.push(Kind::LaQuery, &q) {
                     return;
                 }
-                c.fo_query_due = false;
+                tc.query_due = false;
             }
         }
     }
