@@ -226,6 +226,9 @@ fn one_way_cut_switchover_target_keeps_committed_ops() {
     extended_seed_passes(154, "one-way");
     extended_seed_passes(1601, "one-way");
     extended_seed_passes(17001227, "all");
+    // The request stays after the target crashed as a candidate: it takes over again once
+    // back, bringing the client that heard its first candidacy along.
+    extended_seed_passes(17032816, "all");
 }
 
 /// A line card replaced by a new one: a delayed heartbeat of the old one used to be taken for

@@ -547,8 +547,6 @@ pub struct Counters {
     pub xfer_catch_ups: u64,
     pub submits_accepted: u64,
     pub submits_rejected: u64,
-    /// Operator switchovers whose target never took over in time: the primary went on.
-    pub switchovers_abandoned: u64,
     /// Primary heartbeats whose sync set was not acknowledged because it left out the
     /// candidate this standby had just voted for (see `Pledge`).
     pub sync_set_held_for_candidate: u64,

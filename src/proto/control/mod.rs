@@ -316,13 +316,16 @@ pub struct ControlUnit {
     pledge: Option<Pledge>,
     /// Primary: an operator asked this standby to take over.
     switchover_to: Option<NodeId>,
-    /// Primary: until when the switchover target may still take over on the request (set at
-    /// the first tick after it). Until then the target stays in the sync set even if it falls
-    /// silent, so nothing commits without it: it takes over with what it holds, and a target
-    /// that can hear us but not reach us (one-way) would otherwise be dropped while we commit
-    /// with the others, then cut those ops (seed 17001227 with `--extended-faults`). Past it,
-    /// the request is abandoned.
-    switchover_until_us: Option<u64>,
+    /// Primary: until when the switchover target stays in the sync set even if it falls
+    /// silent (set at the first tick after the request), so nothing commits without it while
+    /// it may be taking over with what it holds. A target that hears us but cannot reach us
+    /// (one-way) was otherwise dropped while we committed with the others, and then cut those
+    /// ops (seed 17001227 with `--extended-faults`). The request itself stays until a higher
+    /// epoch fences us: a target that died or was dropped takes over once it is back in the
+    /// sync set, and its epoch then also brings back clients that heard its first candidacy
+    /// (seed 17032816: abandoning the request left such a client in the dead candidate's
+    /// epoch for good).
+    switchover_pinned_until_us: Option<u64>,
     pub timing: FailoverTiming,
     next_hb_us: u64,
     next_tick_us: u64,
@@ -416,7 +419,7 @@ impl ControlUnit {
             vote: 0,
             pledge: None,
             switchover_to: None,
-            switchover_until_us: None,
+            switchover_pinned_until_us: None,
             timing: FailoverTiming::default(),
             next_hb_us: now_us,
             next_tick_us: now_us,
@@ -934,7 +937,7 @@ impl ControlUnit {
         self.primary_last_rx_us = now_us;
         self.heard_primary = true;
         self.switchover_to = None;
-        self.switchover_until_us = None;
+        self.switchover_pinned_until_us = None;
         for c in &mut self.chans {
             if keep {
                 c.keep_for_catch_up();

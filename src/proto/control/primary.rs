@@ -101,6 +101,7 @@ impl ControlUnit {
             return Err(ControlError::NotEligible);
         }
         self.switchover_to = Some(target);
+        self.switchover_pinned_until_us = None;
         self.peers[pi].hb_due = true;
         Ok(())
     }
@@ -330,31 +331,27 @@ impl ControlUnit {
                 }
             }
         }
-        if self.switchover_to.is_some() {
-            // How long the target may take to hear the request (it rides on heartbeats, which
-            // may be lost or late for up to a drop timeout), count silence and take over.
-            let until = *self.switchover_until_us.get_or_insert(
-                now_us
-                    + drop_us
-                    + self.cfg.failover_timeout_us
-                    + self.cfg.query_timeout_us
-                    + 2 * self.cfg.tick_us
-                    + self.cfg.heartbeat_interval_us,
-            );
-            if now_us >= until {
-                self.switchover_to = None;
-                self.switchover_until_us = None;
-                self.counters.switchovers_abandoned += 1;
-            }
-        }
-        // Drop silent standbys from the sync set (not a switchover target: see
-        // `switchover_until_us`).
+        // How long a switchover target may take to hear the request (it rides on heartbeats,
+        // which may be lost or late for up to a drop timeout) and take over.
+        let pin_us = drop_us
+            + self.cfg.failover_timeout_us
+            + self.cfg.query_timeout_us
+            + 2 * self.cfg.tick_us
+            + self.cfg.heartbeat_interval_us;
+        let pinned = self.switchover_to.filter(|_| {
+            now_us
+                < *self
+                    .switchover_pinned_until_us
+                    .get_or_insert(now_us + pin_us)
+        });
+        // Drop silent standbys from the sync set (not a pinned switchover target: see
+        // `switchover_pinned_until_us`).
         for i in 0..self.peers.len() {
             let bit = 1u32 << i;
             let silent = self.peers[i]
                 .last_rx_us
                 .is_none_or(|t| now_us >= t + drop_us)
-                && self.switchover_to != Some(self.peers[i].id);
+                && pinned != Some(self.peers[i].id);
             if silent && (self.sync_mask & bit != 0 || self.peers[i].transferring) {
                 self.sync_mask &= !bit;
                 let p = &mut self.peers[i];
