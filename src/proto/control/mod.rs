@@ -664,22 +664,9 @@ impl ControlUnit {
     }
 
     /// True when this standby would be allowed to take over (it has a complete state and the
-    /// primary counts it in the sync set, or nothing can commit without it).
+    /// primary counts it in the sync set).
     pub fn is_eligible(&self) -> bool {
-        self.role() == Role::Standby
-            && (self.seen_mask & (1 << self.index) != 0 || self.alone_holds_every_commit())
-    }
-
-    /// Two control units, and the primary announced an empty sync set: with two units we are
-    /// the only possible member, and a primary commits nothing with an empty set, so a complete
-    /// state of ours holds every committed op. Such a standby may take over. Without this, a
-    /// standby the primary dropped (it could not hear it: one-way) stays ineligible when that
-    /// primary then dies, and nobody ever takes over (seed 17008919 with `--extended-faults`).
-    fn alone_holds_every_commit(&self) -> bool {
-        self.peers.len() == 2
-            && self.seen_mask == 0
-            && self.has_view
-            && self.chans.iter().all(|c| c.ready)
+        self.role() == Role::Standby && self.seen_mask & (1 << self.index) != 0
     }
 
     /// Events dropped because the caller let the queue fill (see `Events`).
