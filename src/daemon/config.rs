@@ -136,6 +136,8 @@ struct RawProtocol {
     cut_policy: Option<String>,
     window_ops: Option<usize>,
     max_datagram_bytes: Option<usize>,
+    max_keys_per_channel: Option<u64>,
+    max_value_bytes_per_channel: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -237,6 +239,8 @@ pub struct DeploymentConfig {
     pub cut_policy: CutPolicy,
     pub window_ops: usize,
     pub max_datagram_bytes: usize,
+    /// `[protocol] max_keys_per_channel` and `max_value_bytes_per_channel` (absent: no limit).
+    pub quota: crate::proto::ChannelQuota,
     pub io: IoChoice,
     pub cores: Vec<usize>,
     pub rcvbuf_bytes: Option<usize>,
@@ -305,6 +309,17 @@ fn parse_addr(field: &str, s: &str, names: Names) -> Result<SocketAddr, String> 
         Err(e) => Err(format!(
             "{field}: invalid socket address {s:?} (expected IP:PORT): {e}"
         )),
+    }
+}
+
+/// A limit that is absent (no limit) or at least 1.
+fn positive(v: Option<u64>, name: &str) -> Result<u64, String> {
+    match v {
+        None => Ok(u64::MAX),
+        Some(0) => Err(format!(
+            "{name}: must be at least 1 (leave it out for no limit)"
+        )),
+        Some(n) => Ok(n),
     }
 }
 
@@ -492,6 +507,13 @@ fn validate(raw: RawConfig, path: PathBuf, names: Names) -> Result<DeploymentCon
             1 << 24
         ));
     }
+    let quota = crate::proto::ChannelQuota {
+        max_keys: positive(p.max_keys_per_channel, "protocol.max_keys_per_channel")?,
+        max_value_bytes: positive(
+            p.max_value_bytes_per_channel,
+            "protocol.max_value_bytes_per_channel",
+        )?,
+    };
     let max_datagram_bytes = p.max_datagram_bytes.unwrap_or(1472);
     if !(512..=crate::wire::MAX_FRAME_BYTES).contains(&max_datagram_bytes) {
         return Err(format!(
@@ -557,6 +579,7 @@ fn validate(raw: RawConfig, path: PathBuf, names: Names) -> Result<DeploymentCon
         cut_policy,
         window_ops,
         max_datagram_bytes,
+        quota,
         io,
         cores,
         rcvbuf_bytes: raw.runtime.rcvbuf_bytes.filter(|b| *b > 0),
@@ -628,6 +651,7 @@ impl DeploymentConfig {
         p.window_ops = self.window_ops;
         p.cut_policy = self.cut_policy;
         p.max_frame_bytes = self.max_datagram_bytes;
+        p.quota = self.quota;
         p
     }
 
@@ -923,6 +947,8 @@ ids = [900]
     fn bad_numbers_named() {
         let text = format!("{GOOD}\n[protocol]\nwindow_ops = 1\n");
         assert_err(&text, "protocol.window_ops");
+        let text = format!("{GOOD}\n[protocol]\nmax_keys_per_channel = 0\n");
+        assert_err(&text, "protocol.max_keys_per_channel");
         let text = format!("{GOOD}\n[protocol]\nmax_datagram_bytes = 100\n");
         assert_err(&text, "protocol.max_datagram_bytes");
         let text = format!("{GOOD}\n[faults]\ndrop = 1.5\n");

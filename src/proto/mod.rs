@@ -191,6 +191,56 @@ pub const PREFETCH_STAGES: [(usize, state::PrefetchHint); 2] = [
     (PREFETCH_AHEAD, state::ChannelState::prefetch_entry),
 ];
 
+/// Limits on what one channel may hold, counted over every section (the private one too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelQuota {
+    pub max_keys: u64,
+    pub max_value_bytes: u64,
+}
+
+impl ChannelQuota {
+    pub const UNLIMITED: ChannelQuota = ChannelQuota {
+        max_keys: u64::MAX,
+        max_value_bytes: u64::MAX,
+    };
+
+    /// Whether applying `entries` to `state` could leave it over the quota. A put adds a key
+    /// unless the key is held now, and adds its value's bytes less those of the value it
+    /// replaces; deletes count for nothing (a conservative bound). Keys are looked up only when
+    /// the change could reach a limit at all, so a channel well inside its quota pays one sum
+    /// over its sections.
+    pub fn would_exceed(
+        &self,
+        state: &state::ChannelState,
+        entries: &[crate::wire::Entry<'_>],
+    ) -> bool {
+        if *self == Self::UNLIMITED {
+            return false;
+        }
+        let (keys, bytes) = state.totals();
+        let puts = || entries.iter().filter(|e| e.value.is_some());
+        let len = |e: &crate::wire::Entry<'_>| e.value.map_or(0, |v| v.len() as u64);
+        let added_bytes: u64 = puts().map(len).sum();
+        if keys.saturating_add(puts().count() as u64) <= self.max_keys
+            && bytes.saturating_add(added_bytes) <= self.max_value_bytes
+        {
+            return false;
+        }
+        let (mut new_keys, mut freed_bytes) = (0u64, 0u64);
+        for e in puts() {
+            match state.value_of(e) {
+                Some(old) => freed_bytes += old.len() as u64,
+                None => new_keys += 1,
+            }
+        }
+        keys.saturating_add(new_keys) > self.max_keys
+            || bytes
+                .saturating_add(added_bytes)
+                .saturating_sub(freed_bytes)
+                > self.max_value_bytes
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ProtoConfig {
     pub topology: Topology,
@@ -225,6 +275,9 @@ pub struct ProtoConfig {
     /// apply order with them; a load run has no use for millions of them per second). Ops
     /// applied by the failover algorithm are always announced.
     pub standby_apply_events: bool,
+    /// Per-channel limits the primary enforces at `submit` (issue 10 item 5): one channel's
+    /// writer cannot grow every replica's state without bound.
+    pub quota: ChannelQuota,
     /// Keys the slot hash of this node's state tables (issue 10 item 5: chosen keys must not
     /// make inserts quadratic). Local, never sent, and nothing replicas compare depends on it.
     /// [`ProtoConfig::new`] draws a random one per process; the simulator sets one from its
@@ -251,6 +304,7 @@ impl ProtoConfig {
             client_apply_events: true,
             ack_events: false,
             standby_apply_events: true,
+            quota: ChannelQuota::UNLIMITED,
             table_seed: table::process_seed(),
             inject: InjectedBug::None,
         }
@@ -547,6 +601,9 @@ pub struct Counters {
     pub xfer_catch_ups: u64,
     pub submits_accepted: u64,
     pub submits_rejected: u64,
+    /// Submits refused because the channel would go over its quota (also in
+    /// `submits_rejected` when they came as SUBMIT frames).
+    pub submits_over_quota: u64,
     /// Primary heartbeats whose sync set was not acknowledged because it left out the
     /// candidate this standby had just voted for (see `Pledge`).
     pub sync_set_held_for_candidate: u64,

@@ -175,6 +175,19 @@ impl ChannelState {
             .sum()
     }
 
+    /// The value now held under the key `e` writes (in its section, public or private).
+    pub fn value_of(&self, e: &Entry<'_>) -> Option<&[u8]> {
+        self.get(Self::slot(e), e.key)
+    }
+
+    /// Entries and value bytes held in every section, the private one included: what a
+    /// channel's quota counts.
+    pub fn totals(&self) -> (u64, u64) {
+        self.sections.iter().fold((0, 0), |(n, b), t| {
+            (n + t.len() as u64, b + t.value_bytes())
+        })
+    }
+
     /// Sections (client-visible) that hold at least one entry.
     pub fn nonempty_mask(&self) -> u64 {
         (0..SECTIONS)

@@ -2,8 +2,8 @@
 //! channel's pending ring per the policy, and replay only what is out of sync.
 
 use super::ControlUnit;
-use super::role::{RoleState, Takeover, TakeoverChan};
 use super::cut::{Answer, HeldView, decide};
+use super::role::{RoleState, Takeover, TakeoverChan};
 use super::standby::apply_through;
 use crate::proto::state::ALL_SECTIONS_MASK;
 use crate::proto::{Event, InjectedBug, Resolution, Role, make_epoch};

@@ -46,9 +46,11 @@ impl ClientLives {
             }
             Some(b) if b == boot => Life::Current,
             Some(_)
-                if self.past.iter().flatten().any(|&(p, at)| {
-                    p == boot && now_us.saturating_sub(at) < stale_window_us
-                }) =>
+                if self
+                    .past
+                    .iter()
+                    .flatten()
+                    .any(|&(p, at)| p == boot && now_us.saturating_sub(at) < stale_window_us) =>
             {
                 Life::Past
             }
@@ -96,7 +98,11 @@ mod tests {
         assert_eq!(l.note(7, 0, W), Life::Current);
         assert_eq!(l.note(7, 1, W), Life::Current);
         assert_eq!(l.note(8, 2, W), Life::New);
-        assert_eq!(l.note(7, 3, W), Life::Past, "the old life's delayed heartbeat");
+        assert_eq!(
+            l.note(7, 3, W),
+            Life::Past,
+            "the old life's delayed heartbeat"
+        );
         assert_eq!(l.note(8, 4, W), Life::Current);
         assert_eq!(l.note(9, 5, W), Life::New);
         assert_eq!(l.note(7, 6, W), Life::Past);
@@ -121,9 +127,17 @@ mod tests {
         let mut l = ClientLives::default();
         l.note(1, 0, W);
         l.forget_current(1);
-        assert_eq!(l.note(1, 2, W), Life::Current, "the same life, still running");
+        assert_eq!(
+            l.note(1, 2, W),
+            Life::Current,
+            "the same life, still running"
+        );
         l.forget_current(3);
-        assert_eq!(l.note(2, 4, W), Life::Current, "restarted under another primary");
+        assert_eq!(
+            l.note(2, 4, W),
+            Life::Current,
+            "restarted under another primary"
+        );
         assert_eq!(l.note(1, 5, W), Life::Past);
     }
 
@@ -135,6 +149,10 @@ mod tests {
         }
         assert_eq!(l.note(8, 10, W), Life::Past);
         assert_eq!(l.note(6, 11, W), Life::Past);
-        assert_eq!(l.note(5, 12, W), Life::New, "too old to remember: taken as a restart");
+        assert_eq!(
+            l.note(5, 12, W),
+            Life::New,
+            "too old to remember: taken as a restart"
+        );
     }
 }

@@ -852,7 +852,9 @@ impl ControlUnit {
         p.seen_mask = hb.sync_mask.get();
         p.seen_version = hb.sync_version.get();
         p.vote = hb.vote.get();
-        if hb.role == crate::wire::ROLE_PRIMARY && epoch == self.epoch && self.role() != Role::Primary
+        if hb.role == crate::wire::ROLE_PRIMARY
+            && epoch == self.epoch
+            && self.role() != Role::Primary
         {
             if self.pledge.is_some_and(|v| {
                 v.epoch == epoch
@@ -1098,6 +1100,7 @@ impl ControlUnit {
 mod tests {
     use super::*;
     use crate::proto::Topology;
+    use crate::wire::Entry;
 
     fn standby(grace_us: u64, built_us: u64) -> ControlUnit {
         let mut cfg = ProtoConfig::new(Topology {
@@ -1117,6 +1120,45 @@ mod tests {
             cu.handle_timeout(t);
             t += 1_000;
         }
+    }
+
+    #[test]
+    fn submits_past_a_channel_quota_are_refused_and_counted() {
+        let mut cfg = two_units();
+        cfg.quota = crate::proto::ChannelQuota {
+            max_keys: 3,
+            max_value_bytes: 20,
+        };
+        let mut p = ControlUnit::new(cfg, 1, true, 1, 0);
+        let put = |key: u64, value: &'static [u8]| Entry {
+            section: 1,
+            key,
+            value: Some(value),
+            private: false,
+        };
+        for k in 0..3 {
+            assert!(p.submit(0, 0, &[put(k, b"12345")]).is_ok());
+        }
+        // A fourth key: refused. Replacing a held key, even near the limit: fine.
+        assert_eq!(p.submit(0, 0, &[put(3, b"1")]), Err(SubmitError::OverQuota));
+        assert!(p.submit(0, 0, &[put(2, b"12345")]).is_ok());
+        // Bytes: 15 held; replacing 5 with 10 makes 20 (at the limit), with 11 makes 21.
+        assert!(p.submit(0, 0, &[put(1, b"1234567890")]).is_ok());
+        assert_eq!(
+            p.submit(0, 0, &[put(0, b"123456")]),
+            Err(SubmitError::OverQuota)
+        );
+        // A delete frees its key for a new one.
+        let delete = Entry {
+            section: 1,
+            key: 0,
+            value: None,
+            private: false,
+        };
+        assert!(p.submit(0, 0, &[delete]).is_ok());
+        assert!(p.submit(0, 0, &[put(3, b"1")]).is_ok());
+        assert_eq!(p.counters.submits_over_quota, 2);
+        assert_eq!(p.state(0).map(|s| s.totals()), Some((3, 16)));
     }
 
     fn two_units() -> ProtoConfig {

@@ -26,6 +26,9 @@ pub enum SubmitError {
     TooLarge,
     #[error("a change needs at most 65535 public and 65535 private entries, each in section 0..64")]
     BadEntry,
+    /// The channel would hold more keys or value bytes than its quota allows.
+    #[error("over the channel's quota of keys or value bytes")]
+    OverQuota,
 }
 
 impl ControlUnit {
@@ -65,6 +68,10 @@ impl ControlUnit {
             || entries.len() > u16::MAX as usize
         {
             return Err(SubmitError::BadEntry);
+        }
+        if self.cfg.quota.would_exceed(&c.state, entries) {
+            self.counters.submits_over_quota += 1;
+            return Err(SubmitError::OverQuota);
         }
         let op = c.next_op;
         c.next_op += 1;
