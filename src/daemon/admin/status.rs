@@ -743,14 +743,41 @@ pub fn build(
 // ---------------------------------------------------------------------------------------------
 // Client side.
 
+/// Why [`fetch`] has no status.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FetchError {
+    /// No reply: nobody listens, permission to connect denied, a timeout.
+    Unreachable(String),
+    /// The node answered `{"ok":false,...}` (the reply as it came).
+    Refused { target: String, reply: Value },
+    /// A reply that is not a status, or pages that do not fit together.
+    Bad(String),
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchError::Unreachable(e) | FetchError::Bad(e) => f.write_str(e),
+            FetchError::Refused { target, reply } => write!(
+                f,
+                "{target}: {}",
+                reply
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("refused")
+            ),
+        }
+    }
+}
+
 /// Asks `target` for its whole status, page by page (`next_channel`), each page within
 /// `timeout`; over UDP with `token` when given (without it a node answers no status larger
-/// than the request). An `{"ok":false}` reply is an error naming its `error`.
+/// than the request).
 pub fn fetch(
     target: &Target,
     token: Option<&AdminToken>,
     timeout: Duration,
-) -> Result<StatusReply, String> {
+) -> Result<StatusReply, FetchError> {
     fetch_with(target, token, timeout, None)
 }
 
@@ -760,7 +787,7 @@ pub fn fetch_with(
     token: Option<&AdminToken>,
     timeout: Duration,
     page_bytes: Option<usize>,
-) -> Result<StatusReply, String> {
+) -> Result<StatusReply, FetchError> {
     let mut req = StatusRequest {
         schema_version: Some(SCHEMA_VERSION),
         channels_from: None,
@@ -772,17 +799,25 @@ pub fn fetch_with(
         if let (Target::Udp(_), Some(t)) = (target, token) {
             json = with_token(&json, t);
         }
-        let v = request(target, &json, timeout).map_err(|e| e.to_string())?;
-        let r = parse_reply(&v).map_err(|e| format!("{target}: {e}"))?;
+        let v = request(target, &json, timeout)
+            .map_err(|e| FetchError::Unreachable(e.to_string()))?;
+        if v.get("ok") == Some(&Value::Bool(false)) {
+            return Err(FetchError::Refused {
+                target: target.to_string(),
+                reply: v,
+            });
+        }
+        let r = StatusReply::deserialize(&v)
+            .map_err(|e| FetchError::Bad(format!("{target}: not a status reply: {e}")))?;
         let next = r.next_channel;
         all = Some(match all {
             None => r,
             Some(mut a) => {
                 if a.id != r.id || a.kind != r.kind {
-                    return Err(format!(
+                    return Err(FetchError::Bad(format!(
                         "{target}: the node changed while its status was read (node {} then {})",
                         a.id, r.id
-                    ));
+                    )));
                 }
                 a.channels.extend(r.channels);
                 a.assembled = true;
@@ -791,16 +826,16 @@ pub fn fetch_with(
             }
         });
         match next {
-            None => return all.ok_or_else(|| format!("{target}: no reply")),
+            None => return all.ok_or_else(|| FetchError::Bad(format!("{target}: no reply"))),
             Some(n) if n <= req.channels_from.unwrap_or(0) => {
-                return Err(format!(
+                return Err(FetchError::Bad(format!(
                     "{target}: status pages do not advance (page {page}: next_channel {n})"
-                ));
+                )));
             }
             Some(n) => req.channels_from = Some(n),
         }
     }
-    Err(format!("{target}: status pages do not end"))
+    Err(FetchError::Bad(format!("{target}: status pages do not end")))
 }
 
 /// A status reply from its JSON; an `{"ok":false}` reply is an error naming its `error`.
