@@ -14,8 +14,8 @@
 
 pub mod config;
 pub mod status;
-pub mod view;
 pub mod unix;
+pub mod view;
 
 pub use config::{AdminConfig, AdminToken, read_token_file};
 
@@ -1086,7 +1086,10 @@ mod tests {
         // Pages as small as asked, at least one channel each.
         let v = ask(&mut p, br#"{"cmd":"status","page_bytes":1}"#, &mut stats);
         assert_eq!(v["channels"].as_array().unwrap().len(), 1, "{v}");
-        assert_eq!((v["channels_total"].as_u64(), v["next_channel"].as_u64()), (Some(2), Some(1)));
+        assert_eq!(
+            (v["channels_total"].as_u64(), v["next_channel"].as_u64()),
+            (Some(2), Some(1))
+        );
         let v = ask(
             &mut p,
             br#"{"cmd":"status","page_bytes":1,"channels_from":1}"#,

@@ -538,9 +538,13 @@ fn cu_channel(cu: &ControlUnit, ch: u32, lags: Option<&Lags>) -> ChannelStatus {
         lag_ops: Some(top.saturating_sub(done)),
         lag_ms: ages.map(|a| if top > done { a.0 } else { 0 }),
         client_lag_ops: client.map(|acked| top.saturating_sub(acked)),
-        client_lag_ms: client
-            .and(ages)
-            .map(|a| if client.is_some_and(|c| top > c) { a.1 } else { 0 }),
+        client_lag_ms: client.and(ages).map(|a| {
+            if client.is_some_and(|c| top > c) {
+                a.1
+            } else {
+                0
+            }
+        }),
     }
 }
 
@@ -799,8 +803,8 @@ pub fn fetch_with(
         if let (Target::Udp(_), Some(t)) = (target, token) {
             json = with_token(&json, t);
         }
-        let v = request(target, &json, timeout)
-            .map_err(|e| FetchError::Unreachable(e.to_string()))?;
+        let v =
+            request(target, &json, timeout).map_err(|e| FetchError::Unreachable(e.to_string()))?;
         if v.get("ok") == Some(&Value::Bool(false)) {
             return Err(FetchError::Refused {
                 target: target.to_string(),
@@ -835,7 +839,9 @@ pub fn fetch_with(
             Some(n) => req.channels_from = Some(n),
         }
     }
-    Err(FetchError::Bad(format!("{target}: status pages do not end")))
+    Err(FetchError::Bad(format!(
+        "{target}: status pages do not end"
+    )))
 }
 
 /// A status reply from its JSON; an `{"ok":false}` reply is an error naming its `error`.

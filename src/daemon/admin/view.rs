@@ -75,10 +75,7 @@ pub fn run(c: &StatusCommand<'_>) -> ExitCode {
                 // The node's own refusal, as it came (e.g. "permission denied").
                 Err(FetchError::Refused { reply, .. }) if c.json => (format!("{reply}\n"), false),
                 Err(FetchError::Refused { reply, .. }) => (
-                    format!(
-                        "error: {}\n",
-                        reply["error"].as_str().unwrap_or("refused")
-                    ),
+                    format!("error: {}\n", reply["error"].as_str().unwrap_or("refused")),
                     false,
                 ),
                 Err(e) => {
@@ -212,7 +209,16 @@ pub fn cluster(
     let replies: Vec<Result<StatusReply, FetchError>> = std::thread::scope(|s| {
         let handles: Vec<_> = nodes
             .iter()
-            .map(|(_, _, t)| s.spawn(move || fetch(t, token, timeout)))
+            .map(|(_, _, t)| {
+                s.spawn(move || match t {
+                    // No socket: the node is not running here (no point waiting for it).
+                    Target::Unix(p) if !p.exists() => Err(FetchError::Unreachable(format!(
+                        "{}: no such socket (node not running?)",
+                        p.display()
+                    ))),
+                    _ => fetch(t, token, timeout),
+                })
+            })
             .collect();
         handles
             .into_iter()
@@ -277,7 +283,10 @@ fn assemble(
 }
 
 /// A node against the primary: where it stands, its worst lag in ops and in ms.
-fn compare(s: &StatusReply, primary: Option<&StatusReply>) -> (SyncState, Option<u64>, Option<u64>) {
+fn compare(
+    s: &StatusReply,
+    primary: Option<&StatusReply>,
+) -> (SyncState, Option<u64>, Option<u64>) {
     let Some(p) = primary else {
         return (SyncState::Unknown, None, None);
     };
@@ -406,7 +415,10 @@ pub fn format_status(v: &StatusReply) -> String {
         let sync_set = match &v.sync_set {
             Some(s) => format!(
                 "  sync set [{}]",
-                s.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+                s.iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             None => String::new(),
         };
@@ -551,7 +563,13 @@ mod tests {
         );
     }
 
-    fn cu(id: NodeId, role: &str, epoch: u64, applied: u64, sync_set: Option<Vec<NodeId>>) -> StatusReply {
+    fn cu(
+        id: NodeId,
+        role: &str,
+        epoch: u64,
+        applied: u64,
+        sync_set: Option<Vec<NodeId>>,
+    ) -> StatusReply {
         let mut v = json!({"ok":true,"schema_version":2,"id":id,"kind":"control_unit","role":role,
             "epoch":epoch,"channels":[]});
         if let Some(s) = sync_set {
