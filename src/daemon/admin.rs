@@ -1104,7 +1104,7 @@ mod tests {
         let len = |v: &Value| serde_json::to_vec(v).unwrap().len();
         let one = ask(&mut p, br#"{"cmd":"status","page_bytes":1}"#, &mut stats);
         let size = (len(&one) + len(&full)) / 2;
-        let mut req = format!(r#"{{"cmd":"status","pad":""}}"#);
+        let mut req = r#"{"cmd":"status","pad":""}"#.to_owned();
         req.insert_str(req.len() - 2, &"x".repeat(size - req.len()));
         assert_eq!(req.len(), size);
         let o = ask_udp(&mut p, req.as_bytes(), None, &mut stats);
