@@ -266,6 +266,38 @@ fn cluster_table_and_statuses_larger_than_a_datagram() {
     assert!(line("2").contains("standby") && line("2").contains("in sync"));
     assert!(line("4").contains("no:"), "{text}");
 
+    // --watch redraws the table until interrupted.
+    let mut w = Command::new(BIN)
+        .args(["status", "--cluster", "--config", &cfg, "--watch=0.3"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    // SAFETY: plain kill(2) on a child we spawned and have not reaped yet.
+    unsafe { libc::kill(w.id() as libc::pid_t, libc::SIGINT) };
+    let out = w.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.matches("\x1b[2J").count() >= 2, "{text}");
+    assert!(text.matches("primary 1").count() >= 2, "{text}");
+
+    // One node for people: its role, sync set by ID, per-channel lags, peers last heard.
+    let out = Command::new(BIN)
+        .arg("status")
+        .arg(sock(1))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{}", text.lines().take(5).collect::<Vec<_>>().join("\n"));
+    assert!(
+        text.contains("role primary") && text.contains("sync set [2, 3]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("peers heard: 2 ") && text.contains("4 never"),
+        "{text}"
+    );
+
     // A control unit's status is far larger than one datagram: over UDP (with the token) it
     // comes in pages, each within a datagram, and is assembled whole.
     let full = fetch(&Target::Unix(sock(2)), None, Duration::from_secs(2)).unwrap();
