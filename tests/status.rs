@@ -138,7 +138,15 @@ token_file = "admin.token"
 
 fn cluster_json(cfg: &str) -> Value {
     let out = Command::new(BIN)
-        .args(["status", "--cluster", "--config", cfg, "--json"])
+        .args([
+            "status",
+            "--cluster",
+            "--config",
+            cfg,
+            "--json",
+            "--timeout-ms",
+            "300",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -279,6 +287,55 @@ fn cluster_table_and_statuses_larger_than_a_datagram() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.matches("\x1b[2J").count() >= 2, "{text}");
     assert!(text.matches("primary 1").count() >= 2, "{text}");
+
+    // Unit 3 frozen (SIGSTOP) under changes: nothing commits, so the primary's commit lag
+    // grows in ops and in time; unit 3 does not answer (a row saying so); unit 2, in the sync
+    // set, has everything. Resumed well before the failover timeout.
+    let pid3 = kids.procs.iter().find(|p| p.0 == "cu3").unwrap().1.id() as libc::pid_t;
+    // SAFETY: plain kill(2) on a child we spawned and have not reaped yet.
+    unsafe { libc::kill(pid3, libc::SIGSTOP) };
+    let frozen = Instant::now();
+    for seq in n_submits + 1..=n_submits + 20 {
+        let len = submit_frame(&mut buf, seq, (seq % 4) as u32);
+        sub.send(&mut buf[..len]);
+    }
+    std::thread::sleep(Duration::from_millis(150));
+    let v = cluster_json(&cfg);
+    let out = Command::new(BIN)
+        .args([
+            "status",
+            "--cluster",
+            "--config",
+            &cfg,
+            "--timeout-ms",
+            "300",
+        ])
+        .output()
+        .unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid3, libc::SIGCONT) };
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        frozen.elapsed() < Duration::from_millis(1200),
+        "froze too long"
+    );
+    let rows = v["nodes"].as_array().unwrap();
+    let row = |id: u64| rows.iter().find(|r| r["id"] == id).unwrap();
+    assert_eq!(row(1)["sync"], "primary", "{v}");
+    assert!(row(1)["lag_ops"].as_u64().unwrap() >= 5, "{}", row(1));
+    assert!(row(1)["lag_ms"].as_u64().unwrap() >= 50, "{}", row(1));
+    assert_eq!(row(3)["reachable"], false, "{}", row(3));
+    assert_eq!(row(2)["sync"], "in_sync", "{}", row(2));
+    wait_for("the changes committed after the resume", up, || {
+        let v = cluster_json(&cfg);
+        let r = v["nodes"].as_array()?.first()?.clone();
+        (r["lag_ops"] == 0
+            && v["nodes"]
+                .as_array()?
+                .iter()
+                .all(|r| r["id"] == 4 || r["sync"] != "behind"))
+        .then_some(())
+    });
 
     // One node for people: its role, sync set by ID, per-channel lags, peers last heard.
     let out = Command::new(BIN)

@@ -6,7 +6,7 @@
 //! socket), and names in `next_channel` the first channel it left out; [`fetch`] asks again
 //! from there until it has them all.
 
-use super::{AdminStats, AdminToken, Target, request, with_token};
+use super::{AdminStats, AdminToken, RequestError, Target, request, with_token};
 use crate::daemon::Clock;
 use crate::daemon::metrics::LagTrack;
 use crate::proto::{ControlUnit, Counters, NodeId, Role};
@@ -803,8 +803,15 @@ pub fn fetch_with(
         if let (Target::Udp(_), Some(t)) = (target, token) {
             json = with_token(&json, t);
         }
-        let v =
-            request(target, &json, timeout).map_err(|e| FetchError::Unreachable(e.to_string()))?;
+        let v = request(target, &json, timeout).map_err(|e| {
+            FetchError::Unreachable(match (&e, target) {
+                // The generic message's hint about UDP tokens does not apply here.
+                (RequestError::Timeout { timeout, .. }, Target::Unix(_)) => {
+                    format!("no reply from {target} within {timeout:?} (node stopped or busy?)")
+                }
+                _ => e.to_string(),
+            })
+        })?;
         if v.get("ok") == Some(&Value::Bool(false)) {
             return Err(FetchError::Refused {
                 target: target.to_string(),
