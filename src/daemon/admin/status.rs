@@ -20,8 +20,10 @@ use std::time::Duration;
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// How often the lag trackers of [`Lags`] sample the node: the lags in time are at most this
-/// much too young.
+/// much too young. With more than 1,000 channels, every [`LAG_SAMPLE_US_PER_CHANNEL`] times
+/// the channel count instead, so that sampling (on the event loop) stays a bounded share of it.
 pub const LAG_SAMPLE_US: u64 = 10_000;
+pub const LAG_SAMPLE_US_PER_CHANNEL: u64 = 10;
 
 /// Most pages [`fetch`] asks for before giving up (a node whose channel count keeps changing,
 /// or a server that never finishes).
@@ -440,16 +442,18 @@ pub struct Lags {
 }
 
 impl Lags {
-    /// Samples the node's positions, at most once per [`LAG_SAMPLE_US`].
+    /// Samples the node's positions, at most once per [`LAG_SAMPLE_US`] (longer with many
+    /// channels).
     pub fn update(&mut self, runner: &NodeRunner, now_us: u64) {
         if now_us < self.next_us {
             return;
         }
-        self.next_us = now_us + LAG_SAMPLE_US;
         let Some(cu) = runner.machine.as_cu() else {
+            self.next_us = u64::MAX;
             return;
         };
         let n = cu.config().topology.channels();
+        self.next_us = now_us + LAG_SAMPLE_US.max(n as u64 * LAG_SAMPLE_US_PER_CHANNEL);
         self.chans.resize_with(n, Default::default);
         self.ages.resize(n, (0, 0));
         for ch in 0..n {
