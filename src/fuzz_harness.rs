@@ -23,8 +23,8 @@
 //! `fuzz/README.md`).
 
 use crate::proto::{
-    Client, ControlUnit, CutPolicy, INITIAL_EPOCH, NodeId, ProtoConfig, Topology, epoch_counter,
-    make_epoch,
+    Client, ControlUnit, CutPolicy, INITIAL_EPOCH, Node, NodeId, ProtoConfig, Topology,
+    epoch_counter, make_epoch,
 };
 use crate::wire::{
     BULK_FLAG_PRIVATE, BulkEntry, Entry, FrameHeader, FrameReader, HEADER_BYTES, Kind, MAGIC,
@@ -460,75 +460,27 @@ pub fn wrap_payload(sender: NodeId, epoch: u64, packet_seq: u64, payload: &[u8])
     out
 }
 
-/// The two node kinds behind one interface, so both targets share the driver.
-trait Node {
-    fn epoch(&self) -> u64;
-    fn handle_datagram(&mut self, now_us: u64, bytes: &[u8]);
-    fn handle_timeout(&mut self, now_us: u64);
-    fn poll_timeout(&self) -> u64;
-    fn poll_transmit(&mut self, now_us: u64, buf: &mut [u8]) -> Option<crate::proto::Transmit>;
-    fn poll_event(&mut self) -> Option<crate::proto::Event>;
-    fn submit(&mut self, now_us: u64, channel: u32, entries: &[Entry<'_>]);
-    fn operator(&mut self, now_us: u64, arg: u8);
-}
-
-impl Node for ControlUnit {
-    fn epoch(&self) -> u64 {
-        ControlUnit::epoch(self)
-    }
-    fn handle_datagram(&mut self, now_us: u64, bytes: &[u8]) {
-        ControlUnit::handle_datagram(self, now_us, bytes)
-    }
-    fn handle_timeout(&mut self, now_us: u64) {
-        ControlUnit::handle_timeout(self, now_us)
-    }
-    fn poll_timeout(&self) -> u64 {
-        ControlUnit::poll_timeout(self)
-    }
-    fn poll_transmit(&mut self, now_us: u64, buf: &mut [u8]) -> Option<crate::proto::Transmit> {
-        ControlUnit::poll_transmit(self, now_us, buf)
-    }
-    fn poll_event(&mut self) -> Option<crate::proto::Event> {
-        ControlUnit::poll_event(self)
-    }
-    fn submit(&mut self, now_us: u64, channel: u32, entries: &[Entry<'_>]) {
-        let _ = ControlUnit::submit(self, now_us, channel, entries);
-    }
-    fn operator(&mut self, now_us: u64, arg: u8) {
-        if arg.is_multiple_of(2) {
-            let target = CONTROL_UNITS[(arg as usize / 2) % CONTROL_UNITS.len()];
-            let _ = self.request_switchover(target);
-        } else {
-            let _ = self.operator_takeover(now_us);
-        }
+/// A submit as the harness makes it: only a control unit takes one.
+fn submit(node: &mut Node, now_us: u64, channel: u32, entries: &[Entry<'_>]) {
+    if let Some(cu) = node.as_cu_mut() {
+        let _ = cu.submit(now_us, channel, entries);
     }
 }
 
-impl Node for Client {
-    fn epoch(&self) -> u64 {
-        Client::epoch(self)
+/// An operator request (`arg`: even asks for a switchover to a unit, odd for a takeover);
+/// only a control unit takes one.
+fn operator(node: &mut Node, now_us: u64, arg: u8) {
+    let Some(cu) = node.as_cu_mut() else { return };
+    if arg.is_multiple_of(2) {
+        let target = CONTROL_UNITS[(arg as usize / 2) % CONTROL_UNITS.len()];
+        let _ = cu.request_switchover(target);
+    } else {
+        let _ = cu.operator_takeover(now_us);
     }
-    fn handle_datagram(&mut self, now_us: u64, bytes: &[u8]) {
-        Client::handle_datagram(self, now_us, bytes)
-    }
-    fn handle_timeout(&mut self, now_us: u64) {
-        Client::handle_timeout(self, now_us)
-    }
-    fn poll_timeout(&self) -> u64 {
-        Client::poll_timeout(self)
-    }
-    fn poll_transmit(&mut self, now_us: u64, buf: &mut [u8]) -> Option<crate::proto::Transmit> {
-        Client::poll_transmit(self, now_us, buf)
-    }
-    fn poll_event(&mut self) -> Option<crate::proto::Event> {
-        Client::poll_event(self)
-    }
-    fn submit(&mut self, _: u64, _: u32, _: &[Entry<'_>]) {}
-    fn operator(&mut self, _: u64, _: u8) {}
 }
 
 /// Takes every frame and event out of `node`; each frame it sends must decode.
-fn drain(node: &mut dyn Node, now_us: u64, buf: &mut [u8]) {
+fn drain(node: &mut Node, now_us: u64, buf: &mut [u8]) {
     let mut frames = 0usize;
     while let Some(t) = node.poll_transmit(now_us, buf) {
         assert!(t.len <= buf.len(), "transmit length within the buffer");
@@ -549,7 +501,7 @@ fn drain(node: &mut dyn Node, now_us: u64, buf: &mut [u8]) {
 }
 
 /// Runs the decoded ops against `node`. The clock starts at 0 and only moves forward.
-fn drive(node: &mut dyn Node, ops: &[Op<'_>]) {
+fn drive(node: &mut Node, ops: &[Op<'_>]) {
     let mut now_us: u64 = 0;
     let mut seq = [0u64; SENDERS.len()];
     let mut buf = vec![0u8; MAX_FRAME_BYTES];
@@ -600,9 +552,9 @@ fn drive(node: &mut dyn Node, ops: &[Op<'_>]) {
                         private: false,
                     })
                     .collect();
-                node.submit(now_us, *channel as u32, &entries);
+                submit(node, now_us, *channel as u32, &entries);
             }
-            Op::Operator(arg) => node.operator(now_us, *arg),
+            Op::Operator(arg) => operator(node, now_us, *arg),
         }
     }
     drain(node, now_us, &mut buf);
@@ -621,9 +573,13 @@ pub fn run_control_unit(data: &[u8]) -> ControlUnit {
     let (setup, node, ops) = parse_ops(data);
     let id = CONTROL_UNITS[node as usize % CONTROL_UNITS.len()];
     let initial = node & 4 == 0;
-    let mut cu = ControlUnit::new(proto_config(setup), id, initial, (node >> 3) as u32, 0);
-    drive(&mut cu, &ops);
-    cu
+    let cu = ControlUnit::new(proto_config(setup), id, initial, (node >> 3) as u32, 0);
+    let mut n = Node::Cu(Box::new(cu));
+    drive(&mut n, &ops);
+    match n {
+        Node::Cu(cu) => *cu,
+        Node::Client(_) => unreachable!("drive keeps the node's kind"),
+    }
 }
 
 /// Target `client`: one client of [`topology`] fed a sequence of [`Op`]s. The `node` byte
@@ -638,9 +594,13 @@ pub fn run_client(data: &[u8]) -> Client {
     let (setup, node, ops) = parse_ops(data);
     let id = CLIENTS[node as usize % CLIENTS.len()];
     let fresh = node & 4 != 0;
-    let mut c = Client::new(proto_config(setup), id, fresh, (node >> 3) as u32, 0);
-    drive(&mut c, &ops);
-    c
+    let c = Client::new(proto_config(setup), id, fresh, (node >> 3) as u32, 0);
+    let mut n = Node::Client(Box::new(c));
+    drive(&mut n, &ops);
+    match n {
+        Node::Client(c) => *c,
+        Node::Cu(_) => unreachable!("drive keeps the node's kind"),
+    }
 }
 
 mod seeds;
@@ -748,7 +708,7 @@ pub fn admin(data: &[u8]) {
     use crate::daemon::Clock;
     use crate::daemon::admin::config::AdminToken;
     use crate::daemon::admin::{AdminStats, Caller, handle_request};
-    use crate::runtime::node::{Machine, NodeRunner};
+    use crate::runtime::node::NodeRunner;
     use std::cell::RefCell;
     thread_local! {
         static NODE: RefCell<Option<(NodeRunner, Clock)>> = const { RefCell::new(None) };
@@ -768,7 +728,7 @@ pub fn admin(data: &[u8]) {
             })
             .expect("a loopback socket");
             (
-                NodeRunner::new(Machine::Cu(Box::new(cu)), transport, []),
+                NodeRunner::new(Node::Cu(Box::new(cu)), transport, []),
                 clock,
             )
         });

@@ -160,12 +160,11 @@ fn check_accepts_router_small_and_names_each_broken_config() {
         "not an address of this host",
     ));
 
-    // 8. The state directory is a file.
-    let p = router_small(&case("state"), |t| {
-        format!("{t}\n[state]\ndir = \"state\"\n")
-    });
+    // 8. The state directory is a file (the example's, moved with its socket directory).
+    let p = router_small(&case("state"), |t| t);
     keygen(&p);
-    std::fs::write(case("state").join("state"), "").unwrap();
+    std::fs::create_dir_all(case("state").join("sock")).unwrap();
+    std::fs::write(case("state").join("sock/state"), "").unwrap();
     cases.push(("state dir is a file", p, vec![], "state.dir"));
 
     // 9. An admin socket directory every user may write.

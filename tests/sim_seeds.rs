@@ -218,13 +218,32 @@ fn extended_seed_passes(seed: u64, faults: &str) {
 }
 
 /// An operator switchover to a standby that hears the primary but cannot reach it: the
-/// primary drops it from the sync set and keeps committing with the other standby, while the
-/// target takes over without those ops (inv4/inv6).
+/// primary used to drop it from the sync set and keep committing with the other standby,
+/// while the target took over without those ops (inv4/inv6). The target now stays in the
+/// sync set until it has had time to take over.
 #[test]
-#[ignore = "proto bug: a switchover target the primary dropped still takes over"]
 fn one_way_cut_switchover_target_keeps_committed_ops() {
     extended_seed_passes(154, "one-way");
     extended_seed_passes(1601, "one-way");
+    extended_seed_passes(17001227, "all");
+}
+
+/// A line card replaced by a new one: a delayed heartbeat of the old one used to be taken for
+/// yet another restart, and the in-sync new one replayed in full again (inv9). A life never
+/// heard before is still new, even if it is older: its frames may all have been delayed
+/// (17001089, which a rule of "any other boot ID is a restart" left unserved for good).
+#[test]
+fn a_late_frame_of_a_replaced_line_card_is_not_a_restart() {
+    extended_seed_passes(16000126, "all");
+    extended_seed_passes(17001089, "all");
+}
+
+/// Two control units: the primary, deaf to its standby, dropped it, then died. The standby,
+/// complete, and the only unit a primary can commit with, now takes over (it used to stay
+/// ineligible: no primary for good, inv5).
+#[test]
+fn a_dropped_standby_of_two_takes_over_when_nothing_could_commit_without_it() {
+    extended_seed_passes(17008919, "all");
 }
 
 /// A candidate that crashes while querying: every other control unit used to discard its

@@ -23,11 +23,33 @@ enum Cmd {
     Churn(statesync::cli::churn::ChurnArgs),
     /// Run the deterministic fault simulator over many seeds.
     Sim(statesync::cli::sim::SimArgs),
-    /// Run the initial primary control unit of a deployment (must be control_units[0]).
+    /// Run one node, first start or restart alike: the one command line for a supervisor
+    ///
+    /// The node works out what it is from the config (control_units[0] is the initial
+    /// primary, the other control units initial standbys, [[clients]] line cards) and whether
+    /// it ran before from its [state] dir (`<dir>/<id>.started`, written atomically when its
+    /// first life starts; or an `<id>.epoch` file). It then starts exactly as the older
+    /// subcommands would:
+    ///
+    ///   control_units[0], first start    `primary`
+    ///   other control unit, first start  `standby`
+    ///   control unit, restart            `standby --rejoin` (state transfer; highest epoch restored)
+    ///   client, first start              `client`
+    ///   client, restart                  `client --fresh` (full replay from the primary)
+    ///
+    /// A control unit needs [state] dir (exit 2 without). A client without one takes every
+    /// start as a restart. If every control unit lost its state at once, none can re-join the
+    /// others: clear the state dirs to start a new deployment (docs/DAEMON.md).
+    #[command(verbatim_doc_comment)]
+    Node(statesync::daemon::cli::NodeCmdArgs),
+    /// Run the initial primary control unit of a deployment (must be control_units[0]); `node`
+    /// picks this by itself.
     Primary(statesync::daemon::cli::PrimaryArgs),
-    /// Run a standby control unit (--rejoin after a restart: joins by state transfer).
+    /// Run a standby control unit (--rejoin after a restart: joins by state transfer); `node`
+    /// picks this by itself.
     Standby(statesync::daemon::cli::StandbyArgs),
-    /// Run a client (--fresh after a restart: asks for a full replay).
+    /// Run a client (--fresh after a restart: asks for a full replay); `node` picks this by
+    /// itself.
     Client(statesync::daemon::cli::ClientArgs),
     /// Ask a node's admin socket for its status: role, epoch, per-channel positions, lags,
     /// digests; or (--cluster --config) every node of a deployment, as one table.
@@ -101,6 +123,7 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Churn(a) => statesync::cli::churn::run(a),
         Cmd::Sim(a) => statesync::cli::sim::run(a),
+        Cmd::Node(a) => statesync::daemon::cli::run_node_cmd(a),
         Cmd::Primary(a) => statesync::daemon::cli::run_primary(a),
         Cmd::Standby(a) => statesync::daemon::cli::run_standby(a),
         Cmd::Client(a) => statesync::daemon::cli::run_client(a),

@@ -5,13 +5,14 @@
 
 use super::ledger::{self, Ledger, LedgerCheck, Replicas};
 use super::platform::{OtherTask, TaskSnapshot};
+use crate::proto::Node;
 use crate::proto::{
     Client, ControlUnit, CutPolicy, InjectedBug, NodeId, ProtoConfig, Role, Topology,
 };
 use crate::rng::SplitMix64;
 use crate::runtime::api::{Change, FLAG_PRIVATE, INLINE_VALUE_BYTES};
 use crate::runtime::latency::STAGES;
-use crate::runtime::node::{Machine, NodeRunner};
+use crate::runtime::node::NodeRunner;
 use crate::runtime::turns::TurnProfile;
 use crate::runtime::worker::{self, Gauges, WorkerOutput, WorkerSpec};
 use crate::transport::{FaultConfig, IoChoice, Transport, TransportConfig};
@@ -411,9 +412,9 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
         let mut nodes = Vec::new();
         for (id, t) in ids.iter().zip(transports) {
             let machine = if *id <= 2 {
-                Machine::Cu(Box::new(ControlUnit::new(proto.clone(), *id, true, 0, 0)))
+                Node::Cu(Box::new(ControlUnit::new(proto.clone(), *id, true, 0, 0)))
             } else {
-                Machine::Client(Box::new(Client::new(proto.clone(), *id, false, 0, 0)))
+                Node::Client(Box::new(Client::new(proto.clone(), *id, false, 0, 0)))
             };
             let peers = addrs.iter().copied().filter(|(p, _)| p != id);
             let auth = keys

@@ -129,6 +129,29 @@ pub fn run_seeds(
     (totals, failed)
 }
 
+/// The flags besides the seed that shape a run, as given: a failing seed replays only with
+/// them.
+fn replay_flags(args: &SimArgs) -> String {
+    let mut f = String::new();
+    if args.inject_bug != InjectedBug::None {
+        let name = INJECTED_BUGS
+            .iter()
+            .find(|(_, b)| *b == args.inject_bug)
+            .map_or("?", |(n, _)| n);
+        f += &format!(" --inject-bug {name}");
+    }
+    if args.fault_ms != 2000 {
+        f += &format!(" --fault-ms {}", args.fault_ms);
+    }
+    if args.extended_faults {
+        f += " --extended-faults";
+    }
+    if let Some(k) = args.faults {
+        f += &format!(" --faults {}", k.names());
+    }
+    f
+}
+
 pub fn run(args: SimArgs) -> ExitCode {
     let (totals, failed) = run_seeds(&args, |r| {
         println!("{}", r.summary_line());
@@ -139,8 +162,10 @@ pub fn run(args: SimArgs) -> ExitCode {
     println!("\n{totals}");
     if let Some(f) = failed {
         println!(
-            "\nFAILED seed {} — replay with: statesync sim --seeds 1 --seed {} --verbose",
-            f.seed, f.seed
+            "\nFAILED seed {} — replay with: statesync sim --seeds 1 --seed {} --verbose{}",
+            f.seed,
+            f.seed,
+            replay_flags(&args)
         );
         for v in &f.violations {
             println!("  violation: {v}");

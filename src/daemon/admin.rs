@@ -775,7 +775,7 @@ mod tests {
     use super::*;
     use crate::daemon::config;
     use crate::proto::ControlUnit;
-    use crate::runtime::node::Machine;
+    use crate::proto::Node;
     use crate::transport::{IoChoice, Transport, TransportConfig};
 
     fn runner(id: NodeId) -> NodeRunner {
@@ -783,7 +783,7 @@ mod tests {
         let clock = Clock::new();
         let now = clock.now_us();
         let machine = if id == 100 {
-            Machine::Client(Box::new(crate::proto::Client::new(
+            Node::Client(Box::new(crate::proto::Client::new(
                 cfg.proto_config(),
                 id,
                 false,
@@ -791,7 +791,7 @@ mod tests {
                 now,
             )))
         } else {
-            Machine::Cu(Box::new(ControlUnit::new(
+            Node::Cu(Box::new(ControlUnit::new(
                 cfg.proto_config(),
                 id,
                 true,

@@ -141,7 +141,7 @@ pub fn check(cfg: &DeploymentConfig, only: Option<NodeId>, insecure: bool) -> Re
         }
     } else {
         r.notes.push(
-            "note: no [state] dir: a restarted control unit does not remember its epoch".into(),
+            "note: no [state] dir: a restarted control unit does not remember its epoch, and `statesync node` refuses to run a control unit".into(),
         );
     }
     if let Err(e) = cfg.admin.read_token() {

@@ -1,8 +1,8 @@
-//! `statesync primary|standby|client|status|switchover`.
+//! `statesync node|primary|standby|client|status|switchover`.
 
 use super::admin::{Target, read_token_file, request, with_token};
 use super::config::load;
-use super::run::{Mode, run_node};
+use super::run::{Mode, log, node_mode, run_node};
 use crate::proto::{InjectedBug, NodeId};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -26,6 +26,14 @@ pub struct NodeArgs {
     /// reach the node's address can then forge frames: for labs only.
     #[arg(long)]
     pub insecure: bool,
+}
+
+/// `statesync node`: the same flags as every daemon subcommand, and no flag that differs
+/// between a first start and a restart.
+#[derive(clap::Args, Debug, Clone)]
+pub struct NodeCmdArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -96,13 +104,27 @@ pub struct SwitchoverArgs {
     pub timeout_ms: u64,
 }
 
-fn run_daemon(node: &NodeArgs, mode: Mode) -> ExitCode {
+fn run_daemon(node: &NodeArgs, mode: Option<Mode>) -> ExitCode {
     let cfg = match load(&node.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("statesync: {e}");
             return ExitCode::from(2);
         }
+    };
+    // `statesync node`: what the node is and whether it ran before decide its mode.
+    let mode = match mode {
+        Some(m) => m,
+        None => match node_mode(&cfg, node.id) {
+            Ok((m, why)) => {
+                log(node.id, format_args!("{why}: starting as {m}"));
+                m
+            }
+            Err(e) => {
+                eprintln!("statesync: {e}");
+                return ExitCode::from(e.exit_code());
+            }
+        },
     };
     if node.inject_bug != InjectedBug::None {
         eprintln!(
@@ -119,16 +141,21 @@ fn run_daemon(node: &NodeArgs, mode: Mode) -> ExitCode {
     }
 }
 
+/// `statesync node`: one command line for every start of a node (see [`node_mode`]).
+pub fn run_node_cmd(a: NodeCmdArgs) -> ExitCode {
+    run_daemon(&a.node, None)
+}
+
 pub fn run_primary(a: PrimaryArgs) -> ExitCode {
-    run_daemon(&a.node, Mode::Primary)
+    run_daemon(&a.node, Some(Mode::Primary))
 }
 
 pub fn run_standby(a: StandbyArgs) -> ExitCode {
-    run_daemon(&a.node, Mode::Standby { rejoin: a.rejoin })
+    run_daemon(&a.node, Some(Mode::Standby { rejoin: a.rejoin }))
 }
 
 pub fn run_client(a: ClientArgs) -> ExitCode {
-    run_daemon(&a.node, Mode::Client { fresh: a.fresh })
+    run_daemon(&a.node, Some(Mode::Client { fresh: a.fresh }))
 }
 
 /// Sends one request to `addr` (a Unix socket path or a UDP IP:PORT), with the token of

@@ -8,8 +8,9 @@
 //! most one period old.
 
 use super::admin::role_name;
+use crate::proto::Node;
 use crate::proto::{NodeId, Role};
-use crate::runtime::node::{Machine, NodeRunner};
+use crate::runtime::node::NodeRunner;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -369,8 +370,8 @@ impl MetricsFeed {
     pub fn update(&mut self, runner: &NodeRunner, now_us: u64) {
         let f = &self.f;
         let role = match &runner.machine {
-            Machine::Cu(c) => role_name(c.role()),
-            Machine::Client(_) => "client",
+            Node::Cu(c) => role_name(c.role()),
+            Node::Client(_) => "client",
         };
         for r in ROLES {
             f.role
@@ -378,10 +379,7 @@ impl MetricsFeed {
                 .set(i64::from(r == role));
         }
         let c = runner.machine.counters();
-        let epoch = match &runner.machine {
-            Machine::Cu(cu) => cu.epoch(),
-            Machine::Client(cl) => cl.epoch(),
-        };
+        let epoch = runner.machine.epoch();
         f.epoch.set(i64::try_from(epoch).unwrap_or(i64::MAX));
         let t = runner.transport.stats();
         for (dir, dgrams, bytes) in [
@@ -423,7 +421,7 @@ impl MetricsFeed {
                 .get_or_create(&PeerLabel { peer })
                 .set(now_us.saturating_sub(last_us) as f64 / 1e6);
         }
-        if let Machine::Cu(cu) = &runner.machine {
+        if let Node::Cu(cu) = &runner.machine {
             let channels = cu.config().topology.channels() as u32;
             while self.lag.len() < channels as usize {
                 let ch = self.lag.len() as u32;

@@ -8,8 +8,9 @@ use super::metrics::{MetricsFeed, MetricsServer};
 use super::notify::Notifier;
 use super::state::{EpochFile, StateError};
 use super::{Clock, format_unix_us, unix_now_us};
+use crate::proto::Node;
 use crate::proto::{Client, ControlUnit, Event, InjectedBug, NodeId, RestoreError, Role};
-use crate::runtime::node::{Machine, NodeRunner};
+use crate::runtime::node::NodeRunner;
 use crate::transport::{Transport, TransportError};
 use std::io;
 use std::net::SocketAddr;
@@ -176,6 +177,63 @@ fn check_mode(cfg: &DeploymentConfig, id: NodeId, mode: Mode) -> Result<NodeKind
     Ok(kind)
 }
 
+/// What `statesync node` starts node `id` as, from the config and the node's `[state] dir`
+/// (issue 12 item 1), and why (for the log):
+///
+/// | node | no earlier life | an earlier life (marker or epoch file) |
+/// |---|---|---|
+/// | `control_units[0]` | `primary` | `standby --rejoin` |
+/// | other control unit | `standby` | `standby --rejoin` |
+/// | client | `client` | `client --fresh` (asks for a full replay) |
+///
+/// Without `[state] dir` a control unit cannot be told apart (either guess can be wrong in a
+/// harmful way: a restarted initial unit acting in the first epoch without its state, or a
+/// whole new deployment of units all waiting to re-join): a usage error. A client can: it takes
+/// every start as a restart, which costs a full replay at the first start and is always right.
+pub fn node_mode(cfg: &DeploymentConfig, id: NodeId) -> Result<(Mode, String), DaemonError> {
+    let path = cfg.path.display();
+    let Some((kind, _)) = cfg.node(id) else {
+        return Err(DaemonError::Usage(format!(
+            "--id {id}: no control unit or client with this id in {path}"
+        )));
+    };
+    let Some(dir) = &cfg.state_dir else {
+        return match kind {
+            NodeKind::Client => Ok((
+                Mode::Client { fresh: true },
+                format!(
+                    "no [state] dir in {path}: a client cannot tell a first start from a restart, so it takes every start as a restart"
+                ),
+            )),
+            NodeKind::ControlUnit { .. } => Err(DaemonError::Usage(format!(
+                "--id {id}: `statesync node` needs [state] dir in {path} to tell a control unit's first start from a restart; set it, or start this unit with `primary`/`standby` (first start) or `standby --rejoin` (restart)"
+            ))),
+        };
+    };
+    let marker = super::state::started_marker(dir, id);
+    if super::state::ran_before(dir, id)? {
+        let mode = match kind {
+            NodeKind::ControlUnit { .. } => Mode::Standby { rejoin: true },
+            NodeKind::Client => Mode::Client { fresh: true },
+        };
+        let found = if marker.exists() {
+            marker.display().to_string()
+        } else {
+            dir.join(format!("{id}.epoch")).display().to_string()
+        };
+        return Ok((mode, format!("restart: {found} records an earlier life")));
+    }
+    let mode = match kind {
+        NodeKind::ControlUnit { index: 0 } => Mode::Primary,
+        NodeKind::ControlUnit { .. } => Mode::Standby { rejoin: false },
+        NodeKind::Client => Mode::Client { fresh: false },
+    };
+    Ok((
+        mode,
+        format!("first start: no earlier life recorded in {}", dir.display()),
+    ))
+}
+
 /// [`run_node`] without signal handlers: runs until `stop` is set. A node that stops on an
 /// error runs its `on_fault` hook (and waits for the queued hooks) before it returns.
 pub fn run_node_until(
@@ -217,10 +275,10 @@ fn hook_kind(role: Role) -> Option<HookKind> {
 }
 
 /// The `STATUS=` line systemd shows.
-fn status_line(m: &Machine) -> String {
+fn status_line(m: &Node) -> String {
     match m {
-        Machine::Cu(c) => format!("{}, epoch {}", role_name(c.role()), c.epoch()),
-        Machine::Client(c) => format!(
+        Node::Cu(c) => format!("{}, epoch {}", role_name(c.role()), c.epoch()),
+        Node::Client(c) => format!(
             "client, epoch {}, primary {}",
             c.epoch(),
             c.primary().map_or("none".to_owned(), |p| p.to_string())
@@ -264,13 +322,13 @@ fn run_started(
     proto.standby_apply_events = false;
     proto.inject = inject;
     let mut machine = match mode {
-        Mode::Primary => Machine::Cu(Box::new(ControlUnit::new(proto, id, true, boot_id, now))),
+        Mode::Primary => Node::Cu(Box::new(ControlUnit::new(proto, id, true, boot_id, now))),
         Mode::Standby { rejoin } => {
-            Machine::Cu(Box::new(ControlUnit::new(proto, id, !rejoin, boot_id, now)))
+            Node::Cu(Box::new(ControlUnit::new(proto, id, !rejoin, boot_id, now)))
         }
         Mode::Client { fresh } => {
             proto.client_apply_events = false;
-            Machine::Client(Box::new(Client::new(proto, id, fresh, boot_id, now)))
+            Node::Client(Box::new(Client::new(proto, id, fresh, boot_id, now)))
         }
     };
     let mut epoch_file = match machine.as_cu_mut() {
@@ -335,20 +393,41 @@ fn run_started(
                 "UNAUTHENTICATED"
             },
             admin.socket_path().display(),
-            epoch_of(&runner.machine)
+            runner.machine.epoch()
         ),
     );
     let terr = |source| DaemonError::Transport {
         addr: spec.addr,
         source,
     };
+    // From here on this life may have told others something: any later start of this node
+    // is a restart (`statesync node` reads the marker). Nothing was sent before this point,
+    // so a start that failed earlier (a bad key, a busy address) leaves no marker.
+    if let Some(dir) = &cfg.state_dir
+        && let Some(path) = super::state::mark_started(
+            dir,
+            id,
+            &format!(
+                "node {id} started as {mode} at {}, boot {boot_id:08x}; later starts are restarts",
+                format_unix_us(unix_now_us())
+            ),
+        )?
+    {
+        log(
+            id,
+            format_args!(
+                "recorded this life in {}: later starts of this node are restarts",
+                path.display()
+            ),
+        );
+    }
     persist_epoch(id, &mut epoch_file, &runner.machine)?;
     let mut next_admin_us = 0;
     let mut auth_logged = crate::auth::AuthStats::default();
     let mut next_auth_log_us = 0;
-    let mut client_epoch = epoch_of(&runner.machine);
+    let mut client_epoch = runner.machine.epoch();
     let mut role = runner.machine.as_cu().map_or(Role::Standby, |c| c.role());
-    *last_epoch = epoch_of(&runner.machine);
+    *last_epoch = runner.machine.epoch();
     if let (Some(h), Some(k), Some(cu)) = (hooks.as_mut(), hook_kind(role), runner.machine.as_cu())
     {
         h.send(Transition {
@@ -391,7 +470,7 @@ fn run_started(
         if let Some(epoch) = transferred {
             log(id, format_args!("state transfer complete (epoch {epoch})"));
         }
-        if let Machine::Cu(c) = &runner.machine
+        if let Node::Cu(c) = &runner.machine
             && c.role() != role
         {
             log(
@@ -421,7 +500,7 @@ fn run_started(
             }
             role = c.role();
         }
-        *last_epoch = epoch_of(&runner.machine);
+        *last_epoch = runner.machine.epoch();
         if let Some(f) = &mut feed {
             f.maybe_update(&runner, now);
         }
@@ -438,7 +517,7 @@ fn run_started(
             notified = shown;
             notifier.tick(now);
         }
-        if let Machine::Client(c) = &runner.machine
+        if let Node::Client(c) = &runner.machine
             && c.epoch() != client_epoch
         {
             client_epoch = c.epoch();
@@ -486,10 +565,7 @@ fn run_started(
                 continue;
             }
         }
-        let due = match &runner.machine {
-            Machine::Cu(c) => c.poll_timeout(),
-            Machine::Client(c) => c.poll_timeout(),
-        };
+        let due = runner.machine.poll_timeout();
         let wait = due.min(next_admin_us).saturating_sub(now).min(MAX_WAIT_US);
         let wait = (wait > 0).then(|| Duration::from_micros(wait));
         runner.receive(wait, &|| clock.now_us()).map_err(terr)?;
@@ -554,7 +630,7 @@ fn restore_epoch(
 }
 
 /// Persists the control unit's highest epoch if it rose (a no-op without a state file).
-fn persist_epoch(id: NodeId, file: &mut Option<EpochFile>, m: &Machine) -> Result<(), DaemonError> {
+fn persist_epoch(id: NodeId, file: &mut Option<EpochFile>, m: &Node) -> Result<(), DaemonError> {
     if let (Some(f), Some(cu)) = (file.as_mut(), m.as_cu())
         && let Some(epoch) = f.sync(cu)?
     {
@@ -564,13 +640,6 @@ fn persist_epoch(id: NodeId, file: &mut Option<EpochFile>, m: &Machine) -> Resul
         );
     }
     Ok(())
-}
-
-fn epoch_of(m: &Machine) -> u64 {
-    match m {
-        Machine::Cu(c) => c.epoch(),
-        Machine::Client(c) => c.epoch(),
-    }
 }
 
 /// One line per significant event; per-op events and the noisy per-channel transfer steps and
@@ -595,6 +664,44 @@ mod tests {
 
     fn cfg() -> DeploymentConfig {
         crate::daemon::config::parse(crate::daemon::config::TEST_CONFIG, "t.toml").unwrap()
+    }
+
+    #[test]
+    fn node_mode_follows_the_config_and_the_state_dir() {
+        let dir = std::env::temp_dir().join(format!("ss-node-mode-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut c = cfg();
+        // Without [state] dir: a control unit refuses, a client takes every start as a restart.
+        let e = node_mode(&c, 1).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("[state] dir"), "{e}");
+        assert_eq!(node_mode(&c, 100).unwrap().0, Mode::Client { fresh: true });
+        assert!(node_mode(&c, 7).unwrap_err().to_string().contains("--id 7"));
+        c.state_dir = Some(dir.clone());
+        // First lives.
+        assert_eq!(node_mode(&c, 1).unwrap().0, Mode::Primary);
+        assert_eq!(node_mode(&c, 2).unwrap().0, Mode::Standby { rejoin: false });
+        assert_eq!(node_mode(&c, 100).unwrap().0, Mode::Client { fresh: false });
+        // Earlier lives: the marker, or (older commands) only the epoch file.
+        for id in [1, 100] {
+            crate::daemon::state::mark_started(&dir, id, "test").unwrap();
+        }
+        crate::daemon::state::EpochFile::open(&dir, 2)
+            .unwrap()
+            .store(256)
+            .unwrap();
+        let (m, why) = node_mode(&c, 1).unwrap();
+        assert_eq!(m, Mode::Standby { rejoin: true });
+        assert!(why.contains("1.started"), "{why}");
+        let (m, why) = node_mode(&c, 2).unwrap();
+        assert_eq!(m, Mode::Standby { rejoin: true });
+        assert!(why.contains("2.epoch"), "{why}");
+        assert_eq!(node_mode(&c, 100).unwrap().0, Mode::Client { fresh: true });
+        for id in [1, 2, 100] {
+            let (m, _) = node_mode(&c, id).unwrap();
+            assert!(check_mode(&c, id, m).is_ok(), "{id}: {m}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -7,6 +7,11 @@
 //! over `<id>.epoch`, fsync the directory (so the rename itself survives a power loss). A crash
 //! at any point leaves either the old or the new file. A file that exists but does not hold an
 //! epoch is an error naming the path: the unit refuses to start rather than forget.
+//!
+//! Next to it, every node (control unit or client) keeps `<id>.started`, the marker of an
+//! earlier life (issue 12 item 1): written the same way, once, just before the node's first
+//! life transmits anything. `statesync node` starts a node with a marker (or an epoch file) as
+//! a restarted one.
 
 use crate::proto::{ControlUnit, NodeId};
 use std::fs::{self, File};
@@ -80,19 +85,12 @@ impl EpochFile {
         if epoch <= self.persisted {
             return Ok(false);
         }
-        let io = |what: &'static str, path: &Path| {
-            let path = path.to_owned();
-            move |source| StateError::Io { path, what, source }
-        };
-        let mut f = File::create(&self.tmp).map_err(io("cannot create", &self.tmp))?;
-        f.write_all(format!("{epoch}\n").as_bytes())
-            .map_err(io("cannot write", &self.tmp))?;
-        f.sync_all().map_err(io("cannot fsync", &self.tmp))?;
-        drop(f);
-        fs::rename(&self.tmp, &self.path).map_err(io("cannot rename into place", &self.path))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("cannot fsync the state directory", &self.dir))?;
+        replace_atomically(
+            &self.dir,
+            &self.tmp,
+            &self.path,
+            format!("{epoch}\n").as_bytes(),
+        )?;
         self.persisted = epoch;
         Ok(true)
     }
@@ -103,6 +101,76 @@ impl EpochFile {
         let h = cu.highest_epoch();
         Ok(self.store(h)?.then_some(h))
     }
+}
+
+/// Replaces `path` (in `dir`) with `contents` so that a crash at any point leaves either the
+/// old file or the new one: write `tmp`, fsync it, rename it over `path`, fsync `dir` (so the
+/// rename itself survives a power loss). The one writer of every state file.
+fn replace_atomically(
+    dir: &Path,
+    tmp: &Path,
+    path: &Path,
+    contents: &[u8],
+) -> Result<(), StateError> {
+    let io = |what: &'static str, path: &Path| {
+        let path = path.to_owned();
+        move |source| StateError::Io { path, what, source }
+    };
+    let mut f = File::create(tmp).map_err(io("cannot create", tmp))?;
+    f.write_all(contents).map_err(io("cannot write", tmp))?;
+    f.sync_all().map_err(io("cannot fsync", tmp))?;
+    drop(f);
+    fs::rename(tmp, path).map_err(io("cannot rename into place", path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("cannot fsync the state directory", dir))?;
+    Ok(())
+}
+
+/// The marker that says node `id` has run before (issue 12 item 1): `<dir>/<id>.started`.
+/// Written once, atomically, when a node's first life is about to transmit; `statesync node`
+/// reads it to tell a first start from a restart. It holds a line for people (when, as what);
+/// only its existence counts.
+pub fn started_marker(dir: &Path, id: NodeId) -> PathBuf {
+    dir.join(format!("{id}.started"))
+}
+
+/// Whether node `id` has run before with `dir` as its state directory: its
+/// [`started_marker`] exists, or its epoch file does (a control unit started by the older
+/// `primary`/`standby` commands, which persisted its epoch but wrote no marker). A directory
+/// that cannot be looked into is an error naming it, never "no earlier life".
+pub fn ran_before(dir: &Path, id: NodeId) -> Result<bool, StateError> {
+    Ok(exists(&started_marker(dir, id))? || exists(&dir.join(format!("{id}.epoch")))?)
+}
+
+fn exists(path: &Path) -> Result<bool, StateError> {
+    match fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(StateError::Io {
+            path: path.to_owned(),
+            what: "cannot tell whether this node ran before",
+            source,
+        }),
+    }
+}
+
+/// Records that node `id` runs (its [`started_marker`], holding `line` and a newline) unless
+/// an earlier life already did; creates `dir` if needed. Returns the marker's path if it wrote
+/// it.
+pub fn mark_started(dir: &Path, id: NodeId, line: &str) -> Result<Option<PathBuf>, StateError> {
+    let path = started_marker(dir, id);
+    if exists(&path)? {
+        return Ok(None);
+    }
+    fs::create_dir_all(dir).map_err(|source| StateError::Io {
+        path: dir.to_owned(),
+        what: "cannot create the state directory",
+        source,
+    })?;
+    let tmp = dir.join(format!("{id}.started.tmp"));
+    replace_atomically(dir, &tmp, &path, format!("{line}\n").as_bytes())?;
+    Ok(Some(path))
 }
 
 /// The epoch in the state file at `path`; 0 if there is no file.
@@ -164,6 +232,32 @@ mod tests {
         assert!(!dir.join("7.epoch.tmp").exists());
         let f = EpochFile::open(&dir, 7).unwrap();
         assert_eq!(f.persisted(), 0x301);
+        let _ = fs::remove_dir_all(dir.parent().unwrap());
+    }
+
+    #[test]
+    fn the_started_marker_is_written_once_and_an_epoch_file_counts_too() {
+        let dir = tmpdir("marker").join("nested");
+        assert!(
+            !ran_before(&dir, 4).unwrap(),
+            "no directory: no earlier life"
+        );
+        let path = mark_started(&dir, 4, "first").unwrap().expect("written");
+        assert_eq!(path, started_marker(&dir, 4));
+        assert_eq!(fs::read_to_string(&path).unwrap(), "first\n");
+        assert!(!dir.join("4.started.tmp").exists());
+        assert!(ran_before(&dir, 4).unwrap());
+        assert_eq!(mark_started(&dir, 4, "second").unwrap(), None);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "first\n", "kept");
+        // Another node of the same directory has its own marker.
+        assert!(!ran_before(&dir, 5).unwrap());
+        // A unit of the older commands left only its epoch file.
+        EpochFile::open(&dir, 5).unwrap().store(256).unwrap();
+        assert!(ran_before(&dir, 5).unwrap());
+        // A leftover temporary file (a crash mid-write) is no earlier life.
+        fs::write(dir.join("6.started.tmp"), "torn").unwrap();
+        assert!(!ran_before(&dir, 6).unwrap());
+        assert!(mark_started(&dir, 6, "six").unwrap().is_some());
         let _ = fs::remove_dir_all(dir.parent().unwrap());
     }
 

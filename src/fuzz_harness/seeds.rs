@@ -7,17 +7,14 @@
 //! having to discover valid frames. A few scenarios add a crash, a restart or a switchover.
 
 use super::{CLIENTS, CONTROL_UNITS, OpWriter, SUBMITTER, proto_config};
-use crate::proto::{Client, ControlUnit, NodeId, Role};
+use crate::proto::{Client, ControlUnit, Node, NodeId, Role};
 use crate::wire::{Entry, FrameBuilder, MAX_FRAME_BYTES, encode_entry};
 
 /// A seed is cut off once it reaches this many bytes (libFuzzer's `-max_len` must allow it).
 pub const MAX_SEED_BYTES: usize = 24 * 1024;
 
-enum Slot {
-    Cu(Box<ControlUnit>),
-    Client(Box<Client>),
-    Down,
-}
+/// A node of the cluster; `None` while it is down.
+type Slot = Option<Node>;
 
 struct Recorder {
     /// The harness target the recording is for.
@@ -62,7 +59,13 @@ impl Cluster {
         for (i, &id) in CONTROL_UNITS.iter().enumerate() {
             nodes.push((
                 id,
-                Slot::Cu(Box::new(ControlUnit::new(cfg.clone(), id, true, 0, 0))),
+                Some(Node::Cu(Box::new(ControlUnit::new(
+                    cfg.clone(),
+                    id,
+                    true,
+                    0,
+                    0,
+                )))),
             ));
             rec.push(Some(Recorder {
                 target: "control_unit",
@@ -75,7 +78,13 @@ impl Cluster {
         for (i, &id) in CLIENTS.iter().enumerate() {
             nodes.push((
                 id,
-                Slot::Client(Box::new(Client::new(cfg.clone(), id, false, 0, 0))),
+                Some(Node::Client(Box::new(Client::new(
+                    cfg.clone(),
+                    id,
+                    false,
+                    0,
+                    0,
+                )))),
             ));
             rec.push(Some(Recorder {
                 target: "client",
@@ -116,11 +125,10 @@ impl Cluster {
         self.now_us += dt_us;
         let now = self.now_us;
         for i in 0..self.nodes.len() {
-            match &mut self.nodes[i].1 {
-                Slot::Cu(c) => c.handle_timeout(now),
-                Slot::Client(c) => c.handle_timeout(now),
-                Slot::Down => continue,
-            }
+            let Some(n) = &mut self.nodes[i].1 else {
+                continue;
+            };
+            n.handle_timeout(now);
             if let Some(r) = &mut self.rec[i]
                 && !r.full
             {
@@ -141,20 +149,22 @@ impl Cluster {
                 let buf = &mut self.buf;
                 let mut sent = false;
                 for _ in 0..super::MAX_DRAIN_FRAMES {
-                    let t = match &mut self.nodes[i].1 {
-                        Slot::Cu(c) => c.poll_transmit(now, buf),
-                        Slot::Client(c) => c.poll_transmit(now, buf),
-                        Slot::Down => None,
+                    let Some(t) = self.nodes[i]
+                        .1
+                        .as_mut()
+                        .and_then(|n| n.poll_transmit(now, buf))
+                    else {
+                        break;
                     };
-                    let Some(t) = t else { break };
                     out.push((t.dst, buf[..t.len].to_vec()));
                     sent = true;
                 }
-                while match &mut self.nodes[i].1 {
-                    Slot::Cu(c) => c.poll_event().is_some(),
-                    Slot::Client(c) => c.poll_event().is_some(),
-                    Slot::Down => false,
-                } {}
+                while self.nodes[i]
+                    .1
+                    .as_mut()
+                    .and_then(Node::poll_event)
+                    .is_some()
+                {}
                 if sent {
                     self.record(i, |w| {
                         w.drain();
@@ -176,20 +186,20 @@ impl Cluster {
         let Some(i) = self.nodes.iter().position(|(id, _)| *id == dst) else {
             return;
         };
-        match &mut self.nodes[i].1 {
-            Slot::Cu(c) => c.handle_datagram(now, bytes),
-            Slot::Client(c) => c.handle_datagram(now, bytes),
-            Slot::Down => return,
-        }
+        let Some(n) = &mut self.nodes[i].1 else {
+            return;
+        };
+        n.handle_datagram(now, bytes);
         self.record(i, |w| {
             w.frame_of(bytes);
         });
     }
 
     fn primary(&self) -> Option<usize> {
-        self.nodes.iter().position(|(_, s)| match s {
-            Slot::Cu(c) => c.role() == Role::Primary,
-            _ => false,
+        self.nodes.iter().position(|(_, s)| {
+            s.as_ref()
+                .and_then(Node::as_cu)
+                .is_some_and(|c| c.role() == Role::Primary)
         })
     }
 
@@ -225,7 +235,7 @@ impl Cluster {
         }
         let Some(p) = self.primary() else { return };
         let now = self.now_us;
-        let Slot::Cu(c) = &mut self.nodes[p].1 else {
+        let Some(c) = self.nodes[p].1.as_mut().and_then(Node::as_cu_mut) else {
             return;
         };
         let value_ref: &[u8] = &value;
@@ -249,7 +259,7 @@ impl Cluster {
             match fault {
                 Fault::CrashPrimary(at) if at == step => {
                     if let Some(p) = self.primary() {
-                        self.nodes[p].1 = Slot::Down;
+                        self.nodes[p].1 = None;
                         self.close(p);
                     }
                 }
@@ -257,22 +267,33 @@ impl Cluster {
                     let i = self.nodes.iter().position(|(n, _)| *n == id).unwrap_or(0);
                     self.close(i);
                     let now = self.now_us;
-                    let (slot, target, node) = if let Some(ci) =
-                        CONTROL_UNITS.iter().position(|&c| c == id)
-                    {
-                        (
-                            Slot::Cu(Box::new(ControlUnit::new(cfg.clone(), id, false, 1, now))),
-                            "control_unit",
-                            ci as u8 | 4 | (1 << 3),
-                        )
-                    } else {
-                        let ci = CLIENTS.iter().position(|&c| c == id).unwrap_or(0);
-                        (
-                            Slot::Client(Box::new(Client::new(cfg.clone(), id, true, 1, now))),
-                            "client",
-                            ci as u8 | 4 | (1 << 3),
-                        )
-                    };
+                    let (slot, target, node) =
+                        if let Some(ci) = CONTROL_UNITS.iter().position(|&c| c == id) {
+                            (
+                                Some(Node::Cu(Box::new(ControlUnit::new(
+                                    cfg.clone(),
+                                    id,
+                                    false,
+                                    1,
+                                    now,
+                                )))),
+                                "control_unit",
+                                ci as u8 | 4 | (1 << 3),
+                            )
+                        } else {
+                            let ci = CLIENTS.iter().position(|&c| c == id).unwrap_or(0);
+                            (
+                                Some(Node::Client(Box::new(Client::new(
+                                    cfg.clone(),
+                                    id,
+                                    true,
+                                    1,
+                                    now,
+                                )))),
+                                "client",
+                                ci as u8 | 4 | (1 << 3),
+                            )
+                        };
                     self.nodes[i].1 = slot;
                     // The harness starts the node at time 0; its first advance jumps to `now`.
                     self.rec[i] = Some(Recorder {
@@ -285,7 +306,7 @@ impl Cluster {
                 }
                 Fault::Switchover(at, to) if at == step => {
                     if let Some(p) = self.primary()
-                        && let Slot::Cu(c) = &mut self.nodes[p].1
+                        && let Some(c) = self.nodes[p].1.as_mut().and_then(Node::as_cu_mut)
                         && c.request_switchover(to).is_ok()
                     {
                         let arg =

@@ -9,6 +9,7 @@ pub mod bulk;
 pub mod client;
 pub mod control;
 pub mod history;
+pub mod node;
 pub mod ring;
 pub mod state;
 mod table;
@@ -16,6 +17,7 @@ mod table;
 pub use client::Client;
 pub use control::{ChannelFailover, ControlUnit, RestoreError, SubmitError};
 pub use history::{OpStatus, StatusCounts};
+pub use node::Node;
 pub use state::ChannelState;
 
 /// Node identifier: a control unit or a client. It is the frame header's `sender`.
@@ -525,7 +527,8 @@ pub struct Counters {
     /// Messages beyond the first heartbeat of a frame (one frame is one heartbeat's worth of
     /// facts; more would only multiply the work a single datagram can cause).
     pub rejected_extra_heartbeats: u64,
-    /// Heartbeats older than one already taken from the same life of the sender.
+    /// Heartbeats older than one already taken from the same life of the sender, and frames
+    /// of a client's earlier life (its boot ID already replaced by a newer one).
     pub rejected_stale_heartbeats: u64,
     /// Frames claiming a higher epoch from a sender that may not make us adopt it (a client):
     /// never adopted, they only prompt heartbeats to the other control units.
@@ -544,6 +547,8 @@ pub struct Counters {
     pub xfer_catch_ups: u64,
     pub submits_accepted: u64,
     pub submits_rejected: u64,
+    /// Operator switchovers whose target never took over in time: the primary went on.
+    pub switchovers_abandoned: u64,
     /// Primary heartbeats whose sync set was not acknowledged because it left out the
     /// candidate this standby had just voted for (see `Pledge`).
     pub sync_set_held_for_candidate: u64,

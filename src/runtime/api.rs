@@ -6,8 +6,9 @@
 //! commits through another. A client calls a [`ClientHandler`] for every applied update and
 //! every section reset.
 
-use super::node::{Machine, NodeRunner};
+use super::node::NodeRunner;
 use super::worker::{self, Gauges, WorkerOutput, WorkerSpec};
+use crate::proto::Node;
 use crate::proto::{ChannelState, Client, ControlUnit, NodeId, ProtoConfig};
 use crate::transport::{Transport, TransportConfig, TransportError};
 use crate::wire::Entry;
@@ -156,7 +157,7 @@ impl Drop for NodeHandle {
 
 fn start(
     cfg: NodeConfig,
-    machine: Machine,
+    machine: Node,
     handler: Option<Box<dyn ClientHandler>>,
 ) -> Result<NodeHandle, NodeError> {
     cfg.proto.validate().map_err(NodeError::Config)?;
@@ -204,7 +205,7 @@ pub fn spawn_control_unit(
         )));
     }
     let cu = ControlUnit::new(cfg.proto.clone(), cfg.id, initial, boot_id, 0);
-    start(cfg, Machine::Cu(Box::new(cu)), None)
+    start(cfg, Node::Cu(Box::new(cu)), None)
 }
 
 /// Starts a client with its apply handler.
@@ -221,5 +222,5 @@ pub fn spawn_client(
         )));
     }
     let cl = Client::new(cfg.proto.clone(), cfg.id, fresh, boot_id, 0);
-    start(cfg, Machine::Client(Box::new(cl)), Some(handler))
+    start(cfg, Node::Client(Box::new(cl)), Some(handler))
 }

@@ -2,7 +2,7 @@
 //! socket. The event loop calls `receive`, `tick` and `transmit`; nothing here blocks.
 
 use crate::auth::{Auth, AuthStats, Verdict};
-use crate::proto::{Client, ControlUnit, Counters, Event, NodeId};
+use crate::proto::{Node, NodeId};
 use crate::transport::{Transport, TransportError};
 use crate::wire::FrameHeader;
 use rustc_hash::FxHashMap;
@@ -10,55 +10,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use zerocopy::FromBytes;
 
-/// The state machine a node runs.
-#[derive(Debug)]
-pub enum Machine {
-    Cu(Box<ControlUnit>),
-    Client(Box<Client>),
-}
-
-impl Machine {
-    pub fn id(&self) -> NodeId {
-        match self {
-            Machine::Cu(c) => c.id,
-            Machine::Client(c) => c.id,
-        }
-    }
-    pub fn poll_event(&mut self) -> Option<Event> {
-        match self {
-            Machine::Cu(c) => c.poll_event(),
-            Machine::Client(c) => c.poll_event(),
-        }
-    }
-    pub fn counters(&self) -> &Counters {
-        match self {
-            Machine::Cu(c) => &c.counters,
-            Machine::Client(c) => &c.counters,
-        }
-    }
-    pub fn as_cu(&self) -> Option<&ControlUnit> {
-        match self {
-            Machine::Cu(c) => Some(c),
-            Machine::Client(_) => None,
-        }
-    }
-    pub fn as_cu_mut(&mut self) -> Option<&mut ControlUnit> {
-        match self {
-            Machine::Cu(c) => Some(c),
-            Machine::Client(_) => None,
-        }
-    }
-    pub fn as_client(&self) -> Option<&Client> {
-        match self {
-            Machine::Client(c) => Some(c),
-            Machine::Cu(_) => None,
-        }
-    }
-}
-
 #[derive(Debug)]
 pub struct NodeRunner {
-    pub machine: Machine,
+    pub machine: Node,
     pub transport: Transport,
     peers: FxHashMap<NodeId, SocketAddr>,
     /// Datagrams from addresses we do not know, dropped before parsing.
@@ -80,7 +34,7 @@ pub struct NodeRunner {
 
 impl NodeRunner {
     pub fn new(
-        machine: Machine,
+        machine: Node,
         transport: Transport,
         peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
     ) -> Self {
@@ -159,25 +113,13 @@ impl NodeRunner {
             if let Some(peer) = expected {
                 last_rx_us.insert(peer, now);
             }
-            match machine {
-                Machine::Cu(c) => c.handle_datagram(now, bytes),
-                Machine::Client(c) => c.handle_datagram(now, bytes),
-            }
+            machine.handle_datagram(now, bytes);
         })
     }
 
     pub fn tick(&mut self, now_us: u64) {
-        match &mut self.machine {
-            Machine::Cu(c) => {
-                if c.poll_timeout() <= now_us {
-                    c.handle_timeout(now_us)
-                }
-            }
-            Machine::Client(c) => {
-                if c.poll_timeout() <= now_us {
-                    c.handle_timeout(now_us)
-                }
-            }
+        if self.machine.poll_timeout() <= now_us {
+            self.machine.handle_timeout(now_us);
         }
     }
 
@@ -201,11 +143,9 @@ impl NodeRunner {
                 sent += self.transport.flush()?;
                 continue;
             };
-            let t = match &mut self.machine {
-                Machine::Cu(c) => c.poll_transmit(now_us, slot),
-                Machine::Client(c) => c.poll_transmit(now_us, slot),
+            let Some(t) = self.machine.poll_transmit(now_us, slot) else {
+                break;
             };
-            let Some(t) = t else { break };
             let Some(&addr) = self.peers.get(&t.dst) else {
                 continue;
             };

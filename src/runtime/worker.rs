@@ -4,8 +4,9 @@
 
 use super::api::{Change, ClientHandler, CommitNote};
 use super::latency::LatencyRecorder;
-use super::node::{Machine, NodeRunner};
+use super::node::NodeRunner;
 use super::turns::TurnProfile;
+use crate::proto::Node;
 use crate::proto::{Event, PREFETCH_STAGES, Role, SubmitError};
 use hdrhistogram::Histogram;
 use std::sync::Arc;
@@ -352,7 +353,7 @@ fn submit_ready(
     counts: &mut Counts,
     mut latency: Option<&mut LatencyRecorder>,
 ) -> usize {
-    let Machine::Cu(cu) = &mut node.machine else {
+    let Node::Cu(cu) = &mut node.machine else {
         return 0;
     };
     let Ok(chunk) = rx.read_chunk(rx.slots().min(SUBMIT_BATCH)) else {
@@ -400,7 +401,7 @@ struct Sinks<'a> {
     handler: &'a mut Option<Box<dyn ClientHandler>>,
 }
 
-fn on_event(machine: &Machine, ev: Event, now_ns: u64, sinks: Sinks<'_>) {
+fn on_event(machine: &Node, ev: Event, now_ns: u64, sinks: Sinks<'_>) {
     let Sinks {
         counts,
         latency,

@@ -103,6 +103,28 @@ impl FaultKinds {
         FaultKinds::ALL
     }
 
+    /// The kinds switched on, in the form [`FaultKinds::parse`] reads (`none` for none).
+    pub fn names(&self) -> String {
+        let on = [
+            self.one_way,
+            self.delay_spikes,
+            self.corrupt,
+            self.liar,
+            self.second_cu,
+            self.candidate_crash,
+        ];
+        let names: Vec<&str> = Self::NAMES
+            .iter()
+            .zip(on)
+            .filter_map(|(n, on)| on.then_some(*n))
+            .collect();
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(",")
+        }
+    }
+
     pub fn any(&self) -> bool {
         *self != FaultKinds::NONE
     }
@@ -395,5 +417,22 @@ impl std::fmt::Display for Totals {
             self.candidate_crashes[2]
         )?;
         write!(f, "committed changes checked: {}", self.committed_checked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FaultKinds;
+
+    #[test]
+    fn fault_kind_names_read_back() {
+        for k in [
+            FaultKinds::NONE,
+            FaultKinds::ALL,
+            FaultKinds::default_on(),
+            FaultKinds::parse("one-way,corrupt").unwrap(),
+        ] {
+            assert_eq!(FaultKinds::parse(&k.names()), Ok(k), "{}", k.names());
+        }
     }
 }

@@ -4,7 +4,7 @@ use super::net::{Liar, Net, NetProfile};
 use super::{RunReport, SimOptions};
 use crate::proto::state::ALL_SECTIONS_MASK;
 use crate::proto::{
-    Client, ControlUnit, CutPolicy, Event, NodeId, OpStatus, ProtoConfig, Resolution, Role,
+    Client, ControlUnit, CutPolicy, Event, Node, NodeId, OpStatus, ProtoConfig, Resolution, Role,
     Topology,
 };
 use crate::rng::SplitMix64;
@@ -14,13 +14,14 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 /// An entry as the oracle keeps it.
 pub(super) type OwnedEntry = (u8, u64, Option<Vec<u8>>, bool);
 
+/// A host's protocol node, or nothing while it is down.
 pub(super) enum Slot {
-    Cu(Box<ControlUnit>),
-    Client(Box<Client>),
+    Up(crate::proto::Node),
     Down { restart_at_us: u64 },
 }
 
-pub(super) struct Node {
+/// One simulated host: its node and what survives its crashes.
+pub(super) struct Host {
     pub id: NodeId,
     pub is_cu: bool,
     pub slot: Slot,
@@ -52,7 +53,7 @@ pub(super) struct World {
     pub rng: SplitMix64,
     pub net: Net,
     pub cfg: ProtoConfig,
-    pub nodes: Vec<Node>,
+    pub nodes: Vec<Host>,
     pub now_us: u64,
     pub opts: SimOptions,
     pub report: RunReport,
@@ -153,15 +154,22 @@ impl World {
 
     pub fn cu(&self, i: usize) -> Option<&ControlUnit> {
         match &self.nodes[i].slot {
-            Slot::Cu(c) => Some(c),
-            _ => None,
+            Slot::Up(n) => n.as_cu(),
+            Slot::Down { .. } => None,
+        }
+    }
+
+    pub fn cu_mut(&mut self, i: usize) -> Option<&mut ControlUnit> {
+        match &mut self.nodes[i].slot {
+            Slot::Up(n) => n.as_cu_mut(),
+            Slot::Down { .. } => None,
         }
     }
 
     pub fn client(&self, i: usize) -> Option<&Client> {
         match &self.nodes[i].slot {
-            Slot::Client(c) => Some(c),
-            _ => None,
+            Slot::Up(n) => n.as_client(),
+            Slot::Down { .. } => None,
         }
     }
 
@@ -186,16 +194,12 @@ impl World {
 
     fn step_node(&mut self, i: usize, input: Option<&[u8]>) {
         let now = self.now_us;
-        match &mut self.nodes[i].slot {
-            Slot::Cu(c) => match input {
-                Some(b) => c.handle_datagram(now, b),
-                None => c.handle_timeout(now),
-            },
-            Slot::Client(c) => match input {
-                Some(b) => c.handle_datagram(now, b),
-                None => c.handle_timeout(now),
-            },
-            Slot::Down { .. } => return,
+        let Slot::Up(n) = &mut self.nodes[i].slot else {
+            return;
+        };
+        match input {
+            Some(b) => n.handle_datagram(now, b),
+            None => n.handle_timeout(now),
         }
         self.drain(i);
     }
@@ -209,8 +213,7 @@ impl World {
         buf.resize(self.cfg.max_frame_bytes, 0);
         loop {
             let t = match &mut self.nodes[i].slot {
-                Slot::Cu(c) => c.poll_transmit(now, &mut buf),
-                Slot::Client(c) => c.poll_transmit(now, &mut buf),
+                Slot::Up(n) => n.poll_transmit(now, &mut buf),
                 Slot::Down { .. } => None,
             };
             let Some(t) = t else { break };
@@ -219,8 +222,7 @@ impl World {
         self.buf = buf;
         loop {
             let e = match &mut self.nodes[i].slot {
-                Slot::Cu(c) => c.poll_event(),
-                Slot::Client(c) => c.poll_event(),
+                Slot::Up(n) => n.poll_event(),
                 Slot::Down { .. } => None,
             };
             let Some(e) = e else { break };
@@ -537,7 +539,7 @@ impl World {
             })
             .collect();
         let now = self.now_us;
-        let Slot::Cu(cu) = &mut self.nodes[target].slot else {
+        let Some(cu) = self.cu_mut(target) else {
             return;
         };
         let epoch = cu.epoch();
@@ -615,15 +617,15 @@ impl World {
             if let Err(e) = c.restore_highest_epoch(persisted) {
                 self.violation(format!("cu {id} refused its persisted epoch: {e}"));
             }
-            Slot::Cu(Box::new(c))
+            Slot::Up(Node::Cu(Box::new(c)))
         } else {
-            Slot::Client(Box::new(Client::new(
+            Slot::Up(Node::Client(Box::new(Client::new(
                 node_cfg(&self.cfg, id, boot),
                 id,
                 true,
                 boot,
                 self.now_us,
-            )))
+            ))))
         };
         self.trace(|| format!("RESTART node {id} (boot {boot})"));
         self.drain(i);
@@ -719,7 +721,7 @@ impl World {
                         .filter_map(|&j| self.cu(j).filter(|s| s.is_eligible()).map(|s| s.id))
                         .collect();
                     if let Some(&t) = eligible.first()
-                        && let Slot::Cu(c) = &mut self.nodes[p].slot
+                        && let Some(c) = self.cu_mut(p)
                         && c.request_switchover(t).is_ok()
                     {
                         self.report.operator_switchovers += 1;
@@ -1055,8 +1057,7 @@ impl World {
         }
         for n in &self.nodes {
             let w = match &n.slot {
-                Slot::Cu(c) => c.poll_timeout(),
-                Slot::Client(c) => c.poll_timeout(),
+                Slot::Up(n) => n.poll_timeout(),
                 Slot::Down { restart_at_us } => *restart_at_us,
             };
             t = t.min(w);
@@ -1122,8 +1123,7 @@ impl World {
             }
             for i in 0..self.nodes.len() {
                 let due = match &self.nodes[i].slot {
-                    Slot::Cu(c) => c.poll_timeout() <= now,
-                    Slot::Client(c) => c.poll_timeout() <= now,
+                    Slot::Up(n) => n.poll_timeout() <= now,
                     Slot::Down { restart_at_us } => *restart_at_us <= now,
                 };
                 if due {
@@ -1241,32 +1241,32 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> RunReport {
     };
     let mut nodes = Vec::new();
     for &id in &cus {
-        nodes.push(Node {
+        nodes.push(Host {
             id,
             is_cu: true,
-            slot: Slot::Cu(Box::new(ControlUnit::new(
+            slot: Slot::Up(Node::Cu(Box::new(ControlUnit::new(
                 node_cfg(&cfg, id, 0),
                 id,
                 true,
                 0,
                 0,
-            ))),
+            )))),
             boots: 0,
             persisted_epoch: 0,
             life_floor_epoch: 0,
         });
     }
     for &id in &clients {
-        nodes.push(Node {
+        nodes.push(Host {
             id,
             is_cu: false,
-            slot: Slot::Client(Box::new(Client::new(
+            slot: Slot::Up(Node::Client(Box::new(Client::new(
                 node_cfg(&cfg, id, 0),
                 id,
                 false,
                 0,
                 0,
-            ))),
+            )))),
             boots: 0,
             persisted_epoch: 0,
             life_floor_epoch: 0,

@@ -9,8 +9,9 @@
 use super::{AdminStats, AdminToken, RequestError, Target, request, with_token};
 use crate::daemon::Clock;
 use crate::daemon::metrics::LagTrack;
+use crate::proto::Node;
 use crate::proto::{ControlUnit, Counters, NodeId, Role};
-use crate::runtime::node::{Machine, NodeRunner};
+use crate::runtime::node::NodeRunner;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::time::Duration;
@@ -632,7 +633,7 @@ fn header(
         assembled: false,
     };
     let channel_ids: Vec<u32> = match &runner.machine {
-        Machine::Cu(cu) => {
+        Node::Cu(cu) => {
             let unix = |t: u64| clock.to_unix_us(t);
             let t = cu.timing;
             let topo = &cu.config().topology;
@@ -684,7 +685,7 @@ fn header(
                 .collect();
             (0..topo.channels() as u32).collect()
         }
-        Machine::Client(c) => {
+        Node::Client(c) => {
             reply.epoch = c.epoch();
             reply.primary = c.primary();
             let mut ids: Vec<NodeId> = heard.keys().copied().collect();
@@ -732,8 +733,8 @@ pub fn build(
     let mut used = json_len(&reply);
     reply.next_channel = None;
     let make = |ch: u32| match &runner.machine {
-        Machine::Cu(cu) => cu_channel(cu, ch, lags),
-        Machine::Client(c) => client_channel(c, ch),
+        Node::Cu(cu) => cu_channel(cu, ch, lags),
+        Node::Client(c) => client_channel(c, ch),
     };
     for (i, &ch) in wanted.iter().enumerate() {
         let c = make(ch);

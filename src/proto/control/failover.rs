@@ -43,7 +43,9 @@ impl ControlUnit {
         // Client lives (boot IDs) count from this epoch on: one learnt in an earlier epoch
         // would make a client that restarted since, and was replayed by another primary,
         // look freshly restarted.
-        self.client_boot.iter_mut().for_each(|b| *b = None);
+        self.client_lives
+            .iter_mut()
+            .for_each(|l| l.forget_current(now_us));
         self.events.push(Event::FailoverStarted {
             epoch: self.epoch,
             operator,

@@ -3,6 +3,7 @@
 
 mod cut;
 mod failover;
+mod lives;
 mod primary;
 mod standby;
 mod transmit;
@@ -320,6 +321,13 @@ pub struct ControlUnit {
     pledge: Option<Pledge>,
     /// Primary: an operator asked this standby to take over.
     switchover_to: Option<NodeId>,
+    /// Primary: until when the switchover target may still take over on the request (set at
+    /// the first tick after it). Until then the target stays in the sync set even if it falls
+    /// silent, so nothing commits without it: it takes over with what it holds, and a target
+    /// that can hear us but not reach us (one-way) would otherwise be dropped while we commit
+    /// with the others, then cut those ops (seed 17001227 with `--extended-faults`). Past it,
+    /// the request is abandoned.
+    switchover_until_us: Option<u64>,
     fo_deadline_us: u64,
     fo_last_query_us: u64,
     pub timing: FailoverTiming,
@@ -328,8 +336,8 @@ pub struct ControlUnit {
     /// Clients due a heartbeat (by client index).
     client_hb_due: Vec<bool>,
     client_last_rx_us: Vec<Option<u64>>,
-    /// Boot ID each client last announced.
-    client_boot: Vec<Option<u32>>,
+    /// The lives (boot IDs) each client announced.
+    client_lives: Vec<lives::ClientLives>,
     /// Channels of each client (by client index).
     client_chans: Vec<Vec<u32>>,
     stream_counter: u32,
@@ -415,6 +423,7 @@ impl ControlUnit {
             vote: 0,
             pledge: None,
             switchover_to: None,
+            switchover_until_us: None,
             fo_deadline_us: 0,
             fo_last_query_us: 0,
             timing: FailoverTiming::default(),
@@ -422,7 +431,7 @@ impl ControlUnit {
             next_tick_us: now_us,
             client_hb_due: vec![true; topo.clients.len()],
             client_last_rx_us: vec![None; topo.clients.len()],
-            client_boot: vec![None; topo.clients.len()],
+            client_lives: vec![lives::ClientLives::default(); topo.clients.len()],
             client_chans: topo
                 .clients
                 .iter()
@@ -661,9 +670,22 @@ impl ControlUnit {
     }
 
     /// True when this standby would be allowed to take over (it has a complete state and the
-    /// primary counts it in the sync set).
+    /// primary counts it in the sync set, or nothing can commit without it).
     pub fn is_eligible(&self) -> bool {
-        self.role == Role::Standby && self.seen_mask & (1 << self.index) != 0
+        self.role == Role::Standby
+            && (self.seen_mask & (1 << self.index) != 0 || self.alone_holds_every_commit())
+    }
+
+    /// Two control units, and the primary announced an empty sync set: with two units we are
+    /// the only possible member, and a primary commits nothing with an empty set, so a complete
+    /// state of ours holds every committed op. Such a standby may take over. Without this, a
+    /// standby the primary dropped (it could not hear it: one-way) stays ineligible when that
+    /// primary then dies, and nobody ever takes over (seed 17008919 with `--extended-faults`).
+    fn alone_holds_every_commit(&self) -> bool {
+        self.peers.len() == 2
+            && self.seen_mask == 0
+            && self.has_view
+            && self.chans.iter().all(|c| c.ready)
     }
 
     /// Events dropped because the caller let the queue fill (see `Events`).
@@ -922,6 +944,7 @@ impl ControlUnit {
         self.primary_last_rx_us = now_us;
         self.heard_primary = true;
         self.switchover_to = None;
+        self.switchover_until_us = None;
         for c in &mut self.chans {
             if keep {
                 c.keep_for_catch_up();
@@ -965,7 +988,11 @@ impl ControlUnit {
             if epoch < self.epoch {
                 self.client_hb_due[ci] = true;
             }
-            self.on_client_boot(now_us, ci, hb.boot_id(), hb.flags);
+            if !self.on_client_boot(now_us, ci, hb.boot_id(), hb.flags) {
+                // A frame of an earlier life of the client, arriving late.
+                self.counters.rejected_stale_heartbeats += 1;
+                return;
+            }
         }
         if epoch < self.epoch {
             if frame.msgs().any(|m| !matches!(m, Msg::Heartbeat(_))) {

@@ -1,6 +1,7 @@
 //! The primary role: assign op IDs, apply, retain for retransmission, forward client acks to the
 //! standbys, advance the commit watermark, replay to clients and transfer state to joiners.
 
+use super::lives::Life;
 use super::{ControlError, ControlUnit, PeerChan};
 use crate::proto::bulk::{BulkKind, BulkTx};
 use crate::proto::state::{ALL_SECTIONS_MASK, PrefetchHint};
@@ -329,12 +330,31 @@ impl ControlUnit {
                 }
             }
         }
-        // Drop silent standbys from the sync set.
+        if self.switchover_to.is_some() {
+            // How long the target may take to hear the request (it rides on heartbeats, which
+            // may be lost or late for up to a drop timeout), count silence and take over.
+            let until = *self.switchover_until_us.get_or_insert(
+                now_us
+                    + drop_us
+                    + self.cfg.failover_timeout_us
+                    + self.cfg.query_timeout_us
+                    + 2 * self.cfg.tick_us
+                    + self.cfg.heartbeat_interval_us,
+            );
+            if now_us >= until {
+                self.switchover_to = None;
+                self.switchover_until_us = None;
+                self.counters.switchovers_abandoned += 1;
+            }
+        }
+        // Drop silent standbys from the sync set (not a switchover target: see
+        // `switchover_until_us`).
         for i in 0..self.peers.len() {
             let bit = 1u32 << i;
             let silent = self.peers[i]
                 .last_rx_us
-                .is_none_or(|t| now_us >= t + drop_us);
+                .is_none_or(|t| now_us >= t + drop_us)
+                && self.switchover_to != Some(self.peers[i].id);
             if silent && (self.sync_mask & bit != 0 || self.peers[i].transferring) {
                 self.sync_mask &= !bit;
                 let p = &mut self.peers[i];
@@ -526,8 +546,9 @@ impl ControlUnit {
     /// life of the client: whatever we knew of its channels is void, and what it holds came
     /// from somewhere else (say, a stale primary that replayed to it). The primary replays
     /// all its channels in full (keeping a full replay already under way); a candidate
-    /// replays in full those it already resolved.
-    pub(super) fn on_client_boot(&mut self, now_us: u64, ci: usize, boot: u32, flags: u8) {
+    /// replays in full those it already resolved. Returns false for a boot ID of a life already
+    /// replaced (a late frame of it): the caller drops the frame.
+    pub(super) fn on_client_boot(&mut self, now_us: u64, ci: usize, boot: u32, flags: u8) -> bool {
         if self.cfg.inject == InjectedBug::ReplayToInSyncClient
             && self.role == Role::Primary
             && flags & HB_FLAG_NEEDS_TRANSFER != 0
@@ -541,9 +562,10 @@ impl ControlUnit {
                 }
             }
         }
-        let prev = self.client_boot[ci].replace(boot);
-        if prev.is_none_or(|b| b == boot) {
-            return;
+        match self.client_lives[ci].note(boot, now_us, self.cfg.drop_timeout_us) {
+            Life::Past => return false,
+            Life::Current => return true,
+            Life::New => {}
         }
         for k in 0..self.client_chans[ci].len() {
             let ch = self.client_chans[ci][k];
@@ -559,6 +581,7 @@ impl ControlUnit {
                 _ => {}
             }
         }
+        true
     }
 
     /// The client says `channel` has no trustworthy history (a "no history" LAST-APPLIED

@@ -237,7 +237,10 @@ impl ControlUnit {
             self.resume_kept_state();
         }
         let alive = |t: Option<u64>| t.is_some_and(|t| now_us < t + timeout);
-        let Some((version, mask)) = self.effective_mask(now_us) else {
+        let Some((version, mask)) = self.effective_mask(now_us).or_else(|| {
+            (self.role == Role::Standby && self.alone_holds_every_commit())
+                .then_some((self.seen_version, 0))
+        }) else {
             return;
         };
         // A newer set of our epoch that a peer heard from the primary and we did not (the
@@ -254,6 +257,12 @@ impl ControlUnit {
             self.seen_mask = mask;
             self.counters.views_learnt_from_peers += 1;
         }
+        let mask = if mask == 0 && self.is_eligible() {
+            // `alone_holds_every_commit`: we are the successor.
+            1 << self.index
+        } else {
+            mask
+        };
         let eligible = self.is_eligible() && mask & (1 << self.index) != 0;
         // Our choice of successor: the highest-priority live member of the freshest sync set
         // we know (ourselves included when we are in it).
