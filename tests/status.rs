@@ -275,7 +275,7 @@ fn cluster_table_and_statuses_larger_than_a_datagram() {
     assert!(line("4").contains("no:"), "{text}");
 
     // --watch redraws the table until interrupted.
-    let mut w = Command::new(BIN)
+    let w = Command::new(BIN)
         .args(["status", "--cluster", "--config", &cfg, "--watch=0.3"])
         .stdout(Stdio::piped())
         .spawn()
