@@ -543,13 +543,9 @@ fn cu_channel(cu: &ControlUnit, ch: u32, lags: Option<&Lags>) -> ChannelStatus {
         lag_ops: Some(top.saturating_sub(done)),
         lag_ms: ages.map(|a| if top > done { a.0 } else { 0 }),
         client_lag_ops: client.map(|acked| top.saturating_sub(acked)),
-        client_lag_ms: client.and(ages).map(|a| {
-            if client.is_some_and(|c| top > c) {
-                a.1
-            } else {
-                0
-            }
-        }),
+        client_lag_ms: client
+            .zip(ages)
+            .map(|(acked, a)| if top > acked { a.1 } else { 0 }),
     }
 }
 
