@@ -51,7 +51,8 @@ enum Cmd {
     /// Run a client (--fresh after a restart: asks for a full replay); `node` picks this by
     /// itself.
     Client(statesync::daemon::cli::ClientArgs),
-    /// Ask a node's admin socket for its status: role, epoch, per-channel positions, digests.
+    /// Ask a node's admin socket for its status: role, epoch, per-channel positions, lags,
+    /// digests; or (--cluster --config) every node of a deployment, as one table.
     Status(statesync::daemon::cli::StatusArgs),
     /// Planned switchover: tell that standby to take over now.
     Switchover(statesync::daemon::cli::SwitchoverArgs),

@@ -7,6 +7,7 @@
 //! old primary (it rejoins as standby), compares its full state with the new primary's, and
 //! repeats. A round that fails, even one that cannot start, is reported as a failed round.
 
+use crate::daemon::admin::status::{ChannelStatus, CounterStatus, StatusReply};
 use crate::proto::InjectedBug;
 use crate::rng::SplitMix64;
 use serde_json::{Value, json};
@@ -198,8 +199,10 @@ impl Lab {
             .map_err(|e| e.to_string())
     }
 
-    fn status(&self, admin: &Path) -> Option<Value> {
-        self.admin(admin, &json!({"cmd": "status"})).ok()
+    /// The node's whole status (every channel: over the Unix socket a status is never cut).
+    fn status(&self, admin: &Path) -> Option<StatusReply> {
+        let target = crate::daemon::admin::Target::Unix(admin.to_owned());
+        crate::daemon::admin::status::fetch(&target, None, Duration::from_millis(300)).ok()
     }
 
     fn wait_for(
@@ -274,42 +277,17 @@ fn write_config(lab: &Lab, args: &DrillArgs, loss: f64) -> Result<(), String> {
     Ok(())
 }
 
-fn field_u64(v: &Value, path: &[&str]) -> Option<u64> {
-    let mut cur = v;
-    for p in path {
-        cur = cur.get(p)?;
-    }
-    cur.as_u64()
+fn role(v: &Option<StatusReply>) -> String {
+    v.as_ref().map_or("down", |s| s.role_str()).to_string()
 }
 
-fn role(v: &Option<Value>) -> String {
-    v.as_ref()
-        .and_then(|v| v.get("role"))
-        .and_then(|r| r.as_str())
-        .unwrap_or("down")
-        .to_string()
+fn epoch(v: &Option<StatusReply>) -> Option<u64> {
+    v.as_ref().map(|s| s.epoch)
 }
 
-/// Per-channel (next_op, commit, public_digest) of a control unit's status.
-fn channels(v: &Value) -> Vec<(u64, u64, String, Value)> {
-    v.get("channels")
-        .and_then(|c| c.as_array())
-        .map(|a| {
-            a.iter()
-                .map(|c| {
-                    (
-                        c.get("next_op").and_then(Value::as_u64).unwrap_or(0),
-                        c.get("commit").and_then(Value::as_u64).unwrap_or(0),
-                        c.get("public_digest")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_string(),
-                        c.clone(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+/// A control unit's channel's highest assigned op (`next_op - 1`) and commit watermark.
+fn next_and_commit(c: &ChannelStatus) -> (u64, u64) {
+    (c.next_op.unwrap_or(0), c.commit.unwrap_or(0))
 }
 
 #[derive(Debug, Default, Clone)]
@@ -588,27 +566,26 @@ fn find_roles(lab: &Lab, need: usize, timeout: Duration) -> Result<(usize, Vec<u
     let what = format!("a primary with {need} in-sync standbys");
     let mut last = String::new();
     let waited = lab.wait_for(&what, timeout, |l| {
-        let st: Vec<Option<Value>> = l.cus.iter().map(|n| l.status(&n.admin)).collect();
+        let st: Vec<Option<StatusReply>> = l.cus.iter().map(|n| l.status(&n.admin)).collect();
         let roles: Vec<String> = st.iter().map(role).collect();
-        let epoch = |i: usize| st[i].as_ref().and_then(|v| field_u64(v, &["epoch"]));
-        let mask = |i: usize| {
+        let sync_set = |i: usize| {
             st[i]
                 .as_ref()
-                .and_then(|v| field_u64(v, &["sync_mask"]))
-                .unwrap_or(0)
+                .and_then(|v| v.sync_set.clone())
+                .unwrap_or_default()
         };
         last = (0..l.cus.len())
-            .map(|i| format!("{} {} mask {}", l.cus[i].id, roles[i], mask(i)))
+            .map(|i| format!("{} {} sync set {:?}", l.cus[i].id, roles[i], sync_set(i)))
             .collect::<Vec<_>>()
             .join(", ");
         let Some(p) = (0..l.cus.len())
             .filter(|&i| roles[i] == "primary")
-            .max_by_key(|&i| epoch(i))
+            .max_by_key(|&i| epoch(&st[i]))
         else {
             return false;
         };
         let in_sync: Vec<usize> = (0..l.cus.len())
-            .filter(|&i| i != p && roles[i] == "standby" && mask(p) & (1 << i) != 0)
+            .filter(|&i| i != p && roles[i] == "standby" && sync_set(p).contains(&l.cus[i].id))
             .collect();
         if in_sync.len() < need {
             return false;
@@ -680,22 +657,24 @@ fn capture_commits(
         let st = lab
             .status(path)
             .ok_or_else(|| format!("no status from {admin} while taking the committed set"))?;
-        let (r, epoch) = (role(&Some(st.clone())), field_u64(&st, &["epoch"]));
-        if r != want_role || epoch != Some(want_epoch) {
+        let (r, epoch) = (st.role_str(), st.epoch);
+        if r != want_role || epoch != want_epoch {
             return Err(format!(
-                "{admin} was {r} in epoch {epoch:?}, not {want_role} in epoch {want_epoch}, when the committed set was read"
+                "{admin} was {r} in epoch {epoch}, not {want_role} in epoch {want_epoch}, when the committed set was read"
             ));
         }
-        if st.get("channels_truncated").is_some() {
-            return Err(format!("{admin}: status cut short: channels missing"));
+        if st.channels.len() != st.channels_total as usize || st.channels_truncated.is_some() {
+            return Err(format!("{admin}: status incomplete: channels missing"));
         }
-        channels(&st)
+        st.channels
             .iter()
-            .map(|(_, _, _, c)| {
-                let top = c
-                    .get(field)
-                    .and_then(Value::as_u64)
-                    .ok_or_else(|| format!("{admin}: channel status without {field}"))?;
+            .map(|c| {
+                let top = match field {
+                    "applied" => Some(c.applied),
+                    "commit" => c.commit,
+                    _ => None,
+                }
+                .ok_or_else(|| format!("{admin}: channel status without {field}"))?;
                 let segments = history(c, path)?;
                 Ok(Committed { top, segments })
             })
@@ -716,16 +695,15 @@ fn capture_commits(
 }
 
 /// A channel status's epoch history: `(epoch, first op)` segments, oldest first.
-fn history(channel: &Value, admin: &Path) -> Result<Vec<(u64, u64)>, String> {
+fn history(channel: &ChannelStatus, admin: &Path) -> Result<Vec<(u64, u64)>, String> {
     let admin = admin.display();
-    channel
-        .get("history")
-        .and_then(Value::as_array)
+    Ok(channel
+        .history
+        .as_ref()
         .ok_or_else(|| format!("{admin}: channel status without history"))?
         .iter()
-        .map(|s| Some((s.get(0)?.as_u64()?, s.get(1)?.as_u64()?)))
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| format!("{admin}: malformed history"))
+        .map(|&[e, s]| (e, s))
+        .collect())
 }
 
 /// What [`check_committed`] found.
@@ -746,9 +724,10 @@ fn check_committed(lab: &Lab, path: &Path, committed: &[Committed]) -> Result<Co
     let st = lab
         .status(path)
         .ok_or_else(|| format!("no status from {admin} to check committed ops"))?;
-    let kept: Vec<Vec<(u64, u64)>> = channels(&st)
+    let kept: Vec<Vec<(u64, u64)>> = st
+        .channels
         .iter()
-        .map(|(_, _, _, c)| history(c, path))
+        .map(|c| history(c, path))
         .collect::<Result<_, _>>()?;
     let mut out = CommitCheck::default();
     for (ch, c) in committed.iter().enumerate() {
@@ -787,9 +766,14 @@ fn check_committed(lab: &Lab, path: &Path, committed: &[Committed]) -> Result<Co
 }
 
 /// The failover timestamp `key` of a new primary's status; a missing one fails the round.
-fn failover_time(st: &Value, key: &str) -> Result<u64, String> {
-    field_u64(st, &["failover", key])
-        .ok_or_else(|| format!("the new primary's status has no failover.{key}"))
+fn failover_time(st: &StatusReply, key: &str) -> Result<u64, String> {
+    let f = st.failover.unwrap_or_default();
+    match key {
+        "started_unix_us" => f.started_unix_us,
+        "finished_unix_us" => f.finished_unix_us,
+        _ => None,
+    }
+    .ok_or_else(|| format!("the new primary's status has no failover.{key}"))
 }
 
 /// Freezes (SIGSTOP) or resumes (SIGCONT) a control unit's process.
@@ -889,14 +873,14 @@ fn run_round(
     std::thread::sleep(Duration::from_millis(200 + rng.below(400)));
     let old_epoch = lab
         .status(&lab.cus[p].admin)
-        .and_then(|v| field_u64(&v, &["epoch"]))
+        .map(|v| v.epoch)
         .ok_or("no primary status before the kill")?;
     // Transfer counters before the kill: only a primary counts `xfer_bytes`, so the delta of
     // whichever unit takes over is what it transferred after the failover.
     let xfer_before: Vec<Option<u64>> = (0..lab.cus.len()).map(|i| xfer_bytes(lab, i)).collect();
     // For the plot's first accepted submit: what each unit had accepted before the kill.
     let submits_before: Vec<Option<u64>> = (0..lab.cus.len())
-        .map(|i| counter(lab, i, "submits_accepted"))
+        .map(|i| counter(lab, i, |c| c.submits_accepted))
         .collect();
     let mut sigkill_us = None;
     let mut restarted_us = None;
@@ -972,10 +956,7 @@ fn run_round(
                     .find_map(|i| {
                         let st = l.status(&l.cus[i].admin);
                         let r = role(&st);
-                        let newer = st
-                            .as_ref()
-                            .and_then(|v| field_u64(v, &["epoch"]))
-                            .is_some_and(|e| e > old_epoch);
+                        let newer = epoch(&st).is_some_and(|e| e > old_epoch);
                         (newer && (r == "candidate" || r == "primary")).then_some((i, r))
                     });
                 caught.is_some()
@@ -1034,26 +1015,21 @@ fn run_round(
     }
     let st_after = lab.status(&lab.cus[np].admin).ok_or("new primary status")?;
     let mut channel_events = Vec::new();
-    for (ch, (_, _, _, c)) in channels(&st_after).iter().enumerate() {
+    for (ch, c) in st_after.channels.iter().enumerate() {
         // What relearning everything would send: every channel's whole state.
-        let full = c.get("state_bytes").and_then(Value::as_u64).unwrap_or(0);
+        let full = c.state_bytes.unwrap_or(0);
         round.full_resync_bytes += full;
-        if let Some(f) = c.get("last_failover") {
-            let bytes = f.get("replay_bytes").and_then(Value::as_u64).unwrap_or(0)
-                + f.get("resent_bytes").and_then(Value::as_u64).unwrap_or(0);
+        if let Some(f) = &c.last_failover {
+            let bytes = f.replay_bytes + f.resent_bytes;
             round.replayed_bytes += bytes;
             channel_events.push(crate::cli::plot::ChannelEvents {
                 channel: ch as u32,
                 resolved_us: None,
-                resolution: f
-                    .get("resolution")
-                    .and_then(Value::as_str)
-                    .unwrap_or("?")
-                    .to_owned(),
+                resolution: f.resolution.clone(),
                 replayed_bytes: bytes,
                 full_bytes: full,
             });
-            if f.get("resolution").and_then(Value::as_str) != Some("in_sync") {
+            if f.resolution != "in_sync" {
                 round.out_of_sync_channels += 1;
                 let owner = lab
                     .clients
@@ -1100,7 +1076,7 @@ fn run_round(
             .clients
             .iter()
             .filter_map(|c| lab.status(&c.admin))
-            .filter_map(|v| field_u64(&v, &["counters", "rejected_stale_epoch"]))
+            .map(|v| v.counters.rejected_stale_epoch)
             .sum();
         round.stale_fenced = Some(fenced.is_ok());
         println!(
@@ -1132,10 +1108,10 @@ fn run_round(
     );
     round.rejoined = rejoined.is_ok();
     if variant == "restart-primary" {
-        round.primary_undisturbed = Some(lab.status(&lab.cus[np].admin).is_some_and(|v| {
-            role(&Some(v.clone())) == "primary"
-                && field_u64(&v, &["epoch"]) == field_u64(&st_after, &["epoch"])
-        }));
+        round.primary_undisturbed = Some(
+            lab.status(&lab.cus[np].admin)
+                .is_some_and(|v| v.is_primary() && v.epoch == st_after.epoch),
+        );
     }
     // Converge: every channel committed through its last op and every client at the same op
     // with the same digest.
@@ -1144,19 +1120,19 @@ fn run_round(
         let Some(st) = l.status(&l.cus[np].admin) else {
             return false;
         };
-        let chans = channels(&st);
-        if chans.iter().any(|c| c.1 + 1 != c.0) {
+        let chans = &st.channels;
+        if chans.iter().any(|c| {
+            let (next, commit) = next_and_commit(c);
+            commit + 1 != next
+        }) {
             return false;
         }
         l.clients.iter().all(|cl| {
             l.status(&cl.admin).is_some_and(|cs| {
-                channels(&cs).iter().all(|c| {
-                    let ch =
-                        c.3.get("channel")
-                            .and_then(Value::as_u64)
-                            .unwrap_or(u64::MAX) as usize;
-                    chans.get(ch).is_some_and(|pc| {
-                        pc.2 == c.2 && c.3.get("applied").and_then(Value::as_u64) == Some(pc.0 - 1)
+                cs.channels.iter().all(|c| {
+                    st.channel(c.channel).is_some_and(|pc| {
+                        pc.public_digest == c.public_digest
+                            && c.applied + 1 == next_and_commit(pc).0
                     })
                 })
             })
@@ -1174,21 +1150,14 @@ fn run_round(
                     let Some(ps) = l.status(&l.cus[np].admin) else {
                         return false;
                     };
-                    let full = |c: &Value| {
-                        (
-                            c.get("applied").and_then(Value::as_u64),
-                            c.get("full_digest")
-                                .and_then(Value::as_str)
-                                .map(String::from),
-                        )
-                    };
-                    let pc = channels(&ps);
+                    let full = |c: &ChannelStatus| (c.applied, c.full_digest.clone());
+                    let pc = &ps.channels;
                     others.iter().all(|&i| {
                         l.status(&l.cus[i].admin).is_some_and(|ss| {
-                            let sc = channels(&ss);
+                            let sc = &ss.channels;
                             !pc.is_empty()
                                 && pc.len() == sc.len()
-                                && pc.iter().zip(&sc).all(|(a, b)| full(&a.3) == full(&b.3))
+                                && pc.iter().zip(sc).all(|(a, b)| full(a) == full(b))
                         })
                     })
                 },
@@ -1213,7 +1182,7 @@ fn run_round(
             frozen_us: kill_us,
             stopped_how: stopped_how.to_owned(),
             killed_us: sigkill_us,
-            last_primary_rx_us: field_u64(&st, &["failover", "last_primary_rx_unix_us"]),
+            last_primary_rx_us: st.failover.and_then(|f| f.last_primary_rx_unix_us),
             detected_us: started,
             took_over_us: finished,
             channels: channel_events,
@@ -1329,12 +1298,8 @@ fn first_accepted_submit(lab: &Lab, np: usize, before: u64, after_us: u64) -> Op
     let start = Instant::now();
     let mut after = after_us;
     while start.elapsed() < Duration::from_millis(300) {
-        if let Some(v) = lab.status(&lab.cus[np].admin)
-            && let (Some(now), Some(n)) = (
-                field_u64(&v, &["now_unix_us"]),
-                field_u64(&v, &["counters", "submits_accepted"]),
-            )
-        {
+        if let Some(v) = lab.status(&lab.cus[np].admin) {
+            let (now, n) = (v.now_unix_us, v.counters.submits_accepted);
             if n > before {
                 return Some((after, now));
             }
@@ -1349,21 +1314,19 @@ fn first_accepted_submit(lab: &Lab, np: usize, before: u64, after_us: u64) -> Op
 fn in_sync_standby(l: &Lab, p: usize, i: usize) -> bool {
     role(&l.status(&l.cus[i].admin)) == "standby"
         && l.status(&l.cus[p].admin)
-            .and_then(|v| field_u64(&v, &["sync_mask"]))
-            .is_some_and(|m| m & (1 << i) != 0)
+            .is_some_and(|v| v.in_sync_set(l.cus[i].id))
 }
 
 /// A control unit's `counters.xfer_bytes`. The daemon has no per-peer or receiving-side
 /// transfer counter: a primary adds each snapshot stream's payload when it starts it, whatever
 /// peer it goes to (a standby counts nothing), so the drill reads the sender's delta.
 fn xfer_bytes(lab: &Lab, idx: usize) -> Option<u64> {
-    counter(lab, idx, "xfer_bytes")
+    counter(lab, idx, |c| c.xfer_bytes)
 }
 
 /// One of a control unit's status `counters`.
-fn counter(lab: &Lab, idx: usize, name: &str) -> Option<u64> {
-    lab.status(&lab.cus[idx].admin)
-        .and_then(|v| field_u64(&v, &["counters", name]))
+fn counter(lab: &Lab, idx: usize, pick: impl Fn(&CounterStatus) -> u64) -> Option<u64> {
+    lab.status(&lab.cus[idx].admin).map(|v| pick(&v.counters))
 }
 
 /// Waits for a unit that was not killed this round to lead an epoch newer than `old_epoch`
@@ -1373,11 +1336,7 @@ fn wait_new_primary(lab: &Lab, killed: &[usize], old_epoch: u64) -> Result<usize
     lab.wait_for("a new primary", Duration::from_secs(10), |l| {
         found = (0..l.cus.len()).filter(|i| !killed.contains(i)).find(|&i| {
             let st = l.status(&l.cus[i].admin);
-            role(&st) == "primary"
-                && st
-                    .as_ref()
-                    .and_then(|v| field_u64(v, &["epoch"]))
-                    .is_some_and(|e| e > old_epoch)
+            role(&st) == "primary" && epoch(&st).is_some_and(|e| e > old_epoch)
         });
         found.is_some()
     })?;

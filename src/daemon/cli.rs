@@ -2,7 +2,6 @@
 
 use super::admin::{Target, read_token_file, request, with_token};
 use super::config::load;
-use super::format_unix_us;
 use super::run::{Mode, log, node_mode, run_node};
 use crate::proto::{InjectedBug, NodeId};
 use serde_json::{Value, json};
@@ -65,12 +64,25 @@ pub struct ClientArgs {
 pub struct StatusArgs {
     /// The node's admin socket: its Unix socket path (`<admin.socket_dir>/<id>.sock`, e.g.
     /// /run/statesync/1.sock), or IP:PORT of its UDP admin listener.
-    pub addr: String,
+    #[arg(required_unless_present = "cluster", conflicts_with = "cluster")]
+    pub addr: Option<String>,
+    /// One table of every node of the deployment (`--config`): id, kind, role, epoch, in sync
+    /// or behind, worst lag in ops and ms, reachable or not.
+    #[arg(long, requires = "config")]
+    pub cluster: bool,
+    /// The deployment config, for `--cluster`: each node is asked on its Unix socket (on its
+    /// UDP admin listener instead when it has one and `--token-file` is given).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Refresh every SECS seconds (default 2), clearing the screen, until Ctrl-C.
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
+    pub watch: Option<f64>,
     /// Over UDP: a file holding the admin token (`admin.token_file`). Without it a UDP status
     /// gets no reply: a reply larger than its request only goes to an authenticated sender.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
-    /// Print the raw JSON reply.
+    /// Print the status as JSON (`admin::status::StatusReply`; with `--cluster`,
+    /// `admin::view::ClusterStatus`).
     #[arg(long)]
     pub json: bool,
     /// How long to wait for the reply, in milliseconds.
@@ -163,27 +175,14 @@ pub fn ask(
 }
 
 pub fn run_status(a: StatusArgs) -> ExitCode {
-    let v = match ask(
-        &a.addr,
-        json!({"cmd": "status"}),
-        a.token_file.as_deref(),
-        a.timeout_ms,
-    ) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("statesync status: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if a.json {
-        println!("{v}");
-    } else {
-        print!("{}", format_status(&v));
-    }
-    if v["ok"] == false {
-        return ExitCode::FAILURE;
-    }
-    ExitCode::SUCCESS
+    super::admin::view::run(&super::admin::view::StatusCommand {
+        addr: a.addr.as_deref(),
+        cluster: a.cluster.then_some(a.config.as_deref()).flatten(),
+        watch: a.watch,
+        token_file: a.token_file.as_deref(),
+        json: a.json,
+        timeout: Duration::from_millis(a.timeout_ms),
+    })
 }
 
 pub fn run_switchover(a: SwitchoverArgs) -> ExitCode {
@@ -215,152 +214,6 @@ pub fn run_switchover(a: SwitchoverArgs) -> ExitCode {
             eprintln!("statesync switchover: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn num(v: &Value) -> String {
-    match v {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-fn unix_field(v: &Value) -> String {
-    v.as_u64().map_or("-".to_owned(), format_unix_us)
-}
-
-/// The human-readable form of a status reply.
-pub fn format_status(v: &Value) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    if v["ok"] == false {
-        let _ = writeln!(out, "error: {}", num(&v["error"]));
-        return out;
-    }
-    let epoch = v["epoch"].as_u64().unwrap_or(0);
-    let kind = v["kind"].as_str().unwrap_or("?");
-    if kind == "client" {
-        let _ = writeln!(
-            out,
-            "node {} (client)  epoch {epoch} (counter {}), primary {}",
-            num(&v["id"]),
-            epoch >> 8,
-            num(&v["primary"])
-        );
-        let _ = writeln!(
-            out,
-            "{:>7} {:>12} {:>8}  public_digest",
-            "channel", "applied", "unknown"
-        );
-        for c in v["channels"].as_array().into_iter().flatten() {
-            let _ = writeln!(
-                out,
-                "{:>7} {:>12} {:>8}  {}",
-                num(&c["channel"]),
-                num(&c["applied"]),
-                num(&c["unknown"]),
-                num(&c["public_digest"])
-            );
-        }
-    } else {
-        let _ = writeln!(
-            out,
-            "node {} (control unit)  role {}  epoch {epoch} (counter {}, owner index {})  sync_mask {:#b}",
-            num(&v["id"]),
-            num(&v["role"]),
-            epoch >> 8,
-            epoch & 0xff,
-            v["sync_mask"].as_u64().unwrap_or(0)
-        );
-        let f = &v["failover"];
-        if f["started_unix_us"].is_null() {
-            let _ = writeln!(out, "failover: none");
-        } else {
-            let took = match (
-                f["started_unix_us"].as_u64(),
-                f["finished_unix_us"].as_u64(),
-            ) {
-                (Some(s), Some(e)) => format!(" ({:.1} ms)", e.saturating_sub(s) as f64 / 1e3),
-                _ => String::new(),
-            };
-            let _ = writeln!(
-                out,
-                "failover: started {}, finished {}{took}; last heard from the old primary {}",
-                unix_field(&f["started_unix_us"]),
-                unix_field(&f["finished_unix_us"]),
-                unix_field(&f["last_primary_rx_unix_us"])
-            );
-        }
-        let _ = writeln!(
-            out,
-            "{:>7} {:>10} {:>10} {:>10} {:>10} {:>10}  {:<16}  full_digest",
-            "channel", "next_op", "commit", "acked", "applied", "held", "public_digest"
-        );
-        for c in v["channels"].as_array().into_iter().flatten() {
-            let _ = writeln!(
-                out,
-                "{:>7} {:>10} {:>10} {:>10} {:>10} {:>10}  {:<16}  {}",
-                num(&c["channel"]),
-                num(&c["next_op"]),
-                num(&c["commit"]),
-                num(&c["client_acked"]),
-                num(&c["applied"]),
-                num(&c["held"]),
-                num(&c["public_digest"]),
-                num(&c["full_digest"])
-            );
-        }
-        let _ = writeln!(
-            out,
-            "submits: {} accepted, {} rejected",
-            num(&v["submits"]["accepted"]),
-            num(&v["submits"]["rejected"])
-        );
-    }
-    if let Some(n) = v["channels_truncated"].as_u64() {
-        let _ = writeln!(out, "({n} more channels not shown: reply cut to fit)");
-    }
-    let c = &v["counters"];
-    let _ = writeln!(
-        out,
-        "frames rx {} tx {}; rejected: malformed {}, stale epoch {}, unknown sender {}, unexpected {}; retransmits {}, replays {}",
-        num(&c["frames_rx"]),
-        num(&c["frames_tx"]),
-        num(&c["rejected_malformed"]),
-        num(&c["rejected_stale_epoch"]),
-        num(&c["rejected_unknown_sender"]),
-        num(&c["rejected_unexpected"]),
-        num(&c["retransmits"]),
-        num(&c["replays_started"])
-    );
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formats_both_kinds() {
-        let cu = json!({"ok":true,"id":1,"kind":"control_unit","role":"primary","epoch":512,
-            "failover":{"started_unix_us":1_000_000,"finished_unix_us":1_002_500,"last_primary_rx_unix_us":990_000},
-            "sync_mask":2,"channels":[{"channel":0,"next_op":18,"commit":17,"client_acked":17,"applied":17,"held":17,
-            "public_digest":"0123456789abcdef","full_digest":"fedcba9876543210"}],
-            "counters":{"frames_rx":5},"submits":{"accepted":3,"rejected":1}});
-        let s = format_status(&cu);
-        assert!(s.contains("role primary"), "{s}");
-        assert!(s.contains("0123456789abcdef"), "{s}");
-        assert!(s.contains("(2.5 ms)"), "{s}");
-        let cl = json!({"ok":true,"id":100,"kind":"client","epoch":256,"primary":1,
-            "channels":[{"channel":3,"applied":9,"unknown":false,"public_digest":"00000000000000aa"}]});
-        let s = format_status(&cl);
-        assert!(
-            s.contains("(client)") && s.contains("00000000000000aa"),
-            "{s}"
-        );
-        let s = format_status(&json!({"ok":false,"error":"x"}));
-        assert!(s.contains("error: x"));
     }
 }
 

@@ -282,7 +282,7 @@ fn set_counter(c: &Counter, v: u64) {
 
 /// When ops were first seen on one channel, for the commit lag in time.
 #[derive(Debug, Default)]
-struct LagTrack {
+pub(crate) struct LagTrack {
     /// `(top, t_us)`: ops up to `top` had all been seen by `t_us` (one sample per feed period
     /// in which the top rose). The front is the oldest op not yet committed.
     samples: VecDeque<(u64, u64)>,
@@ -295,7 +295,7 @@ impl LagTrack {
     /// Records `top` at `now_us`, drops what `commit` covers; returns the age in µs of the
     /// oldest op above `commit` (at most one feed period too old: the op arrived some time
     /// after the previous sample).
-    fn update(&mut self, top: u64, commit: u64, now_us: u64) -> u64 {
+    pub(crate) fn update(&mut self, top: u64, commit: u64, now_us: u64) -> u64 {
         if top < self.last_top {
             // A new epoch cut the channel back: start over.
             self.samples.clear();

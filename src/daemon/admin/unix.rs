@@ -16,8 +16,9 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt}
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
-/// Largest reply on the stream socket: a status of about 40,000 channels. Larger replies are
-/// cut (`channels_truncated`), as UDP replies are at one datagram.
+/// Largest reply on the stream socket: a status of about 40,000 channels. A status of more
+/// comes in pages (`next_channel`), as over UDP at one datagram; any other reply this long is
+/// an error.
 pub const MAX_STREAM_REPLY_BYTES: usize = 16 << 20;
 /// Connections served at once; more are answered with an error and closed, so that a stuck
 /// or hostile local client cannot grow the daemon's memory.
