@@ -191,13 +191,23 @@ fn run_hooks(id: NodeId, cfg: &HooksConfig, rx: &Receiver<Transition>) {
         };
         let Some(cmd) = cmd else { continue };
         let outcome = run_one(id, cmd, &t, timeout);
-        tracing::info!(
-            node = id,
-            "hook {field} (role {}, epoch {}, {}): {outcome}",
-            t.role,
-            t.epoch,
-            t.reason
-        );
+        if outcome == "exit 0" {
+            tracing::info!(
+                node = id,
+                "hook {field} (role {}, epoch {}, {}): {outcome}",
+                t.role,
+                t.epoch,
+                t.reason
+            );
+        } else {
+            tracing::warn!(
+                node = id,
+                "hook {field} (role {}, epoch {}, {}): {outcome}",
+                t.role,
+                t.epoch,
+                t.reason
+            );
+        }
     }
 }
 
