@@ -1209,8 +1209,10 @@ fn timeline_from_logs(lab: &Lab, np: usize, t: &mut crate::cli::plot::FailoverTi
         text.unwrap_or_default()
             .lines()
             .filter_map(|l| {
+                // `<time> <LEVEL> node <id>: <message>` (`--log-format text`).
                 let (stamp, rest) = l.split_once(' ')?;
                 let at = crate::daemon::parse_unix_us(stamp)?;
+                let (_level, rest) = rest.trim_start().split_once(' ')?;
                 let msg = rest.strip_prefix(&prefix)?;
                 (at >= t.frozen_us).then(|| (at, msg.to_owned()))
             })

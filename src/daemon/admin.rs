@@ -150,7 +150,7 @@ impl RefusalLog {
         self.flush(now_us);
         if self.logged < REFUSAL_LOG_LINES_PER_PERIOD {
             self.logged += 1;
-            super::run::log(self.id, format_args!("admin: {msg}"));
+            tracing::warn!(node = self.id, "admin: {msg}");
         } else {
             self.unlogged += 1;
         }
@@ -162,12 +162,10 @@ impl RefusalLog {
             return;
         }
         if self.unlogged > 0 {
-            super::run::log(
-                self.id,
-                format_args!(
-                    "admin: {} more refusals not logged one by one (see the admin counters of status)",
-                    self.unlogged
-                ),
+            tracing::warn!(
+                node = self.id,
+                "admin: {} more refusals not logged one by one (see the admin counters of status)",
+                self.unlogged
             );
         }
         self.period_start_us = now_us;

@@ -2,7 +2,8 @@
 
 use super::admin::{Target, read_token_file, request, with_token};
 use super::config::load;
-use super::run::{Mode, log, node_mode, run_node};
+use super::logs::{LogFormat, LogLevel};
+use super::run::{Mode, node_mode, run_node};
 use crate::proto::{InjectedBug, NodeId};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -26,6 +27,15 @@ pub struct NodeArgs {
     /// reach the node's address can then forge frames: for labs only.
     #[arg(long)]
     pub insecure: bool,
+    /// How the log on stderr is written: `text` (`<time> <LEVEL> node <id>: <message>`) or
+    /// `json` (one object per line with `timestamp`, `level`, `node`, `message` and fields).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// The least severe log records written: `error`, `warn` (adds rejected datagrams, at
+    /// most a line a second per reason), `info` (adds starts, role changes, failovers, joins),
+    /// `debug` (adds per-channel state-transfer steps), `trace`.
+    #[arg(long, value_enum, value_name = "LEVEL", default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
 }
 
 /// `statesync node`: the same flags as every daemon subcommand, and no flag that differs
@@ -105,37 +115,40 @@ pub struct SwitchoverArgs {
 }
 
 fn run_daemon(node: &NodeArgs, mode: Option<Mode>) -> ExitCode {
+    super::logs::init(node.log_format, node.log_level);
+    let id = node.id;
     let cfg = match load(&node.config) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("statesync: {e}");
+            tracing::error!(node = id, "statesync: {e}");
             return ExitCode::from(2);
         }
     };
     // `statesync node`: what the node is and whether it ran before decide its mode.
     let mode = match mode {
         Some(m) => m,
-        None => match node_mode(&cfg, node.id) {
+        None => match node_mode(&cfg, id) {
             Ok((m, why)) => {
-                log(node.id, format_args!("{why}: starting as {m}"));
+                tracing::info!(node = id, "{why}: starting as {m}");
                 m
             }
             Err(e) => {
-                eprintln!("statesync: {e}");
+                tracing::error!(node = id, "statesync: {e}");
                 return ExitCode::from(e.exit_code());
             }
         },
     };
     if node.inject_bug != InjectedBug::None {
-        eprintln!(
+        tracing::warn!(
+            node = id,
             "statesync: test aid: running with the planted bug '{}'",
             node.inject_bug
         );
     }
-    match run_node(&cfg, node.id, mode, node.inject_bug, node.insecure) {
+    match run_node(&cfg, id, mode, node.inject_bug, node.insecure) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("statesync: {e}");
+            tracing::error!(node = id, "statesync: {e}");
             ExitCode::from(e.exit_code())
         }
     }

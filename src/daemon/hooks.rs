@@ -8,7 +8,6 @@
 //! one command at a time under `/bin/sh -c`, kills it when `timeout_ms` passes, and logs how it
 //! ended.
 
-use super::run::log;
 use crate::proto::NodeId;
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use serde::Deserialize;
@@ -152,12 +151,13 @@ impl Hooks {
             Ok(()) => {}
             Err(TrySendError::Full(t) | TrySendError::Disconnected(t)) => {
                 self.dropped += 1;
-                log(
-                    self.id,
-                    format_args!(
-                        "hooks: queue full, transition to {} (epoch {}, {}) dropped without running its hook ({} dropped so far)",
-                        t.role, t.epoch, t.reason, self.dropped
-                    ),
+                tracing::warn!(
+                    node = self.id,
+                    "hooks: queue full, transition to {} (epoch {}, {}) dropped without running its hook ({} dropped so far)",
+                    t.role,
+                    t.epoch,
+                    t.reason,
+                    self.dropped
                 );
             }
         }
@@ -191,13 +191,23 @@ fn run_hooks(id: NodeId, cfg: &HooksConfig, rx: &Receiver<Transition>) {
         };
         let Some(cmd) = cmd else { continue };
         let outcome = run_one(id, cmd, &t, timeout);
-        log(
-            id,
-            format_args!(
+        if outcome == "exit 0" {
+            tracing::info!(
+                node = id,
                 "hook {field} (role {}, epoch {}, {}): {outcome}",
-                t.role, t.epoch, t.reason
-            ),
-        );
+                t.role,
+                t.epoch,
+                t.reason
+            );
+        } else {
+            tracing::warn!(
+                node = id,
+                "hook {field} (role {}, epoch {}, {}): {outcome}",
+                t.role,
+                t.epoch,
+                t.reason
+            );
+        }
     }
 }
 

@@ -273,6 +273,37 @@ impl Families {
     }
 }
 
+/// How many reasons [`rejections`] counts.
+pub const REJECTION_REASONS: usize = 17;
+
+/// Every count of refused datagrams, by reason (the `reason` label of `statesync_rejected`):
+/// the protocol core's, the runner's (`unknown_addr`, `oversize`) and authentication's
+/// (`auth_*`). The one list of reasons: the metrics and the rate-limited rejection log lines
+/// both read it.
+pub fn rejections(runner: &NodeRunner) -> [(&'static str, u64); REJECTION_REASONS] {
+    let c = runner.machine.counters();
+    let a = runner.auth_stats().unwrap_or_default();
+    [
+        ("malformed", c.rejected_malformed),
+        ("stale_epoch", c.rejected_stale_epoch),
+        ("unknown_sender", c.rejected_unknown_sender),
+        ("unexpected", c.rejected_unexpected),
+        ("extra_heartbeats", c.rejected_extra_heartbeats),
+        ("stale_heartbeats", c.rejected_stale_heartbeats),
+        ("foreign_epoch", c.rejected_foreign_epoch),
+        ("stale_unknown", c.rejected_stale_unknown),
+        ("unknown_addr", runner.rejected_unknown_addr),
+        ("oversize", runner.rejected_oversize),
+        ("auth_malformed", a.rejected_malformed),
+        ("auth_unauthenticated", a.rejected_unauthenticated),
+        ("auth_no_key", a.rejected_no_key),
+        ("auth_sender_mismatch", a.rejected_sender_mismatch),
+        ("auth_stale_session", a.rejected_stale_session),
+        ("auth_replay", a.rejected_replay),
+        ("auth_bad_tag", a.rejected_bad_tag),
+    ]
+}
+
 fn set_counter(c: &Counter, v: u64) {
     c.inner().store(v, Ordering::Relaxed);
 }
@@ -394,26 +425,7 @@ impl MetricsFeed {
         set_counter(&f.nacks, c.nacks_sent);
         set_counter(&f.replay_bytes, c.replay_bytes);
         set_counter(&f.transfer_bytes, c.xfer_bytes);
-        let a = runner.auth_stats().unwrap_or_default();
-        for (reason, v) in [
-            ("malformed", c.rejected_malformed),
-            ("stale_epoch", c.rejected_stale_epoch),
-            ("unknown_sender", c.rejected_unknown_sender),
-            ("unexpected", c.rejected_unexpected),
-            ("extra_heartbeats", c.rejected_extra_heartbeats),
-            ("stale_heartbeats", c.rejected_stale_heartbeats),
-            ("foreign_epoch", c.rejected_foreign_epoch),
-            ("stale_unknown", c.rejected_stale_unknown),
-            ("unknown_addr", runner.rejected_unknown_addr),
-            ("oversize", runner.rejected_oversize),
-            ("auth_malformed", a.rejected_malformed),
-            ("auth_unauthenticated", a.rejected_unauthenticated),
-            ("auth_no_key", a.rejected_no_key),
-            ("auth_sender_mismatch", a.rejected_sender_mismatch),
-            ("auth_stale_session", a.rejected_stale_session),
-            ("auth_replay", a.rejected_replay),
-            ("auth_bad_tag", a.rejected_bad_tag),
-        ] {
+        for (reason, v) in rejections(runner) {
             set_counter(&f.rejected.get_or_create(&ReasonLabel { reason }), v);
         }
         for (peer, last_us) in runner.peers_last_rx_us() {

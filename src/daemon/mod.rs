@@ -7,6 +7,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod hooks;
+pub mod logs;
 pub mod metrics;
 pub mod notify;
 pub mod run;
@@ -15,7 +16,7 @@ pub mod state;
 pub use config::{ConfigError, DeploymentConfig, load};
 pub use run::{DaemonError, Mode, run_node};
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Microseconds since the Unix epoch, now.
 pub fn unix_now_us() -> u64 {
@@ -59,63 +60,20 @@ impl Default for Clock {
     }
 }
 
-/// `2024-05-01T12:00:00.123456Z` for a Unix time in microseconds.
+/// `2024-05-01T12:00:00.123456Z` for a Unix time in microseconds: the one way the daemons
+/// write a time (log stamps, `status`, the start marker).
 pub fn format_unix_us(us: u64) -> String {
-    let secs = us / 1_000_000;
-    let micros = us % 1_000_000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_micros(us)).to_string()
 }
 
-/// The Unix time in microseconds of a [`format_unix_us`] stamp (`2024-05-01T12:00:00.123456Z`),
-/// as every daemon log line starts with; `None` for anything else.
+/// The Unix time in microseconds of an RFC 3339 UTC stamp such as [`format_unix_us`] writes
+/// (`2024-05-01T12:00:00.123456Z`), as every text log line starts with; `None` for anything
+/// else.
 pub fn parse_unix_us(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    if b.len() != 27
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b'T'
-        || b[19] != b'.'
-        || b[26] != b'Z'
-    {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let t = s.get(r)?;
-        t.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| t.parse().ok())?
-    };
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hh, mm, ss, us) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..26)?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    // Days-from-civil (Howard Hinnant's algorithm), the inverse of `format_unix_us`.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
-    u64::try_from(secs).ok().map(|s| s * 1_000_000 + us as u64)
+    let t = humantime::parse_rfc3339(s).ok()?;
+    t.duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|d| u64::try_from(d.as_micros()).ok())
 }
 
 #[cfg(test)]
@@ -132,7 +90,10 @@ mod tests {
         ] {
             assert_eq!(parse_unix_us(&format_unix_us(us)), Some(us), "{us}");
         }
-        assert_eq!(parse_unix_us("2024-02-29T12:34:56.00004Z"), None);
+        assert_eq!(
+            parse_unix_us("2024-02-29T12:34:56.00004Z"),
+            Some(1_709_210_096_000_040)
+        );
         assert_eq!(parse_unix_us("2024-13-29T12:34:56.000042Z"), None);
         assert_eq!(parse_unix_us("node 1: hello"), None);
     }

@@ -3,7 +3,6 @@
 //! wedged loop is restarted by `WatchdogSec`), `STATUS=` when the role or epoch changes, and
 //! `STOPPING=1` at shutdown. Without `NOTIFY_SOCKET` (not under systemd) every call is a no-op.
 
-use super::run::log;
 use crate::proto::NodeId;
 use sd_notify::NotifyState;
 
@@ -47,9 +46,9 @@ impl Notifier {
             && !self.failed
         {
             self.failed = true;
-            log(
-                self.id,
-                format_args!("sd_notify to $NOTIFY_SOCKET failed: {e} (not logged again)"),
+            tracing::error!(
+                node = self.id,
+                "sd_notify to $NOTIFY_SOCKET failed: {e} (not logged again)"
             );
         }
     }

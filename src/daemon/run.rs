@@ -4,6 +4,7 @@
 use super::admin::{Admin, role_name};
 use super::config::{ConfigError, DeploymentConfig, NodeKind};
 use super::hooks::{HookKind, Hooks, Transition};
+use super::logs::RejectionLog;
 use super::metrics::{MetricsFeed, MetricsServer};
 use super::notify::Notifier;
 use super::state::{EpochFile, StateError};
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use thiserror::Error;
+use tracing::{debug, info, warn};
 
 /// How a node starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,13 +117,11 @@ fn authentication(
     insecure: bool,
 ) -> Result<Option<crate::auth::Auth>, DaemonError> {
     if insecure {
-        log(
-            id,
-            format_args!(
-                "WARNING: --insecure: frames are neither authenticated nor checked; anyone who can reach {} can forge state changes and elections",
-                cfg.node(id)
-                    .map_or("this node".to_owned(), |(_, n)| n.addr.to_string())
-            ),
+        warn!(
+            node = id,
+            "WARNING: --insecure: frames are neither authenticated nor checked; anyone who can reach {} can forge state changes and elections",
+            cfg.node(id)
+                .map_or("this node".to_owned(), |(_, n)| n.addr.to_string())
         );
         return Ok(None);
     }
@@ -134,10 +134,6 @@ fn authentication(
         ))),
         Err(e) => Err(DaemonError::Usage(format!("keys of node {id}: {e}"))),
     }
-}
-
-pub(super) fn log(id: NodeId, msg: std::fmt::Arguments<'_>) {
-    eprintln!("{} node {id}: {msg}", format_unix_us(unix_now_us()));
 }
 
 /// Checks that `mode` fits what the config says node `id` is.
@@ -353,6 +349,9 @@ fn run_started(
         source,
     })?;
     let io_kind = transport.kind();
+    if let Some(why) = transport.fallback() {
+        warn!(node = id, "{why}");
+    }
     let mut runner = NodeRunner::new(machine, transport, peers).with_auth(auth);
     // Metrics: the loop feeds the families; a thread of their own serves them.
     let mut feed = cfg.metrics.listen_of(id).map(|_| MetricsFeed::new());
@@ -360,9 +359,10 @@ fn run_started(
         (Some(addr), Some(f)) => {
             f.update(&runner, clock.now_us());
             let srv = MetricsServer::start(addr, f.registry(), id).map_err(DaemonError::Service)?;
-            log(
-                id,
-                format_args!("serving metrics on http://{}/metrics", srv.addr()),
+            info!(
+                node = id,
+                "serving metrics on http://{}/metrics",
+                srv.addr()
             );
             Some(srv)
         }
@@ -374,27 +374,22 @@ fn run_started(
         .map_or(String::new(), |a| format!(" and UDP {a}"));
     if let Some(&core) = cfg.cores.first() {
         if core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-            log(id, format_args!("pinned to core {core}"));
+            info!(node = id, "pinned to core {core}");
         } else {
-            log(
-                id,
-                format_args!("could not pin to core {core}; running unpinned"),
-            );
+            warn!(node = id, "could not pin to core {core}; running unpinned");
         }
     }
-    log(
-        id,
-        format_args!(
-            "started as {mode} on {} (io {io_kind}, frames {}), admin {}{admin_udp}, boot {boot_id:08x}, epoch {}",
-            spec.addr,
-            if secured {
-                "authenticated"
-            } else {
-                "UNAUTHENTICATED"
-            },
-            admin.socket_path().display(),
-            runner.machine.epoch()
-        ),
+    info!(
+        node = id,
+        "started as {mode} on {} (io {io_kind}, frames {}), admin {}{admin_udp}, boot {boot_id:08x}, epoch {}",
+        spec.addr,
+        if secured {
+            "authenticated"
+        } else {
+            "UNAUTHENTICATED"
+        },
+        admin.socket_path().display(),
+        runner.machine.epoch()
     );
     let terr = |source| DaemonError::Transport {
         addr: spec.addr,
@@ -413,18 +408,15 @@ fn run_started(
             ),
         )?
     {
-        log(
-            id,
-            format_args!(
-                "recorded this life in {}: later starts of this node are restarts",
-                path.display()
-            ),
+        info!(
+            node = id,
+            "recorded this life in {}: later starts of this node are restarts",
+            path.display()
         );
     }
     persist_epoch(id, &mut epoch_file, &runner.machine)?;
     let mut next_admin_us = 0;
-    let mut auth_logged = crate::auth::AuthStats::default();
-    let mut next_auth_log_us = 0;
+    let mut rejections = RejectionLog::new(clock.now_us());
     let mut client_epoch = runner.machine.epoch();
     let mut role = runner.machine.as_cu().map_or(Role::Standby, |c| c.role());
     *last_epoch = runner.machine.epoch();
@@ -454,33 +446,29 @@ fn run_started(
         let mut transferred = None;
         while let Some(e) = runner.machine.poll_event() {
             match e {
-                Event::RoleChanged { .. } => {}
                 Event::TransferComplete { epoch } => {
                     why = Some("state transfer complete");
                     transferred = Some(epoch)
                 }
-                e => {
-                    if let Event::FailoverStarted { operator, .. } = e {
-                        why = Some(if operator { "switchover" } else { "failover" });
-                    }
-                    log_event(id, &e)
+                Event::FailoverStarted { operator, .. } => {
+                    why = Some(if operator { "switchover" } else { "failover" });
                 }
+                _ => {}
             }
+            log_event(id, &e);
         }
         if let Some(epoch) = transferred {
-            log(id, format_args!("state transfer complete (epoch {epoch})"));
+            info!(node = id, "state transfer complete (epoch {epoch})");
         }
         if let Node::Cu(c) = &runner.machine
             && c.role() != role
         {
-            log(
-                id,
-                format_args!(
-                    "role {} -> {} (epoch {})",
-                    role_name(role),
-                    role_name(c.role()),
-                    c.epoch()
-                ),
+            info!(
+                node = id,
+                "role {} -> {} (epoch {})",
+                role_name(role),
+                role_name(c.role()),
+                c.epoch()
             );
             // A candidate is a passing state: no hook, and the reason waits for what follows.
             if let (Some(h), Some(k)) = (hooks.as_mut(), hook_kind(c.role())) {
@@ -521,35 +509,15 @@ fn run_started(
             && c.epoch() != client_epoch
         {
             client_epoch = c.epoch();
-            log(
-                id,
-                format_args!(
-                    "following epoch {client_epoch} (primary {})",
-                    c.primary().map_or("none".to_owned(), |p| p.to_string())
-                ),
+            info!(
+                node = id,
+                "following epoch {client_epoch} (primary {})",
+                c.primary().map_or("none".to_owned(), |p| p.to_string())
             );
         }
-        if let Some(a) = runner.auth_stats()
-            && a.rejected() > auth_logged.rejected()
-            && now >= next_auth_log_us
-        {
-            // A key mismatch fails closed: frames are dropped, never believed. Say so, at
-            // most once a second.
-            log(
-                id,
-                format_args!(
-                    "ALARM: {} datagrams failed authentication since the last report ({} bad tag: wrong key or forged; {} replayed; {} of an ended session; {} without a tag; {} from the wrong address)",
-                    a.rejected() - auth_logged.rejected(),
-                    a.rejected_bad_tag - auth_logged.rejected_bad_tag,
-                    a.rejected_replay - auth_logged.rejected_replay,
-                    a.rejected_stale_session - auth_logged.rejected_stale_session,
-                    a.rejected_unauthenticated - auth_logged.rejected_unauthenticated,
-                    a.rejected_sender_mismatch - auth_logged.rejected_sender_mismatch,
-                ),
-            );
-            auth_logged = a;
-            next_auth_log_us = now + 1_000_000;
-        }
+        // Rejected datagrams (forged, replayed, stale, malformed, from strangers): a line
+        // per reason at most once a second, with the count since the reason's last line.
+        rejections.poll(id, &runner, now);
         if now >= next_admin_us {
             let handled = admin.poll(&mut runner, &clock, now);
             // A Unix client sends its request just after it connects, and reads its reply
@@ -572,18 +540,16 @@ fn run_started(
     }
     notifier.stopping();
     let s = runner.transport.stats();
-    log(
-        id,
-        format_args!(
-            "stopping: {} datagrams sent, {} received; admin requests {} ({} malformed), refused: {} peers, {} tokens, {} oversized replies",
-            s.datagrams_sent,
-            s.datagrams_received,
-            admin.stats.requests,
-            admin.stats.malformed,
-            admin.stats.refused_peer,
-            admin.stats.refused_token,
-            admin.stats.refused_size
-        ),
+    info!(
+        node = id,
+        "stopping: {} datagrams sent, {} received; admin requests {} ({} malformed), refused: {} peers, {} tokens, {} oversized replies",
+        s.datagrams_sent,
+        s.datagrams_received,
+        admin.stats.requests,
+        admin.stats.malformed,
+        admin.stats.refused_peer,
+        admin.stats.refused_token,
+        admin.stats.refused_size
     );
     Ok(())
 }
@@ -596,12 +562,10 @@ fn restore_epoch(
 ) -> Result<Option<EpochFile>, DaemonError> {
     let id = cu.id;
     let Some(dir) = &cfg.state_dir else {
-        log(
-            id,
-            format_args!(
-                "warning: no [state] dir in {}: the highest epoch is not persisted, so after a restart this unit may reuse an epoch it already announced",
-                cfg.path.display()
-            ),
+        warn!(
+            node = id,
+            "warning: no [state] dir in {}: the highest epoch is not persisted, so after a restart this unit may reuse an epoch it already announced",
+            cfg.path.display()
         );
         return Ok(None);
     };
@@ -618,12 +582,10 @@ fn restore_epoch(
         }),
     })?;
     if persisted > 0 {
-        log(
-            id,
-            format_args!(
-                "restored highest epoch {persisted} from {}",
-                file.path().display()
-            ),
+        info!(
+            node = id,
+            "restored highest epoch {persisted} from {}",
+            file.path().display()
         );
     }
     Ok(Some(file))
@@ -634,28 +596,28 @@ fn persist_epoch(id: NodeId, file: &mut Option<EpochFile>, m: &Node) -> Result<(
     if let (Some(f), Some(cu)) = (file.as_mut(), m.as_cu())
         && let Some(epoch) = f.sync(cu)?
     {
-        log(
-            id,
-            format_args!("persisted epoch {epoch} to {}", f.path().display()),
+        info!(
+            node = id,
+            "persisted epoch {epoch} to {}",
+            f.path().display()
         );
     }
     Ok(())
 }
 
-/// One line per significant event; per-op events and the noisy per-channel transfer steps and
-/// role changes (logged once per turn by the caller) are not.
+/// One record per significant event, at its level: failovers, take-overs, joins and replays at
+/// `info`, a dropped standby at `warn`, the noisy per-channel transfer steps and role changes
+/// at `debug` (the caller logs a role change and a completed transfer once per turn at `info`).
+/// Per-op events are not logged.
 fn log_event(id: NodeId, e: &Event) {
-    if e.is_per_op()
-        || matches!(
-            e,
-            Event::RoleChanged { .. }
-                | Event::ChannelTransferred { .. }
-                | Event::TransferComplete { .. }
-        )
-    {
-        return;
+    match e {
+        _ if e.is_per_op() => {}
+        // The caller's "state transfer complete (epoch E)" says it.
+        Event::TransferComplete { .. } => {}
+        Event::RoleChanged { .. } | Event::ChannelTransferred { .. } => debug!(node = id, "{e}"),
+        Event::StandbyDropped { .. } => warn!(node = id, "{e}"),
+        _ => info!(node = id, "{e}"),
     }
-    log(id, format_args!("{e}"));
 }
 
 #[cfg(test)]

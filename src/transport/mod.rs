@@ -105,6 +105,8 @@ pub struct Transport {
     stats: TransportStats,
     /// Stand-in for "now" when faults need no clock.
     epoch: Instant,
+    /// Why io_uring is not in use although it was not ruled out by the config.
+    fallback: Option<String>,
 }
 
 impl fmt::Debug for Transport {
@@ -126,10 +128,12 @@ fn no_uring_requested(value: Option<&OsStr>) -> bool {
 }
 
 /// Prints the backend choice to stderr once per distinct outcome per process, so a process
-/// opening many transports says it once, yet a surprise (a fallback) is never hidden.
+/// opening many transports says it once, yet a surprise (a fallback) is never hidden. A
+/// process that logs through `tracing` (a daemon) is not printed to: it logs the choice
+/// itself, as a record of its node ([`Transport::kind`], [`Transport::fallback`]).
 fn log_once(slot: usize, msg: &str) {
     static LOGGED: [AtomicBool; 4] = [const { AtomicBool::new(false) }; 4];
-    if !LOGGED[slot].swap(true, Ordering::Relaxed) {
+    if !tracing::dispatcher::has_been_set() && !LOGGED[slot].swap(true, Ordering::Relaxed) {
         eprintln!("{msg}");
     }
 }
@@ -196,6 +200,7 @@ impl Transport {
             })
             .map(|u| Backend::Uring(Box::new(u)))
         };
+        let mut fallback = None;
         let backend = match (cfg.io, no_uring) {
             (IoChoice::Mmsg, _) => {
                 log_once(0, "statesync: io=mmsg (requested)");
@@ -212,12 +217,9 @@ impl Transport {
                 b
             }
             (IoChoice::Auto, true) => {
-                log_once(
-                    2,
-                    &format!(
-                        "statesync: io_uring disabled by {NO_URING_ENV}, using sendmmsg/recvmmsg"
-                    ),
-                );
+                let why = format!("io_uring disabled by {NO_URING_ENV}, using sendmmsg/recvmmsg");
+                log_once(2, &format!("statesync: {why}"));
+                fallback = Some(why);
                 mmsg()?
             }
             (IoChoice::Auto, false) => match uring() {
@@ -226,12 +228,9 @@ impl Transport {
                     b
                 }
                 Err(reason) => {
-                    log_once(
-                        3,
-                        &format!(
-                            "statesync: io_uring unavailable ({reason}), using sendmmsg/recvmmsg"
-                        ),
-                    );
+                    let why = format!("io_uring unavailable ({reason}), using sendmmsg/recvmmsg");
+                    log_once(3, &format!("statesync: {why}"));
+                    fallback = Some(why);
                     mmsg()?
                 }
             },
@@ -262,12 +261,19 @@ impl Transport {
             fault,
             stats: TransportStats::default(),
             epoch: Instant::now(),
+            fallback,
         })
     }
 
     /// The backend in use.
     pub fn kind(&self) -> IoKind {
         self.kind
+    }
+
+    /// Why the backend is sendmmsg/recvmmsg although the config allowed io_uring (`None`
+    /// when io_uring is in use or mmsg was asked for).
+    pub fn fallback(&self) -> Option<&str> {
+        self.fallback.as_deref()
     }
 
     /// The bound address (with the port the kernel picked, if 0 was asked).
