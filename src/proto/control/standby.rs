@@ -226,6 +226,7 @@ impl ControlUnit {
                 .chans
                 .iter()
                 .all(|c| c.ready || c.kept_history.is_some())
+            && !self.peer_heard_a_set_of_our_epoch(now_us)
         {
             self.resume_kept_state();
         }
@@ -306,6 +307,21 @@ impl ControlUnit {
     /// have acknowledged the set first), so the state we kept, complete for the epoch we left,
     /// makes us an eligible standby again, with the sync set we were in. Our view is announced with
     /// version 0, so a unit that knows a sync set of this epoch prefers its own.
+    /// A live peer of our epoch reports a sync set with someone in it: a set of this epoch was
+    /// announced, which we missed, so ops may have been committed in it. Seed 17104922 with
+    /// `--extended-faults`: a unit that missed the new primary's announcement resumed its old
+    /// state as an eligible standby of the new epoch while another unit had joined it and ops
+    /// had been committed.
+    fn peer_heard_a_set_of_our_epoch(&self, now_us: u64) -> bool {
+        let timeout = self.cfg.failover_timeout_us;
+        self.peers.iter().enumerate().any(|(i, p)| {
+            i != self.index
+                && p.epoch == self.epoch
+                && p.seen_mask != 0
+                && p.last_rx_us.is_some_and(|t| now_us < t + timeout)
+        })
+    }
+
     fn resume_kept_state(&mut self) {
         for c in &mut self.chans {
             // A channel whose catch-up ended holds the dead epoch's history and ops (none of

@@ -122,15 +122,19 @@ impl ControlUnit {
     }
 
     fn fill_standby_to_primary(&mut self, fb: &mut FrameBuilder<'_>) {
-        let kept = self.kept_epoch.unwrap_or(0);
         for c in &mut self.chans {
             if c.offer_due {
+                // The epoch whose primary sent the op at our position, from our own history:
+                // not the epoch we were in when we kept the state, which a unit that resumed
+                // an older state in a newer epoch would claim for ops that epoch cut (seed
+                // 17104922: a catch-up on the wrong lineage, a standby differing for good).
+                let data_epoch = c.history.epoch_at(c.applied).unwrap_or(0);
                 let offer = LaReplyBody {
                     channel: c.id.into(),
                     flags: 0.into(),
                     last_applied: c.applied.into(),
                     cookie_above: 0.into(),
-                    data_epoch: kept.into(),
+                    data_epoch: data_epoch.into(),
                 };
                 if !fb.push(Kind::LaReply, &offer) {
                     return;
