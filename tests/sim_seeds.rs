@@ -241,6 +241,16 @@ fn a_late_frame_of_a_replaced_line_card_is_not_a_restart() {
     extended_seed_passes(17001089, "all");
 }
 
+/// Four units: one missed the new primary's announcement of a sync set, took the new epoch
+/// for dead and resumed its old state as an eligible standby of it, then offered that state as
+/// of the new epoch's lineage and was caught up on the wrong one: a standby differing from the
+/// primary for good (inv5). It now asks its live peers first, and offers the epoch of its own
+/// last op.
+#[test]
+fn a_unit_that_missed_an_announced_set_does_not_resume_its_old_state() {
+    extended_seed_passes(17104922, "all");
+}
+
 /// Two control units: the primary, deaf to its standby, dropped it, then died. The standby
 /// stays ineligible (it is not in the sync set), so nobody takes over (inv5). Letting a
 /// complete standby of two take over when the set is empty fixes this seed, but a re-transfer
