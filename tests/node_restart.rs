@@ -442,3 +442,96 @@ fn node_refuses_what_it_cannot_tell() {
     assert!(!nodes.dir.join("state/2.started").exists(), "{err}");
     drop(held);
 }
+
+/// Issue 12 item 7: `statesync failover --dry-run` asks the standby what a takeover now would
+/// do, and then a takeover does exactly that: per channel the same resolution, cut and replay.
+#[test]
+fn a_failover_dry_run_predicts_the_takeover() {
+    let mut nodes = Nodes::new("dry-run");
+    let dir = nodes.dir.clone();
+    let addrs = free_addrs(4);
+    let cfg = write_config(&dir, &addrs, "[state]\ndir = \"state\"\n");
+    let cus = [(1, addrs[0]), (2, addrs[1])];
+    let up = Duration::from_secs(8);
+    for id in CUS.into_iter().chain(CLIENTS) {
+        let args = [
+            "node",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--id",
+            &id.to_string(),
+        ];
+        nodes.spawn(&format!("node-{id}"), &args.map(str::to_owned));
+    }
+    wait_for_first_lives(&dir, up);
+    submit(&dir, &cus, 1..=40);
+    wait_for("every node agrees", up, || converged(&dir, 1, 40));
+
+    let out = Command::new(BIN)
+        .args(["failover", "--dry-run", "--json", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let preview: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        preview["node"], 2,
+        "the eligible standby answers: {preview}"
+    );
+    assert_eq!(preview["eligible"], true);
+    let chans = preview["channels"].as_array().unwrap();
+    assert_eq!(chans.len(), 5);
+    for c in chans {
+        // Everything acked and held: nothing to cut, nothing to replay.
+        assert_eq!(c["resolution"], "in_sync", "{c}");
+        assert_eq!(c["replay_bytes"], 0, "{c}");
+        assert_eq!(c["sure"], true, "{c}");
+    }
+    // The table form names the node and every channel.
+    let table = Command::new(BIN)
+        .args(["failover", "--dry-run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("failover dry run on node 2"), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.contains("in_sync")).count(),
+        5,
+        "{text}"
+    );
+
+    // Now the takeover itself.
+    let st = Command::new(BIN)
+        .args(["switchover", "--standby"])
+        .arg(sock(&dir, 2))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let p = wait_for("unit 2 primary, every channel resolved", up, || {
+        status(&sock(&dir, 2)).filter(|v| {
+            v["role"] == "primary"
+                && v["channels"]
+                    .as_array()
+                    .is_some_and(|cs| cs.iter().all(|c| c["last_failover"].is_object()))
+        })
+    });
+    for c in p["channels"].as_array().unwrap() {
+        let f = &c["last_failover"];
+        let ch = c["channel"].as_u64().unwrap() as usize;
+        let want = &chans[ch];
+        assert_eq!(
+            f["resolution"], want["resolution"],
+            "channel {ch}: {f} vs {want}"
+        );
+        assert_eq!(f["cut"], want["cut"], "channel {ch}: {f} vs {want}");
+        assert_eq!(
+            f["replay_bytes"], want["replay_bytes"],
+            "channel {ch}: {f} vs {want}"
+        );
+    }
+}

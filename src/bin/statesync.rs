@@ -56,6 +56,10 @@ enum Cmd {
     Status(statesync::daemon::cli::StatusArgs),
     /// Planned switchover: tell that standby to take over now.
     Switchover(statesync::daemon::cli::SwitchoverArgs),
+    /// Failover dry run (--dry-run): ask a standby what a takeover now would do, per channel:
+    /// its resolution, the cut, and which sections it would replay to which client, with the
+    /// bytes. Nothing is changed.
+    Failover(statesync::daemon::cli::FailoverArgs),
     /// Failover drill: real daemons, kill -9 under load, measured detection and recovery.
     Drill(statesync::cli::drill::DrillArgs),
     /// Send one raw admin request (JSON) and print the reply.
@@ -129,6 +133,7 @@ fn main() -> ExitCode {
         Cmd::Client(a) => statesync::daemon::cli::run_client(a),
         Cmd::Status(a) => statesync::daemon::cli::run_status(a),
         Cmd::Switchover(a) => statesync::daemon::cli::run_switchover(a),
+        Cmd::Failover(a) => statesync::daemon::cli::run_failover(a),
         Cmd::Drill(a) => statesync::cli::drill::run(a),
         Cmd::Admin(a) => admin(a),
         Cmd::Keygen(a) => statesync::daemon::cli::run_keygen(a),

@@ -13,6 +13,7 @@
 //! [`status`] types the `status` request and reply, and pages it rather than cutting it.
 
 pub mod config;
+pub mod dry_run;
 pub mod status;
 pub mod unix;
 pub mod view;
@@ -51,6 +52,8 @@ enum Request {
     Switchover {
         target: NodeId,
     },
+    /// What a takeover by this unit would do now (see [`dry_run`]).
+    FailoverPreview,
     /// One op (`op`), or every op of `from..=to` counted per status.
     OpStatus {
         channel: u32,
@@ -72,6 +75,7 @@ impl Request {
             Request::Status(_) => "status",
             Request::Takeover => "takeover",
             Request::Switchover { .. } => "switchover",
+            Request::FailoverPreview => "failover_preview",
             Request::OpStatus { .. } => "op_status",
         }
     }
@@ -406,7 +410,10 @@ pub fn handle_request_with_lags(
         Ok(r) => r,
         Err(e) => return malformed(stats, e, authenticated),
     };
-    if !authenticated && (given.is_some() || req.is_control()) {
+    // A preview is not control, but its reply grows with the channels: like a control
+    // command it needs the token over UDP.
+    let needs_token = req.is_control() || matches!(req, Request::FailoverPreview);
+    if !authenticated && (given.is_some() || needs_token) {
         stats.refused_token += 1;
         let why = match (token, given) {
             (None, Some(_)) => format!(
@@ -444,6 +451,11 @@ pub fn handle_request_with_lags(
                 .request_switchover(target)
                 .map(|()| json!({"ok": true}))
                 .map_err(|e| format!("switchover to {target} refused: {e}")),
+        },
+        Request::FailoverPreview => match runner.machine.as_cu() {
+            None => Err("failover_preview: this node is a client, not a control unit".to_owned()),
+            Some(cu) => serde_json::to_value(dry_run::build(cu))
+                .map_err(|e| format!("failover_preview: {e}")),
         },
         Request::OpStatus {
             channel,

@@ -198,6 +198,40 @@ pub fn run_status(a: StatusArgs) -> ExitCode {
     })
 }
 
+#[derive(clap::Args, Debug, Clone)]
+pub struct FailoverArgs {
+    /// Only report what a takeover now would do; change nothing. Required: to act, use
+    /// `switchover` (planned) or let the fabric fail over.
+    #[arg(long, required = true)]
+    pub dry_run: bool,
+    /// Deployment config (TOML): where to find each control unit's admin socket.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Ask this control unit (default: the control units in priority order, until one is an
+    /// eligible standby).
+    #[arg(long)]
+    pub id: Option<NodeId>,
+    /// Over UDP admin listeners: a file holding the admin token (`admin.token_file`).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Print the reply as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// How long to wait for each reply, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub timeout_ms: u64,
+}
+
+pub fn run_failover(a: FailoverArgs) -> ExitCode {
+    super::admin::dry_run::run(
+        &a.config,
+        a.id,
+        a.token_file.as_deref(),
+        a.json,
+        Duration::from_millis(a.timeout_ms),
+    )
+}
+
 pub fn run_switchover(a: SwitchoverArgs) -> ExitCode {
     match ask(
         &a.standby,

@@ -15,7 +15,7 @@ pub mod state;
 mod table;
 
 pub use client::Client;
-pub use control::{ChannelFailover, ControlUnit, RestoreError, SubmitError};
+pub use control::{ChannelFailover, ControlUnit, FailoverPreview, RestoreError, SubmitError};
 pub use history::{OpStatus, StatusCounts};
 pub use node::Node;
 pub use state::ChannelState;

@@ -167,6 +167,13 @@ impl ChannelState {
             .sum()
     }
 
+    /// What replaying the sections of `mask` puts on the wire: each entry's value and its
+    /// bulk-entry header.
+    pub fn wire_bytes(&self, mask: u64) -> u64 {
+        self.value_bytes(mask)
+            + self.entry_count(mask) * (size_of::<crate::wire::BulkEntry>() as u64 + 4)
+    }
+
     /// Entries held in the sections of `mask` (client-visible only).
     pub fn entry_count(&self, mask: u64) -> u64 {
         (0..SECTIONS)

@@ -489,20 +489,19 @@ pub fn hex_digest(d: u64) -> String {
     format!("{d:016x}")
 }
 
-/// What a full replay of this channel's client-visible state would put on the wire.
-fn state_wire_bytes(s: &crate::proto::ChannelState) -> u64 {
-    let all = crate::proto::state::ALL_SECTIONS_MASK;
-    s.value_bytes(all) + s.entry_count(all) * (size_of::<crate::wire::BulkEntry>() as u64 + 4)
-}
-
-fn channel_failover(f: crate::proto::ChannelFailover) -> ChannelFailover {
+/// A resolution as status and the dry run name it, with the client's op where it has one.
+pub fn resolution_name(r: crate::proto::Resolution, cut: u64) -> (&'static str, Option<u64>) {
     use crate::proto::Resolution;
-    let (resolution, client_op) = match f.resolution {
-        Resolution::Behind { client_op } if client_op == f.cut => ("in_sync", Some(client_op)),
+    match r {
+        Resolution::Behind { client_op } if client_op == cut => ("in_sync", Some(client_op)),
         Resolution::Behind { client_op } => ("behind", Some(client_op)),
         Resolution::Ahead { client_op } => ("ahead", Some(client_op)),
         Resolution::Unknown => ("unknown", None),
-    };
+    }
+}
+
+fn channel_failover(f: crate::proto::ChannelFailover) -> ChannelFailover {
+    let (resolution, client_op) = resolution_name(f.resolution, f.cut);
     ChannelFailover {
         epoch: f.epoch,
         resolution: resolution.to_owned(),
@@ -538,7 +537,9 @@ fn cu_channel(cu: &ControlUnit, ch: u32, lags: Option<&Lags>) -> ChannelStatus {
         public_digest: hex_digest(state.map_or(0, |s| s.public_digest())),
         full_digest: Some(hex_digest(state.map_or(0, |s| s.full_digest()))),
         history: Some(cu.history(ch).segments().map(|(e, s)| [e, s]).collect()),
-        state_bytes: Some(state.map_or(0, state_wire_bytes)),
+        state_bytes: Some(
+            state.map_or(0, |s| s.wire_bytes(crate::proto::state::ALL_SECTIONS_MASK)),
+        ),
         last_failover: cu.last_failover(ch).map(channel_failover),
         lag_ops: Some(top.saturating_sub(done)),
         lag_ms: ages.map(|a| if top > done { a.0 } else { 0 }),

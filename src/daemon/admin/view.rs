@@ -185,7 +185,11 @@ pub struct ClusterStatus {
 
 /// Where to ask node `id`: its UDP listener when it has one and a token is given, else its
 /// Unix socket.
-fn admin_target(cfg: &DeploymentConfig, id: NodeId, token: Option<&AdminToken>) -> Target {
+pub(super) fn admin_target(
+    cfg: &DeploymentConfig,
+    id: NodeId,
+    token: Option<&AdminToken>,
+) -> Target {
     match cfg.node(id).and_then(|(_, n)| n.admin) {
         Some(a) if token.is_some() => Target::Udp(a),
         _ => Target::Unix(cfg.admin.socket_path(id)),

@@ -1,10 +1,10 @@
 //! Taking over [0068-0077]: raise the epoch, ask every client what it last applied, cut each
 //! channel's pending ring per the policy, and replay only what is out of sync.
 
-use super::ControlUnit;
 use super::cut::{Answer, HeldView, decide};
 use super::role::{RoleState, Takeover, TakeoverChan};
 use super::standby::apply_through;
+use super::{ControlUnit, FailoverPreview};
 use crate::proto::state::ALL_SECTIONS_MASK;
 use crate::proto::{Event, InjectedBug, Resolution, Role, make_epoch};
 use crate::wire::{LA_FLAG_UNKNOWN, LaReplyBody};
@@ -17,6 +17,45 @@ impl ControlUnit {
         }
         self.start_failover(now_us, true);
         Ok(())
+    }
+
+    /// What a takeover by this unit would decide now, per channel, without acting (`statesync
+    /// failover --dry-run`). It runs the same cut decision (`cut::decide`) on what this unit
+    /// holds, with the client's answer taken to be its last acknowledged op (the acks the
+    /// primary forwarded). At a real takeover the client answers for itself: one that applied
+    /// more since, or lost its history, is resolved otherwise; `sure` is false where the
+    /// preview cannot know (a client acknowledged ops this unit never held, so which sections
+    /// they touched is the client's to say).
+    pub fn failover_preview(&self) -> Vec<FailoverPreview> {
+        self.chans
+            .iter()
+            .map(|c| {
+                let view = HeldView {
+                    floor: c.applied.max(c.preapplied_top),
+                    held: c.held_top(),
+                    acked: c.acked,
+                };
+                let answer = Answer::Applied {
+                    op: c.acked,
+                    cookie_above: 0,
+                };
+                let d = decide(view, answer, self.cfg.cut_policy, |op| {
+                    c.ring.get(op).map(|s| (s.cookie, s.preapplied))
+                });
+                let sections = d.replay.unwrap_or(0);
+                FailoverPreview {
+                    channel: c.id,
+                    client: c.owner,
+                    resolution: d.resolution,
+                    cut: d.cut,
+                    held: view.held,
+                    replay_sections: sections,
+                    replay_bytes: c.state.wire_bytes(sections),
+                    full_replay_bytes: c.state.wire_bytes(ALL_SECTIONS_MASK),
+                    sure: !matches!(d.resolution, Resolution::Ahead { .. }),
+                }
+            })
+            .collect()
     }
 
     pub(super) fn start_failover(&mut self, now_us: u64, operator: bool) {

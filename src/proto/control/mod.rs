@@ -213,6 +213,26 @@ pub struct ChannelFailover {
     pub resent_bytes: u64,
 }
 
+/// What a takeover now would decide for one channel (see
+/// [`ControlUnit::failover_preview`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailoverPreview {
+    pub channel: u32,
+    pub client: NodeId,
+    pub resolution: crate::proto::Resolution,
+    pub cut: u64,
+    /// The highest op this unit holds of the channel.
+    pub held: u64,
+    /// Sections that would be replayed to the client (0: none).
+    pub replay_sections: u64,
+    /// Bytes of those sections' entries on the wire, and of the whole channel.
+    pub replay_bytes: u64,
+    pub full_replay_bytes: u64,
+    /// False where only the client's own answer can tell (it acknowledged ops this unit never
+    /// held: the sections they touched are unknown here).
+    pub sure: bool,
+}
+
 /// Why a control-plane request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 #[non_exhaustive]

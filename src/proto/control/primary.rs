@@ -628,9 +628,7 @@ impl ControlUnit {
             std::iter::empty(),
             now_us,
         );
-        let full_bytes = c.state.value_bytes(ALL_SECTIONS_MASK)
-            + c.state.entry_count(ALL_SECTIONS_MASK)
-                * (size_of::<crate::wire::BulkEntry>() as u64 + 4);
+        let full_bytes = c.state.wire_bytes(ALL_SECTIONS_MASK);
         self.counters.replays_started += 1;
         if let Some(f) = &mut c.last_failover
             && f.epoch == self.epoch
