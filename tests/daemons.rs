@@ -5,95 +5,17 @@
 
 mod common;
 
-use common::{Submitter, status, submit_frame, wait_for};
+use common::{Children, Submitter, status, submit_frame, wait_for};
 use serde_json::{Value, json};
 use statesync::auth::{Auth, LinkKeys};
 use statesync::daemon::admin::request_unix;
 use statesync::wire::FrameBuilder;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_statesync");
-
-/// Kills every child still running when dropped (on any failure path), and prints their logs
-/// if the test is failing.
-struct Children {
-    dir: PathBuf,
-    procs: Vec<(String, Child)>,
-}
-
-impl Children {
-    fn new(name: &str) -> Children {
-        let dir = std::env::temp_dir().join(format!("statesync-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Children {
-            dir,
-            procs: Vec::new(),
-        }
-    }
-
-    fn spawn(&mut self, name: &str, args: &[&str]) {
-        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
-        let child = Command::new(BIN)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
-        self.procs.push((name.to_owned(), child));
-    }
-
-    fn logs(&self) -> String {
-        let mut s = String::new();
-        for (name, _) in &self.procs {
-            let text =
-                std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
-            s += &format!("---- {name} ----\n{text}");
-        }
-        s
-    }
-
-    /// SIGTERMs every child and waits (up to `timeout`) for each to exit.
-    fn terminate(&mut self, timeout: Duration) -> Vec<(String, Option<ExitStatus>)> {
-        for (_, c) in &self.procs {
-            // SAFETY: plain kill(2) on a child we spawned and have not reaped yet.
-            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
-        }
-        let deadline = Instant::now() + timeout;
-        let mut out = Vec::new();
-        for (name, c) in &mut self.procs {
-            let status = loop {
-                match c.try_wait().unwrap() {
-                    Some(s) => break Some(s),
-                    None if Instant::now() >= deadline => break None,
-                    None => std::thread::sleep(Duration::from_millis(10)),
-                }
-            };
-            out.push((name.clone(), status));
-        }
-        out
-    }
-}
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for (_, c) in &mut self.procs {
-            if c.try_wait().ok().flatten().is_none() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-        if std::thread::panicking() {
-            eprintln!("{}", self.logs());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
 
 /// Distinct free loopback UDP ports (all held until every one is picked).
 fn free_ports(n: usize) -> Vec<u16> {
@@ -608,17 +530,6 @@ fn udp_admin_needs_the_token_and_never_amplifies() {
     }
 }
 
-/// SIGKILLs one child (a crash: no clean shutdown) and waits for it.
-fn crash(kids: &mut Children, name: &str) {
-    let (_, c) = kids
-        .procs
-        .iter_mut()
-        .find(|(n, _)| n == name)
-        .unwrap_or_else(|| panic!("{name} is not running"));
-    c.kill().unwrap();
-    c.wait().unwrap();
-}
-
 fn epoch_in_file(path: &Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
@@ -667,7 +578,7 @@ fn restarted_control_unit_keeps_its_epoch() {
     assert_eq!(epoch_in_file(&file1), Some(e2));
 
     // Crash unit 2 and restart it: before it hears anyone it already knows its epoch.
-    crash(&mut kids, "cu2");
+    kids.crash("cu2");
     kids.spawn(
         "cu2-again",
         &["standby", "--config", &cfg, "--id", "2", "--rejoin"],
@@ -706,7 +617,7 @@ fn restarted_control_unit_keeps_its_epoch() {
     assert_eq!(epoch_in_file(&file2), Some(e3));
 
     // A corrupt state file: unit 2 refuses to start, naming the file.
-    crash(&mut kids, "cu2-again");
+    kids.crash("cu2-again");
     std::fs::write(&file2, "not an epoch\n").unwrap();
     let out = Command::new(BIN)
         .args(["standby", "--config", &cfg, "--id", "2", "--rejoin"])
@@ -717,7 +628,7 @@ fn restarted_control_unit_keeps_its_epoch() {
     assert!(err.contains(&file2.display().to_string()), "{err}");
 
     // A unit that has seen a later epoch cannot start in the initial one.
-    crash(&mut kids, "cu1");
+    kids.crash("cu1");
     let out = Command::new(BIN)
         .args(["primary", "--config", &cfg, "--id", "1"])
         .output()

@@ -2,7 +2,6 @@
 //! level, a time stamp and the node's id; a flood of garbage datagrams is counted in `status`
 //! but logged as a few rate-limited lines, never one per datagram.
 
-#[allow(dead_code)] // Only some of the shared helpers are used here.
 mod common;
 
 use common::{status, wait_for};

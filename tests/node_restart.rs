@@ -6,116 +6,15 @@
 
 mod common;
 
-use common::{Submitter, status, submit_frame, wait_for};
+use common::{Children, Submitter, status, submit_frame, wait_for};
 use serde_json::Value;
 use statesync::auth::HELLO_INTERVAL_US;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_statesync");
-
-/// The daemons of one test, each started by its command line and logging to its own file
-/// (`<name>.log`, a restart appends to it). Kills what still runs when dropped and prints the
-/// logs if the test is failing.
-struct Nodes {
-    dir: PathBuf,
-    procs: Vec<(String, Child)>,
-}
-
-impl Nodes {
-    fn new(name: &str) -> Nodes {
-        let dir = std::env::temp_dir().join(format!("statesync-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Nodes {
-            dir,
-            procs: Vec::new(),
-        }
-    }
-
-    fn log_path(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.log"))
-    }
-
-    fn spawn(&mut self, name: &str, args: &[String]) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path(name))
-            .unwrap();
-        let child = Command::new(BIN)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
-        self.procs.push((name.to_owned(), child));
-    }
-
-    /// SIGKILL: a crash, no clean shutdown. The process is reaped and forgotten.
-    fn crash(&mut self, name: &str) {
-        let i = self
-            .procs
-            .iter()
-            .position(|(n, _)| n == name)
-            .unwrap_or_else(|| panic!("{name} is not running"));
-        let (_, mut c) = self.procs.remove(i);
-        c.kill().unwrap();
-        c.wait().unwrap();
-    }
-
-    fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.log_path(name)).unwrap_or_default()
-    }
-
-    /// SIGTERMs every node and checks that each exits 0 within `timeout`.
-    fn terminate(&mut self, timeout: Duration) {
-        for (_, c) in &self.procs {
-            // SAFETY: plain kill(2) on a child we spawned and have not reaped yet.
-            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
-        }
-        let deadline = Instant::now() + timeout;
-        for (name, c) in &mut self.procs {
-            let st = loop {
-                match c.try_wait().unwrap() {
-                    Some(s) => break s,
-                    None if Instant::now() >= deadline => panic!("{name}: no exit after SIGTERM"),
-                    None => std::thread::sleep(Duration::from_millis(10)),
-                }
-            };
-            assert_eq!(st.code(), Some(0), "{name} exited with {st}");
-        }
-    }
-}
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for (_, c) in &mut self.procs {
-            if c.try_wait().ok().flatten().is_none() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-        if std::thread::panicking() {
-            let mut names: Vec<String> = std::fs::read_dir(&self.dir)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter_map(|f| f.strip_suffix(".log").map(str::to_owned))
-                .collect();
-            names.sort();
-            for n in names {
-                eprintln!("---- {n} ----\n{}", self.log(&n));
-            }
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
 
 /// Distinct free loopback UDP ports (all held until every one is picked).
 fn free_addrs(n: usize) -> Vec<SocketAddr> {
@@ -273,7 +172,7 @@ fn wait_for_first_lives(dir: &Path, up: Duration) {
 #[test]
 fn every_node_restarts_with_its_first_command_line() {
     let t0 = Instant::now();
-    let mut nodes = Nodes::new("node-restart");
+    let mut nodes = Children::new("node-restart");
     let dir = nodes.dir.clone();
     let addrs = free_addrs(4);
     let cfg = write_config(&dir, &addrs, "[state]\ndir = \"state\"\n");
@@ -362,7 +261,9 @@ fn every_node_restarts_with_its_first_command_line() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["epoch"], epoch);
 
-    nodes.terminate(Duration::from_secs(3));
+    for (name, st) in nodes.terminate(Duration::from_secs(3)) {
+        assert_eq!(st.and_then(|s| s.code()), Some(0), "{name}");
+    }
     let took = t0.elapsed();
     eprintln!("node_restart: {took:?}");
     assert!(took < Duration::from_secs(30), "took {took:?}");
@@ -373,7 +274,7 @@ fn every_node_restarts_with_its_first_command_line() {
 /// times. The control units run under the older subcommands (no state dir, no `node`).
 #[test]
 fn a_client_without_state_dir_always_asks_for_a_replay() {
-    let mut nodes = Nodes::new("node-stateless-client");
+    let mut nodes = Children::new("node-stateless-client");
     let dir = nodes.dir.clone();
     let addrs = free_addrs(4);
     let cfg = write_config(&dir, &addrs, "");
@@ -406,14 +307,16 @@ fn a_client_without_state_dir_always_asks_for_a_replay() {
         "{log}"
     );
     assert!(!dir.join("state").exists());
-    nodes.terminate(Duration::from_secs(3));
+    for (name, st) in nodes.terminate(Duration::from_secs(3)) {
+        assert_eq!(st.and_then(|s| s.code()), Some(0), "{name}");
+    }
 }
 
 /// `statesync node` refuses, exit 2, what it cannot decide: a control unit without
 /// `[state] dir`, an id the config lacks.
 #[test]
 fn node_refuses_what_it_cannot_tell() {
-    let nodes = Nodes::new("node-refuses");
+    let nodes = Children::new("node-refuses");
     let cfg = write_config(&nodes.dir, &free_addrs(4), "");
     let cfg = cfg.to_str().unwrap();
     for (id, says) in [("1", "[state] dir"), ("7", "--id 7")] {
@@ -447,7 +350,7 @@ fn node_refuses_what_it_cannot_tell() {
 /// do, and then a takeover does exactly that: per channel the same resolution, cut and replay.
 #[test]
 fn a_failover_dry_run_predicts_the_takeover() {
-    let mut nodes = Nodes::new("dry-run");
+    let mut nodes = Children::new("dry-run");
     let dir = nodes.dir.clone();
     let addrs = free_addrs(4);
     let cfg = write_config(&dir, &addrs, "[state]\ndir = \"state\"\n");

@@ -5,67 +5,19 @@
 
 mod common;
 
-use common::{Submitter, status, submit_frame, wait_for};
+use common::{Children, Submitter, status, submit_frame, wait_for};
 use serde_json::Value;
 use statesync::daemon::admin::status::{StatusReply, fetch, fetch_with};
 use statesync::daemon::admin::{MAX_REPLY_BYTES, Target, read_token_file};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_statesync");
 
 /// Channels of the line card: enough that a control unit's status is well over one datagram.
 const CHANNELS: u32 = 800;
-
-/// Kills every child still running when dropped, and prints their logs if the test failed.
-struct Children {
-    dir: PathBuf,
-    procs: Vec<(String, Child)>,
-}
-
-impl Children {
-    fn new(name: &str) -> Children {
-        let dir = std::env::temp_dir().join(format!("statesync-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Children {
-            dir,
-            procs: Vec::new(),
-        }
-    }
-
-    fn spawn(&mut self, name: &str, args: &[&str]) {
-        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
-        let child = Command::new(BIN)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
-        self.procs.push((name.to_owned(), child));
-    }
-}
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for (_, c) in &mut self.procs {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            for (name, _) in &self.procs {
-                let text = std::fs::read_to_string(self.dir.join(format!("{name}.log")))
-                    .unwrap_or_default();
-                eprintln!("---- {name} ----\n{text}");
-            }
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
 
 fn free_ports(n: usize) -> Vec<SocketAddr> {
     let socks: Vec<UdpSocket> = (0..n)
@@ -291,7 +243,7 @@ fn cluster_table_and_statuses_larger_than_a_datagram() {
     // Unit 3 frozen (SIGSTOP) under changes: nothing commits, so the primary's commit lag
     // grows in ops and in time; unit 3 does not answer (a row saying so); unit 2, in the sync
     // set, has everything. Resumed well before the failover timeout.
-    let pid3 = kids.procs.iter().find(|p| p.0 == "cu3").unwrap().1.id() as libc::pid_t;
+    let pid3 = kids.pid("cu3") as libc::pid_t;
     // SAFETY: plain kill(2) on a child we spawned and have not reaped yet.
     unsafe { libc::kill(pid3, libc::SIGSTOP) };
     let frozen = Instant::now();

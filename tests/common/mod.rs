@@ -1,5 +1,8 @@
 //! Helpers shared by the integration tests that drive real daemons.
 
+// Each test file uses some of them.
+#![allow(dead_code)]
+
 use serde_json::{Value, json};
 use statesync::auth::{Auth, LinkKeys};
 use statesync::daemon::admin::request_unix;
@@ -100,6 +103,132 @@ impl Submitter {
         for (id, addr) in self.cus.clone() {
             assert!(self.auth.seal(id, frame));
             self.sock.send_to(frame, addr).unwrap();
+        }
+    }
+}
+
+/// The daemons of one test, each started from its command line and logging to its own file in
+/// the test's directory (`<name>.log`; a restart under the same name appends). Kills what still
+/// runs when dropped, and prints every log if the test is failing.
+pub struct Children {
+    pub dir: std::path::PathBuf,
+    procs: Vec<(String, std::process::Child)>,
+}
+
+impl Children {
+    /// A fresh directory for the test `name`.
+    pub fn new(name: &str) -> Children {
+        let dir = std::env::temp_dir().join(format!("statesync-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Children {
+            dir,
+            procs: Vec::new(),
+        }
+    }
+
+    pub fn log_path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.join(format!("{name}.log"))
+    }
+
+    /// Starts `statesync ARGS` as `name`.
+    pub fn spawn<S: AsRef<std::ffi::OsStr>>(&mut self, name: &str, args: &[S]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(name))
+            .unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_statesync"))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+        self.procs.push((name.to_owned(), child));
+    }
+
+    /// SIGKILL: a crash, no clean shutdown. The process is reaped and forgotten (its log
+    /// stays).
+    pub fn crash(&mut self, name: &str) {
+        let i = self
+            .procs
+            .iter()
+            .position(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("{name} is not running"));
+        let (_, mut c) = self.procs.remove(i);
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+
+    /// The process ID of the running child `name`.
+    pub fn pid(&self, name: &str) -> u32 {
+        self.procs
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("{name} is not running"))
+            .1
+            .id()
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.log_path(name)).unwrap_or_default()
+    }
+
+    /// Every log of the test's directory, each under its name.
+    pub fn logs(&self) -> String {
+        let mut names: Vec<String> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter_map(|f| f.strip_suffix(".log").map(str::to_owned))
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|n| format!("---- {n} ----\n{}", self.log(n)))
+            .collect()
+    }
+
+    /// SIGTERMs every running child and waits (up to `timeout`) for each to exit: its exit
+    /// status, or `None` if it did not.
+    pub fn terminate(
+        &mut self,
+        timeout: Duration,
+    ) -> Vec<(String, Option<std::process::ExitStatus>)> {
+        for (_, c) in &self.procs {
+            // SAFETY: plain kill(2) on a child we spawned and have not reaped yet.
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        for (name, c) in &mut self.procs {
+            let status = loop {
+                match c.try_wait().unwrap() {
+                    Some(s) => break Some(s),
+                    None if Instant::now() >= deadline => break None,
+                    None => std::thread::sleep(Duration::from_millis(10)),
+                }
+            };
+            out.push((name.clone(), status));
+        }
+        out
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.procs {
+            if c.try_wait().ok().flatten().is_none() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }
