@@ -880,7 +880,7 @@ fn run_round(
     let xfer_before: Vec<Option<u64>> = (0..lab.cus.len()).map(|i| xfer_bytes(lab, i)).collect();
     // For the plot's first accepted submit: what each unit had accepted before the kill.
     let submits_before: Vec<Option<u64>> = (0..lab.cus.len())
-        .map(|i| counter(lab, i, |c| c.submits_accepted))
+        .map(|i| counter(lab, i, |c| c.core.submits_accepted))
         .collect();
     let mut sigkill_us = None;
     let mut restarted_us = None;
@@ -1076,7 +1076,7 @@ fn run_round(
             .clients
             .iter()
             .filter_map(|c| lab.status(&c.admin))
-            .map(|v| v.counters.rejected_stale_epoch)
+            .map(|v| v.counters.core.rejected_stale_epoch)
             .sum();
         round.stale_fenced = Some(fenced.is_ok());
         println!(
@@ -1301,7 +1301,7 @@ fn first_accepted_submit(lab: &Lab, np: usize, before: u64, after_us: u64) -> Op
     let mut after = after_us;
     while start.elapsed() < Duration::from_millis(300) {
         if let Some(v) = lab.status(&lab.cus[np].admin) {
-            let (now, n) = (v.now_unix_us, v.counters.submits_accepted);
+            let (now, n) = (v.now_unix_us, v.counters.core.submits_accepted);
             if n > before {
                 return Some((after, now));
             }
@@ -1323,7 +1323,7 @@ fn in_sync_standby(l: &Lab, p: usize, i: usize) -> bool {
 /// transfer counter: a primary adds each snapshot stream's payload when it starts it, whatever
 /// peer it goes to (a standby counts nothing), so the drill reads the sender's delta.
 fn xfer_bytes(lab: &Lab, idx: usize) -> Option<u64> {
-    counter(lab, idx, |c| c.xfer_bytes)
+    counter(lab, idx, |c| c.core.xfer_bytes)
 }
 
 /// One of a control unit's status `counters`.

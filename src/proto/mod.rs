@@ -568,8 +568,10 @@ impl std::fmt::Display for Event {
     }
 }
 
-/// Counters every node keeps; rejections are counted by reason.
-#[derive(Debug, Clone, Default)]
+/// Counters every node keeps; rejections are counted by reason. Serializable as they are, so
+/// that status replies carry every one of them without a second list to keep in step.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Counters {
     pub frames_rx: u64,
     pub frames_tx: u64,

@@ -212,57 +212,21 @@ pub struct PeerStatus {
     pub in_sync_set: Option<bool>,
 }
 
-/// The protocol core's counters (`proto::Counters`), and their sum of rejections.
+/// The protocol core's counters (`proto::Counters`, every field under its own name), and
+/// their sum of rejections.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CounterStatus {
-    pub frames_rx: u64,
-    pub frames_tx: u64,
-    pub bytes_tx: u64,
-    pub rejected_malformed: u64,
-    pub rejected_stale_epoch: u64,
-    pub rejected_unknown_sender: u64,
-    pub rejected_unexpected: u64,
-    pub rejected_extra_heartbeats: u64,
-    pub rejected_stale_heartbeats: u64,
-    pub rejected_foreign_epoch: u64,
-    pub rejected_stale_unknown: u64,
+    #[serde(flatten)]
+    pub core: Counters,
     pub rejected: u64,
-    pub updates_applied: u64,
-    pub retransmits: u64,
-    pub nacks_sent: u64,
-    pub replays_started: u64,
-    pub replay_bytes: u64,
-    pub xfer_bytes: u64,
-    pub xfer_catch_ups: u64,
-    pub submits_accepted: u64,
-    pub submits_rejected: u64,
 }
 
 impl From<&Counters> for CounterStatus {
     fn from(c: &Counters) -> CounterStatus {
         CounterStatus {
-            frames_rx: c.frames_rx,
-            frames_tx: c.frames_tx,
-            bytes_tx: c.bytes_tx,
-            rejected_malformed: c.rejected_malformed,
-            rejected_stale_epoch: c.rejected_stale_epoch,
-            rejected_unknown_sender: c.rejected_unknown_sender,
-            rejected_unexpected: c.rejected_unexpected,
-            rejected_extra_heartbeats: c.rejected_extra_heartbeats,
-            rejected_stale_heartbeats: c.rejected_stale_heartbeats,
-            rejected_foreign_epoch: c.rejected_foreign_epoch,
-            rejected_stale_unknown: c.rejected_stale_unknown,
+            core: *c,
             rejected: c.rejected(),
-            updates_applied: c.updates_applied,
-            retransmits: c.retransmits,
-            nacks_sent: c.nacks_sent,
-            replays_started: c.replays_started,
-            replay_bytes: c.replay_bytes,
-            xfer_bytes: c.xfer_bytes,
-            xfer_catch_ups: c.xfer_catch_ups,
-            submits_accepted: c.submits_accepted,
-            submits_rejected: c.submits_rejected,
         }
     }
 }

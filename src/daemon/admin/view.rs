@@ -515,7 +515,7 @@ pub fn format_status(v: &StatusReply) -> String {
             .collect();
         let _ = writeln!(out, "peers heard: {}", peers.join("; "));
     }
-    let c = &v.counters;
+    let c = &v.counters.core;
     let _ = writeln!(
         out,
         "frames rx {} tx {}; rejected: malformed {}, stale epoch {}, unknown sender {}, unexpected {}; retransmits {}, replays {}",
