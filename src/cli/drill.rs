@@ -21,6 +21,7 @@ pub struct DrillArgs {
     /// Failovers to run.
     #[arg(long, default_value_t = 3)]
     pub rounds: u32,
+    /// Line cards (client daemons) in the lab.
     #[arg(long, default_value_t = 3)]
     pub clients: u32,
     /// Channels per client.
@@ -50,16 +51,22 @@ pub struct DrillArgs {
     /// out-of-sync: sections the load touches after the state is filled.
     #[arg(long, default_value_t = 4)]
     pub load_sections: u8,
+    /// Heartbeat interval of every node, in milliseconds.
     #[arg(long, default_value_t = 10)]
     pub heartbeat_ms: u64,
+    /// Silence after which a standby declares the primary lost, in milliseconds (the drop
+    /// timeout is twice this).
     #[arg(long, default_value_t = 50)]
     pub failover_timeout_ms: u64,
+    /// Also write the report (every round's figures) as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Draw the first round that finished into this SVG: its events on a time axis (from the
     /// daemons' logs and status replies) and the bytes replayed per channel.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+    /// Seed of the drill's random choices (which channels, keys and values the load touches)
+    /// and of the injected network faults, so a drill repeats its choices from it.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// How long a round waits for clients (and then the rejoined standby) to converge before
