@@ -65,8 +65,8 @@ pub struct DrillArgs {
     /// daemons' logs and status replies) and the bytes replayed per channel.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
-    /// Seed of the drill's random choices (which channels, keys and values the load touches)
-    /// and of the injected network faults, so a drill repeats its choices from it.
+    /// Seed of the drill's random choices (how long each round loads before the fault, which
+    /// line card a line-card variant restarts) and of the injected network faults.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// How long a round waits for clients (and then the rejoined standby) to converge before
