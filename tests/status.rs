@@ -233,8 +233,10 @@ fn cluster_table_and_statuses_larger_than_a_datagram() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1200));
+    // SIGTERM, not SIGINT: a test run started in the background by a non-interactive shell
+    // (as CI may be) inherits SIGINT ignored, and the watch would then never stop.
     // SAFETY: plain kill(2) on a child we spawned and have not reaped yet.
-    unsafe { libc::kill(w.id() as libc::pid_t, libc::SIGINT) };
+    unsafe { libc::kill(w.id() as libc::pid_t, libc::SIGTERM) };
     let out = w.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.matches("\x1b[2J").count() >= 2, "{text}");
