@@ -13,8 +13,13 @@ use std::sync::Mutex;
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn drill(extra: &[&str]) -> (Output, String) {
+    drill_with(Command::new(env!("CARGO_BIN_EXE_statesync")), extra)
+}
+
+/// A short drill run by `cmd` (a statesync binary), with `extra` arguments.
+fn drill_with(mut cmd: Command, extra: &[&str]) -> (Output, String) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let out = Command::new(env!("CARGO_BIN_EXE_statesync"))
+    let out = cmd
         .args([
             "drill",
             "--rounds",
@@ -139,4 +144,122 @@ fn three_control_units_kill_primary_rounds_converge() {
     let at = round1.find("standby transfer").expect("checked above");
     let full = number_after(&round1[at..], "vs full");
     assert!(sent * 2 < full, "{round1}");
+}
+
+/// An out-of-sync round: clients are ahead of the standby on every loaded channel when it takes
+/// over. `failover --dry-run`, asked as the standby resumes (with each client's own answer),
+/// must predict per channel the resolution, cut, sections and bytes the failover then replays.
+/// The drill's role-change hooks write one file per transition, read here from the directory.
+#[test]
+fn out_of_sync_failover_does_what_the_dry_run_predicted_and_hooks_write_each_transition() {
+    let tmp = std::env::temp_dir().join(format!("statesync-drill-oos-{}", std::process::id()));
+    let hooks = tmp.join("hooks");
+    let json = tmp.join("report.json");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let (out, stdout) = drill(&[
+        "--variant",
+        "out-of-sync",
+        "--hook-dir",
+        hooks.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "drill failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("drill --json wrote its report"))
+            .unwrap();
+    // Every hook file: "node role epoch reason".
+    let files: Vec<(u64, String, u64, String)> = std::fs::read_dir(&hooks)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| {
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            let mut w = text.trim_end().splitn(4, ' ');
+            (
+                w.next().unwrap().parse().unwrap(),
+                w.next().unwrap().to_owned(),
+                w.next().unwrap().parse().unwrap(),
+                w.next().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let _ = std::fs::remove_dir_all(&tmp);
+    assert!(
+        files.iter().any(|(n, r, e, why)| *n == 1
+            && r == "primary"
+            && *e == 256
+            && why == "start: primary"),
+        "{files:?}"
+    );
+    for round in report["per_round"].as_array().unwrap() {
+        let new_primary = round["new_primary"].as_u64().unwrap();
+        let killed = round["killed"].as_u64().unwrap();
+        assert_eq!(round["primary_hook"], true, "{round}");
+        // The takeover, and the killed unit's way back (joining, then standby), each a file.
+        let took_over = files
+            .iter()
+            .find(|(n, r, _, why)| {
+                *n == new_primary && r == "primary" && why.starts_with("failover")
+            })
+            .unwrap_or_else(|| panic!("no takeover hook file: {files:?}"));
+        for role in ["joining", "standby"] {
+            assert!(
+                files.iter().any(|(n, r, e, _)| *n == killed
+                    && r == role
+                    && (role == "joining" || *e == took_over.2)),
+                "no {role} hook file of unit {killed}: {files:?}"
+            );
+        }
+        let d = &round["dry_run"];
+        assert_eq!(d["missed"], false, "{round}");
+        let channels = d["channels"].as_u64().unwrap();
+        assert!(
+            channels > 0 && round["out_of_sync_channels"].as_u64().unwrap() > 0,
+            "{round}"
+        );
+        assert_eq!(d["matching"].as_u64(), Some(channels), "{d}");
+        assert_eq!(d["answered"].as_u64(), Some(channels), "{d}");
+        assert_eq!(d["predicted_replay_bytes"], d["replayed_bytes"], "{d}");
+    }
+}
+
+/// `cargo install` puts the binary far from the repository's `tools/`: the namespace lab must
+/// not need them. A copy of the binary in a bare directory, run from there, builds the lab (one
+/// network namespace per node), runs two rounds across it and tears it down. Needs root and
+/// iproute2, as `drill --netns` does; without them the test says so and checks nothing.
+#[test]
+fn an_installed_binary_runs_the_namespace_lab() {
+    // SAFETY: geteuid takes no arguments, touches no memory and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let ip = Command::new("ip").args(["netns", "list"]).output();
+    if !root || !ip.is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIPPED: drill --netns needs root and iproute2");
+        return;
+    }
+    let bare = std::env::temp_dir().join(format!("statesync-installed-{}", std::process::id()));
+    std::fs::create_dir_all(&bare).unwrap();
+    let exe = bare.join("statesync");
+    std::fs::copy(env!("CARGO_BIN_EXE_statesync"), &exe).unwrap();
+    let mut cmd = Command::new(&exe);
+    cmd.current_dir(&bare);
+    let (out, stdout) = drill_with(cmd, &["--netns"]);
+    let _ = std::fs::remove_dir_all(&bare);
+    assert!(
+        out.status.success(),
+        "drill --netns failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("network namespaces"), "{stdout}");
+    assert!(stdout.contains("rounds converged: 2 of 2"), "{stdout}");
+    let left = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let left = String::from_utf8_lossy(&left.stdout);
+    assert!(
+        !left.lines().any(|l| l.starts_with("ss-")),
+        "the lab was not torn down: {left}"
+    );
 }

@@ -7,6 +7,7 @@
 //! old primary (it rejoins as standby), compares its full state with the new primary's, and
 //! repeats. A round that fails, even one that cannot start, is reported as a failed round.
 
+use super::drill_checks::{self, DryRunCheck, HookRecord};
 use crate::daemon::admin::status::{ChannelStatus, CounterStatus, StatusReply};
 use crate::proto::InjectedBug;
 use crate::rng::SplitMix64;
@@ -81,10 +82,32 @@ pub struct DrillArgs {
     /// `discard-committed` must show committed ops lost.
     #[arg(long, value_name = "NAME", default_value = "none")]
     pub inject_bug: InjectedBug,
+    /// Where the control units' role-change hooks write one file per transition (default: the
+    /// work directory's `hooks/`). Every round checks that the new primary's `on_primary` ran.
+    #[arg(long, value_name = "DIR")]
+    pub hook_dir: Option<PathBuf>,
     /// Run the daemons and the load client without frame authentication (for comparison; by
     /// default the drill writes fresh keys for every link into its work directory).
     #[arg(long)]
     pub insecure: bool,
+}
+
+/// The namespace lab's scripts, built into the binary so that a `cargo install`ed drill has
+/// them wherever it runs (`tools/` holds the same files, for running them by hand).
+const LAB_SCRIPTS: [(&str, &str); 2] = [
+    ("lab-up.sh", include_str!("../../tools/lab-up.sh")),
+    ("lab-down.sh", include_str!("../../tools/lab-down.sh")),
+];
+
+/// Writes the lab's scripts into `dir/lab/` (lab-up.sh runs lab-down.sh from beside it) and
+/// returns the path of `name`.
+fn lab_script(dir: &Path, name: &str) -> Result<PathBuf, String> {
+    let lab = dir.join("lab");
+    std::fs::create_dir_all(&lab).map_err(|e| format!("{}: {e}", lab.display()))?;
+    for (file, text) in LAB_SCRIPTS {
+        std::fs::write(lab.join(file), text).map_err(|e| format!("{file}: {e}"))?;
+    }
+    Ok(lab.join(name))
 }
 
 /// Changes per second that fill every channel before an out-of-sync round (the same state size
@@ -119,6 +142,8 @@ struct Lab {
     load: Option<Child>,
     inject: InjectedBug,
     insecure: bool,
+    /// Where the role-change hooks write their files.
+    hooks: PathBuf,
 }
 
 impl Drop for Lab {
@@ -212,6 +237,17 @@ impl Lab {
         crate::daemon::admin::status::fetch(&target, None, Duration::from_millis(300)).ok()
     }
 
+    /// `failover --dry-run` against control unit `idx`, over the Unix sockets.
+    fn dry_run(&self, idx: usize) -> Result<crate::daemon::admin::dry_run::DryRunReply, String> {
+        let cfg = crate::daemon::config::load(&self.config).map_err(|e| e.to_string())?;
+        crate::daemon::admin::dry_run::preview(
+            &cfg,
+            self.cus[idx].id,
+            None,
+            Duration::from_millis(300),
+        )
+    }
+
     fn wait_for(
         &self,
         what: &str,
@@ -276,6 +312,7 @@ fn write_config(lab: &Lab, args: &DrillArgs, loss: f64) -> Result<(), String> {
             args.seed
         );
     }
+    s += &drill_checks::hooks_config(&lab.hooks);
     std::fs::write(&lab.config, s).map_err(|e| e.to_string())?;
     if !lab.insecure {
         let cfg = crate::daemon::config::load(&lab.config).map_err(|e| e.to_string())?;
@@ -326,6 +363,12 @@ struct Round {
     standby_transfer_bytes: Option<u64>,
     /// restart-primary: the new primary still leads its epoch after the old one came back.
     primary_undisturbed: Option<bool>,
+    /// The new primary's `on_primary` hook wrote its file for the new epoch.
+    primary_hook: Option<bool>,
+    /// Every transition the hooks wrote during the round.
+    hook_transitions: Vec<HookRecord>,
+    /// out-of-sync: the dry run taken as the standby resumed, against what it then did.
+    dry_run: Option<DryRunCheck>,
     /// Why the round failed before it could finish (then nothing else in it counts).
     error: Option<String>,
     /// With `--plot`: the round's measured events.
@@ -371,11 +414,7 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
         ));
     }
     if args.netns {
-        let lab_up = exe
-            .ancestors()
-            .map(|p| p.join("tools/lab-up.sh"))
-            .find(|p| p.exists())
-            .unwrap_or_else(|| PathBuf::from("tools/lab-up.sh"));
+        let lab_up = lab_script(&dir, "lab-up.sh")?;
         let st = Command::new("bash")
             .arg(&lab_up)
             .arg(args.clients.to_string())
@@ -426,7 +465,12 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
         load: None,
         inject: args.inject_bug,
         insecure: args.insecure,
+        hooks: args.hook_dir.clone().unwrap_or_else(|| dir.join("hooks")),
     };
+    // Absolute: the hooks run wherever the daemons do.
+    lab.hooks = std::fs::create_dir_all(&lab.hooks)
+        .and_then(|()| std::fs::canonicalize(&lab.hooks))
+        .map_err(|e| format!("--hook-dir {}: {e}", lab.hooks.display()))?;
     write_config(&lab, args, if variant == "loss" { 0.01 } else { 0.0 })?;
     for i in 0..lab.cus.len() {
         let first = lab.cus[i].first_args;
@@ -517,6 +561,27 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
                 .primary_undisturbed
                 .map_or(String::new(), |u| format!(" | new primary undisturbed {u}")),
         );
+        println!(
+            "  hooks: on_primary of the new primary ran {}; {} transitions written",
+            round.primary_hook.unwrap_or(false),
+            round.hook_transitions.len()
+        );
+        if let Some(d) = &round.dry_run {
+            if d.missed {
+                println!(
+                    "  dry run: missed (the standby had started taking over) {}",
+                    d.differences.join("; ")
+                );
+            } else {
+                println!(
+                    "  dry run: {} of {} channels as predicted ({} answered by their client), predicted replay {} B, replayed {} B",
+                    d.matching, d.channels, d.answered, d.predicted_replay_bytes, d.replayed_bytes
+                );
+                for line in &d.differences {
+                    println!("    {line}");
+                }
+            }
+        }
         rounds.push(round);
     }
     if let Some(path) = &args.plot {
@@ -860,6 +925,7 @@ fn run_round(
         .map_err(|e| format!("the round cannot start: {e}"))?;
     // The highest-priority in-sync standby: the one the vote picks when the primary dies.
     let s = in_sync[0];
+    let hooks_before = drill_checks::hook_records(&lab.hooks);
     let all = args.clients * args.channels_per_client;
     if variant == "out-of-sync" {
         // Fill every channel's state across all sections first, then churn only the first
@@ -913,6 +979,7 @@ fn run_round(
     // When the primary stopped: detection and recovery are measured from here.
     let kill_us;
     let committed;
+    let mut predicted = None;
     if variant == "out-of-sync" {
         // The standby is frozen for the failover timeout under load (the primary keeps it in
         // the sync set, being shorter than the drop timeout), then the primary is killed as
@@ -927,6 +994,11 @@ fn run_round(
         kill_us = unix_us();
         kill_cu(lab, p);
         signal(lab, s, libc::SIGCONT)?;
+        // What `failover --dry-run` predicts now, with the primary gone and the clients
+        // still. The standby takes over a failover timeout after it last heard the primary;
+        // the 5 ms first let it read what it received before it froze.
+        std::thread::sleep(Duration::from_millis(5));
+        predicted = Some(lab.dry_run(s));
         committed = captured?;
     } else {
         // Every variant stops the primary the same way first, so that the committed set is
@@ -1048,6 +1120,29 @@ fn run_round(
             }
         }
     }
+    round.dry_run = predicted.map(|p| match p {
+        Ok(p) => drill_checks::compare_dry_run(&p, &st_after),
+        Err(e) => DryRunCheck {
+            missed: true,
+            differences: vec![format!("the dry run failed: {e}")],
+            ..Default::default()
+        },
+    });
+    // The new primary's on_primary hook ran for its epoch (hooks run off the data path: give
+    // it a moment).
+    let np_id = lab.cus[np].id;
+    round.primary_hook = Some(
+        lab.wait_for(
+            "the new primary's on_primary hook",
+            Duration::from_secs(5),
+            |l| {
+                drill_checks::hook_records(&l.hooks)
+                    .iter()
+                    .any(|h| h.node == np_id && h.role == "primary" && h.epoch == st_after.epoch)
+            },
+        )
+        .is_ok(),
+    );
     // Every op committed when the primary stopped must still be committed.
     let check = check_committed(lab, &lab.cus[np].admin, &committed)?;
     round.committed_checked = check.checked;
@@ -1171,6 +1266,10 @@ fn run_round(
             )
             .is_ok();
     round.stale_fenced = round.stale_fenced.map(|f| f && round.digests_equal);
+    round.hook_transitions = drill_checks::hook_records(&lab.hooks)
+        .into_iter()
+        .filter(|h| !hooks_before.contains(h))
+        .collect();
     if args.plot.is_some() {
         let stopped_how = if variant == "out-of-sync" {
             "killed (SIGKILL)"
@@ -1399,6 +1498,7 @@ fn summarize(
                 && r.lost_committed == 0
                 && r.rejoined
                 && r.primary_undisturbed != Some(false)
+                && r.primary_hook != Some(false)
         })
         .count();
     let failed = rounds.iter().filter(|r| r.error.is_some()).count();
@@ -1461,17 +1561,24 @@ fn summarize(
                 "digests_equal": r.digests_equal, "rejoined": r.rejoined,
                 "standby_digests_equal": r.standby_digests_equal, "stale_fenced": r.stale_fenced,
                 "primary_undisturbed": r.primary_undisturbed,
+                "primary_hook": r.primary_hook, "hook_transitions": r.hook_transitions,
+                "dry_run": r.dry_run,
                 "error": r.error,
             })).collect::<Vec<_>>(),
         });
         std::fs::write(path, serde_json::to_string_pretty(&j).expect("json"))
             .map_err(|e| e.to_string())?;
     }
+    if args.netns {
+        let _ = lab_script(dir, "lab-down.sh").map(|down| {
+            Command::new("bash")
+                .arg(&down)
+                .stdout(Stdio::null())
+                .status()
+        });
+    }
     if !args.keep {
         let _ = std::fs::remove_dir_all(dir);
-    }
-    if args.netns {
-        let _ = Command::new("bash").arg("-c").arg("for n in $(ip netns list | awk '{print $1}' | grep '^ss-'); do ip netns pids $n | xargs -r kill -9; ip netns del $n; done").status();
     }
     Ok(converged == rounds.len())
 }

@@ -3,6 +3,7 @@
 
 pub mod churn;
 pub mod drill;
+pub mod drill_checks;
 pub mod hostile;
 pub mod ledger;
 pub mod load;

@@ -52,8 +52,17 @@ enum Request {
     Switchover {
         target: NodeId,
     },
-    /// What a takeover by this unit would do now (see [`dry_run`]).
-    FailoverPreview,
+    /// What a takeover by this unit would do now (see [`dry_run`]), with the clients'
+    /// own answers where the caller asked them (`query_answer`).
+    FailoverPreview {
+        #[serde(default)]
+        answers: Vec<dry_run::ClientAnswer>,
+    },
+    /// A client: what it would answer a takeover's query on each channel above the given op,
+    /// without acting (see [`dry_run`]).
+    QueryAnswer {
+        channels: Vec<dry_run::QueryAbove>,
+    },
     /// One op (`op`), or every op of `from..=to` counted per status.
     OpStatus {
         channel: u32,
@@ -75,7 +84,8 @@ impl Request {
             Request::Status(_) => "status",
             Request::Takeover => "takeover",
             Request::Switchover { .. } => "switchover",
-            Request::FailoverPreview => "failover_preview",
+            Request::FailoverPreview { .. } => "failover_preview",
+            Request::QueryAnswer { .. } => "query_answer",
             Request::OpStatus { .. } => "op_status",
         }
     }
@@ -412,7 +422,11 @@ pub fn handle_request_with_lags(
     };
     // A preview is not control, but its reply grows with the channels: like a control
     // command it needs the token over UDP.
-    let needs_token = req.is_control() || matches!(req, Request::FailoverPreview);
+    let needs_token = req.is_control()
+        || matches!(
+            req,
+            Request::FailoverPreview { .. } | Request::QueryAnswer { .. }
+        );
     if !authenticated && (given.is_some() || needs_token) {
         stats.refused_token += 1;
         let why = match (token, given) {
@@ -452,10 +466,17 @@ pub fn handle_request_with_lags(
                 .map(|()| json!({"ok": true}))
                 .map_err(|e| format!("switchover to {target} refused: {e}")),
         },
-        Request::FailoverPreview => match runner.machine.as_cu() {
+        Request::FailoverPreview { answers } => match runner.machine.as_cu() {
             None => Err("failover_preview: this node is a client, not a control unit".to_owned()),
-            Some(cu) => serde_json::to_value(dry_run::build(cu))
+            Some(cu) => dry_run::build(cu, &answers)
+                .and_then(|r| serde_json::to_value(r).map_err(|e| e.to_string()))
                 .map_err(|e| format!("failover_preview: {e}")),
+        },
+        Request::QueryAnswer { channels } => match runner.machine.as_client() {
+            None => Err("query_answer: this node is a control unit, not a client".to_owned()),
+            Some(c) => dry_run::answer(c, &channels)
+                .and_then(|r| serde_json::to_value(r).map_err(|e| e.to_string()))
+                .map_err(|e| format!("query_answer: {e}")),
         },
         Request::OpStatus {
             channel,
@@ -1023,6 +1044,62 @@ mod tests {
         assert_eq!(v["kind"], "client");
         assert_eq!(v["channels"][1]["channel"], 1);
         assert_eq!(v["channels"][1]["unknown"], false);
+    }
+
+    /// The dry run's two requests: a client answers for its own channels only, never more of
+    /// them than it owns; a unit takes at most one answer per channel; each is refused by the
+    /// other kind of node.
+    #[test]
+    fn query_answer_and_preview_with_answers() {
+        let mut stats = AdminStats::default();
+        let mut c = runner(100);
+        let v = ask(
+            &mut c,
+            br#"{"cmd":"query_answer","channels":[{"channel":1,"above":0}]}"#,
+            &mut stats,
+        );
+        assert_eq!(v["ok"], true, "{v}");
+        assert_eq!(v["answers"][0]["channel"], 1, "{v}");
+        assert_eq!(v["answers"][0]["last_applied"], 0, "{v}");
+        let v = ask(
+            &mut c,
+            br#"{"cmd":"query_answer","channels":[{"channel":7,"above":0}]}"#,
+            &mut stats,
+        );
+        assert!(
+            v["error"].as_str().unwrap().contains("not this client's"),
+            "{v}"
+        );
+        let many: Vec<_> = (0..3).map(|_| json!({"channel": 0, "above": 0})).collect();
+        let req = json!({"cmd": "query_answer", "channels": many}).to_string();
+        let v = ask(&mut c, req.as_bytes(), &mut stats);
+        assert!(v["error"].as_str().unwrap().contains("owns 2"), "{v}");
+        let v = ask(&mut c, br#"{"cmd":"failover_preview"}"#, &mut stats);
+        assert_eq!(v["ok"], false, "{v}");
+
+        let mut p = runner(1);
+        let v = ask(
+            &mut p,
+            br#"{"cmd":"query_answer","channels":[]}"#,
+            &mut stats,
+        );
+        assert_eq!(v["ok"], false, "{v}");
+        let answer = json!({"channel": 0, "above": 0, "unknown": false, "last_applied": 0,
+            "cookie_above": 0, "data_epoch": 0});
+        let req = json!({"cmd": "failover_preview", "answers": [answer]}).to_string();
+        let v = ask(&mut p, req.as_bytes(), &mut stats);
+        assert_eq!(v["ok"], true, "{v}");
+        assert_eq!(v["channels"][0]["answered"], true, "{v}");
+        assert_eq!(v["channels"][1]["answered"], false, "{v}");
+        let req = json!({"cmd": "failover_preview", "answers": [answer, answer, answer]});
+        let v = ask(&mut p, req.to_string().as_bytes(), &mut stats);
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("3 answers for 2 channels"),
+            "{v}"
+        );
     }
 
     #[test]

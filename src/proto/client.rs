@@ -49,6 +49,21 @@ struct Chan {
 }
 
 impl Chan {
+    /// What a takeover's query above op `above_op` is answered: our position and the sections
+    /// our ops above it touched, or "unknown" while we have no history to offer.
+    fn answer(&self, above_op: u64) -> LaReplyBody {
+        if self.unknown || self.replay.is_some() {
+            return unknown_reply(self.id, self.applied);
+        }
+        LaReplyBody {
+            channel: self.id.into(),
+            flags: 0.into(),
+            last_applied: self.applied.into(),
+            cookie_above: self.cookie_above(above_op).into(),
+            data_epoch: self.data_epoch.into(),
+        }
+    }
+
     fn cookie_above(&self, op: u64) -> u64 {
         if self.applied <= op {
             return 0;
@@ -352,17 +367,16 @@ impl Client {
         };
         let c = &mut self.chans[i];
         c.vouched = true;
-        c.la_reply = Some(if c.unknown || c.replay.is_some() {
-            unknown_reply(c.id, c.applied)
-        } else {
-            LaReplyBody {
-                channel: c.id.into(),
-                flags: 0.into(),
-                last_applied: c.applied.into(),
-                cookie_above: c.cookie_above(q.op.get()).into(),
-                data_epoch: c.data_epoch.into(),
-            }
-        });
+        c.la_reply = Some(c.answer(q.op.get()));
+    }
+
+    /// The answer this client would give a takeover's query for `channel` above op
+    /// `above_op`, without sending it or changing anything (`statesync failover --dry-run`
+    /// asks it through the admin socket, so that its prediction uses the client's own word).
+    /// `None` for a channel this client does not own.
+    pub fn query_answer(&self, channel: u32, above_op: u64) -> Option<LaReplyBody> {
+        let i = self.chan_idx(channel)?;
+        Some(self.chans[i].answer(above_op))
     }
 
     fn on_replay_begin(&mut self, b: &BulkBegin, sender: NodeId) {

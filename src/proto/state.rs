@@ -174,6 +174,28 @@ impl ChannelState {
             + self.entry_count(mask) * (size_of::<crate::wire::BulkEntry>() as u64 + 4)
     }
 
+    /// [`ChannelState::wire_bytes`] as it will be once `writes` are applied in order, without
+    /// applying them: what a takeover that first applies its pending ops through the cut then
+    /// replays (`failover --dry-run`). Private writes and sections outside `mask` count for
+    /// nothing; a key written twice counts once, at its last value.
+    pub fn wire_bytes_after<'e>(&self, mask: u64, writes: impl Iterator<Item = Entry<'e>>) -> u64 {
+        let mut last_len: std::collections::HashMap<(u8, u64), Option<usize>> =
+            std::collections::HashMap::new();
+        let (mut entries, mut bytes) =
+            (self.entry_count(mask) as i64, self.value_bytes(mask) as i64);
+        for e in writes.filter(|e| !e.private && mask & (1 << e.section) != 0) {
+            let held = *last_len
+                .entry((e.section, e.key))
+                .or_insert_with(|| self.value_of(&e).map(<[u8]>::len));
+            let new = e.value.map(<[u8]>::len);
+            entries += i64::from(new.is_some()) - i64::from(held.is_some());
+            bytes += new.unwrap_or(0) as i64 - held.unwrap_or(0) as i64;
+            last_len.insert((e.section, e.key), new);
+        }
+        (bytes.max(0) as u64)
+            + (entries.max(0) as u64) * (size_of::<crate::wire::BulkEntry>() as u64 + 4)
+    }
+
     /// Entries held in the sections of `mask` (client-visible only).
     pub fn entry_count(&self, mask: u64) -> u64 {
         (0..SECTIONS)
@@ -236,6 +258,40 @@ mod tests {
         b.apply(&e(2, 2, None));
         assert_eq!(a.full_digest(), b.full_digest());
         assert_eq!(a.value_bytes(ALL_SECTIONS_MASK), 1);
+    }
+
+    /// The bytes a replay would send after some writes, counted without applying them, equal
+    /// what applying them and counting gives: overwrites, deletes, new keys, a key written
+    /// twice, a delete of an absent key, private writes and sections outside the mask.
+    #[test]
+    fn wire_bytes_after_writes_equals_applying_them() {
+        let mut a = ChannelState::default();
+        for k in 0..20u64 {
+            a.apply(&e((k % 4) as u8, k, Some(&[7u8; 9][..(k % 9) as usize])));
+        }
+        let private = Entry {
+            section: 1,
+            key: 3,
+            value: Some(b"secret"),
+            private: true,
+        };
+        let writes = [
+            e(0, 0, Some(b"longer value")),
+            e(1, 1, None),
+            e(2, 100, Some(b"new")),
+            e(2, 100, Some(b"newer!")),
+            e(3, 555, None),
+            e(1, 5, Some(b"")),
+            e(3, 7, None),
+            e(3, 7, Some(b"back")),
+            private,
+        ];
+        for mask in [ALL_SECTIONS_MASK, 0b0101, 0b1010, 0] {
+            let predicted = a.wire_bytes_after(mask, writes.iter().copied());
+            let mut b = a.clone();
+            writes.iter().for_each(|w| b.apply(w));
+            assert_eq!(predicted, b.wire_bytes(mask), "mask {mask:#b}");
+        }
     }
 
     #[test]

@@ -21,12 +21,16 @@ impl ControlUnit {
 
     /// What a takeover by this unit would decide now, per channel, without acting (`statesync
     /// failover --dry-run`). It runs the same cut decision (`cut::decide`) on what this unit
-    /// holds, with the client's answer taken to be its last acknowledged op (the acks the
-    /// primary forwarded). At a real takeover the client answers for itself: one that applied
-    /// more since, or lost its history, is resolved otherwise; `sure` is false where the
-    /// preview cannot know (a client acknowledged ops this unit never held, so which sections
-    /// they touched is the client's to say).
-    pub fn failover_preview(&self) -> Vec<FailoverPreview> {
+    /// holds, with the same check of the client's answer as a takeover. `answer(channel,
+    /// held)` gives the client's own answer to a query above `held` where the caller could
+    /// ask it (see `Client::query_answer`); without one, the client is taken to be at its last
+    /// acknowledged op (the acks the primary forwarded), and `sure` is false where that guess
+    /// cannot tell (it acknowledged ops this unit never held: the sections they touched are the
+    /// client's to say).
+    pub fn failover_preview(
+        &self,
+        answer: impl Fn(u32, u64) -> Option<LaReplyBody>,
+    ) -> Vec<FailoverPreview> {
         self.chans
             .iter()
             .map(|c| {
@@ -35,11 +39,15 @@ impl ControlUnit {
                     held: c.held_top(),
                     acked: c.acked,
                 };
-                let answer = Answer::Applied {
-                    op: c.acked,
-                    cookie_above: 0,
+                let reply = answer(c.id, view.held);
+                let checked = match &reply {
+                    Some(r) => checked_answer(c, Some(r)),
+                    None => Answer::Applied {
+                        op: c.acked,
+                        cookie_above: 0,
+                    },
                 };
-                let d = decide(view, answer, self.cfg.cut_policy, |op| {
+                let d = decide(view, checked, self.cfg.cut_policy, |op| {
                     c.ring.get(op).map(|s| (s.cookie, s.preapplied))
                 });
                 let sections = d.replay.unwrap_or(0);
@@ -50,9 +58,17 @@ impl ControlUnit {
                     cut: d.cut,
                     held: view.held,
                     replay_sections: sections,
-                    replay_bytes: c.state.wire_bytes(sections),
+                    // The takeover applies what it holds through the cut before it replays.
+                    replay_bytes: c.state.wire_bytes_after(
+                        sections,
+                        (c.applied + 1..=d.cut)
+                            .filter_map(|op| c.ring.get(op))
+                            .filter(|s| !s.preapplied)
+                            .flat_map(|s| s.entries()),
+                    ),
                     full_replay_bytes: c.state.wire_bytes(ALL_SECTIONS_MASK),
-                    sure: !matches!(d.resolution, Resolution::Ahead { .. }),
+                    answered: reply.is_some(),
+                    sure: reply.is_some() || !matches!(d.resolution, Resolution::Ahead { .. }),
                 }
             })
             .collect()
@@ -120,22 +136,7 @@ impl ControlUnit {
         let ci = channel as usize;
         let c = &self.chans[ci];
         let applied = c.applied;
-        // A client whose last op came from an epoch outside our lineage, or from a stretch of
-        // it a later takeover cut, holds ops we do not: its history is unknown to us.
-        let answer = match reply {
-            Some(r)
-                if r.flags.get() & LA_FLAG_UNKNOWN == 0
-                    && r.last_applied.get() >= applied
-                    && c.history
-                        .agrees_with(r.data_epoch.get(), r.last_applied.get()) =>
-            {
-                Answer::Applied {
-                    op: r.last_applied.get(),
-                    cookie_above: r.cookie_above.get(),
-                }
-            }
-            _ => Answer::Unknown,
-        };
+        let answer = checked_answer(c, reply);
         // Ops already in our state can never be cut; we can keep what the ring or a
         // transferred snapshot holds.
         let view = HeldView {
@@ -256,5 +257,26 @@ impl ControlUnit {
         self.timing.finished_us = Some(now_us);
         self.events.push(Event::TookOver { epoch });
         self.enter(RoleState::Primary);
+    }
+}
+
+/// A client's answer to the takeover's query, as the cut decision may use it. A client whose
+/// last op came from an epoch outside our lineage, or from a stretch of it a later takeover
+/// cut, holds ops we do not: its history is unknown to us, as is a client that said so or did
+/// not answer.
+fn checked_answer(c: &super::Chan, reply: Option<&LaReplyBody>) -> Answer {
+    match reply {
+        Some(r)
+            if r.flags.get() & LA_FLAG_UNKNOWN == 0
+                && r.last_applied.get() >= c.applied
+                && c.history
+                    .agrees_with(r.data_epoch.get(), r.last_applied.get()) =>
+        {
+            Answer::Applied {
+                op: r.last_applied.get(),
+                cookie_above: r.cookie_above.get(),
+            }
+        }
+        _ => Answer::Unknown,
     }
 }

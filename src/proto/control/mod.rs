@@ -228,8 +228,10 @@ pub struct FailoverPreview {
     /// Bytes of those sections' entries on the wire, and of the whole channel.
     pub replay_bytes: u64,
     pub full_replay_bytes: u64,
+    /// The client's own answer was used (else its last acknowledged op was).
+    pub answered: bool,
     /// False where only the client's own answer can tell (it acknowledged ops this unit never
-    /// held: the sections they touched are unknown here).
+    /// held: the sections they touched are unknown here) and it was not asked.
     pub sure: bool,
 }
 
