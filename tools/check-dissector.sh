@@ -75,10 +75,10 @@ run() { # name, command...: runs it, its output into $OUT/name.log
 # Authenticated (the default): openers and hellos at the start, then UPDATE, ACK, FWD_ACK,
 # COMMIT, HEARTBEAT; 2 % loss makes receivers NACK the gaps.
 run churn "$BIN" churn --duration 0.5 --rate 2000 --keys 4096 --channels 4 --workers 1 \
-    --clients 2 --loss 0.02 --prefill false
+    --clients 2 --loss 0.02 --no-prefill
 # Unauthenticated frames (flag clear, zero trailer).
 run churn-insecure "$BIN" churn --insecure --duration 0.3 --rate 1000 --keys 1024 --channels 2 \
-    --workers 1 --clients 1 --prefill false
+    --workers 1 --clients 1 --no-prefill
 # Daemons: SUBMIT from the load client; the kill of the primary brings LA_QUERY and LA_REPLY,
 # and (kill-client-in-replay: a client restarts empty during the failover) REPLAY_*; the rejoin
 # of the killed unit a state transfer (XFER_*, XFER_HISTORY). Only its traffic matters here: a

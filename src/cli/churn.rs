@@ -81,13 +81,11 @@ pub struct ChurnArgs {
     /// feeding every worker's ring, as a router's own submitter thread would).
     #[arg(long, default_value = "inline")]
     pub submitter: Submitter,
-    /// Write every key once (through the fabric, at full speed) before the measured run, so the
-    /// run measures churn of a populated table rather than its first inserts and growth.
-    /// Prefill changes are left out of the rate and the latency figures.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub prefill: bool,
-    /// Skip the prefill (the same as `--prefill false`).
-    #[arg(long, conflicts_with = "prefill")]
+    /// Skip the prefill. By default every key is written once (through the fabric, at full
+    /// speed) before the measured run, so the run measures churn of a populated table rather
+    /// than its first inserts and growth; prefill changes are left out of the rate and the
+    /// latency figures.
+    #[arg(long)]
     pub no_prefill: bool,
     /// Seed of the key/value generator.
     #[arg(long, default_value_t = 1)]
@@ -167,9 +165,9 @@ fn validate_rate(s: &str) -> Result<String, String> {
 }
 
 impl ChurnArgs {
-    /// Whether the keys are written once before the timed run (`--prefill`, `--no-prefill`).
+    /// Whether the keys are written once before the timed run (unless `--no-prefill`).
     fn prefill(&self) -> bool {
-        self.prefill && !self.no_prefill
+        !self.no_prefill
     }
 
     fn workers_or_cores(&self) -> usize {

@@ -34,14 +34,9 @@ pub struct DrillArgs {
     /// Each node in its own network namespace (needs root; uses tools/lab-up.sh's layout).
     #[arg(long)]
     pub netns: bool,
-    /// kill-primary | stale-primary | kill-standby | kill-client-in-replay | loss | out-of-sync |
-    /// double-fault | restart-primary
-    /// (out-of-sync: the standby is frozen for the failover timeout under load, then the primary is killed as
-    /// the standby resumes, so clients are ahead of it on every loaded channel; double-fault: the
-    /// successor is killed too while it takes over, and a third unit must; needs 3+ control units;
-    /// restart-primary: the killed primary restarts with its first command line, not `--rejoin`).
-    #[arg(long, default_value = "kill-primary", value_parser = clap::builder::PossibleValuesParser::new(VARIANTS))]
-    pub variant: String,
+    /// What each round does to the cluster.
+    #[arg(long, value_enum, default_value_t = Variant::KillPrimary)]
+    pub variant: Variant,
     /// Control units in the config, in priority order: the first starts as primary, the others
     /// as standbys. With 3 or more a takeover needs a majority vote.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(2..=4))]
@@ -300,7 +295,7 @@ fn write_config(lab: &Lab, args: &DrillArgs, loss: f64) -> Result<(), String> {
     if !lab.insecure {
         s += "\n[security]\nkey_dir = \"keys\"\n";
     }
-    if args.variant == "out-of-sync" {
+    if args.variant == Variant::OutOfSync {
         // Small socket buffers: what a frozen standby misses is really lost to it (not queued
         // for when it resumes), so clients end up ahead of it.
         s += "\n[runtime]\nrcvbuf_bytes = 65536\n";
@@ -386,27 +381,51 @@ pub fn run(args: DrillArgs) -> ExitCode {
     }
 }
 
-/// Every `--variant`, as the command line offers them.
-pub const VARIANTS: [&str; 8] = [
-    "kill-primary",
-    "stale-primary",
-    "kill-standby",
-    "kill-client-in-replay",
-    "loss",
-    "out-of-sync",
-    "double-fault",
-    "restart-primary",
-];
+/// What a drill round does to the cluster (`--variant`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// Freeze the primary, read the committed set, kill it; the standby takes over.
+    KillPrimary,
+    /// Freeze (or, in the namespace lab, cut off) the primary and let it come back with its
+    /// stale epoch: it must be fenced and change no client.
+    StalePrimary,
+    /// Kill and rejoin a standby first (the primary carries on), then kill the primary.
+    KillStandby,
+    /// Kill the primary, then a line card while the new primary may be replaying to it.
+    KillClientInReplay,
+    /// Kill the primary with 1 % loss, duplication and reordering on every link.
+    Loss,
+    /// Freeze the standby for the failover timeout under load, then kill the primary as the
+    /// standby resumes, so clients are ahead of it on every loaded channel; the failover
+    /// dry run taken then is checked against what the failover did.
+    OutOfSync,
+    /// Kill the successor too while it takes over; a third unit must (3+ control units).
+    DoubleFault,
+    /// The killed primary restarts with its first command line, not `--rejoin`.
+    RestartPrimary,
+}
+
+impl Variant {
+    /// The name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::KillPrimary => "kill-primary",
+            Variant::StalePrimary => "stale-primary",
+            Variant::KillStandby => "kill-standby",
+            Variant::KillClientInReplay => "kill-client-in-replay",
+            Variant::Loss => "loss",
+            Variant::OutOfSync => "out-of-sync",
+            Variant::DoubleFault => "double-fault",
+            Variant::RestartPrimary => "restart-primary",
+        }
+    }
+}
 
 pub fn drill(args: &DrillArgs) -> Result<bool, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let dir = std::env::temp_dir().join(format!("statesync-drill-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let variant = args.variant.as_str();
-    // Checked here too: a library caller does not go through the command-line parser.
-    if !VARIANTS.contains(&variant) {
-        return Err(format!("--variant: unknown '{variant}'"));
-    }
+    let variant = args.variant.name();
     if variant == "double-fault" && args.control_units < 3 {
         return Err(format!(
             "--variant double-fault needs --control-units 3 or more (got {}): a third unit must take over",
@@ -1581,4 +1600,18 @@ fn summarize(
         let _ = std::fs::remove_dir_all(dir);
     }
     Ok(converged == rounds.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Variant;
+    use clap::ValueEnum;
+
+    /// The names reports use are the ones the command line takes.
+    #[test]
+    fn variant_names_are_the_command_line_names() {
+        for v in Variant::value_variants() {
+            assert_eq!(v.to_possible_value().unwrap().get_name(), v.name());
+        }
+    }
 }
