@@ -6,7 +6,7 @@ use statesync::proto::control::ControlUnit;
 use statesync::proto::{INITIAL_EPOCH, MAX_EPOCH_COUNTER, ProtoConfig, Role, Topology};
 use statesync::wire::{
     BulkBegin, BulkEnd, Entry, FrameBuilder, HB_FLAG_NEEDS_TRANSFER, HeartbeatBody, HistoryBody,
-    Kind, MAX_FRAME_BYTES, ROLE_PRIMARY, ROLE_STANDBY,
+    Kind, MAX_FRAME_BYTES, NackBody, ROLE_PRIMARY, ROLE_STANDBY,
 };
 
 fn config() -> ProtoConfig {
@@ -321,4 +321,78 @@ fn a_restarted_unit_casts_no_vote() {
         t += 1_000;
     }
     assert_eq!(p.role(), Role::Joining);
+}
+
+/// A line card that NACKs its channel's updates as fast as it can send datagrams: the primary
+/// rewinds its resend cursor at most once per quarter RTO per channel (an honest client NACKs
+/// at most once per half RTO), and counts the rest.
+#[test]
+fn a_nack_flood_is_served_at_an_honest_pace() {
+    let mut p = primary_with_state();
+    let epoch = p.epoch();
+    client_heartbeat(&mut p, 3_500, epoch, 1, 5);
+    // The updates go out: the client's cursor is past op 1.
+    drive(&mut p, 3_500, 3_600);
+    let nack = |p: &mut ControlUnit, now_us: u64, seq: u64| {
+        let mut buf = vec![0u8; 256];
+        let mut fb = FrameBuilder::new(&mut buf, 100, epoch, seq);
+        let body = NackBody {
+            channel: 0.into(),
+            generation: 0.into(),
+            from: 1.into(),
+            to: 2.into(),
+        };
+        assert!(fb.push(Kind::Nack, &body));
+        let len = fb.finish();
+        p.handle_datagram(now_us, &buf[..len]);
+    };
+    // Each NACK is answered before the next comes: every one would rewind the cursor again,
+    // and the whole window would go out once per datagram.
+    let before = (p.counters.retransmits, p.counters.frames_tx);
+    let mut buf = vec![0u8; 2048];
+    for seq in 0..1_000 {
+        nack(&mut p, 4_000, 10 + seq);
+        while p.poll_transmit(4_000, &mut buf).is_some() {}
+    }
+    assert_eq!(p.counters.retransmits - before.0, 1);
+    assert_eq!(p.counters.rejected_nack_rate, 999);
+    assert!(p.counters.frames_tx - before.1 < 50, "{:?}", p.counters);
+    // A quarter RTO later (the cursor moved on meanwhile), the next one is served.
+    let rto_us = config().rto_us;
+    drive(&mut p, 4_000, 4_000 + rto_us / 4);
+    nack(&mut p, 4_000 + rto_us / 4, 2_000);
+    assert_eq!(p.counters.retransmits - before.0, 2);
+    assert_eq!(p.role(), Role::Primary);
+}
+
+/// A standby that restarts (a new boot ID) with every heartbeat, each one asking for a state
+/// transfer: the primary restarts the transfer at most once per heartbeat interval, and counts
+/// the requests it held back (the standby repeats them; an honest one is served).
+#[test]
+fn a_standby_asking_for_transfers_back_to_back_is_paced() {
+    let mut p = primary_with_state();
+    let epoch = p.epoch();
+    let gap_us = config().heartbeat_interval_us;
+    let mut buf = vec![0u8; 2048];
+    let from_us = 4_000;
+    let to_us = from_us + 20 * gap_us;
+    let mut asked = 0u64;
+    for (i, t) in (from_us..to_us).step_by(100).enumerate() {
+        let mut hb = vec![0u8; 256];
+        let mut fb = FrameBuilder::new(&mut hb, 2, epoch, 10 + i as u64);
+        let body = heartbeat(ROLE_STANDBY, HB_FLAG_NEEDS_TRANSFER, 0, 5_000 + i as u32);
+        assert!(fb.push(Kind::Heartbeat, &body));
+        let len = fb.finish();
+        p.handle_datagram(t, &hb[..len]);
+        asked += 1;
+        p.handle_timeout(t);
+        while p.poll_transmit(t, &mut buf).is_some() {}
+    }
+    let refused = p.counters.rejected_transfer_rate;
+    let served = asked - refused;
+    assert!(
+        (15..=21).contains(&served),
+        "{served} of {asked} transfer requests served in 20 heartbeat intervals"
+    );
+    assert_eq!(p.role(), Role::Primary);
 }

@@ -274,7 +274,7 @@ impl Families {
 }
 
 /// How many reasons [`rejections`] counts.
-pub const REJECTION_REASONS: usize = 17;
+pub const REJECTION_REASONS: usize = 20;
 
 /// Every count of refused datagrams, by reason (the `reason` label of `statesync_rejected`):
 /// the protocol core's, the runner's (`unknown_addr`, `oversize`) and authentication's
@@ -292,6 +292,9 @@ pub fn rejections(runner: &NodeRunner) -> [(&'static str, u64); REJECTION_REASON
         ("stale_heartbeats", c.rejected_stale_heartbeats),
         ("foreign_epoch", c.rejected_foreign_epoch),
         ("stale_unknown", c.rejected_stale_unknown),
+        ("nack_rate", c.rejected_nack_rate),
+        ("replay_rate", c.rejected_replay_rate),
+        ("transfer_rate", c.rejected_transfer_rate),
         ("unknown_addr", runner.rejected_unknown_addr),
         ("oversize", runner.rejected_oversize),
         ("auth_malformed", a.rejected_malformed),

@@ -592,6 +592,11 @@ pub struct Counters {
     /// A client's "no history" answer for a channel, older than the full replay that has
     /// since given the channel its history.
     pub rejected_stale_unknown: u64,
+    /// Requests refused for pace (see `control::pacing`): NACKs faster than a peer sends
+    /// them, full replays and state transfers asked for before the last one's pause ended.
+    pub rejected_nack_rate: u64,
+    pub rejected_replay_rate: u64,
+    pub rejected_transfer_rate: u64,
     pub updates_applied: u64,
     pub retransmits: u64,
     pub nacks_sent: u64,
@@ -625,6 +630,9 @@ impl Counters {
             + self.rejected_stale_heartbeats
             + self.rejected_foreign_epoch
             + self.rejected_stale_unknown
+            + self.rejected_nack_rate
+            + self.rejected_replay_rate
+            + self.rejected_transfer_rate
     }
 }
 

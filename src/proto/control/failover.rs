@@ -86,6 +86,8 @@ impl ControlUnit {
         for c in &mut self.chans {
             c.catch_up_floor = c.applied;
             c.nack = None;
+            // What a takeover owes the clients, it works out afresh.
+            c.full_replay_owed = false;
         }
         for p in &mut self.peers {
             p.hb_due = true;

@@ -4,6 +4,7 @@
 mod cut;
 mod failover;
 mod lives;
+mod pacing;
 mod primary;
 mod role;
 mod standby;
@@ -44,6 +45,8 @@ struct PeerChan {
     /// A re-joining standby that kept its state offers it: `(epoch, op)` = its state holds
     /// every op up to `op` as the primary of `epoch` sent them.
     offer: Option<(u64, u64)>,
+    /// The standby's NACKs on this channel, served no faster than it sends them.
+    nack_pacer: pacing::Pacer,
 }
 
 /// What this node knows about another control unit.
@@ -67,6 +70,8 @@ struct Peer {
     /// Primary: transfer in progress towards this standby, one channel at a time.
     xfer: Option<BulkTx>,
     transferring: bool,
+    /// Primary: state transfers to this unit (see `pacing`).
+    transfer_pacer: pacing::Pacer,
     chans: Vec<PeerChan>,
     hb_due: bool,
 }
@@ -92,6 +97,11 @@ struct Chan {
     /// the client): a "no history" answer from an earlier frame is stale.
     client_known_seq: u64,
     replay: Option<BulkTx>,
+    /// Replays to the client and its NACKs (see `pacing`).
+    replay_pacer: pacing::Pacer,
+    client_nack_pacer: pacing::Pacer,
+    /// A new life of the client is owed a full replay that its pacer held back.
+    full_replay_owed: bool,
     // Standby.
     applied: u64,
     acked: u64,
@@ -132,6 +142,9 @@ impl Chan {
             client_generation: 0,
             client_known_seq: 0,
             replay: None,
+            replay_pacer: pacing::Pacer::default(),
+            client_nack_pacer: pacing::Pacer::default(),
+            full_replay_owed: false,
             applied: 0,
             acked: 0,
             preapplied_top: 0,
@@ -189,6 +202,7 @@ impl Chan {
         self.ring.reset(top + 1);
         self.next_op = top + 1;
         self.replay = None;
+        self.full_replay_owed = false;
         self.xfer_rx = None;
         self.xfer_done = None;
         self.ready = false;
@@ -400,6 +414,7 @@ impl ControlUnit {
                 primary_hb_order: None,
                 xfer: None,
                 transferring: false,
+                transfer_pacer: pacing::Pacer::default(),
                 chans: (0..chans.len())
                     .map(|_| PeerChan {
                         ready: initial,
@@ -844,7 +859,7 @@ impl ControlUnit {
             match (self.role(), m) {
                 (_, Msg::Heartbeat(_)) => {}
                 (Role::Primary, Msg::Commit(b)) => self.on_standby_commit(now_us, pi, &b),
-                (Role::Primary, Msg::Nack(n)) => self.on_standby_nack(pi, &n),
+                (Role::Primary, Msg::Nack(n)) => self.on_standby_nack(now_us, pi, &n),
                 (Role::Primary, Msg::XferAck(a)) => self.on_xfer_ack(now_us, pi, &a, seq),
                 (Role::Primary, Msg::LaReply(_)) => {}
                 (Role::Standby | Role::Joining, m) if from_primary => {
@@ -1029,7 +1044,7 @@ impl ControlUnit {
                 (Role::Primary, Msg::Nack(n))
                     if n.generation.get() == self.chans[channel as usize].client_generation =>
                 {
-                    self.on_client_nack(channel, &n)
+                    self.on_client_nack(now_us, channel, &n)
                 }
                 (Role::Primary, Msg::Ack(_) | Msg::Nack(_)) => {
                     self.counters.rejected_stale_epoch += 1

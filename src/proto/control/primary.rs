@@ -2,6 +2,7 @@
 //! standbys, advance the commit watermark, replay to clients and transfer state to joiners.
 
 use super::lives::Life;
+use super::pacing;
 use super::{ControlError, ControlUnit, PeerChan};
 use crate::proto::bulk::{BulkKind, BulkTx};
 use crate::proto::state::{ALL_SECTIONS_MASK, PrefetchHint};
@@ -142,10 +143,15 @@ impl ControlUnit {
         }
     }
 
-    pub(super) fn on_client_nack(&mut self, channel: u32, n: &NackBody) {
+    pub(super) fn on_client_nack(&mut self, now_us: u64, channel: u32, n: &NackBody) {
+        let gap_us = pacing::nack_gap_us(&self.cfg);
         let c = &mut self.chans[channel as usize];
         let from = n.from.get();
         if c.replay.is_none() && from > c.client_acked && from < c.client_cursor {
+            if !c.client_nack_pacer.try_start(now_us, gap_us) {
+                self.counters.rejected_nack_rate += 1;
+                return;
+            }
             c.client_cursor = from;
             self.counters.retransmits += 1;
         }
@@ -160,6 +166,8 @@ impl ControlUnit {
             return;
         }
         let base = r.base_op;
+        c.replay_pacer
+            .finish(now_us, pacing::stream_gap_us(&self.cfg));
         self.counters.replay_bytes += r.payload_bytes;
         if r.sections == ALL_SECTIONS_MASK {
             c.client_known_seq = seq;
@@ -202,18 +210,23 @@ impl ControlUnit {
         if pc.cursor <= pc.held {
             pc.cursor = pc.held + 1;
         }
-        self.try_complete_join(pi);
+        self.try_complete_join(now_us, pi);
         self.advance_commit(channel);
     }
 
-    pub(super) fn on_standby_nack(&mut self, pi: usize, n: &NackBody) {
+    pub(super) fn on_standby_nack(&mut self, now_us: u64, pi: usize, n: &NackBody) {
         let channel = n.channel.get();
+        let gap_us = pacing::nack_gap_us(&self.cfg);
         let Some(pc) = self.peers[pi].chans.get_mut(channel as usize) else {
             self.counters.rejected_unexpected += 1;
             return;
         };
         let from = n.from.get();
         if pc.ready && from > pc.held && from < pc.cursor {
+            if !pc.nack_pacer.try_start(now_us, gap_us) {
+                self.counters.rejected_nack_rate += 1;
+                return;
+            }
             pc.cursor = from;
             self.counters.retransmits += 1;
         }
@@ -304,8 +317,13 @@ impl ControlUnit {
                 self.events.push(Event::StandbyDropped { standby: p.id });
             }
             if !p.transferring || p.boot_id != boot {
-                p.boot_id = boot;
-                self.start_transfer(now_us, pi);
+                if p.transfer_pacer.ready(now_us) {
+                    p.boot_id = boot;
+                    self.start_transfer(now_us, pi);
+                } else {
+                    // It asks again with every heartbeat.
+                    self.counters.rejected_transfer_rate += 1;
+                }
             }
         } else if hb.role == ROLE_STANDBY
             && epoch == self.epoch
@@ -314,7 +332,11 @@ impl ControlUnit {
         {
             // A standby that believes it is in sync but that we dropped (it fell silent): its
             // state may miss ops that left retention, so it re-joins through a transfer.
-            self.start_transfer(now_us, pi);
+            if p.transfer_pacer.ready(now_us) {
+                self.start_transfer(now_us, pi);
+            } else {
+                self.counters.rejected_transfer_rate += 1;
+            }
         }
         for c in 0..self.chans.len() {
             self.advance_commit(c as u32);
@@ -322,6 +344,7 @@ impl ControlUnit {
     }
 
     pub(super) fn primary_tick(&mut self, now_us: u64) {
+        self.start_owed_replays(now_us);
         let rto = self.cfg.rto_us;
         let drop_us = self.cfg.drop_timeout_us;
         // The retention pinned for re-joining standbys' catch-up ends after a drop timeout, or
@@ -402,7 +425,9 @@ impl ControlUnit {
 
     /// Starts a full state transfer to a (re)joining standby, one channel at a time.
     fn start_transfer(&mut self, now_us: u64, pi: usize) {
+        let gap_us = pacing::stream_gap_us(&self.cfg);
         let p = &mut self.peers[pi];
+        p.transfer_pacer.start(now_us, gap_us);
         p.transferring = true;
         p.xfer = None;
         for pc in &mut p.chans {
@@ -443,7 +468,7 @@ impl ControlUnit {
     fn next_transfer_channel(&mut self, now_us: u64, pi: usize, channel: usize) {
         if channel == self.chans.len() {
             self.peers[pi].xfer = None;
-            self.try_complete_join(pi);
+            self.try_complete_join(now_us, pi);
             return;
         }
         let stream = self.next_stream();
@@ -498,7 +523,8 @@ impl ControlUnit {
 
     /// A transferred standby enters the sync set once it has applied everything committed
     /// (until then it could not take over without losing a committed op).
-    pub(super) fn try_complete_join(&mut self, pi: usize) {
+    pub(super) fn try_complete_join(&mut self, now_us: u64, pi: usize) {
+        let gap_us = pacing::stream_gap_us(&self.cfg);
         let p = &mut self.peers[pi];
         if !p.transferring || p.xfer.is_some() {
             return;
@@ -510,6 +536,7 @@ impl ControlUnit {
             .all(|(pc, c)| pc.ready && pc.applied >= c.commit);
         if caught_up {
             p.transferring = false;
+            p.transfer_pacer.finish(now_us, gap_us);
             p.hb_due = true;
             self.sync_mask |= 1 << pi;
             self.events.push(Event::StandbyJoined { standby: p.id });
@@ -577,7 +604,13 @@ impl ControlUnit {
             c.client_known_seq = 0;
             // A full replay under way serves any life: the new one may even be finishing it.
             let full_under_way = c.full_replay_under_way();
+            let paced_out = !c.replay_pacer.ready(now_us);
             match self.role() {
+                Role::Primary if !full_under_way && paced_out => {
+                    // Started by `start_owed_replays` once the pacer allows.
+                    self.chans[ch as usize].full_replay_owed = true;
+                    self.counters.rejected_replay_rate += 1;
+                }
                 Role::Primary if !full_under_way => {
                     self.start_replay(now_us, ch, ALL_SECTIONS_MASK, true)
                 }
@@ -608,13 +641,37 @@ impl ControlUnit {
         if c.full_replay_under_way() {
             return;
         }
+        if !c.replay_pacer.ready(now_us) {
+            // The client repeats the answer every heartbeat interval.
+            self.counters.rejected_replay_rate += 1;
+            return;
+        }
         self.start_replay(now_us, channel, ALL_SECTIONS_MASK, true);
+    }
+
+    /// Starts the full replays owed to new lives of line cards whose pacers now allow them
+    /// (a full replay already under way serves any life, and pays the debt).
+    pub(super) fn start_owed_replays(&mut self, now_us: u64) {
+        for ch in 0..self.chans.len() {
+            let c = &mut self.chans[ch];
+            if !c.full_replay_owed {
+                continue;
+            }
+            if c.full_replay_under_way() {
+                c.full_replay_owed = false;
+            } else if c.replay_pacer.ready(now_us) {
+                c.full_replay_owed = false;
+                self.start_replay(now_us, ch as u32, ALL_SECTIONS_MASK, true);
+            }
+        }
     }
 
     /// Replays the current state of `sections` of `channel` to its client.
     pub(super) fn start_replay(&mut self, now_us: u64, channel: u32, sections: u64, full: bool) {
         let stream = self.next_stream();
+        let gap_us = pacing::stream_gap_us(&self.cfg);
         let c = &mut self.chans[channel as usize];
+        c.replay_pacer.start(now_us, gap_us);
         let base = c.next_op - 1;
         let tx = BulkTx::snapshot(
             BulkKind::Replay,
