@@ -9,6 +9,7 @@ pub mod bulk;
 pub mod client;
 pub mod control;
 pub mod history;
+pub mod ids;
 pub mod node;
 pub mod ring;
 pub mod state;
@@ -17,6 +18,7 @@ mod table;
 pub use client::Client;
 pub use control::{ChannelFailover, ControlUnit, FailoverPreview, RestoreError, SubmitError};
 pub use history::{OpStatus, StatusCounts};
+pub use ids::{Epoch, OpId, SectionMask};
 pub use node::Node;
 pub use state::ChannelState;
 
@@ -146,33 +148,20 @@ impl Topology {
             .map(|(c, _)| c as u32)
     }
     /// The control unit that owns `epoch` (its low byte is the owner's priority index).
-    pub fn epoch_owner(&self, epoch: u64) -> Option<NodeId> {
-        self.control_units.get((epoch & 0xff) as usize).copied()
+    pub fn epoch_owner(&self, epoch: impl Into<Epoch>) -> Option<NodeId> {
+        self.control_units.get(epoch.into().owner_index()).copied()
     }
 }
 
-/// Epoch numbers carry their owner's index in the low byte, so no two control units can ever
-/// claim the same epoch.
-pub fn make_epoch(counter: u64, cu_index: usize) -> u64 {
-    assert!(cu_index < 256, "at most 256 control units");
-    (counter << 8) | cu_index as u64
-}
+/// Largest epoch counter accepted from the network: see [`Epoch::MAX_COUNTER`].
+pub const MAX_EPOCH_COUNTER: u64 = Epoch::MAX_COUNTER;
 
-pub fn epoch_counter(epoch: u64) -> u64 {
-    epoch >> 8
-}
+/// Largest op ID accepted from the network in a bulk stream or history item: see
+/// [`OpId::MAX`].
+pub const MAX_OP_ID: u64 = OpId::MAX.get();
 
-/// Largest epoch counter accepted from the network: far beyond any real number of failovers,
-/// and far enough below `u64::MAX >> 8` that counting up from it can never overflow an epoch
-/// ([`make_epoch`] shifts the counter left by 8 bits).
-pub const MAX_EPOCH_COUNTER: u64 = 1 << 48;
-
-/// Largest op ID accepted from the network in a bulk stream or history item: `op + 1` on it
-/// can never overflow.
-pub const MAX_OP_ID: u64 = 1 << 62;
-
-/// The epoch every node starts in: control unit 0 is primary.
-pub const INITIAL_EPOCH: u64 = 1 << 8;
+/// The epoch every node starts in, as a number: see [`Epoch::INITIAL`].
+pub const INITIAL_EPOCH: u64 = Epoch::INITIAL.get();
 
 /// How many updates ahead an apply loop prefetches state slots: enough to overlap the cache
 /// misses of several writes, few enough that the lines are still cached when written.
@@ -636,7 +625,7 @@ pub(crate) fn decode_frame<'a>(
     match crate::wire::FrameReader::new(bytes) {
         // An epoch past the range any failover count reaches is a lie, and arithmetic on it
         // (the next epoch) could overflow: refuse it before anything reads it.
-        Ok(f) if epoch_counter(f.epoch()) <= MAX_EPOCH_COUNTER => Some(f),
+        Ok(f) if Epoch::from_wire(f.epoch()).is_some() => Some(f),
         Ok(_) | Err(_) => {
             counters.rejected_malformed += 1;
             None

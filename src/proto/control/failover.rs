@@ -6,7 +6,7 @@ use super::role::{RoleState, Takeover, TakeoverChan};
 use super::standby::apply_through;
 use super::{ControlUnit, FailoverPreview};
 use crate::proto::state::ALL_SECTIONS_MASK;
-use crate::proto::{Event, InjectedBug, Resolution, Role, make_epoch};
+use crate::proto::{Epoch, Event, InjectedBug, Resolution, Role};
 use crate::wire::{LA_FLAG_UNKNOWN, LaReplyBody};
 
 impl ControlUnit {
@@ -60,8 +60,15 @@ impl ControlUnit {
 
     pub(super) fn start_failover(&mut self, now_us: u64, operator: bool) {
         assert_eq!(self.role(), Role::Standby, "only a standby takes over");
-        self.max_counter += 1;
-        self.epoch = make_epoch(self.max_counter, self.index);
+        // `max_counter` is at most `Epoch::MAX_COUNTER` (2^48: every epoch it was taken from
+        // passed `Epoch::from_wire`) plus this unit's own candidacies, far below the 2^56 an
+        // epoch holds, so the next counter fits; the index is below the 32 control units a
+        // topology may hold.
+        let epoch = Epoch::new(self.max_counter, self.index)
+            .and_then(|e| e.next_counter(self.index))
+            .expect("epoch counters heard are range-checked, control units are at most 32");
+        self.max_counter = epoch.counter();
+        self.epoch = epoch.get();
         self.timing = super::FailoverTiming {
             started_us: now_us,
             finished_us: None,

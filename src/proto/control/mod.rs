@@ -15,7 +15,7 @@ use super::history::{OpStatus, StatusCounts};
 use super::ring::OpRing;
 use super::state::ChannelState;
 use super::{
-    Counters, Event, Events, INITIAL_EPOCH, InjectedBug, NodeId, ProtoConfig, Role, epoch_counter,
+    Counters, Epoch, Event, Events, INITIAL_EPOCH, InjectedBug, NodeId, ProtoConfig, Role,
 };
 use crate::wire::{
     FrameReader, HB_FLAG_JOINED, HB_FLAG_PRIMARY_LOST, HeartbeatBody, LA_FLAG_UNKNOWN, Msg,
@@ -288,6 +288,9 @@ pub struct ControlUnit {
     /// The role, with what only that role holds (see `role.rs`).
     state: role::RoleState,
     epoch: u64,
+    /// The highest epoch counter heard, made or restored. Each came through
+    /// [`Epoch::from_wire`], so it is at most [`Epoch::MAX_COUNTER`]: counting up from it in
+    /// a candidacy cannot fail.
     max_counter: u64,
     /// The highest epoch an earlier life persisted (0: none restored); see
     /// [`ControlUnit::restore_highest_epoch`].
@@ -419,7 +422,7 @@ impl ControlUnit {
             boot_id,
             state,
             epoch: if initial { INITIAL_EPOCH } else { 0 },
-            max_counter: epoch_counter(INITIAL_EPOCH),
+            max_counter: Epoch::INITIAL.counter(),
             restored_epoch: 0,
             chans,
             peers,
@@ -503,9 +506,9 @@ impl ControlUnit {
     /// built as `initial` starts in (that unit would act in the deployment's first epoch after
     /// an earlier life saw a later one: restart it as a re-joining unit instead).
     pub fn restore_highest_epoch(&mut self, epoch: u64) -> Result<(), RestoreError> {
-        if epoch_counter(epoch) > super::MAX_EPOCH_COUNTER {
+        let Some(restored) = Epoch::from_wire(epoch) else {
             return Err(RestoreError::OutOfRange { epoch });
-        }
+        };
         if self.epoch != 0 && epoch > self.epoch {
             return Err(RestoreError::InitialAfterLaterEpoch {
                 epoch,
@@ -514,7 +517,7 @@ impl ControlUnit {
         }
         if epoch > self.restored_epoch {
             self.restored_epoch = epoch;
-            self.max_counter = self.max_counter.max(epoch_counter(epoch));
+            self.max_counter = self.max_counter.max(restored.counter());
         }
         Ok(())
     }
@@ -942,7 +945,7 @@ impl ControlUnit {
         };
 
         self.epoch = epoch;
-        self.max_counter = self.max_counter.max(epoch_counter(epoch));
+        self.max_counter = self.max_counter.max(Epoch::from(epoch).counter());
         self.primary_last_rx_us = now_us;
         self.heard_primary = true;
         self.switchover_to = None;
@@ -1219,7 +1222,7 @@ mod tests {
 
     #[test]
     fn restored_epoch_raises_the_next_candidacy() {
-        let persisted = crate::proto::make_epoch(9, 0);
+        let persisted = Epoch::new(9, 0).unwrap().get();
         let mut a = ControlUnit::new(two_units(), 1, true, 1, 0);
         let mut b = ControlUnit::new(two_units(), 2, false, 2, 0);
         assert_eq!(b.highest_epoch(), 0);
@@ -1233,7 +1236,7 @@ mod tests {
         assert_eq!(b.highest_epoch(), persisted);
         // ...but the epoch it makes is above everything it persisted.
         b.operator_takeover(t).unwrap();
-        assert_eq!(b.epoch(), crate::proto::make_epoch(10, 1));
+        assert_eq!(b.epoch(), Epoch::new(10, 1).unwrap().get());
         assert_eq!(b.highest_epoch(), b.epoch());
         pump(&mut a, &mut b, t, |b| b.role() == Role::Primary);
         assert_eq!(a.highest_epoch(), b.epoch(), "the old primary followed");
@@ -1242,7 +1245,7 @@ mod tests {
     #[test]
     fn restore_refuses_corrupt_and_initial_after_later() {
         let mut b = ControlUnit::new(two_units(), 2, false, 2, 0);
-        let too_far = crate::proto::make_epoch(crate::proto::MAX_EPOCH_COUNTER + 1, 0);
+        let too_far = Epoch::new(Epoch::MAX_COUNTER + 1, 0).unwrap().get();
         assert!(matches!(
             b.restore_highest_epoch(too_far),
             Err(RestoreError::OutOfRange { .. })
