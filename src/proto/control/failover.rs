@@ -6,7 +6,7 @@ use super::role::{RoleState, Takeover, TakeoverChan};
 use super::standby::apply_through;
 use super::{ControlUnit, FailoverPreview};
 use crate::proto::state::ALL_SECTIONS_MASK;
-use crate::proto::{Epoch, Event, InjectedBug, Resolution, Role};
+use crate::proto::{Epoch, Event, InjectedBug, OpId, Resolution, Role};
 use crate::wire::{LA_FLAG_UNKNOWN, LaReplyBody};
 
 impl ControlUnit {
@@ -133,8 +133,10 @@ impl ControlUnit {
             Some(r)
                 if r.flags.get() & LA_FLAG_UNKNOWN == 0
                     && r.last_applied.get() >= applied
-                    && c.history
-                        .agrees_with(r.data_epoch.get(), r.last_applied.get()) =>
+                    && c.history.agrees_with(
+                        Epoch::from(r.data_epoch.get()),
+                        OpId::new(r.last_applied.get()),
+                    ) =>
             {
                 Answer::Applied {
                     op: r.last_applied.get(),
@@ -231,7 +233,7 @@ impl ControlUnit {
         for ci in 0..self.chans.len() {
             let c = &mut self.chans[ci];
             let cut = c.next_op - 1;
-            let pushed = c.history.push(epoch, cut + 1);
+            let pushed = c.history.push(Epoch::from(epoch), OpId::new(c.next_op));
             // Our new epoch is above every epoch we accepted (transferred history is bounded
             // by the epoch it came in, and our counter passed every epoch heard).
             assert!(pushed, "a new epoch starts a new history segment");

@@ -15,7 +15,7 @@ use super::history::{OpStatus, StatusCounts};
 use super::ring::OpRing;
 use super::state::ChannelState;
 use super::{
-    Counters, Epoch, Event, Events, INITIAL_EPOCH, InjectedBug, NodeId, ProtoConfig, Role,
+    Counters, Epoch, Event, Events, INITIAL_EPOCH, InjectedBug, NodeId, OpId, ProtoConfig, Role,
 };
 use crate::wire::{
     FrameReader, HB_FLAG_JOINED, HB_FLAG_PRIMARY_LOST, HeartbeatBody, LA_FLAG_UNKNOWN, Msg,
@@ -122,7 +122,7 @@ impl Chan {
             id,
             owner,
             state: ChannelState::with_seed(seed),
-            history: History::new(INITIAL_EPOCH, 1),
+            history: History::new(Epoch::INITIAL, OpId::FIRST),
             ring: OpRing::new(window),
             next_op: 1,
             commit: 0,
@@ -617,7 +617,9 @@ impl ControlUnit {
             };
         };
         let (last, commit) = self.status_bounds(c);
-        c.history.status_counts(epoch, from, to, last, commit)
+        let [from, to, last, commit] = [from, to, last, commit].map(OpId::new);
+        c.history
+            .status_counts(Epoch::from(epoch), from, to, last, commit)
     }
 
     /// What became of op `op`, assigned in `epoch` on `channel`. Exact on the primary.
@@ -626,7 +628,8 @@ impl ControlUnit {
             return OpStatus::Unknown;
         };
         let (last, commit) = self.status_bounds(c);
-        c.history.status(epoch, op, last, commit)
+        let [op, last, commit] = [op, last, commit].map(OpId::new);
+        c.history.status(Epoch::from(epoch), op, last, commit)
     }
 
     /// The freshest sync set this standby knows of: its own view, or a newer one another

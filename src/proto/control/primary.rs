@@ -5,7 +5,7 @@ use super::lives::Life;
 use super::{ControlError, ControlUnit, PeerChan};
 use crate::proto::bulk::{BulkKind, BulkTx};
 use crate::proto::state::{ALL_SECTIONS_MASK, PrefetchHint};
-use crate::proto::{Event, InjectedBug, NodeId, Role};
+use crate::proto::{Epoch, Event, InjectedBug, NodeId, OpId, Role};
 use crate::wire::{
     BulkAck, CommitBody, Entry, HB_FLAG_NEEDS_TRANSFER, HeartbeatBody, MIN_FRAME_BYTES, NackBody,
     ROLE_STANDBY, UpdateFixed, entry_wire_len,
@@ -456,7 +456,7 @@ impl ControlUnit {
             .offer
             .take()
             .filter(|&(epoch, pos)| {
-                c.history.agrees_with(epoch, pos)
+                c.history.agrees_with(Epoch::from(epoch), OpId::new(pos))
                     && pos < c.next_op
                     && (pos + 1..c.next_op).all(|op| c.ring.get(op).is_some_and(|s| !s.preapplied))
             })

@@ -6,7 +6,7 @@ use super::ControlUnit;
 use super::role::RoleState;
 use crate::proto::bulk::BulkRx;
 use crate::proto::state::PRIVATE_SECTION;
-use crate::proto::{Event, InjectedBug, PREFETCH_STAGES, Role};
+use crate::proto::{Epoch, Event, InjectedBug, OpId, PREFETCH_STAGES, Role};
 use crate::wire::{
     BULK_FLAG_PRIVATE, HB_FLAG_JOINED, HB_FLAG_PRIMARY_LOST, Msg, UPDATE_FLAG_PREAPPLIED,
     UpdateView,
@@ -64,9 +64,9 @@ impl ControlUnit {
                 {
                     // The primary's history cannot hold an epoch above its own (the epoch this
                     // frame came in); a segment that could not follow the ones held is refused.
-                    if h.epoch.get() > self.epoch
-                        || !c.history.push(h.epoch.get(), h.start_op.get().max(1))
-                    {
+                    // `push` also refuses a start op past `OpId::MAX`.
+                    let (epoch, start) = (h.epoch.get(), h.start_op.get().max(1));
+                    if epoch > self.epoch || !c.history.push(Epoch::from(epoch), OpId::new(start)) {
                         self.counters.rejected_unexpected += 1;
                     }
                 }
