@@ -167,6 +167,19 @@ impl OpId {
         self.0.checked_sub(earlier.0)
     }
 
+    /// The op `ops` after this one, or the largest ID there is: for bounds ("at most this
+    /// far ahead") that are then clamped to an op that exists.
+    #[must_use]
+    pub fn saturating_add(self, ops: u64) -> OpId {
+        OpId(self.0.saturating_add(ops))
+    }
+
+    /// The ops after this one up to and including `through`, in order (none when `through` is
+    /// not above it). Never overflows, whatever the two IDs are.
+    pub fn range_after(self, through: OpId) -> impl DoubleEndedIterator<Item = OpId> {
+        (self.0..through.0.max(self.0)).map(|op| OpId(op + 1))
+    }
+
     /// Whether it is a valid ID for an op that exists: 1 to [`OpId::MAX`].
     pub fn is_valid(self) -> bool {
         (1..=Self::MAX.0).contains(&self.0)
@@ -344,6 +357,17 @@ mod tests {
         assert!(OpId::MAX.next().is_some());
         assert!(!OpId::ZERO.is_valid() && OpId::FIRST.is_valid() && OpId::MAX.is_valid());
         assert!(!OpId::new((1 << 62) + 1).is_valid());
+        let ops = |a: u64, b: u64| OpId::new(a).range_after(OpId::new(b)).map(OpId::get);
+        assert_eq!(ops(3, 6).collect::<Vec<_>>(), vec![4, 5, 6]);
+        assert_eq!(ops(6, 6).count() + ops(7, 6).count(), 0);
+        assert_eq!(
+            ops(u64::MAX - 1, u64::MAX).collect::<Vec<_>>(),
+            vec![u64::MAX]
+        );
+        assert_eq!(
+            OpId::new(u64::MAX - 1).saturating_add(5),
+            OpId::new(u64::MAX)
+        );
         assert_eq!(format!("{} {:?}", OpId::new(12), OpId::new(12)), "12 12");
     }
 

@@ -6,7 +6,7 @@ use super::role::{RoleState, Takeover, TakeoverChan};
 use super::standby::apply_through;
 use super::{ControlUnit, FailoverPreview};
 use crate::proto::state::ALL_SECTIONS_MASK;
-use crate::proto::{Epoch, Event, InjectedBug, OpId, Resolution, Role};
+use crate::proto::{Epoch, Event, InjectedBug, OpId, Resolution, Role, SectionMask};
 use crate::wire::{LA_FLAG_UNKNOWN, LaReplyBody};
 
 impl ControlUnit {
@@ -30,25 +30,19 @@ impl ControlUnit {
         self.chans
             .iter()
             .map(|c| {
-                let view = HeldView {
-                    floor: c.applied.max(c.preapplied_top),
-                    held: c.held_top(),
-                    acked: c.acked,
-                };
+                let view = c.held_view();
                 let answer = Answer::Applied {
-                    op: c.acked,
-                    cookie_above: 0,
+                    op: OpId::new(c.acked),
+                    cookie_above: SectionMask::EMPTY,
                 };
-                let d = decide(view, answer, self.cfg.cut_policy, |op| {
-                    c.ring.get(op).map(|s| (s.cookie, s.preapplied))
-                });
-                let sections = d.replay.unwrap_or(0);
+                let d = decide(view, answer, self.cfg.cut_policy, |op| c.slot(op));
+                let sections = d.replay.unwrap_or(SectionMask::EMPTY).get();
                 FailoverPreview {
                     channel: c.id,
                     client: c.owner,
                     resolution: d.resolution,
-                    cut: d.cut,
-                    held: view.held,
+                    cut: d.cut.get(),
+                    held: view.held.get(),
                     replay_sections: sections,
                     replay_bytes: c.state.wire_bytes(sections),
                     full_replay_bytes: c.state.wire_bytes(ALL_SECTIONS_MASK),
@@ -139,24 +133,18 @@ impl ControlUnit {
                     ) =>
             {
                 Answer::Applied {
-                    op: r.last_applied.get(),
-                    cookie_above: r.cookie_above.get(),
+                    op: OpId::new(r.last_applied.get()),
+                    cookie_above: SectionMask::new(r.cookie_above.get()),
                 }
             }
             _ => Answer::Unknown,
         };
         // Ops already in our state can never be cut; we can keep what the ring or a
         // transferred snapshot holds.
-        let view = HeldView {
-            floor: applied.max(c.preapplied_top),
-            held: c.held_top(),
-            acked: c.acked,
-        };
-        let held = view.held;
-        let d = decide(view, answer, self.cfg.cut_policy, |op| {
-            c.ring.get(op).map(|s| (s.cookie, s.preapplied))
-        });
-        let (resolution, mut replay) = (d.resolution, d.replay);
+        let view = c.held_view();
+        let held = view.held.get();
+        let d = decide(view, answer, self.cfg.cut_policy, |op| c.slot(op));
+        let (resolution, mut replay) = (d.resolution, d.replay.map(SectionMask::get));
         if self.cfg.inject == InjectedBug::SkipReplaySection
             && matches!(resolution, Resolution::Ahead { .. })
             && let Some(sections) = replay.filter(|&s| s != 0)
@@ -164,7 +152,7 @@ impl ControlUnit {
             // The plant: the highest marked section is left out.
             replay = Some(sections & !(1u64 << (63 - sections.leading_zeros())));
         }
-        self.chans[ci].acked = d.acked;
+        self.chans[ci].acked = d.acked.get();
         if let Some(t) = self.takeover_mut() {
             t.chans[ci] = TakeoverChan {
                 pending: false,
@@ -172,7 +160,7 @@ impl ControlUnit {
                 replay,
             };
         }
-        let mut cut = d.cut;
+        let mut cut = d.cut.get();
         if self.cfg.inject == InjectedBug::DiscardCommittedTrailing && applied > 0 {
             // The bug: the last op this standby applied (so committed) is cut off.
             cut = applied - 1;
@@ -265,5 +253,25 @@ impl ControlUnit {
         self.timing.finished_us = Some(now_us);
         self.events.push(Event::TookOver { epoch });
         self.enter(RoleState::Primary);
+    }
+}
+
+impl super::Chan {
+    /// What this unit holds of the channel, as the cut decision sees it. Ops already in the
+    /// state can never be cut; we can keep what the ring or a transferred snapshot holds.
+    fn held_view(&self) -> HeldView {
+        HeldView {
+            floor: OpId::new(self.applied.max(self.preapplied_top)),
+            held: OpId::new(self.held_top()),
+            acked: OpId::new(self.acked),
+        }
+    }
+
+    /// Retained op `op` for the cut decision: the sections it touched, and whether only that
+    /// cookie is held (the op is inside a transferred snapshot).
+    fn slot(&self, op: OpId) -> Option<(SectionMask, bool)> {
+        self.ring
+            .get(op.get())
+            .map(|s| (SectionMask::new(s.cookie), s.preapplied))
     }
 }
