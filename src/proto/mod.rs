@@ -633,6 +633,12 @@ pub(crate) fn decode_frame<'a>(
     }
 }
 
+/// The epoch of a frame [`decode_frame`] accepted: its range was checked there (a frame
+/// with a counter past [`Epoch::MAX_COUNTER`] never gets this far).
+pub(crate) fn frame_epoch(frame: &crate::wire::FrameReader<'_>) -> Epoch {
+    Epoch::from(frame.epoch())
+}
+
 /// The first heartbeat of a frame, if it holds one. A frame carries one heartbeat's worth of
 /// facts: further heartbeats are counted and ignored, so one datagram packed with them (each
 /// asking for a transfer, say) costs no more work than one heartbeat.

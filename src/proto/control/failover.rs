@@ -62,7 +62,7 @@ impl ControlUnit {
             .and_then(|e| e.next_counter(self.index))
             .expect("epoch counters heard are range-checked, control units are at most 32");
         self.max_counter = epoch.counter();
-        self.epoch = epoch.get();
+        self.epoch = epoch;
         self.timing = super::FailoverTiming {
             started_us: now_us,
             finished_us: None,
@@ -82,7 +82,7 @@ impl ControlUnit {
             .iter_mut()
             .for_each(|l| l.forget_current(now_us));
         self.events.push(Event::FailoverStarted {
-            epoch: self.epoch,
+            epoch: self.epoch.get(),
             operator,
         });
         let takeover = Takeover::new(now_us, self.cfg.query_timeout_us, self.chans.len());
@@ -196,7 +196,7 @@ impl ControlUnit {
             _ => (0, 0),
         };
         c.last_failover = Some(super::ChannelFailover {
-            epoch: self.epoch,
+            epoch: self.epoch.get(),
             resolution,
             cut,
             replay_sections: 0,
@@ -221,7 +221,7 @@ impl ControlUnit {
         for ci in 0..self.chans.len() {
             let c = &mut self.chans[ci];
             let cut = c.next_op - 1;
-            let pushed = c.history.push(Epoch::from(epoch), OpId::new(c.next_op));
+            let pushed = c.history.push(epoch, OpId::new(c.next_op));
             // Our new epoch is above every epoch we accepted (transferred history is bounded
             // by the epoch it came in, and our counter passed every epoch heard).
             assert!(pushed, "a new epoch starts a new history segment");
@@ -251,7 +251,7 @@ impl ControlUnit {
         self.client_hb_due.iter_mut().for_each(|d| *d = true);
         self.has_view = true;
         self.timing.finished_us = Some(now_us);
-        self.events.push(Event::TookOver { epoch });
+        self.events.push(Event::TookOver { epoch: epoch.get() });
         self.enter(RoleState::Primary);
     }
 }

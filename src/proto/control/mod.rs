@@ -14,9 +14,7 @@ pub use super::history::History;
 use super::history::{OpStatus, StatusCounts};
 use super::ring::OpRing;
 use super::state::ChannelState;
-use super::{
-    Counters, Epoch, Event, Events, INITIAL_EPOCH, InjectedBug, NodeId, OpId, ProtoConfig, Role,
-};
+use super::{Counters, Epoch, Event, Events, InjectedBug, NodeId, OpId, ProtoConfig, Role};
 use crate::wire::{
     FrameReader, HB_FLAG_JOINED, HB_FLAG_PRIMARY_LOST, HeartbeatBody, LA_FLAG_UNKNOWN, Msg,
 };
@@ -52,7 +50,7 @@ struct Peer {
     id: NodeId,
     last_rx_us: Option<u64>,
     flags: u8,
-    epoch: u64,
+    epoch: Epoch,
     seen_mask: u32,
     seen_version: u16,
     vote: NodeId,
@@ -63,7 +61,7 @@ struct Peer {
     /// `(epoch, packet sequence)` of the newest primary heartbeat taken from this unit: an
     /// epoch has one primary life, so an older one of the same epoch is stale (acting on it
     /// would, say, roll back the sync set this standby knows it is in).
-    primary_hb_order: Option<(u64, u64)>,
+    primary_hb_order: Option<(Epoch, u64)>,
     /// Primary: transfer in progress towards this standby, one channel at a time.
     xfer: Option<BulkTx>,
     transferring: bool,
@@ -266,7 +264,7 @@ pub enum RestoreError {
 /// commits nothing without it.
 #[derive(Debug, Clone, Copy)]
 struct Pledge {
-    epoch: u64,
+    epoch: Epoch,
     candidate: usize,
     until_us: u64,
 }
@@ -287,14 +285,14 @@ pub struct ControlUnit {
     boot_id: u32,
     /// The role, with what only that role holds (see `role.rs`).
     state: role::RoleState,
-    epoch: u64,
+    epoch: Epoch,
     /// The highest epoch counter heard, made or restored. Each came through
     /// [`Epoch::from_wire`], so it is at most [`Epoch::MAX_COUNTER`]: counting up from it in
     /// a candidacy cannot fail.
     max_counter: u64,
     /// The highest epoch an earlier life persisted (0: none restored); see
     /// [`ControlUnit::restore_highest_epoch`].
-    restored_epoch: u64,
+    restored_epoch: Epoch,
     chans: Vec<Chan>,
     peers: Vec<Peer>,
     /// Primary: bit i set when control unit i is in the sync set.
@@ -318,7 +316,7 @@ pub struct ControlUnit {
     /// Joining after a change of epoch with the state it held as a standby of this epoch: it
     /// offers that state to the new primary, which sends only what it lacks (or, when the
     /// state is not of its lineage, a full transfer that replaces it).
-    kept_epoch: Option<u64>,
+    kept_epoch: Option<Epoch>,
     /// The sync set this unit was in when it kept its state (0: it was not eligible then). If
     /// the new epoch falls silent while no sync set of it has been announced with anyone in
     /// it (its candidate died mid-takeover, or its new primary before any standby joined),
@@ -392,7 +390,7 @@ impl ControlUnit {
                 id: p,
                 last_rx_us: initial.then_some(now_us),
                 flags: if initial { HB_FLAG_JOINED } else { 0 },
-                epoch: if initial { INITIAL_EPOCH } else { 0 },
+                epoch: if initial { Epoch::INITIAL } else { Epoch::ZERO },
                 seen_mask: all_mask,
                 seen_version: 0,
                 vote: 0,
@@ -421,9 +419,9 @@ impl ControlUnit {
             index,
             boot_id,
             state,
-            epoch: if initial { INITIAL_EPOCH } else { 0 },
+            epoch: if initial { Epoch::INITIAL } else { Epoch::ZERO },
             max_counter: Epoch::INITIAL.counter(),
-            restored_epoch: 0,
+            restored_epoch: Epoch::ZERO,
             chans,
             peers,
             sync_mask: all_mask & !(1 << index),
@@ -473,7 +471,7 @@ impl ControlUnit {
         self.state.role()
     }
     pub fn epoch(&self) -> u64 {
-        self.epoch
+        self.epoch.get()
     }
 
     /// The highest epoch this unit has taken as its own or followed, in this life or (through
@@ -486,7 +484,7 @@ impl ControlUnit {
     /// Within one life `epoch` never decreases (an adopted epoch is higher, a new one is made
     /// from a counter past every epoch heard), so the maximum with the restored value is exact.
     pub fn highest_epoch(&self) -> u64 {
-        self.epoch.max(self.restored_epoch)
+        self.epoch.max(self.restored_epoch).get()
     }
 
     /// Restores the highest epoch an earlier life of this unit persisted (see
@@ -509,14 +507,14 @@ impl ControlUnit {
         let Some(restored) = Epoch::from_wire(epoch) else {
             return Err(RestoreError::OutOfRange { epoch });
         };
-        if self.epoch != 0 && epoch > self.epoch {
+        if self.epoch != Epoch::ZERO && restored > self.epoch {
             return Err(RestoreError::InitialAfterLaterEpoch {
                 epoch,
-                initial: self.epoch,
+                initial: self.epoch.get(),
             });
         }
-        if epoch > self.restored_epoch {
-            self.restored_epoch = epoch;
+        if restored > self.restored_epoch {
+            self.restored_epoch = restored;
             self.max_counter = self.max_counter.max(restored.counter());
         }
         Ok(())
@@ -795,7 +793,7 @@ impl ControlUnit {
     }
 
     fn on_cu_frame(&mut self, now_us: u64, pi: usize, frame: &FrameReader<'_>) {
-        let epoch = frame.epoch();
+        let epoch = crate::proto::frame_epoch(frame);
         if self.role() == Role::Primary {
             // Before the heartbeat that may start a transfer: it uses these.
             self.take_standby_offers(pi, frame);
@@ -811,7 +809,7 @@ impl ControlUnit {
         if epoch > self.epoch && self.cfg.topology.epoch_owner(epoch) != Some(self.id) {
             self.adopt_higher_epoch(now_us, epoch);
         }
-        if epoch != self.epoch || epoch == 0 {
+        if epoch != self.epoch || epoch == Epoch::ZERO {
             if frame.msgs().any(|m| !matches!(m, Msg::Heartbeat(_))) {
                 self.counters.rejected_stale_epoch += 1;
             }
@@ -870,7 +868,7 @@ impl ControlUnit {
         }
     }
 
-    fn on_cu_heartbeat(&mut self, now_us: u64, pi: usize, hb: &HeartbeatBody, epoch: u64) {
+    fn on_cu_heartbeat(&mut self, now_us: u64, pi: usize, hb: &HeartbeatBody, epoch: Epoch) {
         let p = &mut self.peers[pi];
         p.last_rx_us = Some(now_us);
         p.flags = hb.flags;
@@ -911,7 +909,13 @@ impl ControlUnit {
     /// that finished its transfer since it asked for one. Packet sequence numbers increase per
     /// sender, so order within a life is exact; a new life starts afresh. A primary's
     /// heartbeat is ordered within its epoch (one life per epoch).
-    fn heartbeat_is_stale(&mut self, pi: usize, hb: &HeartbeatBody, epoch: u64, seq: u64) -> bool {
+    fn heartbeat_is_stale(
+        &mut self,
+        pi: usize,
+        hb: &HeartbeatBody,
+        epoch: Epoch,
+        seq: u64,
+    ) -> bool {
         let p = &mut self.peers[pi];
         if hb.role == crate::wire::ROLE_PRIMARY {
             if p.primary_hb_order
@@ -931,7 +935,7 @@ impl ControlUnit {
     }
 
     /// A higher epoch exists: whatever we were, we now follow it and need a fresh transfer.
-    fn adopt_higher_epoch(&mut self, now_us: u64, epoch: u64) {
+    fn adopt_higher_epoch(&mut self, now_us: u64, epoch: Epoch) {
         if self.cfg.inject == InjectedBug::TwoPrimaries && self.role() == Role::Primary {
             // The plant: a primary that hears a higher epoch keeps acting as primary.
             return;
@@ -948,7 +952,7 @@ impl ControlUnit {
         };
 
         self.epoch = epoch;
-        self.max_counter = self.max_counter.max(Epoch::from(epoch).counter());
+        self.max_counter = self.max_counter.max(epoch.counter());
         self.primary_last_rx_us = now_us;
         self.heard_primary = true;
         self.switchover_to = None;
@@ -972,7 +976,7 @@ impl ControlUnit {
     }
 
     fn on_client_frame(&mut self, now_us: u64, ci: usize, frame: &FrameReader<'_>) {
-        let epoch = frame.epoch();
+        let epoch = crate::proto::frame_epoch(frame);
         self.client_last_rx_us[ci] = Some(now_us);
         let client = self.cfg.topology.clients[ci];
         if epoch > self.epoch {
@@ -1125,7 +1129,7 @@ impl ControlUnit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::Topology;
+    use crate::proto::{INITIAL_EPOCH, Topology};
     use crate::wire::Entry;
 
     fn standby(grace_us: u64, built_us: u64) -> ControlUnit {

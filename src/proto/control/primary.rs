@@ -263,7 +263,7 @@ impl ControlUnit {
             c.commit = through;
             self.events.push(Event::Committed {
                 channel,
-                epoch: self.epoch,
+                epoch: self.epoch.get(),
                 through,
             });
             self.prune(channel);
@@ -293,7 +293,7 @@ impl ControlUnit {
         now_us: u64,
         pi: usize,
         hb: &HeartbeatBody,
-        epoch: u64,
+        epoch: Epoch,
     ) {
         let bit = 1u32 << pi;
         let p = &mut self.peers[pi];
@@ -427,7 +427,9 @@ impl ControlUnit {
                 .for_each(|pc| pc.offer = None);
         }
         // Every standby frame passes here: parse bodies only when an offer is there.
-        if frame.epoch() != self.epoch || !frame.contains(crate::wire::Kind::LaReply) {
+        if crate::proto::frame_epoch(frame) != self.epoch
+            || !frame.contains(crate::wire::Kind::LaReply)
+        {
             return;
         }
         for m in frame.msgs() {
@@ -631,7 +633,7 @@ impl ControlUnit {
         let full_bytes = c.state.wire_bytes(ALL_SECTIONS_MASK);
         self.counters.replays_started += 1;
         if let Some(f) = &mut c.last_failover
-            && f.epoch == self.epoch
+            && f.epoch == self.epoch.get()
         {
             f.replay_sections |= sections;
             f.replay_bytes += tx.payload_bytes;

@@ -66,7 +66,9 @@ impl ControlUnit {
                     // frame came in); a segment that could not follow the ones held is refused.
                     // `push` also refuses a start op past `OpId::MAX`.
                     let (epoch, start) = (h.epoch.get(), h.start_op.get().max(1));
-                    if epoch > self.epoch || !c.history.push(Epoch::from(epoch), OpId::new(start)) {
+                    if epoch > self.epoch.get()
+                        || !c.history.push(Epoch::from(epoch), OpId::new(start))
+                    {
                         self.counters.rejected_unexpected += 1;
                     }
                 }
@@ -126,8 +128,9 @@ impl ControlUnit {
                     self.kept_mask = 0;
                     self.chans.iter_mut().for_each(|c| c.kept_history = None);
                     self.primary_lost = false;
-                    self.events
-                        .push(Event::TransferComplete { epoch: self.epoch });
+                    self.events.push(Event::TransferComplete {
+                        epoch: self.epoch.get(),
+                    });
                     self.enter(RoleState::Standby);
                     for p in &mut self.peers {
                         p.hb_due = true;

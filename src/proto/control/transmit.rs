@@ -22,7 +22,7 @@ impl ControlUnit {
                 continue;
             }
             self.packet_seq += 1;
-            let mut fb = FrameBuilder::new(buf, self.id, self.epoch, self.packet_seq);
+            let mut fb = FrameBuilder::new(buf, self.id, self.epoch.get(), self.packet_seq);
             let dst = if d < n_cu {
                 self.fill_for_cu(now_us, d, &mut fb);
                 self.peers[d].id
