@@ -6,7 +6,7 @@
 
 use super::bulk::BulkRx;
 use super::state::{ALL_SECTIONS_MASK, ChannelState, PrefetchHint};
-use super::{Counters, Event, Events, INITIAL_EPOCH, InjectedBug, NodeId, ProtoConfig, Transmit};
+use super::{Counters, Epoch, Event, Events, InjectedBug, NodeId, ProtoConfig, Transmit};
 use crate::wire::{
     BulkBegin, BulkEnd, ChannelOp, FrameBuilder, HB_FLAG_NEEDS_TRANSFER, HeartbeatBody, Kind,
     LA_FLAG_UNKNOWN, LaReplyBody, Msg, NackBody, ROLE_CLIENT, UpdateView,
@@ -20,7 +20,7 @@ struct Chan {
     /// No trustworthy history (fresh start, or a replay was cut short): needs a full replay.
     unknown: bool,
     /// Epoch of the frame that gave us `applied` (reported in LAST-APPLIED answers).
-    data_epoch: u64,
+    data_epoch: Epoch,
     /// The primary of our epoch knows where this channel stands: it asked (LAST-APPLIED) or
     /// replayed it. After a change of epoch an UPDATE on a channel it never asked about would
     /// land on state it does not know (say, a stale primary's replay to our previous life):
@@ -68,7 +68,7 @@ impl Chan {
 pub struct Client {
     cfg: ProtoConfig,
     pub id: NodeId,
-    epoch: u64,
+    epoch: Epoch,
     chans: Vec<Chan>,
     /// Channel ID to index in `chans`.
     index: Vec<Option<usize>>,
@@ -102,7 +102,7 @@ impl Client {
                     state: ChannelState::with_seed(seed),
                     applied: 0,
                     unknown: fresh,
-                    data_epoch: if fresh { 0 } else { INITIAL_EPOCH },
+                    data_epoch: if fresh { Epoch::ZERO } else { Epoch::INITIAL },
                     vouched: true,
                     cookies: vec![0; window.next_power_of_two()],
                     cookie_history: window as u64,
@@ -120,7 +120,7 @@ impl Client {
             })
             .collect();
         Client {
-            epoch: if fresh { 0 } else { INITIAL_EPOCH },
+            epoch: if fresh { Epoch::ZERO } else { Epoch::INITIAL },
             cfg,
             id,
             chans,
@@ -137,10 +137,10 @@ impl Client {
     }
 
     pub fn epoch(&self) -> u64 {
-        self.epoch
+        self.epoch.get()
     }
     pub fn primary(&self) -> Option<NodeId> {
-        if self.epoch == 0 {
+        if self.epoch == Epoch::ZERO {
             None
         } else {
             self.cfg.topology.epoch_owner(self.epoch)
@@ -212,7 +212,7 @@ impl Client {
             self.counters.rejected_unknown_sender += 1;
             return;
         }
-        let epoch = frame.epoch();
+        let epoch = super::frame_epoch(&frame);
         if epoch < self.epoch && self.cfg.inject != InjectedBug::AcceptStaleEpoch {
             self.counters.rejected_stale_epoch += 1;
             self.stale_notify = Some(sender);
@@ -266,7 +266,7 @@ impl Client {
         }
     }
 
-    fn adopt_epoch(&mut self, epoch: u64) {
+    fn adopt_epoch(&mut self, epoch: Epoch) {
         self.epoch = epoch;
         // Introduce this life (boot ID) to the new primary at once: what it learns of our
         // channels must be tied to the life that told it.
@@ -299,7 +299,7 @@ impl Client {
         }
     }
 
-    fn on_update(&mut self, now_us: u64, u: &UpdateView<'_>, epoch: u64) {
+    fn on_update(&mut self, now_us: u64, u: &UpdateView<'_>, epoch: Epoch) {
         let Some(i) = self.chan_idx(u.channel()) else {
             self.counters.rejected_unexpected += 1;
             return;
@@ -333,7 +333,7 @@ impl Client {
                 self.events.push(Event::ClientApplied {
                     channel: c.id,
                     op,
-                    epoch,
+                    epoch: epoch.get(),
                     cookie: u.cookie(),
                 });
             }
@@ -360,7 +360,7 @@ impl Client {
                 flags: 0.into(),
                 last_applied: c.applied.into(),
                 cookie_above: c.cookie_above(q.op.get()).into(),
-                data_epoch: c.data_epoch.into(),
+                data_epoch: c.data_epoch.get().into(),
             }
         });
     }
@@ -398,7 +398,7 @@ impl Client {
         c.newest_stream = Some(stream);
     }
 
-    fn on_replay_end(&mut self, e: &BulkEnd, epoch: u64) {
+    fn on_replay_end(&mut self, e: &BulkEnd, epoch: Epoch) {
         let Some(i) = self.chan_idx(e.channel.get()) else {
             self.counters.rejected_unexpected += 1;
             return;
@@ -429,7 +429,7 @@ impl Client {
             channel: c.id,
             base_op: r.base_op,
             sections: r.sections,
-            epoch,
+            epoch: epoch.get(),
         });
     }
 
@@ -451,7 +451,7 @@ impl Client {
             return Some(self.heartbeat_to(d, buf));
         };
         let seq = self.next_seq();
-        let mut fb = FrameBuilder::new(buf, self.id, self.epoch, seq);
+        let mut fb = FrameBuilder::new(buf, self.id, self.epoch.get(), seq);
         // A frame that tells the primary about our channels' history (a LAST-APPLIED answer, a
         // replay ack) carries the heartbeat, hence our boot ID: the primary can then tell
         // which life of ours the answer belongs to.
@@ -536,7 +536,7 @@ impl Client {
 
     fn heartbeat_to(&mut self, dst: NodeId, buf: &mut [u8]) -> Transmit {
         let seq = self.next_seq();
-        let mut fb = FrameBuilder::new(buf, self.id, self.epoch, seq);
+        let mut fb = FrameBuilder::new(buf, self.id, self.epoch.get(), seq);
         let needs = self.chans.iter().any(|c| c.unknown);
         let pushed = fb.push(
             Kind::Heartbeat,
