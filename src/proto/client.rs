@@ -333,7 +333,7 @@ impl Client {
                 self.events.push(Event::ClientApplied {
                     channel: c.id,
                     op,
-                    epoch: epoch.get(),
+                    epoch,
                     cookie: u.cookie(),
                 });
             }
@@ -429,7 +429,7 @@ impl Client {
             channel: c.id,
             base_op: r.base_op,
             sections: r.sections,
-            epoch: epoch.get(),
+            epoch,
         });
     }
 

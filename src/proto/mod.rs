@@ -366,7 +366,7 @@ pub enum Event {
     /// Primary: ops of `epoch` on `channel` up to `through` are committed.
     Committed {
         channel: u32,
-        epoch: u64,
+        epoch: Epoch,
         through: u64,
     },
     /// Primary: the client of `channel` acknowledged ops through `through`.
@@ -378,7 +378,7 @@ pub enum Event {
     ClientApplied {
         channel: u32,
         op: u64,
-        epoch: u64,
+        epoch: Epoch,
         cookie: u64,
     },
     /// Client: a replay reset `sections` and left the channel at `base_op`.
@@ -386,7 +386,7 @@ pub enum Event {
         channel: u32,
         base_op: u64,
         sections: u64,
-        epoch: u64,
+        epoch: Epoch,
     },
     /// Standby: op applied to its state; `failover` when applied by the failover cut.
     StandbyApplied {
@@ -396,11 +396,11 @@ pub enum Event {
     },
     RoleChanged {
         role: Role,
-        epoch: u64,
+        epoch: Epoch,
     },
     /// A failover started (`operator` for a planned switchover).
     FailoverStarted {
-        epoch: u64,
+        epoch: Epoch,
         operator: bool,
     },
     /// A failover decided a channel: ops up to `cut` are kept.
@@ -426,7 +426,7 @@ pub enum Event {
     },
     /// The failover finished; this node is primary and accepts submissions.
     TookOver {
-        epoch: u64,
+        epoch: Epoch,
     },
     StandbyJoined {
         standby: NodeId,
@@ -441,7 +441,7 @@ pub enum Event {
     },
     /// A standby finished receiving its state transfer.
     TransferComplete {
-        epoch: u64,
+        epoch: Epoch,
     },
 }
 

@@ -427,7 +427,7 @@ fn on_event(machine: &Node, ev: Event, now_ns: u64, sinks: Sinks<'_>) {
                 && tx
                     .push(CommitNote {
                         channel,
-                        epoch,
+                        epoch: epoch.get(),
                         through,
                     })
                     .is_err()

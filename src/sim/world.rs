@@ -272,6 +272,7 @@ impl World {
                 epoch,
                 through,
             } => {
+                let epoch = epoch.get();
                 let m = self.marks.entry((channel, epoch)).or_insert(0);
                 *m = (*m).max(through);
                 // A commit in an epoch the newest primary has superseded: it must have kept it.
@@ -316,6 +317,7 @@ impl World {
                 epoch,
                 cookie,
             } => {
+                let epoch = epoch.get();
                 if self.opts.trace_channel == Some(channel) {
                     self.trace(|| format!("client {id} ch {channel} applied op {op} epoch {epoch:#x} cookie {cookie:#x}"));
                 }
@@ -346,6 +348,7 @@ impl World {
                 sections: _,
                 epoch,
             } => {
+                let epoch = epoch.get();
                 let max_seen = self.max_epoch_rx.get(&id).copied().unwrap_or(0);
                 if epoch < max_seen {
                     self.violation(format!(

@@ -82,7 +82,7 @@ impl ControlUnit {
             .iter_mut()
             .for_each(|l| l.forget_current(now_us));
         self.events.push(Event::FailoverStarted {
-            epoch: self.epoch.get(),
+            epoch: self.epoch,
             operator,
         });
         let takeover = Takeover::new(now_us, self.cfg.query_timeout_us, self.chans.len());
@@ -251,7 +251,7 @@ impl ControlUnit {
         self.client_hb_due.iter_mut().for_each(|d| *d = true);
         self.has_view = true;
         self.timing.finished_us = Some(now_us);
-        self.events.push(Event::TookOver { epoch: epoch.get() });
+        self.events.push(Event::TookOver { epoch });
         self.enter(RoleState::Primary);
     }
 }

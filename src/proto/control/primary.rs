@@ -263,7 +263,7 @@ impl ControlUnit {
             c.commit = through;
             self.events.push(Event::Committed {
                 channel,
-                epoch: self.epoch.get(),
+                epoch: self.epoch,
                 through,
             });
             self.prune(channel);

@@ -90,7 +90,7 @@ impl ControlUnit {
         if was != role {
             self.events.push(Event::RoleChanged {
                 role,
-                epoch: self.epoch.get(),
+                epoch: self.epoch,
             });
         }
     }

@@ -128,9 +128,8 @@ impl ControlUnit {
                     self.kept_mask = 0;
                     self.chans.iter_mut().for_each(|c| c.kept_history = None);
                     self.primary_lost = false;
-                    self.events.push(Event::TransferComplete {
-                        epoch: self.epoch.get(),
-                    });
+                    self.events
+                        .push(Event::TransferComplete { epoch: self.epoch });
                     self.enter(RoleState::Standby);
                     for p in &mut self.peers {
                         p.hb_due = true;
