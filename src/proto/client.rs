@@ -6,7 +6,9 @@
 
 use super::bulk::BulkRx;
 use super::state::{ALL_SECTIONS_MASK, ChannelState, PrefetchHint};
-use super::{Counters, Epoch, Event, Events, InjectedBug, NodeId, ProtoConfig, Transmit};
+use super::{
+    Counters, Epoch, Event, Events, InjectedBug, NodeId, OpId, ProtoConfig, SectionMask, Transmit,
+};
 use crate::wire::{
     BulkBegin, BulkEnd, ChannelOp, FrameBuilder, HB_FLAG_NEEDS_TRANSFER, HeartbeatBody, Kind,
     LA_FLAG_UNKNOWN, LaReplyBody, Msg, NackBody, ROLE_CLIENT, UpdateView,
@@ -332,9 +334,9 @@ impl Client {
             if emit {
                 self.events.push(Event::ClientApplied {
                     channel: c.id,
-                    op,
+                    op: OpId::new(op),
                     epoch,
-                    cookie: u.cookie(),
+                    cookie: SectionMask::new(u.cookie()),
                 });
             }
         } else if op <= c.applied {
@@ -427,8 +429,8 @@ impl Client {
         c.nack = None;
         self.events.push(Event::ClientReplayed {
             channel: c.id,
-            base_op: r.base_op,
-            sections: r.sections,
+            base_op: OpId::new(r.base_op),
+            sections: SectionMask::new(r.sections),
             epoch,
         });
     }

@@ -208,8 +208,8 @@ impl ControlUnit {
         self.events.push(Event::ChannelResolved {
             channel,
             resolution,
-            cut,
-            held,
+            cut: OpId::new(cut),
+            held: OpId::new(held),
         });
     }
 

@@ -5,7 +5,7 @@ use super::lives::Life;
 use super::{ControlError, ControlUnit, PeerChan};
 use crate::proto::bulk::{BulkKind, BulkTx};
 use crate::proto::state::{ALL_SECTIONS_MASK, PrefetchHint};
-use crate::proto::{Epoch, Event, InjectedBug, NodeId, OpId, Role};
+use crate::proto::{Epoch, Event, InjectedBug, NodeId, OpId, Role, SectionMask};
 use crate::wire::{
     BulkAck, CommitBody, Entry, HB_FLAG_NEEDS_TRANSFER, HeartbeatBody, MIN_FRAME_BYTES, NackBody,
     ROLE_STANDBY, UpdateFixed, entry_wire_len,
@@ -129,7 +129,7 @@ impl ControlUnit {
             if self.cfg.ack_events {
                 self.events.push(Event::ClientAcked {
                     channel,
-                    through: op,
+                    through: OpId::new(op),
                 });
             }
             if c.client_cursor <= op {
@@ -264,7 +264,7 @@ impl ControlUnit {
             self.events.push(Event::Committed {
                 channel,
                 epoch: self.epoch,
-                through,
+                through: OpId::new(through),
             });
             self.prune(channel);
         }
@@ -642,11 +642,11 @@ impl ControlUnit {
         self.events.push(Event::ReplayStarted {
             channel,
             client: c.owner,
-            sections,
+            sections: SectionMask::new(sections),
             full,
             bytes: tx.payload_bytes,
             full_bytes,
-            base_op: base,
+            base_op: OpId::new(base),
         });
         c.replay = Some(tx);
     }

@@ -121,7 +121,7 @@ impl ControlUnit {
                 c.commit_dirty = true;
                 self.events.push(Event::ChannelTransferred {
                     channel: e.channel.get(),
-                    applied: acked,
+                    applied: OpId::new(acked),
                 });
                 if self.chans.iter().all(|c| c.ready) && self.role() == Role::Joining {
                     self.kept_epoch = None;
@@ -205,7 +205,7 @@ impl ControlUnit {
             if emit {
                 self.events.push(Event::StandbyApplied {
                     channel,
-                    op: skipped,
+                    op: OpId::new(skipped),
                     failover: false,
                 });
             }
@@ -375,7 +375,7 @@ pub(super) fn apply_through(
         if let Some(events) = events.as_deref_mut() {
             events.push(Event::StandbyApplied {
                 channel,
-                op,
+                op: OpId::new(op),
                 failover,
             });
         }
