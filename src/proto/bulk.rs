@@ -7,7 +7,7 @@
 //! so duplicates and reordering are harmless.
 
 use super::state::{ChannelState, PRIVATE_SECTION};
-use super::{Epoch, OpId};
+use super::{Epoch, OpId, SectionMask};
 use crate::wire::{
     BULK_FLAG_PRIVATE, BulkAck, BulkBegin, BulkEnd, BulkEntry, FrameBuilder, HistoryBody, Kind,
     SECTIONS,
@@ -271,9 +271,9 @@ impl BulkTx {
 pub struct BulkRx {
     pub stream: u32,
     pub sender: u32,
-    pub sections: u64,
-    pub base_op: u64,
-    pub acked_op: u64,
+    pub sections: SectionMask,
+    pub base_op: OpId,
+    pub acked_op: OpId,
     pub next_index: u32,
     pub ack_dirty: bool,
 }
@@ -287,9 +287,9 @@ impl BulkRx {
         Some(BulkRx {
             stream: b.stream.get(),
             sender,
-            sections: b.sections.get(),
-            base_op: base_op.get(),
-            acked_op: acked_op.get(),
+            sections: SectionMask::new(b.sections.get()),
+            base_op,
+            acked_op,
             next_index: 0,
             ack_dirty: true,
         })

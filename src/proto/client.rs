@@ -255,7 +255,7 @@ impl Client {
                         let c = &mut self.chans[i];
                         if let Some(r) = &mut c.replay
                             && r.accepts(e.stream.get(), e.index.get())
-                            && r.sections & (1 << e.section) != 0
+                            && r.sections.contains(u32::from(e.section))
                         {
                             c.state.put(e.section as usize, e.key.get(), v);
                         }
@@ -391,11 +391,11 @@ impl Client {
         // Sections not reset by a partial replay are only trustworthy if our history is, and
         // only if the primary of this epoch knows it (it asked us): a partial replay cut for
         // another life of ours would leave a mix. Ask for a full replay instead.
-        if rx.sections != ALL_SECTIONS_MASK && (c.unknown || !c.vouched) {
+        if rx.sections != SectionMask::ALL && (c.unknown || !c.vouched) {
             c.unknown = true;
             return;
         }
-        c.state.clear_sections(rx.sections);
+        c.state.clear_sections(rx.sections.get());
         c.replay = Some(rx);
         c.newest_stream = Some(stream);
     }
@@ -416,21 +416,26 @@ impl Client {
             return;
         }
         let r = *r;
+        // `BulkRx::begin` took only op IDs up to `OpId::MAX`, so there is a next op.
+        let Some(cookies_from) = r.base_op.next() else {
+            self.counters.rejected_unexpected += 1;
+            return;
+        };
         c.replay = None;
         c.last_replay_done = Some(r.stream);
         c.replay_done_ack = true;
         c.generation = r.stream;
-        c.applied = r.base_op;
+        c.applied = r.base_op.get();
         c.data_epoch = epoch;
         c.vouched = true;
         c.unknown = false;
-        c.cookies_from = r.base_op + 1;
+        c.cookies_from = cookies_from.get();
         c.ack_dirty = true;
         c.nack = None;
         self.events.push(Event::ClientReplayed {
             channel: c.id,
-            base_op: OpId::new(r.base_op),
-            sections: SectionMask::new(r.sections),
+            base_op: r.base_op,
+            sections: r.sections,
             epoch,
         });
     }

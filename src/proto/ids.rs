@@ -227,6 +227,9 @@ pub struct SectionMask(u64);
 impl SectionMask {
     pub const EMPTY: SectionMask = SectionMask(0);
 
+    /// Every section, the private one too (a full replay or transfer).
+    pub const ALL: SectionMask = SectionMask(u64::MAX);
+
     pub const fn new(bits: u64) -> SectionMask {
         SectionMask(bits)
     }

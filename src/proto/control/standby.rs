@@ -39,10 +39,10 @@ impl ControlUnit {
                     self.counters.rejected_unexpected += 1;
                     return;
                 };
-                if rx.sections == 0 {
+                if rx.sections.is_empty() {
                     // A catch-up: the primary takes the state we hold at our position (kept
                     // through a change of epoch, or resumed since and unchanged).
-                    if rx.base_op != c.applied {
+                    if rx.base_op.get() != c.applied {
                         self.counters.rejected_unexpected += 1;
                         return;
                     }
@@ -107,16 +107,26 @@ impl ControlUnit {
                 // cookies, which this ring must hold, so there are never more than a ring's
                 // capacity. A wider gap is a lie, and a failover would later apply its ops one
                 // by one (`apply_through` up to `preapplied_top`): 2^62 iterations at worst.
-                if acked > top || top - acked > c.ring.capacity() as u64 {
+                // (Both are at most `OpId::MAX`, checked at `BulkRx::begin`: the ops after
+                // them exist.)
+                let gap = top.checked_sub(acked);
+                let (Some(after_acked), Some(after_top), Some(gap)) =
+                    (acked.next(), top.next(), gap)
+                else {
+                    self.counters.rejected_unexpected += 1;
+                    return;
+                };
+                if gap > c.ring.capacity() as u64 {
                     self.counters.rejected_unexpected += 1;
                     return;
                 }
+                let (acked, top) = (acked.get(), top.get());
                 c.xfer_done = Some(r.stream);
                 c.applied = acked;
                 c.acked = acked;
-                c.ring.reset(acked + 1);
+                c.ring.reset(after_acked.get());
                 c.preapplied_top = top;
-                c.next_op = top + 1;
+                c.next_op = after_top.get();
                 c.ready = true;
                 c.commit_dirty = true;
                 self.events.push(Event::ChannelTransferred {
