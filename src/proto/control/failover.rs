@@ -185,8 +185,9 @@ impl ControlUnit {
         };
         let c = &mut self.chans[ci];
         let resent: (u64, u64) = match resolution {
-            Resolution::Behind { client_op } if replay.is_none() => (client_op + 1..=cut)
-                .filter_map(|op| c.ring.get(op))
+            Resolution::Behind { client_op } if replay.is_none() => OpId::new(client_op)
+                .range_after(OpId::new(cut))
+                .filter_map(|op| c.ring.get(op.get()))
                 .fold((0, 0), |(n, b), s| {
                     (
                         n + 1,
