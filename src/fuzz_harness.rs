@@ -22,10 +22,7 @@
 //! [`seed_inputs`] builds the seed corpora from a small fault-free cluster of real nodes (see
 //! `fuzz/README.md`).
 
-use crate::proto::{
-    Client, ControlUnit, CutPolicy, INITIAL_EPOCH, Node, NodeId, ProtoConfig, Topology,
-    epoch_counter, make_epoch,
-};
+use crate::proto::{Client, ControlUnit, CutPolicy, Epoch, Node, NodeId, ProtoConfig, Topology};
 use crate::wire::{
     BULK_FLAG_PRIVATE, BulkEntry, Entry, FrameHeader, FrameReader, HEADER_BYTES, Kind, MAGIC,
     MAX_FRAME_BYTES, MIN_FRAME_BYTES, MSG_HEADER_BYTES, Msg, SECTIONS, TRAILER_BYTES,
@@ -518,13 +515,18 @@ fn drive(node: &mut Node, ops: &[Op<'_>]) {
                 let id = SENDERS[si];
                 // The sender's priority index owns the epochs it makes (0 for a non-unit).
                 let owner = CONTROL_UNITS.iter().position(|&c| c == id).unwrap_or(0);
-                let counter = epoch_counter(node.epoch()).max(epoch_counter(INITIAL_EPOCH));
+                let counter = Epoch::from(node.epoch())
+                    .counter()
+                    .max(Epoch::INITIAL.counter());
+                // The node's counter is at most `MAX_EPOCH_COUNTER` (larger ones are refused),
+                // so both epochs exist; the raw one stands in if that ever changes.
+                let ours = Epoch::new(counter, owner);
                 let epoch = match epoch_sel % 4 {
                     0 => node.epoch(),
-                    1 => make_epoch(counter, owner),
-                    // The node's counter is at most `MAX_EPOCH_COUNTER` (larger ones are
-                    // refused), so one more cannot overflow.
-                    2 => make_epoch(counter + 1, owner),
+                    1 => ours.map_or(*raw_epoch, Epoch::get),
+                    2 => ours
+                        .and_then(|e| e.next_counter(owner))
+                        .map_or(*raw_epoch, Epoch::get),
                     _ => *raw_epoch,
                 };
                 seq[si] += 1;

@@ -3,7 +3,7 @@
 //! datagram causes a bounded amount of work.
 
 use statesync::proto::control::ControlUnit;
-use statesync::proto::{INITIAL_EPOCH, MAX_EPOCH_COUNTER, ProtoConfig, Role, Topology};
+use statesync::proto::{Epoch, INITIAL_EPOCH, MAX_EPOCH_COUNTER, ProtoConfig, Role, Topology};
 use statesync::wire::{
     BulkBegin, BulkEnd, Entry, FrameBuilder, HB_FLAG_NEEDS_TRANSFER, HeartbeatBody, HistoryBody,
     Kind, MAX_FRAME_BYTES, NackBody, ROLE_PRIMARY, ROLE_STANDBY,
@@ -182,7 +182,7 @@ fn an_epoch_past_the_range_is_malformed() {
     let mut fb = FrameBuilder::new(
         &mut buf,
         1,
-        statesync::proto::make_epoch(MAX_EPOCH_COUNTER + 1, 0),
+        Epoch::new(MAX_EPOCH_COUNTER + 1, 0).unwrap().get(),
         1,
     );
     assert!(fb.push(Kind::Heartbeat, &heartbeat(ROLE_PRIMARY, 0, 0b11, 0)));
@@ -238,7 +238,7 @@ fn one_forged_client_datagram_does_not_demote_the_primary() {
     let mut p = primary_with_state();
     let epoch = p.epoch();
     let next = p.next_op(0);
-    let forged = statesync::proto::make_epoch(9, 1);
+    let forged = Epoch::new(9, 1).unwrap().get();
     let mut buf = vec![0u8; 256];
     let mut fb = FrameBuilder::new(&mut buf, 100, forged, 1);
     assert!(fb.push(Kind::Heartbeat, &heartbeat(0, 0, 0, 5)));

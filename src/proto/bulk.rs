@@ -7,6 +7,7 @@
 //! so duplicates and reordering are harmless.
 
 use super::state::{ChannelState, PRIVATE_SECTION};
+use super::{Epoch, OpId, SectionMask};
 use crate::wire::{
     BULK_FLAG_PRIVATE, BulkAck, BulkBegin, BulkEnd, BulkEntry, FrameBuilder, HistoryBody, Kind,
     SECTIONS,
@@ -76,11 +77,14 @@ impl BulkTx {
         private: bool,
         base_op: u64,
         acked_op: u64,
-        history: impl Iterator<Item = (u64, u64)>,
+        history: impl Iterator<Item = (Epoch, OpId)>,
         now_us: u64,
     ) -> BulkTx {
         let mut items: Vec<Item> = history
-            .map(|(epoch, start_op)| Item::History { epoch, start_op })
+            .map(|(epoch, start_op)| Item::History {
+                epoch: epoch.get(),
+                start_op: start_op.get(),
+            })
             .collect();
         let mut data = Vec::with_capacity(state.value_bytes(mask) as usize);
         let sections = (0..SECTIONS)
@@ -267,9 +271,9 @@ impl BulkTx {
 pub struct BulkRx {
     pub stream: u32,
     pub sender: u32,
-    pub sections: u64,
-    pub base_op: u64,
-    pub acked_op: u64,
+    pub sections: SectionMask,
+    pub base_op: OpId,
+    pub acked_op: OpId,
     pub next_index: u32,
     pub ack_dirty: bool,
 }
@@ -278,15 +282,14 @@ impl BulkRx {
     /// The receiving side of the stream `b` opens; `None` when its op IDs are out of range
     /// (the receiver does `op + 1` on them), for the caller to count.
     pub fn begin(b: &BulkBegin, sender: u32) -> Option<BulkRx> {
-        if b.base_op.get() > super::MAX_OP_ID || b.acked_op.get() > super::MAX_OP_ID {
-            return None;
-        }
+        let base_op = OpId::from_wire(b.base_op.get())?;
+        let acked_op = OpId::from_wire(b.acked_op.get())?;
         Some(BulkRx {
             stream: b.stream.get(),
             sender,
-            sections: b.sections.get(),
-            base_op: b.base_op.get(),
-            acked_op: b.acked_op.get(),
+            sections: SectionMask::new(b.sections.get()),
+            base_op,
+            acked_op,
             next_index: 0,
             ack_dirty: true,
         })

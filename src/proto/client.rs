@@ -6,7 +6,9 @@
 
 use super::bulk::BulkRx;
 use super::state::{ALL_SECTIONS_MASK, ChannelState, PrefetchHint};
-use super::{Counters, Event, Events, INITIAL_EPOCH, InjectedBug, NodeId, ProtoConfig, Transmit};
+use super::{
+    Counters, Epoch, Event, Events, InjectedBug, NodeId, OpId, ProtoConfig, SectionMask, Transmit,
+};
 use crate::wire::{
     BulkBegin, BulkEnd, ChannelOp, FrameBuilder, HB_FLAG_NEEDS_TRANSFER, HeartbeatBody, Kind,
     LA_FLAG_UNKNOWN, LaReplyBody, Msg, NackBody, ROLE_CLIENT, UpdateView,
@@ -20,7 +22,7 @@ struct Chan {
     /// No trustworthy history (fresh start, or a replay was cut short): needs a full replay.
     unknown: bool,
     /// Epoch of the frame that gave us `applied` (reported in LAST-APPLIED answers).
-    data_epoch: u64,
+    data_epoch: Epoch,
     /// The primary of our epoch knows where this channel stands: it asked (LAST-APPLIED) or
     /// replayed it. After a change of epoch an UPDATE on a channel it never asked about would
     /// land on state it does not know (say, a stale primary's replay to our previous life):
@@ -60,7 +62,7 @@ impl Chan {
             flags: 0.into(),
             last_applied: self.applied.into(),
             cookie_above: self.cookie_above(above_op).into(),
-            data_epoch: self.data_epoch.into(),
+            data_epoch: self.data_epoch.get().into(),
         }
     }
 
@@ -83,7 +85,7 @@ impl Chan {
 pub struct Client {
     cfg: ProtoConfig,
     pub id: NodeId,
-    epoch: u64,
+    epoch: Epoch,
     chans: Vec<Chan>,
     /// Channel ID to index in `chans`.
     index: Vec<Option<usize>>,
@@ -117,7 +119,7 @@ impl Client {
                     state: ChannelState::with_seed(seed),
                     applied: 0,
                     unknown: fresh,
-                    data_epoch: if fresh { 0 } else { INITIAL_EPOCH },
+                    data_epoch: if fresh { Epoch::ZERO } else { Epoch::INITIAL },
                     vouched: true,
                     cookies: vec![0; window.next_power_of_two()],
                     cookie_history: window as u64,
@@ -135,7 +137,7 @@ impl Client {
             })
             .collect();
         Client {
-            epoch: if fresh { 0 } else { INITIAL_EPOCH },
+            epoch: if fresh { Epoch::ZERO } else { Epoch::INITIAL },
             cfg,
             id,
             chans,
@@ -152,10 +154,10 @@ impl Client {
     }
 
     pub fn epoch(&self) -> u64 {
-        self.epoch
+        self.epoch.get()
     }
     pub fn primary(&self) -> Option<NodeId> {
-        if self.epoch == 0 {
+        if self.epoch == Epoch::ZERO {
             None
         } else {
             self.cfg.topology.epoch_owner(self.epoch)
@@ -227,7 +229,7 @@ impl Client {
             self.counters.rejected_unknown_sender += 1;
             return;
         }
-        let epoch = frame.epoch();
+        let epoch = super::frame_epoch(&frame);
         if epoch < self.epoch && self.cfg.inject != InjectedBug::AcceptStaleEpoch {
             self.counters.rejected_stale_epoch += 1;
             self.stale_notify = Some(sender);
@@ -268,7 +270,7 @@ impl Client {
                         let c = &mut self.chans[i];
                         if let Some(r) = &mut c.replay
                             && r.accepts(e.stream.get(), e.index.get())
-                            && r.sections & (1 << e.section) != 0
+                            && r.sections.contains(u32::from(e.section))
                         {
                             c.state.put(e.section as usize, e.key.get(), v);
                         }
@@ -281,7 +283,7 @@ impl Client {
         }
     }
 
-    fn adopt_epoch(&mut self, epoch: u64) {
+    fn adopt_epoch(&mut self, epoch: Epoch) {
         self.epoch = epoch;
         // Introduce this life (boot ID) to the new primary at once: what it learns of our
         // channels must be tied to the life that told it.
@@ -314,7 +316,7 @@ impl Client {
         }
     }
 
-    fn on_update(&mut self, now_us: u64, u: &UpdateView<'_>, epoch: u64) {
+    fn on_update(&mut self, now_us: u64, u: &UpdateView<'_>, epoch: Epoch) {
         let Some(i) = self.chan_idx(u.channel()) else {
             self.counters.rejected_unexpected += 1;
             return;
@@ -347,9 +349,9 @@ impl Client {
             if emit {
                 self.events.push(Event::ClientApplied {
                     channel: c.id,
-                    op,
+                    op: OpId::new(op),
                     epoch,
-                    cookie: u.cookie(),
+                    cookie: SectionMask::new(u.cookie()),
                 });
             }
         } else if op <= c.applied {
@@ -403,16 +405,16 @@ impl Client {
         // Sections not reset by a partial replay are only trustworthy if our history is, and
         // only if the primary of this epoch knows it (it asked us): a partial replay cut for
         // another life of ours would leave a mix. Ask for a full replay instead.
-        if rx.sections != ALL_SECTIONS_MASK && (c.unknown || !c.vouched) {
+        if rx.sections != SectionMask::ALL && (c.unknown || !c.vouched) {
             c.unknown = true;
             return;
         }
-        c.state.clear_sections(rx.sections);
+        c.state.clear_sections(rx.sections.get());
         c.replay = Some(rx);
         c.newest_stream = Some(stream);
     }
 
-    fn on_replay_end(&mut self, e: &BulkEnd, epoch: u64) {
+    fn on_replay_end(&mut self, e: &BulkEnd, epoch: Epoch) {
         let Some(i) = self.chan_idx(e.channel.get()) else {
             self.counters.rejected_unexpected += 1;
             return;
@@ -428,15 +430,20 @@ impl Client {
             return;
         }
         let r = *r;
+        // `BulkRx::begin` took only op IDs up to `OpId::MAX`, so there is a next op.
+        let Some(cookies_from) = r.base_op.next() else {
+            self.counters.rejected_unexpected += 1;
+            return;
+        };
         c.replay = None;
         c.last_replay_done = Some(r.stream);
         c.replay_done_ack = true;
         c.generation = r.stream;
-        c.applied = r.base_op;
+        c.applied = r.base_op.get();
         c.data_epoch = epoch;
         c.vouched = true;
         c.unknown = false;
-        c.cookies_from = r.base_op + 1;
+        c.cookies_from = cookies_from.get();
         c.ack_dirty = true;
         c.nack = None;
         self.events.push(Event::ClientReplayed {
@@ -465,7 +472,7 @@ impl Client {
             return Some(self.heartbeat_to(d, buf));
         };
         let seq = self.next_seq();
-        let mut fb = FrameBuilder::new(buf, self.id, self.epoch, seq);
+        let mut fb = FrameBuilder::new(buf, self.id, self.epoch.get(), seq);
         // A frame that tells the primary about our channels' history (a LAST-APPLIED answer, a
         // replay ack) carries the heartbeat, hence our boot ID: the primary can then tell
         // which life of ours the answer belongs to.
@@ -550,7 +557,7 @@ impl Client {
 
     fn heartbeat_to(&mut self, dst: NodeId, buf: &mut [u8]) -> Transmit {
         let seq = self.next_seq();
-        let mut fb = FrameBuilder::new(buf, self.id, self.epoch, seq);
+        let mut fb = FrameBuilder::new(buf, self.id, self.epoch.get(), seq);
         let needs = self.chans.iter().any(|c| c.unknown);
         let pushed = fb.push(
             Kind::Heartbeat,

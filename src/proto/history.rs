@@ -7,6 +7,8 @@
 
 use std::collections::VecDeque;
 
+use super::{Epoch, OpId};
+
 /// Segments kept per channel; older epochs answer `Unknown`.
 pub const MAX_SEGMENTS: usize = 64;
 
@@ -53,13 +55,19 @@ fn overlap(from: u64, to: u64, lo: u64, hi: u64) -> u64 {
     if a > b { 0 } else { (b - a).saturating_add(1) }
 }
 
+/// The last op before a segment starting at `start`. Starts are at least 1 ([`History::push`]
+/// refuses op 0), so this is exact.
+fn last_before(start: OpId) -> OpId {
+    start.prev().unwrap_or(OpId::ZERO)
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct History {
-    segments: VecDeque<(u64, u64)>,
+    segments: VecDeque<(Epoch, OpId)>,
 }
 
 impl History {
-    pub fn new(epoch: u64, start_op: u64) -> Self {
+    pub fn new(epoch: Epoch, start_op: OpId) -> Self {
         let mut h = History::default();
         let pushed = h.push(epoch, start_op);
         assert!(pushed, "a first segment starts at a valid op");
@@ -71,10 +79,8 @@ impl History {
     /// valid op ID: history can come from the network (a state transfer), so a bad segment is
     /// the caller's to count, never a panic.
     #[must_use]
-    pub fn push(&mut self, epoch: u64, start_op: u64) -> bool {
-        if !(1..=super::MAX_OP_ID).contains(&start_op)
-            || self.segments.back().is_some_and(|&(e, _)| epoch <= e)
-        {
+    pub fn push(&mut self, epoch: Epoch, start_op: OpId) -> bool {
+        if !start_op.is_valid() || self.segments.back().is_some_and(|&(e, _)| epoch <= e) {
             return false;
         }
         // A segment that never kept an op is fully superseded.
@@ -92,7 +98,7 @@ impl History {
         true
     }
 
-    pub fn segments(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+    pub fn segments(&self) -> impl Iterator<Item = (Epoch, OpId)> + '_ {
         self.segments.iter().copied()
     }
 
@@ -104,7 +110,7 @@ impl History {
     /// position: `epoch` is one of our segments and the next one (if any) starts above `op`
     /// (a later takeover kept everything of `epoch`'s lineage below its start). False when
     /// the history does not reach `epoch`: then nobody can say.
-    pub fn agrees_with(&self, epoch: u64, op: u64) -> bool {
+    pub fn agrees_with(&self, epoch: Epoch, op: OpId) -> bool {
         let Some(k) = self.segments.iter().position(|&(e, _)| e == epoch) else {
             return false;
         };
@@ -112,7 +118,7 @@ impl History {
     }
 
     /// The epoch in which the op kept at position `op` was assigned, if history reaches it.
-    pub fn epoch_at(&self, op: u64) -> Option<u64> {
+    pub fn epoch_at(&self, op: OpId) -> Option<Epoch> {
         self.segments
             .iter()
             .rev()
@@ -122,10 +128,14 @@ impl History {
 
     /// Status of `op` assigned in `epoch`, given the highest op assigned (`last_op`) and the
     /// commit watermark.
-    pub fn status(&self, epoch: u64, op: u64, last_op: u64, commit: u64) -> OpStatus {
+    pub fn status(&self, epoch: Epoch, op: OpId, last_op: OpId, commit: OpId) -> OpStatus {
         let Some(i) = self.segments.iter().position(|&(e, _)| e == epoch) else {
-            let oldest = self.segments.front().map(|s| s.0).unwrap_or(u64::MAX);
-            let newest = self.segments.back().map(|s| s.0).unwrap_or(0);
+            let oldest = self
+                .segments
+                .front()
+                .map(|s| s.0)
+                .unwrap_or(Epoch::from(u64::MAX));
+            let newest = self.segments.back().map(|s| s.0).unwrap_or(Epoch::ZERO);
             // An epoch between known ones never had an op kept.
             return if epoch > oldest && epoch < newest {
                 OpStatus::Discarded
@@ -134,7 +144,10 @@ impl History {
             };
         };
         let start = self.segments[i].1;
-        let end = self.segments.get(i + 1).map(|s| s.1 - 1).unwrap_or(last_op);
+        let end = self
+            .segments
+            .get(i + 1)
+            .map_or(last_op, |s| last_before(s.1));
         if op < start {
             return OpStatus::Unknown;
         }
@@ -158,25 +171,31 @@ impl History {
     /// each op: an admin request may ask about millions of ops and must not stall the node.
     pub fn status_counts(
         &self,
-        epoch: u64,
-        from: u64,
-        to: u64,
-        last_op: u64,
-        commit: u64,
+        epoch: Epoch,
+        from: OpId,
+        to: OpId,
+        last_op: OpId,
+        commit: OpId,
     ) -> StatusCounts {
         let mut n = StatusCounts::default();
         if from > to {
             return n;
         }
+        let (from, to) = (from.get(), to.get());
         let all = (to - from).saturating_add(1);
         let Some(i) = self.segments.iter().position(|&(e, _)| e == epoch) else {
             // One answer for every op of an epoch the history does not hold.
-            n.add(self.status(epoch, from, last_op, commit), all);
+            n.add(self.status(epoch, OpId::new(from), last_op, commit), all);
             return n;
         };
-        let start = self.segments[i].1;
+        let start = self.segments[i].1.get();
         let later = i + 1 < self.segments.len();
-        let end = self.segments.get(i + 1).map(|s| s.1 - 1).unwrap_or(last_op);
+        let end = self
+            .segments
+            .get(i + 1)
+            .map_or(last_op, |s| last_before(s.1))
+            .get();
+        let commit = commit.get();
         let below = match start.checked_sub(1) {
             Some(hi) => overlap(from, to, 0, hi),
             None => 0,
@@ -203,54 +222,70 @@ impl History {
 mod tests {
     use super::*;
 
+    // The tables below read best in plain numbers.
+    fn new(epoch: u64, start: u64) -> History {
+        History::new(Epoch::from(epoch), OpId::new(start))
+    }
+    fn push(h: &mut History, epoch: u64, start: u64) -> bool {
+        h.push(Epoch::from(epoch), OpId::new(start))
+    }
+    fn status(h: &History, epoch: u64, op: u64, last: u64, commit: u64) -> OpStatus {
+        let [op, last, commit] = [op, last, commit].map(OpId::new);
+        h.status(Epoch::from(epoch), op, last, commit)
+    }
+
     #[test]
     fn statuses_across_failovers() {
-        let mut h = History::new(10, 1);
-        assert_eq!(h.status(10, 5, 8, 4), OpStatus::Pending);
-        assert_eq!(h.status(10, 4, 8, 4), OpStatus::Committed);
-        assert_eq!(h.status(10, 9, 8, 4), OpStatus::Unknown);
+        let mut h = new(10, 1);
+        assert_eq!(status(&h, 10, 5, 8, 4), OpStatus::Pending);
+        assert_eq!(status(&h, 10, 4, 8, 4), OpStatus::Committed);
+        assert_eq!(status(&h, 10, 9, 8, 4), OpStatus::Unknown);
         // Failover keeps through op 6: epoch 20 starts at 7.
-        assert!(h.push(20, 7));
-        assert_eq!(h.status(10, 6, 9, 6), OpStatus::Committed);
-        assert_eq!(h.status(10, 7, 9, 6), OpStatus::Discarded);
-        assert_eq!(h.status(20, 7, 9, 6), OpStatus::Pending);
-        assert_eq!(h.status(15, 7, 9, 6), OpStatus::Discarded);
-        assert_eq!(h.status(30, 7, 9, 6), OpStatus::Unknown);
+        assert!(push(&mut h, 20, 7));
+        assert_eq!(status(&h, 10, 6, 9, 6), OpStatus::Committed);
+        assert_eq!(status(&h, 10, 7, 9, 6), OpStatus::Discarded);
+        assert_eq!(status(&h, 20, 7, 9, 6), OpStatus::Pending);
+        assert_eq!(status(&h, 15, 7, 9, 6), OpStatus::Discarded);
+        assert_eq!(status(&h, 30, 7, 9, 6), OpStatus::Unknown);
         // Another failover that kept nothing of epoch 20.
-        assert!(h.push(30, 7));
-        assert_eq!(h.status(20, 7, 9, 6), OpStatus::Discarded);
-        assert_eq!(h.status(30, 7, 9, 7), OpStatus::Committed);
+        assert!(push(&mut h, 30, 7));
+        assert_eq!(status(&h, 20, 7, 9, 6), OpStatus::Discarded);
+        assert_eq!(status(&h, 30, 7, 9, 7), OpStatus::Committed);
     }
 
     #[test]
     fn bad_segments_are_refused_not_asserted() {
-        let mut h = History::new(10, 1);
-        assert!(!h.push(10, 5), "same epoch");
-        assert!(!h.push(5, 5), "older epoch");
-        assert!(!h.push(20, 0), "op 0");
+        let mut h = new(10, 1);
+        assert!(!push(&mut h, 10, 5), "same epoch");
+        assert!(!push(&mut h, 5, 5), "older epoch");
+        assert!(!push(&mut h, 20, 0), "op 0");
         assert!(
-            !h.push(20, crate::proto::MAX_OP_ID + 1),
+            !push(&mut h, 20, crate::proto::MAX_OP_ID + 1),
             "op past the range"
         );
-        assert_eq!(h.segments().collect::<Vec<_>>(), vec![(10, 1)]);
-        assert!(h.push(u64::MAX, 2));
-        assert!(!h.push(20, 3), "nothing can follow the largest epoch");
+        assert_eq!(
+            h.segments().collect::<Vec<_>>(),
+            vec![(Epoch::from(10), OpId::new(1))]
+        );
+        assert!(push(&mut h, u64::MAX, 2));
+        assert!(!push(&mut h, 20, 3), "nothing can follow the largest epoch");
     }
 
     #[test]
     fn range_counts_match_per_op_status() {
-        let mut h = History::new(10, 1);
-        assert!(h.push(20, 7));
-        assert!(h.push(30, 12));
+        let mut h = new(10, 1);
+        assert!(push(&mut h, 20, 7));
+        assert!(push(&mut h, 30, 12));
         for epoch in [5, 10, 15, 20, 25, 30, 40] {
             for from in 0..18u64 {
                 for to in from.saturating_sub(1)..18 {
                     for commit in [0, 6, 9, 14] {
                         let mut want = StatusCounts::default();
                         for op in from..=to {
-                            want.add(h.status(epoch, op, 15, commit), 1);
+                            want.add(status(&h, epoch, op, 15, commit), 1);
                         }
-                        let got = h.status_counts(epoch, from, to, 15, commit);
+                        let [f, t, last, c] = [from, to, 15, commit].map(OpId::new);
+                        let got = h.status_counts(Epoch::from(epoch), f, t, last, c);
                         assert_eq!(got, want, "epoch {epoch} {from}..={to} commit {commit}");
                     }
                 }

@@ -9,6 +9,7 @@ pub mod bulk;
 pub mod client;
 pub mod control;
 pub mod history;
+pub mod ids;
 pub mod node;
 pub mod ring;
 pub mod state;
@@ -17,6 +18,7 @@ mod table;
 pub use client::Client;
 pub use control::{ChannelFailover, ControlUnit, FailoverPreview, RestoreError, SubmitError};
 pub use history::{OpStatus, StatusCounts};
+pub use ids::{Epoch, OpId, SectionMask};
 pub use node::Node;
 pub use state::ChannelState;
 
@@ -146,33 +148,20 @@ impl Topology {
             .map(|(c, _)| c as u32)
     }
     /// The control unit that owns `epoch` (its low byte is the owner's priority index).
-    pub fn epoch_owner(&self, epoch: u64) -> Option<NodeId> {
-        self.control_units.get((epoch & 0xff) as usize).copied()
+    pub fn epoch_owner(&self, epoch: impl Into<Epoch>) -> Option<NodeId> {
+        self.control_units.get(epoch.into().owner_index()).copied()
     }
 }
 
-/// Epoch numbers carry their owner's index in the low byte, so no two control units can ever
-/// claim the same epoch.
-pub fn make_epoch(counter: u64, cu_index: usize) -> u64 {
-    assert!(cu_index < 256, "at most 256 control units");
-    (counter << 8) | cu_index as u64
-}
+/// Largest epoch counter accepted from the network: see [`Epoch::MAX_COUNTER`].
+pub const MAX_EPOCH_COUNTER: u64 = Epoch::MAX_COUNTER;
 
-pub fn epoch_counter(epoch: u64) -> u64 {
-    epoch >> 8
-}
+/// Largest op ID accepted from the network in a bulk stream or history item: see
+/// [`OpId::MAX`].
+pub const MAX_OP_ID: u64 = OpId::MAX.get();
 
-/// Largest epoch counter accepted from the network: far beyond any real number of failovers,
-/// and far enough below `u64::MAX >> 8` that counting up from it can never overflow an epoch
-/// ([`make_epoch`] shifts the counter left by 8 bits).
-pub const MAX_EPOCH_COUNTER: u64 = 1 << 48;
-
-/// Largest op ID accepted from the network in a bulk stream or history item: `op + 1` on it
-/// can never overflow.
-pub const MAX_OP_ID: u64 = 1 << 62;
-
-/// The epoch every node starts in: control unit 0 is primary.
-pub const INITIAL_EPOCH: u64 = 1 << 8;
+/// The epoch every node starts in, as a number: see [`Epoch::INITIAL`].
+pub const INITIAL_EPOCH: u64 = Epoch::INITIAL.get();
 
 /// How many updates ahead an apply loop prefetches state slots: enough to overlap the cache
 /// misses of several writes, few enough that the lines are still cached when written.
@@ -377,59 +366,59 @@ pub enum Event {
     /// Primary: ops of `epoch` on `channel` up to `through` are committed.
     Committed {
         channel: u32,
-        epoch: u64,
-        through: u64,
+        epoch: Epoch,
+        through: OpId,
     },
     /// Primary: the client of `channel` acknowledged ops through `through`.
     ClientAcked {
         channel: u32,
-        through: u64,
+        through: OpId,
     },
     /// Client: op applied.
     ClientApplied {
         channel: u32,
-        op: u64,
-        epoch: u64,
-        cookie: u64,
+        op: OpId,
+        epoch: Epoch,
+        cookie: SectionMask,
     },
     /// Client: a replay reset `sections` and left the channel at `base_op`.
     ClientReplayed {
         channel: u32,
-        base_op: u64,
-        sections: u64,
-        epoch: u64,
+        base_op: OpId,
+        sections: SectionMask,
+        epoch: Epoch,
     },
     /// Standby: op applied to its state; `failover` when applied by the failover cut.
     StandbyApplied {
         channel: u32,
-        op: u64,
+        op: OpId,
         failover: bool,
     },
     RoleChanged {
         role: Role,
-        epoch: u64,
+        epoch: Epoch,
     },
     /// A failover started (`operator` for a planned switchover).
     FailoverStarted {
-        epoch: u64,
+        epoch: Epoch,
         operator: bool,
     },
     /// A failover decided a channel: ops up to `cut` are kept.
     ChannelResolved {
         channel: u32,
         resolution: Resolution,
-        cut: u64,
-        held: u64,
+        cut: OpId,
+        held: OpId,
     },
     /// Primary: a replay to a client started. `full_bytes` is what a full replay would send.
     ReplayStarted {
         channel: u32,
         client: NodeId,
-        sections: u64,
+        sections: SectionMask,
         full: bool,
         bytes: u64,
         full_bytes: u64,
-        base_op: u64,
+        base_op: OpId,
     },
     ReplayFinished {
         channel: u32,
@@ -437,7 +426,7 @@ pub enum Event {
     },
     /// The failover finished; this node is primary and accepts submissions.
     TookOver {
-        epoch: u64,
+        epoch: Epoch,
     },
     StandbyJoined {
         standby: NodeId,
@@ -448,11 +437,11 @@ pub enum Event {
     /// A joining standby holds `channel` again, applied through `applied`.
     ChannelTransferred {
         channel: u32,
-        applied: u64,
+        applied: OpId,
     },
     /// A standby finished receiving its state transfer.
     TransferComplete {
-        epoch: u64,
+        epoch: Epoch,
     },
 }
 
@@ -644,12 +633,18 @@ pub(crate) fn decode_frame<'a>(
     match crate::wire::FrameReader::new(bytes) {
         // An epoch past the range any failover count reaches is a lie, and arithmetic on it
         // (the next epoch) could overflow: refuse it before anything reads it.
-        Ok(f) if epoch_counter(f.epoch()) <= MAX_EPOCH_COUNTER => Some(f),
+        Ok(f) if Epoch::from_wire(f.epoch()).is_some() => Some(f),
         Ok(_) | Err(_) => {
             counters.rejected_malformed += 1;
             None
         }
     }
+}
+
+/// The epoch of a frame [`decode_frame`] accepted: its range was checked there (a frame
+/// with a counter past [`Epoch::MAX_COUNTER`] never gets this far).
+pub(crate) fn frame_epoch(frame: &crate::wire::FrameReader<'_>) -> Epoch {
+    Epoch::from(frame.epoch())
 }
 
 /// The first heartbeat of a frame, if it holds one. A frame carries one heartbeat's worth of
@@ -701,5 +696,52 @@ impl Events {
     }
     pub fn pop(&mut self) -> Option<Event> {
         self.q.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The newtypes print as the bare numbers did: event lines in logs and traces, and their
+    /// `{:?}`, read exactly as before.
+    #[test]
+    fn event_text_is_unchanged_by_the_newtypes() {
+        let epoch = Epoch::new(2, 1).unwrap();
+        let applied = Event::ClientApplied {
+            channel: 1,
+            op: OpId::new(5),
+            epoch,
+            cookie: SectionMask::new(4),
+        };
+        assert_eq!(
+            applied.to_string(),
+            "channel 1 applied op 5 (epoch 0x201, cookie 0x4)"
+        );
+        let replayed = Event::ClientReplayed {
+            channel: 3,
+            base_op: OpId::new(7),
+            sections: SectionMask::new(0x21),
+            epoch,
+        };
+        assert_eq!(
+            replayed.to_string(),
+            "channel 3 replayed (sections 0x21), now at op 7, epoch 0x201"
+        );
+        let resolved = Event::ChannelResolved {
+            channel: 1,
+            resolution: Resolution::Behind { client_op: 3 },
+            cut: OpId::new(4),
+            held: OpId::new(6),
+        };
+        assert_eq!(
+            format!("{resolved} / {resolved:?}"),
+            "channel 1 resolved: Behind { client_op: 3 }, cut at 4 (held 6) / \
+             ChannelResolved { channel: 1, resolution: Behind { client_op: 3 }, cut: 4, held: 6 }"
+        );
+        assert_eq!(
+            format!("{:?}", Event::TookOver { epoch }),
+            "TookOver { epoch: 513 }"
+        );
     }
 }

@@ -17,7 +17,7 @@ pub const PRIVATE_SECTION: usize = SECTIONS;
 const ALL_SECTIONS: usize = SECTIONS + 1;
 
 /// Bit mask with every client-visible section set.
-pub const ALL_SECTIONS_MASK: u64 = u64::MAX;
+pub const ALL_SECTIONS_MASK: u64 = super::SectionMask::ALL.get();
 
 /// One stage of a prefetch ([`ChannelState::prefetch_section_of`] or
 /// [`ChannelState::prefetch_entry`]), for loops that run both at different distances.

@@ -415,6 +415,7 @@ fn on_event(machine: &Node, ev: Event, now_ns: u64, sinks: Sinks<'_>) {
             epoch,
             through,
         } => {
+            let through = through.get();
             let c = channel as usize;
             if through > committed_through[c] {
                 counts.committed += through - committed_through[c];
@@ -427,7 +428,7 @@ fn on_event(machine: &Node, ev: Event, now_ns: u64, sinks: Sinks<'_>) {
                 && tx
                     .push(CommitNote {
                         channel,
-                        epoch,
+                        epoch: epoch.get(),
                         through,
                     })
                     .is_err()
@@ -436,6 +437,7 @@ fn on_event(machine: &Node, ev: Event, now_ns: u64, sinks: Sinks<'_>) {
             }
         }
         Event::ClientAcked { channel, through } => {
+            let through = through.get();
             if let Some(l) = latency {
                 l.reached(1, channel, through, now_ns);
             }
@@ -446,6 +448,7 @@ fn on_event(machine: &Node, ev: Event, now_ns: u64, sinks: Sinks<'_>) {
             cookie,
             ..
         } => {
+            let (op, cookie) = (op.get(), cookie.get());
             if let (Some(h), Some(cl)) = (handler.as_mut(), machine.as_client())
                 && let Some(state) = cl.state(channel)
             {
@@ -458,6 +461,7 @@ fn on_event(machine: &Node, ev: Event, now_ns: u64, sinks: Sinks<'_>) {
             sections,
             ..
         } => {
+            let (base_op, sections) = (base_op.get(), sections.get());
             if let Some(l) = latency {
                 l.reset_channel(channel, 0, base_op);
             }

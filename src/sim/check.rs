@@ -3,7 +3,7 @@
 
 use super::world::World;
 use crate::proto::state::ChannelState;
-use crate::proto::{NodeId, OpStatus, Role};
+use crate::proto::{Epoch, NodeId, OpId, OpStatus, Role};
 use crate::wire::Entry;
 
 impl World {
@@ -38,7 +38,11 @@ impl World {
             return;
         }
         let now_epoch = c.epoch();
-        let successor = c.history(ch).segments().map(|s| s.0).find(|&e| e > epoch);
+        let successor = c
+            .history(ch)
+            .segments()
+            .map(|s| s.0.get())
+            .find(|&e| e > epoch);
         let cut =
             successor.and_then(|e| self.cuts.get(&(ch, e)).map(|&(cut, held)| (e, cut, held)));
         let msg = match cut {
@@ -270,7 +274,7 @@ impl World {
                 let mut rebuilt = ChannelState::default();
                 let last = primary.next_op(ch) - 1;
                 for op in 1..=last {
-                    let Some(epoch) = hist.epoch_at(op) else {
+                    let Some(epoch) = hist.epoch_at(OpId::new(op)).map(Epoch::get) else {
                         problems.push(format!("ch {ch}: history does not reach op {op}"));
                         break;
                     };

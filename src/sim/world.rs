@@ -272,6 +272,7 @@ impl World {
                 epoch,
                 through,
             } => {
+                let (epoch, through) = (epoch.get(), through.get());
                 let m = self.marks.entry((channel, epoch)).or_insert(0);
                 *m = (*m).max(through);
                 // A commit in an epoch the newest primary has superseded: it must have kept it.
@@ -286,6 +287,7 @@ impl World {
                 op,
                 failover,
             } => {
+                let op = op.get();
                 if self.opts.trace_channel == Some(channel) {
                     self.trace(|| {
                         format!("standby {id} ch {channel} applied op {op} failover {failover}")
@@ -316,6 +318,7 @@ impl World {
                 epoch,
                 cookie,
             } => {
+                let (op, epoch, cookie) = (op.get(), epoch.get(), cookie.get());
                 if self.opts.trace_channel == Some(channel) {
                     self.trace(|| format!("client {id} ch {channel} applied op {op} epoch {epoch:#x} cookie {cookie:#x}"));
                 }
@@ -346,6 +349,7 @@ impl World {
                 sections: _,
                 epoch,
             } => {
+                let (base_op, epoch) = (base_op.get(), epoch.get());
                 let max_seen = self.max_epoch_rx.get(&id).copied().unwrap_or(0);
                 if epoch < max_seen {
                     self.violation(format!(
@@ -371,10 +375,11 @@ impl World {
                 cut,
                 ..
             } => {
+                let cut = cut.get();
                 self.resolutions.insert(channel, (resolution, cut));
                 self.failover_resolved.insert((id, channel));
                 if let (Some(c), Event::ChannelResolved { held, .. }) = (self.cu(i), e) {
-                    self.cuts.insert((channel, c.epoch()), (cut, held));
+                    self.cuts.insert((channel, c.epoch()), (cut, held.get()));
                 }
                 self.trace(|| format!("cu {id}: {e}"));
             }
@@ -387,7 +392,14 @@ impl World {
                 full_bytes,
                 base_op,
             } => self.on_replay_started(
-                i, channel, client, sections, full, bytes, full_bytes, base_op,
+                i,
+                channel,
+                client,
+                sections.get(),
+                full,
+                bytes,
+                full_bytes,
+                base_op.get(),
             ),
             Event::TookOver { .. } => {
                 self.report.failovers += 1;
@@ -417,7 +429,7 @@ impl World {
                 }
             }
             Event::ChannelTransferred { channel, applied } => {
-                self.standby_track.insert((id, channel), applied);
+                self.standby_track.insert((id, channel), applied.get());
             }
             Event::RoleChanged { role, .. } => {
                 if role == Role::Joining {

@@ -500,7 +500,12 @@ fn cu_channel(cu: &ControlUnit, ch: u32, lags: Option<&Lags>) -> ChannelStatus {
         unknown: None,
         public_digest: hex_digest(state.map_or(0, |s| s.public_digest())),
         full_digest: Some(hex_digest(state.map_or(0, |s| s.full_digest()))),
-        history: Some(cu.history(ch).segments().map(|(e, s)| [e, s]).collect()),
+        history: Some(
+            cu.history(ch)
+                .segments()
+                .map(|(e, s)| [e.get(), s.get()])
+                .collect(),
+        ),
         state_bytes: Some(
             state.map_or(0, |s| s.wire_bytes(crate::proto::state::ALL_SECTIONS_MASK)),
         ),

@@ -4,17 +4,17 @@
 //! tested, as a table.
 
 use crate::proto::state::ALL_SECTIONS_MASK;
-use crate::proto::{CutPolicy, Resolution};
+use crate::proto::{CutPolicy, OpId, Resolution, SectionMask};
 
 /// What the standby holds of a channel when it resolves it.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct HeldView {
     /// Ops already in the state (applied, or inside a transferred snapshot): never cut.
-    pub floor: u64,
+    pub floor: OpId,
     /// The highest op held: in the pending ring or inside a transferred snapshot.
-    pub held: u64,
+    pub held: OpId,
     /// Ops the client is known to have acknowledged (forwarded acks).
-    pub acked: u64,
+    pub acked: OpId,
 }
 
 /// The client's answer, once checked: a position on our own history, or none we can use (no
@@ -25,8 +25,8 @@ pub(super) enum Answer {
     /// It applied every op up to `op`; `cookie_above` marks the sections its ops above the
     /// queried op (our `held`) touched.
     Applied {
-        op: u64,
-        cookie_above: u64,
+        op: OpId,
+        cookie_above: SectionMask,
     },
 }
 
@@ -35,16 +35,16 @@ pub(super) enum Answer {
 pub(super) struct Decision {
     pub resolution: Resolution,
     /// Ops above it are discarded; the new epoch starts at `cut + 1`.
-    pub cut: u64,
+    pub cut: OpId,
     /// Sections to replay to the client (`None`: resend ops as updates, or nothing).
-    pub replay: Option<u64>,
+    pub replay: Option<SectionMask>,
     /// The acknowledged position to carry on with.
-    pub acked: u64,
+    pub acked: OpId,
 }
 
 /// The cut for a client known to have applied `client_op`: how many of the ops it lacks (up
 /// to `held`) the policy keeps.
-fn policy_cut(policy: CutPolicy, client_op: u64, held: u64) -> u64 {
+fn policy_cut(policy: CutPolicy, client_op: OpId, held: OpId) -> OpId {
     match policy {
         CutPolicy::Complete => held,
         CutPolicy::Fast => client_op.min(held),
@@ -59,20 +59,23 @@ pub(super) fn decide(
     view: HeldView,
     answer: Answer,
     policy: CutPolicy,
-    slot: impl Fn(u64) -> Option<(u64, bool)>,
+    slot: impl Fn(OpId) -> Option<(SectionMask, bool)>,
 ) -> Decision {
     let HeldView { floor, held, acked } = view;
+    let all_sections = SectionMask::new(ALL_SECTIONS_MASK);
     match answer {
         Answer::Applied { op: n, .. } if n <= held => {
             let cut = policy_cut(policy, n, held).max(floor).max(n);
-            let lacks_body = (n + 1..=cut).any(|op| slot(op).is_none_or(|(_, pre)| pre));
+            let lacks_body = n
+                .range_after(cut)
+                .any(|op| slot(op).is_none_or(|(_, pre)| pre));
             let replay = (n < cut && lacks_body).then(|| {
-                (n + 1..=cut).fold(0u64, |m, op| {
-                    m | slot(op).map_or(ALL_SECTIONS_MASK, |s| s.0)
+                n.range_after(cut).fold(SectionMask::EMPTY, |m, op| {
+                    m | slot(op).map_or(all_sections, |s| s.0)
                 })
             });
             Decision {
-                resolution: Resolution::Behind { client_op: n },
+                resolution: Resolution::Behind { client_op: n.get() },
                 cut,
                 replay,
                 acked: acked.max(n.min(cut)),
@@ -81,7 +84,9 @@ pub(super) fn decide(
         // The client applied ops above everything we hold: roll it back by replaying exactly
         // the sections those ops touched.
         Answer::Applied { op, cookie_above } => Decision {
-            resolution: Resolution::Ahead { client_op: op },
+            resolution: Resolution::Ahead {
+                client_op: op.get(),
+            },
             cut: held,
             replay: Some(cookie_above),
             acked: held,
@@ -89,7 +94,7 @@ pub(super) fn decide(
         Answer::Unknown => Decision {
             resolution: Resolution::Unknown,
             cut: policy_cut(policy, acked, held).max(floor),
-            replay: Some(ALL_SECTIONS_MASK),
+            replay: Some(all_sections),
             acked,
         },
     }
@@ -103,16 +108,23 @@ mod tests {
 
     /// Ops 1..=20 retained with bodies, op `k`'s cookie `1 << (k % 8)`; ops 21..=25 held only
     /// as cookies (inside a transferred snapshot).
-    fn slot(op: u64) -> Option<(u64, bool)> {
-        (1..=25).contains(&op).then_some((1 << (op % 8), op > 20))
+    fn slot(op: OpId) -> Option<(SectionMask, bool)> {
+        let op = op.get();
+        (1..=25)
+            .contains(&op)
+            .then_some((SectionMask::new(1 << (op % 8)), op > 20))
     }
 
     fn view(floor: u64, held: u64, acked: u64) -> HeldView {
+        let [floor, held, acked] = [floor, held, acked].map(OpId::new);
         HeldView { floor, held, acked }
     }
 
     fn applied(op: u64, cookie_above: u64) -> Answer {
-        Answer::Applied { op, cookie_above }
+        Answer::Applied {
+            op: OpId::new(op),
+            cookie_above: SectionMask::new(cookie_above),
+        }
     }
 
     const WEIGHTED: CutPolicy = CutPolicy::Weighted { max_ops: 3 };
@@ -163,9 +175,9 @@ mod tests {
                 d,
                 Decision {
                     resolution,
-                    cut,
-                    replay,
-                    acked
+                    cut: OpId::new(cut),
+                    replay: replay.map(SectionMask::new),
+                    acked: OpId::new(acked),
                 },
                 "row {i}: {v:?} {a:?} {p:?}"
             );
@@ -180,7 +192,7 @@ mod tests {
                     for a in [Answer::Unknown, applied(n, 1)] {
                         let d = decide(view(floor, 18, floor.min(12)), a, policy, slot);
                         assert!(
-                            d.cut >= floor && d.cut <= 18,
+                            d.cut.get() >= floor && d.cut.get() <= 18,
                             "{policy:?} {floor} {a:?}: {d:?}"
                         );
                     }

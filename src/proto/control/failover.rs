@@ -6,7 +6,7 @@ use super::role::{RoleState, Takeover, TakeoverChan};
 use super::standby::apply_through;
 use super::{ControlUnit, FailoverPreview};
 use crate::proto::state::ALL_SECTIONS_MASK;
-use crate::proto::{Event, InjectedBug, Resolution, Role, make_epoch};
+use crate::proto::{Epoch, Event, InjectedBug, OpId, Resolution, Role, SectionMask};
 use crate::wire::{LA_FLAG_UNKNOWN, LaReplyBody};
 
 impl ControlUnit {
@@ -34,34 +34,28 @@ impl ControlUnit {
         self.chans
             .iter()
             .map(|c| {
-                let view = HeldView {
-                    floor: c.applied.max(c.preapplied_top),
-                    held: c.held_top(),
-                    acked: c.acked,
-                };
-                let reply = answer(c.id, view.held);
+                let view = c.held_view();
+                let reply = answer(c.id, view.held.get());
                 let checked = match &reply {
                     Some(r) => checked_answer(c, Some(r)),
                     None => Answer::Applied {
-                        op: c.acked,
-                        cookie_above: 0,
+                        op: OpId::new(c.acked),
+                        cookie_above: SectionMask::EMPTY,
                     },
                 };
-                let d = decide(view, checked, self.cfg.cut_policy, |op| {
-                    c.ring.get(op).map(|s| (s.cookie, s.preapplied))
-                });
-                let sections = d.replay.unwrap_or(0);
+                let d = decide(view, checked, self.cfg.cut_policy, |op| c.slot(op));
+                let sections = d.replay.unwrap_or(SectionMask::EMPTY).get();
                 FailoverPreview {
                     channel: c.id,
                     client: c.owner,
                     resolution: d.resolution,
-                    cut: d.cut,
-                    held: view.held,
+                    cut: d.cut.get(),
+                    held: view.held.get(),
                     replay_sections: sections,
                     // The takeover applies what it holds through the cut before it replays.
                     replay_bytes: c.state.wire_bytes_after(
                         sections,
-                        (c.applied + 1..=d.cut)
+                        (c.applied + 1..=d.cut.get())
                             .filter_map(|op| c.ring.get(op))
                             .filter(|s| !s.preapplied)
                             .flat_map(|s| s.entries()),
@@ -76,8 +70,15 @@ impl ControlUnit {
 
     pub(super) fn start_failover(&mut self, now_us: u64, operator: bool) {
         assert_eq!(self.role(), Role::Standby, "only a standby takes over");
-        self.max_counter += 1;
-        self.epoch = make_epoch(self.max_counter, self.index);
+        // `max_counter` is at most `Epoch::MAX_COUNTER` (2^48: every epoch it was taken from
+        // passed `Epoch::from_wire`) plus this unit's own candidacies, far below the 2^56 an
+        // epoch holds, so the next counter fits; the index is below the 32 control units a
+        // topology may hold.
+        let epoch = Epoch::new(self.max_counter, self.index)
+            .and_then(|e| e.next_counter(self.index))
+            .expect("epoch counters heard are range-checked, control units are at most 32");
+        self.max_counter = epoch.counter();
+        self.epoch = epoch;
         self.timing = super::FailoverTiming {
             started_us: now_us,
             finished_us: None,
@@ -141,16 +142,10 @@ impl ControlUnit {
         let answer = checked_answer(c, reply);
         // Ops already in our state can never be cut; we can keep what the ring or a
         // transferred snapshot holds.
-        let view = HeldView {
-            floor: applied.max(c.preapplied_top),
-            held: c.held_top(),
-            acked: c.acked,
-        };
-        let held = view.held;
-        let d = decide(view, answer, self.cfg.cut_policy, |op| {
-            c.ring.get(op).map(|s| (s.cookie, s.preapplied))
-        });
-        let (resolution, mut replay) = (d.resolution, d.replay);
+        let view = c.held_view();
+        let held = view.held.get();
+        let d = decide(view, answer, self.cfg.cut_policy, |op| c.slot(op));
+        let (resolution, mut replay) = (d.resolution, d.replay.map(SectionMask::get));
         if self.cfg.inject == InjectedBug::SkipReplaySection
             && matches!(resolution, Resolution::Ahead { .. })
             && let Some(sections) = replay.filter(|&s| s != 0)
@@ -158,7 +153,7 @@ impl ControlUnit {
             // The plant: the highest marked section is left out.
             replay = Some(sections & !(1u64 << (63 - sections.leading_zeros())));
         }
-        self.chans[ci].acked = d.acked;
+        self.chans[ci].acked = d.acked.get();
         if let Some(t) = self.takeover_mut() {
             t.chans[ci] = TakeoverChan {
                 pending: false,
@@ -166,7 +161,7 @@ impl ControlUnit {
                 replay,
             };
         }
-        let mut cut = d.cut;
+        let mut cut = d.cut.get();
         if self.cfg.inject == InjectedBug::DiscardCommittedTrailing && applied > 0 {
             // The bug: the last op this standby applied (so committed) is cut off.
             cut = applied - 1;
@@ -191,8 +186,9 @@ impl ControlUnit {
         };
         let c = &mut self.chans[ci];
         let resent: (u64, u64) = match resolution {
-            Resolution::Behind { client_op } if replay.is_none() => (client_op + 1..=cut)
-                .filter_map(|op| c.ring.get(op))
+            Resolution::Behind { client_op } if replay.is_none() => OpId::new(client_op)
+                .range_after(OpId::new(cut))
+                .filter_map(|op| c.ring.get(op.get()))
                 .fold((0, 0), |(n, b), s| {
                     (
                         n + 1,
@@ -202,7 +198,7 @@ impl ControlUnit {
             _ => (0, 0),
         };
         c.last_failover = Some(super::ChannelFailover {
-            epoch: self.epoch,
+            epoch: self.epoch.get(),
             resolution,
             cut,
             replay_sections: 0,
@@ -214,8 +210,8 @@ impl ControlUnit {
         self.events.push(Event::ChannelResolved {
             channel,
             resolution,
-            cut,
-            held,
+            cut: OpId::new(cut),
+            held: OpId::new(held),
         });
     }
 
@@ -227,7 +223,7 @@ impl ControlUnit {
         for ci in 0..self.chans.len() {
             let c = &mut self.chans[ci];
             let cut = c.next_op - 1;
-            let pushed = c.history.push(epoch, cut + 1);
+            let pushed = c.history.push(epoch, OpId::new(c.next_op));
             // Our new epoch is above every epoch we accepted (transferred history is bounded
             // by the epoch it came in, and our counter passed every epoch heard).
             assert!(pushed, "a new epoch starts a new history segment");
@@ -262,6 +258,26 @@ impl ControlUnit {
     }
 }
 
+impl super::Chan {
+    /// What this unit holds of the channel, as the cut decision sees it. Ops already in the
+    /// state can never be cut; we can keep what the ring or a transferred snapshot holds.
+    fn held_view(&self) -> HeldView {
+        HeldView {
+            floor: OpId::new(self.applied.max(self.preapplied_top)),
+            held: OpId::new(self.held_top()),
+            acked: OpId::new(self.acked),
+        }
+    }
+
+    /// Retained op `op` for the cut decision: the sections it touched, and whether only that
+    /// cookie is held (the op is inside a transferred snapshot).
+    fn slot(&self, op: OpId) -> Option<(SectionMask, bool)> {
+        self.ring
+            .get(op.get())
+            .map(|s| (SectionMask::new(s.cookie), s.preapplied))
+    }
+}
+
 /// A client's answer to the takeover's query, as the cut decision may use it. A client whose
 /// last op came from an epoch outside our lineage, or from a stretch of it a later takeover
 /// cut, holds ops we do not: its history is unknown to us, as is a client that said so or did
@@ -271,12 +287,14 @@ fn checked_answer(c: &super::Chan, reply: Option<&LaReplyBody>) -> Answer {
         Some(r)
             if r.flags.get() & LA_FLAG_UNKNOWN == 0
                 && r.last_applied.get() >= c.applied
-                && c.history
-                    .agrees_with(r.data_epoch.get(), r.last_applied.get()) =>
+                && c.history.agrees_with(
+                    Epoch::from(r.data_epoch.get()),
+                    OpId::new(r.last_applied.get()),
+                ) =>
         {
             Answer::Applied {
-                op: r.last_applied.get(),
-                cookie_above: r.cookie_above.get(),
+                op: OpId::new(r.last_applied.get()),
+                cookie_above: SectionMask::new(r.cookie_above.get()),
             }
         }
         _ => Answer::Unknown,

@@ -15,9 +15,7 @@ pub use super::history::History;
 use super::history::{OpStatus, StatusCounts};
 use super::ring::OpRing;
 use super::state::ChannelState;
-use super::{
-    Counters, Event, Events, INITIAL_EPOCH, InjectedBug, NodeId, ProtoConfig, Role, epoch_counter,
-};
+use super::{Counters, Epoch, Event, Events, InjectedBug, NodeId, OpId, ProtoConfig, Role};
 use crate::wire::{
     FrameReader, HB_FLAG_JOINED, HB_FLAG_PRIMARY_LOST, HeartbeatBody, LA_FLAG_UNKNOWN, Msg,
 };
@@ -55,7 +53,7 @@ struct Peer {
     id: NodeId,
     last_rx_us: Option<u64>,
     flags: u8,
-    epoch: u64,
+    epoch: Epoch,
     seen_mask: u32,
     seen_version: u16,
     vote: NodeId,
@@ -66,7 +64,7 @@ struct Peer {
     /// `(epoch, packet sequence)` of the newest primary heartbeat taken from this unit: an
     /// epoch has one primary life, so an older one of the same epoch is stale (acting on it
     /// would, say, roll back the sync set this standby knows it is in).
-    primary_hb_order: Option<(u64, u64)>,
+    primary_hb_order: Option<(Epoch, u64)>,
     /// Primary: transfer in progress towards this standby, one channel at a time.
     xfer: Option<BulkTx>,
     transferring: bool,
@@ -132,7 +130,7 @@ impl Chan {
             id,
             owner,
             state: ChannelState::with_seed(seed),
-            history: History::new(INITIAL_EPOCH, 1),
+            history: History::new(Epoch::INITIAL, OpId::FIRST),
             ring: OpRing::new(window),
             next_op: 1,
             commit: 0,
@@ -282,7 +280,7 @@ pub enum RestoreError {
 /// commits nothing without it.
 #[derive(Debug, Clone, Copy)]
 struct Pledge {
-    epoch: u64,
+    epoch: Epoch,
     candidate: usize,
     until_us: u64,
 }
@@ -303,11 +301,14 @@ pub struct ControlUnit {
     boot_id: u32,
     /// The role, with what only that role holds (see `role.rs`).
     state: role::RoleState,
-    epoch: u64,
+    epoch: Epoch,
+    /// The highest epoch counter heard, made or restored. Each came through
+    /// [`Epoch::from_wire`], so it is at most [`Epoch::MAX_COUNTER`]: counting up from it in
+    /// a candidacy cannot fail.
     max_counter: u64,
     /// The highest epoch an earlier life persisted (0: none restored); see
     /// [`ControlUnit::restore_highest_epoch`].
-    restored_epoch: u64,
+    restored_epoch: Epoch,
     chans: Vec<Chan>,
     peers: Vec<Peer>,
     /// Primary: bit i set when control unit i is in the sync set.
@@ -331,7 +332,7 @@ pub struct ControlUnit {
     /// Joining after a change of epoch with the state it held as a standby of this epoch: it
     /// offers that state to the new primary, which sends only what it lacks (or, when the
     /// state is not of its lineage, a full transfer that replaces it).
-    kept_epoch: Option<u64>,
+    kept_epoch: Option<Epoch>,
     /// The sync set this unit was in when it kept its state (0: it was not eligible then). If
     /// the new epoch falls silent while no sync set of it has been announced with anyone in
     /// it (its candidate died mid-takeover, or its new primary before any standby joined),
@@ -405,7 +406,7 @@ impl ControlUnit {
                 id: p,
                 last_rx_us: initial.then_some(now_us),
                 flags: if initial { HB_FLAG_JOINED } else { 0 },
-                epoch: if initial { INITIAL_EPOCH } else { 0 },
+                epoch: if initial { Epoch::INITIAL } else { Epoch::ZERO },
                 seen_mask: all_mask,
                 seen_version: 0,
                 vote: 0,
@@ -435,9 +436,9 @@ impl ControlUnit {
             index,
             boot_id,
             state,
-            epoch: if initial { INITIAL_EPOCH } else { 0 },
-            max_counter: epoch_counter(INITIAL_EPOCH),
-            restored_epoch: 0,
+            epoch: if initial { Epoch::INITIAL } else { Epoch::ZERO },
+            max_counter: Epoch::INITIAL.counter(),
+            restored_epoch: Epoch::ZERO,
             chans,
             peers,
             sync_mask: all_mask & !(1 << index),
@@ -487,7 +488,7 @@ impl ControlUnit {
         self.state.role()
     }
     pub fn epoch(&self) -> u64 {
-        self.epoch
+        self.epoch.get()
     }
 
     /// The highest epoch this unit has taken as its own or followed, in this life or (through
@@ -500,7 +501,7 @@ impl ControlUnit {
     /// Within one life `epoch` never decreases (an adopted epoch is higher, a new one is made
     /// from a counter past every epoch heard), so the maximum with the restored value is exact.
     pub fn highest_epoch(&self) -> u64 {
-        self.epoch.max(self.restored_epoch)
+        self.epoch.max(self.restored_epoch).get()
     }
 
     /// Restores the highest epoch an earlier life of this unit persisted (see
@@ -520,18 +521,18 @@ impl ControlUnit {
     /// built as `initial` starts in (that unit would act in the deployment's first epoch after
     /// an earlier life saw a later one: restart it as a re-joining unit instead).
     pub fn restore_highest_epoch(&mut self, epoch: u64) -> Result<(), RestoreError> {
-        if epoch_counter(epoch) > super::MAX_EPOCH_COUNTER {
+        let Some(restored) = Epoch::from_wire(epoch) else {
             return Err(RestoreError::OutOfRange { epoch });
-        }
-        if self.epoch != 0 && epoch > self.epoch {
+        };
+        if self.epoch != Epoch::ZERO && restored > self.epoch {
             return Err(RestoreError::InitialAfterLaterEpoch {
                 epoch,
-                initial: self.epoch,
+                initial: self.epoch.get(),
             });
         }
-        if epoch > self.restored_epoch {
-            self.restored_epoch = epoch;
-            self.max_counter = self.max_counter.max(epoch_counter(epoch));
+        if restored > self.restored_epoch {
+            self.restored_epoch = restored;
+            self.max_counter = self.max_counter.max(restored.counter());
         }
         Ok(())
     }
@@ -631,7 +632,9 @@ impl ControlUnit {
             };
         };
         let (last, commit) = self.status_bounds(c);
-        c.history.status_counts(epoch, from, to, last, commit)
+        let [from, to, last, commit] = [from, to, last, commit].map(OpId::new);
+        c.history
+            .status_counts(Epoch::from(epoch), from, to, last, commit)
     }
 
     /// What became of op `op`, assigned in `epoch` on `channel`. Exact on the primary.
@@ -640,7 +643,8 @@ impl ControlUnit {
             return OpStatus::Unknown;
         };
         let (last, commit) = self.status_bounds(c);
-        c.history.status(epoch, op, last, commit)
+        let [op, last, commit] = [op, last, commit].map(OpId::new);
+        c.history.status(Epoch::from(epoch), op, last, commit)
     }
 
     /// The freshest sync set this standby knows of: its own view, or a newer one another
@@ -806,7 +810,7 @@ impl ControlUnit {
     }
 
     fn on_cu_frame(&mut self, now_us: u64, pi: usize, frame: &FrameReader<'_>) {
-        let epoch = frame.epoch();
+        let epoch = crate::proto::frame_epoch(frame);
         if self.role() == Role::Primary {
             // Before the heartbeat that may start a transfer: it uses these.
             self.take_standby_offers(pi, frame);
@@ -822,7 +826,7 @@ impl ControlUnit {
         if epoch > self.epoch && self.cfg.topology.epoch_owner(epoch) != Some(self.id) {
             self.adopt_higher_epoch(now_us, epoch);
         }
-        if epoch != self.epoch || epoch == 0 {
+        if epoch != self.epoch || epoch == Epoch::ZERO {
             if frame.msgs().any(|m| !matches!(m, Msg::Heartbeat(_))) {
                 self.counters.rejected_stale_epoch += 1;
             }
@@ -881,7 +885,7 @@ impl ControlUnit {
         }
     }
 
-    fn on_cu_heartbeat(&mut self, now_us: u64, pi: usize, hb: &HeartbeatBody, epoch: u64) {
+    fn on_cu_heartbeat(&mut self, now_us: u64, pi: usize, hb: &HeartbeatBody, epoch: Epoch) {
         let p = &mut self.peers[pi];
         p.last_rx_us = Some(now_us);
         p.flags = hb.flags;
@@ -922,7 +926,13 @@ impl ControlUnit {
     /// that finished its transfer since it asked for one. Packet sequence numbers increase per
     /// sender, so order within a life is exact; a new life starts afresh. A primary's
     /// heartbeat is ordered within its epoch (one life per epoch).
-    fn heartbeat_is_stale(&mut self, pi: usize, hb: &HeartbeatBody, epoch: u64, seq: u64) -> bool {
+    fn heartbeat_is_stale(
+        &mut self,
+        pi: usize,
+        hb: &HeartbeatBody,
+        epoch: Epoch,
+        seq: u64,
+    ) -> bool {
         let p = &mut self.peers[pi];
         if hb.role == crate::wire::ROLE_PRIMARY {
             if p.primary_hb_order
@@ -942,7 +952,7 @@ impl ControlUnit {
     }
 
     /// A higher epoch exists: whatever we were, we now follow it and need a fresh transfer.
-    fn adopt_higher_epoch(&mut self, now_us: u64, epoch: u64) {
+    fn adopt_higher_epoch(&mut self, now_us: u64, epoch: Epoch) {
         if self.cfg.inject == InjectedBug::TwoPrimaries && self.role() == Role::Primary {
             // The plant: a primary that hears a higher epoch keeps acting as primary.
             return;
@@ -959,7 +969,7 @@ impl ControlUnit {
         };
 
         self.epoch = epoch;
-        self.max_counter = self.max_counter.max(epoch_counter(epoch));
+        self.max_counter = self.max_counter.max(epoch.counter());
         self.primary_last_rx_us = now_us;
         self.heard_primary = true;
         self.switchover_to = None;
@@ -983,7 +993,7 @@ impl ControlUnit {
     }
 
     fn on_client_frame(&mut self, now_us: u64, ci: usize, frame: &FrameReader<'_>) {
-        let epoch = frame.epoch();
+        let epoch = crate::proto::frame_epoch(frame);
         self.client_last_rx_us[ci] = Some(now_us);
         let client = self.cfg.topology.clients[ci];
         if epoch > self.epoch {
@@ -1136,7 +1146,7 @@ impl ControlUnit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::Topology;
+    use crate::proto::{INITIAL_EPOCH, Topology};
     use crate::wire::Entry;
 
     fn standby(grace_us: u64, built_us: u64) -> ControlUnit {
@@ -1236,7 +1246,7 @@ mod tests {
 
     #[test]
     fn restored_epoch_raises_the_next_candidacy() {
-        let persisted = crate::proto::make_epoch(9, 0);
+        let persisted = Epoch::new(9, 0).unwrap().get();
         let mut a = ControlUnit::new(two_units(), 1, true, 1, 0);
         let mut b = ControlUnit::new(two_units(), 2, false, 2, 0);
         assert_eq!(b.highest_epoch(), 0);
@@ -1250,7 +1260,7 @@ mod tests {
         assert_eq!(b.highest_epoch(), persisted);
         // ...but the epoch it makes is above everything it persisted.
         b.operator_takeover(t).unwrap();
-        assert_eq!(b.epoch(), crate::proto::make_epoch(10, 1));
+        assert_eq!(b.epoch(), Epoch::new(10, 1).unwrap().get());
         assert_eq!(b.highest_epoch(), b.epoch());
         pump(&mut a, &mut b, t, |b| b.role() == Role::Primary);
         assert_eq!(a.highest_epoch(), b.epoch(), "the old primary followed");
@@ -1259,7 +1269,7 @@ mod tests {
     #[test]
     fn restore_refuses_corrupt_and_initial_after_later() {
         let mut b = ControlUnit::new(two_units(), 2, false, 2, 0);
-        let too_far = crate::proto::make_epoch(crate::proto::MAX_EPOCH_COUNTER + 1, 0);
+        let too_far = Epoch::new(Epoch::MAX_COUNTER + 1, 0).unwrap().get();
         assert!(matches!(
             b.restore_highest_epoch(too_far),
             Err(RestoreError::OutOfRange { .. })

@@ -6,7 +6,7 @@ use super::pacing;
 use super::{ControlError, ControlUnit, PeerChan};
 use crate::proto::bulk::{BulkKind, BulkTx};
 use crate::proto::state::{ALL_SECTIONS_MASK, PrefetchHint};
-use crate::proto::{Event, InjectedBug, NodeId, Role};
+use crate::proto::{Epoch, Event, InjectedBug, NodeId, OpId, Role, SectionMask};
 use crate::wire::{
     BulkAck, CommitBody, Entry, HB_FLAG_NEEDS_TRANSFER, HeartbeatBody, MIN_FRAME_BYTES, NackBody,
     ROLE_STANDBY, UpdateFixed, entry_wire_len,
@@ -130,7 +130,7 @@ impl ControlUnit {
             if self.cfg.ack_events {
                 self.events.push(Event::ClientAcked {
                     channel,
-                    through: op,
+                    through: OpId::new(op),
                 });
             }
             if c.client_cursor <= op {
@@ -277,7 +277,7 @@ impl ControlUnit {
             self.events.push(Event::Committed {
                 channel,
                 epoch: self.epoch,
-                through,
+                through: OpId::new(through),
             });
             self.prune(channel);
         }
@@ -306,7 +306,7 @@ impl ControlUnit {
         now_us: u64,
         pi: usize,
         hb: &HeartbeatBody,
-        epoch: u64,
+        epoch: Epoch,
     ) {
         let bit = 1u32 << pi;
         let p = &mut self.peers[pi];
@@ -452,7 +452,9 @@ impl ControlUnit {
                 .for_each(|pc| pc.offer = None);
         }
         // Every standby frame passes here: parse bodies only when an offer is there.
-        if frame.epoch() != self.epoch || !frame.contains(crate::wire::Kind::LaReply) {
+        if crate::proto::frame_epoch(frame) != self.epoch
+            || !frame.contains(crate::wire::Kind::LaReply)
+        {
             return;
         }
         for m in frame.msgs() {
@@ -481,7 +483,7 @@ impl ControlUnit {
             .offer
             .take()
             .filter(|&(epoch, pos)| {
-                c.history.agrees_with(epoch, pos)
+                c.history.agrees_with(Epoch::from(epoch), OpId::new(pos))
                     && pos < c.next_op
                     && (pos + 1..c.next_op).all(|op| c.ring.get(op).is_some_and(|s| !s.preapplied))
             })
@@ -688,7 +690,7 @@ impl ControlUnit {
         let full_bytes = c.state.wire_bytes(ALL_SECTIONS_MASK);
         self.counters.replays_started += 1;
         if let Some(f) = &mut c.last_failover
-            && f.epoch == self.epoch
+            && f.epoch == self.epoch.get()
         {
             f.replay_sections |= sections;
             f.replay_bytes += tx.payload_bytes;
@@ -697,11 +699,11 @@ impl ControlUnit {
         self.events.push(Event::ReplayStarted {
             channel,
             client: c.owner,
-            sections,
+            sections: SectionMask::new(sections),
             full,
             bytes: tx.payload_bytes,
             full_bytes,
-            base_op: base,
+            base_op: OpId::new(base),
         });
         c.replay = Some(tx);
     }

@@ -6,7 +6,7 @@ use super::ControlUnit;
 use super::role::RoleState;
 use crate::proto::bulk::BulkRx;
 use crate::proto::state::PRIVATE_SECTION;
-use crate::proto::{Event, InjectedBug, PREFETCH_STAGES, Role};
+use crate::proto::{Epoch, Event, InjectedBug, OpId, PREFETCH_STAGES, Role};
 use crate::wire::{
     BULK_FLAG_PRIVATE, HB_FLAG_JOINED, HB_FLAG_PRIMARY_LOST, Msg, UPDATE_FLAG_PREAPPLIED,
     UpdateView,
@@ -39,10 +39,10 @@ impl ControlUnit {
                     self.counters.rejected_unexpected += 1;
                     return;
                 };
-                if rx.sections == 0 {
+                if rx.sections.is_empty() {
                     // A catch-up: the primary takes the state we hold at our position (kept
                     // through a change of epoch, or resumed since and unchanged).
-                    if rx.base_op != c.applied {
+                    if rx.base_op.get() != c.applied {
                         self.counters.rejected_unexpected += 1;
                         return;
                     }
@@ -64,8 +64,10 @@ impl ControlUnit {
                 {
                     // The primary's history cannot hold an epoch above its own (the epoch this
                     // frame came in); a segment that could not follow the ones held is refused.
-                    if h.epoch.get() > self.epoch
-                        || !c.history.push(h.epoch.get(), h.start_op.get().max(1))
+                    // `push` also refuses a start op past `OpId::MAX`.
+                    let (epoch, start) = (h.epoch.get(), h.start_op.get().max(1));
+                    if epoch > self.epoch.get()
+                        || !c.history.push(Epoch::from(epoch), OpId::new(start))
                     {
                         self.counters.rejected_unexpected += 1;
                     }
@@ -105,21 +107,31 @@ impl ControlUnit {
                 // cookies, which this ring must hold, so there are never more than a ring's
                 // capacity. A wider gap is a lie, and a failover would later apply its ops one
                 // by one (`apply_through` up to `preapplied_top`): 2^62 iterations at worst.
-                if acked > top || top - acked > c.ring.capacity() as u64 {
+                // (Both are at most `OpId::MAX`, checked at `BulkRx::begin`: the ops after
+                // them exist.)
+                let gap = top.checked_sub(acked);
+                let (Some(after_acked), Some(after_top), Some(gap)) =
+                    (acked.next(), top.next(), gap)
+                else {
+                    self.counters.rejected_unexpected += 1;
+                    return;
+                };
+                if gap > c.ring.capacity() as u64 {
                     self.counters.rejected_unexpected += 1;
                     return;
                 }
+                let (acked, top) = (acked.get(), top.get());
                 c.xfer_done = Some(r.stream);
                 c.applied = acked;
                 c.acked = acked;
-                c.ring.reset(acked + 1);
+                c.ring.reset(after_acked.get());
                 c.preapplied_top = top;
-                c.next_op = top + 1;
+                c.next_op = after_top.get();
                 c.ready = true;
                 c.commit_dirty = true;
                 self.events.push(Event::ChannelTransferred {
                     channel: e.channel.get(),
-                    applied: acked,
+                    applied: OpId::new(acked),
                 });
                 if self.chans.iter().all(|c| c.ready) && self.role() == Role::Joining {
                     self.kept_epoch = None;
@@ -203,7 +215,7 @@ impl ControlUnit {
             if emit {
                 self.events.push(Event::StandbyApplied {
                     channel,
-                    op: skipped,
+                    op: OpId::new(skipped),
                     failover: false,
                 });
             }
@@ -373,7 +385,7 @@ pub(super) fn apply_through(
         if let Some(events) = events.as_deref_mut() {
             events.push(Event::StandbyApplied {
                 channel,
-                op,
+                op: OpId::new(op),
                 failover,
             });
         }

@@ -4,7 +4,7 @@
 
 use super::ControlUnit;
 use super::role::RoleState;
-use crate::proto::{Role, Transmit};
+use crate::proto::{Epoch, OpId, Role, Transmit};
 use crate::wire::{
     ChannelOp, CommitBody, FrameBuilder, Kind, LaReplyBody, NackBody, UPDATE_FLAG_PREAPPLIED,
 };
@@ -22,7 +22,7 @@ impl ControlUnit {
                 continue;
             }
             self.packet_seq += 1;
-            let mut fb = FrameBuilder::new(buf, self.id, self.epoch, self.packet_seq);
+            let mut fb = FrameBuilder::new(buf, self.id, self.epoch.get(), self.packet_seq);
             let dst = if d < n_cu {
                 self.fill_for_cu(now_us, d, &mut fb);
                 self.peers[d].id
@@ -128,7 +128,10 @@ impl ControlUnit {
                 // not the epoch we were in when we kept the state, which a unit that resumed
                 // an older state in a newer epoch would claim for ops that epoch cut (seed
                 // 17104922: a catch-up on the wrong lineage, a standby differing for good).
-                let data_epoch = c.history.epoch_at(c.applied).unwrap_or(0);
+                let data_epoch = c
+                    .history
+                    .epoch_at(OpId::new(c.applied))
+                    .map_or(0, Epoch::get);
                 let offer = LaReplyBody {
                     channel: c.id.into(),
                     flags: 0.into(),
