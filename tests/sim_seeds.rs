@@ -191,10 +191,11 @@ fn a_seed_replays_exactly_with_every_fault_kind() {
 
 /// Seeds whose lying line card's lies tripped client-content checks on its own channels:
 /// they are exempt while it lies, every other check still holds, and the run converges once
-/// the liar is replaced by an honest line card.
+/// the liar is replaced by an honest line card. (Seed 270 replaced 419 when the pacing of
+/// replays and transfers changed the schedules: 419's lies no longer trip a check.)
 #[test]
 fn a_lying_line_card_is_exempt_only_on_its_own_channels() {
-    for seed in [419, 652] {
+    for seed in [270, 652] {
         let r = run_seed(seed, &SimOptions::default());
         assert!(r.violations.is_empty(), "seed {seed}: {:?}", r.violations);
         assert!(r.liar.is_some() && r.lies > 0, "seed {seed}: no liar");
@@ -299,10 +300,11 @@ fn a_client_on_a_superseded_history_is_rolled_back() {
 /// an isolation, is still re-joining. The in-sync standby must win that unit's vote and take
 /// over; a joining unit that did not vote left the fabric without a primary for good. Seed 706
 /// since the keyed table hash and the persisted epoch (issue 10 items 5, 6) changed the
-/// schedules: 2642 no longer crashes the primary at that moment, 706 now does.
+/// schedules: 2642 no longer crashes the primary at that moment, 706 did. Seed 2056 since the
+/// pacing of replays and transfers (issue 10 item 5) changed them again.
 #[test]
 fn joining_unit_votes_for_the_in_sync_standby() {
-    let r = run_seed(706, &original_schedule());
+    let r = run_seed(2056, &original_schedule());
     assert!(r.violations.is_empty(), "{:?}", r.violations);
     assert_eq!(r.control_units, 3);
     // The scenario must still happen, or the seed no longer tests anything.
