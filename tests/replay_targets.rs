@@ -106,8 +106,14 @@ fn a_no_history_answer_older_than_the_finished_replay_is_stale() {
     client_frame(&mut p, 3_200, 8, 5, &[1], &[]);
     assert!(!p.is_replaying(1));
     assert_eq!(p.counters.rejected_stale_unknown, 1);
-    // Sent after: the client lost the channel's history again.
+    // Sent after: the client lost the channel's history again. Within a heartbeat interval
+    // of the last replay's end it is held back (counted; the client asks again with every
+    // heartbeat), then served.
     client_frame(&mut p, 3_300, 11, 5, &[1], &[]);
+    assert!(!p.is_replaying(1));
+    assert_eq!(p.counters.rejected_replay_rate, 1);
+    let gap_us = p.config().heartbeat_interval_us;
+    client_frame(&mut p, 3_100 + gap_us, 12, 5, &[1], &[]);
     assert!(p.is_replaying(1));
 }
 
@@ -120,4 +126,29 @@ fn a_new_life_of_the_client_is_replayed_in_full_on_every_channel() {
     client_frame(&mut p, 3_100, 1, 6, &[], &[]);
     assert!(p.is_replaying(0) && p.is_replaying(1));
     assert_eq!(p.counters.replays_started, 2);
+}
+
+/// A new life of the client right after a full replay finished: the full replay it is owed is
+/// held back for the pacer's pause (the new life may not ask for it: it may hold state from
+/// elsewhere and believe it is in sync), then started by the primary's own timer.
+#[test]
+fn a_full_replay_owed_to_a_new_life_starts_once_the_pause_ends() {
+    let mut p = primary();
+    client_frame(&mut p, 3_000, 1, 5, &[1], &[]);
+    let (stream, _, _) = p.replay_progress(1).expect("replaying");
+    client_frame(&mut p, 3_100, 10, 5, &[], &[(1, stream)]);
+    assert!(!p.is_replaying(1), "the replay finished");
+    client_frame(&mut p, 3_200, 1, 6, &[], &[]);
+    assert!(!p.is_replaying(1), "held back");
+    assert!(p.is_replaying(0), "channel 0 had no replay to pause after");
+    assert_eq!(p.counters.rejected_replay_rate, 1);
+    // The primary's timer ticks: the replay starts at the first tick past the pause.
+    let (gap_us, tick_us) = (p.config().heartbeat_interval_us, p.config().tick_us);
+    let mut t = 3_200;
+    while !p.is_replaying(1) && t < 3_100 + gap_us + 2 * tick_us {
+        p.handle_timeout(t);
+        assert!(t >= 3_100 + gap_us || !p.is_replaying(1), "started at {t}");
+        t += 100;
+    }
+    assert!(p.is_replaying(1), "the owed replay started");
 }
