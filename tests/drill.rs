@@ -4,6 +4,7 @@
 //! be seen by the same drill (else its "lost 0" proves nothing). With three control units the
 //! vote picks the successor and every standby must converge.
 
+use statesync::cli::drill_checks::hook_records;
 use std::process::{Command, Output};
 use std::sync::Mutex;
 
@@ -172,21 +173,10 @@ fn out_of_sync_failover_does_what_the_dry_run_predicted_and_hooks_write_each_tra
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).expect("drill --json wrote its report"))
             .unwrap();
-    // Every hook file: "node role epoch reason".
-    let files: Vec<(u64, String, u64, String)> = std::fs::read_dir(&hooks)
-        .unwrap()
-        .map(|e| e.unwrap())
-        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-        .map(|e| {
-            let text = std::fs::read_to_string(e.path()).unwrap();
-            let mut w = text.trim_end().splitn(4, ' ');
-            (
-                w.next().unwrap().parse().unwrap(),
-                w.next().unwrap().to_owned(),
-                w.next().unwrap().parse().unwrap(),
-                w.next().unwrap_or("").to_owned(),
-            )
-        })
+    // Every hook file ("node role epoch reason"), read as the drill reads them.
+    let files: Vec<(u64, String, u64, String)> = hook_records(&hooks)
+        .into_iter()
+        .map(|h| (u64::from(h.node), h.role, h.epoch, h.reason))
         .collect();
     let _ = std::fs::remove_dir_all(&tmp);
     assert!(

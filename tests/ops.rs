@@ -317,18 +317,13 @@ const METRICS: [&str; 15] = [
     "statesync_peer_last_seen_seconds",
 ];
 
-/// Every hook file written: `(node, role, epoch, reason)`.
+/// Every hook file written: `(node, role, epoch, reason)` (the drill's reader: the files have
+/// the format of its hooks).
 fn hook_records(dir: &Path) -> Vec<(u64, String, u64, String)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
-        let mut w = text.trim_end().splitn(4, ' ');
-        let node = w.next().unwrap().parse().unwrap();
-        let role = w.next().unwrap().to_owned();
-        let epoch = w.next().unwrap().parse().unwrap();
-        out.push((node, role, epoch, w.next().unwrap_or("").to_owned()));
-    }
-    out
+    statesync::cli::drill_checks::hook_records(dir)
+        .into_iter()
+        .map(|h| (u64::from(h.node), h.role, h.epoch, h.reason))
+        .collect()
 }
 
 #[test]
