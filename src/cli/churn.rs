@@ -5,6 +5,7 @@
 
 use super::ledger::{self, Ledger, LedgerCheck, Replicas};
 use super::platform::{OtherTask, TaskSnapshot};
+use crate::cli::say;
 use crate::proto::Node;
 use crate::proto::{
     Client, ControlUnit, CutPolicy, InjectedBug, NodeId, ProtoConfig, Role, Topology,
@@ -65,8 +66,9 @@ pub struct ChurnArgs {
     /// Transport fault layer: probability that a datagram is held back behind later ones.
     #[arg(long, default_value_t = 0.0)]
     pub reorder: f64,
-    /// Write the JSON report here.
-    #[arg(long)]
+    /// Write the JSON report to FILE; a bare `--json` prints it on standard output (the text
+    /// report then goes to standard error).
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = crate::cli::JSON_STDOUT)]
     pub json: Option<std::path::PathBuf>,
     /// Write hdrhistogram interval logs (one per stage, one interval per second) into this
     /// directory. Intervals count from the start of the process; those of the prefill are empty.
@@ -177,6 +179,7 @@ impl ChurnArgs {
 }
 
 pub fn run(args: ChurnArgs) -> ExitCode {
+    crate::cli::claim_stdout_for_json(args.json.as_deref());
     if !args.connect.is_empty() {
         return connect(&args);
     }
@@ -261,9 +264,11 @@ fn connect(args: &ChurnArgs) -> ExitCode {
     };
     match crate::cli::load::run_load(&spec, true, || false) {
         Ok(r) => {
-            println!(
+            say!(
                 "load done: {} changes in {} datagrams ({} send errors); check commits with `statesync status`",
-                r.changes_sent, r.datagrams_sent, r.send_errors
+                r.changes_sent,
+                r.datagrams_sent,
+                r.send_errors
             );
             ExitCode::SUCCESS
         }
@@ -453,7 +458,7 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
         handles.push(worker::spawn(spec, stop.clone(), g, clock));
     }
     let io = io_kind.map_or("?".to_string(), |k| k.to_string());
-    println!(
+    say!(
         "churn: {} channels, {} keys, {} B values, {} workers, {} clients/worker, io={io}, rate={}, {} B datagrams, {:.0} s",
         args.channels,
         args.keys,
@@ -511,7 +516,7 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
         let retained = total(&|g| g.retained_ops.load(Ordering::Relaxed));
         let cap = total(&|g| g.retention_capacity.load(Ordering::Relaxed)).max(1);
         let dt = last.2.elapsed().as_secs_f64().max(1e-9);
-        println!(
+        say!(
             "[{:>5.1}s] committed {:>10.0}/s  submitted {:>10.0}/s  commit lag {:>8} ops  retention {:>5.1}%  backpressure {}  commit p99 {} us max {} us",
             start.elapsed().as_secs_f64(),
             (committed - last.0) as f64 / dt,
@@ -591,7 +596,7 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
         }
     }
     let check = check_ledger(&ledger, args.value_bytes, &outputs);
-    println!(
+    say!(
         "ledger: {generated} changes replayed and {} keys checked in every replica in {:.2} s",
         check.keys_checked,
         rebuild_start.elapsed().as_secs_f64()
@@ -650,7 +655,7 @@ fn drain(gauges: &[Arc<Gauges>], generated: u64, limit: Duration) -> bool {
                 if since.elapsed() >= Duration::from_millis(200)
                     && turns.iter().zip(from).all(|(n, f)| *n >= f + 2)
                 {
-                    println!(
+                    say!(
                         "drain: fabric idle after {:.1} s with {} generated changes never submitted",
                         start.elapsed().as_secs_f64(),
                         generated.saturating_sub(taken)
@@ -661,7 +666,7 @@ fn drain(gauges: &[Arc<Gauges>], generated: u64, limit: Duration) -> bool {
             _ => idle = Some((taken, turns, Instant::now())),
         }
         if start.elapsed() >= limit {
-            println!(
+            say!(
                 "drain: {} generated changes still uncommitted after {:.0} s",
                 generated.saturating_sub(committed),
                 limit.as_secs_f64()
@@ -965,7 +970,7 @@ fn prefill(args: &ChurnArgs, gauges: &[Arc<Gauges>]) -> Result<Baseline, String>
             ));
         }
         if start.elapsed() >= next_line {
-            println!(
+            say!(
                 "[prefill {:>4.1}s] {committed} of {} keys committed",
                 start.elapsed().as_secs_f64(),
                 args.keys
@@ -983,7 +988,7 @@ fn prefill(args: &ChurnArgs, gauges: &[Arc<Gauges>]) -> Result<Baseline, String>
         prefilled: args.keys,
         seconds: start.elapsed().as_secs_f64(),
     };
-    println!(
+    say!(
         "prefill: {} keys committed in {:.1} s ({:.0}/s)",
         b.prefilled,
         b.seconds,
@@ -1079,32 +1084,35 @@ fn report(
     let run_committed = committed_at_end.saturating_sub(base.committed).max(1);
     let cpu_ns_per_change = run_cpu_ns as f64 / run_committed as f64;
     let run_datagrams = datagrams.saturating_sub(base.datagrams);
-    println!("\n== churn report ==");
-    println!(
+    say!("\n== churn report ==");
+    say!(
         "io {io}, {workers} workers on {cores} cores, {} channels, {} keys, {} B values",
-        args.channels, args.keys, args.value_bytes
+        args.channels,
+        args.keys,
+        args.value_bytes
     );
-    println!(
+    say!(
         "generated {generated}, submitted {submitted}, committed {committed} ({committed_per_s:.0}/s over {measured_s:.1} s)"
     );
     if base.prefilled > 0 {
-        println!(
+        say!(
             "  of which prefill: {} keys committed in {:.1} s before the timed run (not in the rate or the latency)",
-            base.prefilled, base.seconds
+            base.prefilled,
+            base.seconds
         );
     }
-    println!(
+    say!(
         "cpu: {:.2} s over the timed run ({:.2} cores busy), {cpu_ns_per_change:.0} ns per committed change (compares builds on a busy machine)",
         run_cpu_ns as f64 / 1e9,
         run_cpu_ns as f64 / 1e9 / measured_s,
     );
-    println!(
+    say!(
         "datagrams {datagrams} ({:.0}/s in the timed run), wire bytes per change {:.1}",
         run_datagrams as f64 / measured_s,
         bytes as f64 / committed.max(1) as f64
     );
     for (name, h) in STAGES.iter().zip(&stages) {
-        println!(
+        say!(
             "latency {name:<15} p50 {:>7} us  p99 {:>7} us  p999 {:>7} us  max {:>8} us  ({} samples)",
             h.value_at_quantile(0.5),
             h.value_at_quantile(0.99),
@@ -1123,7 +1131,7 @@ fn report(
         tx.recv_buffers_exhausted += t.recv_buffers_exhausted;
         tx.send_eagain += t.send_eagain + t.send_enobufs;
     }
-    println!(
+    say!(
         "transport: {} send and {} receive syscalls, {} GSO sends, {} GRO receives, {} receive-buffer exhaustions, {} datagrams dropped on a full socket",
         tx.send_syscalls,
         tx.recv_syscalls,
@@ -1139,7 +1147,7 @@ fn report(
         nacks += c.nacks_sent;
         rejected_datagrams += c.rejected();
     }
-    println!(
+    say!(
         "recovery: {retransmits} retransmissions (NACK or tail probe), {nacks} NACKs sent, {rejected_datagrams} datagrams rejected"
     );
     let mut auth = crate::auth::AuthStats::default();
@@ -1163,7 +1171,7 @@ fn report(
         auth.rejected_sender_mismatch += a.rejected_sender_mismatch;
     }
     if secured {
-        println!(
+        say!(
             "authentication: ChaCha20-Poly1305, ephemeral keys per link; {} frames sealed, {} verified, {} session openers, {} rejected ({} bad tag, {} replayed, {} stale session)",
             auth.sealed,
             auth.delivered,
@@ -1174,14 +1182,14 @@ fn report(
             auth.rejected_stale_session
         );
     } else {
-        println!("authentication: OFF (--insecure): frames carry no tag");
+        say!("authentication: OFF (--insecure): frames carry no tag");
     }
     let preempted: Vec<_> = outputs.iter().filter_map(|o| o.preempted).collect();
     let (delay_ns, switches) = preempted.iter().fold((0, 0), |(d, s), p| {
         (d + p.run_delay_ns, s + p.involuntary_switches)
     });
     if !preempted.is_empty() {
-        println!(
+        say!(
             "platform: workers waited {:.1} ms in all on the run queue, preempted {switches} times (other tasks on their cores)",
             delay_ns as f64 / 1e6
         );
@@ -1192,7 +1200,7 @@ fn report(
         .take(3)
         .map(|t| format!("{} {:.1} ms in {} slices", t.comm, t.cpu_ms, t.slices))
         .collect();
-    println!(
+    say!(
         "platform: other tasks ran {other_ms:.1} ms in the timed run; most: {}",
         if top.is_empty() {
             "none seen".to_string()
@@ -1205,7 +1213,7 @@ fn report(
         turns.add(&o.turns);
     }
     let (t, per) = (&turns.busy_turn_us, &turns.submissions_per_turn);
-    println!(
+    say!(
         "turns that did work: {:.0}% of the time, length p50 {} us p99 {} us max {} us, submissions per turn p50 {} p99 {} max {}",
         100.0 * turns.busy_share(),
         t.value_at_quantile(0.5),
@@ -1216,7 +1224,7 @@ fn report(
         per.max()
     );
     let l = &end.ledger;
-    println!(
+    say!(
         "digests: {}",
         if digests_equal {
             "every client and standby equals the primary"
@@ -1224,12 +1232,16 @@ fn report(
             "MISMATCH"
         }
     );
-    println!(
+    say!(
         "ledger: {} keys checked in every primary, standby and client: {} missing or wrong ({} of them committed: lost), {} entries held beyond or short of the ledger, {} keys uncommitted",
-        l.keys_checked, l.mismatched_keys, l.lost_committed, l.entry_count_diff, l.uncommitted_keys
+        l.keys_checked,
+        l.mismatched_keys,
+        l.lost_committed,
+        l.entry_count_diff,
+        l.uncommitted_keys
     );
     for x in &l.examples {
-        println!("  e.g. {x}");
+        say!("  e.g. {x}");
     }
     // The verdict: each failed condition on a line of its own, with its size.
     let mut failed = Vec::new();
@@ -1245,7 +1257,7 @@ fn report(
             .zip(h.by_class)
             .map(|(c, n)| format!("{n} {c}"))
             .collect();
-        println!(
+        say!(
             "hostile: {} datagrams sent with spoofed sources ({}; {} send errors); refused {} ({} by authentication, {} from unknown addresses), {} dropped by the kernel on full buffers",
             h.sent,
             by_class.join(", "),
@@ -1299,12 +1311,12 @@ fn report(
         failed.push(format!("error: {e}"));
     }
     if failed.is_empty() {
-        println!(
+        say!(
             "verdict: OK: {generated} generated = {committed} committed, none rejected, drained, ledger matches everywhere"
         );
     }
     for f in &failed {
-        println!("FAILED: {f}");
+        say!("FAILED: {f}");
     }
     // One interval per second, every worker's added up: the plot and the JSON report's series.
     let intervals = merged_intervals(outputs).map_err(|e| e.to_string())?;
@@ -1357,8 +1369,7 @@ fn report(
             // What `statesync plot` draws: each stage's percentile curve and its seconds.
             "latency_series": series.to_json(),
         });
-        std::fs::write(path, serde_json::to_string_pretty(&j).expect("json"))
-            .map_err(|e| format!("--json {}: {e}", path.display()))?;
+        crate::cli::write_json(path, &j)?;
     }
     if let Some(dir) = &args.hdr_log {
         write_hdr_logs(dir, &intervals).map_err(|e| format!("--hdr-log {}: {e}", dir.display()))?;
@@ -1366,7 +1377,7 @@ fn report(
     if let Some(path) = &args.plot {
         crate::cli::plot::draw_latency(std::slice::from_ref(&series), path)
             .map_err(|e| format!("--plot {}: {e}", path.display()))?;
-        println!("plot: wrote {}", path.display());
+        say!("plot: wrote {}", path.display());
     }
     Ok(ChurnOutcome {
         ok: failed.is_empty(),

@@ -8,6 +8,7 @@
 //! repeats. A round that fails, even one that cannot start, is reported as a failed round.
 
 use super::drill_checks::{self, DryRunCheck, HookRecord};
+use crate::cli::say;
 use crate::daemon::admin::status::{ChannelStatus, CounterStatus, StatusReply};
 use crate::proto::InjectedBug;
 use crate::rng::SplitMix64;
@@ -54,8 +55,9 @@ pub struct DrillArgs {
     /// timeout is twice this).
     #[arg(long, default_value_t = 50)]
     pub failover_timeout_ms: u64,
-    /// Also write the report (every round's figures) as JSON to this file.
-    #[arg(long)]
+    /// Also write the report (every round's figures) as JSON to FILE; a bare `--json` prints
+    /// it on standard output (the text report then goes to standard error).
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = crate::cli::JSON_STDOUT)]
     pub json: Option<PathBuf>,
     /// Draw the first round that finished into this SVG: its events on a time axis (from the
     /// daemons' logs and status replies) and the bytes replayed per channel.
@@ -371,6 +373,7 @@ struct Round {
 }
 
 pub fn run(args: DrillArgs) -> ExitCode {
+    crate::cli::claim_stdout_for_json(args.json.as_deref());
     match drill(&args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -498,7 +501,7 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
     for i in 0..lab.clients.len() {
         lab.spawn(false, i, &["client"])?;
     }
-    println!(
+    say!(
         "drill: {} rounds, variant {variant}, {} control units, {} clients x {} channels, {} changes/s, heartbeat {} ms, failover timeout {} ms, {}{}",
         args.rounds,
         args.control_units,
@@ -534,11 +537,11 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
             }
         };
         if let Some(e) = &round.error {
-            println!("round {:>2}: FAILED: {e}", round.round);
+            say!("round {:>2}: FAILED: {e}", round.round);
             rounds.push(round);
             continue;
         }
-        println!(
+        say!(
             "round {:>2}: killed {}{} -> primary {} | detect {:>6.1} ms recover {:>6.1} ms | out of sync {} ch ({:?}) | replayed {} B vs full {} B{} | committed checked {} lost {} (beyond history {}) | digests {} | rejoined {} (state {}){}{}",
             round.round,
             round.killed,
@@ -580,24 +583,28 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
                 .primary_undisturbed
                 .map_or(String::new(), |u| format!(" | new primary undisturbed {u}")),
         );
-        println!(
+        say!(
             "  hooks: on_primary of the new primary ran {}; {} transitions written",
             round.primary_hook.unwrap_or(false),
             round.hook_transitions.len()
         );
         if let Some(d) = &round.dry_run {
             if d.missed {
-                println!(
+                say!(
                     "  dry run: missed (the standby had started taking over) {}",
                     d.differences.join("; ")
                 );
             } else {
-                println!(
+                say!(
                     "  dry run: {} of {} channels as predicted ({} answered by their client), predicted replay {} B, replayed {} B",
-                    d.matching, d.channels, d.answered, d.predicted_replay_bytes, d.replayed_bytes
+                    d.matching,
+                    d.channels,
+                    d.answered,
+                    d.predicted_replay_bytes,
+                    d.replayed_bytes
                 );
                 for line in &d.differences {
-                    println!("    {line}");
+                    say!("    {line}");
                 }
             }
         }
@@ -608,7 +615,7 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
             Some(t) => {
                 crate::cli::plot::draw_failover(t, path)
                     .map_err(|e| format!("--plot {}: {e}", path.display()))?;
-                println!("plot: wrote {}", path.display());
+                say!("plot: wrote {}", path.display());
             }
             None => eprintln!("drill --plot: no round finished: nothing drawn"),
         }
@@ -1063,7 +1070,7 @@ fn run_round(
         let (u, as_role) = caught.ok_or("no successor seen")?;
         kill_cu(lab, u);
         // Printed now: should no third unit take over, the failed round keeps only its error.
-        println!(
+        say!(
             "  double fault: successor {} killed as {as_role}",
             lab.cus[u].id
         );
@@ -1200,7 +1207,7 @@ fn run_round(
             .map(|v| v.counters.core.rejected_stale_epoch)
             .sum();
         round.stale_fenced = Some(fenced.is_ok());
-        println!(
+        say!(
             "  stale primary: stepped down {}, client stale-epoch rejections {stale_rejects}",
             fenced.is_ok()
         );
@@ -1529,24 +1536,24 @@ fn summarize(
         .iter()
         .filter(|r| r.error.is_none() && !(r.digests_equal && r.standby_digests_equal))
         .count();
-    println!("\n== drill summary ({variant}) ==");
-    println!("rounds converged: {converged} of {}", rounds.len());
-    println!("rounds failed before finishing: {failed}");
-    println!(
+    say!("\n== drill summary ({variant}) ==");
+    say!("rounds converged: {converged} of {}", rounds.len());
+    say!("rounds failed before finishing: {failed}");
+    say!(
         "committed ops checked: {checked}; committed ops lost: {lost} (in {lossy} rounds); rounds with differing digests: {differ}"
     );
     if beyond > 0 {
-        println!(
+        say!(
             "committed ops not checkable: {beyond}, older than the {} epochs of history a channel keeps",
             crate::proto::history::MAX_SEGMENTS
         );
     }
-    println!(
+    say!(
         "detection: median {:.1} ms, max {:.1} ms",
         med(&det),
         max(&det)
     );
-    println!(
+    say!(
         "recovery:  median {:.1} ms, max {:.1} ms",
         med(&rec),
         max(&rec)
@@ -1585,8 +1592,7 @@ fn summarize(
                 "error": r.error,
             })).collect::<Vec<_>>(),
         });
-        std::fs::write(path, serde_json::to_string_pretty(&j).expect("json"))
-            .map_err(|e| e.to_string())?;
+        crate::cli::write_json(path, &j)?;
     }
     if args.netns {
         let _ = lab_script(dir, "lab-down.sh").map(|down| {

@@ -3,6 +3,7 @@
 //! primary applies it (the others count it as rejected), so load follows a failover without the
 //! client knowing who the primary is.
 
+use crate::cli::say;
 use crate::rng::SplitMix64;
 use crate::wire::{Entry, FrameBuilder, encode_entry};
 use std::net::{SocketAddr, UdpSocket};
@@ -134,7 +135,7 @@ pub fn run_load(
         report.changes_sent += n;
         if progress && last_print.0.elapsed() >= Duration::from_secs(1) {
             let dt = last_print.0.elapsed().as_secs_f64();
-            println!(
+            say!(
                 "[{:>5.1}s] load: {:>9.0} changes/s sent to {} control units",
                 start.elapsed().as_secs_f64(),
                 (report.changes_sent - last_print.1) as f64 / dt,
