@@ -421,3 +421,15 @@ fn a_sync_set_is_confirmed_by_version_not_by_mask() {
         assert!(r.violations.is_empty(), "seed {seed}: {:?}", r.violations);
     }
 }
+
+/// A line card replaced by a new life just after a full replay to it finished: the full replay
+/// the new life is owed waits for the pacer's pause, and the client's own "no history" answer
+/// started one first. That one paid the debt; the owed one used to start anyway, a second full
+/// replay to a client already in sync (inv9). Found by the 200,000-seed run of the pacing.
+#[test]
+fn a_full_replay_pays_what_a_new_life_was_owed() {
+    for seed in [21_007_183, 21_008_440] {
+        let r = run_seed(seed, &SimOptions::default());
+        assert!(r.violations.is_empty(), "seed {seed}: {:?}", r.violations);
+    }
+}

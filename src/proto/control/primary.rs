@@ -674,6 +674,11 @@ impl ControlUnit {
         let gap_us = pacing::stream_gap_us(&self.cfg);
         let c = &mut self.chans[channel as usize];
         c.replay_pacer.start(now_us, gap_us);
+        // A full replay serves any life of the client: it pays what a new life was owed (else
+        // that debt would start a second one, to a client this one has put in sync).
+        if sections == ALL_SECTIONS_MASK {
+            c.full_replay_owed = false;
+        }
         let base = c.next_op - 1;
         let tx = BulkTx::snapshot(
             BulkKind::Replay,
