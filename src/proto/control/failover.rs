@@ -55,7 +55,8 @@ impl ControlUnit {
                     // The takeover applies what it holds through the cut before it replays.
                     replay_bytes: c.state.wire_bytes_after(
                         sections,
-                        (c.applied + 1..=d.cut.get())
+                        OpId::new(c.applied)
+                            .range_after(d.cut)
                             .filter_map(|op| c.ring.get(op))
                             .filter(|s| !s.preapplied)
                             .flat_map(|s| s.entries()),
@@ -169,15 +170,18 @@ impl ControlUnit {
         let c = &mut self.chans[ci];
         assert!(cut >= applied || self.cfg.inject == InjectedBug::DiscardCommittedTrailing);
         apply_through(c, cut, true, Some(&mut self.events), channel);
-        c.ring.truncate_after(cut);
-        if cut + 1 < c.ring.base() {
+        let cut_op = OpId::new(cut);
+        c.ring.truncate_after(cut_op);
+        if let Some(after_cut) = cut_op.next()
+            && after_cut < c.ring.base()
+        {
             // Only the injected bug cuts below what is applied: keep the ring consistent so
             // the simulator's invariants, not an assertion, report it.
-            c.ring.reset(cut + 1);
+            c.ring.reset(after_cut);
         }
-        if c.ring.top() < cut {
+        if c.ring.top() < cut_op {
             // Ops inside a transfer snapshot whose cookies never arrived: nothing to resend.
-            c.ring.prune_through(cut);
+            c.ring.prune_through(cut_op);
         }
         c.next_op = cut + 1;
         c.client_acked = match resolution {
@@ -188,7 +192,7 @@ impl ControlUnit {
         let resent: (u64, u64) = match resolution {
             Resolution::Behind { client_op } if replay.is_none() => OpId::new(client_op)
                 .range_after(OpId::new(cut))
-                .filter_map(|op| c.ring.get(op.get()))
+                .filter_map(|op| c.ring.get(op))
                 .fold((0, 0), |(n, b), s| {
                     (
                         n + 1,
@@ -234,7 +238,7 @@ impl ControlUnit {
             c.xfer_done = None;
             c.preapplied_top = 0;
             let keep_from = c.client_acked.min(cut).min(c.catch_up_floor);
-            c.ring.prune_through(keep_from);
+            c.ring.prune_through(OpId::new(keep_from));
             if let Some(sections) = self.takeover().and_then(|t| t.chans[ci].replay) {
                 let full = sections == ALL_SECTIONS_MASK;
                 self.start_replay(now_us, ci as u32, sections, full);
@@ -273,7 +277,7 @@ impl super::Chan {
     /// cookie is held (the op is inside a transferred snapshot).
     fn slot(&self, op: OpId) -> Option<(SectionMask, bool)> {
         self.ring
-            .get(op.get())
+            .get(op)
             .map(|s| (SectionMask::new(s.cookie), s.preapplied))
     }
 }

@@ -169,7 +169,11 @@ impl Chan {
 
     /// The highest op whose effect this standby holds or already has in its state.
     fn held_top(&self) -> u64 {
-        self.ring.top().max(self.applied).max(self.preapplied_top)
+        self.ring
+            .top()
+            .get()
+            .max(self.applied)
+            .max(self.preapplied_top)
     }
 
     /// Keeps the state (and history) through a change of epoch, dropping everything above
@@ -197,7 +201,7 @@ impl Chan {
         self.applied = top;
         self.acked = top;
         self.preapplied_top = 0;
-        self.ring.reset(top + 1);
+        self.ring.reset(OpId::new(top + 1));
         self.next_op = top + 1;
         self.replay = None;
         self.full_replay_owed = false;
@@ -560,7 +564,7 @@ impl ControlUnit {
     /// Standby: highest op applied, highest op held.
     pub fn standby_position(&self, channel: u32) -> (u64, u64) {
         let c = &self.chans[channel as usize];
-        (c.applied, c.ring.top())
+        (c.applied, c.ring.top().get())
     }
     /// Standby: highest op contained in a transferred snapshot (0 once caught up past it).
     /// What the last failover this node led decided for `channel`.
@@ -614,7 +618,7 @@ impl ControlUnit {
         if self.role() == Role::Primary {
             (c.next_op - 1, c.commit)
         } else {
-            (c.ring.top(), c.applied)
+            (c.ring.top().get(), c.applied)
         }
     }
 

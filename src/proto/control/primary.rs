@@ -76,7 +76,7 @@ impl ControlUnit {
         }
         let op = c.next_op;
         c.next_op += 1;
-        c.ring.push_entries(op, entries);
+        c.ring.push_entries(OpId::new(op), entries);
         for e in entries {
             c.state.apply(e);
         }
@@ -296,6 +296,7 @@ impl ControlUnit {
                 limit = limit.min(pc.held.max(pc.xfer_top));
             }
         }
+        let limit = OpId::new(limit);
         if limit >= c.ring.base() {
             c.ring.prune_through(limit.min(c.ring.top()));
         }
@@ -485,7 +486,8 @@ impl ControlUnit {
             .filter(|&(epoch, pos)| {
                 c.history.agrees_with(Epoch::from(epoch), OpId::new(pos))
                     && pos < c.next_op
-                    && (pos + 1..c.next_op).all(|op| c.ring.get(op).is_some_and(|s| !s.preapplied))
+                    && (pos + 1..c.next_op)
+                        .all(|op| c.ring.get(OpId::new(op)).is_some_and(|s| !s.preapplied))
             })
             .map(|(_, pos)| pos);
         let c = &self.chans[channel];
@@ -511,7 +513,8 @@ impl ControlUnit {
             c.history.segments(),
             now_us,
         );
-        let cookies: Vec<u64> = (acked + 1..=top)
+        let cookies: Vec<u64> = OpId::new(acked)
+            .range_after(OpId::new(top))
             .map(|op| c.ring.get(op).map_or(ALL_SECTIONS_MASK, |s| s.cookie))
             .collect();
         self.counters.xfer_bytes += tx.payload_bytes;

@@ -124,7 +124,7 @@ impl ControlUnit {
                 c.xfer_done = Some(r.stream);
                 c.applied = acked;
                 c.acked = acked;
-                c.ring.reset(after_acked.get());
+                c.ring.reset(after_acked);
                 c.preapplied_top = top;
                 c.next_op = after_top.get();
                 c.ready = true;
@@ -159,16 +159,16 @@ impl ControlUnit {
         if !c.ready {
             return;
         }
-        let op = u.op();
+        let op = OpId::new(u.op());
         let held = c.ring.top();
         if op <= held {
             c.commit_dirty = true;
-        } else if op == held + 1 {
+        } else if Some(op) == held.next() {
             if c.ring.is_full() {
                 return;
             }
             let pre = u.flags & UPDATE_FLAG_PREAPPLIED != 0;
-            if pre && op > c.preapplied_top {
+            if pre && op.get() > c.preapplied_top {
                 self.counters.rejected_unexpected += 1;
                 return;
             }
@@ -184,7 +184,10 @@ impl ControlUnit {
             c.commit_dirty = true;
             self.try_apply(channel);
         } else if now_us >= c.last_nack_us + self.cfg.rto_us / 2 {
-            c.nack = Some((held + 1, op - 1));
+            // `op` is past the op after `held`: both ends of the gap exist.
+            if let (Some(from), Some(to)) = (held.next(), op.prev()) {
+                c.nack = Some((from.get(), to.get()));
+            }
             c.last_nack_us = now_us;
             self.counters.nacks_sent += 1;
         }
@@ -196,9 +199,9 @@ impl ControlUnit {
         let emit = self.cfg.standby_apply_events;
         let c = &mut self.chans[channel as usize];
         let limit = if inject == InjectedBug::StandbyApplyBeforeAck {
-            c.ring.top()
+            c.ring.top().get()
         } else {
-            c.acked.min(c.ring.top())
+            c.acked.min(c.ring.top().get())
         };
         // Planted bug (test aid): every 500th op's content is skipped; its position advances
         // and it is announced as applied, so only a content check can see it.
@@ -221,7 +224,7 @@ impl ControlUnit {
             }
         }
         apply_through(c, limit, false, emit.then_some(&mut self.events), channel);
-        c.ring.prune_through(c.applied);
+        c.ring.prune_through(OpId::new(c.applied));
     }
 
     pub(super) fn standby_tick(&mut self, now_us: u64) {
@@ -373,7 +376,7 @@ pub(super) fn apply_through(
         for (distance, hint) in PREFETCH_STAGES {
             let ahead = op + distance as u64;
             if ahead <= limit
-                && let Some(slot) = c.ring.get(ahead)
+                && let Some(slot) = c.ring.get(OpId::new(ahead))
                 && !slot.preapplied
             {
                 for e in slot.entries() {
@@ -396,7 +399,7 @@ pub(super) fn apply_through(
 /// primary still has to send it to clients that lack it.
 pub(super) fn apply_op(c: &mut super::Chan, op: u64) {
     assert_eq!(op, c.applied + 1, "standby applies in op order");
-    match c.ring.get(op) {
+    match c.ring.get(OpId::new(op)) {
         Some(slot) if !slot.preapplied => {
             for e in slot.entries() {
                 c.state.apply(&e);

@@ -102,7 +102,7 @@ impl ControlUnit {
                         .copied()
                         .unwrap_or(u64::MAX);
                     fb.push_update(UPDATE_FLAG_PREAPPLIED, c.id, op, cookie, (&[], 0), (&[], 0))
-                } else if let Some(s) = c.ring.get(op) {
+                } else if let Some(s) = c.ring.get(OpId::new(op)) {
                     fb.push_update(0, c.id, op, s.cookie, s.public(), s.private())
                 } else {
                     // The op left retention: this standby can only catch up by a transfer.
@@ -161,7 +161,7 @@ impl ControlUnit {
                     channel: c.id.into(),
                     reserved: 0.into(),
                     applied: c.applied.into(),
-                    held: c.ring.top().max(c.applied).into(),
+                    held: c.ring.top().get().max(c.applied).into(),
                 };
                 if !fb.push(Kind::Commit, &b) {
                     return;
@@ -208,7 +208,7 @@ impl ControlUnit {
             }
             while c.client_cursor < c.next_op {
                 let op = c.client_cursor;
-                let Some(s) = c.ring.get(op) else {
+                let Some(s) = c.ring.get(OpId::new(op)) else {
                     // Cannot happen unless a forged ack released retention: resync fully.
                     self.counters.rejected_unexpected += 1;
                     self.start_replay(now_us, ch as u32, u64::MAX, true);
