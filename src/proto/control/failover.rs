@@ -39,7 +39,7 @@ impl ControlUnit {
                 let checked = match &reply {
                     Some(r) => checked_answer(c, Some(r)),
                     None => Answer::Applied {
-                        op: OpId::new(c.acked),
+                        op: c.acked,
                         cookie_above: SectionMask::EMPTY,
                     },
                 };
@@ -55,7 +55,7 @@ impl ControlUnit {
                     // The takeover applies what it holds through the cut before it replays.
                     replay_bytes: c.state.wire_bytes_after(
                         sections,
-                        OpId::new(c.applied)
+                        c.applied
                             .range_after(d.cut)
                             .filter_map(|op| c.ring.get(op))
                             .filter(|s| !s.preapplied)
@@ -86,7 +86,7 @@ impl ControlUnit {
             last_primary_rx_us: self.last_primary_rx_us(),
         };
         for c in &mut self.chans {
-            c.catch_up_floor = c.applied;
+            c.catch_up_floor = c.applied.get();
             c.nack = None;
             // What a takeover owes the clients, it works out afresh.
             c.full_replay_owed = false;
@@ -139,7 +139,7 @@ impl ControlUnit {
     fn resolve(&mut self, channel: u32, reply: Option<&LaReplyBody>) {
         let ci = channel as usize;
         let c = &self.chans[ci];
-        let applied = c.applied;
+        let applied = c.applied.get();
         let answer = checked_answer(c, reply);
         // Ops already in our state can never be cut; we can keep what the ring or a
         // transferred snapshot holds.
@@ -154,7 +154,7 @@ impl ControlUnit {
             // The plant: the highest marked section is left out.
             replay = Some(sections & !(1u64 << (63 - sections.leading_zeros())));
         }
-        self.chans[ci].acked = d.acked.get();
+        self.chans[ci].acked = d.acked;
         if let Some(t) = self.takeover_mut() {
             t.chans[ci] = TakeoverChan {
                 pending: false,
@@ -169,8 +169,8 @@ impl ControlUnit {
         }
         let c = &mut self.chans[ci];
         assert!(cut >= applied || self.cfg.inject == InjectedBug::DiscardCommittedTrailing);
-        apply_through(c, cut, true, Some(&mut self.events), channel);
         let cut_op = OpId::new(cut);
+        apply_through(c, cut_op, true, Some(&mut self.events), channel);
         c.ring.truncate_after(cut_op);
         if let Some(after_cut) = cut_op.next()
             && after_cut < c.ring.base()
@@ -186,7 +186,7 @@ impl ControlUnit {
         c.next_op = cut + 1;
         c.client_acked = match resolution {
             Resolution::Behind { client_op } => client_op.min(cut),
-            _ => c.acked.min(cut),
+            _ => c.acked.get().min(cut),
         };
         let c = &mut self.chans[ci];
         let resent: (u64, u64) = match resolution {
@@ -231,12 +231,12 @@ impl ControlUnit {
             // Our new epoch is above every epoch we accepted (transferred history is bounded
             // by the epoch it came in, and our counter passed every epoch heard).
             assert!(pushed, "a new epoch starts a new history segment");
-            c.commit = cut.max(c.applied);
+            c.commit = cut.max(c.applied.get());
             c.client_cursor = c.client_acked + 1;
             c.client_progress_us = now_us;
             c.client_generation = 0;
             c.xfer_done = None;
-            c.preapplied_top = 0;
+            c.preapplied_top = OpId::ZERO;
             let keep_from = c.client_acked.min(cut).min(c.catch_up_floor);
             c.ring.prune_through(OpId::new(keep_from));
             if let Some(sections) = self.takeover().and_then(|t| t.chans[ci].replay) {
@@ -267,9 +267,9 @@ impl super::Chan {
     /// state can never be cut; we can keep what the ring or a transferred snapshot holds.
     fn held_view(&self) -> HeldView {
         HeldView {
-            floor: OpId::new(self.applied.max(self.preapplied_top)),
-            held: OpId::new(self.held_top()),
-            acked: OpId::new(self.acked),
+            floor: self.applied.max(self.preapplied_top),
+            held: self.held_top(),
+            acked: self.acked,
         }
     }
 
@@ -290,7 +290,7 @@ fn checked_answer(c: &super::Chan, reply: Option<&LaReplyBody>) -> Answer {
     match reply {
         Some(r)
             if r.flags.get() & LA_FLAG_UNKNOWN == 0
-                && r.last_applied.get() >= c.applied
+                && OpId::new(r.last_applied.get()) >= c.applied
                 && c.history.agrees_with(
                     Epoch::from(r.data_epoch.get()),
                     OpId::new(r.last_applied.get()),

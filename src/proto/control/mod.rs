@@ -101,9 +101,9 @@ struct Chan {
     /// A new life of the client is owed a full replay that its pacer held back.
     full_replay_owed: bool,
     // Standby.
-    applied: u64,
-    acked: u64,
-    preapplied_top: u64,
+    applied: OpId,
+    acked: OpId,
+    preapplied_top: OpId,
     commit_dirty: bool,
     nack: Option<(u64, u64)>,
     last_nack_us: u64,
@@ -143,9 +143,9 @@ impl Chan {
             replay_pacer: pacing::Pacer::default(),
             client_nack_pacer: pacing::Pacer::default(),
             full_replay_owed: false,
-            applied: 0,
-            acked: 0,
-            preapplied_top: 0,
+            applied: OpId::ZERO,
+            acked: OpId::ZERO,
+            preapplied_top: OpId::ZERO,
             commit_dirty: false,
             nack: None,
             last_nack_us: 0,
@@ -168,12 +168,8 @@ impl Chan {
     }
 
     /// The highest op whose effect this standby holds or already has in its state.
-    fn held_top(&self) -> u64 {
-        self.ring
-            .top()
-            .get()
-            .max(self.applied)
-            .max(self.preapplied_top)
+    fn held_top(&self) -> OpId {
+        self.ring.top().max(self.applied).max(self.preapplied_top)
     }
 
     /// Keeps the state (and history) through a change of epoch, dropping everything above
@@ -192,17 +188,19 @@ impl Chan {
         self.history.clear();
         self.kept_history = None;
         self.commit = 0;
-        self.wait_for_primary_at(0);
+        self.wait_for_primary_at(OpId::ZERO);
     }
 
     /// The state holds every op up to `top` and nothing else is held or under way: the channel
     /// waits for a primary to confirm that position or replace the state.
-    fn wait_for_primary_at(&mut self, top: u64) {
+    fn wait_for_primary_at(&mut self, top: OpId) {
+        // Every op ID held is at most `OpId::MAX` (checked where it came in): never saturates.
+        let next = top.saturating_add(1);
         self.applied = top;
         self.acked = top;
-        self.preapplied_top = 0;
-        self.ring.reset(OpId::new(top + 1));
-        self.next_op = top + 1;
+        self.preapplied_top = OpId::ZERO;
+        self.ring.reset(next);
+        self.next_op = next.get();
         self.replay = None;
         self.full_replay_owed = false;
         self.xfer_rx = None;
@@ -552,7 +550,7 @@ impl ControlUnit {
         if self.role() == Role::Primary {
             c.next_op
         } else {
-            c.applied + 1
+            c.applied.saturating_add(1).get()
         }
     }
     pub fn commit_watermark(&self, channel: u32) -> u64 {
@@ -564,7 +562,7 @@ impl ControlUnit {
     /// Standby: highest op applied, highest op held.
     pub fn standby_position(&self, channel: u32) -> (u64, u64) {
         let c = &self.chans[channel as usize];
-        (c.applied, c.ring.top().get())
+        (c.applied.get(), c.ring.top().get())
     }
     /// Standby: highest op contained in a transferred snapshot (0 once caught up past it).
     /// What the last failover this node led decided for `channel`.
@@ -575,7 +573,7 @@ impl ControlUnit {
     }
 
     pub fn preapplied_top(&self, channel: u32) -> u64 {
-        self.chans[channel as usize].preapplied_top
+        self.chans[channel as usize].preapplied_top.get()
     }
     /// Ops retained (primary) or pending (standby) on `channel`.
     pub fn ring_len(&self, channel: u32) -> usize {
@@ -618,7 +616,7 @@ impl ControlUnit {
         if self.role() == Role::Primary {
             (c.next_op - 1, c.commit)
         } else {
-            (c.ring.top().get(), c.applied)
+            (c.ring.top().get(), c.applied.get())
         }
     }
 

@@ -21,8 +21,8 @@ impl ControlUnit {
                     self.counters.rejected_unexpected += 1;
                     return;
                 };
-                if c.ready && a.op.get() > c.acked {
-                    c.acked = a.op.get();
+                if c.ready && OpId::new(a.op.get()) > c.acked {
+                    c.acked = OpId::new(a.op.get());
                     self.try_apply(a.channel.get());
                 }
             }
@@ -42,7 +42,7 @@ impl ControlUnit {
                 if rx.sections.is_empty() {
                     // A catch-up: the primary takes the state we hold at our position (kept
                     // through a change of epoch, or resumed since and unchanged).
-                    if rx.base_op.get() != c.applied {
+                    if rx.base_op != c.applied {
                         self.counters.rejected_unexpected += 1;
                         return;
                     }
@@ -120,7 +120,6 @@ impl ControlUnit {
                     self.counters.rejected_unexpected += 1;
                     return;
                 }
-                let (acked, top) = (acked.get(), top.get());
                 c.xfer_done = Some(r.stream);
                 c.applied = acked;
                 c.acked = acked;
@@ -131,7 +130,7 @@ impl ControlUnit {
                 c.commit_dirty = true;
                 self.events.push(Event::ChannelTransferred {
                     channel: e.channel.get(),
-                    applied: OpId::new(acked),
+                    applied: acked,
                 });
                 if self.chans.iter().all(|c| c.ready) && self.role() == Role::Joining {
                     self.kept_epoch = None;
@@ -168,7 +167,7 @@ impl ControlUnit {
                 return;
             }
             let pre = u.flags & UPDATE_FLAG_PREAPPLIED != 0;
-            if pre && op.get() > c.preapplied_top {
+            if pre && op > c.preapplied_top {
                 self.counters.rejected_unexpected += 1;
                 return;
             }
@@ -199,22 +198,22 @@ impl ControlUnit {
         let emit = self.cfg.standby_apply_events;
         let c = &mut self.chans[channel as usize];
         let limit = if inject == InjectedBug::StandbyApplyBeforeAck {
-            c.ring.top().get()
+            c.ring.top()
         } else {
-            c.acked.min(c.ring.top().get())
+            c.acked.min(c.ring.top())
         };
         // Planted bug (test aid): every 500th op's content is skipped; its position advances
         // and it is announced as applied, so only a content check can see it.
-        while inject == InjectedBug::StandbySkipApply && c.applied / 500 < limit / 500 {
-            let skipped = (c.applied / 500 + 1) * 500;
+        while inject == InjectedBug::StandbySkipApply && c.applied.get() / 500 < limit.get() / 500 {
+            let skipped = (c.applied.get() / 500 + 1) * 500;
             apply_through(
                 c,
-                skipped - 1,
+                OpId::new(skipped - 1),
                 false,
                 emit.then_some(&mut self.events),
                 channel,
             );
-            (c.applied, c.commit_dirty) = (skipped, true);
+            (c.applied, c.commit_dirty) = (OpId::new(skipped), true);
             if emit {
                 self.events.push(Event::StandbyApplied {
                     channel,
@@ -224,7 +223,7 @@ impl ControlUnit {
             }
         }
         apply_through(c, limit, false, emit.then_some(&mut self.events), channel);
-        c.ring.prune_through(OpId::new(c.applied));
+        c.ring.prune_through(c.applied);
     }
 
     pub(super) fn standby_tick(&mut self, now_us: u64) {
@@ -366,17 +365,18 @@ impl ControlUnit {
 /// Applies every op up to `limit`, in order, announcing each when `events` is given.
 pub(super) fn apply_through(
     c: &mut super::Chan,
-    limit: u64,
+    limit: OpId,
     failover: bool,
     mut events: Option<&mut crate::proto::Events>,
     channel: u32,
 ) {
     while c.applied < limit {
-        let op = c.applied + 1;
+        // Below `limit`, so there is an op after it.
+        let Some(op) = c.applied.next() else { break };
         for (distance, hint) in PREFETCH_STAGES {
-            let ahead = op + distance as u64;
+            let ahead = op.saturating_add(distance as u64);
             if ahead <= limit
-                && let Some(slot) = c.ring.get(OpId::new(ahead))
+                && let Some(slot) = c.ring.get(ahead)
                 && !slot.preapplied
             {
                 for e in slot.entries() {
@@ -388,7 +388,7 @@ pub(super) fn apply_through(
         if let Some(events) = events.as_deref_mut() {
             events.push(Event::StandbyApplied {
                 channel,
-                op: OpId::new(op),
+                op,
                 failover,
             });
         }
@@ -397,9 +397,9 @@ pub(super) fn apply_through(
 
 /// Applies op `op` (the next one) from the pending ring. The op stays in the ring: a new
 /// primary still has to send it to clients that lack it.
-pub(super) fn apply_op(c: &mut super::Chan, op: u64) {
-    assert_eq!(op, c.applied + 1, "standby applies in op order");
-    match c.ring.get(OpId::new(op)) {
+pub(super) fn apply_op(c: &mut super::Chan, op: OpId) {
+    assert_eq!(Some(op), c.applied.next(), "standby applies in op order");
+    match c.ring.get(op) {
         Some(slot) if !slot.preapplied => {
             for e in slot.entries() {
                 c.state.apply(&e);

@@ -128,14 +128,11 @@ impl ControlUnit {
                 // not the epoch we were in when we kept the state, which a unit that resumed
                 // an older state in a newer epoch would claim for ops that epoch cut (seed
                 // 17104922: a catch-up on the wrong lineage, a standby differing for good).
-                let data_epoch = c
-                    .history
-                    .epoch_at(OpId::new(c.applied))
-                    .map_or(0, Epoch::get);
+                let data_epoch = c.history.epoch_at(c.applied).map_or(0, Epoch::get);
                 let offer = LaReplyBody {
                     channel: c.id.into(),
                     flags: 0.into(),
-                    last_applied: c.applied.into(),
+                    last_applied: c.applied.get().into(),
                     cookie_above: 0.into(),
                     data_epoch: data_epoch.into(),
                 };
@@ -160,8 +157,8 @@ impl ControlUnit {
                 let b = CommitBody {
                     channel: c.id.into(),
                     reserved: 0.into(),
-                    applied: c.applied.into(),
-                    held: c.ring.top().get().max(c.applied).into(),
+                    applied: c.applied.get().into(),
+                    held: c.ring.top().max(c.applied).get().into(),
                 };
                 if !fb.push(Kind::Commit, &b) {
                     return;
@@ -238,7 +235,7 @@ impl ControlUnit {
                 let q = ChannelOp {
                     channel: c.id.into(),
                     generation: 0.into(),
-                    op: c.held_top().into(),
+                    op: c.held_top().get().into(),
                 };
                 if !fb.push(Kind::LaQuery, &q) {
                     return;
