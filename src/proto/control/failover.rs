@@ -86,7 +86,7 @@ impl ControlUnit {
             last_primary_rx_us: self.last_primary_rx_us(),
         };
         for c in &mut self.chans {
-            c.catch_up_floor = c.applied.get();
+            c.catch_up_floor = c.applied;
             c.nack = None;
             // What a takeover owes the clients, it works out afresh.
             c.full_replay_owed = false;
@@ -183,10 +183,11 @@ impl ControlUnit {
             // Ops inside a transfer snapshot whose cookies never arrived: nothing to resend.
             c.ring.prune_through(cut_op);
         }
-        c.next_op = cut + 1;
+        // The cut is at most the highest op held, at most `OpId::MAX`: never saturates.
+        c.next_op = cut_op.saturating_add(1);
         c.client_acked = match resolution {
-            Resolution::Behind { client_op } => client_op.min(cut),
-            _ => c.acked.get().min(cut),
+            Resolution::Behind { client_op } => OpId::new(client_op).min(cut_op),
+            _ => c.acked.min(cut_op),
         };
         let c = &mut self.chans[ci];
         let resent: (u64, u64) = match resolution {
@@ -226,19 +227,19 @@ impl ControlUnit {
         let epoch = self.epoch;
         for ci in 0..self.chans.len() {
             let c = &mut self.chans[ci];
-            let cut = c.next_op - 1;
-            let pushed = c.history.push(epoch, OpId::new(c.next_op));
+            let cut = c.last_op();
+            let pushed = c.history.push(epoch, c.next_op);
             // Our new epoch is above every epoch we accepted (transferred history is bounded
             // by the epoch it came in, and our counter passed every epoch heard).
             assert!(pushed, "a new epoch starts a new history segment");
-            c.commit = cut.max(c.applied.get());
-            c.client_cursor = c.client_acked + 1;
+            c.commit = cut.max(c.applied);
+            c.client_cursor = c.client_acked.saturating_add(1);
             c.client_progress_us = now_us;
             c.client_generation = 0;
             c.xfer_done = None;
             c.preapplied_top = OpId::ZERO;
             let keep_from = c.client_acked.min(cut).min(c.catch_up_floor);
-            c.ring.prune_through(OpId::new(keep_from));
+            c.ring.prune_through(keep_from);
             if let Some(sections) = self.takeover().and_then(|t| t.chans[ci].replay) {
                 let full = sections == ALL_SECTIONS_MASK;
                 self.start_replay(now_us, ci as u32, sections, full);

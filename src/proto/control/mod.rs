@@ -84,10 +84,10 @@ struct Chan {
     /// Primary: retention window. Standby: pending queue (ops above `applied`).
     ring: OpRing,
     // Primary.
-    next_op: u64,
-    commit: u64,
-    client_acked: u64,
-    client_cursor: u64,
+    next_op: OpId,
+    commit: OpId,
+    client_acked: OpId,
+    client_cursor: OpId,
     client_progress_us: u64,
     /// Generation the client's acks must carry (stream of the last finished replay).
     client_generation: u32,
@@ -118,7 +118,7 @@ struct Chan {
     /// New primary: ops above this one (what it had applied as a standby when it took over)
     /// stay retained for a while, so that the other standbys, which kept their state at
     /// about the same position, catch up from it instead of taking a full transfer.
-    catch_up_floor: u64,
+    catch_up_floor: OpId,
     /// What the last failover decided for this channel, for operators and drills.
     last_failover: Option<ChannelFailover>,
 }
@@ -132,10 +132,10 @@ impl Chan {
             state: ChannelState::with_seed(seed),
             history: History::new(Epoch::INITIAL, OpId::FIRST),
             ring: OpRing::new(window),
-            next_op: 1,
-            commit: 0,
-            client_acked: 0,
-            client_cursor: 1,
+            next_op: OpId::FIRST,
+            commit: OpId::ZERO,
+            client_acked: OpId::ZERO,
+            client_cursor: OpId::FIRST,
             client_progress_us: 0,
             client_generation: 0,
             client_known_seq: 0,
@@ -154,7 +154,7 @@ impl Chan {
             ready: true,
             offer_due: false,
             kept_history: None,
-            catch_up_floor: 0,
+            catch_up_floor: OpId::ZERO,
             last_failover: None,
         }
     }
@@ -165,6 +165,11 @@ impl Chan {
         self.replay
             .as_ref()
             .is_some_and(|r| r.sections == super::state::ALL_SECTIONS_MASK)
+    }
+
+    /// Primary: the highest op assigned (`next_op` is never zero, op 0 never exists).
+    fn last_op(&self) -> OpId {
+        self.next_op.prev().unwrap_or(OpId::ZERO)
     }
 
     /// The highest op whose effect this standby holds or already has in its state.
@@ -187,7 +192,7 @@ impl Chan {
         self.state.clear_all();
         self.history.clear();
         self.kept_history = None;
-        self.commit = 0;
+        self.commit = OpId::ZERO;
         self.wait_for_primary_at(OpId::ZERO);
     }
 
@@ -200,7 +205,7 @@ impl Chan {
         self.acked = top;
         self.preapplied_top = OpId::ZERO;
         self.ring.reset(next);
-        self.next_op = next.get();
+        self.next_op = next;
         self.replay = None;
         self.full_replay_owed = false;
         self.xfer_rx = None;
@@ -548,16 +553,16 @@ impl ControlUnit {
     pub fn next_op(&self, channel: u32) -> u64 {
         let c = &self.chans[channel as usize];
         if self.role() == Role::Primary {
-            c.next_op
+            c.next_op.get()
         } else {
             c.applied.saturating_add(1).get()
         }
     }
     pub fn commit_watermark(&self, channel: u32) -> u64 {
-        self.chans[channel as usize].commit
+        self.chans[channel as usize].commit.get()
     }
     pub fn client_acked(&self, channel: u32) -> u64 {
-        self.chans[channel as usize].client_acked
+        self.chans[channel as usize].client_acked.get()
     }
     /// Standby: highest op applied, highest op held.
     pub fn standby_position(&self, channel: u32) -> (u64, u64) {
@@ -614,7 +619,7 @@ impl ControlUnit {
     /// The highest op assigned and the commit watermark that op statuses are judged by.
     fn status_bounds(&self, c: &Chan) -> (u64, u64) {
         if self.role() == Role::Primary {
-            (c.next_op - 1, c.commit)
+            (c.last_op().get(), c.commit.get())
         } else {
             (c.ring.top().get(), c.applied.get())
         }

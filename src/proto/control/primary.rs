@@ -75,15 +75,16 @@ impl ControlUnit {
             return Err(SubmitError::OverQuota);
         }
         let op = c.next_op;
-        c.next_op += 1;
-        c.ring.push_entries(OpId::new(op), entries);
+        // Op IDs count up from 1 by one per submit: they never reach `u64::MAX`.
+        c.next_op = op.saturating_add(1);
+        c.ring.push_entries(op, entries);
         for e in entries {
             c.state.apply(e);
         }
-        if c.client_progress_us == 0 || c.client_acked + 1 == op {
+        if c.client_progress_us == 0 || c.client_acked.next() == Some(op) {
             c.client_progress_us = now_us;
         }
-        Ok(op)
+        Ok(op.get())
     }
 
     /// Runs prefetch stage `hint` for the state a later `submit` of `entry` on `channel` will
@@ -115,6 +116,7 @@ impl ControlUnit {
     }
 
     pub(super) fn on_client_ack(&mut self, now_us: u64, channel: u32, op: u64) {
+        let op = OpId::new(op);
         let c = &mut self.chans[channel as usize];
         if c.replay.is_some() {
             return;
@@ -130,11 +132,12 @@ impl ControlUnit {
             if self.cfg.ack_events {
                 self.events.push(Event::ClientAcked {
                     channel,
-                    through: OpId::new(op),
+                    through: op,
                 });
             }
             if c.client_cursor <= op {
-                c.client_cursor = op + 1;
+                // Below `next_op`: there is an op after it.
+                c.client_cursor = op.saturating_add(1);
             }
             for p in &mut self.peers {
                 p.chans[channel as usize].fwd_dirty = true;
@@ -146,7 +149,7 @@ impl ControlUnit {
     pub(super) fn on_client_nack(&mut self, now_us: u64, channel: u32, n: &NackBody) {
         let gap_us = pacing::nack_gap_us(&self.cfg);
         let c = &mut self.chans[channel as usize];
-        let from = n.from.get();
+        let from = OpId::new(n.from.get());
         if c.replay.is_none() && from > c.client_acked && from < c.client_cursor {
             if !c.client_nack_pacer.try_start(now_us, gap_us) {
                 self.counters.rejected_nack_rate += 1;
@@ -165,7 +168,7 @@ impl ControlUnit {
         if !r.done {
             return;
         }
-        let base = r.base_op;
+        let base = OpId::new(r.base_op);
         c.replay_pacer
             .finish(now_us, pacing::stream_gap_us(&self.cfg));
         self.counters.replay_bytes += r.payload_bytes;
@@ -177,7 +180,7 @@ impl ControlUnit {
         if base > c.client_acked {
             c.client_acked = base;
         }
-        c.client_cursor = c.client_acked + 1;
+        c.client_cursor = c.client_acked.saturating_add(1);
         c.client_progress_us = now_us;
         for p in &mut self.peers {
             p.chans[channel as usize].fwd_dirty = true;
@@ -192,7 +195,7 @@ impl ControlUnit {
             self.counters.rejected_unexpected += 1;
             return;
         };
-        let last = c.next_op - 1;
+        let last = c.last_op().get();
         let pc = &mut self.peers[pi].chans[channel as usize];
         if !pc.ready {
             return;
@@ -271,13 +274,13 @@ impl ControlUnit {
             );
         }
         let c = &mut self.chans[channel as usize];
-        let through = low.min(c.next_op - 1).min(c.client_acked);
+        let through = OpId::new(low).min(c.last_op()).min(c.client_acked);
         if through > c.commit {
             c.commit = through;
             self.events.push(Event::Committed {
                 channel,
                 epoch: self.epoch,
-                through: OpId::new(through),
+                through,
             });
             self.prune(channel);
         }
@@ -293,10 +296,9 @@ impl ControlUnit {
         for p in &self.peers {
             let pc = &p.chans[channel as usize];
             if p.transferring && (pc.ready || pc.xfer_top > 0) {
-                limit = limit.min(pc.held.max(pc.xfer_top));
+                limit = limit.min(OpId::new(pc.held.max(pc.xfer_top)));
             }
         }
-        let limit = OpId::new(limit);
         if limit >= c.ring.base() {
             c.ring.prune_through(limit.min(c.ring.top()));
         }
@@ -394,12 +396,12 @@ impl ControlUnit {
         }
         for ci in 0..self.chans.len() {
             let c = &mut self.chans[ci];
-            let last = c.next_op - 1;
+            let last = c.last_op();
             if let Some(r) = &mut c.replay {
                 r.on_tick(now_us, rto);
             } else if c.client_acked < last && now_us >= c.client_progress_us + rto {
                 // Tail probe: nothing acked for an RTO, resend from the first unacked op.
-                c.client_cursor = c.client_acked + 1;
+                c.client_cursor = c.client_acked.saturating_add(1);
                 c.client_progress_us = now_us;
                 self.counters.retransmits += 1;
             }
@@ -410,7 +412,7 @@ impl ControlUnit {
                     continue;
                 }
                 let pc = &mut p.chans[ci];
-                if pc.ready && pc.held < last && now_us >= pc.progress_us + rto {
+                if pc.ready && pc.held < last.get() && now_us >= pc.progress_us + rto {
                     pc.cursor = pc.held + 1;
                     pc.progress_us = now_us;
                     self.counters.retransmits += 1;
@@ -485,21 +487,22 @@ impl ControlUnit {
             .take()
             .filter(|&(epoch, pos)| {
                 c.history.agrees_with(Epoch::from(epoch), OpId::new(pos))
-                    && pos < c.next_op
-                    && (pos + 1..c.next_op)
-                        .all(|op| c.ring.get(OpId::new(op)).is_some_and(|s| !s.preapplied))
+                    && OpId::new(pos) < c.next_op
+                    && OpId::new(pos)
+                        .range_after(c.last_op())
+                        .all(|op| c.ring.get(op).is_some_and(|s| !s.preapplied))
             })
             .map(|(_, pos)| pos);
         let c = &self.chans[channel];
         let (mask, top) = match catch_up {
             Some(pos) => (0, pos),
-            None => (ALL_SECTIONS_MASK, c.next_op - 1),
+            None => (ALL_SECTIONS_MASK, c.last_op().get()),
         };
         // Ops kept by a failover cut are committed before their client acks them: the
         // snapshot counts them as applied, so the joiner never trails the commit watermark.
         let acked = match catch_up {
             Some(pos) => pos,
-            None => c.client_acked.max(c.commit).min(top),
+            None => c.client_acked.max(c.commit).get().min(top),
         };
         let tx = BulkTx::snapshot(
             BulkKind::Xfer,
@@ -538,7 +541,7 @@ impl ControlUnit {
             .chans
             .iter()
             .zip(&self.chans)
-            .all(|(pc, c)| pc.ready && pc.applied >= c.commit);
+            .all(|(pc, c)| pc.ready && pc.applied >= c.commit.get());
         if caught_up {
             p.transferring = false;
             p.transfer_pacer.finish(now_us, gap_us);
@@ -677,7 +680,7 @@ impl ControlUnit {
         let gap_us = pacing::stream_gap_us(&self.cfg);
         let c = &mut self.chans[channel as usize];
         c.replay_pacer.start(now_us, gap_us);
-        let base = c.next_op - 1;
+        let base = c.last_op().get();
         let tx = BulkTx::snapshot(
             BulkKind::Replay,
             stream,

@@ -125,7 +125,7 @@ impl ControlUnit {
                 c.acked = acked;
                 c.ring.reset(after_acked);
                 c.preapplied_top = top;
-                c.next_op = after_top.get();
+                c.next_op = after_top;
                 c.ready = true;
                 c.commit_dirty = true;
                 self.events.push(Event::ChannelTransferred {

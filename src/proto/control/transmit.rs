@@ -81,19 +81,19 @@ impl ControlUnit {
             if !pc.ready {
                 continue;
             }
-            if pc.fwd_dirty || pc.fwd_sent < c.client_acked {
+            if pc.fwd_dirty || pc.fwd_sent < c.client_acked.get() {
                 let a = ChannelOp {
                     channel: c.id.into(),
                     generation: 0.into(),
-                    op: c.client_acked.into(),
+                    op: c.client_acked.get().into(),
                 };
                 if !fb.push(Kind::FwdAck, &a) {
                     return;
                 }
-                pc.fwd_sent = c.client_acked;
+                pc.fwd_sent = c.client_acked.get();
                 pc.fwd_dirty = false;
             }
-            while pc.cursor < c.next_op {
+            while pc.cursor < c.next_op.get() {
                 let op = pc.cursor;
                 let pushed = if op <= pc.xfer_top {
                     let idx = op.checked_sub(pc.preapplied_from).map(|i| i as usize);
@@ -205,16 +205,17 @@ impl ControlUnit {
             }
             while c.client_cursor < c.next_op {
                 let op = c.client_cursor;
-                let Some(s) = c.ring.get(OpId::new(op)) else {
+                let Some(s) = c.ring.get(op) else {
                     // Cannot happen unless a forged ack released retention: resync fully.
                     self.counters.rejected_unexpected += 1;
                     self.start_replay(now_us, ch as u32, u64::MAX, true);
                     break;
                 };
-                if !fb.push_update(0, c.id, op, s.cookie, s.public(), (&[], 0)) {
+                if !fb.push_update(0, c.id, op.get(), s.cookie, s.public(), (&[], 0)) {
                     return;
                 }
-                c.client_cursor += 1;
+                // Below `next_op`: there is an op after it.
+                c.client_cursor = op.saturating_add(1);
             }
         }
     }
