@@ -28,18 +28,18 @@ pub use primary::SubmitError;
 struct PeerChan {
     /// The standby has this channel's state (transfer done or initial sync).
     ready: bool,
-    applied: u64,
-    held: u64,
+    applied: OpId,
+    held: OpId,
     /// Next op to send.
-    cursor: u64,
+    cursor: OpId,
     progress_us: u64,
     fwd_sent: u64,
     fwd_dirty: bool,
     /// Transfer snapshot point: ops up to here are inside the snapshot.
-    xfer_top: u64,
+    xfer_top: OpId,
     /// Cookies of ops `(acked, xfer_top]` at the snapshot, sent as PREAPPLIED updates.
     preapplied: Vec<u64>,
-    preapplied_from: u64,
+    preapplied_from: OpId,
     /// A re-joining standby that kept its state offers it: `(epoch, op)` = its state holds
     /// every op up to `op` as the primary of `epoch` sent them.
     offer: Option<(u64, u64)>,
@@ -426,7 +426,7 @@ impl ControlUnit {
                 chans: (0..chans.len())
                     .map(|_| PeerChan {
                         ready: initial,
-                        cursor: 1,
+                        cursor: OpId::FIRST,
                         ..Default::default()
                     })
                     .collect(),

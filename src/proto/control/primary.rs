@@ -195,12 +195,12 @@ impl ControlUnit {
             self.counters.rejected_unexpected += 1;
             return;
         };
-        let last = c.last_op().get();
+        let last = c.last_op();
         let pc = &mut self.peers[pi].chans[channel as usize];
         if !pc.ready {
             return;
         }
-        let (applied, held) = (b.applied.get(), b.held.get());
+        let (applied, held) = (OpId::new(b.applied.get()), OpId::new(b.held.get()));
         if held > last || applied > held.max(pc.xfer_top) {
             self.counters.rejected_unexpected += 1;
             return;
@@ -211,7 +211,8 @@ impl ControlUnit {
         }
         pc.applied = pc.applied.max(applied);
         if pc.cursor <= pc.held {
-            pc.cursor = pc.held + 1;
+            // At most `last`: there is an op after it.
+            pc.cursor = pc.held.saturating_add(1);
         }
         self.try_complete_join(now_us, pi);
         self.advance_commit(channel);
@@ -224,7 +225,7 @@ impl ControlUnit {
             self.counters.rejected_unexpected += 1;
             return;
         };
-        let from = n.from.get();
+        let from = OpId::new(n.from.get());
         if pc.ready && from > pc.held && from < pc.cursor {
             if !pc.nack_pacer.try_start(now_us, gap_us) {
                 self.counters.rejected_nack_rate += 1;
@@ -267,9 +268,9 @@ impl ControlUnit {
             let pc = &p.chans[channel as usize];
             low = low.min(
                 if self.cfg.inject == InjectedBug::CommitBeforeStandbyApplied {
-                    pc.held
+                    pc.held.get()
                 } else {
-                    pc.applied
+                    pc.applied.get()
                 },
             );
         }
@@ -295,8 +296,8 @@ impl ControlUnit {
         }
         for p in &self.peers {
             let pc = &p.chans[channel as usize];
-            if p.transferring && (pc.ready || pc.xfer_top > 0) {
-                limit = limit.min(OpId::new(pc.held.max(pc.xfer_top)));
+            if p.transferring && (pc.ready || pc.xfer_top > OpId::ZERO) {
+                limit = limit.min(pc.held.max(pc.xfer_top));
             }
         }
         if limit >= c.ring.base() {
@@ -412,8 +413,9 @@ impl ControlUnit {
                     continue;
                 }
                 let pc = &mut p.chans[ci];
-                if pc.ready && pc.held < last.get() && now_us >= pc.progress_us + rto {
-                    pc.cursor = pc.held + 1;
+                if pc.ready && pc.held < last && now_us >= pc.progress_us + rto {
+                    // Below `last`: there is an op after it.
+                    pc.cursor = pc.held.saturating_add(1);
                     pc.progress_us = now_us;
                     self.counters.retransmits += 1;
                 }
@@ -435,7 +437,7 @@ impl ControlUnit {
         p.xfer = None;
         for pc in &mut p.chans {
             *pc = PeerChan {
-                cursor: 1,
+                cursor: OpId::FIRST,
                 offer: pc.offer,
                 ..Default::default()
             };
@@ -523,9 +525,10 @@ impl ControlUnit {
         self.counters.xfer_bytes += tx.payload_bytes;
         self.counters.xfer_catch_ups += u64::from(catch_up.is_some());
         let pc = &mut self.peers[pi].chans[channel];
-        pc.xfer_top = top;
+        pc.xfer_top = OpId::new(top);
         pc.preapplied = cookies;
-        pc.preapplied_from = acked + 1;
+        // `acked` is at most `top`, an op assigned: there is an op after it.
+        pc.preapplied_from = OpId::new(acked).saturating_add(1);
         self.peers[pi].xfer = Some(tx);
     }
 
@@ -541,7 +544,7 @@ impl ControlUnit {
             .chans
             .iter()
             .zip(&self.chans)
-            .all(|(pc, c)| pc.ready && pc.applied >= c.commit.get());
+            .all(|(pc, c)| pc.ready && pc.applied >= c.commit);
         if caught_up {
             p.transferring = false;
             p.transfer_pacer.finish(now_us, gap_us);
@@ -570,12 +573,13 @@ impl ControlUnit {
             return;
         }
         let channel = x.channel as usize;
-        let acked = x.acked_op;
+        let acked = OpId::new(x.acked_op);
         let pc = &mut p.chans[channel];
         pc.ready = true;
         pc.applied = acked;
         pc.held = acked;
-        pc.cursor = acked + 1;
+        // Our own snapshot's position, an op assigned: there is an op after it.
+        pc.cursor = acked.saturating_add(1);
         pc.progress_us = now_us;
         pc.fwd_dirty = true;
         self.next_transfer_channel(now_us, pi, channel + 1);

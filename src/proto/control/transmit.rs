@@ -4,7 +4,7 @@
 
 use super::ControlUnit;
 use super::role::RoleState;
-use crate::proto::{Epoch, OpId, Role, Transmit};
+use crate::proto::{Epoch, Role, Transmit};
 use crate::wire::{
     ChannelOp, CommitBody, FrameBuilder, Kind, LaReplyBody, NackBody, UPDATE_FLAG_PREAPPLIED,
 };
@@ -93,7 +93,7 @@ impl ControlUnit {
                 pc.fwd_sent = c.client_acked.get();
                 pc.fwd_dirty = false;
             }
-            while pc.cursor < c.next_op.get() {
+            while pc.cursor < c.next_op {
                 let op = pc.cursor;
                 let pushed = if op <= pc.xfer_top {
                     let idx = op.checked_sub(pc.preapplied_from).map(|i| i as usize);
@@ -101,9 +101,10 @@ impl ControlUnit {
                         .and_then(|i| pc.preapplied.get(i))
                         .copied()
                         .unwrap_or(u64::MAX);
+                    let op = op.get();
                     fb.push_update(UPDATE_FLAG_PREAPPLIED, c.id, op, cookie, (&[], 0), (&[], 0))
-                } else if let Some(s) = c.ring.get(OpId::new(op)) {
-                    fb.push_update(0, c.id, op, s.cookie, s.public(), s.private())
+                } else if let Some(s) = c.ring.get(op) {
+                    fb.push_update(0, c.id, op.get(), s.cookie, s.public(), s.private())
                 } else {
                     // The op left retention: this standby can only catch up by a transfer.
                     pc.ready = false;
@@ -116,7 +117,8 @@ impl ControlUnit {
                 if !pushed {
                     return;
                 }
-                pc.cursor += 1;
+                // Below `next_op`: there is an op after it.
+                pc.cursor = op.saturating_add(1);
             }
         }
     }
