@@ -5,7 +5,7 @@
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use statesync::proto::ring::OpRing;
 use statesync::proto::state::ChannelState;
-use statesync::proto::{Client, ControlUnit, ProtoConfig, Topology};
+use statesync::proto::{Client, ControlUnit, OpId, ProtoConfig, Topology};
 use statesync::wire::{Entry, FrameBuilder, FrameReader, Msg, encode_entry};
 use std::hint::black_box;
 
@@ -91,12 +91,12 @@ fn ring(c: &mut Criterion) {
         let mut next = 1u64;
         b.iter(|| {
             for _ in 0..N {
-                r.push_entries(next, &entries);
+                r.push_entries(OpId::new(next), &entries);
                 if next.is_multiple_of(64) {
                     // A cumulative ack settles 64 ops with one pointer move.
-                    let s = r.get(next).expect("held");
+                    let s = r.get(OpId::new(next)).expect("held");
                     black_box(s.cookie);
-                    r.prune_through(next);
+                    r.prune_through(OpId::new(next));
                 }
                 next += 1;
             }

@@ -13,12 +13,13 @@
 //! doubling, keeping what it holds) only when an op does not fit; a warmed ring does not
 //! allocate.
 
+use super::ids::OpId;
 use crate::wire::{Entry, EntryIter, UpdateView, entry_wire_len, write_entry};
 
 /// Where one op's entries sit in the log, and what is known of it.
 #[derive(Debug, Default, Clone, Copy)]
 struct Record {
-    op: u64,
+    op: OpId,
     cookie: u64,
     /// Byte offset of the op's entries in the log.
     offset: u32,
@@ -34,7 +35,7 @@ struct Record {
 /// One retained op, borrowed from the ring.
 #[derive(Debug, Clone, Copy)]
 pub struct Slot<'a> {
-    pub op: u64,
+    pub op: OpId,
     pub cookie: u64,
     /// The op is already contained in a transferred snapshot: nothing to apply.
     pub preapplied: bool,
@@ -96,10 +97,11 @@ pub struct OpRing {
     capacity: usize,
     /// The op at record 0. Moved to the next op whenever the ring empties, so the records in
     /// use are the first few.
-    origin: u64,
-    /// Lowest op held; the ring holds `base..=top` (empty when `top < base`).
-    base: u64,
-    top: u64,
+    origin: OpId,
+    /// Lowest op held; the ring holds `base..=top` (empty when `top < base`). `base` is never
+    /// zero (op 0 never exists), so `top` is at least `base - 1`.
+    base: OpId,
+    top: OpId,
     /// The ops' entries, in op order, circular: live bytes run from the base op's offset to
     /// `head`, wrapping at most once.
     log: Vec<u8>,
@@ -120,9 +122,9 @@ impl OpRing {
             initial_log_bytes,
             records: vec![Record::default(); capacity.next_power_of_two()],
             capacity,
-            origin: 1,
-            base: 1,
-            top: 0,
+            origin: OpId::FIRST,
+            base: OpId::FIRST,
+            top: OpId::ZERO,
             log: Vec::new(),
             head: 0,
         }
@@ -132,7 +134,9 @@ impl OpRing {
         self.capacity
     }
     pub fn len(&self) -> usize {
-        (self.top + 1 - self.base) as usize
+        self.top
+            .checked_sub(self.base)
+            .map_or(0, |d| d as usize + 1)
     }
     pub fn is_empty(&self) -> bool {
         self.top < self.base
@@ -141,15 +145,21 @@ impl OpRing {
         self.len() >= self.capacity
     }
     /// Highest op held, or `base - 1` when empty.
-    pub fn top(&self) -> u64 {
+    pub fn top(&self) -> OpId {
         self.top
     }
-    pub fn base(&self) -> u64 {
+    pub fn base(&self) -> OpId {
         self.base
     }
 
-    fn index(&self, op: u64) -> usize {
-        (op - self.origin) as usize & (self.records.len() - 1)
+    /// The ops held, `base..=top`, in order.
+    fn held(&self) -> impl Iterator<Item = OpId> + use<> {
+        (self.base.get()..=self.top.get()).map(OpId::new)
+    }
+
+    /// Only for ops held (`op >= base >= origin`).
+    fn index(&self, op: OpId) -> usize {
+        (op.get() - self.origin.get()) as usize & (self.records.len() - 1)
     }
 
     /// Doubles the capacity, keeping every op held. Only the `OverrunBound` plant calls it: a
@@ -159,17 +169,19 @@ impl OpRing {
         let old_mask = old.len() - 1;
         self.capacity *= 2;
         self.records = vec![Record::default(); 2 * old.len()];
-        for op in self.base..=self.top {
-            let r = old[(op - self.origin) as usize & old_mask];
+        for op in self.held() {
+            let r = old[(op.get() - self.origin.get()) as usize & old_mask];
             let i = self.index(op);
             self.records[i] = r;
         }
     }
 
-    /// Empties the ring and makes `next` the next op it will accept.
-    pub fn reset(&mut self, next: u64) {
+    /// Empties the ring and makes `next` the next op it will accept. Op 0 never exists, so a
+    /// `next` of zero is taken as [`OpId::FIRST`] (callers pass the op after one they hold).
+    pub fn reset(&mut self, next: OpId) {
+        let next = next.max(OpId::FIRST);
         self.base = next;
-        self.top = next - 1;
+        self.top = next.prev().unwrap_or(OpId::ZERO);
         self.restart();
     }
 
@@ -180,7 +192,7 @@ impl OpRing {
         self.head = 0;
     }
 
-    pub fn get(&self, op: u64) -> Option<Slot<'_>> {
+    pub fn get(&self, op: OpId) -> Option<Slot<'_>> {
         if op < self.base || op > self.top {
             return None;
         }
@@ -200,8 +212,8 @@ impl OpRing {
 
     /// Reserves `len` bytes of log for op `op`, which must be `top + 1`, and fills its record
     /// but for the entry fields; returns the log offset.
-    fn push_record(&mut self, op: u64, len: usize) -> usize {
-        assert_eq!(op, self.top + 1, "ops enter the ring densely");
+    fn push_record(&mut self, op: OpId, len: usize) -> usize {
+        assert_eq!(Some(op), self.top.next(), "ops enter the ring densely");
         assert!(!self.is_full(), "ring overflow: caller must check is_full");
         let offset = self.reserve(len);
         self.top = op;
@@ -241,7 +253,8 @@ impl OpRing {
 
     /// At least doubles the log, moving the live ops to its front in op order.
     fn grow_log(&mut self, len: usize) {
-        let live: usize = (self.base..=self.top)
+        let live: usize = self
+            .held()
             .map(|op| self.records[self.index(op)].len as usize)
             .sum();
         let size = (2 * self.log.len())
@@ -250,7 +263,7 @@ impl OpRing {
         assert!(size <= u32::MAX as usize, "ring log beyond 4 GiB");
         let mut log = vec![0u8; size];
         let mut at = 0;
-        for op in self.base..=self.top {
+        for op in self.held() {
             let i = self.index(op);
             let r = &mut self.records[i];
             let (from, n) = (r.offset as usize, r.len as usize);
@@ -264,7 +277,7 @@ impl OpRing {
 
     /// Stores a change built from caller entries (the primary's submit path): each entry is
     /// encoded once, into the log, public entries first.
-    pub fn push_entries(&mut self, op: u64, entries: &[Entry<'_>]) {
+    pub fn push_entries(&mut self, op: OpId, entries: &[Entry<'_>]) {
         let len: usize = entries
             .iter()
             .map(|e| entry_wire_len(e.value.map_or(0, <[u8]>::len)))
@@ -293,7 +306,7 @@ impl OpRing {
 
     /// Stores a received UPDATE (the standby's pending queue).
     pub fn push_update(&mut self, u: &UpdateView<'_>, preapplied: bool) {
-        let op = u.op();
+        let op = OpId::new(u.op());
         let offset = self.push_record(op, u.entry_bytes.len());
         self.log[offset..offset + u.entry_bytes.len()].copy_from_slice(u.entry_bytes);
         let i = self.index(op);
@@ -305,14 +318,14 @@ impl OpRing {
         r.preapplied = preapplied;
     }
 
-    /// Drops every op `<= op` from the front.
-    pub fn prune_through(&mut self, op: u64) {
+    /// Drops every op `<= op` from the front; past `top`, the ring is left empty with the op
+    /// after `op` next. An `op` with no op after it (`u64::MAX`, beyond any op the core holds:
+    /// those from the network are at most [`OpId::MAX`]) leaves the ring as it is.
+    pub fn prune_through(&mut self, op: OpId) {
         if op >= self.base {
-            self.base = (op + 1).min(self.top + 1);
-            if op > self.top {
-                self.base = op + 1;
-                self.top = op;
-            }
+            let Some(after) = op.next() else { return };
+            self.base = after;
+            self.top = self.top.max(op);
             if self.is_empty() {
                 self.restart();
             }
@@ -320,9 +333,10 @@ impl OpRing {
     }
 
     /// Drops every op `> op` from the back.
-    pub fn truncate_after(&mut self, op: u64) {
+    pub fn truncate_after(&mut self, op: OpId) {
         if op < self.top {
-            self.top = op.max(self.base - 1);
+            // `base` is never zero.
+            self.top = self.base.prev().map_or(op, |below| op.max(below));
             if self.is_empty() {
                 self.restart();
             } else {
@@ -339,6 +353,10 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
+    fn o(op: u64) -> OpId {
+        OpId::new(op)
+    }
+
     fn ent(k: u64) -> [Entry<'static>; 1] {
         const VALUES: [u8; 40] = [7; 40];
         [Entry {
@@ -354,22 +372,29 @@ mod tests {
     fn dense_push_get_prune() {
         let mut r = OpRing::new(4);
         for op in 1..=4 {
-            r.push_entries(op, &ent(op));
+            r.push_entries(o(op), &ent(op));
         }
         assert!(r.is_full());
-        assert_eq!(r.get(3).unwrap().cookie, 1 << 3);
-        r.prune_through(2);
+        assert_eq!(r.get(o(3)).unwrap().cookie, 1 << 3);
+        r.prune_through(o(2));
         assert_eq!(r.len(), 2);
-        assert!(r.get(2).is_none());
-        r.push_entries(5, &ent(5));
-        r.truncate_after(3);
-        assert_eq!(r.top(), 3);
-        assert!(r.get(5).is_none());
-        r.prune_through(10);
+        assert!(r.get(o(2)).is_none());
+        r.push_entries(o(5), &ent(5));
+        r.truncate_after(o(3));
+        assert_eq!(r.top(), o(3));
+        assert!(r.get(o(5)).is_none());
+        r.prune_through(o(10));
         assert!(r.is_empty());
-        assert_eq!(r.top(), 10);
-        r.push_entries(11, &ent(11));
-        assert_eq!(r.get(11).unwrap().op, 11);
+        assert_eq!(r.top(), o(10));
+        r.push_entries(o(11), &ent(11));
+        assert_eq!(r.get(o(11)).unwrap().op, o(11));
+        // Past the last op there is, pruning leaves the ring as it is.
+        r.prune_through(o(u64::MAX));
+        assert_eq!((r.base(), r.top()), (o(11), o(11)));
+        // Op 0 never exists: a reset to it is a reset to the first op.
+        r.reset(OpId::ZERO);
+        assert!(r.is_empty());
+        assert_eq!((r.base(), r.top()), (OpId::FIRST, OpId::ZERO));
     }
 
     #[derive(Debug, Clone)]
@@ -392,34 +417,34 @@ mod tests {
                 match s {
                     Step::Push => {
                         if !r.is_full() {
-                            r.push_entries(next, &ent(next));
+                            r.push_entries(o(next), &ent(next));
                             model.insert(next, 1 << (next % 64));
                             next += 1;
                         }
                     }
                     Step::Prune(d) => {
-                        let op = r.base() + d as u64 / 2;
-                        let op = op.min(r.top());
-                        r.prune_through(op);
+                        let op = r.base().get() + d as u64 / 2;
+                        let op = op.min(r.top().get());
+                        r.prune_through(o(op));
                         model.retain(|k, _| *k > op);
                     }
                     Step::Truncate(d) => {
-                        let op = r.top().saturating_sub(d as u64 / 2).max(r.base().saturating_sub(1));
-                        r.truncate_after(op);
+                        let op = r.top().get().saturating_sub(d as u64 / 2).max(r.base().get().saturating_sub(1));
+                        r.truncate_after(o(op));
                         model.retain(|k, _| *k <= op);
-                        next = r.top() + 1;
+                        next = r.top().get() + 1;
                     }
                 }
                 prop_assert_eq!(r.len(), model.len());
                 for (op, cookie) in &model {
-                    let slot = r.get(*op);
+                    let slot = r.get(o(*op));
                     prop_assert_eq!(slot.map(|s| s.cookie), Some(*cookie));
                     // The entries read back are the ones pushed, whatever wrapped or moved.
                     let back: Vec<(u64, usize)> = slot.unwrap().entries()
                         .map(|e| (e.key, e.value.map_or(0, <[u8]>::len))).collect();
                     prop_assert_eq!(back, vec![(*op, (*op % 5 * 9) as usize)]);
                 }
-                prop_assert!(r.get(r.top() + 1).is_none());
+                prop_assert!(r.get(r.top().next().unwrap()).is_none());
             }
         }
     }

@@ -39,7 +39,7 @@ impl ControlUnit {
                 let checked = match &reply {
                     Some(r) => checked_answer(c, Some(r)),
                     None => Answer::Applied {
-                        op: OpId::new(c.acked),
+                        op: c.acked,
                         cookie_above: SectionMask::EMPTY,
                     },
                 };
@@ -55,7 +55,8 @@ impl ControlUnit {
                     // The takeover applies what it holds through the cut before it replays.
                     replay_bytes: c.state.wire_bytes_after(
                         sections,
-                        (c.applied + 1..=d.cut.get())
+                        c.applied
+                            .range_after(d.cut)
                             .filter_map(|op| c.ring.get(op))
                             .filter(|s| !s.preapplied)
                             .flat_map(|s| s.entries()),
@@ -138,7 +139,7 @@ impl ControlUnit {
     fn resolve(&mut self, channel: u32, reply: Option<&LaReplyBody>) {
         let ci = channel as usize;
         let c = &self.chans[ci];
-        let applied = c.applied;
+        let applied = c.applied.get();
         let answer = checked_answer(c, reply);
         // Ops already in our state can never be cut; we can keep what the ring or a
         // transferred snapshot holds.
@@ -153,7 +154,7 @@ impl ControlUnit {
             // The plant: the highest marked section is left out.
             replay = Some(sections & !(1u64 << (63 - sections.leading_zeros())));
         }
-        self.chans[ci].acked = d.acked.get();
+        self.chans[ci].acked = d.acked;
         if let Some(t) = self.takeover_mut() {
             t.chans[ci] = TakeoverChan {
                 pending: false,
@@ -168,27 +169,31 @@ impl ControlUnit {
         }
         let c = &mut self.chans[ci];
         assert!(cut >= applied || self.cfg.inject == InjectedBug::DiscardCommittedTrailing);
-        apply_through(c, cut, true, Some(&mut self.events), channel);
-        c.ring.truncate_after(cut);
-        if cut + 1 < c.ring.base() {
+        let cut_op = OpId::new(cut);
+        apply_through(c, cut_op, true, Some(&mut self.events), channel);
+        c.ring.truncate_after(cut_op);
+        if let Some(after_cut) = cut_op.next()
+            && after_cut < c.ring.base()
+        {
             // Only the injected bug cuts below what is applied: keep the ring consistent so
             // the simulator's invariants, not an assertion, report it.
-            c.ring.reset(cut + 1);
+            c.ring.reset(after_cut);
         }
-        if c.ring.top() < cut {
+        if c.ring.top() < cut_op {
             // Ops inside a transfer snapshot whose cookies never arrived: nothing to resend.
-            c.ring.prune_through(cut);
+            c.ring.prune_through(cut_op);
         }
-        c.next_op = cut + 1;
+        // The cut is at most the highest op held, at most `OpId::MAX`: never saturates.
+        c.next_op = cut_op.saturating_add(1);
         c.client_acked = match resolution {
-            Resolution::Behind { client_op } => client_op.min(cut),
-            _ => c.acked.min(cut),
+            Resolution::Behind { client_op } => OpId::new(client_op).min(cut_op),
+            _ => c.acked.min(cut_op),
         };
         let c = &mut self.chans[ci];
         let resent: (u64, u64) = match resolution {
             Resolution::Behind { client_op } if replay.is_none() => OpId::new(client_op)
                 .range_after(OpId::new(cut))
-                .filter_map(|op| c.ring.get(op.get()))
+                .filter_map(|op| c.ring.get(op))
                 .fold((0, 0), |(n, b), s| {
                     (
                         n + 1,
@@ -222,17 +227,17 @@ impl ControlUnit {
         let epoch = self.epoch;
         for ci in 0..self.chans.len() {
             let c = &mut self.chans[ci];
-            let cut = c.next_op - 1;
-            let pushed = c.history.push(epoch, OpId::new(c.next_op));
+            let cut = c.last_op();
+            let pushed = c.history.push(epoch, c.next_op);
             // Our new epoch is above every epoch we accepted (transferred history is bounded
             // by the epoch it came in, and our counter passed every epoch heard).
             assert!(pushed, "a new epoch starts a new history segment");
             c.commit = cut.max(c.applied);
-            c.client_cursor = c.client_acked + 1;
+            c.client_cursor = c.client_acked.saturating_add(1);
             c.client_progress_us = now_us;
             c.client_generation = 0;
             c.xfer_done = None;
-            c.preapplied_top = 0;
+            c.preapplied_top = OpId::ZERO;
             let keep_from = c.client_acked.min(cut).min(c.catch_up_floor);
             c.ring.prune_through(keep_from);
             if let Some(sections) = self.takeover().and_then(|t| t.chans[ci].replay) {
@@ -263,9 +268,9 @@ impl super::Chan {
     /// state can never be cut; we can keep what the ring or a transferred snapshot holds.
     fn held_view(&self) -> HeldView {
         HeldView {
-            floor: OpId::new(self.applied.max(self.preapplied_top)),
-            held: OpId::new(self.held_top()),
-            acked: OpId::new(self.acked),
+            floor: self.applied.max(self.preapplied_top),
+            held: self.held_top(),
+            acked: self.acked,
         }
     }
 
@@ -273,7 +278,7 @@ impl super::Chan {
     /// cookie is held (the op is inside a transferred snapshot).
     fn slot(&self, op: OpId) -> Option<(SectionMask, bool)> {
         self.ring
-            .get(op.get())
+            .get(op)
             .map(|s| (SectionMask::new(s.cookie), s.preapplied))
     }
 }
@@ -286,7 +291,7 @@ fn checked_answer(c: &super::Chan, reply: Option<&LaReplyBody>) -> Answer {
     match reply {
         Some(r)
             if r.flags.get() & LA_FLAG_UNKNOWN == 0
-                && r.last_applied.get() >= c.applied
+                && OpId::new(r.last_applied.get()) >= c.applied
                 && c.history.agrees_with(
                     Epoch::from(r.data_epoch.get()),
                     OpId::new(r.last_applied.get()),

@@ -28,18 +28,18 @@ pub use primary::SubmitError;
 struct PeerChan {
     /// The standby has this channel's state (transfer done or initial sync).
     ready: bool,
-    applied: u64,
-    held: u64,
+    applied: OpId,
+    held: OpId,
     /// Next op to send.
-    cursor: u64,
+    cursor: OpId,
     progress_us: u64,
     fwd_sent: u64,
     fwd_dirty: bool,
     /// Transfer snapshot point: ops up to here are inside the snapshot.
-    xfer_top: u64,
+    xfer_top: OpId,
     /// Cookies of ops `(acked, xfer_top]` at the snapshot, sent as PREAPPLIED updates.
     preapplied: Vec<u64>,
-    preapplied_from: u64,
+    preapplied_from: OpId,
     /// A re-joining standby that kept its state offers it: `(epoch, op)` = its state holds
     /// every op up to `op` as the primary of `epoch` sent them.
     offer: Option<(u64, u64)>,
@@ -84,10 +84,10 @@ struct Chan {
     /// Primary: retention window. Standby: pending queue (ops above `applied`).
     ring: OpRing,
     // Primary.
-    next_op: u64,
-    commit: u64,
-    client_acked: u64,
-    client_cursor: u64,
+    next_op: OpId,
+    commit: OpId,
+    client_acked: OpId,
+    client_cursor: OpId,
     client_progress_us: u64,
     /// Generation the client's acks must carry (stream of the last finished replay).
     client_generation: u32,
@@ -101,9 +101,9 @@ struct Chan {
     /// A new life of the client is owed a full replay that its pacer held back.
     full_replay_owed: bool,
     // Standby.
-    applied: u64,
-    acked: u64,
-    preapplied_top: u64,
+    applied: OpId,
+    acked: OpId,
+    preapplied_top: OpId,
     commit_dirty: bool,
     nack: Option<(u64, u64)>,
     last_nack_us: u64,
@@ -118,7 +118,7 @@ struct Chan {
     /// New primary: ops above this one (what it had applied as a standby when it took over)
     /// stay retained for a while, so that the other standbys, which kept their state at
     /// about the same position, catch up from it instead of taking a full transfer.
-    catch_up_floor: u64,
+    catch_up_floor: OpId,
     /// What the last failover decided for this channel, for operators and drills.
     last_failover: Option<ChannelFailover>,
 }
@@ -132,10 +132,10 @@ impl Chan {
             state: ChannelState::with_seed(seed),
             history: History::new(Epoch::INITIAL, OpId::FIRST),
             ring: OpRing::new(window),
-            next_op: 1,
-            commit: 0,
-            client_acked: 0,
-            client_cursor: 1,
+            next_op: OpId::FIRST,
+            commit: OpId::ZERO,
+            client_acked: OpId::ZERO,
+            client_cursor: OpId::FIRST,
             client_progress_us: 0,
             client_generation: 0,
             client_known_seq: 0,
@@ -143,9 +143,9 @@ impl Chan {
             replay_pacer: pacing::Pacer::default(),
             client_nack_pacer: pacing::Pacer::default(),
             full_replay_owed: false,
-            applied: 0,
-            acked: 0,
-            preapplied_top: 0,
+            applied: OpId::ZERO,
+            acked: OpId::ZERO,
+            preapplied_top: OpId::ZERO,
             commit_dirty: false,
             nack: None,
             last_nack_us: 0,
@@ -154,7 +154,7 @@ impl Chan {
             ready: true,
             offer_due: false,
             kept_history: None,
-            catch_up_floor: 0,
+            catch_up_floor: OpId::ZERO,
             last_failover: None,
         }
     }
@@ -167,8 +167,13 @@ impl Chan {
             .is_some_and(|r| r.sections == super::state::ALL_SECTIONS_MASK)
     }
 
+    /// Primary: the highest op assigned (`next_op` is never zero, op 0 never exists).
+    fn last_op(&self) -> OpId {
+        self.next_op.prev().unwrap_or(OpId::ZERO)
+    }
+
     /// The highest op whose effect this standby holds or already has in its state.
-    fn held_top(&self) -> u64 {
+    fn held_top(&self) -> OpId {
         self.ring.top().max(self.applied).max(self.preapplied_top)
     }
 
@@ -187,18 +192,20 @@ impl Chan {
         self.state.clear_all();
         self.history.clear();
         self.kept_history = None;
-        self.commit = 0;
-        self.wait_for_primary_at(0);
+        self.commit = OpId::ZERO;
+        self.wait_for_primary_at(OpId::ZERO);
     }
 
     /// The state holds every op up to `top` and nothing else is held or under way: the channel
     /// waits for a primary to confirm that position or replace the state.
-    fn wait_for_primary_at(&mut self, top: u64) {
+    fn wait_for_primary_at(&mut self, top: OpId) {
+        // Every op ID held is at most `OpId::MAX` (checked where it came in): never saturates.
+        let next = top.saturating_add(1);
         self.applied = top;
         self.acked = top;
-        self.preapplied_top = 0;
-        self.ring.reset(top + 1);
-        self.next_op = top + 1;
+        self.preapplied_top = OpId::ZERO;
+        self.ring.reset(next);
+        self.next_op = next;
         self.replay = None;
         self.full_replay_owed = false;
         self.xfer_rx = None;
@@ -419,7 +426,7 @@ impl ControlUnit {
                 chans: (0..chans.len())
                     .map(|_| PeerChan {
                         ready: initial,
-                        cursor: 1,
+                        cursor: OpId::FIRST,
                         ..Default::default()
                     })
                     .collect(),
@@ -546,21 +553,21 @@ impl ControlUnit {
     pub fn next_op(&self, channel: u32) -> u64 {
         let c = &self.chans[channel as usize];
         if self.role() == Role::Primary {
-            c.next_op
+            c.next_op.get()
         } else {
-            c.applied + 1
+            c.applied.saturating_add(1).get()
         }
     }
     pub fn commit_watermark(&self, channel: u32) -> u64 {
-        self.chans[channel as usize].commit
+        self.chans[channel as usize].commit.get()
     }
     pub fn client_acked(&self, channel: u32) -> u64 {
-        self.chans[channel as usize].client_acked
+        self.chans[channel as usize].client_acked.get()
     }
     /// Standby: highest op applied, highest op held.
     pub fn standby_position(&self, channel: u32) -> (u64, u64) {
         let c = &self.chans[channel as usize];
-        (c.applied, c.ring.top())
+        (c.applied.get(), c.ring.top().get())
     }
     /// Standby: highest op contained in a transferred snapshot (0 once caught up past it).
     /// What the last failover this node led decided for `channel`.
@@ -571,7 +578,7 @@ impl ControlUnit {
     }
 
     pub fn preapplied_top(&self, channel: u32) -> u64 {
-        self.chans[channel as usize].preapplied_top
+        self.chans[channel as usize].preapplied_top.get()
     }
     /// Ops retained (primary) or pending (standby) on `channel`.
     pub fn ring_len(&self, channel: u32) -> usize {
@@ -612,9 +619,9 @@ impl ControlUnit {
     /// The highest op assigned and the commit watermark that op statuses are judged by.
     fn status_bounds(&self, c: &Chan) -> (u64, u64) {
         if self.role() == Role::Primary {
-            (c.next_op - 1, c.commit)
+            (c.last_op().get(), c.commit.get())
         } else {
-            (c.ring.top(), c.applied)
+            (c.ring.top().get(), c.applied.get())
         }
     }
 

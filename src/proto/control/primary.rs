@@ -75,15 +75,16 @@ impl ControlUnit {
             return Err(SubmitError::OverQuota);
         }
         let op = c.next_op;
-        c.next_op += 1;
+        // Op IDs count up from 1 by one per submit: they never reach `u64::MAX`.
+        c.next_op = op.saturating_add(1);
         c.ring.push_entries(op, entries);
         for e in entries {
             c.state.apply(e);
         }
-        if c.client_progress_us == 0 || c.client_acked + 1 == op {
+        if c.client_progress_us == 0 || c.client_acked.next() == Some(op) {
             c.client_progress_us = now_us;
         }
-        Ok(op)
+        Ok(op.get())
     }
 
     /// Runs prefetch stage `hint` for the state a later `submit` of `entry` on `channel` will
@@ -115,6 +116,7 @@ impl ControlUnit {
     }
 
     pub(super) fn on_client_ack(&mut self, now_us: u64, channel: u32, op: u64) {
+        let op = OpId::new(op);
         let c = &mut self.chans[channel as usize];
         if c.replay.is_some() {
             return;
@@ -130,11 +132,12 @@ impl ControlUnit {
             if self.cfg.ack_events {
                 self.events.push(Event::ClientAcked {
                     channel,
-                    through: OpId::new(op),
+                    through: op,
                 });
             }
             if c.client_cursor <= op {
-                c.client_cursor = op + 1;
+                // Below `next_op`: there is an op after it.
+                c.client_cursor = op.saturating_add(1);
             }
             for p in &mut self.peers {
                 p.chans[channel as usize].fwd_dirty = true;
@@ -146,7 +149,7 @@ impl ControlUnit {
     pub(super) fn on_client_nack(&mut self, now_us: u64, channel: u32, n: &NackBody) {
         let gap_us = pacing::nack_gap_us(&self.cfg);
         let c = &mut self.chans[channel as usize];
-        let from = n.from.get();
+        let from = OpId::new(n.from.get());
         if c.replay.is_none() && from > c.client_acked && from < c.client_cursor {
             if !c.client_nack_pacer.try_start(now_us, gap_us) {
                 self.counters.rejected_nack_rate += 1;
@@ -165,7 +168,7 @@ impl ControlUnit {
         if !r.done {
             return;
         }
-        let base = r.base_op;
+        let base = OpId::new(r.base_op);
         c.replay_pacer
             .finish(now_us, pacing::stream_gap_us(&self.cfg));
         self.counters.replay_bytes += r.payload_bytes;
@@ -177,7 +180,7 @@ impl ControlUnit {
         if base > c.client_acked {
             c.client_acked = base;
         }
-        c.client_cursor = c.client_acked + 1;
+        c.client_cursor = c.client_acked.saturating_add(1);
         c.client_progress_us = now_us;
         for p in &mut self.peers {
             p.chans[channel as usize].fwd_dirty = true;
@@ -192,12 +195,12 @@ impl ControlUnit {
             self.counters.rejected_unexpected += 1;
             return;
         };
-        let last = c.next_op - 1;
+        let last = c.last_op();
         let pc = &mut self.peers[pi].chans[channel as usize];
         if !pc.ready {
             return;
         }
-        let (applied, held) = (b.applied.get(), b.held.get());
+        let (applied, held) = (OpId::new(b.applied.get()), OpId::new(b.held.get()));
         if held > last || applied > held.max(pc.xfer_top) {
             self.counters.rejected_unexpected += 1;
             return;
@@ -208,7 +211,8 @@ impl ControlUnit {
         }
         pc.applied = pc.applied.max(applied);
         if pc.cursor <= pc.held {
-            pc.cursor = pc.held + 1;
+            // At most `last`: there is an op after it.
+            pc.cursor = pc.held.saturating_add(1);
         }
         self.try_complete_join(now_us, pi);
         self.advance_commit(channel);
@@ -221,7 +225,7 @@ impl ControlUnit {
             self.counters.rejected_unexpected += 1;
             return;
         };
-        let from = n.from.get();
+        let from = OpId::new(n.from.get());
         if pc.ready && from > pc.held && from < pc.cursor {
             if !pc.nack_pacer.try_start(now_us, gap_us) {
                 self.counters.rejected_nack_rate += 1;
@@ -264,20 +268,20 @@ impl ControlUnit {
             let pc = &p.chans[channel as usize];
             low = low.min(
                 if self.cfg.inject == InjectedBug::CommitBeforeStandbyApplied {
-                    pc.held
+                    pc.held.get()
                 } else {
-                    pc.applied
+                    pc.applied.get()
                 },
             );
         }
         let c = &mut self.chans[channel as usize];
-        let through = low.min(c.next_op - 1).min(c.client_acked);
+        let through = OpId::new(low).min(c.last_op()).min(c.client_acked);
         if through > c.commit {
             c.commit = through;
             self.events.push(Event::Committed {
                 channel,
                 epoch: self.epoch,
-                through: OpId::new(through),
+                through,
             });
             self.prune(channel);
         }
@@ -292,7 +296,7 @@ impl ControlUnit {
         }
         for p in &self.peers {
             let pc = &p.chans[channel as usize];
-            if p.transferring && (pc.ready || pc.xfer_top > 0) {
+            if p.transferring && (pc.ready || pc.xfer_top > OpId::ZERO) {
                 limit = limit.min(pc.held.max(pc.xfer_top));
             }
         }
@@ -393,12 +397,12 @@ impl ControlUnit {
         }
         for ci in 0..self.chans.len() {
             let c = &mut self.chans[ci];
-            let last = c.next_op - 1;
+            let last = c.last_op();
             if let Some(r) = &mut c.replay {
                 r.on_tick(now_us, rto);
             } else if c.client_acked < last && now_us >= c.client_progress_us + rto {
                 // Tail probe: nothing acked for an RTO, resend from the first unacked op.
-                c.client_cursor = c.client_acked + 1;
+                c.client_cursor = c.client_acked.saturating_add(1);
                 c.client_progress_us = now_us;
                 self.counters.retransmits += 1;
             }
@@ -410,7 +414,8 @@ impl ControlUnit {
                 }
                 let pc = &mut p.chans[ci];
                 if pc.ready && pc.held < last && now_us >= pc.progress_us + rto {
-                    pc.cursor = pc.held + 1;
+                    // Below `last`: there is an op after it.
+                    pc.cursor = pc.held.saturating_add(1);
                     pc.progress_us = now_us;
                     self.counters.retransmits += 1;
                 }
@@ -432,7 +437,7 @@ impl ControlUnit {
         p.xfer = None;
         for pc in &mut p.chans {
             *pc = PeerChan {
-                cursor: 1,
+                cursor: OpId::FIRST,
                 offer: pc.offer,
                 ..Default::default()
             };
@@ -484,20 +489,22 @@ impl ControlUnit {
             .take()
             .filter(|&(epoch, pos)| {
                 c.history.agrees_with(Epoch::from(epoch), OpId::new(pos))
-                    && pos < c.next_op
-                    && (pos + 1..c.next_op).all(|op| c.ring.get(op).is_some_and(|s| !s.preapplied))
+                    && OpId::new(pos) < c.next_op
+                    && OpId::new(pos)
+                        .range_after(c.last_op())
+                        .all(|op| c.ring.get(op).is_some_and(|s| !s.preapplied))
             })
             .map(|(_, pos)| pos);
         let c = &self.chans[channel];
         let (mask, top) = match catch_up {
             Some(pos) => (0, pos),
-            None => (ALL_SECTIONS_MASK, c.next_op - 1),
+            None => (ALL_SECTIONS_MASK, c.last_op().get()),
         };
         // Ops kept by a failover cut are committed before their client acks them: the
         // snapshot counts them as applied, so the joiner never trails the commit watermark.
         let acked = match catch_up {
             Some(pos) => pos,
-            None => c.client_acked.max(c.commit).min(top),
+            None => c.client_acked.max(c.commit).get().min(top),
         };
         let tx = BulkTx::snapshot(
             BulkKind::Xfer,
@@ -511,15 +518,17 @@ impl ControlUnit {
             c.history.segments(),
             now_us,
         );
-        let cookies: Vec<u64> = (acked + 1..=top)
+        let cookies: Vec<u64> = OpId::new(acked)
+            .range_after(OpId::new(top))
             .map(|op| c.ring.get(op).map_or(ALL_SECTIONS_MASK, |s| s.cookie))
             .collect();
         self.counters.xfer_bytes += tx.payload_bytes;
         self.counters.xfer_catch_ups += u64::from(catch_up.is_some());
         let pc = &mut self.peers[pi].chans[channel];
-        pc.xfer_top = top;
+        pc.xfer_top = OpId::new(top);
         pc.preapplied = cookies;
-        pc.preapplied_from = acked + 1;
+        // `acked` is at most `top`, an op assigned: there is an op after it.
+        pc.preapplied_from = OpId::new(acked).saturating_add(1);
         self.peers[pi].xfer = Some(tx);
     }
 
@@ -564,12 +573,13 @@ impl ControlUnit {
             return;
         }
         let channel = x.channel as usize;
-        let acked = x.acked_op;
+        let acked = OpId::new(x.acked_op);
         let pc = &mut p.chans[channel];
         pc.ready = true;
         pc.applied = acked;
         pc.held = acked;
-        pc.cursor = acked + 1;
+        // Our own snapshot's position, an op assigned: there is an op after it.
+        pc.cursor = acked.saturating_add(1);
         pc.progress_us = now_us;
         pc.fwd_dirty = true;
         self.next_transfer_channel(now_us, pi, channel + 1);
@@ -679,7 +689,7 @@ impl ControlUnit {
         if sections == ALL_SECTIONS_MASK {
             c.full_replay_owed = false;
         }
-        let base = c.next_op - 1;
+        let base = c.last_op().get();
         let tx = BulkTx::snapshot(
             BulkKind::Replay,
             stream,

@@ -21,8 +21,8 @@ impl ControlUnit {
                     self.counters.rejected_unexpected += 1;
                     return;
                 };
-                if c.ready && a.op.get() > c.acked {
-                    c.acked = a.op.get();
+                if c.ready && OpId::new(a.op.get()) > c.acked {
+                    c.acked = OpId::new(a.op.get());
                     self.try_apply(a.channel.get());
                 }
             }
@@ -42,7 +42,7 @@ impl ControlUnit {
                 if rx.sections.is_empty() {
                     // A catch-up: the primary takes the state we hold at our position (kept
                     // through a change of epoch, or resumed since and unchanged).
-                    if rx.base_op.get() != c.applied {
+                    if rx.base_op != c.applied {
                         self.counters.rejected_unexpected += 1;
                         return;
                     }
@@ -120,18 +120,17 @@ impl ControlUnit {
                     self.counters.rejected_unexpected += 1;
                     return;
                 }
-                let (acked, top) = (acked.get(), top.get());
                 c.xfer_done = Some(r.stream);
                 c.applied = acked;
                 c.acked = acked;
-                c.ring.reset(after_acked.get());
+                c.ring.reset(after_acked);
                 c.preapplied_top = top;
-                c.next_op = after_top.get();
+                c.next_op = after_top;
                 c.ready = true;
                 c.commit_dirty = true;
                 self.events.push(Event::ChannelTransferred {
                     channel: e.channel.get(),
-                    applied: OpId::new(acked),
+                    applied: acked,
                 });
                 if self.chans.iter().all(|c| c.ready) && self.role() == Role::Joining {
                     self.kept_epoch = None;
@@ -159,11 +158,11 @@ impl ControlUnit {
         if !c.ready {
             return;
         }
-        let op = u.op();
+        let op = OpId::new(u.op());
         let held = c.ring.top();
         if op <= held {
             c.commit_dirty = true;
-        } else if op == held + 1 {
+        } else if Some(op) == held.next() {
             if c.ring.is_full() {
                 return;
             }
@@ -184,7 +183,10 @@ impl ControlUnit {
             c.commit_dirty = true;
             self.try_apply(channel);
         } else if now_us >= c.last_nack_us + self.cfg.rto_us / 2 {
-            c.nack = Some((held + 1, op - 1));
+            // `op` is past the op after `held`: both ends of the gap exist.
+            if let (Some(from), Some(to)) = (held.next(), op.prev()) {
+                c.nack = Some((from.get(), to.get()));
+            }
             c.last_nack_us = now_us;
             self.counters.nacks_sent += 1;
         }
@@ -202,16 +204,16 @@ impl ControlUnit {
         };
         // Planted bug (test aid): every 500th op's content is skipped; its position advances
         // and it is announced as applied, so only a content check can see it.
-        while inject == InjectedBug::StandbySkipApply && c.applied / 500 < limit / 500 {
-            let skipped = (c.applied / 500 + 1) * 500;
+        while inject == InjectedBug::StandbySkipApply && c.applied.get() / 500 < limit.get() / 500 {
+            let skipped = (c.applied.get() / 500 + 1) * 500;
             apply_through(
                 c,
-                skipped - 1,
+                OpId::new(skipped - 1),
                 false,
                 emit.then_some(&mut self.events),
                 channel,
             );
-            (c.applied, c.commit_dirty) = (skipped, true);
+            (c.applied, c.commit_dirty) = (OpId::new(skipped), true);
             if emit {
                 self.events.push(Event::StandbyApplied {
                     channel,
@@ -363,15 +365,16 @@ impl ControlUnit {
 /// Applies every op up to `limit`, in order, announcing each when `events` is given.
 pub(super) fn apply_through(
     c: &mut super::Chan,
-    limit: u64,
+    limit: OpId,
     failover: bool,
     mut events: Option<&mut crate::proto::Events>,
     channel: u32,
 ) {
     while c.applied < limit {
-        let op = c.applied + 1;
+        // Below `limit`, so there is an op after it.
+        let Some(op) = c.applied.next() else { break };
         for (distance, hint) in PREFETCH_STAGES {
-            let ahead = op + distance as u64;
+            let ahead = op.saturating_add(distance as u64);
             if ahead <= limit
                 && let Some(slot) = c.ring.get(ahead)
                 && !slot.preapplied
@@ -385,7 +388,7 @@ pub(super) fn apply_through(
         if let Some(events) = events.as_deref_mut() {
             events.push(Event::StandbyApplied {
                 channel,
-                op: OpId::new(op),
+                op,
                 failover,
             });
         }
@@ -394,8 +397,8 @@ pub(super) fn apply_through(
 
 /// Applies op `op` (the next one) from the pending ring. The op stays in the ring: a new
 /// primary still has to send it to clients that lack it.
-pub(super) fn apply_op(c: &mut super::Chan, op: u64) {
-    assert_eq!(op, c.applied + 1, "standby applies in op order");
+pub(super) fn apply_op(c: &mut super::Chan, op: OpId) {
+    assert_eq!(Some(op), c.applied.next(), "standby applies in op order");
     match c.ring.get(op) {
         Some(slot) if !slot.preapplied => {
             for e in slot.entries() {

@@ -4,7 +4,7 @@
 
 use super::ControlUnit;
 use super::role::RoleState;
-use crate::proto::{Epoch, OpId, Role, Transmit};
+use crate::proto::{Epoch, Role, Transmit};
 use crate::wire::{
     ChannelOp, CommitBody, FrameBuilder, Kind, LaReplyBody, NackBody, UPDATE_FLAG_PREAPPLIED,
 };
@@ -81,16 +81,16 @@ impl ControlUnit {
             if !pc.ready {
                 continue;
             }
-            if pc.fwd_dirty || pc.fwd_sent < c.client_acked {
+            if pc.fwd_dirty || pc.fwd_sent < c.client_acked.get() {
                 let a = ChannelOp {
                     channel: c.id.into(),
                     generation: 0.into(),
-                    op: c.client_acked.into(),
+                    op: c.client_acked.get().into(),
                 };
                 if !fb.push(Kind::FwdAck, &a) {
                     return;
                 }
-                pc.fwd_sent = c.client_acked;
+                pc.fwd_sent = c.client_acked.get();
                 pc.fwd_dirty = false;
             }
             while pc.cursor < c.next_op {
@@ -101,9 +101,10 @@ impl ControlUnit {
                         .and_then(|i| pc.preapplied.get(i))
                         .copied()
                         .unwrap_or(u64::MAX);
+                    let op = op.get();
                     fb.push_update(UPDATE_FLAG_PREAPPLIED, c.id, op, cookie, (&[], 0), (&[], 0))
                 } else if let Some(s) = c.ring.get(op) {
-                    fb.push_update(0, c.id, op, s.cookie, s.public(), s.private())
+                    fb.push_update(0, c.id, op.get(), s.cookie, s.public(), s.private())
                 } else {
                     // The op left retention: this standby can only catch up by a transfer.
                     pc.ready = false;
@@ -116,7 +117,8 @@ impl ControlUnit {
                 if !pushed {
                     return;
                 }
-                pc.cursor += 1;
+                // Below `next_op`: there is an op after it.
+                pc.cursor = op.saturating_add(1);
             }
         }
     }
@@ -128,14 +130,11 @@ impl ControlUnit {
                 // not the epoch we were in when we kept the state, which a unit that resumed
                 // an older state in a newer epoch would claim for ops that epoch cut (seed
                 // 17104922: a catch-up on the wrong lineage, a standby differing for good).
-                let data_epoch = c
-                    .history
-                    .epoch_at(OpId::new(c.applied))
-                    .map_or(0, Epoch::get);
+                let data_epoch = c.history.epoch_at(c.applied).map_or(0, Epoch::get);
                 let offer = LaReplyBody {
                     channel: c.id.into(),
                     flags: 0.into(),
-                    last_applied: c.applied.into(),
+                    last_applied: c.applied.get().into(),
                     cookie_above: 0.into(),
                     data_epoch: data_epoch.into(),
                 };
@@ -160,8 +159,8 @@ impl ControlUnit {
                 let b = CommitBody {
                     channel: c.id.into(),
                     reserved: 0.into(),
-                    applied: c.applied.into(),
-                    held: c.ring.top().max(c.applied).into(),
+                    applied: c.applied.get().into(),
+                    held: c.ring.top().max(c.applied).get().into(),
                 };
                 if !fb.push(Kind::Commit, &b) {
                     return;
@@ -214,10 +213,11 @@ impl ControlUnit {
                     self.start_replay(now_us, ch as u32, u64::MAX, true);
                     break;
                 };
-                if !fb.push_update(0, c.id, op, s.cookie, s.public(), (&[], 0)) {
+                if !fb.push_update(0, c.id, op.get(), s.cookie, s.public(), (&[], 0)) {
                     return;
                 }
-                c.client_cursor += 1;
+                // Below `next_op`: there is an op after it.
+                c.client_cursor = op.saturating_add(1);
             }
         }
     }
@@ -238,7 +238,7 @@ impl ControlUnit {
                 let q = ChannelOp {
                     channel: c.id.into(),
                     generation: 0.into(),
-                    op: c.held_top().into(),
+                    op: c.held_top().get().into(),
                 };
                 if !fb.push(Kind::LaQuery, &q) {
                     return;
