@@ -17,17 +17,6 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_statesync");
 
-/// Distinct free loopback UDP ports (all held until every one is picked).
-fn free_ports(n: usize) -> Vec<u16> {
-    let socks: Vec<UdpSocket> = (0..n)
-        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
-        .collect();
-    socks
-        .iter()
-        .map(|s| s.local_addr().unwrap().port())
-        .collect()
-}
-
 fn role_is(sock: &Path, role: &str) -> Option<Value> {
     status(sock).filter(|v| v["role"] == role)
 }
@@ -48,8 +37,8 @@ struct Lab {
 /// The lab's config, with `extra` appended (e.g. an `[admin]` token file). `udp`: every node
 /// also gets a UDP admin listener.
 fn write_config(dir: &Path, udp: bool, extra: &str) -> Lab {
-    let p = free_ports(6);
-    let a = |i: usize| -> SocketAddr { format!("127.0.0.1:{}", p[i]).parse().unwrap() };
+    let p = common::free_udp(6);
+    let a = |i: usize| -> SocketAddr { p[i] };
     let admin = |i: usize| {
         if udp {
             format!("admin = \"{}\"", a(i))

@@ -28,11 +28,7 @@ impl Lab {
             std::env::temp_dir().join(format!("statesync-logs-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let socks: Vec<UdpSocket> = (0..3)
-            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
-            .collect();
-        let addrs: Vec<SocketAddr> = socks.iter().map(|s| s.local_addr().unwrap()).collect();
-        drop(socks);
+        let addrs = common::free_udp(3);
         let text = format!(
             r#"
 [[control_units]]

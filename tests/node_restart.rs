@@ -16,14 +16,6 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_statesync");
 
-/// Distinct free loopback UDP ports (all held until every one is picked).
-fn free_addrs(n: usize) -> Vec<SocketAddr> {
-    let socks: Vec<UdpSocket> = (0..n)
-        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
-        .collect();
-    socks.iter().map(|s| s.local_addr().unwrap()).collect()
-}
-
 const CUS: [u32; 2] = [1, 2];
 const CLIENTS: [u32; 2] = [100, 101];
 
@@ -174,7 +166,7 @@ fn every_node_restarts_with_its_first_command_line() {
     let t0 = Instant::now();
     let mut nodes = Children::new("node-restart");
     let dir = nodes.dir.clone();
-    let addrs = free_addrs(4);
+    let addrs = common::free_udp(4);
     let cfg = write_config(&dir, &addrs, "[state]\ndir = \"state\"\n");
     let cus = [(1, addrs[0]), (2, addrs[1])];
     let up = Duration::from_secs(8);
@@ -276,7 +268,7 @@ fn every_node_restarts_with_its_first_command_line() {
 fn a_client_without_state_dir_always_asks_for_a_replay() {
     let mut nodes = Children::new("node-stateless-client");
     let dir = nodes.dir.clone();
-    let addrs = free_addrs(4);
+    let addrs = common::free_udp(4);
     let cfg = write_config(&dir, &addrs, "");
     let cfg = cfg.to_str().unwrap().to_owned();
     let cus = [(1, addrs[0]), (2, addrs[1])];
@@ -317,7 +309,7 @@ fn a_client_without_state_dir_always_asks_for_a_replay() {
 #[test]
 fn node_refuses_what_it_cannot_tell() {
     let nodes = Children::new("node-refuses");
-    let cfg = write_config(&nodes.dir, &free_addrs(4), "");
+    let cfg = write_config(&nodes.dir, &common::free_udp(4), "");
     let cfg = cfg.to_str().unwrap();
     for (id, says) in [("1", "[state] dir"), ("7", "--id 7")] {
         let out = Command::new(BIN)
@@ -332,7 +324,7 @@ fn node_refuses_what_it_cannot_tell() {
 
     // A start that fails before it transmits (its data address is taken) leaves no marker:
     // the next start is still a first one.
-    let addrs = free_addrs(4);
+    let addrs = common::free_udp(4);
     let cfg = write_config(&nodes.dir, &addrs, "[state]\ndir = \"state\"\n");
     let held = UdpSocket::bind(addrs[1]).unwrap();
     let out = Command::new(BIN)
@@ -352,7 +344,7 @@ fn node_refuses_what_it_cannot_tell() {
 fn a_failover_dry_run_predicts_the_takeover() {
     let mut nodes = Children::new("dry-run");
     let dir = nodes.dir.clone();
-    let addrs = free_addrs(4);
+    let addrs = common::free_udp(4);
     let cfg = write_config(&dir, &addrs, "[state]\ndir = \"state\"\n");
     let cus = [(1, addrs[0]), (2, addrs[1])];
     let up = Duration::from_secs(8);

@@ -196,14 +196,7 @@ fn check_accepts_router_small_and_names_each_broken_config() {
     drop(held);
 }
 
-/// Distinct free loopback ports (UDP for data, TCP for metrics; all held until picked).
-fn free_udp(n: usize) -> Vec<SocketAddr> {
-    let s: Vec<UdpSocket> = (0..n)
-        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
-        .collect();
-    s.iter().map(|s| s.local_addr().unwrap()).collect()
-}
-
+/// Distinct free loopback TCP addresses, for metrics listeners (all held until picked).
 fn free_tcp(n: usize) -> Vec<SocketAddr> {
     let s: Vec<TcpListener> = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
@@ -329,7 +322,7 @@ fn hook_records(dir: &Path) -> Vec<(u64, String, u64, String)> {
 #[test]
 fn metrics_hooks_and_notify_through_a_switchover() {
     let s = Scratch::new("run");
-    let d = free_udp(3);
+    let d = common::free_udp(3);
     let m = free_tcp(3);
     let hooks = s.0.join("hooks");
     std::fs::create_dir_all(&hooks).unwrap();
@@ -682,7 +675,7 @@ timeout_ms = 2000
 #[test]
 fn a_node_that_fails_runs_its_fault_hook() {
     let s = Scratch::new("fault");
-    let d = free_udp(3);
+    let d = common::free_udp(3);
     let held = TcpListener::bind("127.0.0.1:0").unwrap();
     let out = s.0.join("fault.txt");
     let text = format!(

@@ -9,7 +9,7 @@ use common::{Children, Submitter, status, submit_frame, wait_for};
 use serde_json::Value;
 use statesync::daemon::admin::status::{StatusReply, fetch, fetch_with};
 use statesync::daemon::admin::{MAX_REPLY_BYTES, Target, read_token_file};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,18 +19,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_statesync");
 /// Channels of the line card: enough that a control unit's status is well over one datagram.
 const CHANNELS: u32 = 800;
 
-fn free_ports(n: usize) -> Vec<SocketAddr> {
-    let socks: Vec<UdpSocket> = (0..n)
-        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
-        .collect();
-    socks.iter().map(|s| s.local_addr().unwrap()).collect()
-}
-
 /// Three control units (1 the initial primary), line card 100 with [`CHANNELS`] channels, and
 /// control unit 4 that the config names but nobody runs. Unit 2 also has a UDP admin listener.
 /// Returns the config, unit 2's UDP admin address and the running units' data addresses.
 fn write_config(dir: &Path) -> (PathBuf, SocketAddr, Vec<(u32, SocketAddr)>) {
-    let a = free_ports(6);
+    let a = common::free_udp(6);
     let token = dir.join("admin.token");
     std::fs::write(&token, "status-test-token-0123456789\n").unwrap();
     use std::os::unix::fs::PermissionsExt;

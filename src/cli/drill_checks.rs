@@ -9,11 +9,12 @@ use std::path::Path;
 
 /// The `[hooks]` section that makes every transition of every control unit write one file
 /// into `dir`: `node role epoch reason` on one line. Written under a dot name and renamed, so
-/// that a reader never sees one half-written.
+/// that a reader never sees one half-written. The directory is quoted for the shell (a
+/// `--hook-dir` may hold spaces).
 pub fn hooks_config(dir: &Path) -> String {
     let d = dir.display();
     let cmd = format!(
-        "f=$(mktemp {d}/.hook.XXXXXX) && echo \"$STATESYNC_NODE_ID $STATESYNC_ROLE $STATESYNC_EPOCH $STATESYNC_REASON\" > $f && mv $f {d}/$STATESYNC_NODE_ID-$STATESYNC_EPOCH-$STATESYNC_ROLE.${{f##*.}}"
+        "f=$(mktemp '{d}'/.hook.XXXXXX) && echo \"$STATESYNC_NODE_ID $STATESYNC_ROLE $STATESYNC_EPOCH $STATESYNC_REASON\" > \"$f\" && mv \"$f\" '{d}'/$STATESYNC_NODE_ID-$STATESYNC_EPOCH-$STATESYNC_ROLE.${{f##*.}}"
     );
     format!("\n[hooks]\non_primary = {cmd:?}\non_standby = {cmd:?}\non_fault = {cmd:?}\n")
 }

@@ -11,6 +11,14 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// Distinct free loopback UDP addresses (all held until every one is picked).
+pub fn free_udp(n: usize) -> Vec<SocketAddr> {
+    let socks: Vec<UdpSocket> = (0..n)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    socks.iter().map(|s| s.local_addr().unwrap()).collect()
+}
+
 /// A node's status over its Unix admin socket, if it answers `ok`.
 pub fn status(sock: &Path) -> Option<Value> {
     request_unix(sock, &json!({"cmd": "status"}), Duration::from_millis(300))
