@@ -160,6 +160,10 @@ fn out_of_sync_failover_does_what_the_dry_run_predicted_and_hooks_write_each_tra
     let (out, stdout) = drill(&[
         "--variant",
         "out-of-sync",
+        // The dry run is asked in the half failover timeout before the standby takes over:
+        // 100 ms, so that a busy machine still answers it in time.
+        "--failover-timeout-ms",
+        "200",
         "--hook-dir",
         hooks.to_str().unwrap(),
         "--json",

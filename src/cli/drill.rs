@@ -1007,15 +1007,17 @@ fn run_round(
     let committed;
     let mut predicted = None;
     if variant == "out-of-sync" {
-        // The standby is frozen for the failover timeout under load (the primary keeps it in
-        // the sync set, being shorter than the drop timeout), then the primary is killed as
-        // the standby resumes, so clients are ahead of it on every loaded channel. With the
-        // standby frozen nothing new commits (a commit needs every member of the sync set):
-        // the primary's watermarks are the committed set.
+        // The standby is frozen for half the failover timeout under load (the primary keeps
+        // it in the sync set, that being shorter than the drop timeout), then the primary is
+        // killed as the standby resumes, so clients are ahead of it on every loaded channel.
+        // With the standby frozen nothing new commits (a commit needs every member of the
+        // sync set): the primary's watermarks are the committed set. Half, so that the
+        // standby, which last heard the primary as it froze, waits at least the other half
+        // before it takes over: the dry run below is asked within that half.
         let t0 = Instant::now();
         signal(lab, s, libc::SIGSTOP)?;
         let captured = capture_commits(lab, &lab.cus[p].admin, "primary", old_epoch, "commit");
-        let left = Duration::from_millis(args.failover_timeout_ms).saturating_sub(t0.elapsed());
+        let left = Duration::from_millis(args.failover_timeout_ms / 2).saturating_sub(t0.elapsed());
         std::thread::sleep(left);
         kill_us = unix_us();
         kill_cu(lab, p);
