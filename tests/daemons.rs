@@ -739,6 +739,63 @@ fn forged_replayed_and_foreign_frames_change_no_role() {
     assert_eq!(s["epoch"], s0["epoch"]);
 }
 
+/// VRRP's lesson (issue 10): a key mismatch fails closed and raises an alarm; it never elects.
+/// The primary crashes, and frames claiming to be it keep coming from its address, sealed with
+/// a key of another deployment (as from a primary restarted with the wrong key file): the
+/// standby refuses them, raises the alarm (status, log) and does not take over. Once they
+/// stop, the primary is lost and the standby takes over as usual.
+#[test]
+fn a_key_mismatch_with_the_primary_raises_an_alarm_and_elects_nobody() {
+    let mut kids = Children::new("key-mismatch");
+    let lab = write_config(&kids.dir, false, "");
+    let up = Duration::from_secs(5);
+    start_primary_and_standby(&mut kids, &lab, up);
+    // An in-sync standby that has heard its primary (the configured initial sync set names it
+    // before any frame has passed).
+    let s = wait_for("the standby to hear its primary", up, || {
+        role_is(&lab.cu_admin[1], "standby")
+            .filter(|s| s["eligible"] == true && s["counters"]["frames_rx"].as_u64() > Some(10))
+    });
+    let epoch = s["epoch"].as_u64().unwrap();
+    kids.crash("primary");
+    let wrong = LinkKeys::generate(&[(1, 2)]).unwrap();
+    let mut impostor = wrong.iter().map(Auth::new).find(|a| a.node() == 1).unwrap();
+    // The crashed primary's port is free once the kernel has torn down its io_uring.
+    let sock = wait_for("the primary's port to be free", up, || {
+        UdpSocket::bind(lab.cu_data[0]).ok()
+    });
+    let mut buf = vec![0u8; 512];
+    // Three failover timeouts (1 s each in this lab) of a heartbeat's pace of such frames.
+    let start = Instant::now();
+    let mut seq = 1u64;
+    let mut alarm = None;
+    while start.elapsed() < Duration::from_secs(3) {
+        let n = FrameBuilder::new(&mut buf, 1, epoch, seq).finish();
+        seq += 1;
+        assert!(impostor.seal(2, &mut buf[..n]));
+        sock.send_to(&buf[..n], lab.cu_data[1]).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let s = status(&lab.cu_admin[1]).unwrap();
+        assert_eq!(s["role"], "standby", "elected on a key mismatch: {s}");
+        if s["key_mismatch"] == 1 {
+            alarm = Some(s);
+        }
+    }
+    let s = alarm.expect("no key-mismatch alarm in the standby's status");
+    assert_eq!(s["counters"]["takeovers_withheld_key_mismatch"], 1, "{s}");
+    assert!(s["auth"]["rejected_bad_tag"].as_u64().unwrap() > 100, "{s}");
+    assert!(
+        kids.log("standby").contains("key mismatch"),
+        "no alarm logged"
+    );
+    // The frames stop: a failover timeout later the primary is lost, and the standby stands.
+    drop(sock);
+    let p = wait_for("the standby to take over", up, || {
+        role_is(&lab.cu_admin[1], "primary")
+    });
+    assert!(p.get("key_mismatch").is_none(), "{p}");
+}
+
 /// A node without keys refuses to start (exit 2, saying how to fix it); `keygen` writes one
 /// 0600 file per node holding only its own links, and a file others can read is refused.
 #[test]

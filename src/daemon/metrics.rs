@@ -170,6 +170,7 @@ struct Families {
     replay_bytes: Counter,
     transfer_bytes: Counter,
     peer_last_seen_seconds: Family<PeerLabel, GaugeF>,
+    key_mismatch: Gauge,
 }
 
 /// Failover durations, in seconds: 1 ms to about 16 s.
@@ -195,6 +196,7 @@ impl Families {
             replay_bytes: Counter::default(),
             transfer_bytes: Counter::default(),
             peer_last_seen_seconds: Family::default(),
+            key_mismatch: Gauge::default(),
         };
         let mut r = Registry::default();
         // Counters get their `_total` suffix from the encoder.
@@ -268,6 +270,11 @@ impl Families {
             "statesync_peer_last_seen_seconds",
             "Seconds since the last accepted datagram from the peer (absent: never heard)",
             f.peer_last_seen_seconds.clone(),
+        );
+        r.register(
+            "statesync_key_mismatch",
+            "Alarm: 1 while this standby withholds a takeover because its primary is heard only through frames that fail authentication",
+            f.key_mismatch.clone(),
         );
         (f, r)
     }
@@ -467,6 +474,7 @@ impl MetricsFeed {
                 }
             }
             f.retention_used_ratio.set(used);
+            f.key_mismatch.set(i64::from(cu.key_mismatch().is_some()));
             let t = cu.timing;
             if let Some(end) = t.finished_us
                 && t.started_us != 0

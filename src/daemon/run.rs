@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use thiserror::Error;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// How a node starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -453,6 +453,17 @@ fn run_started(
                 Event::FailoverStarted { operator, .. } => {
                     why = Some(if operator { "switchover" } else { "failover" });
                 }
+                // The alarm of a key mismatch: the on_fault hook runs, the role stays.
+                Event::KeyMismatch { .. } => {
+                    if let (Some(h), Node::Cu(c)) = (hooks.as_mut(), &runner.machine) {
+                        h.send(Transition {
+                            kind: HookKind::Fault,
+                            role: role_name(c.role()),
+                            epoch: c.epoch(),
+                            reason: e.to_string(),
+                        });
+                    }
+                }
                 _ => {}
             }
             log_event(id, &e);
@@ -616,6 +627,7 @@ fn log_event(id: NodeId, e: &Event) {
         Event::TransferComplete { .. } => {}
         Event::RoleChanged { .. } | Event::ChannelTransferred { .. } => debug!(node = id, "{e}"),
         Event::StandbyDropped { .. } => warn!(node = id, "{e}"),
+        Event::KeyMismatch { .. } => error!(node = id, "{e}"),
         _ => info!(node = id, "{e}"),
     }
 }

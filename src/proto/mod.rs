@@ -443,6 +443,13 @@ pub enum Event {
     TransferComplete {
         epoch: Epoch,
     },
+    /// A standby that lost its primary's authenticated frames still receives frames that fail
+    /// authentication from it: the keys differ. It does not take over (VRRP's lesson: a key
+    /// mismatch fails closed and never elects) until those frames stop too.
+    KeyMismatch {
+        primary: NodeId,
+        epoch: Epoch,
+    },
 }
 
 impl Event {
@@ -544,6 +551,10 @@ impl std::fmt::Display for Event {
             Event::StandbyDropped { standby } => {
                 write!(f, "standby {standby} dropped from the sync set")
             }
+            Event::KeyMismatch { primary, epoch } => write!(
+                f,
+                "key mismatch: primary {primary} (epoch {epoch}) is heard only through frames that fail authentication; takeover withheld until they stop"
+            ),
             Event::ChannelTransferred { channel, applied } => {
                 write!(
                     f,
@@ -606,6 +617,10 @@ pub struct Counters {
     /// Sync-set views of our epoch taken from a peer after the primary was lost (announced
     /// by the primary; we missed the announcement).
     pub views_learnt_from_peers: u64,
+    /// Times a standby withheld a takeover: its primary seemed silent, but frames from the
+    /// primary's address and ID failed authentication within the failover timeout (a key
+    /// mismatch, see [`ControlUnit::note_unauthenticated`]). Counted once per episode.
+    pub takeovers_withheld_key_mismatch: u64,
 }
 
 impl Counters {

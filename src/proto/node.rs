@@ -38,6 +38,14 @@ impl Node {
         }
     }
 
+    /// A datagram from `sender`'s configured address, naming `sender`, failed authentication
+    /// (see [`ControlUnit::note_unauthenticated`]; a client elects nothing and ignores it).
+    pub fn note_unauthenticated(&mut self, now_us: u64, sender: NodeId) {
+        if let Node::Cu(c) = self {
+            c.note_unauthenticated(now_us, sender);
+        }
+    }
+
     pub fn handle_timeout(&mut self, now_us: u64) {
         match self {
             Node::Cu(c) => c.handle_timeout(now_us),

@@ -1,7 +1,7 @@
 //! One protocol node bound to one UDP transport: the glue between the sans-IO core and the
 //! socket. The event loop calls `receive`, `tick` and `transmit`; nothing here blocks.
 
-use crate::auth::{Auth, AuthStats, Verdict};
+use crate::auth::{Auth, AuthStats, Reject, Verdict};
 use crate::proto::{Node, NodeId};
 use crate::transport::{Transport, TransportError};
 use crate::wire::FrameHeader;
@@ -105,10 +105,19 @@ impl NodeRunner {
                 return;
             }
             let now = now_us();
-            if let Some(a) = auth
-                && a.open(now, src, expected, bytes) != Verdict::Deliver
-            {
-                return;
+            if let Some(a) = auth {
+                match a.open(now, src, expected, bytes) {
+                    Verdict::Deliver => {}
+                    // From a peer's own address and ID, yet the tag fails: the keys differ
+                    // (or someone forges). The core hears of it, never of the frame.
+                    Verdict::Reject(Reject::BadTag) => {
+                        if let Some(peer) = expected {
+                            machine.note_unauthenticated(now, peer);
+                        }
+                        return;
+                    }
+                    Verdict::Consumed | Verdict::Reject(_) => return,
+                }
             }
             if let Some(peer) = expected {
                 last_rx_us.insert(peer, now);

@@ -440,6 +440,7 @@ impl World {
             Event::TransferComplete { .. }
             | Event::StandbyJoined { .. }
             | Event::StandbyDropped { .. }
+            | Event::KeyMismatch { .. }
             | Event::ReplayFinished { .. } => self.trace(|| format!("cu {id}: {e}")),
         }
     }

@@ -315,6 +315,10 @@ pub struct StatusReply {
     /// Control units: a standby that may take over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eligible: Option<bool>,
+    /// Control units: an alarm. The primary with this ID is heard only through frames that
+    /// fail authentication (the keys differ), so this standby withholds its takeover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_mismatch: Option<NodeId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failover: Option<FailoverTimes>,
     /// A primary: bit i set when control unit i (config order) is in the sync set. Other
@@ -573,6 +577,7 @@ fn header(
         epoch: 0,
         highest_epoch: None,
         eligible: None,
+        key_mismatch: None,
         failover: None,
         sync_mask: None,
         sync_set: None,
@@ -611,6 +616,7 @@ fn header(
             reply.epoch = cu.epoch();
             reply.highest_epoch = Some(cu.highest_epoch());
             reply.eligible = Some(cu.is_eligible());
+            reply.key_mismatch = cu.key_mismatch();
             // A failover never starts at time 0: the clock starts at `Clock::ORIGIN_US`.
             reply.failover = Some(if t.started_us == 0 {
                 FailoverTimes::default()

@@ -434,6 +434,12 @@ pub fn format_status(v: &StatusReply) -> String {
             epoch >> 8,
             epoch & 0xff,
         );
+        if let Some(p) = v.key_mismatch {
+            let _ = writeln!(
+                out,
+                "ALARM: key mismatch: primary {p} is heard only through frames that fail authentication; takeover withheld"
+            );
+        }
         let f = v.failover.unwrap_or_default();
         match f.started_unix_us {
             None => {

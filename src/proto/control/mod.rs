@@ -65,6 +65,9 @@ struct Peer {
     /// epoch has one primary life, so an older one of the same epoch is stale (acting on it
     /// would, say, roll back the sync set this standby knows it is in).
     primary_hb_order: Option<(Epoch, u64)>,
+    /// When a frame claiming to be this unit's, from its address, last failed authentication
+    /// (reported by the host, see [`ControlUnit::note_unauthenticated`]).
+    unauthenticated_rx_us: Option<u64>,
     /// Primary: transfer in progress towards this standby, one channel at a time.
     xfer: Option<BulkTx>,
     transferring: bool,
@@ -353,6 +356,9 @@ pub struct ControlUnit {
     driven: bool,
     /// Standby: the primary has been silent for the failover timeout.
     primary_lost: bool,
+    /// Standby that lost the primary's authenticated frames while frames failing
+    /// authentication still come from it: a takeover is withheld (see `standby_tick`).
+    key_mismatch: bool,
     /// Standby that lost the primary: the control unit it would follow (0 = none).
     vote: NodeId,
     /// The last vote this standby gave another unit, kept after the primary is heard again:
@@ -420,6 +426,7 @@ impl ControlUnit {
                 boot_id: 0,
                 hb_order: None,
                 primary_hb_order: None,
+                unauthenticated_rx_us: None,
                 xfer: None,
                 transferring: false,
                 transfer_pacer: pacing::Pacer::default(),
@@ -461,6 +468,7 @@ impl ControlUnit {
             catch_up_until_us: None,
             driven: false,
             primary_lost: false,
+            key_mismatch: false,
             vote: 0,
             pledge: None,
             switchover_to: None,
@@ -746,6 +754,30 @@ impl ControlUnit {
                 .saturating_sub(self.cfg.failover_timeout_us);
             self.primary_last_rx_us = now_us.saturating_add(extra_us);
         }
+    }
+
+    /// The host reports a datagram from control unit `sender`'s configured address, naming
+    /// `sender`, whose authentication tag did not verify. The frame itself is never seen
+    /// here; only its arrival counts: a standby that hears its primary only through such
+    /// frames does not take over (a key mismatch fails closed, as VRRP learnt). Other senders
+    /// are ignored.
+    pub fn note_unauthenticated(&mut self, now_us: u64, sender: NodeId) {
+        let index = self.index;
+        if let Some(p) = self
+            .peers
+            .iter_mut()
+            .enumerate()
+            .find_map(|(i, p)| (i != index && p.id == sender).then_some(p))
+        {
+            p.unauthenticated_rx_us = Some(now_us);
+        }
+    }
+
+    /// The primary whose frames fail authentication while a takeover is withheld for it.
+    pub fn key_mismatch(&self) -> Option<NodeId> {
+        self.key_mismatch
+            .then(|| self.cfg.topology.epoch_owner(self.epoch))
+            .flatten()
     }
 
     /// When a primary was last heard, if ever (for the failover report).
@@ -1301,6 +1333,54 @@ mod tests {
         assert_eq!(cu.role(), Role::Standby);
         run(&mut cu, 546_000, 560_000);
         assert_eq!(cu.role(), Role::Candidate);
+    }
+
+    /// VRRP's lesson: a standby whose primary is heard only through frames that fail
+    /// authentication (the keys differ) raises an alarm and never takes over while they come;
+    /// once they stop too, the primary is lost and it takes over as usual.
+    #[test]
+    fn a_key_mismatch_with_the_primary_withholds_the_takeover() {
+        let mut a = ControlUnit::new(two_units(), 1, true, 1, 0);
+        let mut b = ControlUnit::new(two_units(), 2, true, 2, 0);
+        let mut t = pump(&mut a, &mut b, 0, |b| b.is_eligible());
+        while b.poll_event().is_some() {}
+        // From now on only unverifiable frames come from the primary's address, one per ms,
+        // for ten failover timeouts. Reports naming others (a client, itself) change nothing.
+        let until = t + 10 * b.cfg.failover_timeout_us;
+        while t < until {
+            t += 1_000;
+            b.note_unauthenticated(t, 1);
+            b.note_unauthenticated(t, 100);
+            b.note_unauthenticated(t, 2);
+            b.handle_timeout(t);
+        }
+        assert_eq!(b.role(), Role::Standby);
+        assert_eq!(b.key_mismatch(), Some(1));
+        assert_eq!(b.counters.takeovers_withheld_key_mismatch, 1, "one alarm");
+        let alarms = std::iter::from_fn(|| b.poll_event())
+            .filter(|e| matches!(e, Event::KeyMismatch { primary: 1, .. }))
+            .count();
+        assert_eq!(alarms, 1);
+        // They stop: a failover timeout later the primary is lost, and b stands.
+        let timeout_us = b.cfg.failover_timeout_us;
+        run(&mut b, t + 1_000, t + 2 * timeout_us);
+        assert_ne!(b.role(), Role::Standby, "it took over");
+        assert_eq!(b.key_mismatch(), None);
+    }
+
+    /// Reports of unverifiable frames from a unit other than the primary withhold nothing.
+    #[test]
+    fn unverifiable_frames_from_others_do_not_withhold_a_takeover() {
+        let mut cu = standby(0, 0);
+        let mut t = 0;
+        while t < 100_000 {
+            cu.note_unauthenticated(t, 2);
+            cu.note_unauthenticated(t, 100);
+            cu.handle_timeout(t);
+            t += 1_000;
+        }
+        assert_ne!(cu.role(), Role::Standby, "it took over");
+        assert_eq!(cu.counters.takeovers_withheld_key_mismatch, 0);
     }
 
     #[test]

@@ -231,8 +231,33 @@ impl ControlUnit {
         self.primary_lost = now_us >= self.primary_last_rx_us + timeout;
         self.vote = 0;
         if !self.primary_lost {
+            self.key_mismatch = false;
             return;
         }
+        // Frames from the primary still arrive but fail authentication: it is alive and the
+        // keys differ. Taking over would elect on a key mismatch; fail closed instead, with an
+        // alarm, and neither stand nor vote until they stop too.
+        let owner = (self.epoch != Epoch::ZERO)
+            .then(|| self.cfg.topology.epoch_owner(self.epoch))
+            .flatten();
+        let mismatch = self.peers.iter().enumerate().any(|(i, p)| {
+            i != self.index
+                && Some(p.id) == owner
+                && p.unauthenticated_rx_us
+                    .is_some_and(|t| now_us < t + timeout)
+        });
+        if mismatch {
+            if !self.key_mismatch {
+                self.key_mismatch = true;
+                self.counters.takeovers_withheld_key_mismatch += 1;
+                self.events.push(Event::KeyMismatch {
+                    primary: owner.unwrap_or(0),
+                    epoch: self.epoch,
+                });
+            }
+            return;
+        }
+        self.key_mismatch = false;
         if self.role() == Role::Joining
             && self.kept_mask != 0
             && self.seen_mask == 0
