@@ -216,7 +216,8 @@ const OP_WAKE: u8 = 3;
 const OP_DRAIN: u8 = 4;
 const OP_SUBMIT: u8 = 5;
 const OP_OPERATOR: u8 = 6;
-const OP_COUNT: u8 = 7;
+const OP_UNAUTHENTICATED: u8 = 7;
+const OP_COUNT: u8 = 8;
 
 /// One step of a state-machine input, as decoded by [`parse_ops`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,6 +251,9 @@ pub enum Op<'a> {
     /// Control unit: an operator command (even: switchover to the control unit of that
     /// index; odd: take over now); a client ignores it.
     Operator(u8),
+    /// The host reports a datagram from this sender (index into [`SENDERS`], modulo its
+    /// length) whose authentication tag failed (`Node::note_unauthenticated`).
+    Unauthenticated(u8),
 }
 
 /// A cursor over the fuzzer's bytes; every read past the end yields zeros / short slices.
@@ -326,7 +330,8 @@ pub fn parse_ops(data: &[u8]) -> (u8, u8, Vec<Op<'_>>) {
                     .collect();
                 Op::Submit { channel, entries }
             }
-            _ => Op::Operator(r.u8()),
+            OP_OPERATOR => Op::Operator(r.u8()),
+            _ => Op::Unauthenticated(r.u8()),
         };
         ops.push(op);
     }
@@ -413,6 +418,11 @@ impl OpWriter {
     }
     pub fn operator(&mut self, arg: u8) -> &mut Self {
         self.bytes.extend_from_slice(&[OP_OPERATOR, arg]);
+        self
+    }
+    /// A datagram from `SENDERS[sender]` failed authentication.
+    pub fn unauthenticated(&mut self, sender: u8) -> &mut Self {
+        self.bytes.extend_from_slice(&[OP_UNAUTHENTICATED, sender]);
         self
     }
     pub fn len(&self) -> usize {
@@ -557,6 +567,9 @@ fn drive(node: &mut Node, ops: &[Op<'_>]) {
                 submit(node, now_us, *channel as u32, &entries);
             }
             Op::Operator(arg) => operator(node, now_us, *arg),
+            Op::Unauthenticated(sender) => {
+                node.note_unauthenticated(now_us, SENDERS[*sender as usize % SENDERS.len()])
+            }
         }
     }
     drain(node, now_us, &mut buf);

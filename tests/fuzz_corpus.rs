@@ -129,6 +129,9 @@ fn seeds_reach_deep_states() {
     assert_eq!(c.role(), Role::Primary, "the switchover target took over");
     let c = run_control_unit(get("steady-s0-cu1"));
     assert!(c.next_op(0) > 1, "the primary took submits");
+    let c = run_control_unit(get("key-mismatch-cu2"));
+    assert_eq!(c.role(), Role::Standby, "no takeover on a key mismatch");
+    assert_eq!(c.key_mismatch(), Some(1));
     let cl: Vec<(String, Vec<u8>)> = seed_inputs("client");
     let get = |name: &str| &cl.iter().find(|(n, _)| n == name).unwrap().1;
     let c = run_client(get("restart-s20-100"));

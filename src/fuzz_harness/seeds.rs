@@ -385,6 +385,15 @@ pub fn seed_inputs(target: &str) -> Vec<(String, Vec<u8>)> {
     if target == "decode" {
         return decode_seeds(datagrams);
     }
+    if target == "control_unit" {
+        // Unit 2, a standby from the start, hears its primary (unit 1) only through frames
+        // that fail authentication, for 3 s: the takeover is withheld (VRRP's rule).
+        let mut w = OpWriter::new(0, 1);
+        for _ in 0..600 {
+            w.unauthenticated(0).advance(5_000);
+        }
+        out.push(("key-mismatch-cu2".to_owned(), w.into_bytes()));
+    }
     out
 }
 
