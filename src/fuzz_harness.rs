@@ -717,12 +717,14 @@ pub fn auth(data: &[u8]) {
 
 /// One admin request, as the daemon's listeners hand it over, to a control unit of the fuzz
 /// topology (its socket opened once per process). The first byte picks the caller (the Unix
-/// socket or the network) and whether a token is configured; the rest is the request. It must
-/// never panic, and a network caller without the token must never take over.
+/// socket or the network) and whether a token is configured; the rest is the request (bit 2:
+/// sealed here with the token as a fresh MAC envelope, so that the fuzzer reaches what lies
+/// behind the MAC check). It must never panic, and a network caller without a valid MAC must
+/// never take over.
 pub fn admin(data: &[u8]) {
     use crate::daemon::Clock;
     use crate::daemon::admin::config::AdminToken;
-    use crate::daemon::admin::{AdminStats, Caller, handle_request};
+    use crate::daemon::admin::{AdminStats, Caller, UdpAuth, handle_request, mac};
     use crate::runtime::node::NodeRunner;
     use std::cell::RefCell;
     thread_local! {
@@ -753,11 +755,27 @@ pub fn admin(data: &[u8]) {
             Caller::Network
         };
         let token = AdminToken::from_text("fuzz-token-0123456789");
-        let token = (sel & 2 != 0).then_some(&token);
+        let mut auth = (sel & 2 != 0).then(|| UdpAuth::new(&token));
+        let sealed;
+        let request = match serde_json::from_slice::<serde_json::Value>(request) {
+            Ok(v) if sel & 4 != 0 => {
+                sealed = mac::seal_now(&v, &token).to_string();
+                sealed.as_bytes()
+            }
+            _ => request,
+        };
         let epoch = runner.machine.as_cu().map(|c| c.epoch());
         let mut stats = AdminStats::default();
         let now = clock.now_us();
-        let out = handle_request(request, caller, token, runner, clock, now, &mut stats);
+        let out = handle_request(
+            request,
+            caller,
+            auth.as_mut(),
+            runner,
+            clock,
+            now,
+            &mut stats,
+        );
         if caller == Caller::Network && !out.authenticated {
             assert_eq!(
                 runner.machine.as_cu().map(|c| c.epoch()),

@@ -405,6 +405,27 @@ fn udp_ask(to: SocketAddr, req: &[u8]) -> Option<Vec<u8>> {
     s.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec())
 }
 
+/// A request in the MAC envelope of `admin::mac`, built here from its documented wire form
+/// (not with the crate's own `seal`), with the token `token` as the HMAC-SHA256 key.
+fn mac_request(token: &str, req: Value, ts_us: u64, nonce: u64) -> String {
+    use ring::hmac;
+    let mut body = req;
+    body["ts_us"] = json!(ts_us);
+    body["nonce"] = json!(format!("{nonce:016x}"));
+    let body = body.to_string();
+    let key = hmac::Key::new(hmac::HMAC_SHA256, token.as_bytes());
+    let tag = hmac::sign(&key, body.as_bytes());
+    let mac: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    json!({"mac": mac, "body": body}).to_string()
+}
+
+fn unix_now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
 #[test]
 fn udp_admin_needs_the_token_and_never_amplifies() {
     use std::os::unix::fs::PermissionsExt;
@@ -421,11 +442,30 @@ fn udp_admin_needs_the_token_and_never_amplifies() {
     start_primary_and_standby(&mut kids, &lab, up);
     let [p_udp, s_udp] = lab.cu_udp;
 
-    // Nothing without the right token: no control action, no reply larger than the request.
+    // Nothing without a valid MAC: no control action, no reply larger than the request. The
+    // token in clear is refused even when right; a MAC made with another token, or one an
+    // hour old (a captured request sent again), is refused.
+    const TOKEN: &str = "correct-horse-battery-staple";
     let wrong = r#""token":"correct-horse-battery-stapl3""#;
+    let takeover = json!({"cmd": "takeover"});
+    let hour_us = 3_600_000_000;
     for (to, req) in [
         (s_udp, r#"{"cmd":"takeover"}"#.to_owned()),
         (s_udp, format!(r#"{{"cmd":"takeover",{wrong}}}"#)),
+        (s_udp, format!(r#"{{"cmd":"takeover","token":"{TOKEN}"}}"#)),
+        (
+            s_udp,
+            mac_request(
+                "correct-horse-battery-stapl3",
+                takeover.clone(),
+                unix_now_us(),
+                1,
+            ),
+        ),
+        (
+            s_udp,
+            mac_request(TOKEN, takeover.clone(), unix_now_us() - hour_us, 2),
+        ),
         (p_udp, r#"{"cmd":"switchover","target":2}"#.to_owned()),
         (
             p_udp,
@@ -467,7 +507,9 @@ fn udp_admin_needs_the_token_and_never_amplifies() {
         (s["role"].as_str(), s["epoch"].as_u64()),
         (Some("standby"), Some(256))
     );
-    assert_eq!(s["admin"]["refused_token"], 2, "{s}");
+    assert_eq!(s["admin"]["refused_token"], 3, "{s}");
+    assert_eq!(s["admin"]["refused_mac"], 1, "{s}");
+    assert_eq!(s["admin"]["refused_stale"], 1, "{s}");
     assert_eq!(p["admin"]["refused_token"], 3, "{p}");
     assert!(p["admin"]["refused_size"].as_u64().unwrap() >= 3, "{p}");
     let log = std::fs::read_to_string(kids.dir.join("standby.log")).unwrap();
@@ -475,6 +517,13 @@ fn udp_admin_needs_the_token_and_never_amplifies() {
         log.contains("refused a UDP request from 127.0.0.1:"),
         "{log}"
     );
+
+    // A request MAC'd as documented gets its whole reply, larger than itself.
+    let req = mac_request(TOKEN, json!({"cmd": "status"}), unix_now_us(), 3);
+    let reply = udp_ask(p_udp, req.as_bytes()).expect("a status");
+    assert!(reply.len() > req.len());
+    let v: Value = serde_json::from_slice(&reply).unwrap();
+    assert_eq!(v["role"], "primary", "{v}");
 
     // The CLI over UDP: without the token no status comes back; with it, all of it.
     let s_addr = s_udp.to_string();
@@ -502,18 +551,49 @@ fn udp_admin_needs_the_token_and_never_amplifies() {
         "{out:?}"
     );
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let out = Command::new(BIN)
-        .args(["switchover", "--standby", &s_addr, "--token-file", tf])
-        .output()
+    // The CLI's switchover, through a relay here that reads what travels (as a sniffer on the
+    // path would): the token does not, the takeover is done, and the captured datagram sent
+    // again is refused as a replay, with no reply larger than itself.
+    let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
+    relay
+        .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
+    let cli = Command::new(BIN)
+        .args(["switchover", "--standby"])
+        .arg(relay.local_addr().unwrap().to_string())
+        .args(["--token-file", tf, "--timeout-ms", "3000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let (n, cli_addr) = relay.recv_from(&mut buf).unwrap();
+    let captured = buf[..n].to_vec();
+    let text = String::from_utf8_lossy(&captured).into_owned();
+    assert!(
+        !text.contains(TOKEN) && text.contains(r#""mac":"#),
+        "{text}"
+    );
+    let reply = udp_ask(s_udp, &captured).expect("the takeover's reply");
+    relay.send_to(&reply, cli_addr).unwrap();
+    let out = cli.wait_with_output().unwrap();
     assert!(
         out.status.success(),
         "switchover with the token failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let reply = udp_ask(s_udp, &captured).expect("a short refusal");
+    assert!(reply.len() <= captured.len());
+    let v: Value = serde_json::from_slice(&reply).unwrap();
+    assert!(
+        v["ok"] == false && v["error"].as_str().unwrap().contains("replayed"),
+        "{v}"
+    );
     wait_for("the standby takes over", up, || {
         role_is(&lab.cu_admin[1], "primary").filter(|v| v["epoch"].as_u64().unwrap() > 256)
     });
+    let s = status(&lab.cu_admin[1]).unwrap();
+    assert_eq!(s["admin"]["refused_replay"], 1, "{s}");
     for (name, st) in kids.terminate(Duration::from_secs(3)) {
         assert_eq!(st.and_then(|s| s.code()), Some(0), "{name}");
     }

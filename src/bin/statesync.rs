@@ -94,7 +94,8 @@ struct AdminArgs {
     addr: String,
     /// The request, e.g. '{"cmd":"op_status","channel":0,"epoch":256,"op":17}'.
     request: String,
-    /// Over UDP: a file holding the admin token (`admin.token_file`), added as "token".
+    /// Over UDP: a file holding the admin token (`admin.token_file`): the request goes MAC'd
+    /// with it (the token itself is never sent).
     #[arg(long, value_name = "FILE")]
     token_file: Option<std::path::PathBuf>,
     /// How long to wait for the reply, in milliseconds.

@@ -281,6 +281,7 @@ fn probe(a: &ProbeArgs) -> Result<bool, String> {
         crate::daemon::admin::request(
             &t,
             &serde_json::json!({"cmd": "status"}),
+            None,
             Duration::from_millis(1000),
         )
         .map_err(|e| format!("status of node {id}: {e}"))

@@ -5,20 +5,25 @@
 //!   user and the socket's group get in, which the kernel vouches for (`SO_PEERCRED`), so every
 //!   request there may do everything;
 //! - on request (a node's `admin = "IP:PORT"`), a UDP socket, one request per datagram: any
-//!   host can send to it and spoof its source, so `takeover` and `switchover` need the token of
-//!   `admin.token_file` in the request, and a sender without it never gets a reply larger than
-//!   its request (no amplification).
+//!   host can send to it, spoof its source and read what others send, so `takeover` and
+//!   `switchover` need a request MAC'd with the token of `admin.token_file` ([`mac`]: the token
+//!   itself never travels; a timestamp and a replay cache stop a captured request from being
+//!   sent again), and a sender without a valid MAC never gets a reply larger than its request
+//!   (no amplification). A request carrying the token in clear (`"token"`, the old form) is
+//!   refused.
 //!
 //! [`request`] is the client side used by `statesync status|switchover|admin` and the drill;
 //! [`status`] types the `status` request and reply, and pages it rather than cutting it.
 
 pub mod config;
 pub mod dry_run;
+pub mod mac;
 pub mod status;
 pub mod unix;
 pub mod view;
 
 pub use config::{AdminConfig, AdminToken, read_token_file};
+pub use mac::UdpAuth;
 
 use super::Clock;
 use crate::proto::{NodeId, OpStatus, Role};
@@ -110,8 +115,15 @@ pub struct AdminStats {
     /// Unix connections refused: the peer is not root, the daemon's user or in the socket's
     /// group.
     pub refused_peer: u64,
-    /// UDP requests refused for their token: a control command without one, or a wrong one.
+    /// UDP requests refused for want of authentication: a control command (or a request whose
+    /// reply grows with the channels) without a MAC, or any request with the token in clear.
     pub refused_token: u64,
+    /// UDP requests whose MAC does not verify (or sent to a node without a token).
+    pub refused_mac: u64,
+    /// UDP requests whose MAC verified but whose timestamp is outside the window.
+    pub refused_stale: u64,
+    /// UDP requests whose MAC verified but were accepted before, or met a full replay cache.
+    pub refused_replay: u64,
     /// UDP replies withheld from an unauthenticated sender because they were larger than its
     /// request (it got a short error or nothing).
     pub refused_size: u64,
@@ -132,8 +144,8 @@ pub enum Caller {
 #[derive(Debug)]
 pub struct Outcome {
     pub reply: Value,
-    /// The request came over the Unix socket or carried the right token: its reply may be
-    /// of any size.
+    /// The request came over the Unix socket or carried a valid MAC: its reply may be of any
+    /// size.
     pub authenticated: bool,
     /// Why it was refused, for the log (also counted in [`AdminStats`]).
     pub refused: Option<String>,
@@ -193,7 +205,8 @@ impl RefusalLog {
 pub struct Admin {
     unix: unix::UnixAdmin,
     udp: Option<UdpSocket>,
-    token: Option<AdminToken>,
+    /// The UDP listener's MAC key and replay cache (`None`: no token, no MAC is valid).
+    auth: Option<UdpAuth>,
     buf: Vec<u8>,
     pub stats: AdminStats,
     refusals: RefusalLog,
@@ -225,7 +238,7 @@ impl Admin {
         Ok(Admin {
             unix,
             udp,
-            token,
+            auth: token.as_ref().map(UdpAuth::new),
             buf: vec![0; MAX_REQUEST_BYTES],
             stats: AdminStats::default(),
             refusals: RefusalLog::new(id),
@@ -254,7 +267,7 @@ impl Admin {
         let Admin {
             unix,
             udp,
-            token,
+            auth,
             buf,
             stats,
             refusals,
@@ -298,7 +311,7 @@ impl Admin {
                 let out = handle_request_with_lags(
                     request,
                     Caller::Network,
-                    token.as_ref(),
+                    auth.as_mut(),
                     runner,
                     clock,
                     now_us,
@@ -322,7 +335,7 @@ impl Admin {
                         refusals.refuse(
                             now_us,
                             format_args!(
-                                "withheld a {}-byte reply from {src}: larger than its {len}-byte request without a valid \"token\"",
+                                "withheld a {}-byte reply from {src}: larger than its {len}-byte request without a valid \"mac\"",
                                 bytes.len()
                             ),
                         );
@@ -346,7 +359,7 @@ impl Admin {
 /// authenticated never gets more bytes than it sent, and no padding is asked for.
 fn short_refusal(limit: usize) -> Option<Vec<u8>> {
     [
-        &br#"{"ok":false,"error":"unauthenticated: the reply would be larger than the request; send \"token\" or use the Unix socket"}"#[..],
+        &br#"{"ok":false,"error":"unauthenticated: the reply would be larger than the request; MAC it with the token or use the Unix socket"}"#[..],
         br#"{"ok":false,"error":"unauthenticated"}"#,
     ]
     .into_iter()
@@ -358,19 +371,38 @@ fn error_reply(msg: impl Into<String>) -> Value {
     json!({"ok": false, "error": msg.into()})
 }
 
-/// Handles one request; never panics on its content. Over the network, a request that carries
-/// a `"token"` must carry the right one, and `takeover` and `switchover` need it. A status
-/// built here reports no lags in time (the node's [`Admin`] keeps the trackers for those).
+/// Handles one request; never panics on its content. Over the network (`auth`: the node's MAC
+/// key and replay cache, `None` without a token), a request in the MAC envelope ([`mac`]) must
+/// open, one with the token in clear is refused, and `takeover` and `switchover` need the
+/// envelope. A status built here reports no lags in time (the node's [`Admin`] keeps the
+/// trackers for those).
 pub fn handle_request(
     bytes: &[u8],
     caller: Caller,
-    token: Option<&AdminToken>,
+    auth: Option<&mut UdpAuth>,
     runner: &mut NodeRunner,
     clock: &Clock,
     now_us: u64,
     stats: &mut AdminStats,
 ) -> Outcome {
-    handle_request_with_lags(bytes, caller, token, runner, clock, now_us, stats, None)
+    handle_request_with_lags(bytes, caller, auth, runner, clock, now_us, stats, None)
+}
+
+/// A MAC'd UDP request, as [`mac`] describes it; nothing else may be beside the two fields.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope {
+    mac: String,
+    body: String,
+}
+
+/// A refused request: the reply and the log line say why (the caller counted it).
+fn refusal(why: String) -> Outcome {
+    Outcome {
+        reply: error_reply(why.clone()),
+        authenticated: false,
+        refused: Some(why),
+    }
 }
 
 /// The most bytes a reply to this caller may have: no practical limit on the Unix socket; one
@@ -388,7 +420,7 @@ fn reply_limit(caller: Caller, authenticated: bool, request_len: usize) -> usize
 pub fn handle_request_with_lags(
     bytes: &[u8],
     caller: Caller,
-    token: Option<&AdminToken>,
+    auth: Option<&mut UdpAuth>,
     runner: &mut NodeRunner,
     clock: &Clock,
     now_us: u64,
@@ -408,43 +440,57 @@ pub fn handle_request_with_lags(
         Ok(v) => v,
         Err(e) => return malformed(stats, e, caller == Caller::Local),
     };
-    let given = v.get("token");
-    let authenticated = match caller {
-        Caller::Local => true,
-        Caller::Network => matches!(
-            (token, given.and_then(Value::as_str)),
-            (Some(t), Some(g)) if t.matches(g)
-        ),
+    // Over the network the request is the MAC envelope's body once it opened, else the
+    // datagram itself, unauthenticated.
+    let (v, authenticated) = match caller {
+        Caller::Local => (v, true),
+        Caller::Network if v.get("token").is_some() => {
+            stats.refused_token += 1;
+            return refusal(
+                "the token travels in clear (\"token\"): refused, anyone on the path could replay it; upgrade the client, which MACs the request with the token (--token-file)".into(),
+            );
+        }
+        Caller::Network if v.get("mac").is_none() => (v, false),
+        Caller::Network => {
+            let env = match Envelope::deserialize(&v) {
+                Ok(e) => e,
+                Err(e) => return malformed(stats, e, false),
+            };
+            let Some(auth) = auth else {
+                stats.refused_mac += 1;
+                return refusal("this node has no admin.token_file, so no MAC is valid".into());
+            };
+            match auth.open(&env.mac, &env.body, super::unix_now_us()) {
+                Ok(body) => (body, true),
+                Err(r) => {
+                    let (counter, why) = match r {
+                        mac::MacRefusal::BadMac(w) => (&mut stats.refused_mac, w),
+                        mac::MacRefusal::Stale(w) => (&mut stats.refused_stale, w),
+                        mac::MacRefusal::Replayed(w) => (&mut stats.refused_replay, w),
+                    };
+                    *counter += 1;
+                    return refusal(why);
+                }
+            }
+        }
     };
     let req = match Request::deserialize(&v) {
         Ok(r) => r,
         Err(e) => return malformed(stats, e, authenticated),
     };
     // A preview is not control, but its reply grows with the channels: like a control
-    // command it needs the token over UDP.
-    let needs_token = req.is_control()
+    // command it needs the MAC over UDP.
+    let needs_mac = req.is_control()
         || matches!(
             req,
             Request::FailoverPreview { .. } | Request::QueryAnswer { .. }
         );
-    if !authenticated && (given.is_some() || needs_token) {
+    if !authenticated && needs_mac {
         stats.refused_token += 1;
-        let why = match (token, given) {
-            (None, Some(_)) => format!(
-                "{}: this node has no admin.token_file, so no token is valid",
-                req.name()
-            ),
-            (Some(_), Some(_)) => format!("{}: wrong token", req.name()),
-            (_, None) => format!(
-                "{}: needs \"token\" (admin.token_file) over UDP, or the Unix socket",
-                req.name()
-            ),
-        };
-        return Outcome {
-            reply: error_reply(why.clone()),
-            authenticated: false,
-            refused: Some(why),
-        };
+        return refusal(format!(
+            "{}: needs a request MAC'd with the token of admin.token_file (--token-file) over UDP, or the Unix socket",
+            req.name()
+        ));
     }
     let reply = match req {
         Request::Status(req) => {
@@ -595,7 +641,7 @@ pub enum RequestError {
         source: io::Error,
     },
     #[error(
-        "no reply from {target} within {timeout:?} ({attempts} attempt(s)); over UDP a request without a valid token gets no reply larger than itself (give the token, or use the Unix socket)"
+        "no reply from {target} within {timeout:?} ({attempts} attempt(s)); over UDP a request without a valid MAC gets no reply larger than itself (give --token-file, or use the Unix socket)"
     )]
     Timeout {
         target: String,
@@ -606,22 +652,19 @@ pub enum RequestError {
     BadReply { target: String, message: String },
 }
 
-/// Sends `req` to `target` and waits up to `timeout` for the reply. Over UDP, add the token
-/// first for a control command ([`with_token`]).
-pub fn request(target: &Target, req: &Value, timeout: Duration) -> Result<Value, RequestError> {
+/// Sends `req` to `target` and waits up to `timeout` for the reply. Over UDP with a `token`,
+/// the request goes MAC'd with it ([`mac::seal_now`]; a control command needs that); the Unix
+/// socket needs no token and `token` is ignored there.
+pub fn request(
+    target: &Target,
+    req: &Value,
+    token: Option<&AdminToken>,
+    timeout: Duration,
+) -> Result<Value, RequestError> {
     match target {
         Target::Unix(p) => request_unix(p, req, timeout),
-        Target::Udp(a) => request_udp(*a, req, timeout),
+        Target::Udp(a) => request_udp(*a, req, token, timeout),
     }
-}
-
-/// `req` with `"token"` set, for the UDP listener.
-pub fn with_token(req: &Value, token: &AdminToken) -> Value {
-    let mut req = req.clone();
-    if let Some(o) = req.as_object_mut() {
-        o.insert("token".into(), json!(token.as_str()));
-    }
-    req
 }
 
 /// One request over a node's Unix socket: a line out, a line back. A connection that cannot
@@ -733,12 +776,14 @@ pub fn request_unix(path: &Path, req: &Value, timeout: Duration) -> Result<Value
     })
 }
 
-/// Sends `req` to the UDP admin listener at `addr` and waits up to `timeout` for the reply.
-/// Read-only requests (`status`, `op_status`) are retried twice within that time; a takeover or
-/// switchover is sent once, since repeating it is not harmless.
+/// Sends `req` to the UDP admin listener at `addr`, MAC'd with `token` when given, and waits up
+/// to `timeout` for the reply. Read-only requests (`status`, `op_status`) are retried twice
+/// within that time, each attempt MAC'd anew (the node refuses a datagram it saw as a replay);
+/// a takeover or switchover is sent once, since repeating it is not harmless.
 pub fn request_udp(
     addr: SocketAddr,
     req: &Value,
+    token: Option<&AdminToken>,
     timeout: Duration,
 ) -> Result<Value, RequestError> {
     let io_err = |source: io::Error| RequestError::Io {
@@ -750,7 +795,6 @@ pub fn request_udp(
         SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
     };
     let socket = UdpSocket::bind(SocketAddr::new(local, 0)).map_err(io_err)?;
-    let payload = serde_json::to_vec(req).map_err(|e| io_err(io::Error::other(e)))?;
     let idempotent = matches!(
         req.get("cmd").and_then(|c| c.as_str()),
         Some("status" | "op_status")
@@ -759,6 +803,10 @@ pub fn request_udp(
     let per_attempt = (timeout / attempts).max(Duration::from_millis(1));
     let mut buf = vec![0u8; MAX_REQUEST_BYTES];
     for _ in 0..attempts {
+        let payload = match token {
+            Some(t) => mac::seal_now(req, t).to_string().into_bytes(),
+            None => serde_json::to_vec(req).map_err(|e| io_err(io::Error::other(e)))?,
+        };
         socket.send_to(&payload, addr).map_err(io_err)?;
         let deadline = Instant::now() + per_attempt;
         loop {
@@ -848,12 +896,12 @@ mod tests {
     fn ask_udp(
         r: &mut NodeRunner,
         req: &[u8],
-        token: Option<&AdminToken>,
+        auth: Option<&mut UdpAuth>,
         stats: &mut AdminStats,
     ) -> Outcome {
         let clock = Clock::new();
         let now = clock.now_us();
-        handle_request(req, Caller::Network, token, r, &clock, now, stats)
+        handle_request(req, Caller::Network, auth, r, &clock, now, stats)
     }
 
     /// A token from a file of its own (`name`): tests run in parallel.
@@ -868,43 +916,68 @@ mod tests {
     }
 
     #[test]
-    fn network_control_needs_the_token() {
+    fn network_control_needs_a_valid_mac() {
         let t = token("network_control");
+        let wrong = AdminToken::from_text("0123456789abcdef-tokeX");
+        let mut auth = UdpAuth::new(&t);
         let mut stats = AdminStats::default();
         let mut s = runner(2);
-        // No token, wrong token, a token where none is configured: refused, nothing done.
-        for (req, tok) in [
-            (&br#"{"cmd":"takeover"}"#[..], Some(&t)),
+        let takeover = json!({"cmd": "takeover"});
+        let now = crate::daemon::unix_now_us();
+        let sealed = |tok, ts_us, nonce| mac::seal(&takeover, tok, ts_us, nonce).to_string();
+        // No MAC, the token in clear (right or wrong), a wrong MAC, a stale or unparseable
+        // envelope, a MAC where no token is configured: refused, nothing done.
+        let hour_us = 3_600_000_000;
+        let cases: Vec<(String, bool, &str)> = vec![
+            (r#"{"cmd":"takeover"}"#.into(), true, "token"),
             (
-                br#"{"cmd":"takeover","token":"0123456789abcdef-tokeX"}"#,
-                Some(&t),
+                r#"{"cmd":"takeover","token":"0123456789abcdef-token"}"#.into(),
+                true,
+                "token",
             ),
-            (br#"{"cmd":"takeover","token":7}"#, Some(&t)),
+            (r#"{"cmd":"status","token":7}"#.into(), true, "token"),
+            (sealed(&wrong, now, 1), true, "mac"),
+            (sealed(&t, now, 1), false, "mac"),
+            (sealed(&t, now - hour_us, 1), true, "stale"),
             (
-                br#"{"cmd":"takeover","token":"0123456789abcdef-token"}"#,
-                None,
+                r#"{"mac":"00","body":"{}","pad":1}"#.into(),
+                true,
+                "malformed",
             ),
-            (br#"{"cmd":"status","token":"wrong"}"#, Some(&t)),
-        ] {
-            let o = ask_udp(&mut s, req, tok, &mut stats);
-            assert!(!o.authenticated && o.refused.is_some(), "{o:?}");
-            assert_eq!(o.reply["ok"], false);
+        ];
+        for (req, with_auth, why) in &cases {
+            let a = with_auth.then_some(&mut auth);
+            let o = ask_udp(&mut s, req.as_bytes(), a, &mut stats);
+            assert!(!o.authenticated, "{req}: {o:?}");
+            assert_eq!(o.reply["ok"], false, "{req}: {o:?}");
+            assert_eq!(o.refused.is_some(), *why != "malformed", "{req}: {o:?}");
         }
-        assert_eq!(stats.refused_token, 5);
+        let count = |why| cases.iter().filter(|c| c.2 == why).count() as u64;
+        assert_eq!(
+            (
+                stats.refused_token,
+                stats.refused_mac,
+                stats.refused_stale,
+                stats.malformed
+            ),
+            (count("token"), count("mac"), count("stale"), 1)
+        );
         assert_eq!(s.machine.as_cu().unwrap().role(), Role::Standby);
-        // Read-only without a token: answered, but marked unauthenticated (size-limited).
-        let o = ask_udp(&mut s, br#"{"cmd":"status"}"#, Some(&t), &mut stats);
+        // Read-only without a MAC: answered, but marked unauthenticated (size-limited).
+        let o = ask_udp(&mut s, br#"{"cmd":"status"}"#, Some(&mut auth), &mut stats);
         assert!(!o.authenticated && o.refused.is_none());
         assert_eq!(o.reply["role"], "standby");
-        // The right token: done.
-        let o = ask_udp(
-            &mut s,
-            br#"{"cmd":"takeover","token":"0123456789abcdef-token"}"#,
-            Some(&t),
-            &mut stats,
-        );
+        // A valid MAC: done, once; the same datagram again is a replay.
+        let req = sealed(&t, now, 2);
+        let o = ask_udp(&mut s, req.as_bytes(), Some(&mut auth), &mut stats);
         assert!(o.authenticated, "{o:?}");
         assert_eq!(o.reply["ok"], true, "{o:?}");
+        let epoch = s.machine.as_cu().unwrap().epoch();
+        let o = ask_udp(&mut s, req.as_bytes(), Some(&mut auth), &mut stats);
+        assert!(!o.authenticated, "{o:?}");
+        assert!(o.refused.unwrap().contains("replayed"));
+        assert_eq!(stats.refused_replay, 1);
+        assert_eq!(s.machine.as_cu().unwrap().epoch(), epoch);
         // The Unix socket needs no token.
         let mut s = runner(2);
         let v = ask(&mut s, br#"{"cmd":"takeover"}"#, &mut stats);
@@ -963,7 +1036,13 @@ mod tests {
         let p = path.clone();
         let asker = std::thread::spawn(move || {
             let long = Duration::from_secs(5);
-            let st = request(&Target::Unix(p.clone()), &json!({"cmd": "status"}), long).unwrap();
+            let st = request(
+                &Target::Unix(p.clone()),
+                &json!({"cmd": "status"}),
+                None,
+                long,
+            )
+            .unwrap();
             assert_eq!(st["role"], "standby", "{st}");
             // Several requests on one connection, one per line, and a malformed one.
             let mut s = unix::connect(&p).unwrap();
@@ -982,23 +1061,18 @@ mod tests {
             assert_eq!(lines[2]["ok"], true);
             // UDP status without a token: nothing larger than the request comes back.
             let short = Duration::from_millis(300);
-            let e = request(&Target::Udp(udp), &json!({"cmd": "status"}), short).unwrap_err();
+            let e = request(&Target::Udp(udp), &json!({"cmd": "status"}), None, short).unwrap_err();
             assert!(matches!(e, RequestError::Timeout { .. }), "{e}");
             let padded = json!({"cmd": "status", "pad": "x".repeat(80)});
-            let v = request(&Target::Udp(udp), &padded, short).unwrap();
+            let v = request(&Target::Udp(udp), &padded, None, short).unwrap();
             assert_eq!(v["ok"], false, "{v}");
             assert!(
                 serde_json::to_vec(&v).unwrap().len() <= serde_json::to_vec(&padded).unwrap().len()
             );
-            // With the token, all of it.
-            let v = request(
-                &Target::Udp(udp),
-                &with_token(&json!({"cmd": "status"}), &t),
-                long,
-            )
-            .unwrap();
+            // MAC'd with the token, all of it.
+            let v = request(&Target::Udp(udp), &json!({"cmd": "status"}), Some(&t), long).unwrap();
             assert_eq!(v["role"], "standby", "{v}");
-            let v = request(&Target::Unix(p), &json!({"cmd": "status"}), long).unwrap();
+            let v = request(&Target::Unix(p), &json!({"cmd": "status"}), None, long).unwrap();
             v["admin"].clone()
         });
         let counters = loop {
@@ -1215,11 +1289,17 @@ mod tests {
             assert_eq!(v["cmd"], "status");
             server.send_to(br#"{"ok":true}"#, src).unwrap();
         });
-        let v = request_udp(addr, &json!({"cmd":"status"}), Duration::from_secs(2)).unwrap();
+        let v = request_udp(addr, &json!({"cmd":"status"}), None, Duration::from_secs(2)).unwrap();
         assert_eq!(v["ok"], true);
         t.join().unwrap();
         // Nobody answers now.
-        let e = request_udp(addr, &json!({"cmd":"status"}), Duration::from_millis(60)).unwrap_err();
+        let e = request_udp(
+            addr,
+            &json!({"cmd":"status"}),
+            None,
+            Duration::from_millis(60),
+        )
+        .unwrap_err();
         assert!(matches!(e, RequestError::Timeout { .. }), "{e}");
     }
 }

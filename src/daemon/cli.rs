@@ -1,6 +1,6 @@
 //! `statesync node|primary|standby|client|status|switchover`.
 
-use super::admin::{Target, read_token_file, request, with_token};
+use super::admin::{Target, read_token_file, request};
 use super::config::load;
 use super::logs::{LogFormat, LogLevel};
 use super::run::{Mode, node_mode, run_node};
@@ -171,7 +171,7 @@ pub fn run_client(a: ClientArgs) -> ExitCode {
     run_daemon(&a.node, Some(Mode::Client { fresh: a.fresh }))
 }
 
-/// Sends one request to `addr` (a Unix socket path or a UDP IP:PORT), with the token of
+/// Sends one request to `addr` (a Unix socket path or a UDP IP:PORT), MAC'd with the token of
 /// `token_file` when it goes over UDP (the Unix socket needs none).
 pub fn ask(
     addr: &str,
@@ -180,11 +180,17 @@ pub fn ask(
     timeout_ms: u64,
 ) -> Result<Value, String> {
     let target = Target::parse(addr)?;
-    let req = match (&target, token_file) {
-        (Target::Udp(_), Some(f)) => with_token(&req, &read_token_file(f, "--token-file")?),
-        _ => req,
+    let token = match (&target, token_file) {
+        (Target::Udp(_), Some(f)) => Some(read_token_file(f, "--token-file")?),
+        _ => None,
     };
-    request(&target, &req, Duration::from_millis(timeout_ms)).map_err(|e| e.to_string())
+    request(
+        &target,
+        &req,
+        token.as_ref(),
+        Duration::from_millis(timeout_ms),
+    )
+    .map_err(|e| e.to_string())
 }
 
 pub fn run_status(a: StatusArgs) -> ExitCode {

@@ -553,13 +553,16 @@ fn run_started(
     let s = runner.transport.stats();
     info!(
         node = id,
-        "stopping: {} datagrams sent, {} received; admin requests {} ({} malformed), refused: {} peers, {} tokens, {} oversized replies",
+        "stopping: {} datagrams sent, {} received; admin requests {} ({} malformed), refused: {} peers, {} unauthenticated, {} bad MACs, {} stale, {} replays, {} oversized replies",
         s.datagrams_sent,
         s.datagrams_received,
         admin.stats.requests,
         admin.stats.malformed,
         admin.stats.refused_peer,
         admin.stats.refused_token,
+        admin.stats.refused_mac,
+        admin.stats.refused_stale,
+        admin.stats.refused_replay,
         admin.stats.refused_size
     );
     Ok(())

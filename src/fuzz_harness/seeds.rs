@@ -345,6 +345,9 @@ pub fn seed_inputs(target: &str) -> Vec<(String, Vec<u8>)> {
             (1, r#"{"cmd":"status"}"#),
             (1, r#"{"cmd":"takeover"}"#),
             (3, r#"{"cmd":"takeover","token":"fuzz-token-0123456789"}"#),
+            (7, r#"{"cmd":"takeover"}"#),
+            (7, r#"{"cmd":"status"}"#),
+            (3, r#"{"mac":"00","body":"{\"cmd\":\"takeover\"}"}"#),
             (3, r#"{"cmd":"switchover","target":3,"token":"wrong"}"#),
             (
                 0,

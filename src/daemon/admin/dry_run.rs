@@ -9,7 +9,7 @@
 use super::config::{AdminToken, read_token_file};
 use super::status::resolution_name;
 use super::view::admin_target;
-use super::{request, role_name, with_token};
+use super::{request, role_name};
 use crate::daemon::config::{DeploymentConfig, load};
 use crate::proto::{Client, ControlUnit, NodeId, Role};
 use crate::wire::{LA_FLAG_UNKNOWN, LaReplyBody};
@@ -231,19 +231,16 @@ pub fn format(r: &DryRunReply) -> String {
     out
 }
 
-/// One admin request to node `id`, with the token over UDP, refused replies as errors.
+/// One admin request to node `id`, MAC'd with the token over UDP, refused replies as errors.
 fn ask<T: serde::de::DeserializeOwned>(
     cfg: &DeploymentConfig,
     id: NodeId,
     token: Option<&AdminToken>,
     timeout: Duration,
-    mut req: serde_json::Value,
+    req: serde_json::Value,
 ) -> Result<T, String> {
     let target = admin_target(cfg, id, token);
-    if let (super::Target::Udp(_), Some(t)) = (&target, token) {
-        req = with_token(&req, t);
-    }
-    let v = request(&target, &req, timeout).map_err(|e| format!("node {id}: {e}"))?;
+    let v = request(&target, &req, token, timeout).map_err(|e| format!("node {id}: {e}"))?;
     if v["ok"] != true {
         return Err(format!(
             "node {id}: {}",

@@ -6,7 +6,7 @@
 //! socket), and names in `next_channel` the first channel it left out; [`fetch`] asks again
 //! from there until it has them all.
 
-use super::{AdminStats, AdminToken, RequestError, Target, request, with_token};
+use super::{AdminStats, AdminToken, RequestError, Target, request};
 use crate::daemon::Clock;
 use crate::daemon::metrics::LagTrack;
 use crate::proto::Node;
@@ -278,6 +278,9 @@ pub struct AdminCounters {
     pub failed: u64,
     pub refused_peer: u64,
     pub refused_token: u64,
+    pub refused_mac: u64,
+    pub refused_stale: u64,
+    pub refused_replay: u64,
     pub refused_size: u64,
     pub connections_dropped: u64,
 }
@@ -290,6 +293,9 @@ impl From<&AdminStats> for AdminCounters {
             failed: s.failed,
             refused_peer: s.refused_peer,
             refused_token: s.refused_token,
+            refused_mac: s.refused_mac,
+            refused_stale: s.refused_stale,
+            refused_replay: s.refused_replay,
             refused_size: s.refused_size,
             connections_dropped: s.connections_dropped,
         }
@@ -776,11 +782,8 @@ pub fn fetch_with(
     };
     let mut all: Option<StatusReply> = None;
     for page in 0..MAX_PAGES {
-        let mut json = req.to_json();
-        if let (Target::Udp(_), Some(t)) = (target, token) {
-            json = with_token(&json, t);
-        }
-        let v = request(target, &json, timeout).map_err(|e| {
+        let json = req.to_json();
+        let v = request(target, &json, token, timeout).map_err(|e| {
             FetchError::Unreachable(match (&e, target) {
                 // The generic message's hint about UDP tokens does not apply here.
                 (RequestError::Timeout { timeout, .. }, Target::Unix(_)) => {
