@@ -26,6 +26,7 @@ fn args(seed: u64, seeds: u64, inject: InjectedBug) -> SimArgs {
         trace_channel: None,
         extended_faults: false,
         faults: None,
+        fingerprint: false,
     }
 }
 

@@ -42,6 +42,11 @@ pub struct SimArgs {
     /// delay-spikes, corrupt, liar, second-cu, candidate-crash); `none` replays the original schedule.
     #[arg(long, value_parser = crate::sim::FaultKinds::parse)]
     pub faults: Option<crate::sim::FaultKinds>,
+    /// Print one hash per seed of its whole run (every trace line, the final state of every
+    /// node, the oracle, the network and the generator), to prove a change keeps every seed's
+    /// behaviour byte for byte.
+    #[arg(long, hide = true)]
+    pub fingerprint: bool,
 }
 
 /// The bugs the simulator can plant, from the one table of names (`INJECTED_BUGS`), so the
@@ -68,6 +73,7 @@ pub fn run_seeds(
         verbose: args.verbose,
         fault_phase_us: args.fault_ms * 1000,
         trace_channel: args.trace_channel,
+        fingerprint: args.fingerprint,
         faults: match args.faults {
             Some(k) => k,
             None if args.extended_faults => FaultKinds::extended(),
@@ -155,6 +161,9 @@ fn replay_flags(args: &SimArgs) -> String {
 pub fn run(args: SimArgs) -> ExitCode {
     let (totals, failed) = run_seeds(&args, |r| {
         println!("{}", r.summary_line());
+        if let Some(fp) = r.fingerprint {
+            println!("fingerprint seed {}: {fp:016x}", r.seed);
+        }
         for v in &r.violations {
             println!("    violation: {v}");
         }

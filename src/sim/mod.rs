@@ -164,6 +164,8 @@ pub struct SimOptions {
     pub trace_channel: Option<u32>,
     /// The issue-9 fault kinds in force (see [`FaultKinds`]).
     pub faults: FaultKinds,
+    /// Fill [`RunReport::fingerprint`] (hashes every trace line, so costs time).
+    pub fingerprint: bool,
 }
 
 impl Default for SimOptions {
@@ -175,6 +177,7 @@ impl Default for SimOptions {
             trace_lines: 400,
             trace_channel: None,
             faults: FaultKinds::default_on(),
+            fingerprint: false,
         }
     }
 }
@@ -258,6 +261,9 @@ pub struct RunReport {
     pub second_cu_faults: u64,
     /// Crashes of a failover's candidate (querying, resolving) or new primary (replaying).
     pub candidate_crashes: [u64; 3],
+    /// With [`SimOptions::fingerprint`]: a hash of the whole run, equal for two builds only
+    /// when they ran the seed alike.
+    pub fingerprint: Option<u64>,
 }
 
 impl RunReport {

@@ -490,6 +490,38 @@ impl Net {
         true
     }
 
+    /// What the network holds and has done, for the run's fingerprint: the counters, the
+    /// cuts and slow links, and every datagram in flight in delivery order.
+    pub fn fingerprint(&self) -> String {
+        let mut q: Vec<&InFlight> = self.queue.iter().map(|r| &r.0).collect();
+        q.sort();
+        let q: Vec<(u64, u64, NodeId, NodeId, u64)> = q
+            .into_iter()
+            .map(|f| {
+                (
+                    f.at_us,
+                    f.seq,
+                    f.src,
+                    f.dst,
+                    xxhash_rust::xxh3::xxh3_64(&f.bytes),
+                )
+            })
+            .collect();
+        format!(
+            "{:?} {} {} {} {} {:?} {:?} {:?} {:?} {:?}",
+            self.profile,
+            self.seq,
+            self.sent,
+            self.dropped,
+            self.duplicated,
+            self.counts,
+            self.liar,
+            self.cuts,
+            self.slow,
+            q
+        )
+    }
+
     /// The longest a datagram can spend in flight.
     pub fn max_delay_us(&self) -> u64 {
         self.profile.base_delay_us + self.profile.jitter_us

@@ -86,6 +86,9 @@ pub(super) struct World {
     /// A planned crash of a failover's candidate: the step it waits for (0 querying,
     /// 1 resolving, 2 replaying as the new primary).
     candidate_plan: Option<usize>,
+    /// With `fingerprint`: the hash of every trace line so far, and their count.
+    trace_fp: u64,
+    trace_count: u64,
 }
 
 impl World {
@@ -93,8 +96,12 @@ impl World {
         if !self.net.notes.is_empty() {
             self.flush_net_notes();
         }
-        if self.opts.verbose || self.opts.trace_lines > 0 {
+        if self.opts.verbose || self.opts.trace_lines > 0 || self.opts.fingerprint {
             let l = format!("[{:>9}us] {}", self.now_us, line());
+            self.hash_trace(&l);
+            if !(self.opts.verbose || self.opts.trace_lines > 0) {
+                return;
+            }
             if self.opts.verbose {
                 println!("  {l}");
             }
@@ -105,11 +112,161 @@ impl World {
         }
     }
 
+    /// With `fingerprint`: every trace line, in order, goes into the run's fingerprint.
+    fn hash_trace(&mut self, l: &str) {
+        if self.opts.fingerprint {
+            self.trace_fp = xxhash_rust::xxh3::xxh3_64_with_seed(l.as_bytes(), self.trace_fp);
+            self.trace_count += 1;
+        }
+    }
+
+    /// A hash of the whole run so far: the trace lines, the generator, the clock, every node's
+    /// state, the oracle and the network (see `--fingerprint`).
+    fn fingerprint(&self) -> u64 {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let mut rng = self.rng.clone();
+        let mut r = self.report.clone();
+        r.trace.clear();
+        let _ = write!(
+            s,
+            "{:x} {} {} {:x} {r:?}",
+            self.trace_fp,
+            self.trace_count,
+            self.now_us,
+            rng.next_u64()
+        );
+        let channels = self.cfg.topology.channels() as u32;
+        for n in &self.nodes {
+            let _ = write!(
+                s,
+                "|{} {} {} {} ",
+                n.id, n.boots, n.persisted_epoch, n.life_floor_epoch
+            );
+            match &n.slot {
+                Slot::Down { restart_at_us } => {
+                    let _ = write!(s, "down {restart_at_us}");
+                }
+                Slot::Up(node) => {
+                    let _ = write!(s, "{:?} t{}", node.counters(), node.poll_timeout());
+                    if let Some(c) = node.as_cu() {
+                        let _ = write!(
+                            s,
+                            " {:?} {:x} {:x} {:x} {} {}",
+                            c.role(),
+                            c.epoch(),
+                            c.highest_epoch(),
+                            c.sync_mask(),
+                            c.bulk_in_flight_len(),
+                            c.events_dropped()
+                        );
+                        for ch in 0..channels {
+                            let _ = write!(
+                                s,
+                                " [{} {} {} {:?} {} {} {:?} {:x}]",
+                                c.next_op(ch),
+                                c.commit_watermark(ch),
+                                c.client_acked(ch),
+                                c.standby_position(ch),
+                                c.ring_len(ch),
+                                c.ring_capacity(ch),
+                                c.replay_progress(ch),
+                                c.state(ch).map_or(0, |st| st.full_digest())
+                            );
+                        }
+                    }
+                    if let Some(c) = node.as_client() {
+                        let _ = write!(s, " {:x} {:?}", c.epoch(), c.primary());
+                        for ch in c.channels() {
+                            let _ = write!(
+                                s,
+                                " [{ch} {:?} {} {:x}]",
+                                c.applied(ch),
+                                c.is_unknown(ch),
+                                c.state(ch).map_or(0, |st| st.full_digest())
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let sorted = |v: Vec<String>| {
+            let mut v = v;
+            v.sort();
+            v.join(",")
+        };
+        let _ = write!(
+            s,
+            "|log {} marks {:?} cuts {} resolutions {} client_track {} standby_track {} acked_hw {} max_epoch_rx {} unknown {} resolved {} once {} joining {:?} plan {:?}",
+            self.log.len(),
+            self.marks,
+            sorted(
+                self.cuts
+                    .iter()
+                    .map(|(k, v)| format!("{k:?}={v:?}"))
+                    .collect()
+            ),
+            sorted(
+                self.resolutions
+                    .iter()
+                    .map(|(k, v)| format!("{k:?}={v:?}"))
+                    .collect()
+            ),
+            sorted(
+                self.client_track
+                    .iter()
+                    .map(|(k, v)| format!("{k:?}={v:?}"))
+                    .collect()
+            ),
+            sorted(
+                self.standby_track
+                    .iter()
+                    .map(|(k, v)| format!("{k:?}={v:?}"))
+                    .collect()
+            ),
+            sorted(
+                self.acked_hw
+                    .iter()
+                    .map(|(k, v)| format!("{k:?}={v:?}"))
+                    .collect()
+            ),
+            sorted(
+                self.max_epoch_rx
+                    .iter()
+                    .map(|(k, v)| format!("{k:?}={v:?}"))
+                    .collect()
+            ),
+            sorted(
+                self.client_unknown_us
+                    .iter()
+                    .map(|(k, v)| format!("{k:?}={v:?}"))
+                    .collect()
+            ),
+            sorted(
+                self.failover_resolved
+                    .iter()
+                    .map(|k| format!("{k:?}"))
+                    .collect()
+            ),
+            sorted(
+                self.reported_once
+                    .iter()
+                    .map(|k| format!("{k:?}"))
+                    .collect()
+            ),
+            self.joining_voted,
+            self.candidate_plan,
+        );
+        let _ = write!(s, "|net {}", self.net.fingerprint());
+        xxhash_rust::xxh3::xxh3_64(s.as_bytes())
+    }
+
     /// Per-datagram fault notes of the network (verbose runs only), in order, with their time.
     fn flush_net_notes(&mut self) {
         let notes = std::mem::take(&mut self.net.notes);
         for (at, l) in notes {
             let l = format!("[{at:>9}us] {l}");
+            self.hash_trace(&l);
             if self.opts.verbose {
                 println!("  {l}");
             }
@@ -1297,7 +1454,7 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> RunReport {
     };
     let mut net = Net::new(profile);
     net.heartbeat_us = cfg.heartbeat_interval_us;
-    net.notes_on = opts.verbose;
+    net.notes_on = opts.verbose || opts.fingerprint;
     net.liar = liar;
     let liar = liar.map(|l| (l.id, cfg.topology.channels_of(l.id).collect()));
     let mut w = World {
@@ -1324,6 +1481,8 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> RunReport {
         buf: Vec::new(),
         liar,
         candidate_plan: None,
+        trace_fp: 0,
+        trace_count: 0,
     };
     let head = format!(
         "seed {seed}: {n_cu} control units, {n_clients} clients, {n_channels} channels, {:?}, window {}, net {:?}",
@@ -1346,6 +1505,9 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> RunReport {
     w.report.bit_flipped_frames = c.bit_flips;
     w.report.garbage_frames = c.garbage;
     w.report.lies = c.lies;
+    if w.opts.fingerprint {
+        w.report.fingerprint = Some(w.fingerprint());
+    }
     w.report.trace = w.trace.iter().cloned().collect();
     w.report
 }
