@@ -121,7 +121,8 @@ impl World {
     }
 
     /// A hash of the whole run so far: the trace lines, the generator, the clock, every node's
-    /// state, the oracle and the network (see `--fingerprint`).
+    /// state, the oracle and the network (see `--fingerprint`). Maps read as 0 where a key is
+    /// absent list only their non-zero entries.
     fn fingerprint(&self) -> u64 {
         use std::fmt::Write;
         let mut s = String::new();
@@ -227,12 +228,14 @@ impl World {
             sorted(
                 self.acked_hw
                     .iter()
+                    .filter(|(_, v)| **v != 0)
                     .map(|(k, v)| format!("{k:?}={v:?}"))
                     .collect()
             ),
             sorted(
                 self.max_epoch_rx
                     .iter()
+                    .filter(|(_, v)| **v != 0)
                     .map(|(k, v)| format!("{k:?}={v:?}"))
                     .collect()
             ),
