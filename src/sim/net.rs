@@ -491,8 +491,9 @@ impl Net {
     }
 
     /// What the network holds and has done, for the run's fingerprint: the counters, the
-    /// cuts and slow links, and every datagram in flight in delivery order.
-    pub fn fingerprint(&self) -> String {
+    /// cuts still in force at `now_us` and the slow links, and every datagram in flight in
+    /// delivery order.
+    pub fn fingerprint(&self, now_us: u64) -> String {
         let mut q: Vec<&InFlight> = self.queue.iter().map(|r| &r.0).collect();
         q.sort();
         let q: Vec<(u64, u64, NodeId, NodeId, u64)> = q
@@ -516,7 +517,10 @@ impl Net {
             self.duplicated,
             self.counts,
             self.liar,
-            self.cuts,
+            self.cuts
+                .iter()
+                .filter(|c| now_us < c.until)
+                .collect::<Vec<_>>(),
             self.slow,
             q
         )

@@ -260,7 +260,7 @@ impl World {
             self.joining_voted,
             self.candidate_plan,
         );
-        let _ = write!(s, "|net {}", self.net.fingerprint());
+        let _ = write!(s, "|net {}", self.net.fingerprint(self.now_us));
         xxhash_rust::xxh3::xxh3_64(s.as_bytes())
     }
 
