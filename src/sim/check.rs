@@ -1,7 +1,7 @@
 //! Invariant checks that look across nodes: one primary, committed ops kept, bounded memory,
 //! convergence, and the final comparison against the oracle.
 
-use super::world::World;
+use super::world::{Slot, World};
 use crate::proto::state::ChannelState;
 use crate::proto::{Epoch, NodeId, OpId, OpStatus, Role};
 use crate::wire::Entry;
@@ -14,7 +14,7 @@ impl World {
     pub(super) fn check_single_primary(&mut self) {
         for i in 0..self.nodes.len() {
             let Some(c) = self.cu(i) else { continue };
-            let heard = self.max_epoch_rx.get(&c.id).copied().unwrap_or(0);
+            let heard = self.max_epoch_rx[i];
             if c.role() != Role::Primary || heard <= c.epoch() {
                 continue;
             }
@@ -72,10 +72,12 @@ impl World {
     /// Records, after each step of client `i`, which of its channels are without history
     /// (for inv9).
     pub(super) fn note_client_unknown(&mut self, i: usize) {
-        let Some(cl) = self.client(i) else { return };
+        let Slot::Up(n) = &self.nodes[i].slot else {
+            return;
+        };
+        let Some(cl) = n.as_client() else { return };
         let id = cl.id;
-        let unknown: Vec<u32> = cl.channels().filter(|&ch| cl.is_unknown(ch)).collect();
-        for ch in unknown {
+        for ch in cl.channels().filter(|&ch| cl.is_unknown(ch)) {
             self.client_unknown_us.insert((id, ch), self.now_us);
         }
     }

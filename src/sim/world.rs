@@ -8,8 +8,10 @@ use crate::proto::{
     Topology,
 };
 use crate::rng::SplitMix64;
-use crate::wire::{Entry, FrameReader};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use crate::wire::{Entry, FrameHeader, FrameReader};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use std::collections::{BTreeMap, VecDeque};
+use zerocopy::FromBytes;
 
 /// An entry as the oracle keeps it.
 pub(super) type OwnedEntry = (u8, u64, Option<Vec<u8>>, bool);
@@ -74,7 +76,9 @@ pub(super) struct World {
     pub client_track: HashMap<(NodeId, u32), ClientTrack>,
     pub standby_track: HashMap<(NodeId, u32), u64>,
     pub acked_hw: HashMap<(u32, u64), u64>,
-    pub max_epoch_rx: HashMap<NodeId, u64>,
+    /// The highest epoch each node (by index in `nodes`) received in a valid frame from the
+    /// epoch's owner, in its current life (0: none).
+    pub max_epoch_rx: Vec<u64>,
     pub resolutions: HashMap<u32, (Resolution, u64)>,
     /// inv9: when each client channel was last seen without history, by (client, channel).
     pub client_unknown_us: HashMap<(NodeId, u32), u64>,
@@ -235,8 +239,9 @@ impl World {
             sorted(
                 self.max_epoch_rx
                     .iter()
-                    .filter(|(_, v)| **v != 0)
-                    .map(|(k, v)| format!("{k:?}={v:?}"))
+                    .zip(&self.nodes)
+                    .filter(|(v, _)| **v != 0)
+                    .map(|(v, n)| format!("{:?}={v:?}", n.id))
                     .collect()
             ),
             sorted(
@@ -389,14 +394,13 @@ impl World {
             self.on_event(i, e);
         }
         self.note_client_unknown(i);
-        if let Some(c) = self.cu(i)
+        if let Slot::Up(n) = &self.nodes[i].slot
+            && let Some(c) = n.as_cu()
             && c.role() == Role::Primary
         {
             let epoch = c.epoch();
-            let acks: Vec<(u32, u64)> = (0..self.cfg.topology.channels() as u32)
-                .map(|ch| (ch, c.client_acked(ch)))
-                .collect();
-            for (ch, a) in acks {
+            for ch in 0..self.cfg.topology.channels() as u32 {
+                let a = c.client_acked(ch);
                 let hw = self.acked_hw.entry((ch, epoch)).or_insert(0);
                 *hw = (*hw).max(a);
             }
@@ -482,7 +486,7 @@ impl World {
                 if self.opts.trace_channel == Some(channel) {
                     self.trace(|| format!("client {id} ch {channel} applied op {op} epoch {epoch:#x} cookie {cookie:#x}"));
                 }
-                let max_seen = self.max_epoch_rx.get(&id).copied().unwrap_or(0);
+                let max_seen = self.max_epoch_rx[i];
                 if epoch < max_seen {
                     self.violation(format!(
                         "inv6: client {id} ch {channel} applied op {op} from epoch {epoch:#x} after seeing epoch {max_seen:#x}"
@@ -510,7 +514,7 @@ impl World {
                 epoch,
             } => {
                 let (base_op, epoch) = (base_op.get(), epoch.get());
-                let max_seen = self.max_epoch_rx.get(&id).copied().unwrap_or(0);
+                let max_seen = self.max_epoch_rx[i];
                 if epoch < max_seen {
                     self.violation(format!(
                         "inv6: client {id} ch {channel} took a replay from epoch {epoch:#x} after seeing epoch {max_seen:#x}"
@@ -781,7 +785,7 @@ impl World {
         let id = self.nodes[i].id;
         self.nodes[i].boots += 1;
         let boot = self.nodes[i].boots;
-        self.max_epoch_rx.remove(&id);
+        self.max_epoch_rx[i] = 0;
         self.nodes[i].slot = if self.nodes[i].is_cu {
             let persisted = self.nodes[i].persisted_epoch;
             self.nodes[i].life_floor_epoch = persisted;
@@ -1284,11 +1288,16 @@ impl World {
             }
             while let Some((src, dst, bytes)) = self.net.pop_due(now) {
                 let di = self.node_index(dst);
-                if let Ok(f) = FrameReader::new(&bytes) {
-                    let e = self.max_epoch_rx.entry(dst).or_insert(0);
-                    // A client only adopts epochs from their owners (others are rejected).
-                    if self.cfg.topology.epoch_owner(f.epoch()) == Some(src) {
-                        *e = (*e).max(f.epoch());
+                // A client only adopts epochs from their owners (others are rejected), in
+                // frames that pass validation. Only a frame whose header epoch is above what
+                // `dst` has seen can raise it, so only such a frame is validated here.
+                if let Ok((h, _)) = FrameHeader::read_from_prefix(&bytes) {
+                    let epoch = h.epoch.get();
+                    if epoch > self.max_epoch_rx[di]
+                        && FrameReader::new(&bytes).is_ok()
+                        && self.cfg.topology.epoch_owner(epoch) == Some(src)
+                    {
+                        self.max_epoch_rx[di] = epoch;
                     }
                 }
                 self.step_node(di, Some(&bytes));
@@ -1460,6 +1469,7 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> RunReport {
     net.notes_on = opts.verbose || opts.fingerprint;
     net.liar = liar;
     let liar = liar.map(|l| (l.id, cfg.topology.channels_of(l.id).collect()));
+    let n_nodes = nodes.len();
     let mut w = World {
         rng,
         net,
@@ -1469,18 +1479,18 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> RunReport {
         opts: opts.clone(),
         report,
         trace: VecDeque::new(),
-        log: HashMap::new(),
+        log: HashMap::default(),
         marks: BTreeMap::new(),
-        cuts: HashMap::new(),
-        reported_once: HashSet::new(),
+        cuts: HashMap::default(),
+        reported_once: HashSet::default(),
         joining_voted: Vec::new(),
-        client_track: HashMap::new(),
-        standby_track: HashMap::new(),
-        acked_hw: HashMap::new(),
-        max_epoch_rx: HashMap::new(),
-        resolutions: HashMap::new(),
-        client_unknown_us: HashMap::new(),
-        failover_resolved: HashSet::new(),
+        client_track: HashMap::default(),
+        standby_track: HashMap::default(),
+        acked_hw: HashMap::default(),
+        max_epoch_rx: vec![0; n_nodes],
+        resolutions: HashMap::default(),
+        client_unknown_us: HashMap::default(),
+        failover_resolved: HashSet::default(),
         buf: Vec::new(),
         liar,
         candidate_plan: None,
