@@ -60,10 +60,14 @@ impl NetProfile {
     }
 }
 
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct InFlight {
-    at_us: u64,
-    seq: u64,
+/// A datagram in flight: its delivery time and send sequence (which orders datagrams due at
+/// the same time; unique, so it decides every tie), and its slot in `Net::slots`. The heap
+/// moves only these 24 bytes; the datagram stays put in its slot.
+type InFlight = Reverse<(u64, u64, u32)>;
+
+/// A datagram's route and bytes while it is in flight.
+#[derive(Debug, Default)]
+struct Slot {
     src: NodeId,
     dst: NodeId,
     bytes: Vec<u8>,
@@ -122,10 +126,16 @@ pub struct FaultCounts {
 #[derive(Debug)]
 pub struct Net {
     pub profile: NetProfile,
-    queue: BinaryHeap<Reverse<InFlight>>,
+    queue: BinaryHeap<InFlight>,
+    /// The datagrams in flight, by the slot the queue names; `free_slots` lists the empty ones.
+    slots: Vec<Slot>,
+    free_slots: Vec<u32>,
     seq: u64,
-    /// Links that cannot carry datagrams, until the given time.
+    /// Links that cannot carry datagrams, until the given time. Cuts that have run out (they
+    /// block nothing once `until` has passed, and the clock only moves on) are dropped once
+    /// the clock reaches `next_cut_end`, the earliest `until` among them.
     cuts: Vec<Cut>,
+    next_cut_end: u64,
     slow: Vec<Slow>,
     /// The unit of a delay spike: the protocol's heartbeat interval.
     pub heartbeat_us: u64,
@@ -146,8 +156,11 @@ impl Net {
         Net {
             profile,
             queue: BinaryHeap::new(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
             seq: 0,
             cuts: Vec::new(),
+            next_cut_end: u64::MAX,
             slow: Vec::new(),
             heartbeat_us: 10_000,
             liar: None,
@@ -163,6 +176,7 @@ impl Net {
     }
 
     pub fn cut(&mut self, a: NodeId, b: NodeId, until_us: u64) {
+        self.next_cut_end = self.next_cut_end.min(until_us);
         self.cuts.push(Cut {
             a,
             b,
@@ -173,6 +187,7 @@ impl Net {
 
     /// Drops `src`→`dst` until `until_us` while `dst`→`src` still flows.
     pub fn cut_one_way(&mut self, src: NodeId, dst: NodeId, until_us: u64) {
+        self.next_cut_end = self.next_cut_end.min(until_us);
         self.cuts.push(Cut {
             a: src,
             b: dst,
@@ -194,6 +209,7 @@ impl Net {
 
     pub fn heal_all(&mut self) {
         self.cuts.clear();
+        self.next_cut_end = u64::MAX;
         self.slow.clear();
         if let Some(l) = &mut self.liar {
             l.lying = false;
@@ -201,8 +217,17 @@ impl Net {
     }
 
     /// Whether datagrams `a`→`b` are dropped now.
-    pub fn is_cut(&self, a: NodeId, b: NodeId, now_us: u64) -> bool {
+    pub fn is_cut(&mut self, a: NodeId, b: NodeId, now_us: u64) -> bool {
+        self.drop_ended_cuts(now_us);
         self.cuts.iter().any(|c| c.blocks(a, b, now_us))
+    }
+
+    /// Forgets the cuts that block nothing from `now_us` on (the clock never goes back).
+    fn drop_ended_cuts(&mut self, now_us: u64) {
+        if now_us >= self.next_cut_end {
+            self.cuts.retain(|c| now_us < c.until);
+            self.next_cut_end = self.cuts.iter().map(|c| c.until).min().unwrap_or(u64::MAX);
+        }
     }
 
     fn note(&mut self, now_us: u64, line: impl FnOnce() -> String) {
@@ -277,13 +302,18 @@ impl Net {
 
     fn push(&mut self, at_us: u64, src: NodeId, dst: NodeId, bytes: Vec<u8>) {
         self.seq += 1;
-        self.queue.push(Reverse(InFlight {
-            at_us,
-            seq: self.seq,
-            src,
-            dst,
-            bytes,
-        }));
+        let slot = Slot { src, dst, bytes };
+        let i = match self.free_slots.pop() {
+            Some(i) => {
+                self.slots[i as usize] = slot;
+                i
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.queue.push(Reverse((at_us, self.seq, i)));
     }
 
     /// Sends one datagram of random bytes `src`→`dst` (half of them behind a valid magic and
@@ -491,17 +521,17 @@ impl Net {
     }
 
     /// What the network holds and has done, for the run's fingerprint: the counters, the
-    /// cuts still in force at `now_us` and the slow links, and every datagram in flight in
-    /// delivery order.
+    /// cuts and slow links, and every datagram in flight in delivery order.
     pub fn fingerprint(&self, now_us: u64) -> String {
-        let mut q: Vec<&InFlight> = self.queue.iter().map(|r| &r.0).collect();
+        let mut q: Vec<(u64, u64, u32)> = self.queue.iter().map(|r| r.0).collect();
         q.sort();
         let q: Vec<(u64, u64, NodeId, NodeId, u64)> = q
             .into_iter()
-            .map(|f| {
+            .map(|(at_us, seq, i)| {
+                let f = &self.slots[i as usize];
                 (
-                    f.at_us,
-                    f.seq,
+                    at_us,
+                    seq,
                     f.src,
                     f.dst,
                     xxhash_rust::xxh3::xxh3_64(&f.bytes),
@@ -532,23 +562,26 @@ impl Net {
     }
 
     pub fn next_at(&self) -> Option<u64> {
-        self.queue.peek().map(|r| r.0.at_us)
+        self.queue.peek().map(|r| r.0.0)
     }
 
     /// Pops the next datagram due at or before `now_us`; it is lost if a partition started
     /// while it was in flight.
     pub fn pop_due(&mut self, now_us: u64) -> Option<(NodeId, NodeId, Vec<u8>)> {
         loop {
-            if self.queue.peek()?.0.at_us > now_us {
+            if self.queue.peek()?.0.0 > now_us {
                 return None;
             }
-            let Reverse(f) = self.queue.pop()?;
-            if self.is_cut(f.src, f.dst, now_us) {
+            let Reverse((_, _, i)) = self.queue.pop()?;
+            self.free_slots.push(i);
+            let f = &mut self.slots[i as usize];
+            let (src, dst, bytes) = (f.src, f.dst, std::mem::take(&mut f.bytes));
+            if self.is_cut(src, dst, now_us) {
                 self.dropped += 1;
-                self.pool.push(f.bytes);
+                self.pool.push(bytes);
                 continue;
             }
-            return Some((f.src, f.dst, f.bytes));
+            return Some((src, dst, bytes));
         }
     }
 

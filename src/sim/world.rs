@@ -10,6 +10,7 @@ use crate::proto::{
 use crate::rng::SplitMix64;
 use crate::wire::{Entry, FrameHeader, FrameReader};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use smallvec::SmallVec;
 use std::collections::{BTreeMap, VecDeque};
 use zerocopy::FromBytes;
 
@@ -75,7 +76,9 @@ pub(super) struct World {
     joining_voted: Vec<NodeId>,
     pub client_track: HashMap<(NodeId, u32), ClientTrack>,
     pub standby_track: HashMap<(NodeId, u32), u64>,
-    pub acked_hw: HashMap<(u32, u64), u64>,
+    /// The highest client ack a primary reported, by channel, then (epoch, ack) in the order
+    /// the epochs first showed (a channel sees a handful; the newest is looked up most).
+    pub acked_hw: Vec<Vec<(u64, u64)>>,
     /// The highest epoch each node (by index in `nodes`) received in a valid frame from the
     /// epoch's owner, in its current life (0: none).
     pub max_epoch_rx: Vec<u64>,
@@ -232,7 +235,9 @@ impl World {
             sorted(
                 self.acked_hw
                     .iter()
-                    .filter(|(_, v)| **v != 0)
+                    .enumerate()
+                    .flat_map(|(ch, e)| e.iter().map(move |&(epoch, hw)| ((ch as u32, epoch), hw)))
+                    .filter(|(_, v)| *v != 0)
                     .map(|(k, v)| format!("{k:?}={v:?}"))
                     .collect()
             ),
@@ -399,10 +404,12 @@ impl World {
             && c.role() == Role::Primary
         {
             let epoch = c.epoch();
-            for ch in 0..self.cfg.topology.channels() as u32 {
-                let a = c.client_acked(ch);
-                let hw = self.acked_hw.entry((ch, epoch)).or_insert(0);
-                *hw = (*hw).max(a);
+            for (ch, hws) in self.acked_hw.iter_mut().enumerate() {
+                let a = c.client_acked(ch as u32);
+                match hws.iter_mut().rev().find(|(e, _)| *e == epoch) {
+                    Some((_, hw)) => *hw = (*hw).max(a),
+                    None => hws.push((epoch, a)),
+                }
             }
         }
     }
@@ -468,7 +475,11 @@ impl World {
                 self.standby_track.insert((id, channel), op);
                 if !failover {
                     let epoch = self.cu(i).map_or(0, |c| c.epoch());
-                    let hw = self.acked_hw.get(&(channel, epoch)).copied().unwrap_or(0);
+                    let hw = self
+                        .acked_hw
+                        .get(channel as usize)
+                        .and_then(|hws| hws.iter().rev().find(|(e, _)| *e == epoch))
+                        .map_or(0, |&(_, hw)| hw);
                     if op > hw {
                         self.violation(format!(
                             "inv2: standby {id} ch {channel} applied op {op} before its ack (acked {hw}, epoch {epoch:#x})"
@@ -673,7 +684,7 @@ impl World {
 
     fn submit(&mut self) {
         // Mostly the real primary; sometimes a stale one, to prove fencing.
-        let primaries: Vec<usize> = (0..self.nodes.len())
+        let primaries: SmallVec<[usize; 8]> = (0..self.nodes.len())
             .filter(|&i| self.cu(i).is_some_and(|c| c.role() == Role::Primary))
             .collect();
         let Some(&best) = primaries
@@ -689,7 +700,7 @@ impl World {
         };
         let channel = self.rng.below(self.cfg.topology.channels() as u64) as u32;
         let n = self.rng.range(1, 3);
-        let mut owned: Vec<OwnedEntry> = Vec::new();
+        let mut owned: Vec<OwnedEntry> = Vec::with_capacity(n as usize);
         for _ in 0..n {
             let section = self.rng.below(12) as u8;
             let key = self.rng.below(24);
@@ -706,7 +717,7 @@ impl World {
             };
             owned.push((section, key, value, private));
         }
-        let entries: Vec<Entry<'_>> = owned
+        let entries: SmallVec<[Entry<'_>; 3]> = owned
             .iter()
             .map(|(s, k, v, p)| Entry {
                 section: *s,
@@ -1486,7 +1497,7 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> RunReport {
         joining_voted: Vec::new(),
         client_track: HashMap::default(),
         standby_track: HashMap::default(),
-        acked_hw: HashMap::default(),
+        acked_hw: vec![Vec::new(); n_channels],
         max_epoch_rx: vec![0; n_nodes],
         resolutions: HashMap::default(),
         client_unknown_us: HashMap::default(),
