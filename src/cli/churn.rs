@@ -1172,7 +1172,7 @@ fn report(
     }
     if secured {
         say!(
-            "authentication: ChaCha20-Poly1305, ephemeral keys per link; {} frames sealed, {} verified, {} session openers, {} rejected ({} bad tag, {} replayed, {} stale session)",
+            "authentication: AES-128-GCM, ephemeral keys per link; {} frames sealed, {} verified, {} session openers, {} rejected ({} bad tag, {} replayed, {} stale session)",
             auth.sealed,
             auth.delivered,
             auth.openers,

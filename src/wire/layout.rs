@@ -11,7 +11,7 @@ pub const MAGIC: u32 = u32::from_le_bytes(*b"SSYN");
 pub const VERSION: u8 = 1;
 pub const HEADER_BYTES: usize = size_of::<FrameHeader>();
 pub const MSG_HEADER_BYTES: usize = size_of::<MsgHeader>();
-/// Bytes of the authentication tag (ChaCha20-Poly1305).
+/// Bytes of the authentication tag (AES-128-GCM).
 pub const TAG_BYTES: usize = 16;
 /// Room reserved at the end of every frame for the [`AuthTrailer`] (filled by `crate::auth`
 /// just before the frame is sent; zero in a frame sent with authentication off).

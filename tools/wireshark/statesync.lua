@@ -2,7 +2,7 @@
 --
 -- Every UDP datagram is one frame (a loopback capture of a UDP GSO send shows several frames
 -- back to back in one datagram: each is decoded on its own): a 32-byte header, `msg_count` messages, and a 32-byte
--- authentication trailer (sender boot nonce, receiver boot nonce, 16-byte ChaCha20-Poly1305
+-- authentication trailer (sender boot nonce, receiver boot nonce, 16-byte AES-128-GCM
 -- tag). Frames are authenticated, not encrypted, so everything decodes without a key; the tag
 -- is shown, not verified (that needs the link secret, which a capture never has).
 --
@@ -60,7 +60,7 @@ local f = {
     trailer = ProtoField.none("statesync.auth", "Authentication trailer"),
     sender_boot = ProtoField.uint64("statesync.auth.sender_boot", "Sender boot nonce", base.DEC),
     receiver_boot = ProtoField.uint64("statesync.auth.receiver_boot", "Receiver boot nonce", base.DEC),
-    tag = ProtoField.bytes("statesync.auth.tag", "Tag (ChaCha20-Poly1305)"),
+    tag = ProtoField.bytes("statesync.auth.tag", "Tag (AES-128-GCM)"),
     -- Message header (PROTOCOL.md "MsgHeader").
     msg = ProtoField.none("statesync.msg", "Message"),
     kind = ProtoField.uint8("statesync.msg.kind", "Kind", base.DEC, KINDS),
