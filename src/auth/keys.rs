@@ -231,18 +231,11 @@ pub fn new_boot_nonce() -> u64 {
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    ::hex::encode(b)
 }
 
 fn unhex(s: &str) -> Option<[u8; SECRET_BYTES]> {
-    let s = s.as_bytes();
-    if s.len() != SECRET_BYTES * 2 {
-        return None;
-    }
     let mut out = [0u8; SECRET_BYTES];
-    for (i, o) in out.iter_mut().enumerate() {
-        let d = |c: u8| (c as char).to_digit(16);
-        *o = (d(s[2 * i])? * 16 + d(s[2 * i + 1])?) as u8;
-    }
+    ::hex::decode_to_slice(s, &mut out).ok()?;
     Some(out)
 }

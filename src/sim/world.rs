@@ -198,75 +198,46 @@ impl World {
                 }
             }
         }
-        let sorted = |v: Vec<String>| {
-            let mut v = v;
+        // Maps as sorted `key=value` lists, sets as sorted keys: independent of hash order.
+        fn pairs<K: std::fmt::Debug, V: std::fmt::Debug>(
+            it: impl IntoIterator<Item = (K, V)>,
+        ) -> String {
+            sorted_strings(it.into_iter().map(|(k, v)| format!("{k:?}={v:?}")))
+        }
+        fn keys<K: std::fmt::Debug>(it: impl IntoIterator<Item = K>) -> String {
+            sorted_strings(it.into_iter().map(|k| format!("{k:?}")))
+        }
+        fn sorted_strings(it: impl Iterator<Item = String>) -> String {
+            let mut v: Vec<String> = it.collect();
             v.sort();
             v.join(",")
-        };
+        }
         let _ = write!(
             s,
             "|log {} marks {:?} cuts {} resolutions {} client_track {} standby_track {} acked_hw {} max_epoch_rx {} unknown {} resolved {} once {} joining {:?} plan {:?}",
             self.log.len(),
             self.marks,
-            sorted(
-                self.cuts
-                    .iter()
-                    .map(|(k, v)| format!("{k:?}={v:?}"))
-                    .collect()
-            ),
-            sorted(
-                self.resolutions
-                    .iter()
-                    .map(|(k, v)| format!("{k:?}={v:?}"))
-                    .collect()
-            ),
-            sorted(
-                self.client_track
-                    .iter()
-                    .map(|(k, v)| format!("{k:?}={v:?}"))
-                    .collect()
-            ),
-            sorted(
-                self.standby_track
-                    .iter()
-                    .map(|(k, v)| format!("{k:?}={v:?}"))
-                    .collect()
-            ),
-            sorted(
+            pairs(&self.cuts),
+            pairs(&self.resolutions),
+            pairs(&self.client_track),
+            pairs(&self.standby_track),
+            pairs(
                 self.acked_hw
                     .iter()
                     .enumerate()
                     .flat_map(|(ch, e)| e.iter().map(move |&(epoch, hw)| ((ch as u32, epoch), hw)))
                     .filter(|(_, v)| *v != 0)
-                    .map(|(k, v)| format!("{k:?}={v:?}"))
-                    .collect()
             ),
-            sorted(
+            pairs(
                 self.max_epoch_rx
                     .iter()
                     .zip(&self.nodes)
                     .filter(|(v, _)| **v != 0)
-                    .map(|(v, n)| format!("{:?}={v:?}", n.id))
-                    .collect()
+                    .map(|(v, n)| (n.id, v))
             ),
-            sorted(
-                self.client_unknown_us
-                    .iter()
-                    .map(|(k, v)| format!("{k:?}={v:?}"))
-                    .collect()
-            ),
-            sorted(
-                self.failover_resolved
-                    .iter()
-                    .map(|k| format!("{k:?}"))
-                    .collect()
-            ),
-            sorted(
-                self.reported_once
-                    .iter()
-                    .map(|k| format!("{k:?}"))
-                    .collect()
-            ),
+            pairs(&self.client_unknown_us),
+            keys(&self.failover_resolved),
+            keys(&self.reported_once),
             self.joining_voted,
             self.candidate_plan,
         );

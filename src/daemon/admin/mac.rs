@@ -37,8 +37,6 @@ pub const MAC_WINDOW_US: u64 = 30_000_000;
 /// cluster view asks every node, but an operator sends nowhere near this many authenticated
 /// requests per window (about 68 per second sustained over two windows).
 pub const REPLAY_CACHE_ENTRIES: usize = 4096;
-/// Hex digits of a tag (HMAC-SHA256: 32 bytes).
-const TAG_HEX_LEN: usize = 64;
 /// Hex digits of a nonce (64 bits).
 const NONCE_HEX_LEN: usize = 16;
 
@@ -131,7 +129,7 @@ pub fn seal(req: &Value, token: &AdminToken, ts_us: u64, nonce: u64) -> Value {
     }
     let body = body.to_string();
     let tag = hmac::sign(&key(token), body.as_bytes());
-    serde_json::json!({"mac": encode_hex(tag.as_ref()), "body": body})
+    serde_json::json!({"mac": ::hex::encode(tag.as_ref()), "body": body})
 }
 
 /// [`seal`] at the current Unix time with a random nonce: what a client sends, anew for each
@@ -150,20 +148,9 @@ pub fn seal_now(req: &Value, token: &AdminToken) -> Value {
     )
 }
 
-fn encode_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn decode_tag(hex: &str) -> Option<[u8; 32]> {
-    let hex = hex.as_bytes();
-    if hex.len() != TAG_HEX_LEN {
-        return None;
-    }
     let mut tag = [0u8; 32];
-    for (out, pair) in tag.iter_mut().zip(hex.chunks_exact(2)) {
-        let digit = |c: u8| (c as char).to_digit(16);
-        *out = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
-    }
+    ::hex::decode_to_slice(hex, &mut tag).ok()?;
     Some(tag)
 }
 
@@ -315,7 +302,7 @@ mod tests {
         auth.open(&mac, &body, NOW).unwrap();
         // A body without ts_us/nonce, correctly tagged, cannot be checked for replay.
         let body = r#"{"cmd":"takeover"}"#;
-        let mac = encode_hex(hmac::sign(&key(&t), body.as_bytes()).as_ref());
+        let mac = ::hex::encode(hmac::sign(&key(&t), body.as_bytes()).as_ref());
         assert!(matches!(
             auth.open(&mac, body, NOW),
             Err(MacRefusal::Stale(_))
