@@ -34,8 +34,8 @@ pub struct SimArgs {
     /// Also trace every submit and apply on this channel.
     #[arg(long)]
     pub trace_channel: Option<u32>,
-    /// Also run the fault kinds that are off by default because they expose protocol
-    /// failures (see `FaultKinds::extended`).
+    /// Every fault kind: the default now (see `FaultKinds::default_on`); kept so that
+    /// older replay commands still run.
     #[arg(long)]
     pub extended_faults: bool,
     /// Run exactly these issue-9 fault kinds instead (comma-separated: none, all, one-way,

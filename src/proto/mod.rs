@@ -592,6 +592,9 @@ pub struct Counters {
     /// A client's "no history" answer for a channel, older than the full replay that has
     /// since given the channel its history.
     pub rejected_stale_unknown: u64,
+    /// A standby's COMMIT report older than the transfer that has since replaced the state it
+    /// described.
+    pub rejected_stale_commit: u64,
     /// Requests refused for pace (see `control::pacing`): NACKs faster than a peer sends
     /// them, full replays and state transfers asked for before the last one's pause ended.
     pub rejected_nack_rate: u64,
@@ -621,6 +624,9 @@ pub struct Counters {
     /// primary's address and ID failed authentication within the failover timeout (a key
     /// mismatch, see [`ControlUnit::note_unauthenticated`]). Counted once per episode.
     pub takeovers_withheld_key_mismatch: u64,
+    /// Primary: switchovers it asked of a dead candidate's owner, back as an in-sync standby,
+    /// because line cards stayed in that candidate's epoch (see `ClientEpochClaim`).
+    pub switchovers_for_stuck_clients: u64,
 }
 
 impl Counters {
@@ -634,6 +640,7 @@ impl Counters {
             + self.rejected_stale_heartbeats
             + self.rejected_foreign_epoch
             + self.rejected_stale_unknown
+            + self.rejected_stale_commit
             + self.rejected_nack_rate
             + self.rejected_replay_rate
             + self.rejected_transfer_rate

@@ -570,6 +570,7 @@ impl World {
             }
             Event::FailoverStarted { operator, .. } => {
                 self.trace(|| format!("cu {id}: {e}"));
+                self.report.switchover_takeovers += u64::from(operator);
                 if !operator && self.others_down_or_joining(i) {
                     self.joining_voted.push(id);
                 }
@@ -1105,8 +1106,8 @@ impl World {
             return;
         }
         let role = self.cu(j).expect("live").role();
-        // A candidate's crash is its own kind (`candidate_crash`, off by default: units that
-        // heard the candidate's epoch discard their state, so its crash leaves none electable).
+        // A candidate's crash is its own kind (`candidate_crash`), so that `--faults` can
+        // leave it out.
         if role == Role::Candidate && !self.opts.faults.candidate_crash {
             return;
         }

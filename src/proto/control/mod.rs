@@ -40,11 +40,31 @@ struct PeerChan {
     /// Cookies of ops `(acked, xfer_top]` at the snapshot, sent as PREAPPLIED updates.
     preapplied: Vec<u64>,
     preapplied_from: OpId,
+    /// Packet sequence of the standby's frame that acknowledged the end of this channel's
+    /// transfer: a COMMIT report from an earlier frame (delayed) describes the state the
+    /// transfer replaced. Seed 27020226: such a report raised `held` past what the standby
+    /// held, its NACKs were then ignored as below `held`, and the channel never committed.
+    xfer_done_seq: u64,
     /// A re-joining standby that kept its state offers it: `(epoch, op)` = its state holds
     /// every op up to `op` as the primary of `epoch` sent them.
     offer: Option<(u64, u64)>,
     /// The standby's NACKs on this channel, served no faster than it sends them.
     nack_pacer: pacing::Pacer,
+}
+
+/// Primary: line cards keep claiming an epoch above ours. A client adopts an epoch from a
+/// candidate's query; if that candidate died before it took over (or before any standby
+/// joined it), no primary of that epoch exists and the client refuses our lower epoch for
+/// good (seed 27005953). A client never makes us adopt an epoch; once the claim has lasted a
+/// failover timeout and that epoch's owner is back as an in-sync standby of ours (so its
+/// candidacy is over, and nothing could commit in it without one of our standbys), we ask
+/// that owner to take over: its persisted epoch counter puts its new epoch above the dead one,
+/// and its takeover queries and resolves every line card.
+#[derive(Debug, Clone, Copy)]
+struct ClientEpochClaim {
+    epoch: Epoch,
+    first_us: u64,
+    last_us: u64,
 }
 
 /// What this node knows about another control unit.
@@ -94,7 +114,7 @@ struct Chan {
     client_progress_us: u64,
     /// Generation the client's acks must carry (stream of the last finished replay).
     client_generation: u32,
-    /// Packet sequence of the client frame that finished the last full replay (this life of
+    /// Packet sequence of the client frame that finished the last replay, full or selective (this life of
     /// the client): a "no history" answer from an earlier frame is stale.
     client_known_seq: u64,
     replay: Option<BulkTx>,
@@ -329,6 +349,11 @@ pub struct ControlUnit {
     /// Standby: the sync set the primary last announced, and its version.
     seen_mask: u32,
     seen_version: u16,
+    /// Standby: the last set with anyone in it that the primary announced before the one it
+    /// announces now, `(version, mask)`. When the newest set is empty it names the units that
+    /// hold every committed op (see [`ControlUnit::effective_mask`]): with two units, the
+    /// standby the primary dropped just before dying (seeds 17008919, 17119268).
+    prev_view: Option<(u16, u32)>,
     /// This life of the node has known a sync set: the configured initial one (a unit present
     /// from the start), one a primary announced, or its own as primary. Only such a unit
     /// votes: a restarted one knows nothing of what was committed with whom, and its vote
@@ -376,6 +401,11 @@ pub struct ControlUnit {
     /// (seed 17032816: abandoning the request left such a client in the dead candidate's
     /// epoch for good).
     switchover_pinned_until_us: Option<u64>,
+    /// Primary: the switchover was asked by us, not an operator, for line cards stuck in a
+    /// dead candidate's epoch (see [`ClientEpochClaim`]); withdrawn if its target is dropped.
+    switchover_auto: bool,
+    /// Primary: line cards claim an epoch above ours (see [`ClientEpochClaim`]).
+    client_epoch_claim: Option<ClientEpochClaim>,
     pub timing: FailoverTiming,
     next_hb_us: u64,
     next_tick_us: u64,
@@ -460,6 +490,7 @@ impl ControlUnit {
             announced_mask: all_mask & !(1 << index),
             seen_mask: all_mask & !1,
             seen_version: 0,
+            prev_view: None,
             has_view: initial,
             primary_last_rx_us: now_us,
             heard_primary: false,
@@ -473,6 +504,8 @@ impl ControlUnit {
             pledge: None,
             switchover_to: None,
             switchover_pinned_until_us: None,
+            switchover_auto: false,
+            client_epoch_claim: None,
             timing: FailoverTiming::default(),
             next_hb_us: now_us,
             next_tick_us: now_us,
@@ -695,24 +728,31 @@ impl ControlUnit {
             }
         }
         let mut best = best?;
+        let mut own_view = self.has_view && self.seen_mask != 0;
         // The freshest set is empty: nothing was committed since it became so (a primary
         // commits nothing without a sync set), so the members of the set just before it (one
         // version older: one primary per epoch announces consecutive versions) hold every
         // committed op. Seed 11005826: the primary dropped the last standby while it was cut
         // off, then died; the unit that knew only the empty set never voted, so nobody took
-        // over.
+        // over. Our own record of the set before it counts as a view of our own: with two
+        // units no other witness exists (seed 17008919).
         if best.1 == 0 {
             let prev = best.0.wrapping_sub(1);
             let own = (self.has_view && self.seen_version == prev && self.seen_mask != 0)
-                .then_some(self.seen_mask);
+                .then_some(self.seen_mask)
+                .or_else(|| {
+                    self.prev_view
+                        .filter(|&(v, _)| self.has_view && self.seen_version == best.0 && v == prev)
+                        .map(|(_, m)| m)
+                });
             let peer = live_peers()
                 .find(|(_, p)| p.epoch == self.epoch && p.seen_version == prev && p.seen_mask != 0)
                 .map(|(_, p)| p.seen_mask);
+            own_view |= own.is_some();
             if let Some(m) = own.or(peer) {
                 best = (prev, m);
             }
         }
-        let own_view = self.has_view && self.seen_mask != 0;
         if !own_view && live_peers().count() < 2 {
             return None;
         }
@@ -901,7 +941,7 @@ impl ControlUnit {
             }
             match (self.role(), m) {
                 (_, Msg::Heartbeat(_)) => {}
-                (Role::Primary, Msg::Commit(b)) => self.on_standby_commit(now_us, pi, &b),
+                (Role::Primary, Msg::Commit(b)) => self.on_standby_commit(now_us, pi, &b, seq),
                 (Role::Primary, Msg::Nack(n)) => self.on_standby_nack(now_us, pi, &n),
                 (Role::Primary, Msg::XferAck(a)) => self.on_xfer_ack(now_us, pi, &a, seq),
                 (Role::Primary, Msg::LaReply(_)) => {}
@@ -945,8 +985,12 @@ impl ControlUnit {
                 self.counters.sync_set_held_for_candidate += 1;
                 return;
             }
+            let version = hb.sync_version.get();
+            if self.has_view && self.seen_version != version && self.seen_mask != 0 {
+                self.prev_view = Some((self.seen_version, self.seen_mask));
+            }
             self.seen_mask = hb.sync_mask.get();
-            self.seen_version = hb.sync_version.get();
+            self.seen_version = version;
             self.has_view = true;
             if hb.flags & crate::wire::HB_FLAG_SWITCHOVER != 0
                 && hb.switchover_target() == self.id
@@ -1013,6 +1057,8 @@ impl ControlUnit {
         self.heard_primary = true;
         self.switchover_to = None;
         self.switchover_pinned_until_us = None;
+        self.switchover_auto = false;
+        self.client_epoch_claim = None;
         for c in &mut self.chans {
             if keep {
                 c.keep_for_catch_up();
@@ -1028,6 +1074,7 @@ impl ControlUnit {
         self.sync_mask = 0;
         self.seen_mask = 0;
         self.seen_version = 0;
+        self.prev_view = None;
         self.enter(role::RoleState::Joining);
     }
 
@@ -1043,6 +1090,9 @@ impl ControlUnit {
             self.counters.rejected_foreign_epoch += 1;
             for p in &mut self.peers {
                 p.hb_due = true;
+            }
+            if self.role() == Role::Primary {
+                self.note_client_epoch_claim(now_us, epoch);
             }
             return;
         }

@@ -111,8 +111,48 @@ impl ControlUnit {
         }
         self.switchover_to = Some(target);
         self.switchover_pinned_until_us = None;
+        self.switchover_auto = false;
         self.peers[pi].hb_due = true;
         Ok(())
+    }
+
+    /// A client frame claims `epoch`, above ours (see [`super::ClientEpochClaim`]).
+    pub(super) fn note_client_epoch_claim(&mut self, now_us: u64, epoch: Epoch) {
+        match &mut self.client_epoch_claim {
+            Some(c) if c.epoch >= epoch => c.last_us = now_us,
+            claim => {
+                *claim = Some(super::ClientEpochClaim {
+                    epoch,
+                    first_us: now_us,
+                    last_us: now_us,
+                })
+            }
+        }
+    }
+
+    /// Asks the owner of the epoch line cards are stuck in to take over, once the claim has
+    /// lasted a failover timeout and that owner is an in-sync standby of ours (see
+    /// [`super::ClientEpochClaim`]). A claim not repeated for a failover timeout lapses.
+    fn switch_over_for_stuck_clients(&mut self, now_us: u64) {
+        let timeout = self.cfg.failover_timeout_us;
+        let Some(claim) = self.client_epoch_claim else {
+            return;
+        };
+        if now_us >= claim.last_us + timeout {
+            self.client_epoch_claim = None;
+            return;
+        }
+        if now_us < claim.first_us + timeout || self.switchover_to.is_some() {
+            return;
+        }
+        let Some(owner) = self.cfg.topology.epoch_owner(claim.epoch) else {
+            return;
+        };
+        if self.request_switchover(owner).is_ok() {
+            self.switchover_auto = true;
+            self.client_epoch_claim = None;
+            self.counters.switchovers_for_stuck_clients += 1;
+        }
     }
 
     pub(super) fn on_client_ack(&mut self, now_us: u64, channel: u32, op: u64) {
@@ -172,9 +212,11 @@ impl ControlUnit {
         c.replay_pacer
             .finish(now_us, pacing::stream_gap_us(&self.cfg));
         self.counters.replay_bytes += r.payload_bytes;
-        if r.sections == ALL_SECTIONS_MASK {
-            c.client_known_seq = seq;
-        }
+        // The client acknowledged the end of a replay, full or selective, with this frame:
+        // it has a history again. A "no history" answer it sent before (mid-replay, delayed)
+        // is stale (seed 18206893: a selective replay's client, in sync, replayed in full
+        // again on such an answer, inv9).
+        c.client_known_seq = c.client_known_seq.max(seq);
         c.client_generation = r.stream;
         c.replay = None;
         if base > c.client_acked {
@@ -189,7 +231,7 @@ impl ControlUnit {
         self.prune(channel);
     }
 
-    pub(super) fn on_standby_commit(&mut self, now_us: u64, pi: usize, b: &CommitBody) {
+    pub(super) fn on_standby_commit(&mut self, now_us: u64, pi: usize, b: &CommitBody, seq: u64) {
         let channel = b.channel.get();
         let Some(c) = self.chans.get(channel as usize) else {
             self.counters.rejected_unexpected += 1;
@@ -198,6 +240,10 @@ impl ControlUnit {
         let last = c.last_op();
         let pc = &mut self.peers[pi].chans[channel as usize];
         if !pc.ready {
+            return;
+        }
+        if seq < pc.xfer_done_seq {
+            self.counters.rejected_stale_commit += 1;
             return;
         }
         let (applied, held) = (OpId::new(b.applied.get()), OpId::new(b.held.get()));
@@ -349,6 +395,7 @@ impl ControlUnit {
 
     pub(super) fn primary_tick(&mut self, now_us: u64) {
         self.start_owed_replays(now_us);
+        self.switch_over_for_stuck_clients(now_us);
         let rto = self.cfg.rto_us;
         let drop_us = self.cfg.drop_timeout_us;
         // The retention pinned for re-joining standbys' catch-up ends after a drop timeout, or
@@ -388,6 +435,12 @@ impl ControlUnit {
                 && pinned != Some(self.peers[i].id);
             if silent && (self.sync_mask & bit != 0 || self.peers[i].transferring) {
                 self.sync_mask &= !bit;
+                if self.switchover_auto && self.switchover_to == Some(self.peers[i].id) {
+                    // Our own request, not an operator's: its target is gone, we carry on.
+                    self.switchover_to = None;
+                    self.switchover_pinned_until_us = None;
+                    self.switchover_auto = false;
+                }
                 let p = &mut self.peers[i];
                 p.transferring = false;
                 p.xfer = None;
@@ -578,6 +631,7 @@ impl ControlUnit {
         pc.ready = true;
         pc.applied = acked;
         pc.held = acked;
+        pc.xfer_done_seq = seq;
         // Our own snapshot's position, an op assigned: there is an op after it.
         pc.cursor = acked.saturating_add(1);
         pc.progress_us = now_us;
@@ -643,7 +697,7 @@ impl ControlUnit {
 
     /// The client says `channel` has no trustworthy history (a "no history" LAST-APPLIED
     /// answer, sent unasked once per heartbeat interval): replay that channel in full, unless
-    /// a full replay is already under way or the answer predates the last one we finished.
+    /// a full replay is already under way or the answer predates the last replay we finished.
     pub(super) fn on_client_unknown(&mut self, now_us: u64, channel: u32, seq: u64) {
         let c = &self.chans[channel as usize];
         if seq <= c.client_known_seq {

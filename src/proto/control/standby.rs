@@ -287,7 +287,13 @@ impl ControlUnit {
             self.seen_mask = mask;
             self.counters.views_learnt_from_peers += 1;
         }
-        let eligible = self.is_eligible() && mask & (1 << self.index) != 0;
+        // Eligible: in the freshest set we know, and either in our own view too or told that
+        // the set is now empty (the set before it, which names us, then holds every committed
+        // op: nothing commits without a set).
+        let me = 1 << self.index;
+        let eligible = self.role() == Role::Standby
+            && mask & me != 0
+            && (self.seen_mask & me != 0 || self.seen_mask == 0);
         // Our choice of successor: the highest-priority live member of the freshest sync set
         // we know (ourselves included when we are in it).
         let successor = (0..self.peers.len()).find(|&i| {
@@ -378,6 +384,7 @@ impl ControlUnit {
         }
         self.seen_mask = self.kept_mask;
         self.seen_version = 0;
+        self.prev_view = None;
         self.kept_mask = 0;
         self.kept_epoch = None;
         self.enter(RoleState::Standby);

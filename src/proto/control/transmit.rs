@@ -16,8 +16,14 @@ impl ControlUnit {
         let buf = &mut buf[..cap];
         let n_cu = self.peers.len();
         let n = n_cu + self.client_chans.len();
+        // `(tx_next + step) % n` with one division per call instead of one per step.
+        let start = self.tx_next % n;
         for step in 0..n {
-            let d = (self.tx_next + step) % n;
+            let d = if start + step >= n {
+                start + step - n
+            } else {
+                start + step
+            };
             if d == self.index {
                 continue;
             }
