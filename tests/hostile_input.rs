@@ -396,3 +396,48 @@ fn a_standby_asking_for_transfers_back_to_back_is_paced() {
     );
     assert_eq!(p.role(), Role::Primary);
 }
+
+/// A line card that claims, again and again, an epoch above the primary's owned by the in-sync
+/// standby cannot make the primary hand over: a primary asks for a switchover on such a claim
+/// only after that epoch's owner has joined its sync set since the claim began (a candidacy
+/// that really died; seed 27005953 in `tests/sim_seeds.rs`).
+#[test]
+fn a_line_card_claiming_a_standbys_epoch_forces_no_switchover() {
+    let mut p = ControlUnit::new(config(), 1, true, 7, 0);
+    let mut s = ControlUnit::new(config(), 2, true, 8, 0);
+    let claimed = Epoch::new(5, 1).unwrap().get();
+    let (mut buf, mut claim) = (vec![0u8; 2048], vec![0u8; 256]);
+    let timeout_us = p.config().failover_timeout_us;
+    let mut t = 0;
+    while t < 10 * timeout_us {
+        step(&mut p, &mut s, t, &mut buf);
+        step(&mut s, &mut p, t, &mut buf);
+        let mut fb = FrameBuilder::new(&mut claim, 100, claimed, t + 1);
+        assert!(fb.push(Kind::Heartbeat, &heartbeat(0, 0, 0, 5)));
+        let len = fb.finish();
+        p.handle_datagram(t, &claim[..len]);
+        t += 1_000;
+    }
+    assert_eq!(p.role(), Role::Primary);
+    assert!(s.is_eligible(), "the standby stayed in sync");
+    assert_eq!(p.counters.switchovers_for_stuck_clients, 0);
+    assert!(p.counters.rejected_foreign_epoch > 100, "{:?}", p.counters);
+    let e = Entry {
+        section: 0,
+        key: 1,
+        value: Some(b"v"),
+        private: false,
+    };
+    assert!(p.submit(t, 0, &[e]).is_ok(), "it still takes changes");
+}
+
+/// Runs `src`'s timers at `t` and delivers what it sends `dst` at once.
+fn step(src: &mut ControlUnit, dst: &mut ControlUnit, t: u64, buf: &mut [u8]) {
+    src.handle_timeout(t);
+    while let Some(tx) = src.poll_transmit(t, buf) {
+        if tx.dst == dst.id {
+            dst.handle_datagram(t, &buf[..tx.len]);
+        }
+    }
+    while src.poll_event().is_some() {}
+}

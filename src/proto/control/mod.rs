@@ -56,10 +56,11 @@ struct PeerChan {
 /// candidate's query; if that candidate died before it took over (or before any standby
 /// joined it), no primary of that epoch exists and the client refuses our lower epoch for
 /// good (seed 27005953). A client never makes us adopt an epoch; once the claim has lasted a
-/// failover timeout and that epoch's owner is back as an in-sync standby of ours (so its
-/// candidacy is over, and nothing could commit in it without one of our standbys), we ask
-/// that owner to take over: its persisted epoch counter puts its new epoch above the dead one,
-/// and its takeover queries and resolves every line card.
+/// failover timeout and that epoch's owner has since joined our sync set (so its candidacy is
+/// over: it restarted, or was fenced, and re-joined through us), we ask that owner to take
+/// over: its persisted epoch counter puts its new epoch above the dead one, and its takeover
+/// queries and resolves every line card. Requiring a join after the claim began keeps a lying
+/// line card from forcing switchovers at will: at most one per real re-join.
 #[derive(Debug, Clone, Copy)]
 struct ClientEpochClaim {
     epoch: Epoch,
@@ -91,6 +92,10 @@ struct Peer {
     /// Primary: transfer in progress towards this standby, one channel at a time.
     xfer: Option<BulkTx>,
     transferring: bool,
+    /// Primary: when this unit last joined our sync set (0: never). Only a
+    /// unit that joined after line cards started claiming its epoch can be asked to take
+    /// over for them (see [`ClientEpochClaim`]).
+    joined_us: u64,
     /// Primary: state transfers to this unit (see `pacing`).
     transfer_pacer: pacing::Pacer,
     chans: Vec<PeerChan>,
@@ -459,6 +464,7 @@ impl ControlUnit {
                 unauthenticated_rx_us: None,
                 xfer: None,
                 transferring: false,
+                joined_us: 0,
                 transfer_pacer: pacing::Pacer::default(),
                 chans: (0..chans.len())
                     .map(|_| PeerChan {

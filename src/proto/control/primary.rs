@@ -148,7 +148,12 @@ impl ControlUnit {
         let Some(owner) = self.cfg.topology.epoch_owner(claim.epoch) else {
             return;
         };
-        if self.request_switchover(owner).is_ok() {
+        let joined_since = self
+            .cfg
+            .topology
+            .cu_index(owner)
+            .is_some_and(|i| self.peers[i].joined_us > claim.first_us);
+        if joined_since && self.request_switchover(owner).is_ok() {
             self.switchover_auto = true;
             self.client_epoch_claim = None;
             self.counters.switchovers_for_stuck_clients += 1;
@@ -603,6 +608,7 @@ impl ControlUnit {
             p.transfer_pacer.finish(now_us, gap_us);
             p.hb_due = true;
             self.sync_mask |= 1 << pi;
+            p.joined_us = now_us;
             self.events.push(Event::StandbyJoined { standby: p.id });
         }
     }
