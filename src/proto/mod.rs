@@ -589,8 +589,8 @@ pub struct Counters {
     /// Frames claiming a higher epoch from a sender that may not make us adopt it (a client):
     /// never adopted, they only prompt heartbeats to the other control units.
     pub rejected_foreign_epoch: u64,
-    /// A client's "no history" answer for a channel, older than the full replay that has
-    /// since given the channel its history.
+    /// A client's "no history" answer for a channel, older than the replay (full or
+    /// selective) that has since given the channel its history.
     pub rejected_stale_unknown: u64,
     /// A standby's COMMIT report older than the transfer that has since replaced the state it
     /// described.

@@ -119,8 +119,8 @@ struct Chan {
     client_progress_us: u64,
     /// Generation the client's acks must carry (stream of the last finished replay).
     client_generation: u32,
-    /// Packet sequence of the client frame that finished the last replay, full or selective (this life of
-    /// the client): a "no history" answer from an earlier frame is stale.
+    /// Packet sequence of the client frame that finished the last replay, full or selective
+    /// (this life of the client): a "no history" answer from an earlier frame is stale.
     client_known_seq: u64,
     replay: Option<BulkTx>,
     /// Replays to the client and its NACKs (see `pacing`).

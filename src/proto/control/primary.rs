@@ -131,7 +131,7 @@ impl ControlUnit {
     }
 
     /// Asks the owner of the epoch line cards are stuck in to take over, once the claim has
-    /// lasted a failover timeout and that owner is an in-sync standby of ours (see
+    /// lasted a failover timeout and that owner has joined our sync set since it began (see
     /// [`super::ClientEpochClaim`]). A claim not repeated for a failover timeout lapses.
     fn switch_over_for_stuck_clients(&mut self, now_us: u64) {
         let timeout = self.cfg.failover_timeout_us;
