@@ -293,6 +293,25 @@ fn a_commit_report_older_than_the_transfer_is_stale() {
     extended_seed_passes(27020226, "all");
 }
 
+/// A lying line card replaced by an honest one: a late frame of a life that ended before the
+/// current one began (its boot ID older, within the stale window of the current life's first
+/// frame) no longer passes for a restart and a full replay of a channel in sync (inv9).
+#[test]
+fn a_late_frame_of_a_life_older_than_the_current_one_is_stale() {
+    for seed in [27275913, 27325890, 27327371, 27336526] {
+        extended_seed_passes(seed, "all");
+    }
+}
+
+/// Four units: a restarted standby's transfer ended, and the cookies of the snapshot's
+/// unacknowledged ops were lost; the primary counts them held and never resends them. The
+/// standby now applies them without their slots once the client acked them (it was stuck below
+/// its snapshot for good: inv5, cu 2 not in the sync set).
+#[test]
+fn a_transferred_standby_applies_its_snapshot_ops_without_their_cookies() {
+    extended_seed_passes(27229439, "all");
+}
+
 /// Three units: a candidate queried a line card and died; the line card stayed in that dead
 /// epoch and refused the live primary's lower one for good (inv5: client in epoch 0x300). The
 /// primary now asks the dead epoch's owner, back as its in-sync standby, to take over: its

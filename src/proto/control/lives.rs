@@ -9,15 +9,21 @@ const PAST_LIVES: usize = 3;
 /// another restart, or a client already in sync is replayed in full again (seed 16000126 with
 /// `--extended-faults`: a line card replaced by a new one, and the old one's delayed heartbeat).
 ///
-/// Boot IDs are not ordered (a daemon takes its from the clock, which may step back), so a
-/// life is known as past only for `stale_window_us` after it was replaced, the longest a
-/// datagram is taken to be delayed. A life never heard before is always taken as new: it may
-/// be an older one whose frames were all delayed (seed 17001089), and taking the real current
-/// life for a past one for good would leave the client unserved. So a mistake costs at most
-/// one full replay, or one window's delay, never the client.
+/// Boot IDs are ordered only as a hint (a daemon takes its from the clock, which may step back;
+/// they compare as serial numbers, so they may wrap), so a life is known as past only for
+/// `stale_window_us`, the longest a datagram is taken to be delayed: a replaced life for that
+/// long after it was replaced, and a life never heard before that is older than the current
+/// one for that long after the current one was first heard (its frames were all sent before
+/// the current life began, so they arrive within the window: seeds 27275913, 27325890). Past
+/// the window, a life never heard before is taken as new: it may be an older one whose frames
+/// were all delayed (seed 17001089), and taking the real current life for a past one for good
+/// would leave the client unserved. So a mistake costs at most one full replay, or one
+/// window's delay, never the client.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct ClientLives {
     current: Option<u32>,
+    /// When the current life was first heard.
+    current_since_us: u64,
     /// `(boot ID, when it was replaced)`, newest first.
     past: [Option<(u32, u64)>; PAST_LIVES],
 }
@@ -42,6 +48,7 @@ impl ClientLives {
             None => {
                 self.unretire(boot);
                 self.current = Some(boot);
+                self.current_since_us = now_us;
                 Life::Current
             }
             Some(b) if b == boot => Life::Current,
@@ -54,10 +61,17 @@ impl ClientLives {
             {
                 Life::Past
             }
+            Some(b)
+                if boot_precedes(boot, b)
+                    && now_us.saturating_sub(self.current_since_us) < stale_window_us =>
+            {
+                Life::Past
+            }
             Some(b) => {
                 self.unretire(boot);
                 self.retire(b, now_us);
                 self.current = Some(boot);
+                self.current_since_us = now_us;
                 Life::New
             }
         }
@@ -84,6 +98,12 @@ impl ClientLives {
             }
         }
     }
+}
+
+/// Whether boot ID `a` was taken before `b`, as serial numbers (RFC 1982): a daemon's boot ID
+/// is its start time's low 32 bits in µs, which wraps every 71 minutes.
+fn boot_precedes(a: u32, b: u32) -> bool {
+    (b.wrapping_sub(a) as i32) > 0
 }
 
 #[cfg(test)]
@@ -114,12 +134,16 @@ mod tests {
         let mut l = ClientLives::default();
         l.note(0, 0, W);
         assert_eq!(l.note(2, 1, W), Life::New);
-        // Life 1 ran in between, and all its frames were delayed.
-        assert_eq!(l.note(1, 2, W), Life::New);
+        // Life 1 ran in between, and its frames are delayed: within a window of life 2's
+        // first frame they are taken as late ones of a past life.
+        assert_eq!(l.note(1, 2, W), Life::Past);
+        assert_eq!(l.note(2, 3, W), Life::Current);
+        // Delayed beyond that, life 1 is taken as new (the boot IDs may have stepped back).
+        assert_eq!(l.note(1, 2 + W, W), Life::New);
         // Life 2, the one really running, is past for one window, then new again.
-        assert_eq!(l.note(2, 3, W), Life::Past);
-        assert_eq!(l.note(2, 2 + W, W), Life::New);
-        assert_eq!(l.note(2, 3 + W, W), Life::Current);
+        assert_eq!(l.note(2, 3 + W, W), Life::Past);
+        assert_eq!(l.note(2, 2 + 2 * W, W), Life::New);
+        assert_eq!(l.note(2, 3 + 2 * W, W), Life::Current);
     }
 
     #[test]
@@ -142,6 +166,15 @@ mod tests {
     }
 
     #[test]
+    fn boot_ids_compare_as_serial_numbers_across_the_wrap() {
+        let mut l = ClientLives::default();
+        l.note(u32::MAX - 1, 0, W);
+        assert_eq!(l.note(3, 1, W), Life::New, "the clock's low bits wrapped");
+        assert_eq!(l.note(u32::MAX, 2, W), Life::Past, "a life between the two");
+        assert!(boot_precedes(u32::MAX, 0) && !boot_precedes(0, u32::MAX));
+    }
+
+    #[test]
     fn only_the_newest_past_lives_are_kept() {
         let mut l = ClientLives::default();
         for b in 0..10 {
@@ -151,8 +184,16 @@ mod tests {
         assert_eq!(l.note(6, 11, W), Life::Past);
         assert_eq!(
             l.note(5, 12, W),
+            Life::Past,
+            "too old to remember, but older than the current life, heard within a window"
+        );
+        for b in 0..10 {
+            l.note(b, 100 * W + u64::from(b), W);
+        }
+        assert_eq!(
+            l.note(5, 100 * W + 9 + W, W),
             Life::New,
-            "too old to remember: taken as a restart"
+            "too old to remember, a window after the current life began: taken as a restart"
         );
     }
 }

@@ -200,7 +200,12 @@ impl ControlUnit {
         let limit = if inject == InjectedBug::StandbyApplyBeforeAck {
             c.ring.top()
         } else {
-            c.acked.min(c.ring.top())
+            // An op of the transferred snapshot (up to `preapplied_top`) is already in the
+            // state; its slot only carries the cookie a new primary would resend to a client
+            // that lacks it. Once the client acked the op it lacks nothing, so the op applies
+            // without its slot: the primary counts it as held from the transfer's end and never
+            // resends a lost one (seed 27229439: a restarted standby stuck below its snapshot).
+            c.acked.min(c.ring.top().max(c.preapplied_top))
         };
         // Planted bug (test aid): every 500th op's content is skipped; its position advances
         // and it is announced as applied, so only a content check can see it.
