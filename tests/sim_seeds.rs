@@ -312,6 +312,14 @@ fn a_transferred_standby_applies_its_snapshot_ops_without_their_cookies() {
     extended_seed_passes(27229439, "all");
 }
 
+/// Four units: a restarted standby that never heard its sync set stood for itself on its
+/// peers' view, while they voted for another member they saw JOINED; no majority formed
+/// (inv5: no primary). A unit with no view of its own is no longer eligible on an empty one.
+#[test]
+fn a_unit_that_never_heard_its_set_does_not_stand_for_itself() {
+    extended_seed_passes(27248749, "all");
+}
+
 /// Three units: a candidate queried a line card and died; the line card stayed in that dead
 /// epoch and refused the live primary's lower one for good (inv5: client in epoch 0x300). The
 /// primary now asks the dead epoch's owner, back as its in-sync standby, to take over: its

@@ -294,11 +294,14 @@ impl ControlUnit {
         }
         // Eligible: in the freshest set we know, and either in our own view too or told that
         // the set is now empty (the set before it, which names us, then holds every committed
-        // op: nothing commits without a set).
+        // op: nothing commits without a set). A unit that heard no set in this life is not
+        // told anything: its empty view is no view. Seed 27248749 (four units): a restarted
+        // standby that never heard its set stood for itself on its peers' view, which names
+        // it, while they, not seeing it JOINED, voted for another member; no majority formed.
         let me = 1 << self.index;
         let eligible = self.role() == Role::Standby
             && mask & me != 0
-            && (self.seen_mask & me != 0 || self.seen_mask == 0);
+            && (self.seen_mask & me != 0 || (self.has_view && self.seen_mask == 0));
         // Our choice of successor: the highest-priority live member of the freshest sync set
         // we know (ourselves included when we are in it).
         let successor = (0..self.peers.len()).find(|&i| {
