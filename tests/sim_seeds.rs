@@ -320,6 +320,16 @@ fn a_unit_that_never_heard_its_set_does_not_stand_for_itself() {
     extended_seed_passes(27248749, "all");
 }
 
+/// Four units: an operator's switchover target died while querying; two standbys resumed the
+/// sets they kept, of different versions, and each, announcing its own as version 0, voted
+/// for itself (inv5: no primary). Kept sets now carry their version and a flag. The fix
+/// changed this seed's schedule before that point (see `view_tests` in `src/proto/control`
+/// for the rule itself); it must still pass.
+#[test]
+fn standbys_that_resumed_different_kept_sets_agree_on_the_newest() {
+    extended_seed_passes(27365071, "all");
+}
+
 /// Three units: a candidate queried a line card and died; the line card stayed in that dead
 /// epoch and refused the live primary's lower one for good (inv5: client in epoch 0x300). The
 /// primary now asks the dead epoch's owner, back as its in-sync standby, to take over: its

@@ -189,6 +189,11 @@ pub const HB_FLAG_NEEDS_TRANSFER: u8 = 2;
 pub const HB_FLAG_JOINED: u8 = 4;
 /// Heartbeat flag (primary): an operator asked the addressed standby to take over now.
 pub const HB_FLAG_SWITCHOVER: u8 = 8;
+/// Heartbeat flag (standby): the sync set it carries is one the sender kept from the epoch
+/// before, resumed when the current epoch's candidate died before announcing any set. Its
+/// version orders it only against other kept sets (all announced by that epoch's primary);
+/// any set announced in the current epoch is newer.
+pub const HB_FLAG_KEPT_VIEW: u8 = 16;
 
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]

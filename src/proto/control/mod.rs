@@ -17,7 +17,8 @@ use super::ring::OpRing;
 use super::state::ChannelState;
 use super::{Counters, Epoch, Event, Events, InjectedBug, NodeId, OpId, ProtoConfig, Role};
 use crate::wire::{
-    FrameReader, HB_FLAG_JOINED, HB_FLAG_PRIMARY_LOST, HeartbeatBody, LA_FLAG_UNKNOWN, Msg,
+    FrameReader, HB_FLAG_JOINED, HB_FLAG_KEPT_VIEW, HB_FLAG_PRIMARY_LOST, HeartbeatBody,
+    LA_FLAG_UNKNOWN, Msg,
 };
 use thiserror::Error;
 
@@ -244,6 +245,43 @@ impl Chan {
     }
 }
 
+/// Where a standby's view of the sync set came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ViewOrigin {
+    /// None heard yet in this epoch (just adopted): a peer's view of it is taken as it is.
+    Unheard,
+    /// Announced in this epoch by its primary (or learnt from a peer that heard it), or the
+    /// configured initial set.
+    Announced,
+    /// Kept from the epoch before (see `HB_FLAG_KEPT_VIEW`).
+    Kept,
+}
+
+/// A sync set as a standby knows it: the version its primary announced it under, its members,
+/// and whether it was kept from the epoch before (see `HB_FLAG_KEPT_VIEW`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct View {
+    version: u16,
+    mask: u32,
+    kept: bool,
+}
+
+impl View {
+    /// Whether this view is fresher than `other`, both of the same epoch. A set announced in
+    /// the epoch is fresher than any kept one. Otherwise both came from one primary, and
+    /// versions wrap: fresher is a positive difference as a signed 16-bit number. An empty set
+    /// (we joined this epoch and heard no set with anyone in it) yields to one of at least its
+    /// version. Seed 27365071 (four units): two standbys resumed sets kept from different
+    /// versions; announced both as version 0, each kept its own and voted for itself.
+    fn supersedes(self, other: View) -> bool {
+        if self.kept != other.kept {
+            return !self.kept;
+        }
+        let d = self.version.wrapping_sub(other.version) as i16;
+        d > 0 || (other.mask == 0 && d >= 0)
+    }
+}
+
 /// What a failover decided for one channel: the client's answer, the cut, and the replay it
 /// needed (sections, bytes sent, bytes a full replay of the channel would have sent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -380,6 +418,10 @@ pub struct ControlUnit {
     /// state. Units that heard the candidate would otherwise all wait for a transfer that
     /// never comes.
     kept_mask: u32,
+    /// The version of the set in `kept_mask`, as its primary announced it.
+    kept_version: u16,
+    /// Where `seen_mask` and `seen_version` came from.
+    view_origin: ViewOrigin,
     /// New primary: until when `Chan::catch_up_floor` pins retention (`None`: not pinned).
     catch_up_until_us: Option<u64>,
     /// `handle_timeout` or `handle_datagram` has run once.
@@ -502,6 +544,8 @@ impl ControlUnit {
             heard_primary: false,
             kept_epoch: None,
             kept_mask: 0,
+            kept_version: 0,
+            view_origin: ViewOrigin::Announced,
             catch_up_until_us: None,
             driven: false,
             primary_lost: false,
@@ -712,25 +756,23 @@ impl ControlUnit {
     /// not hear (with three units). Two stale standbys and a restarted unit can still agree on a stale view:
     /// without persistent state a restarted unit cannot know better. `None`: no view to vote
     /// by.
-    fn effective_mask(&self, now_us: u64) -> Option<(u16, u32)> {
+    fn effective_mask(&self, now_us: u64) -> Option<View> {
         let timeout = self.cfg.failover_timeout_us;
         let live_peers = || {
             self.peers.iter().enumerate().filter(move |(i, p)| {
                 *i != self.index && p.last_rx_us.is_some_and(|t| now_us < t + timeout)
             })
         };
-        let mut best = self.has_view.then_some((self.seen_version, self.seen_mask));
+        let mut best = self.own_view();
         for (_, p) in live_peers().filter(|(_, p)| p.epoch == self.epoch) {
-            // Versions wrap: "newer" is a positive difference as a signed 16-bit number. A
-            // joining unit announces no set (mask 0): it only counts as a witness below. An
-            // empty view of our own (we joined this epoch and heard no set with anyone in it)
-            // yields to a peer's of at least its version.
-            let newer = |(v, m): (u16, u32)| {
-                let d = p.seen_version.wrapping_sub(v) as i16;
-                d > 0 || (m == 0 && d >= 0)
+            // A joining unit announces no set (mask 0): it only counts as a witness below.
+            let theirs = View {
+                version: p.seen_version,
+                mask: p.seen_mask,
+                kept: p.flags & HB_FLAG_KEPT_VIEW != 0,
             };
-            if p.seen_mask != 0 && best.is_none_or(newer) {
-                best = Some((p.seen_version, p.seen_mask));
+            if p.seen_mask != 0 && best.is_none_or(|b| theirs.supersedes(b)) {
+                best = Some(theirs);
             }
         }
         let mut best = best?;
@@ -742,27 +784,50 @@ impl ControlUnit {
         // off, then died; the unit that knew only the empty set never voted, so nobody took
         // over. Our own record of the set before it counts as a view of our own: with two
         // units no other witness exists (seed 17008919).
-        if best.1 == 0 {
-            let prev = best.0.wrapping_sub(1);
-            let own = (self.has_view && self.seen_version == prev && self.seen_mask != 0)
+        // (Kept sets are never empty, and one is never the set before an announced one.)
+        if best.mask == 0 {
+            let prev = best.version.wrapping_sub(1);
+            let announced = self.has_view && self.view_origin == ViewOrigin::Announced;
+            let own = (announced && self.seen_version == prev && self.seen_mask != 0)
                 .then_some(self.seen_mask)
                 .or_else(|| {
                     self.prev_view
-                        .filter(|&(v, _)| self.has_view && self.seen_version == best.0 && v == prev)
+                        .filter(|&(v, _)| {
+                            announced && self.seen_version == best.version && v == prev
+                        })
                         .map(|(_, m)| m)
                 });
             let peer = live_peers()
-                .find(|(_, p)| p.epoch == self.epoch && p.seen_version == prev && p.seen_mask != 0)
+                .find(|(_, p)| {
+                    p.epoch == self.epoch
+                        && p.seen_version == prev
+                        && p.seen_mask != 0
+                        && p.flags & HB_FLAG_KEPT_VIEW == 0
+                })
                 .map(|(_, p)| p.seen_mask);
             own_view |= own.is_some();
             if let Some(m) = own.or(peer) {
-                best = (prev, m);
+                best = View {
+                    version: prev,
+                    mask: m,
+                    kept: false,
+                };
             }
         }
         if !own_view && live_peers().count() < 2 {
             return None;
         }
         Some(best)
+    }
+
+    /// The sync set as this unit last heard it in this epoch, or kept it (`None`: no view of
+    /// its own in this life, or none yet of this epoch).
+    fn own_view(&self) -> Option<View> {
+        (self.has_view && self.view_origin != ViewOrigin::Unheard).then_some(View {
+            version: self.seen_version,
+            mask: self.seen_mask,
+            kept: self.view_origin == ViewOrigin::Kept,
+        })
     }
 
     /// True when this standby would be allowed to take over (it has a complete state and the
@@ -997,6 +1062,7 @@ impl ControlUnit {
             }
             self.seen_mask = hb.sync_mask.get();
             self.seen_version = version;
+            self.view_origin = ViewOrigin::Announced;
             self.has_view = true;
             if hb.flags & crate::wire::HB_FLAG_SWITCHOVER != 0
                 && hb.switchover_target() == self.id
@@ -1056,6 +1122,7 @@ impl ControlUnit {
         } else {
             0
         };
+        self.kept_version = self.seen_version;
 
         self.epoch = epoch;
         self.max_counter = self.max_counter.max(epoch.counter());
@@ -1080,6 +1147,7 @@ impl ControlUnit {
         self.sync_mask = 0;
         self.seen_mask = 0;
         self.seen_version = 0;
+        self.view_origin = ViewOrigin::Unheard;
         self.prev_view = None;
         self.enter(role::RoleState::Joining);
     }
@@ -1202,7 +1270,12 @@ impl ControlUnit {
                 // JOINED means "in the sync set, may take over": peers defer to it.
                 let joined = self.role() == Role::Candidate || self.is_eligible();
                 let f = if joined { HB_FLAG_JOINED } else { 0 }
-                    | if lost { HB_FLAG_PRIMARY_LOST } else { 0 };
+                    | if lost { HB_FLAG_PRIMARY_LOST } else { 0 }
+                    | if self.view_origin == ViewOrigin::Kept {
+                        HB_FLAG_KEPT_VIEW
+                    } else {
+                        0
+                    };
                 (crate::wire::ROLE_STANDBY, f, self.seen_mask)
             }
             Role::Joining => {
@@ -1447,5 +1520,43 @@ mod tests {
         run(&mut cu, 1_006_000, 1_020_000);
         assert_eq!(cu.role(), Role::Candidate);
         assert_eq!(cu.timing.last_primary_rx_us, 0, "no primary was ever heard");
+    }
+}
+
+#[cfg(test)]
+mod view_tests {
+    use super::View;
+
+    fn view(version: u16, mask: u32, kept: bool) -> View {
+        View {
+            version,
+            mask,
+            kept,
+        }
+    }
+
+    #[test]
+    fn a_set_announced_in_the_epoch_supersedes_any_kept_one() {
+        let announced = view(1, 0b10, false);
+        let kept = view(9, 0b1101, true);
+        assert!(announced.supersedes(kept));
+        assert!(!kept.supersedes(announced));
+        assert!(
+            !kept.supersedes(view(1, 0, false)),
+            "an announced empty set is not yielded to a kept one (it may follow a set that committed)"
+        );
+    }
+
+    #[test]
+    fn kept_sets_order_by_the_version_their_primary_gave_them() {
+        // Seed 27365071: one standby kept {1,3,4} (version 4), another {3,4} (version 3).
+        let newer = view(4, 0b1101, true);
+        let older = view(3, 0b1100, true);
+        assert!(newer.supersedes(older));
+        assert!(!older.supersedes(newer));
+        assert!(
+            view(0, 0b1, true).supersedes(view(u16::MAX, 0b11, true)),
+            "versions wrap"
+        );
     }
 }

@@ -2,8 +2,8 @@
 //! its ack has arrived and every lower op is applied [0049], report the commit watermark, and
 //! take a full state transfer when (re)joining.
 
-use super::ControlUnit;
 use super::role::RoleState;
+use super::{ControlUnit, ViewOrigin};
 use crate::proto::bulk::BulkRx;
 use crate::proto::state::PRIVATE_SECTION;
 use crate::proto::{Epoch, Event, InjectedBug, OpId, PREFETCH_STAGES, Role};
@@ -275,9 +275,10 @@ impl ControlUnit {
             self.resume_kept_state();
         }
         let alive = |t: Option<u64>| t.is_some_and(|t| now_us < t + timeout);
-        let Some((version, mask)) = self.effective_mask(now_us) else {
+        let Some(view) = self.effective_mask(now_us) else {
             return;
         };
+        let mask = view.mask;
         // A newer set of our epoch that a peer heard from the primary and we did not (the
         // primary announced it and died): it is the primary's own word, so we take it as our
         // view. Seed 9004041: the only in-sync standby never heard that it had joined, so it
@@ -285,11 +286,17 @@ impl ControlUnit {
         // it, would only vote for a joined one; nobody ever took over.
         if self.role() == Role::Standby
             && self.has_view
-            && (version, mask) != (self.seen_version, self.seen_mask)
-            && version.wrapping_sub(self.seen_version) as i16 > 0
+            && self
+                .own_view()
+                .is_none_or(|own| view != own && view.supersedes(own))
         {
-            self.seen_version = version;
-            self.seen_mask = mask;
+            self.seen_version = view.version;
+            self.seen_mask = view.mask;
+            self.view_origin = if view.kept {
+                ViewOrigin::Kept
+            } else {
+                ViewOrigin::Announced
+            };
             self.counters.views_learnt_from_peers += 1;
         }
         // Eligible: in the freshest set we know, and either in our own view too or told that
@@ -354,12 +361,6 @@ impl ControlUnit {
 }
 
 impl ControlUnit {
-    /// The epoch we adopted has fallen silent without announcing anyone in its sync set: its
-    /// candidate died mid-takeover, or its primary before any standby joined. Nothing can have
-    /// been committed in it (a primary commits nothing without a sync set, and a member must
-    /// have acknowledged the set first), so the state we kept, complete for the epoch we left,
-    /// makes us an eligible standby again, with the sync set we were in. Our view is announced with
-    /// version 0, so a unit that knows a sync set of this epoch prefers its own.
     /// A live peer of our epoch reports a sync set with someone in it: a set of this epoch was
     /// announced, which we missed, so ops may have been committed in it. Seed 17104922 with
     /// `--extended-faults`: a unit that missed the new primary's announcement resumed its old
@@ -375,6 +376,13 @@ impl ControlUnit {
         })
     }
 
+    /// The epoch we adopted has fallen silent without announcing anyone in its sync set: its
+    /// candidate died mid-takeover, or its primary before any standby joined. Nothing can have
+    /// been committed in it (a primary commits nothing without a sync set, and a member must
+    /// have acknowledged the set first), so the state we kept, complete for the epoch we left,
+    /// makes us an eligible standby again, with the sync set we were in. That view is announced
+    /// as kept (`HB_FLAG_KEPT_VIEW`), under the version its primary gave it: a unit that knows
+    /// a set announced in this epoch prefers that one, and among kept sets the newest wins.
     fn resume_kept_state(&mut self) {
         for c in &mut self.chans {
             // A channel whose catch-up ended holds the dead epoch's history and ops (none of
@@ -391,7 +399,8 @@ impl ControlUnit {
             c.offer_due = false;
         }
         self.seen_mask = self.kept_mask;
-        self.seen_version = 0;
+        self.seen_version = self.kept_version;
+        self.view_origin = ViewOrigin::Kept;
         self.prev_view = None;
         self.kept_mask = 0;
         self.kept_epoch = None;
