@@ -433,6 +433,9 @@ pub struct ControlUnit {
     key_mismatch: bool,
     /// Standby that lost the primary: the control unit it would follow (0 = none).
     vote: NodeId,
+    /// Standby that lost the primary: it may take over by the freshest set it knows (see
+    /// `standby_tick`), which its own view may not show: announced as `HB_FLAG_JOINED`.
+    standing: bool,
     /// The last vote this standby gave another unit, kept after the primary is heard again:
     /// that unit may have counted it and be taking over (see [`Pledge`]).
     pledge: Option<Pledge>,
@@ -551,6 +554,7 @@ impl ControlUnit {
             primary_lost: false,
             key_mismatch: false,
             vote: 0,
+            standing: false,
             pledge: None,
             switchover_to: None,
             switchover_pinned_until_us: None,
@@ -1268,7 +1272,7 @@ impl ControlUnit {
             Role::Standby | Role::Candidate => {
                 let lost = self.role() == Role::Candidate || self.primary_lost;
                 // JOINED means "in the sync set, may take over": peers defer to it.
-                let joined = self.role() == Role::Candidate || self.is_eligible();
+                let joined = self.role() == Role::Candidate || self.is_eligible() || self.standing;
                 let f = if joined { HB_FLAG_JOINED } else { 0 }
                     | if lost { HB_FLAG_PRIMARY_LOST } else { 0 }
                     | if self.view_origin == ViewOrigin::Kept {
@@ -1520,6 +1524,70 @@ mod tests {
         run(&mut cu, 1_006_000, 1_020_000);
         assert_eq!(cu.role(), Role::Candidate);
         assert_eq!(cu.timing.last_primary_rx_us, 0, "no primary was ever heard");
+    }
+}
+
+#[cfg(test)]
+mod standing_tests {
+    use super::*;
+    use crate::proto::{INITIAL_EPOCH, Topology};
+    use crate::wire::{FrameBuilder, FrameReader, Kind, ROLE_PRIMARY};
+
+    /// Three units: the primary (1) announced {2} and then, having dropped it, the empty set;
+    /// then it died. Nothing committed since the empty set, so 2 holds every committed op and
+    /// may take over; it must say so (`HB_FLAG_JOINED`), or unit 3, which knows the same two
+    /// sets, votes for nobody and no majority ever forms.
+    #[test]
+    fn a_standby_eligible_by_the_set_before_an_empty_one_announces_it() {
+        let cfg = ProtoConfig::new(Topology {
+            control_units: vec![1, 2, 3],
+            clients: vec![100],
+            channel_owner: vec![100],
+            submitters: vec![],
+        });
+        let mut s = ControlUnit::new(cfg, 2, true, 7, 0);
+        let announce = |s: &mut ControlUnit, t: u64, seq: u64, version: u16, mask: u32| {
+            let mut buf = vec![0u8; 256];
+            let mut fb = FrameBuilder::new(&mut buf, 1, INITIAL_EPOCH, seq);
+            let hb = HeartbeatBody {
+                role: ROLE_PRIMARY,
+                flags: 0,
+                sync_version: version.into(),
+                sync_mask: mask.into(),
+                boot_or_target: 0.into(),
+                vote: 0.into(),
+            };
+            assert!(fb.push(Kind::Heartbeat, &hb));
+            let len = fb.finish();
+            s.handle_datagram(t, &buf[..len]);
+        };
+        announce(&mut s, 1_000, 1, 1, 0b010);
+        announce(&mut s, 2_000, 2, 2, 0b000);
+        assert!(!s.is_eligible(), "its own view is the empty set");
+        let mut out = vec![0u8; 2048];
+        let mut joined_at = None;
+        let mut t = 3_000;
+        while t <= 1_000_000 && joined_at.is_none() {
+            s.handle_timeout(t);
+            while let Some(tx) = s.poll_transmit(t, &mut out) {
+                let frame = FrameReader::new(&out[..tx.len]).expect("valid frame");
+                for m in frame.msgs() {
+                    if let Msg::Heartbeat(h) = m
+                        && tx.dst == 3
+                        && h.flags & HB_FLAG_PRIMARY_LOST != 0
+                        && h.flags & HB_FLAG_JOINED != 0
+                        && h.vote.get() == 2
+                    {
+                        joined_at = Some(t);
+                    }
+                }
+            }
+            t += 1_000;
+        }
+        assert!(
+            joined_at.is_some(),
+            "the standby never announced that it may take over"
+        );
     }
 }
 

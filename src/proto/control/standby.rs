@@ -235,6 +235,7 @@ impl ControlUnit {
         let timeout = self.cfg.failover_timeout_us;
         self.primary_lost = now_us >= self.primary_last_rx_us + timeout;
         self.vote = 0;
+        self.standing = false;
         if !self.primary_lost {
             self.key_mismatch = false;
             return;
@@ -309,6 +310,10 @@ impl ControlUnit {
         let eligible = self.role() == Role::Standby
             && mask & me != 0
             && (self.seen_mask & me != 0 || (self.has_view && self.seen_mask == 0));
+        // Announced as JOINED, so that peers of the same view vote for us: a standby eligible
+        // only by the set before an empty one (its own view is the empty set) was otherwise
+        // the only unit to stand for it, and with three units it never won a vote.
+        self.standing = eligible;
         // Our choice of successor: the highest-priority live member of the freshest sync set
         // we know (ourselves included when we are in it).
         let successor = (0..self.peers.len()).find(|&i| {
