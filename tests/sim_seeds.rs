@@ -333,11 +333,12 @@ fn standbys_that_resumed_different_kept_sets_agree_on_the_newest() {
 /// Three units: a candidate queried a line card and died; the line card stayed in that dead
 /// epoch and refused the live primary's lower one for good (inv5: client in epoch 0x300). The
 /// primary now asks the dead epoch's owner, back as its in-sync standby, to take over: its
-/// persisted epoch counter puts the new epoch above the dead one.
+/// persisted epoch counter puts the new epoch above the dead one. Found as seed 27005953;
+/// seed 27000518 since the session-7 fixes changed the schedules.
 #[test]
 fn a_line_card_stuck_in_a_dead_candidates_epoch_is_won_back() {
     let r = run_seed(
-        27005953,
+        27000518,
         &SimOptions {
             faults: FaultKinds::parse("all").expect("fault kinds"),
             ..Default::default()
@@ -388,10 +389,11 @@ fn a_client_on_a_superseded_history_is_rolled_back() {
 /// over; a joining unit that did not vote left the fabric without a primary for good. Seed 706
 /// since the keyed table hash and the persisted epoch (issue 10 items 5, 6) changed the
 /// schedules: 2642 no longer crashes the primary at that moment, 706 did. Seed 2056 since the
-/// pacing of replays and transfers (issue 10 item 5) changed them again.
+/// pacing of replays and transfers (issue 10 item 5) changed them again. Seed 2431 since the
+/// client-life and sync-set view fixes of session 7 did.
 #[test]
 fn joining_unit_votes_for_the_in_sync_standby() {
-    let r = run_seed(2056, &original_schedule());
+    let r = run_seed(2431, &original_schedule());
     assert!(r.violations.is_empty(), "{:?}", r.violations);
     assert_eq!(r.control_units, 3);
     // The scenario must still happen, or the seed no longer tests anything.
