@@ -245,6 +245,25 @@ impl Chan {
     }
 }
 
+/// Primary: a request that a standby take over. It stays until a higher epoch fences us: a
+/// target that died or was dropped takes over once it is back in the sync set, and its epoch
+/// then also brings back clients that heard its first candidacy (seed 17032816: abandoning
+/// the request left such a client in the dead candidate's epoch for good). Only a request of
+/// our own (`auto`) is withdrawn when its target is dropped.
+#[derive(Debug, Clone, Copy)]
+struct Switchover {
+    target: NodeId,
+    /// Until when the target stays in the sync set even if it falls silent (set at the first
+    /// tick after the request), so nothing commits without it while it may be taking over
+    /// with what it holds. A target that hears us but cannot reach us (one-way) was otherwise
+    /// dropped while we committed with the others, and then cut those ops (seed 17001227 with
+    /// `--extended-faults`).
+    pinned_until_us: Option<u64>,
+    /// Asked by us, not an operator, for line cards stuck in a dead candidate's epoch (see
+    /// [`ClientEpochClaim`]).
+    auto: bool,
+}
+
 /// Where a standby's view of the sync set came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ViewOrigin {
@@ -439,21 +458,8 @@ pub struct ControlUnit {
     /// The last vote this standby gave another unit, kept after the primary is heard again:
     /// that unit may have counted it and be taking over (see [`Pledge`]).
     pledge: Option<Pledge>,
-    /// Primary: an operator asked this standby to take over.
-    switchover_to: Option<NodeId>,
-    /// Primary: until when the switchover target stays in the sync set even if it falls
-    /// silent (set at the first tick after the request), so nothing commits without it while
-    /// it may be taking over with what it holds. A target that hears us but cannot reach us
-    /// (one-way) was otherwise dropped while we committed with the others, and then cut those
-    /// ops (seed 17001227 with `--extended-faults`). The request itself stays until a higher
-    /// epoch fences us: a target that died or was dropped takes over once it is back in the
-    /// sync set, and its epoch then also brings back clients that heard its first candidacy
-    /// (seed 17032816: abandoning the request left such a client in the dead candidate's
-    /// epoch for good).
-    switchover_pinned_until_us: Option<u64>,
-    /// Primary: the switchover was asked by us, not an operator, for line cards stuck in a
-    /// dead candidate's epoch (see [`ClientEpochClaim`]); withdrawn if its target is dropped.
-    switchover_auto: bool,
+    /// Primary: a standby was asked to take over (see [`Switchover`]).
+    switchover: Option<Switchover>,
     /// Primary: line cards claim an epoch above ours (see [`ClientEpochClaim`]).
     client_epoch_claim: Option<ClientEpochClaim>,
     pub timing: FailoverTiming,
@@ -556,9 +562,7 @@ impl ControlUnit {
             vote: 0,
             standing: false,
             pledge: None,
-            switchover_to: None,
-            switchover_pinned_until_us: None,
-            switchover_auto: false,
+            switchover: None,
             client_epoch_claim: None,
             timing: FailoverTiming::default(),
             next_hb_us: now_us,
@@ -1132,9 +1136,7 @@ impl ControlUnit {
         self.max_counter = self.max_counter.max(epoch.counter());
         self.primary_last_rx_us = now_us;
         self.heard_primary = true;
-        self.switchover_to = None;
-        self.switchover_pinned_until_us = None;
-        self.switchover_auto = false;
+        self.switchover = None;
         self.client_epoch_claim = None;
         for c in &mut self.chans {
             if keep {
@@ -1262,7 +1264,7 @@ impl ControlUnit {
     fn heartbeat_body(&self) -> HeartbeatBody {
         let (role, flags, mask) = match self.role() {
             Role::Primary => {
-                let f = if self.switchover_to.is_some() {
+                let f = if self.switchover.is_some() {
                     crate::wire::HB_FLAG_SWITCHOVER
                 } else {
                     0
@@ -1306,7 +1308,7 @@ impl ControlUnit {
             sync_version: version.into(),
             sync_mask: mask.into(),
             boot_or_target: if self.role() == Role::Primary {
-                self.switchover_to.unwrap_or(0).into()
+                self.switchover.map_or(0, |s| s.target).into()
             } else {
                 self.boot_id.into()
             },

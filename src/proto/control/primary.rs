@@ -41,7 +41,7 @@ impl ControlUnit {
         channel: u32,
         entries: &[Entry<'_>],
     ) -> Result<u64, SubmitError> {
-        if self.role() != Role::Primary || self.switchover_to.is_some() {
+        if self.role() != Role::Primary || self.switchover.is_some() {
             return Err(SubmitError::NotPrimary);
         }
         let max_bytes = self.cfg.max_frame_bytes - MIN_FRAME_BYTES - 4 - size_of::<UpdateFixed>();
@@ -98,6 +98,11 @@ impl ControlUnit {
     /// Primary: ask standby `target` to take over now (planned switchover). Submissions are
     /// refused from here on; the standby takes over within a heartbeat interval.
     pub fn request_switchover(&mut self, target: NodeId) -> Result<(), ControlError> {
+        self.ask_to_switch_over(target, false)
+    }
+
+    /// `auto`: our own request, not an operator's (see [`super::Switchover`]).
+    fn ask_to_switch_over(&mut self, target: NodeId, auto: bool) -> Result<(), ControlError> {
         if self.role() != Role::Primary {
             return Err(ControlError::NotPrimary);
         }
@@ -109,9 +114,11 @@ impl ControlUnit {
         if pi == self.index || self.sync_mask & (1 << pi) == 0 {
             return Err(ControlError::NotEligible);
         }
-        self.switchover_to = Some(target);
-        self.switchover_pinned_until_us = None;
-        self.switchover_auto = false;
+        self.switchover = Some(super::Switchover {
+            target,
+            pinned_until_us: None,
+            auto,
+        });
         self.peers[pi].hb_due = true;
         Ok(())
     }
@@ -142,7 +149,7 @@ impl ControlUnit {
             self.client_epoch_claim = None;
             return;
         }
-        if now_us < claim.first_us + timeout || self.switchover_to.is_some() {
+        if now_us < claim.first_us + timeout || self.switchover.is_some() {
             return;
         }
         let Some(owner) = self.cfg.topology.epoch_owner(claim.epoch) else {
@@ -153,8 +160,7 @@ impl ControlUnit {
             .topology
             .cu_index(owner)
             .is_some_and(|i| self.peers[i].joined_us > claim.first_us);
-        if joined_since && self.request_switchover(owner).is_ok() {
-            self.switchover_auto = true;
+        if joined_since && self.ask_to_switch_over(owner, true).is_ok() {
             self.client_epoch_claim = None;
             self.counters.switchovers_for_stuck_clients += 1;
         }
@@ -424,14 +430,11 @@ impl ControlUnit {
             + self.cfg.query_timeout_us
             + 2 * self.cfg.tick_us
             + self.cfg.heartbeat_interval_us;
-        let pinned = self.switchover_to.filter(|_| {
-            now_us
-                < *self
-                    .switchover_pinned_until_us
-                    .get_or_insert(now_us + pin_us)
+        let pinned = self.switchover.as_mut().and_then(|s| {
+            (now_us < *s.pinned_until_us.get_or_insert(now_us + pin_us)).then_some(s.target)
         });
         // Drop silent standbys from the sync set (not a pinned switchover target: see
-        // `switchover_pinned_until_us`).
+        // `Switchover::pinned_until_us`).
         for i in 0..self.peers.len() {
             let bit = 1u32 << i;
             let silent = self.peers[i]
@@ -440,11 +443,12 @@ impl ControlUnit {
                 && pinned != Some(self.peers[i].id);
             if silent && (self.sync_mask & bit != 0 || self.peers[i].transferring) {
                 self.sync_mask &= !bit;
-                if self.switchover_auto && self.switchover_to == Some(self.peers[i].id) {
+                if self
+                    .switchover
+                    .is_some_and(|s| s.auto && s.target == self.peers[i].id)
+                {
                     // Our own request, not an operator's: its target is gone, we carry on.
-                    self.switchover_to = None;
-                    self.switchover_pinned_until_us = None;
-                    self.switchover_auto = false;
+                    self.switchover = None;
                 }
                 let p = &mut self.peers[i];
                 p.transferring = false;
