@@ -330,6 +330,23 @@ fn standbys_that_resumed_different_kept_sets_agree_on_the_newest() {
     extended_seed_passes(27365071, "all");
 }
 
+/// Three units: an operator's switchover target was deaf when asked, heard the request later,
+/// and took over mute; the primary, which had kept it in the sync set for a bounded time only,
+/// then committed without it ops its epoch cut (inv6, split brain). The target now stays in
+/// the set as long as the request stands.
+#[test]
+fn a_switchover_target_stays_in_the_sync_set_while_the_request_stands() {
+    extended_seed_passes(28199482, "all");
+}
+
+/// Three units: a late copy of the candidate's query reached a line card in the middle of the
+/// selective replay that followed; answered "no history", it bought the channel a full replay
+/// (inv9). A query of the epoch after its replay began is now stale.
+#[test]
+fn a_query_after_the_replay_began_is_stale() {
+    extended_seed_passes(28249432, "all");
+}
+
 /// Three units: a candidate queried a line card and died; the line card stayed in that dead
 /// epoch and refused the live primary's lower one for good (inv5: client in epoch 0x300). The
 /// primary now asks the dead epoch's owner, back as its in-sync standby, to take over: its

@@ -368,6 +368,14 @@ impl Client {
             return;
         };
         let c = &mut self.chans[i];
+        // A candidate queries only before it resolves the channel, and replays only after: a
+        // query of this epoch after a replay stream of it began is a late or duplicated copy.
+        // Answered mid-replay it would say "no history", and the primary would replay the
+        // channel in full again (seed 28249432, inv9).
+        if c.newest_stream.is_some() {
+            self.counters.rejected_stale_query += 1;
+            return;
+        }
         c.vouched = true;
         c.la_reply = Some(c.answer(q.op.get()));
     }

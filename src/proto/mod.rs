@@ -595,6 +595,9 @@ pub struct Counters {
     /// A standby's COMMIT report older than the transfer that has since replaced the state it
     /// described.
     pub rejected_stale_commit: u64,
+    /// Client: a takeover's query of the current epoch arriving after that epoch's primary
+    /// began a replay of the channel (a late or duplicated copy).
+    pub rejected_stale_query: u64,
     /// Requests refused for pace (see `control::pacing`): NACKs faster than a peer sends
     /// them, full replays and state transfers asked for before the last one's pause ended.
     pub rejected_nack_rate: u64,
@@ -641,6 +644,7 @@ impl Counters {
             + self.rejected_foreign_epoch
             + self.rejected_stale_unknown
             + self.rejected_stale_commit
+            + self.rejected_stale_query
             + self.rejected_nack_rate
             + self.rejected_replay_rate
             + self.rejected_transfer_rate

@@ -246,22 +246,20 @@ impl Chan {
 }
 
 /// Primary: a request that a standby take over. It stays until a higher epoch fences us: a
-/// target that died or was dropped takes over once it is back in the sync set, and its epoch
-/// then also brings back clients that heard its first candidacy (seed 17032816: abandoning
-/// the request left such a client in the dead candidate's epoch for good). Only a request of
-/// our own (`auto`) is withdrawn when its target is dropped.
+/// target that died takes over once it is back, and its epoch then also brings back clients
+/// that heard its first candidacy (seed 17032816: abandoning the request left such a client
+/// in the dead candidate's epoch for good).
+///
+/// The target stays in the sync set for as long, even if it falls silent, so nothing commits
+/// without it: it takes over on our word alone, with what it holds, and we cannot tell a dead
+/// target from one that heard us, took over and cannot reach us (one-way). Seed 17001227
+/// (`--extended-faults`): a target dropped at once was cut off that way while we committed
+/// with the others. Seed 28199482: it was kept for a bounded time only, and a target deaf
+/// for longer heard the request afterwards, took over mute, and cut what we had committed
+/// since dropping it. New submits are refused from the request on anyway.
 #[derive(Debug, Clone, Copy)]
 struct Switchover {
     target: NodeId,
-    /// Until when the target stays in the sync set even if it falls silent (set at the first
-    /// tick after the request), so nothing commits without it while it may be taking over
-    /// with what it holds. A target that hears us but cannot reach us (one-way) was otherwise
-    /// dropped while we committed with the others, and then cut those ops (seed 17001227 with
-    /// `--extended-faults`).
-    pinned_until_us: Option<u64>,
-    /// Asked by us, not an operator, for line cards stuck in a dead candidate's epoch (see
-    /// [`ClientEpochClaim`]).
-    auto: bool,
 }
 
 /// Where a standby's view of the sync set came from.

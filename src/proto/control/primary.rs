@@ -98,11 +98,6 @@ impl ControlUnit {
     /// Primary: ask standby `target` to take over now (planned switchover). Submissions are
     /// refused from here on; the standby takes over within a heartbeat interval.
     pub fn request_switchover(&mut self, target: NodeId) -> Result<(), ControlError> {
-        self.ask_to_switch_over(target, false)
-    }
-
-    /// `auto`: our own request, not an operator's (see [`super::Switchover`]).
-    fn ask_to_switch_over(&mut self, target: NodeId, auto: bool) -> Result<(), ControlError> {
         if self.role() != Role::Primary {
             return Err(ControlError::NotPrimary);
         }
@@ -114,11 +109,7 @@ impl ControlUnit {
         if pi == self.index || self.sync_mask & (1 << pi) == 0 {
             return Err(ControlError::NotEligible);
         }
-        self.switchover = Some(super::Switchover {
-            target,
-            pinned_until_us: None,
-            auto,
-        });
+        self.switchover = Some(super::Switchover { target });
         self.peers[pi].hb_due = true;
         Ok(())
     }
@@ -160,7 +151,7 @@ impl ControlUnit {
             .topology
             .cu_index(owner)
             .is_some_and(|i| self.peers[i].joined_us > claim.first_us);
-        if joined_since && self.ask_to_switch_over(owner, true).is_ok() {
+        if joined_since && self.request_switchover(owner).is_ok() {
             self.client_epoch_claim = None;
             self.counters.switchovers_for_stuck_clients += 1;
         }
@@ -423,18 +414,8 @@ impl ControlUnit {
                 }
             }
         }
-        // How long a switchover target may take to hear the request (it rides on heartbeats,
-        // which may be lost or late for up to a drop timeout) and take over.
-        let pin_us = drop_us
-            + self.cfg.failover_timeout_us
-            + self.cfg.query_timeout_us
-            + 2 * self.cfg.tick_us
-            + self.cfg.heartbeat_interval_us;
-        let pinned = self.switchover.as_mut().and_then(|s| {
-            (now_us < *s.pinned_until_us.get_or_insert(now_us + pin_us)).then_some(s.target)
-        });
-        // Drop silent standbys from the sync set (not a pinned switchover target: see
-        // `Switchover::pinned_until_us`).
+        let pinned = self.switchover.map(|s| s.target);
+        // Drop silent standbys from the sync set (not a switchover target: see `Switchover`).
         for i in 0..self.peers.len() {
             let bit = 1u32 << i;
             let silent = self.peers[i]
@@ -443,13 +424,6 @@ impl ControlUnit {
                 && pinned != Some(self.peers[i].id);
             if silent && (self.sync_mask & bit != 0 || self.peers[i].transferring) {
                 self.sync_mask &= !bit;
-                if self
-                    .switchover
-                    .is_some_and(|s| s.auto && s.target == self.peers[i].id)
-                {
-                    // Our own request, not an operator's: its target is gone, we carry on.
-                    self.switchover = None;
-                }
                 let p = &mut self.peers[i];
                 p.transferring = false;
                 p.xfer = None;
