@@ -347,6 +347,14 @@ fn a_query_after_the_replay_began_is_stale() {
     extended_seed_passes(28249432, "all");
 }
 
+/// Three units: a restarted standby took a late XFER_BEGIN sent to its previous life after
+/// the newer transfer of that channel had ended, and waited for the rest of the old stream for
+/// good (inv5: cu 2 Joining). A BEGIN of a stream older than the newest is now stale.
+#[test]
+fn a_late_transfer_begin_of_a_replaced_stream_is_stale() {
+    extended_seed_passes(28172166, "all");
+}
+
 /// Three units: a candidate queried a line card and died; the line card stayed in that dead
 /// epoch and refused the live primary's lower one for good (inv5: client in epoch 0x300). The
 /// primary now asks the dead epoch's owner, back as its in-sync standby, to take over: its

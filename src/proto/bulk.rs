@@ -266,6 +266,14 @@ impl BulkTx {
     }
 }
 
+/// Whether a BEGIN of `stream` is older than `newest`, the newest stream begun in this epoch: a
+/// primary numbers its streams in increasing order (they wrap: older is a negative difference
+/// as a signed 32-bit number), so an older one is a stream it replaced, still in flight.
+/// Taking it after the newer one finished would roll the channel back.
+pub fn is_stale_stream(stream: u32, newest: Option<u32>) -> bool {
+    newest.is_some_and(|n| (stream.wrapping_sub(n) as i32) < 0)
+}
+
 /// Receiving side of one stream.
 #[derive(Debug, Clone, Copy)]
 pub struct BulkRx {

@@ -35,9 +35,7 @@ struct Chan {
     cookies_from: u64,
     replay: Option<BulkRx>,
     last_replay_done: Option<u32>,
-    /// Newest replay stream begun in this epoch. A primary numbers its streams in increasing
-    /// order, so a BEGIN of an older one is a replay it replaced, still in flight: taking it
-    /// after the newer one finished would roll the channel back.
+    /// Newest replay stream begun in this epoch (see [`crate::proto::bulk::is_stale_stream`]).
     newest_stream: Option<u32>,
     ack_dirty: bool,
     nack: Option<(u64, u64)>,
@@ -399,10 +397,7 @@ impl Client {
         if c.replay.is_some_and(|r| r.stream == stream) || c.last_replay_done == Some(stream) {
             return;
         }
-        // Streams wrap: "older" is a negative difference as a signed 32-bit number.
-        if c.newest_stream
-            .is_some_and(|n| (stream.wrapping_sub(n) as i32) < 0)
-        {
+        if crate::proto::bulk::is_stale_stream(stream, c.newest_stream) {
             self.counters.rejected_stale_epoch += 1;
             return;
         }

@@ -577,6 +577,8 @@ pub struct Counters {
     pub frames_tx: u64,
     pub bytes_tx: u64,
     pub rejected_malformed: u64,
+    /// A frame of an epoch below ours, or a BEGIN of a replay or transfer stream that its
+    /// primary has since replaced (see [`bulk::is_stale_stream`]).
     pub rejected_stale_epoch: u64,
     pub rejected_unknown_sender: u64,
     pub rejected_unexpected: u64,

@@ -138,6 +138,10 @@ struct Chan {
     last_nack_us: u64,
     xfer_rx: Option<BulkRx>,
     xfer_done: Option<u32>,
+    /// Newest transfer stream begun in this epoch (see [`super::bulk::is_stale_stream`]).
+    /// Seed 28172166: a restarted standby took a late XFER_BEGIN its previous life was sent,
+    /// after the newer transfer of that channel had ended, and waited for good.
+    newest_xfer_stream: Option<u32>,
     ready: bool,
     /// Joining with kept state: offer it to the primary (with the next heartbeat).
     offer_due: bool,
@@ -180,6 +184,7 @@ impl Chan {
             last_nack_us: 0,
             xfer_rx: None,
             xfer_done: None,
+            newest_xfer_stream: None,
             ready: true,
             offer_due: false,
             kept_history: None,
@@ -1137,6 +1142,8 @@ impl ControlUnit {
         self.switchover = None;
         self.client_epoch_claim = None;
         for c in &mut self.chans {
+            // Stream IDs are only ordered per primary.
+            c.newest_xfer_stream = None;
             if keep {
                 c.keep_for_catch_up();
                 c.offer_due = true;

@@ -4,7 +4,7 @@
 
 use super::role::RoleState;
 use super::{ControlUnit, ViewOrigin};
-use crate::proto::bulk::BulkRx;
+use crate::proto::bulk::{BulkRx, is_stale_stream};
 use crate::proto::state::PRIVATE_SECTION;
 use crate::proto::{Epoch, Event, InjectedBug, OpId, PREFETCH_STAGES, Role};
 use crate::wire::{
@@ -35,6 +35,10 @@ impl ControlUnit {
                 if c.xfer_done == Some(stream) || c.xfer_rx.is_some_and(|r| r.stream == stream) {
                     return;
                 }
+                if is_stale_stream(stream, c.newest_xfer_stream) {
+                    self.counters.rejected_stale_epoch += 1;
+                    return;
+                }
                 let Some(rx) = BulkRx::begin(&b, 0) else {
                     self.counters.rejected_unexpected += 1;
                     return;
@@ -52,6 +56,7 @@ impl ControlUnit {
                     c.reset_for_transfer();
                 }
                 c.xfer_rx = Some(rx);
+                c.newest_xfer_stream = Some(stream);
                 if self.role() == Role::Standby {
                     // The primary re-transfers: our state is being replaced, we are no longer in sync.
                     self.enter(RoleState::Joining);
