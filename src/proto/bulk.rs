@@ -271,7 +271,7 @@ impl BulkTx {
 /// as a signed 32-bit number), so an older one is a stream it replaced, still in flight.
 /// Taking it after the newer one finished would roll the channel back.
 pub fn is_stale_stream(stream: u32, newest: Option<u32>) -> bool {
-    newest.is_some_and(|n| (stream.wrapping_sub(n) as i32) < 0)
+    newest.is_some_and(|n| super::ids::serial_precedes(stream, n))
 }
 
 /// Receiving side of one stream.

@@ -11,6 +11,13 @@
 
 use std::fmt;
 
+/// Whether `a` comes before `b` as 32-bit serial numbers (RFC 1982: a negative difference as a
+/// signed number), for numbers that only grow but wrap: a primary's stream IDs, a daemon's boot
+/// IDs (its start time's low 32 bits in µs).
+pub fn serial_precedes(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
 /// Which control unit's term an update, heartbeat or decision belongs to.
 ///
 /// An epoch is a failover counter with the index of the control unit that owns it (its place

@@ -1,5 +1,7 @@
 //! The lives of a client, told apart by the boot ID its heartbeats carry.
 
+use crate::proto::ids::serial_precedes;
+
 /// Lives remembered as replaced, per client.
 const PAST_LIVES: usize = 3;
 
@@ -62,7 +64,7 @@ impl ClientLives {
                 Life::Past
             }
             Some(b)
-                if boot_precedes(boot, b)
+                if serial_precedes(boot, b)
                     && now_us.saturating_sub(self.current_since_us) < stale_window_us =>
             {
                 Life::Past
@@ -98,12 +100,6 @@ impl ClientLives {
             }
         }
     }
-}
-
-/// Whether boot ID `a` was taken before `b`, as serial numbers (RFC 1982): a daemon's boot ID
-/// is its start time's low 32 bits in µs, which wraps every 71 minutes.
-fn boot_precedes(a: u32, b: u32) -> bool {
-    (b.wrapping_sub(a) as i32) > 0
 }
 
 #[cfg(test)]
@@ -171,7 +167,7 @@ mod tests {
         l.note(u32::MAX - 1, 0, W);
         assert_eq!(l.note(3, 1, W), Life::New, "the clock's low bits wrapped");
         assert_eq!(l.note(u32::MAX, 2, W), Life::Past, "a life between the two");
-        assert!(boot_precedes(u32::MAX, 0) && !boot_precedes(0, u32::MAX));
+        assert!(serial_precedes(u32::MAX, 0) && !serial_precedes(0, u32::MAX));
     }
 
     #[test]
