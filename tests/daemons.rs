@@ -396,13 +396,18 @@ fn unix_admin_socket_refuses_strangers() {
 }
 
 /// Sends `req` from a fresh UDP socket and returns the reply, if one comes within 300 ms.
+///
+/// The socket is connected to `to`, so only `to`'s reply is read: tests run in parallel, and
+/// a fresh ephemeral port can be one another test's lab names as a peer that is not running,
+/// whose heartbeats would otherwise be read here as the reply (CI of 71d2932).
 fn udp_ask(to: SocketAddr, req: &[u8]) -> Option<Vec<u8>> {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.connect(to).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
-    s.send_to(req, to).unwrap();
+    s.send(req).unwrap();
     let mut buf = vec![0u8; 65_536];
-    s.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec())
+    s.recv(&mut buf).ok().map(|n| buf[..n].to_vec())
 }
 
 /// A request in the MAC envelope of `admin::mac`, built here from its documented wire form
@@ -567,8 +572,14 @@ fn udp_admin_needs_the_token_and_never_amplifies() {
         .spawn()
         .unwrap();
     let mut buf = vec![0u8; 65_536];
-    let (n, cli_addr) = relay.recv_from(&mut buf).unwrap();
-    let captured = buf[..n].to_vec();
+    // The first JSON datagram is the CLI's; a data frame (magic "SSYN") is another test's
+    // node heartbeating a peer whose port the relay happens to hold (see `udp_ask`).
+    let (captured, cli_addr) = loop {
+        let (n, from) = relay.recv_from(&mut buf).unwrap();
+        if !buf[..n].starts_with(b"SSYN") {
+            break (buf[..n].to_vec(), from);
+        }
+    };
     let text = String::from_utf8_lossy(&captured).into_owned();
     assert!(
         !text.contains(TOKEN) && text.contains(r#""mac":"#),
