@@ -31,8 +31,8 @@ impl BulkKind {
 #[derive(Debug, Clone, Copy)]
 enum Item {
     History {
-        epoch: u64,
-        start_op: u64,
+        epoch: Epoch,
+        start_op: OpId,
     },
     Entry {
         section: u8,
@@ -50,8 +50,8 @@ pub struct BulkTx {
     pub stream: u32,
     pub channel: u32,
     pub sections: u64,
-    pub base_op: u64,
-    pub acked_op: u64,
+    pub base_op: OpId,
+    pub acked_op: OpId,
     items: Vec<Item>,
     data: Vec<u8>,
     next_send: u32,
@@ -75,16 +75,13 @@ impl BulkTx {
         state: &ChannelState,
         mask: u64,
         private: bool,
-        base_op: u64,
-        acked_op: u64,
+        base_op: OpId,
+        acked_op: OpId,
         history: impl Iterator<Item = (Epoch, OpId)>,
         now_us: u64,
     ) -> BulkTx {
         let mut items: Vec<Item> = history
-            .map(|(epoch, start_op)| Item::History {
-                epoch: epoch.get(),
-                start_op: start_op.get(),
-            })
+            .map(|(epoch, start_op)| Item::History { epoch, start_op })
             .collect();
         let mut data = Vec::with_capacity(state.value_bytes(mask) as usize);
         let sections = (0..SECTIONS)
@@ -163,8 +160,8 @@ impl BulkTx {
                 channel: self.channel.into(),
                 stream: self.stream.into(),
                 sections: self.sections.into(),
-                base_op: self.base_op.into(),
-                acked_op: self.acked_op.into(),
+                base_op: self.base_op.get().into(),
+                acked_op: self.acked_op.get().into(),
             };
             if !fb.push(kb, &b) {
                 return false;
@@ -181,8 +178,8 @@ impl BulkTx {
                         stream: self.stream.into(),
                         index: self.next_send.into(),
                         reserved: 0.into(),
-                        epoch: epoch.into(),
-                        start_op: start_op.into(),
+                        epoch: epoch.get().into(),
+                        start_op: start_op.get().into(),
                     },
                 ),
                 Item::Entry {
@@ -216,7 +213,7 @@ impl BulkTx {
                 stream: self.stream.into(),
                 total: self.total().into(),
                 reserved: 0.into(),
-                base_op: self.base_op.into(),
+                base_op: self.base_op.get().into(),
             };
             if !fb.push(kend, &end) {
                 return false;

@@ -18,7 +18,7 @@ use crate::wire::{
 struct Chan {
     id: u32,
     state: ChannelState,
-    applied: u64,
+    applied: OpId,
     /// No trustworthy history (fresh start, or a replay was cut short): needs a full replay.
     unknown: bool,
     /// Epoch of the frame that gave us `applied` (reported in LAST-APPLIED answers).
@@ -32,13 +32,14 @@ struct Chan {
     /// power-of-two array, so a mask finds the slot); valid for ops `>= cookies_from`.
     cookies: Vec<u64>,
     cookie_history: u64,
-    cookies_from: u64,
+    cookies_from: OpId,
     replay: Option<BulkRx>,
     last_replay_done: Option<u32>,
     /// Newest replay stream begun in this epoch (see [`crate::proto::bulk::is_stale_stream`]).
     newest_stream: Option<u32>,
     ack_dirty: bool,
-    nack: Option<(u64, u64)>,
+    /// The gap to ask the primary for: ops `from..=to`.
+    nack: Option<(OpId, OpId)>,
     last_nack_us: u64,
     la_reply: Option<LaReplyBody>,
     /// Keep confirming the finished replay until an update proves the primary saw it.
@@ -51,31 +52,36 @@ struct Chan {
 impl Chan {
     /// What a takeover's query above op `above_op` is answered: our position and the sections
     /// our ops above it touched, or "unknown" while we have no history to offer.
-    fn answer(&self, above_op: u64) -> LaReplyBody {
+    fn answer(&self, above_op: OpId) -> LaReplyBody {
         if self.unknown || self.replay.is_some() {
             return unknown_reply(self.id, self.applied);
         }
         LaReplyBody {
             channel: self.id.into(),
             flags: 0.into(),
-            last_applied: self.applied.into(),
+            last_applied: self.applied.get().into(),
             cookie_above: self.cookie_above(above_op).into(),
             data_epoch: self.data_epoch.get().into(),
         }
     }
 
-    fn cookie_above(&self, op: u64) -> u64 {
-        if self.applied <= op {
+    /// The union of the cookies of the ops applied above `op` (the querier's position, from
+    /// the network): every section when those ops are no longer all remembered.
+    fn cookie_above(&self, op: OpId) -> u64 {
+        // Nothing applied above `op`, or `op` is the last ID there is: nothing to report.
+        let (Some(first), Some(ops)) = (op.next(), self.applied.checked_sub(op).filter(|&n| n > 0))
+        else {
             return 0;
-        }
-        if op + 1 < self.cookies_from || self.applied - op > self.cookie_history {
+        };
+        if first < self.cookies_from || ops > self.cookie_history {
             return ALL_SECTIONS_MASK;
         }
-        (op + 1..=self.applied).fold(0, |m, o| m | self.cookies[self.cookie_slot(o)])
+        op.range_after(self.applied)
+            .fold(0, |m, o| m | self.cookies[self.cookie_slot(o)])
     }
 
-    fn cookie_slot(&self, op: u64) -> usize {
-        op as usize & (self.cookies.len() - 1)
+    fn cookie_slot(&self, op: OpId) -> usize {
+        op.get() as usize & (self.cookies.len() - 1)
     }
 }
 
@@ -115,13 +121,13 @@ impl Client {
                 Chan {
                     id: c,
                     state: ChannelState::with_seed(seed),
-                    applied: 0,
+                    applied: OpId::ZERO,
                     unknown: fresh,
                     data_epoch: if fresh { Epoch::ZERO } else { Epoch::INITIAL },
                     vouched: true,
                     cookies: vec![0; window.next_power_of_two()],
                     cookie_history: window as u64,
-                    cookies_from: 1,
+                    cookies_from: OpId::FIRST,
                     replay: None,
                     last_replay_done: None,
                     newest_stream: None,
@@ -167,7 +173,7 @@ impl Client {
     pub fn state(&self, channel: u32) -> Option<&ChannelState> {
         self.chan(channel).map(|c| &c.state)
     }
-    pub fn applied(&self, channel: u32) -> Option<u64> {
+    pub fn applied(&self, channel: u32) -> Option<OpId> {
         self.chan(channel).map(|c| c.applied)
     }
     /// True when the channel waits for a full replay.
@@ -329,8 +335,8 @@ impl Client {
             self.counters.rejected_unexpected += 1;
             return;
         }
-        let op = u.op();
-        if op == c.applied + 1 {
+        let op = OpId::new(u.op());
+        if Some(op) == c.applied.next() {
             for e in u.entries() {
                 if !e.private {
                     c.state.apply(&e);
@@ -347,7 +353,7 @@ impl Client {
             if emit {
                 self.events.push(Event::ClientApplied {
                     channel: c.id,
-                    op: OpId::new(op),
+                    op,
                     epoch,
                     cookie: SectionMask::new(u.cookie()),
                 });
@@ -355,7 +361,10 @@ impl Client {
         } else if op <= c.applied {
             c.ack_dirty = true;
         } else if now_us >= c.last_nack_us + self.cfg.rto_us / 2 {
-            c.nack = Some((c.applied + 1, op - 1));
+            // `op` is past the op after `applied`: both ends of the gap exist.
+            if let (Some(from), Some(to)) = (c.applied.next(), op.prev()) {
+                c.nack = Some((from, to));
+            }
             c.last_nack_us = now_us;
         }
     }
@@ -375,14 +384,14 @@ impl Client {
             return;
         }
         c.vouched = true;
-        c.la_reply = Some(c.answer(q.op.get()));
+        c.la_reply = Some(c.answer(OpId::new(q.op.get())));
     }
 
     /// The answer this client would give a takeover's query for `channel` above op
     /// `above_op`, without sending it or changing anything (`statesync failover --dry-run`
     /// asks it through the admin socket, so that its prediction uses the client's own word).
     /// `None` for a channel this client does not own.
-    pub fn query_answer(&self, channel: u32, above_op: u64) -> Option<LaReplyBody> {
+    pub fn query_answer(&self, channel: u32, above_op: OpId) -> Option<LaReplyBody> {
         let i = self.chan_idx(channel)?;
         Some(self.chans[i].answer(above_op))
     }
@@ -442,11 +451,11 @@ impl Client {
         c.last_replay_done = Some(r.stream);
         c.replay_done_ack = true;
         c.generation = r.stream;
-        c.applied = r.base_op.get();
+        c.applied = r.base_op;
         c.data_epoch = epoch;
         c.vouched = true;
         c.unknown = false;
-        c.cookies_from = cookies_from.get();
+        c.cookies_from = cookies_from;
         c.ack_dirty = true;
         c.nack = None;
         self.events.push(Event::ClientReplayed {
@@ -520,7 +529,7 @@ impl Client {
                     let ack = ChannelOp {
                         channel: c.id.into(),
                         generation: c.generation.into(),
-                        op: c.applied.into(),
+                        op: c.applied.get().into(),
                     };
                     ok &= fb.push(Kind::Ack, &ack);
                 }
@@ -534,8 +543,8 @@ impl Client {
                     &NackBody {
                         channel: c.id.into(),
                         generation: c.generation.into(),
-                        from: from.into(),
-                        to: to.into(),
+                        from: from.get().into(),
+                        to: to.get().into(),
                     },
                 )
             {
@@ -575,11 +584,11 @@ impl Client {
 }
 
 /// The LAST-APPLIED answer of a channel without trustworthy history.
-fn unknown_reply(channel: u32, applied: u64) -> LaReplyBody {
+fn unknown_reply(channel: u32, applied: OpId) -> LaReplyBody {
     LaReplyBody {
         channel: channel.into(),
         flags: LA_FLAG_UNKNOWN.into(),
-        last_applied: applied.into(),
+        last_applied: applied.get().into(),
         cookie_above: ALL_SECTIONS_MASK.into(),
         data_epoch: 0.into(),
     }

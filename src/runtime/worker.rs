@@ -269,7 +269,7 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
             if let (Some(l), Some(cl)) = (latency.as_mut(), node.machine.as_client()) {
                 for channel in cl.channels() {
                     if let Some(applied) = cl.applied(channel) {
-                        l.reached(0, channel, applied, event_ns);
+                        l.reached(0, channel, applied.get(), event_ns);
                     }
                 }
             }

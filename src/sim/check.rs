@@ -218,7 +218,7 @@ impl World {
             }
             let owner = self.cfg.topology.channel_owner[ch as usize];
             let cl = self.client(self.node_index(owner)).expect("checked above");
-            if cl.applied(ch) != Some(last) || cl.is_unknown(ch) {
+            if cl.applied(ch) != Some(OpId::new(last)) || cl.is_unknown(ch) {
                 return Some(format!(
                     "ch {ch}: client applied {:?} of {last}",
                     cl.applied(ch)

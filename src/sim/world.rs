@@ -4,8 +4,8 @@ use super::net::{Liar, Net, NetProfile};
 use super::{RunReport, SimOptions};
 use crate::proto::state::ALL_SECTIONS_MASK;
 use crate::proto::{
-    Client, ControlUnit, CutPolicy, Event, Node, NodeId, OpStatus, ProtoConfig, Resolution, Role,
-    Topology,
+    Client, ControlUnit, CutPolicy, Event, Node, NodeId, OpId, OpStatus, ProtoConfig, Resolution,
+    Role, Topology,
 };
 use crate::rng::SplitMix64;
 use crate::wire::{Entry, FrameHeader, FrameReader};
@@ -189,7 +189,7 @@ impl World {
                             let _ = write!(
                                 s,
                                 " [{ch} {:?} {} {:x}]",
-                                c.applied(ch),
+                                c.applied(ch).map(OpId::get),
                                 c.is_unknown(ch),
                                 c.state(ch).map_or(0, |st| st.full_digest())
                             );

@@ -11,7 +11,7 @@ use super::status::resolution_name;
 use super::view::admin_target;
 use super::{request, role_name};
 use crate::daemon::config::{DeploymentConfig, load};
-use crate::proto::{Client, ControlUnit, NodeId, Role};
+use crate::proto::{Client, ControlUnit, NodeId, OpId, Role};
 use crate::wire::{LA_FLAG_UNKNOWN, LaReplyBody};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -124,7 +124,7 @@ pub fn answer(client: &Client, asked: &[QueryAbove]) -> Result<QueryAnswerReply,
         .iter()
         .map(|q| {
             client
-                .query_answer(q.channel, q.above)
+                .query_answer(q.channel, OpId::new(q.above))
                 .map(|r| ClientAnswer::from_reply(q.above, &r))
                 .ok_or_else(|| format!("channel {} is not this client's", q.channel))
         })

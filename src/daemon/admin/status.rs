@@ -10,7 +10,7 @@ use super::{AdminStats, AdminToken, RequestError, Target, request};
 use crate::daemon::Clock;
 use crate::daemon::metrics::LagTrack;
 use crate::proto::Node;
-use crate::proto::{ControlUnit, Counters, NodeId, Role};
+use crate::proto::{ControlUnit, Counters, NodeId, OpId, Role};
 use crate::runtime::node::NodeRunner;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -532,7 +532,7 @@ fn cu_channel(cu: &ControlUnit, ch: u32, lags: Option<&Lags>) -> ChannelStatus {
 fn client_channel(c: &crate::proto::Client, ch: u32) -> ChannelStatus {
     ChannelStatus {
         channel: ch,
-        applied: c.applied(ch).unwrap_or(0),
+        applied: c.applied(ch).map_or(0, OpId::get),
         unknown: Some(c.is_unknown(ch)),
         public_digest: hex_digest(c.state(ch).map_or(0, |s| s.public_digest())),
         ..Default::default()

@@ -48,7 +48,7 @@ struct PeerChan {
     xfer_done_seq: u64,
     /// A re-joining standby that kept its state offers it: `(epoch, op)` = its state holds
     /// every op up to `op` as the primary of `epoch` sent them.
-    offer: Option<(u64, u64)>,
+    offer: Option<(Epoch, OpId)>,
     /// The standby's NACKs on this channel, served no faster than it sends them.
     nack_pacer: pacing::Pacer,
 }
@@ -134,7 +134,7 @@ struct Chan {
     acked: OpId,
     preapplied_top: OpId,
     commit_dirty: bool,
-    nack: Option<(u64, u64)>,
+    nack: Option<(OpId, OpId)>,
     last_nack_us: u64,
     xfer_rx: Option<BulkRx>,
     xfer_done: Option<u32>,

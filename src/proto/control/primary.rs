@@ -210,7 +210,7 @@ impl ControlUnit {
         if !r.done {
             return;
         }
-        let base = OpId::new(r.base_op);
+        let base = r.base_op;
         c.replay_pacer
             .finish(now_us, pacing::stream_gap_us(&self.cfg));
         self.counters.replay_bytes += r.payload_bytes;
@@ -501,7 +501,10 @@ impl ControlUnit {
         for m in frame.msgs() {
             if let crate::wire::Msg::LaReply(r) = m {
                 match self.peers[pi].chans.get_mut(r.channel.get() as usize) {
-                    Some(pc) => pc.offer = Some((r.data_epoch.get(), r.last_applied.get())),
+                    Some(pc) => {
+                        pc.offer =
+                            Some((r.data_epoch.get().into(), OpId::new(r.last_applied.get())))
+                    }
                     None => self.counters.rejected_unexpected += 1,
                 }
             }
@@ -524,9 +527,9 @@ impl ControlUnit {
             .offer
             .take()
             .filter(|&(epoch, pos)| {
-                c.history.agrees_with(Epoch::from(epoch), OpId::new(pos))
-                    && OpId::new(pos) < c.next_op
-                    && OpId::new(pos)
+                c.history.agrees_with(epoch, pos)
+                    && pos < c.next_op
+                    && pos
                         .range_after(c.last_op())
                         .all(|op| c.ring.get(op).is_some_and(|s| !s.preapplied))
             })
@@ -534,13 +537,13 @@ impl ControlUnit {
         let c = &self.chans[channel];
         let (mask, top) = match catch_up {
             Some(pos) => (0, pos),
-            None => (ALL_SECTIONS_MASK, c.last_op().get()),
+            None => (ALL_SECTIONS_MASK, c.last_op()),
         };
         // Ops kept by a failover cut are committed before their client acks them: the
         // snapshot counts them as applied, so the joiner never trails the commit watermark.
         let acked = match catch_up {
             Some(pos) => pos,
-            None => c.client_acked.max(c.commit).get().min(top),
+            None => c.client_acked.max(c.commit).min(top),
         };
         let tx = BulkTx::snapshot(
             BulkKind::Xfer,
@@ -554,17 +557,17 @@ impl ControlUnit {
             c.history.segments(),
             now_us,
         );
-        let cookies: Vec<u64> = OpId::new(acked)
-            .range_after(OpId::new(top))
+        let cookies: Vec<u64> = acked
+            .range_after(top)
             .map(|op| c.ring.get(op).map_or(ALL_SECTIONS_MASK, |s| s.cookie))
             .collect();
         self.counters.xfer_bytes += tx.payload_bytes;
         self.counters.xfer_catch_ups += u64::from(catch_up.is_some());
         let pc = &mut self.peers[pi].chans[channel];
-        pc.xfer_top = OpId::new(top);
+        pc.xfer_top = top;
         pc.preapplied = cookies;
         // `acked` is at most `top`, an op assigned: there is an op after it.
-        pc.preapplied_from = OpId::new(acked).saturating_add(1);
+        pc.preapplied_from = acked.saturating_add(1);
         self.peers[pi].xfer = Some(tx);
     }
 
@@ -610,7 +613,7 @@ impl ControlUnit {
             return;
         }
         let channel = x.channel as usize;
-        let acked = OpId::new(x.acked_op);
+        let acked = x.acked_op;
         let pc = &mut p.chans[channel];
         pc.ready = true;
         pc.applied = acked;
@@ -727,7 +730,7 @@ impl ControlUnit {
         if sections == ALL_SECTIONS_MASK {
             c.full_replay_owed = false;
         }
-        let base = c.last_op().get();
+        let base = c.last_op();
         let tx = BulkTx::snapshot(
             BulkKind::Replay,
             stream,
@@ -736,7 +739,7 @@ impl ControlUnit {
             sections,
             false,
             base,
-            0,
+            OpId::ZERO,
             std::iter::empty(),
             now_us,
         );
@@ -756,7 +759,7 @@ impl ControlUnit {
             full,
             bytes: tx.payload_bytes,
             full_bytes,
-            base_op: OpId::new(base),
+            base_op: base,
         });
         c.replay = Some(tx);
     }

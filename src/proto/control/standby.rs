@@ -190,7 +190,7 @@ impl ControlUnit {
         } else if now_us >= c.last_nack_us + self.cfg.rto_us / 2 {
             // `op` is past the op after `held`: both ends of the gap exist.
             if let (Some(from), Some(to)) = (held.next(), op.prev()) {
-                c.nack = Some((from.get(), to.get()));
+                c.nack = Some((from, to));
             }
             c.last_nack_us = now_us;
             self.counters.nacks_sent += 1;

@@ -177,8 +177,8 @@ impl ControlUnit {
                 let nb = NackBody {
                     channel: c.id.into(),
                     generation: 0.into(),
-                    from: from.into(),
-                    to: to.into(),
+                    from: from.get().into(),
+                    to: to.get().into(),
                 };
                 if !fb.push(Kind::Nack, &nb) {
                     return;
