@@ -547,3 +547,14 @@ fn a_full_replay_pays_what_a_new_life_was_owed() {
         assert!(r.violations.is_empty(), "seed {seed}: {:?}", r.violations);
     }
 }
+
+/// The simulator models one control-unit failure at a time: it must not crash a primary
+/// whose only standby believes itself eligible on a view the primary has since replaced.
+/// Seed 30408962 (two units): the primary dropped its standby (mute 75 ms), re-transferred
+/// it, and was crashed 17 ms later, before the standby had joined again; nobody held every
+/// committed op, and no primary was ever elected (inv5), as the protocol must. The scheduler
+/// now also requires the standby in the primary's own sync set.
+#[test]
+fn a_primary_is_not_crashed_while_its_only_standby_rejoins() {
+    extended_seed_passes(30408962, "all");
+}

@@ -834,10 +834,22 @@ impl World {
         }
         let all_complete = self.complete_cus(usize::MAX) == self.cfg.topology.control_units.len();
         match c.role() {
+            // A standby that takes itself for eligible on a view the primary has since
+            // replaced (it was dropped and is re-joining) holds no more than a re-joining one:
+            // it must also be in the primary's own sync set. Seed 30408962: the primary was
+            // crashed 20 ms after it dropped its only standby, which had just finished a
+            // re-transfer but not joined; nobody held every committed op.
             Role::Primary => {
                 all_complete
-                    && (0..self.nodes.len())
-                        .any(|j| j != i && self.cu(j).is_some_and(|s| s.is_eligible()))
+                    && (0..self.nodes.len()).any(|j| {
+                        j != i
+                            && self.cu(j).is_some_and(|s| s.is_eligible())
+                            && self
+                                .cfg
+                                .topology
+                                .cu_index(self.nodes[j].id)
+                                .is_some_and(|k| c.sync_mask() & (1 << k) != 0)
+                    })
             }
             Role::Standby => self.complete_cus(i) >= 1 && self.primary().is_some(),
             Role::Joining => true,
