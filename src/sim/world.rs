@@ -841,15 +841,7 @@ impl World {
             // re-transfer but not joined; nobody held every committed op.
             Role::Primary => {
                 all_complete
-                    && (0..self.nodes.len()).any(|j| {
-                        j != i
-                            && self.cu(j).is_some_and(|s| s.is_eligible())
-                            && self
-                                .cfg
-                                .topology
-                                .cu_index(self.nodes[j].id)
-                                .is_some_and(|k| c.sync_mask() & (1 << k) != 0)
-                    })
+                    && (0..self.nodes.len()).any(|j| j != i && self.in_sync_standby(j, Some(i)))
             }
             Role::Standby => self.complete_cus(i) >= 1 && self.primary().is_some(),
             Role::Joining => true,
@@ -1076,16 +1068,25 @@ impl World {
             .filter(|k| !except.contains(k) && self.nodes[*k].is_cu)
             .filter(|&k| !self.net.is_partitioned(self.nodes[k].id, now))
             .filter(|&k| {
-                self.cu(k).is_some_and(|c| {
-                    let in_sync = c.is_eligible()
-                        && primary.is_none_or(|p| {
-                            let idx = self.cfg.topology.cu_index(c.id).expect("cu");
-                            self.cu(p).is_some_and(|p| p.sync_mask() & (1 << idx) != 0)
-                        });
-                    in_sync || (primary_ok && c.role() == Role::Primary && Some(k) == primary)
-                })
+                self.in_sync_standby(k, primary)
+                    || (primary_ok
+                        && self.cu(k).is_some_and(|c| c.role() == Role::Primary)
+                        && Some(k) == primary)
             })
             .find(|&k| self.holds_every_commit(k))
+    }
+
+    /// Whether control unit `k` is an in-sync standby: eligible by its own view and, while
+    /// `primary` lives, in that primary's sync set too (a dropped standby re-joining still
+    /// holds the view that named it).
+    fn in_sync_standby(&self, k: usize, primary: Option<usize>) -> bool {
+        self.cu(k).is_some_and(|c| {
+            c.is_eligible()
+                && primary.is_none_or(|p| {
+                    let idx = self.cfg.topology.cu_index(c.id).expect("cu");
+                    self.cu(p).is_some_and(|p| p.sync_mask() & (1 << idx) != 0)
+                })
+        })
     }
 
     /// Control units other than `i` that are down, re-joining or cut off.
