@@ -3,7 +3,7 @@
 //!
 //! Run: `cargo run --release --example router`
 
-use statesync::proto::{ChannelState, ProtoConfig, Topology};
+use statesync::proto::{ChannelState, ProtoConfig, SectionMask, Topology};
 use statesync::runtime::{Change, ClientHandler, NodeConfig, spawn_client, spawn_control_unit};
 use statesync::transport::TransportConfig;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -18,7 +18,13 @@ impl ClientHandler for LineCard {
     fn on_update(&mut self, _channel: u32, _op: u64, _cookie: u64, _state: &ChannelState) {
         self.routes_programmed += 1;
     }
-    fn on_replay(&mut self, channel: u32, sections: u64, base_op: u64, state: &ChannelState) {
+    fn on_replay(
+        &mut self,
+        channel: u32,
+        sections: SectionMask,
+        base_op: u64,
+        state: &ChannelState,
+    ) {
         println!(
             "line card: channel {channel} reset sections {sections:#x} at op {base_op} ({} routes)",
             state.entry_count(sections)

@@ -3,8 +3,8 @@
 //! that restarted (a new boot ID). A client used to ask per client, so every channel of it
 //! was replayed in full, in-sync ones too, on every heartbeat while any one was unknown.
 
+use statesync::proto::SectionMask;
 use statesync::proto::control::ControlUnit;
-use statesync::proto::state::ALL_SECTIONS_MASK;
 use statesync::proto::{ProtoConfig, Role, Topology};
 use statesync::wire::{
     BulkAck, Entry, FrameBuilder, HeartbeatBody, Kind, LA_FLAG_UNKNOWN, LaReplyBody, ROLE_CLIENT,
@@ -61,7 +61,7 @@ fn client_frame(
             channel: ch.into(),
             flags: LA_FLAG_UNKNOWN.into(),
             last_applied: 0.into(),
-            cookie_above: ALL_SECTIONS_MASK.into(),
+            cookie_above: SectionMask::ALL.get().into(),
             data_epoch: 0.into(),
         };
         assert!(fb.push(Kind::LaReply, &r));

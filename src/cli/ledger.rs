@@ -9,7 +9,8 @@
 //! ledger also knows which op each key's last change became, and thus whether it committed.
 
 use crate::proto::ChannelState;
-use crate::proto::state::{ALL_SECTIONS_MASK, PRIVATE_SECTION};
+use crate::proto::SectionMask;
+use crate::proto::state::PRIVATE_SECTION;
 use crate::runtime::api::{Change, FLAG_PRIVATE, INLINE_VALUE_BYTES};
 
 /// Examples of mismatches kept for the report (the count is exact; the list is a sample).
@@ -213,9 +214,9 @@ impl Ledger {
                     continue;
                 };
                 let held = |s: &ChannelState| {
-                    s.entry_count(ALL_SECTIONS_MASK) + s.len(PRIVATE_SECTION) as u64
+                    s.entry_count(SectionMask::ALL) + s.len(PRIVATE_SECTION) as u64
                 };
-                let client = p.client.map_or(0, |s| s.entry_count(ALL_SECTIONS_MASK));
+                let client = p.client.map_or(0, |s| s.entry_count(SectionMask::ALL));
                 for (replica, n, want) in [
                     ("primary", held(p.primary), all),
                     ("standby", held(p.standby), all),

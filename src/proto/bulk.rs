@@ -49,7 +49,7 @@ pub struct BulkTx {
     pub kind: BulkKind,
     pub stream: u32,
     pub channel: u32,
-    pub sections: u64,
+    pub sections: SectionMask,
     pub base_op: OpId,
     pub acked_op: OpId,
     items: Vec<Item>,
@@ -73,7 +73,7 @@ impl BulkTx {
         stream: u32,
         channel: u32,
         state: &ChannelState,
-        mask: u64,
+        mask: SectionMask,
         private: bool,
         base_op: OpId,
         acked_op: OpId,
@@ -85,7 +85,7 @@ impl BulkTx {
             .collect();
         let mut data = Vec::with_capacity(state.value_bytes(mask) as usize);
         let sections = (0..SECTIONS)
-            .filter(|s| mask & (1 << s) != 0)
+            .filter(|&s| mask.contains(s as u32))
             .map(|s| (s, false));
         let privs = private.then_some((PRIVATE_SECTION, true));
         for (s, is_private) in sections.chain(privs) {
@@ -159,7 +159,7 @@ impl BulkTx {
             let b = BulkBegin {
                 channel: self.channel.into(),
                 stream: self.stream.into(),
-                sections: self.sections.into(),
+                sections: self.sections.get().into(),
                 base_op: self.base_op.get().into(),
                 acked_op: self.acked_op.get().into(),
             };

@@ -5,7 +5,7 @@
 //! and takes selective replays. It follows the highest epoch it has seen and ignores lower ones.
 
 use super::bulk::BulkRx;
-use super::state::{ALL_SECTIONS_MASK, ChannelState, PrefetchHint};
+use super::state::{ChannelState, PrefetchHint};
 use super::{
     Counters, Epoch, Event, Events, InjectedBug, NodeId, OpId, ProtoConfig, SectionMask, Transmit,
 };
@@ -30,7 +30,7 @@ struct Chan {
     vouched: bool,
     /// Cookies of the last `cookie_history` applied ops, at [`Chan::cookie_slot`] (a
     /// power-of-two array, so a mask finds the slot); valid for ops `>= cookies_from`.
-    cookies: Vec<u64>,
+    cookies: Vec<SectionMask>,
     cookie_history: u64,
     cookies_from: OpId,
     replay: Option<BulkRx>,
@@ -60,24 +60,26 @@ impl Chan {
             channel: self.id.into(),
             flags: 0.into(),
             last_applied: self.applied.get().into(),
-            cookie_above: self.cookie_above(above_op).into(),
+            cookie_above: self.cookie_above(above_op).get().into(),
             data_epoch: self.data_epoch.get().into(),
         }
     }
 
     /// The union of the cookies of the ops applied above `op` (the querier's position, from
     /// the network): every section when those ops are no longer all remembered.
-    fn cookie_above(&self, op: OpId) -> u64 {
+    fn cookie_above(&self, op: OpId) -> SectionMask {
         // Nothing applied above `op`, or `op` is the last ID there is: nothing to report.
         let (Some(first), Some(ops)) = (op.next(), self.applied.checked_sub(op).filter(|&n| n > 0))
         else {
-            return 0;
+            return SectionMask::EMPTY;
         };
         if first < self.cookies_from || ops > self.cookie_history {
-            return ALL_SECTIONS_MASK;
+            return SectionMask::ALL;
         }
         op.range_after(self.applied)
-            .fold(0, |m, o| m | self.cookies[self.cookie_slot(o)])
+            .fold(SectionMask::EMPTY, |m, o| {
+                m | self.cookies[self.cookie_slot(o)]
+            })
     }
 
     fn cookie_slot(&self, op: OpId) -> usize {
@@ -125,7 +127,7 @@ impl Client {
                     unknown: fresh,
                     data_epoch: if fresh { Epoch::ZERO } else { Epoch::INITIAL },
                     vouched: true,
-                    cookies: vec![0; window.next_power_of_two()],
+                    cookies: vec![SectionMask::EMPTY; window.next_power_of_two()],
                     cookie_history: window as u64,
                     cookies_from: OpId::FIRST,
                     replay: None,
@@ -345,7 +347,7 @@ impl Client {
             c.applied = op;
             c.data_epoch = epoch;
             let slot = c.cookie_slot(op);
-            c.cookies[slot] = u.cookie();
+            c.cookies[slot] = SectionMask::new(u.cookie());
             c.ack_dirty = true;
             c.nack = None;
             c.replay_done_ack = false;
@@ -421,7 +423,7 @@ impl Client {
             c.unknown = true;
             return;
         }
-        c.state.clear_sections(rx.sections.get());
+        c.state.clear_sections(rx.sections);
         c.replay = Some(rx);
         c.newest_stream = Some(stream);
     }
@@ -589,7 +591,7 @@ fn unknown_reply(channel: u32, applied: OpId) -> LaReplyBody {
         channel: channel.into(),
         flags: LA_FLAG_UNKNOWN.into(),
         last_applied: applied.get().into(),
-        cookie_above: ALL_SECTIONS_MASK.into(),
+        cookie_above: SectionMask::ALL.get().into(),
         data_epoch: 0.into(),
     }
 }

@@ -269,6 +269,21 @@ impl SectionMask {
         self.0 == 0
     }
 
+    /// The sections of this set that are not in `other`.
+    #[must_use]
+    pub const fn difference(self, other: SectionMask) -> SectionMask {
+        SectionMask(self.0 & !other.0)
+    }
+
+    /// The set without its highest section (empty stays empty).
+    #[must_use]
+    pub const fn without_highest(self) -> SectionMask {
+        match self.0 {
+            0 => self,
+            b => SectionMask(b & !(1 << (63 - b.leading_zeros()))),
+        }
+    }
+
     /// How many sections are in the set.
     pub const fn count(self) -> u32 {
         self.0.count_ones()
@@ -391,6 +406,11 @@ mod tests {
         assert!(SectionMask::EMPTY.is_empty() && !m.is_empty());
         assert_eq!(m | SectionMask::new(2), SectionMask::new(0x23));
         assert_eq!(format!("{m} {m:#x} {m:?}"), "0x21 0x21 33");
+        assert_eq!(m.difference(SectionMask::new(1)), SectionMask::new(0x20));
+        assert_eq!(m.difference(SectionMask::ALL), SectionMask::EMPTY);
+        assert_eq!(m.without_highest(), SectionMask::new(1));
+        assert_eq!(SectionMask::ALL.without_highest(), SectionMask::new(u64::MAX >> 1));
+        assert_eq!(SectionMask::EMPTY.without_highest(), SectionMask::EMPTY);
     }
 
     #[test]

@@ -13,14 +13,14 @@
 //! doubling, keeping what it holds) only when an op does not fit; a warmed ring does not
 //! allocate.
 
-use super::ids::OpId;
+use super::ids::{OpId, SectionMask};
 use crate::wire::{Entry, EntryIter, UpdateView, entry_wire_len, write_entry};
 
 /// Where one op's entries sit in the log, and what is known of it.
 #[derive(Debug, Default, Clone, Copy)]
 struct Record {
     op: OpId,
-    cookie: u64,
+    cookie: SectionMask,
     /// Byte offset of the op's entries in the log.
     offset: u32,
     /// Byte length of all its entries, and of the public ones at their front.
@@ -36,7 +36,7 @@ struct Record {
 #[derive(Debug, Clone, Copy)]
 pub struct Slot<'a> {
     pub op: OpId,
-    pub cookie: u64,
+    pub cookie: SectionMask,
     /// The op is already contained in a transferred snapshot: nothing to apply.
     pub preapplied: bool,
     pub public_count: u16,
@@ -284,11 +284,11 @@ impl OpRing {
             .sum();
         let offset = self.push_record(op, len);
         let mut at = offset;
-        let mut cookie = 0u64;
+        let mut cookie = SectionMask::EMPTY;
         let (mut public_count, mut private_count) = (0u16, 0u16);
         for e in entries.iter().filter(|e| !e.private) {
             at += write_entry(&mut self.log[at..], e);
-            cookie |= 1 << e.section;
+            cookie = cookie.with(u32::from(e.section));
             public_count += 1;
         }
         let public_len = at - offset;
@@ -311,7 +311,7 @@ impl OpRing {
         self.log[offset..offset + u.entry_bytes.len()].copy_from_slice(u.entry_bytes);
         let i = self.index(op);
         let r = &mut self.records[i];
-        r.cookie = u.cookie();
+        r.cookie = SectionMask::new(u.cookie());
         r.public_len = u.public_len as u32;
         r.public_count = u.fixed.public_count.get();
         r.private_count = u.fixed.private_count.get();
@@ -375,7 +375,7 @@ mod tests {
             r.push_entries(o(op), &ent(op));
         }
         assert!(r.is_full());
-        assert_eq!(r.get(o(3)).unwrap().cookie, 1 << 3);
+        assert_eq!(r.get(o(3)).unwrap().cookie, SectionMask::new(1 << 3));
         r.prune_through(o(2));
         assert_eq!(r.len(), 2);
         assert!(r.get(o(2)).is_none());
@@ -438,7 +438,7 @@ mod tests {
                 prop_assert_eq!(r.len(), model.len());
                 for (op, cookie) in &model {
                     let slot = r.get(o(*op));
-                    prop_assert_eq!(slot.map(|s| s.cookie), Some(*cookie));
+                    prop_assert_eq!(slot.map(|s| s.cookie.get()), Some(*cookie));
                     // The entries read back are the ones pushed, whatever wrapped or moved.
                     let back: Vec<(u64, usize)> = slot.unwrap().entries()
                         .map(|e| (e.key, e.value.map_or(0, <[u8]>::len))).collect();

@@ -8,6 +8,7 @@
 //! holds key, entry hash and, up to 44 bytes, the value), and [`ChannelState::prefetch`] lets a
 //! caller start loading that line for upcoming writes so a batch overlaps its cache misses.
 
+use super::SectionMask;
 use super::table::{SectionTable, prefetch_line};
 use crate::wire::{Entry, SECTIONS};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
@@ -15,9 +16,6 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 /// Index of the primary-only section (never sent to clients).
 pub const PRIVATE_SECTION: usize = SECTIONS;
 const ALL_SECTIONS: usize = SECTIONS + 1;
-
-/// Bit mask with every client-visible section set.
-pub const ALL_SECTIONS_MASK: u64 = super::SectionMask::ALL.get();
 
 /// One stage of a prefetch ([`ChannelState::prefetch_section_of`] or
 /// [`ChannelState::prefetch_entry`]), for loops that run both at different distances.
@@ -110,9 +108,9 @@ impl ChannelState {
     }
 
     /// Empties every client-visible section whose bit is set in `mask`.
-    pub fn clear_sections(&mut self, mask: u64) {
+    pub fn clear_sections(&mut self, mask: SectionMask) {
         for s in 0..SECTIONS {
-            if mask & (1 << s) != 0 {
+            if mask.contains(s as u32) {
                 self.sections[s].clear();
             }
         }
@@ -120,7 +118,7 @@ impl ChannelState {
 
     /// Empties everything, the primary-only section included.
     pub fn clear_all(&mut self) {
-        self.clear_sections(ALL_SECTIONS_MASK);
+        self.clear_sections(SectionMask::ALL);
         self.sections[PRIVATE_SECTION].clear();
     }
 
@@ -141,10 +139,10 @@ impl ChannelState {
     }
 
     /// Mask of client-visible sections whose digests differ from `other`'s.
-    pub fn differing_sections(&self, other: &ChannelState) -> u64 {
+    pub fn differing_sections(&self, other: &ChannelState) -> SectionMask {
         (0..SECTIONS)
             .filter(|&s| self.section_digest(s) != other.section_digest(s))
-            .fold(0, |m, s| m | (1 << s))
+            .fold(SectionMask::EMPTY, |m, s| m.with(s as u32))
     }
 
     pub fn entries(&self, section: usize) -> impl Iterator<Item = (u64, &[u8])> {
@@ -160,16 +158,16 @@ impl ChannelState {
     }
 
     /// Value bytes held in the sections of `mask` (client-visible only).
-    pub fn value_bytes(&self, mask: u64) -> u64 {
+    pub fn value_bytes(&self, mask: SectionMask) -> u64 {
         (0..SECTIONS)
-            .filter(|&s| mask & (1 << s) != 0)
+            .filter(|&s| mask.contains(s as u32))
             .map(|s| self.sections[s].value_bytes())
             .sum()
     }
 
     /// What replaying the sections of `mask` puts on the wire: each entry's value and its
     /// bulk-entry header.
-    pub fn wire_bytes(&self, mask: u64) -> u64 {
+    pub fn wire_bytes(&self, mask: SectionMask) -> u64 {
         self.value_bytes(mask)
             + self.entry_count(mask) * (size_of::<crate::wire::BulkEntry>() as u64 + 4)
     }
@@ -178,12 +176,16 @@ impl ChannelState {
     /// applying them: what a takeover that first applies its pending ops through the cut then
     /// replays (`failover --dry-run`). Private writes and sections outside `mask` count for
     /// nothing; a key written twice counts once, at its last value.
-    pub fn wire_bytes_after<'e>(&self, mask: u64, writes: impl Iterator<Item = Entry<'e>>) -> u64 {
+    pub fn wire_bytes_after<'e>(
+        &self,
+        mask: SectionMask,
+        writes: impl Iterator<Item = Entry<'e>>,
+    ) -> u64 {
         let mut last_len: std::collections::HashMap<(u8, u64), Option<usize>> =
             std::collections::HashMap::new();
         let (mut entries, mut bytes) =
             (self.entry_count(mask) as i64, self.value_bytes(mask) as i64);
-        for e in writes.filter(|e| !e.private && mask & (1 << e.section) != 0) {
+        for e in writes.filter(|e| !e.private && mask.contains(u32::from(e.section))) {
             let held = *last_len
                 .entry((e.section, e.key))
                 .or_insert_with(|| self.value_of(&e).map(<[u8]>::len));
@@ -197,9 +199,9 @@ impl ChannelState {
     }
 
     /// Entries held in the sections of `mask` (client-visible only).
-    pub fn entry_count(&self, mask: u64) -> u64 {
+    pub fn entry_count(&self, mask: SectionMask) -> u64 {
         (0..SECTIONS)
-            .filter(|&s| mask & (1 << s) != 0)
+            .filter(|&s| mask.contains(s as u32))
             .map(|s| self.sections[s].len() as u64)
             .sum()
     }
@@ -218,10 +220,10 @@ impl ChannelState {
     }
 
     /// Sections (client-visible) that hold at least one entry.
-    pub fn nonempty_mask(&self) -> u64 {
+    pub fn nonempty_mask(&self) -> SectionMask {
         (0..SECTIONS)
             .filter(|&s| !self.sections[s].is_empty())
-            .fold(0, |m, s| m | (1 << s))
+            .fold(SectionMask::EMPTY, |m, s| m.with(s as u32))
     }
 }
 
@@ -249,7 +251,7 @@ mod tests {
         assert_eq!(a.full_digest(), b.full_digest());
         a.apply(&e(1, 1, Some(b"z")));
         assert_ne!(a.full_digest(), b.full_digest());
-        assert_eq!(a.differing_sections(&b), 1 << 1);
+        assert_eq!(a.differing_sections(&b), SectionMask::new(1 << 1));
         a.apply(&e(1, 1, Some(b"x")));
         assert_eq!(a.full_digest(), b.full_digest());
         a.apply(&e(3, 9, None));
@@ -257,7 +259,7 @@ mod tests {
         a.apply(&e(2, 2, None));
         b.apply(&e(2, 2, None));
         assert_eq!(a.full_digest(), b.full_digest());
-        assert_eq!(a.value_bytes(ALL_SECTIONS_MASK), 1);
+        assert_eq!(a.value_bytes(SectionMask::ALL), 1);
     }
 
     /// The bytes a replay would send after some writes, counted without applying them, equal
@@ -286,11 +288,11 @@ mod tests {
             e(3, 7, Some(b"back")),
             private,
         ];
-        for mask in [ALL_SECTIONS_MASK, 0b0101, 0b1010, 0] {
+        for mask in [SectionMask::ALL.get(), 0b0101, 0b1010, 0].map(SectionMask::new) {
             let predicted = a.wire_bytes_after(mask, writes.iter().copied());
             let mut b = a.clone();
             writes.iter().for_each(|w| b.apply(w));
-            assert_eq!(predicted, b.wire_bytes(mask), "mask {mask:#b}");
+            assert_eq!(predicted, b.wire_bytes(mask), "mask {mask:#x}");
         }
     }
 
@@ -302,16 +304,16 @@ mod tests {
         a.apply(&e(4, 7, Some(&big)));
         a.prefetch(4, 7);
         assert_eq!(a.get(4, 7), Some(&big[..]));
-        assert_eq!(a.value_bytes(1 << 4), 1000);
+        assert_eq!(a.value_bytes(SectionMask::new(1 << 4)), 1000);
         a.apply(&e(4, 7, Some(b"tiny")));
-        assert_eq!(a.value_bytes(1 << 4), 4);
-        assert_eq!(a.entry_count(ALL_SECTIONS_MASK), 1);
-        assert_eq!(a.nonempty_mask(), 1 << 4);
+        assert_eq!(a.value_bytes(SectionMask::new(1 << 4)), 4);
+        assert_eq!(a.entry_count(SectionMask::ALL), 1);
+        assert_eq!(a.nonempty_mask(), SectionMask::new(1 << 4));
         let mut b = ChannelState::default();
         b.put(4, 7, b"tiny");
         assert_eq!(a.full_digest(), b.full_digest());
         assert_eq!(a.entries(4).collect::<Vec<_>>(), vec![(7, &b"tiny"[..])]);
-        a.clear_sections(1 << 4);
+        a.clear_sections(SectionMask::new(1 << 4));
         assert!(a.is_empty());
         assert_eq!(a.section_digest(4), 0);
     }
@@ -334,7 +336,7 @@ mod tests {
         }
         assert_eq!(a.full_digest(), b.full_digest());
         assert_eq!(a.public_digest(), b.public_digest());
-        assert_eq!(a.differing_sections(&b), 0);
+        assert_eq!(a.differing_sections(&b), SectionMask::EMPTY);
         let keys = |s: &ChannelState| s.entries(3).map(|(k, _)| k).collect::<Vec<_>>();
         assert_ne!(keys(&a), keys(&b), "different seeds, different slot order");
     }

@@ -9,7 +9,7 @@
 use super::node::NodeRunner;
 use super::worker::{self, Gauges, WorkerOutput, WorkerSpec};
 use crate::proto::Node;
-use crate::proto::{ChannelState, Client, ControlUnit, NodeId, ProtoConfig};
+use crate::proto::{ChannelState, Client, ControlUnit, NodeId, ProtoConfig, SectionMask};
 use crate::transport::{Transport, TransportConfig, TransportError};
 use crate::wire::Entry;
 use std::net::SocketAddr;
@@ -84,7 +84,13 @@ pub trait ClientHandler: Send + 'static {
     fn on_update(&mut self, channel: u32, op: u64, cookie: u64, state: &ChannelState);
     /// A replay reset the sections of `sections` (all of them for a full replay); the channel
     /// now stands at `base_op`.
-    fn on_replay(&mut self, channel: u32, sections: u64, base_op: u64, state: &ChannelState);
+    fn on_replay(
+        &mut self,
+        channel: u32,
+        sections: SectionMask,
+        base_op: u64,
+        state: &ChannelState,
+    );
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]

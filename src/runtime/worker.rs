@@ -461,7 +461,7 @@ fn on_event(machine: &Node, ev: Event, now_ns: u64, sinks: Sinks<'_>) {
             sections,
             ..
         } => {
-            let (base_op, sections) = (base_op.get(), sections.get());
+            let base_op = base_op.get();
             if let Some(l) = latency {
                 l.reset_channel(channel, 0, base_op);
             }

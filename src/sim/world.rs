@@ -2,10 +2,9 @@
 
 use super::net::{Liar, Net, NetProfile};
 use super::{RunReport, SimOptions};
-use crate::proto::state::ALL_SECTIONS_MASK;
 use crate::proto::{
     Client, ControlUnit, CutPolicy, Event, Node, NodeId, OpId, OpStatus, ProtoConfig, Resolution,
-    Role, Topology,
+    Role, SectionMask, Topology,
 };
 use crate::rng::SplitMix64;
 use crate::wire::{Entry, FrameHeader, FrameReader};
@@ -42,7 +41,7 @@ pub(super) struct Host {
 pub(super) struct ClientTrack {
     pub last_op: Option<u64>,
     pub last_epoch: u64,
-    pub cookies: VecDeque<(u64, u64)>,
+    pub cookies: VecDeque<(u64, SectionMask)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -464,7 +463,7 @@ impl World {
                 epoch,
                 cookie,
             } => {
-                let (op, epoch, cookie) = (op.get(), epoch.get(), cookie.get());
+                let (op, epoch) = (op.get(), epoch.get());
                 if self.opts.trace_channel == Some(channel) {
                     self.trace(|| format!("client {id} ch {channel} applied op {op} epoch {epoch:#x} cookie {cookie:#x}"));
                 }
@@ -541,7 +540,7 @@ impl World {
                 i,
                 channel,
                 client,
-                sections.get(),
+                sections,
                 full,
                 bytes,
                 full_bytes,
@@ -555,8 +554,7 @@ impl World {
                 let full: u64 = (0..self.cfg.topology.channels() as u32)
                     .map(|ch| {
                         let s = cu.state(ch).expect("channel");
-                        s.value_bytes(ALL_SECTIONS_MASK)
-                            + s.entry_count(ALL_SECTIONS_MASK) * overhead
+                        s.value_bytes(SectionMask::ALL) + s.entry_count(SectionMask::ALL) * overhead
                     })
                     .sum();
                 self.report.full_resync_bytes += full;
@@ -598,7 +596,7 @@ impl World {
         i: usize,
         channel: u32,
         client: NodeId,
-        sections: u64,
+        sections: SectionMask,
         full: bool,
         bytes: u64,
         full_bytes: u64,
@@ -609,7 +607,7 @@ impl World {
         } else {
             self.report.selective_replays += 1;
         }
-        self.report.sections_replayed += sections.count_ones() as u64;
+        self.report.sections_replayed += u64::from(sections.count());
         self.report.replay_bytes += bytes;
         self.report.replay_full_equiv_bytes += full_bytes;
         self.trace(|| format!("replay ch {channel} -> client {client}: sections {sections:#x} full={full} bytes {bytes} (full {full_bytes}) base {base_op}"));
@@ -629,7 +627,7 @@ impl World {
             .state(channel)
             .expect("client channel")
             .differing_sections(primary);
-        if differ & !sections != 0 {
+        if !differ.difference(sections).is_empty() {
             self.violation(format!(
                 "inv7: replay of ch {channel} to client {client} marks {sections:#x} but the client differs in {differ:#x}"
             ));
@@ -644,8 +642,8 @@ impl World {
                 .cookies
                 .iter()
                 .filter(|&&(op, _)| op > cut && op <= client_op)
-                .fold(0, |m, &(_, c)| m | c);
-            if sections & !expect != 0 {
+                .fold(SectionMask::EMPTY, |m, &(_, c)| m | c);
+            if !sections.difference(expect).is_empty() {
                 self.violation(format!(
                     "inv7: replay of ch {channel} marks {sections:#x}, beyond the cookies {expect:#x} of ops {}..={client_op}",
                     cut + 1

@@ -11,7 +11,7 @@ use super::status::resolution_name;
 use super::view::admin_target;
 use super::{request, role_name};
 use crate::daemon::config::{DeploymentConfig, load};
-use crate::proto::{Client, ControlUnit, NodeId, OpId, Role};
+use crate::proto::{Client, ControlUnit, NodeId, OpId, Role, SectionMask};
 use crate::wire::{LA_FLAG_UNKNOWN, LaReplyBody};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -46,7 +46,7 @@ pub struct DryRunChannel {
     pub client_op: Option<u64>,
     pub cut: u64,
     pub held: u64,
-    pub replay_sections: u64,
+    pub replay_sections: SectionMask,
     pub replay_bytes: u64,
     pub full_replay_bytes: u64,
     /// The client's own answer was used (else its last acknowledged op).

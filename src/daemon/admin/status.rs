@@ -10,7 +10,7 @@ use super::{AdminStats, AdminToken, RequestError, Target, request};
 use crate::daemon::Clock;
 use crate::daemon::metrics::LagTrack;
 use crate::proto::Node;
-use crate::proto::{ControlUnit, Counters, NodeId, OpId, Role};
+use crate::proto::{ControlUnit, Counters, NodeId, OpId, Role, SectionMask};
 use crate::runtime::node::NodeRunner;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -136,7 +136,7 @@ pub struct ChannelFailover {
     pub resolution: String,
     pub client_op: Option<u64>,
     pub cut: u64,
-    pub replay_sections: u64,
+    pub replay_sections: SectionMask,
     pub replay_bytes: u64,
     pub full_replay_bytes: u64,
     pub resent_ops: u64,
@@ -516,9 +516,7 @@ fn cu_channel(cu: &ControlUnit, ch: u32, lags: Option<&Lags>) -> ChannelStatus {
                 .map(|(e, s)| [e.get(), s.get()])
                 .collect(),
         ),
-        state_bytes: Some(
-            state.map_or(0, |s| s.wire_bytes(crate::proto::state::ALL_SECTIONS_MASK)),
-        ),
+        state_bytes: Some(state.map_or(0, |s| s.wire_bytes(crate::proto::SectionMask::ALL))),
         last_failover: cu.last_failover(ch).map(channel_failover),
         lag_ops: Some(top.saturating_sub(done)),
         lag_ms: ages.map(|a| if top > done { a.0 } else { 0 }),

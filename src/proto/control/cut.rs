@@ -3,7 +3,6 @@
 //! sections to replay. Kept apart from the control unit so that every case can be read, and
 //! tested, as a table.
 
-use crate::proto::state::ALL_SECTIONS_MASK;
 use crate::proto::{CutPolicy, OpId, Resolution, SectionMask};
 
 /// What the standby holds of a channel when it resolves it.
@@ -62,7 +61,7 @@ pub(super) fn decide(
     slot: impl Fn(OpId) -> Option<(SectionMask, bool)>,
 ) -> Decision {
     let HeldView { floor, held, acked } = view;
-    let all_sections = SectionMask::new(ALL_SECTIONS_MASK);
+    let all_sections = SectionMask::ALL;
     match answer {
         Answer::Applied { op: n, .. } if n <= held => {
             let cut = policy_cut(policy, n, held).max(floor).max(n);
@@ -104,7 +103,7 @@ pub(super) fn decide(
 mod tests {
     use super::*;
 
-    const ALL: u64 = ALL_SECTIONS_MASK;
+    const ALL: u64 = SectionMask::ALL.get();
 
     /// Ops 1..=20 retained with bodies, op `k`'s cookie `1 << (k % 8)`; ops 21..=25 held only
     /// as cookies (inside a transferred snapshot).

@@ -5,7 +5,6 @@ use super::cut::{Answer, HeldView, decide};
 use super::role::{RoleState, Takeover, TakeoverChan};
 use super::standby::apply_through;
 use super::{ControlUnit, FailoverPreview};
-use crate::proto::state::ALL_SECTIONS_MASK;
 use crate::proto::{Epoch, Event, InjectedBug, OpId, Resolution, Role, SectionMask};
 use crate::wire::{LA_FLAG_UNKNOWN, LaReplyBody};
 
@@ -44,7 +43,7 @@ impl ControlUnit {
                     },
                 };
                 let d = decide(view, checked, self.cfg.cut_policy, |op| c.slot(op));
-                let sections = d.replay.unwrap_or(SectionMask::EMPTY).get();
+                let sections = d.replay.unwrap_or(SectionMask::EMPTY);
                 FailoverPreview {
                     channel: c.id,
                     client: c.owner,
@@ -61,7 +60,7 @@ impl ControlUnit {
                             .filter(|s| !s.preapplied)
                             .flat_map(|s| s.entries()),
                     ),
-                    full_replay_bytes: c.state.wire_bytes(ALL_SECTIONS_MASK),
+                    full_replay_bytes: c.state.wire_bytes(SectionMask::ALL),
                     answered: reply.is_some(),
                     sure: reply.is_some() || !matches!(d.resolution, Resolution::Ahead { .. }),
                 }
@@ -146,13 +145,13 @@ impl ControlUnit {
         let view = c.held_view();
         let held = view.held.get();
         let d = decide(view, answer, self.cfg.cut_policy, |op| c.slot(op));
-        let (resolution, mut replay) = (d.resolution, d.replay.map(SectionMask::get));
+        let (resolution, mut replay) = (d.resolution, d.replay);
         if self.cfg.inject == InjectedBug::SkipReplaySection
             && matches!(resolution, Resolution::Ahead { .. })
-            && let Some(sections) = replay.filter(|&s| s != 0)
+            && let Some(sections) = replay.filter(|s| !s.is_empty())
         {
             // The plant: the highest marked section is left out.
-            replay = Some(sections & !(1u64 << (63 - sections.leading_zeros())));
+            replay = Some(sections.without_highest());
         }
         self.chans[ci].acked = d.acked;
         if let Some(t) = self.takeover_mut() {
@@ -206,7 +205,7 @@ impl ControlUnit {
             epoch: self.epoch.get(),
             resolution,
             cut,
-            replay_sections: 0,
+            replay_sections: SectionMask::EMPTY,
             replay_bytes: 0,
             full_replay_bytes: 0,
             resent_ops: resent.0,
@@ -241,7 +240,7 @@ impl ControlUnit {
             let keep_from = c.client_acked.min(cut).min(c.catch_up_floor);
             c.ring.prune_through(keep_from);
             if let Some(sections) = self.takeover().and_then(|t| t.chans[ci].replay) {
-                let full = sections == ALL_SECTIONS_MASK;
+                let full = sections == SectionMask::ALL;
                 self.start_replay(now_us, ci as u32, sections, full);
             }
         }
@@ -278,9 +277,7 @@ impl super::Chan {
     /// Retained op `op` for the cut decision: the sections it touched, and whether only that
     /// cookie is held (the op is inside a transferred snapshot).
     fn slot(&self, op: OpId) -> Option<(SectionMask, bool)> {
-        self.ring
-            .get(op)
-            .map(|s| (SectionMask::new(s.cookie), s.preapplied))
+        self.ring.get(op).map(|s| (s.cookie, s.preapplied))
     }
 }
 

@@ -15,7 +15,9 @@ pub use super::history::History;
 use super::history::{OpStatus, StatusCounts};
 use super::ring::OpRing;
 use super::state::ChannelState;
-use super::{Counters, Epoch, Event, Events, InjectedBug, NodeId, OpId, ProtoConfig, Role};
+use super::{
+    Counters, Epoch, Event, Events, InjectedBug, NodeId, OpId, ProtoConfig, Role, SectionMask,
+};
 use crate::wire::{
     FrameReader, HB_FLAG_JOINED, HB_FLAG_KEPT_VIEW, HB_FLAG_PRIMARY_LOST, HeartbeatBody,
     LA_FLAG_UNKNOWN, Msg,
@@ -39,7 +41,7 @@ struct PeerChan {
     /// Transfer snapshot point: ops up to here are inside the snapshot.
     xfer_top: OpId,
     /// Cookies of ops `(acked, xfer_top]` at the snapshot, sent as PREAPPLIED updates.
-    preapplied: Vec<u64>,
+    preapplied: Vec<SectionMask>,
     preapplied_from: OpId,
     /// Packet sequence of the standby's frame that acknowledged the end of this channel's
     /// transfer: a COMMIT report from an earlier frame (delayed) describes the state the
@@ -198,7 +200,7 @@ impl Chan {
     fn full_replay_under_way(&self) -> bool {
         self.replay
             .as_ref()
-            .is_some_and(|r| r.sections == super::state::ALL_SECTIONS_MASK)
+            .is_some_and(|r| r.sections == super::SectionMask::ALL)
     }
 
     /// Primary: the highest op assigned (`next_op` is never zero, op 0 never exists).
@@ -311,7 +313,7 @@ pub struct ChannelFailover {
     pub epoch: u64,
     pub resolution: crate::proto::Resolution,
     pub cut: u64,
-    pub replay_sections: u64,
+    pub replay_sections: SectionMask,
     pub replay_bytes: u64,
     pub full_replay_bytes: u64,
     /// Ops the client lacked that are resent as ordinary updates (the `Behind` case), and
@@ -331,7 +333,7 @@ pub struct FailoverPreview {
     /// The highest op this unit holds of the channel.
     pub held: u64,
     /// Sections that would be replayed to the client (0: none).
-    pub replay_sections: u64,
+    pub replay_sections: SectionMask,
     /// Bytes of those sections' entries on the wire, and of the whole channel.
     pub replay_bytes: u64,
     pub full_replay_bytes: u64,

@@ -5,7 +5,7 @@ use super::lives::Life;
 use super::pacing;
 use super::{ControlError, ControlUnit, PeerChan};
 use crate::proto::bulk::{BulkKind, BulkTx};
-use crate::proto::state::{ALL_SECTIONS_MASK, PrefetchHint};
+use crate::proto::state::PrefetchHint;
 use crate::proto::{Epoch, Event, InjectedBug, NodeId, OpId, Role, SectionMask};
 use crate::wire::{
     BulkAck, CommitBody, Entry, HB_FLAG_NEEDS_TRANSFER, HeartbeatBody, MIN_FRAME_BYTES, NackBody,
@@ -536,8 +536,8 @@ impl ControlUnit {
             .map(|(_, pos)| pos);
         let c = &self.chans[channel];
         let (mask, top) = match catch_up {
-            Some(pos) => (0, pos),
-            None => (ALL_SECTIONS_MASK, c.last_op()),
+            Some(pos) => (SectionMask::EMPTY, pos),
+            None => (SectionMask::ALL, c.last_op()),
         };
         // Ops kept by a failover cut are committed before their client acks them: the
         // snapshot counts them as applied, so the joiner never trails the commit watermark.
@@ -557,9 +557,9 @@ impl ControlUnit {
             c.history.segments(),
             now_us,
         );
-        let cookies: Vec<u64> = acked
+        let cookies: Vec<SectionMask> = acked
             .range_after(top)
-            .map(|op| c.ring.get(op).map_or(ALL_SECTIONS_MASK, |s| s.cookie))
+            .map(|op| c.ring.get(op).map_or(SectionMask::ALL, |s| s.cookie))
             .collect();
         self.counters.xfer_bytes += tx.payload_bytes;
         self.counters.xfer_catch_ups += u64::from(catch_up.is_some());
@@ -642,7 +642,7 @@ impl ControlUnit {
             for k in 0..self.client_chans[ci].len() {
                 let ch = self.client_chans[ci][k];
                 if !self.chans[ch as usize].full_replay_under_way() {
-                    self.start_replay(now_us, ch, ALL_SECTIONS_MASK, true);
+                    self.start_replay(now_us, ch, SectionMask::ALL, true);
                 }
             }
         }
@@ -665,7 +665,7 @@ impl ControlUnit {
                     self.counters.rejected_replay_rate += 1;
                 }
                 Role::Primary if !full_under_way => {
-                    self.start_replay(now_us, ch, ALL_SECTIONS_MASK, true)
+                    self.start_replay(now_us, ch, SectionMask::ALL, true)
                 }
                 Role::Candidate => {
                     if let Some(tc) = self
@@ -673,7 +673,7 @@ impl ControlUnit {
                         .map(|t| &mut t.chans[ch as usize])
                         .filter(|tc| !tc.pending)
                     {
-                        tc.replay = Some(ALL_SECTIONS_MASK);
+                        tc.replay = Some(SectionMask::ALL);
                     }
                 }
                 _ => {}
@@ -699,7 +699,7 @@ impl ControlUnit {
             self.counters.rejected_replay_rate += 1;
             return;
         }
-        self.start_replay(now_us, channel, ALL_SECTIONS_MASK, true);
+        self.start_replay(now_us, channel, SectionMask::ALL, true);
     }
 
     /// Starts the full replays owed to new lives of line cards whose pacers now allow them
@@ -714,20 +714,26 @@ impl ControlUnit {
                 c.full_replay_owed = false;
             } else if c.replay_pacer.ready(now_us) {
                 c.full_replay_owed = false;
-                self.start_replay(now_us, ch as u32, ALL_SECTIONS_MASK, true);
+                self.start_replay(now_us, ch as u32, SectionMask::ALL, true);
             }
         }
     }
 
     /// Replays the current state of `sections` of `channel` to its client.
-    pub(super) fn start_replay(&mut self, now_us: u64, channel: u32, sections: u64, full: bool) {
+    pub(super) fn start_replay(
+        &mut self,
+        now_us: u64,
+        channel: u32,
+        sections: SectionMask,
+        full: bool,
+    ) {
         let stream = self.next_stream();
         let gap_us = pacing::stream_gap_us(&self.cfg);
         let c = &mut self.chans[channel as usize];
         c.replay_pacer.start(now_us, gap_us);
         // A full replay serves any life of the client: it pays what a new life was owed (else
         // that debt would start a second one, to a client this one has put in sync).
-        if sections == ALL_SECTIONS_MASK {
+        if sections == SectionMask::ALL {
             c.full_replay_owed = false;
         }
         let base = c.last_op();
@@ -743,7 +749,7 @@ impl ControlUnit {
             std::iter::empty(),
             now_us,
         );
-        let full_bytes = c.state.wire_bytes(ALL_SECTIONS_MASK);
+        let full_bytes = c.state.wire_bytes(SectionMask::ALL);
         self.counters.replays_started += 1;
         if let Some(f) = &mut c.last_failover
             && f.epoch == self.epoch.get()
@@ -755,7 +761,7 @@ impl ControlUnit {
         self.events.push(Event::ReplayStarted {
             channel,
             client: c.owner,
-            sections: SectionMask::new(sections),
+            sections,
             full,
             bytes: tx.payload_bytes,
             full_bytes,

@@ -15,7 +15,7 @@
 //! Each goes through [`ControlUnit::enter`], which also tells the host (`Event::RoleChanged`).
 
 use super::ControlUnit;
-use crate::proto::{Event, Role};
+use crate::proto::{Event, Role, SectionMask};
 
 /// The role, with the data only that role has. Only a candidate has any yet: its takeover.
 #[derive(Debug)]
@@ -58,7 +58,7 @@ pub(super) struct TakeoverChan {
     /// A LAST-APPLIED query is to be sent with the client's next frame.
     pub query_due: bool,
     /// Resolved, with these sections to replay to the client once the takeover ends.
-    pub replay: Option<u64>,
+    pub replay: Option<SectionMask>,
 }
 
 impl Takeover {

@@ -4,7 +4,7 @@
 
 use super::ControlUnit;
 use super::role::RoleState;
-use crate::proto::{Epoch, Role, Transmit};
+use crate::proto::{Epoch, Role, SectionMask, Transmit};
 use crate::wire::{
     ChannelOp, CommitBody, FrameBuilder, Kind, LaReplyBody, NackBody, UPDATE_FLAG_PREAPPLIED,
 };
@@ -104,13 +104,13 @@ impl ControlUnit {
                 let pushed = if op <= pc.xfer_top {
                     let idx = op.checked_sub(pc.preapplied_from).map(|i| i as usize);
                     let cookie = idx
-                        .and_then(|i| pc.preapplied.get(i))
-                        .copied()
-                        .unwrap_or(u64::MAX);
+                        .and_then(|i| pc.preapplied.get(i).copied())
+                        .unwrap_or(SectionMask::ALL)
+                        .get();
                     let op = op.get();
                     fb.push_update(UPDATE_FLAG_PREAPPLIED, c.id, op, cookie, (&[], 0), (&[], 0))
                 } else if let Some(s) = c.ring.get(op) {
-                    fb.push_update(0, c.id, op.get(), s.cookie, s.public(), s.private())
+                    fb.push_update(0, c.id, op.get(), s.cookie.get(), s.public(), s.private())
                 } else {
                     // The op left retention: this standby can only catch up by a transfer.
                     pc.ready = false;
@@ -216,10 +216,10 @@ impl ControlUnit {
                 let Some(s) = c.ring.get(op) else {
                     // Cannot happen unless a forged ack released retention: resync fully.
                     self.counters.rejected_unexpected += 1;
-                    self.start_replay(now_us, ch as u32, u64::MAX, true);
+                    self.start_replay(now_us, ch as u32, SectionMask::ALL, true);
                     break;
                 };
-                if !fb.push_update(0, c.id, op.get(), s.cookie, s.public(), (&[], 0)) {
+                if !fb.push_update(0, c.id, op.get(), s.cookie.get(), s.public(), (&[], 0)) {
                     return;
                 }
                 // Below `next_op`: there is an op after it.
