@@ -26,6 +26,7 @@ fn heartbeat(role: u8, flags: u8, sync_mask: u32, target: u32) -> HeartbeatBody 
         sync_mask: sync_mask.into(),
         boot_or_target: target.into(),
         vote: 0.into(),
+        view_epoch: 0.into(),
     }
 }
 

@@ -54,6 +54,7 @@ fn client_frame(
         sync_mask: 0.into(),
         boot_or_target: boot.into(),
         vote: 0.into(),
+        view_epoch: 0.into(),
     };
     assert!(fb.push(Kind::Heartbeat, &hb));
     for &ch in unknown {

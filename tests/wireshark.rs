@@ -261,6 +261,7 @@ fn expected_fields(
                     b.boot_or_target.get().to_string(),
                 );
                 put("statesync.hb.vote", b.vote.get().to_string());
+                put("statesync.hb.view_epoch", b.view_epoch.get().to_string());
             }
             Msg::LaReply(r) => {
                 put("statesync.lareply.channel", r.channel.get().to_string());

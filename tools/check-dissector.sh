@@ -116,6 +116,7 @@ FIELDS=(frame.number udp.length _ws.expert.severity _ws.malformed statesync.fram
     statesync.hb.role statesync.hb.flags statesync.hb.flags.primary_lost
     statesync.hb.flags.needs_transfer statesync.hb.flags.joined statesync.hb.flags.switchover
     statesync.hb.sync_version statesync.hb.sync_mask statesync.hb.boot_or_target statesync.hb.vote
+    statesync.hb.view_epoch
     statesync.lareply.channel statesync.lareply.flags statesync.lareply.flags.unknown
     statesync.lareply.last_applied statesync.lareply.cookie_above statesync.lareply.data_epoch
     statesync.begin.channel statesync.begin.stream statesync.begin.sections

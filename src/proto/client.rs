@@ -604,5 +604,6 @@ fn heartbeat(flags: u8, boot_id: u32) -> HeartbeatBody {
         sync_mask: 0.into(),
         boot_or_target: boot_id.into(),
         vote: 0.into(),
+        view_epoch: 0.into(),
     }
 }

@@ -409,7 +409,10 @@ mod tests {
         assert_eq!(m.difference(SectionMask::new(1)), SectionMask::new(0x20));
         assert_eq!(m.difference(SectionMask::ALL), SectionMask::EMPTY);
         assert_eq!(m.without_highest(), SectionMask::new(1));
-        assert_eq!(SectionMask::ALL.without_highest(), SectionMask::new(u64::MAX >> 1));
+        assert_eq!(
+            SectionMask::ALL.without_highest(),
+            SectionMask::new(u64::MAX >> 1)
+        );
         assert_eq!(SectionMask::EMPTY.without_highest(), SectionMask::EMPTY);
     }
 

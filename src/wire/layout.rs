@@ -189,11 +189,7 @@ pub const HB_FLAG_NEEDS_TRANSFER: u8 = 2;
 pub const HB_FLAG_JOINED: u8 = 4;
 /// Heartbeat flag (primary): an operator asked the addressed standby to take over now.
 pub const HB_FLAG_SWITCHOVER: u8 = 8;
-/// Heartbeat flag (standby): the sync set it carries is one the sender kept from the epoch
-/// before, resumed when the current epoch's candidate died before announcing any set. Its
-/// version orders it only against other kept sets (all announced by that epoch's primary);
-/// any set announced in the current epoch is newer.
-pub const HB_FLAG_KEPT_VIEW: u8 = 16;
+// 16 was HB_FLAG_KEPT_VIEW: a kept set is now told by its `view_epoch`, below the frame's.
 
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
@@ -211,6 +207,12 @@ pub struct HeartbeatBody {
     pub boot_or_target: U32,
     /// Standby that has lost the primary: the control unit it would follow (0 = none).
     pub vote: U32,
+    /// Control units: the epoch whose primary announced the set in `sync_mask` (the primary:
+    /// its own; a standby that resumed a set kept from an earlier epoch: that epoch; 0: no
+    /// set). Versions count per primary life, so they order two sets only within one epoch;
+    /// across epochs the later epoch's set is the fresher. Never above the frame's epoch.
+    /// Clients: 0.
+    pub view_epoch: U64,
 }
 
 impl HeartbeatBody {

@@ -465,7 +465,7 @@ const FIXED_KINDS: [(Kind, usize); 14] = [
     (Kind::FwdAck, 16),
     (Kind::Commit, 24),
     (Kind::Nack, 24),
-    (Kind::Heartbeat, 16),
+    (Kind::Heartbeat, 24),
     (Kind::LaQuery, 16),
     (Kind::LaReply, 32),
     (Kind::ReplayBegin, 32),
@@ -555,7 +555,7 @@ fn layout_sizes_and_offsets_match_protocol_doc() {
     ];
     assert_eq!(nb, [0, 4, 8, 16]);
 
-    assert_eq!(size_of::<HeartbeatBody>(), 16);
+    assert_eq!(size_of::<HeartbeatBody>(), 24);
     let hb = [
         offset_of!(HeartbeatBody, role),
         offset_of!(HeartbeatBody, flags),
@@ -563,8 +563,9 @@ fn layout_sizes_and_offsets_match_protocol_doc() {
         offset_of!(HeartbeatBody, sync_mask),
         offset_of!(HeartbeatBody, boot_or_target),
         offset_of!(HeartbeatBody, vote),
+        offset_of!(HeartbeatBody, view_epoch),
     ];
-    assert_eq!(hb, [0, 1, 2, 4, 8, 12]);
+    assert_eq!(hb, [0, 1, 2, 4, 8, 12, 16]);
 
     assert_eq!(size_of::<LaReplyBody>(), 32);
     let la = [
@@ -737,6 +738,7 @@ fn round_trip_every_kind_field_by_field() {
         sync_mask: 0b110.into(),
         boot_or_target: 2.into(),
         vote: 0.into(),
+        view_epoch: 0.into(),
     };
     assert!(b.push(Kind::Heartbeat, &hb));
     assert!(b.push(Kind::LaQuery, &chop));

@@ -107,6 +107,7 @@ local f = {
     -- Primary: switchover target (with the switchover flag); standbys and clients: boot ID.
     hb_boot_or_target = ProtoField.uint32("statesync.hb.boot_or_target", "Boot ID / switchover target", base.DEC),
     hb_vote = ProtoField.uint32("statesync.hb.vote", "Vote", base.DEC),
+    hb_view_epoch = ProtoField.uint64("statesync.hb.view_epoch", "Sync-set epoch", base.DEC),
     -- LA_REPLY.
     la_channel = ProtoField.uint32("statesync.lareply.channel", "Channel", base.DEC),
     la_flags = ProtoField.uint32("statesync.lareply.flags", "Flags", base.HEX),
@@ -271,6 +272,7 @@ local function dissect_body(tvb, mt, kind, mflags, off, blen)
         local tt = mt:add_le(f.hb_boot_or_target, tvb(off + 8, 4))
         tt:append_text(role == 1 and " (switchover target)" or " (boot ID: changes on every restart)")
         mt:add_le(f.hb_vote, tvb(off + 12, 4))
+        mt:add_le(f.hb_view_epoch, tvb(off + 16, 8))
     elseif kind == 8 then
         mt:append_text(string.format(": channel %d last applied %s", tvb(off, 4):le_uint(),
             tostring(tvb(off + 8, 8):le_uint64())))

@@ -256,6 +256,7 @@ impl ControlUnit {
         }
         self.client_hb_due.iter_mut().for_each(|d| *d = true);
         self.has_view = true;
+        self.view_epoch = epoch;
         self.view_origin = super::ViewOrigin::Announced;
         self.timing.finished_us = Some(now_us);
         self.events.push(Event::TookOver { epoch });

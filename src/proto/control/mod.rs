@@ -19,8 +19,7 @@ use super::{
     Counters, Epoch, Event, Events, InjectedBug, NodeId, OpId, ProtoConfig, Role, SectionMask,
 };
 use crate::wire::{
-    FrameReader, HB_FLAG_JOINED, HB_FLAG_KEPT_VIEW, HB_FLAG_PRIMARY_LOST, HeartbeatBody,
-    LA_FLAG_UNKNOWN, Msg,
+    FrameReader, HB_FLAG_JOINED, HB_FLAG_PRIMARY_LOST, HeartbeatBody, LA_FLAG_UNKNOWN, Msg,
 };
 use thiserror::Error;
 
@@ -80,6 +79,8 @@ struct Peer {
     epoch: Epoch,
     seen_mask: u32,
     seen_version: u16,
+    /// The epoch whose primary announced `seen_mask` (see `HeartbeatBody::view_epoch`).
+    view_epoch: Epoch,
     vote: NodeId,
     boot_id: u32,
     /// `(boot ID, packet sequence)` of the newest standby heartbeat taken from this unit: an
@@ -277,29 +278,32 @@ enum ViewOrigin {
     /// Announced in this epoch by its primary (or learnt from a peer that heard it), or the
     /// configured initial set.
     Announced,
-    /// Kept from the epoch before (see `HB_FLAG_KEPT_VIEW`).
+    /// Kept from an earlier epoch (its `view_epoch` is below ours).
     Kept,
 }
 
-/// A sync set as a standby knows it: the version its primary announced it under, its members,
-/// and whether it was kept from the epoch before (see `HB_FLAG_KEPT_VIEW`).
+/// A sync set as a standby knows it: the epoch whose primary announced it (ours, or an
+/// earlier one for a set kept from then), the version that primary gave it, and its members.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct View {
+    epoch: Epoch,
     version: u16,
     mask: u32,
-    kept: bool,
 }
 
 impl View {
-    /// Whether this view is fresher than `other`, both of the same epoch. A set announced in
-    /// the epoch is fresher than any kept one. Otherwise both came from one primary, and
-    /// versions wrap: fresher is a positive difference as a signed 16-bit number. An empty set
-    /// (we joined this epoch and heard no set with anyone in it) yields to one of at least its
-    /// version. Seed 27365071 (four units): two standbys resumed sets kept from different
-    /// versions; announced both as version 0, each kept its own and voted for itself.
+    /// Whether this view is fresher than `other`. A set of a later epoch is the fresher (so a
+    /// set announced in our epoch is fresher than any kept one): versions count per primary
+    /// life, and a restarted or different primary counts from its own start, so they order
+    /// two sets only within one epoch. There versions wrap: fresher is a positive difference
+    /// as a signed 16-bit number. An empty set (we joined this epoch and heard no set with
+    /// anyone in it) yields to one of at least its version. Seed 27365071 (four units): two
+    /// standbys resumed sets kept from different versions; announced both as version 0, each
+    /// kept its own and voted for itself. `kept_view_tests`: sets kept from two different
+    /// epochs were ordered by their versions, and the older epoch's won.
     fn supersedes(self, other: View) -> bool {
-        if self.kept != other.kept {
-            return !self.kept;
+        if self.epoch != other.epoch {
+            return self.epoch > other.epoch;
         }
         let d = self.version.wrapping_sub(other.version) as i16;
         d > 0 || (other.mask == 0 && d >= 0)
@@ -442,8 +446,12 @@ pub struct ControlUnit {
     /// state. Units that heard the candidate would otherwise all wait for a transfer that
     /// never comes.
     kept_mask: u32,
-    /// The version of the set in `kept_mask`, as its primary announced it.
+    /// The version of the set in `kept_mask`, as its primary announced it, and the epoch of
+    /// that primary.
     kept_version: u16,
+    kept_view_epoch: Epoch,
+    /// The epoch whose primary announced `seen_mask` (ours, or the epoch a kept set came from).
+    view_epoch: Epoch,
     /// Where `seen_mask` and `seen_version` came from.
     view_origin: ViewOrigin,
     /// New primary: until when `Chan::catch_up_floor` pins retention (`None`: not pinned).
@@ -513,6 +521,7 @@ impl ControlUnit {
                 epoch: if initial { Epoch::INITIAL } else { Epoch::ZERO },
                 seen_mask: all_mask,
                 seen_version: 0,
+                view_epoch: if initial { Epoch::INITIAL } else { Epoch::ZERO },
                 vote: 0,
                 boot_id: 0,
                 hb_order: None,
@@ -559,6 +568,8 @@ impl ControlUnit {
             kept_epoch: None,
             kept_mask: 0,
             kept_version: 0,
+            kept_view_epoch: Epoch::ZERO,
+            view_epoch: if initial { Epoch::INITIAL } else { Epoch::ZERO },
             view_origin: ViewOrigin::Announced,
             catch_up_until_us: None,
             driven: false,
@@ -780,9 +791,9 @@ impl ControlUnit {
         for (_, p) in live_peers().filter(|(_, p)| p.epoch == self.epoch) {
             // A joining unit announces no set (mask 0): it only counts as a witness below.
             let theirs = View {
+                epoch: p.view_epoch,
                 version: p.seen_version,
                 mask: p.seen_mask,
-                kept: p.flags & HB_FLAG_KEPT_VIEW != 0,
             };
             if p.seen_mask != 0 && best.is_none_or(|b| theirs.supersedes(b)) {
                 best = Some(theirs);
@@ -815,15 +826,15 @@ impl ControlUnit {
                     p.epoch == self.epoch
                         && p.seen_version == prev
                         && p.seen_mask != 0
-                        && p.flags & HB_FLAG_KEPT_VIEW == 0
+                        && p.view_epoch == self.epoch
                 })
                 .map(|(_, p)| p.seen_mask);
             own_view |= own.is_some();
             if let Some(m) = own.or(peer) {
                 best = View {
+                    epoch: self.epoch,
                     version: prev,
                     mask: m,
-                    kept: false,
                 };
             }
         }
@@ -837,9 +848,9 @@ impl ControlUnit {
     /// its own in this life, or none yet of this epoch).
     fn own_view(&self) -> Option<View> {
         (self.has_view && self.view_origin != ViewOrigin::Unheard).then_some(View {
+            epoch: self.view_epoch,
             version: self.seen_version,
             mask: self.seen_mask,
-            kept: self.view_origin == ViewOrigin::Kept,
         })
     }
 
@@ -980,7 +991,10 @@ impl ControlUnit {
         }
         // Liveness and heartbeat facts are taken from any epoch: a restarted node has none.
         if let Some(hb) = crate::proto::first_heartbeat(frame, &mut self.counters) {
-            if self.heartbeat_is_stale(pi, &hb, epoch, frame.packet_seq()) {
+            if hb.view_epoch.get() > epoch.get() {
+                // A set announced in an epoch after the frame's own: a lie or a corruption.
+                self.counters.rejected_malformed += 1;
+            } else if self.heartbeat_is_stale(pi, &hb, epoch, frame.packet_seq()) {
                 self.counters.rejected_stale_heartbeats += 1;
             } else {
                 self.on_cu_heartbeat(now_us, pi, &hb, epoch);
@@ -1055,6 +1069,7 @@ impl ControlUnit {
         p.epoch = epoch;
         p.seen_mask = hb.sync_mask.get();
         p.seen_version = hb.sync_version.get();
+        p.view_epoch = Epoch::from(hb.view_epoch.get());
         p.vote = hb.vote.get();
         if hb.role == crate::wire::ROLE_PRIMARY
             && epoch == self.epoch
@@ -1075,6 +1090,7 @@ impl ControlUnit {
             }
             self.seen_mask = hb.sync_mask.get();
             self.seen_version = version;
+            self.view_epoch = epoch;
             self.view_origin = ViewOrigin::Announced;
             self.has_view = true;
             if hb.flags & crate::wire::HB_FLAG_SWITCHOVER != 0
@@ -1136,6 +1152,7 @@ impl ControlUnit {
             0
         };
         self.kept_version = self.seen_version;
+        self.kept_view_epoch = self.view_epoch;
 
         self.epoch = epoch;
         self.max_counter = self.max_counter.max(epoch.counter());
@@ -1160,6 +1177,7 @@ impl ControlUnit {
         self.sync_mask = 0;
         self.seen_mask = 0;
         self.seen_version = 0;
+        self.view_epoch = Epoch::ZERO;
         self.view_origin = ViewOrigin::Unheard;
         self.prev_view = None;
         self.enter(role::RoleState::Joining);
@@ -1283,12 +1301,7 @@ impl ControlUnit {
                 // JOINED means "in the sync set, may take over": peers defer to it.
                 let joined = self.role() == Role::Candidate || self.is_eligible() || self.standing;
                 let f = if joined { HB_FLAG_JOINED } else { 0 }
-                    | if lost { HB_FLAG_PRIMARY_LOST } else { 0 }
-                    | if self.view_origin == ViewOrigin::Kept {
-                        HB_FLAG_KEPT_VIEW
-                    } else {
-                        0
-                    };
+                    | if lost { HB_FLAG_PRIMARY_LOST } else { 0 };
                 (crate::wire::ROLE_STANDBY, f, self.seen_mask)
             }
             Role::Joining => {
@@ -1304,10 +1317,10 @@ impl ControlUnit {
                 )
             }
         };
-        let version = if self.role() == Role::Primary {
-            self.sync_version
-        } else {
-            self.seen_version
+        let (version, view_epoch) = match self.role() {
+            Role::Primary => (self.sync_version, self.epoch),
+            Role::Joining => (self.seen_version, Epoch::ZERO),
+            Role::Standby | Role::Candidate => (self.seen_version, self.view_epoch),
         };
         HeartbeatBody {
             role,
@@ -1320,6 +1333,7 @@ impl ControlUnit {
                 self.boot_id.into()
             },
             vote: self.vote.into(),
+            view_epoch: view_epoch.get().into(),
         }
     }
 }
@@ -1565,6 +1579,7 @@ mod standing_tests {
                 sync_mask: mask.into(),
                 boot_or_target: 0.into(),
                 vote: 0.into(),
+                view_epoch: INITIAL_EPOCH.into(),
             };
             assert!(fb.push(Kind::Heartbeat, &hb));
             let len = fb.finish();
@@ -1602,13 +1617,14 @@ mod standing_tests {
 
 #[cfg(test)]
 mod view_tests {
-    use super::View;
+    use super::{Epoch, View};
 
+    /// A set of epoch 2 (the current one), or one kept from epoch 1.
     fn view(version: u16, mask: u32, kept: bool) -> View {
         View {
+            epoch: Epoch::new(if kept { 1 } else { 2 }, 0).expect("small epoch"),
             version,
             mask,
-            kept,
         }
     }
 
@@ -1635,5 +1651,82 @@ mod view_tests {
             view(0, 0b1, true).supersedes(view(u16::MAX, 0b11, true)),
             "versions wrap"
         );
+    }
+
+    #[test]
+    fn sets_of_different_epochs_order_by_epoch_not_by_version() {
+        let of = |counter, version| View {
+            epoch: Epoch::new(counter, 0).expect("small epoch"),
+            version,
+            mask: 0b11,
+        };
+        assert!(of(3, 1).supersedes(of(2, 9)));
+        assert!(!of(2, 9).supersedes(of(3, 1)));
+        assert!(of(3, 0).supersedes(of(2, u16::MAX)));
+    }
+}
+
+#[cfg(test)]
+mod kept_view_tests {
+    use super::*;
+    use crate::proto::Topology;
+    use crate::wire::{FrameBuilder, Kind, ROLE_STANDBY};
+
+    /// Four units. Unit 2 was cut off while a standby of epoch 1, whose primary (unit 1, its
+    /// version counter at 10) announced {1,2,3,4}; it never heard epochs 2 and 3. Unit 4 was
+    /// in sync in epoch 3, whose primary (unit 3, its own counter at 3) announced {1,3,4} and
+    /// committed with it. Both adopted epoch 4 keeping their state, its primary died before
+    /// confirming either, and both resumed their kept sets. Versions of different primaries do
+    /// not compare: unit 4 must keep its set from epoch 3, not take unit 2's from epoch 1 by
+    /// its bigger number (that set names unit 2, which lacks what epoch 3 committed).
+    #[test]
+    fn a_kept_set_from_a_newer_epoch_supersedes_one_from_an_older_epoch() {
+        let cfg = ProtoConfig::new(Topology {
+            control_units: vec![1, 2, 3, 4],
+            clients: vec![100],
+            channel_owner: vec![100],
+            submitters: vec![],
+        });
+        let e = |counter| Epoch::new(counter, 0).expect("small epoch");
+        let mut s = ControlUnit::new(cfg, 4, true, 7, 0);
+        s.epoch = e(4);
+        s.enter(role::RoleState::Standby);
+        s.has_view = true;
+        s.view_origin = ViewOrigin::Kept;
+        s.seen_mask = 0b1101;
+        s.seen_version = 3;
+        s.view_epoch = e(3);
+        let mut buf = vec![0u8; 256];
+        let mut fb = FrameBuilder::new(&mut buf, 2, e(4).get(), 1);
+        let hb = HeartbeatBody {
+            role: ROLE_STANDBY,
+            flags: HB_FLAG_JOINED | HB_FLAG_PRIMARY_LOST,
+            sync_version: 10.into(),
+            sync_mask: 0b1111.into(),
+            boot_or_target: 9.into(),
+            vote: 2.into(),
+            view_epoch: e(1).get().into(),
+        };
+        assert!(fb.push(Kind::Heartbeat, &hb));
+        let len = fb.finish();
+        // First a lie: a set "announced" in epoch 5, in a frame of epoch 4. Rejected and
+        // counted, and its set not taken.
+        let mut lie_buf = vec![0u8; 256];
+        let mut lie = FrameBuilder::new(&mut lie_buf, 2, e(4).get(), 1);
+        assert!(lie.push(
+            Kind::Heartbeat,
+            &HeartbeatBody {
+                view_epoch: e(5).get().into(),
+                ..hb
+            }
+        ));
+        let lie_len = lie.finish();
+        let (malformed, before) = (s.counters.rejected_malformed, s.peers[1].view_epoch);
+        s.handle_datagram(500, &lie_buf[..lie_len]);
+        assert_eq!(s.counters.rejected_malformed, malformed + 1);
+        assert_eq!(s.peers[1].view_epoch, before, "the lie was taken");
+        s.handle_datagram(1_000, &buf[..len]);
+        let view = s.effective_mask(1_000).expect("a view to vote by");
+        assert_eq!(view.mask, 0b1101, "took the set of an older epoch");
     }
 }

@@ -298,7 +298,8 @@ impl ControlUnit {
         {
             self.seen_version = view.version;
             self.seen_mask = view.mask;
-            self.view_origin = if view.kept {
+            self.view_epoch = view.epoch;
+            self.view_origin = if view.epoch < self.epoch {
                 ViewOrigin::Kept
             } else {
                 ViewOrigin::Announced
@@ -410,6 +411,7 @@ impl ControlUnit {
         }
         self.seen_mask = self.kept_mask;
         self.seen_version = self.kept_version;
+        self.view_epoch = self.kept_view_epoch;
         self.view_origin = ViewOrigin::Kept;
         self.prev_view = None;
         self.kept_mask = 0;
