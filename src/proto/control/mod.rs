@@ -1,5 +1,19 @@
 //! A control unit: the primary or a standby [0040]. One type holds both roles because a node
 //! moves between them (a standby takes over; an old primary rejoins as standby).
+//!
+//! Where to read what (each file opens with why it is apart):
+//!
+//! | module | holds |
+//! |---|---|
+//! | `role` | the role state type (`RoleState`) and every transition, through `ControlUnit::enter` |
+//! | `primary` | op assignment, retention, ack forwarding, commit, replays and transfers |
+//! | `standby` | the pending ring, in-order apply, commit reports, joining, votes and take-over timing |
+//! | `failover` | a takeover: new epoch, queries, the cut per channel, selective replay |
+//! | `cut` | the cut decision as a pure function, with its table of cases |
+//! | `lives` | a client's lives, told apart by boot ID |
+//! | `pacing` | per-peer limits on the work requests can cause |
+//! | `transmit` | output: one frame per call, derived from cursors and dirty flags |
+//! | this file | the `ControlUnit` type, input dispatch, epochs, heartbeats and sync-set views (`View`, `effective_mask`) |
 
 mod cut;
 mod failover;
