@@ -377,6 +377,21 @@ fn a_line_card_stuck_in_a_dead_candidates_epoch_is_won_back() {
     );
 }
 
+/// Three units: as above, but the stuck line card was deaf for 234 ms (it hears none, so it
+/// answers none of the primary's frames with its claim): the claim lapsed, began anew after
+/// the dead epoch's owner had re-joined, and no join ever came after its start (inv5: client
+/// 100 in epoch 0x401 for good). A lapsed claim now keeps its start. Found by the 1,000,000-seed
+/// run from 33,000,000.
+#[test]
+fn a_stuck_line_card_that_went_deaf_for_a_while_is_won_back() {
+    let r = run_seed(33702525, &SimOptions::default());
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    assert!(
+        r.switchover_takeovers > r.operator_switchovers,
+        "no takeover on the primary's own switchover request"
+    );
+}
+
 /// A candidate that crashes while querying: every other control unit used to discard its
 /// state on hearing the candidate's epoch, so nobody could take over (inv5: no primary). A
 /// unit now keeps its state and resumes as an eligible standby when that epoch falls silent

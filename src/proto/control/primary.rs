@@ -130,14 +130,22 @@ impl ControlUnit {
 
     /// Asks the owner of the epoch line cards are stuck in to take over, once the claim has
     /// lasted a failover timeout and that owner has joined our sync set since it began (see
-    /// [`super::ClientEpochClaim`]). A claim not repeated for a failover timeout lapses.
+    /// [`super::ClientEpochClaim`]). A claim not repeated for a failover timeout rests, and
+    /// its start is kept for when it is repeated: a stuck line card claims only in answer to
+    /// our frames, and one that hears none for a while (deaf, or cut off one way) then claims
+    /// again. Seed 33702525: the claim lapsed while the line card was deaf and began anew
+    /// after the owner had re-joined, so no join ever came after its start, and the line card
+    /// stayed in the dead candidate's epoch for good.
     fn switch_over_for_stuck_clients(&mut self, now_us: u64) {
         let timeout = self.cfg.failover_timeout_us;
         let Some(claim) = self.client_epoch_claim else {
             return;
         };
-        if now_us >= claim.last_us + timeout {
+        if claim.epoch <= self.epoch {
             self.client_epoch_claim = None;
+            return;
+        }
+        if now_us >= claim.last_us + timeout {
             return;
         }
         if now_us < claim.first_us + timeout || self.switchover.is_some() {
