@@ -35,7 +35,14 @@ fn drill_with(mut cmd: Command, extra: &[&str]) -> (Output, String) {
         .args(extra)
         .output()
         .expect("run the drill");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    // What the drill printed, then how it ended and its standard error: a drill that fails
+    // before its first line (a start failure) says why only there.
+    let stdout = format!(
+        "{}\n--- drill {}; its standard error:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out, stdout)
 }
 
@@ -59,11 +66,7 @@ fn kill_primary_rounds_converge_with_every_committed_op_checked() {
     let plot =
         std::env::temp_dir().join(format!("statesync-drill-plot-{}.svg", std::process::id()));
     let (out, stdout) = drill(&["--plot", plot.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "drill failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "drill failed:\n{stdout}");
     assert!(stdout.contains("rounds converged: 2 of 2"), "{stdout}");
     assert_eq!(number_after(&stdout, "committed ops lost:"), 0, "{stdout}");
     assert!(
@@ -121,11 +124,7 @@ fn planted_discard_of_committed_ops_is_reported_lost() {
 fn three_control_units_kill_primary_rounds_converge() {
     // The vote picks the successor; every standby must end in sync with the new primary.
     let (out, stdout) = drill(&["--control-units", "3"]);
-    assert!(
-        out.status.success(),
-        "drill failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "drill failed:\n{stdout}");
     assert!(stdout.contains("3 control units"), "{stdout}");
     assert!(stdout.contains("rounds converged: 2 of 2"), "{stdout}");
     assert_eq!(number_after(&stdout, "committed ops lost:"), 0, "{stdout}");
@@ -169,11 +168,7 @@ fn out_of_sync_failover_does_what_the_dry_run_predicted_and_hooks_write_each_tra
         "--json",
         json.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "drill failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "drill failed:\n{stdout}");
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).expect("drill --json wrote its report"))
             .unwrap();
@@ -243,11 +238,7 @@ fn an_installed_binary_runs_the_namespace_lab() {
     cmd.current_dir(&bare);
     let (out, stdout) = drill_with(cmd, &["--netns"]);
     let _ = std::fs::remove_dir_all(&bare);
-    assert!(
-        out.status.success(),
-        "drill --netns failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "drill --netns failed:\n{stdout}");
     assert!(stdout.contains("network namespaces"), "{stdout}");
     assert!(stdout.contains("rounds converged: 2 of 2"), "{stdout}");
     let left = Command::new("ip").args(["netns", "list"]).output().unwrap();

@@ -170,10 +170,18 @@ fn link(ns: &str, state: &str) -> Result<(), String> {
     }
 }
 
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map_or(0, |a| a.port())
+/// `n` distinct free loopback UDP ports. Every socket is held until all are picked: one
+/// released before the next bind can be handed out again, and two nodes on one address fail
+/// the config check before the drill starts (a 1-in-thousands CI failure with no output).
+fn free_ports(n: usize) -> Result<Vec<u16>, String> {
+    let held = (0..n)
+        .map(|_| UdpSocket::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("picking {n} free loopback ports: {e}"))?;
+    held.iter()
+        .map(|s| s.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("picking {n} free loopback ports: {e}"))
 }
 
 impl Lab {
@@ -450,11 +458,16 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
             ));
         }
     }
-    let mk = |id: u32, ns: Option<String>, host: u8| -> Node {
-        let addr = if ns.is_some() {
-            SocketAddr::from(([10, 77, 0, host], 7100))
-        } else {
-            SocketAddr::from(([127, 0, 0, 1], free_port()))
+    // On loopback each node has its own port (`slot`: the node's place, control units first).
+    let ports = if args.netns {
+        Vec::new()
+    } else {
+        free_ports((args.control_units + args.clients) as usize)?
+    };
+    let mk = |id: u32, ns: Option<String>, host: u8, slot: usize| -> Node {
+        let addr = match ns {
+            Some(_) => SocketAddr::from(([10, 77, 0, host], 7100)),
+            None => SocketAddr::from(([127, 0, 0, 1], ports[slot])),
         };
         Node {
             id,
@@ -471,11 +484,14 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
         .map(|k| Node {
             // Priority order: the first unit is the initial primary.
             first_args: if k == 1 { &["primary"] } else { &["standby"] },
-            ..mk(k, ns(format!("ss-cu{k}")), k as u8)
+            ..mk(k, ns(format!("ss-cu{k}")), k as u8, k as usize - 1)
         })
         .collect();
     let clients = (0..args.clients)
-        .map(|i| mk(100 + i, ns(format!("ss-cl{}", i + 1)), 11 + i as u8))
+        .map(|i| {
+            let slot = (args.control_units + i) as usize;
+            mk(100 + i, ns(format!("ss-cl{}", i + 1)), 11 + i as u8, slot)
+        })
         .collect();
     let mut lab = Lab {
         exe,
