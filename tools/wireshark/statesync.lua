@@ -40,7 +40,7 @@ local ROLES = { [1] = "primary", [2] = "standby", [3] = "client" }
 
 -- Body size of every kind whose body is one fixed struct (codec.rs `fixed`).
 local FIXED_BODY = {
-    [2] = 16, [3] = 16, [4] = 24, [5] = 24, [6] = 16, [7] = 16, [8] = 32, [9] = 32,
+    [2] = 16, [3] = 16, [4] = 24, [5] = 24, [6] = 24, [7] = 16, [8] = 32, [9] = 32,
     [11] = 24, [12] = 16, [13] = 32, [15] = 24, [16] = 16, [17] = 32,
 }
 
