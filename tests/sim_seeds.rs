@@ -392,6 +392,20 @@ fn a_stuck_line_card_that_went_deaf_for_a_while_is_won_back() {
     );
 }
 
+/// Four units: a standby cut off while the primary dropped it from the sync set kept the set
+/// it last heard (which still named it) when it adopted the epoch of a candidate that then
+/// crashed while querying. It resumed that stale set first, and its set, though only kept,
+/// counted as one announced in the epoch, so the unit holding every committed op never resumed
+/// its own newer set; the joining units voted the stale unit in, and it cut committed ops
+/// (inv6, split brain). Only a set announced in the epoch now keeps a unit from resuming.
+/// Found by the 1,000,000-seed run from 35,000,000.
+#[test]
+fn a_stale_kept_set_does_not_keep_the_in_sync_unit_from_resuming() {
+    let r = run_seed(35884076, &SimOptions::default());
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    assert!(r.failovers >= 2, "{} failovers", r.failovers);
+}
+
 /// A candidate that crashes while querying: every other control unit used to discard its
 /// state on hearing the candidate's epoch, so nobody could take over (inv5: no primary). A
 /// unit now keeps its state and resumes as an eligible standby when that epoch falls silent

@@ -372,16 +372,20 @@ impl ControlUnit {
 }
 
 impl ControlUnit {
-    /// A live peer of our epoch reports a sync set with someone in it: a set of this epoch was
-    /// announced, which we missed, so ops may have been committed in it. Seed 17104922 with
-    /// `--extended-faults`: a unit that missed the new primary's announcement resumed its old
-    /// state as an eligible standby of the new epoch while another unit had joined it and ops
-    /// had been committed.
+    /// A live peer of our epoch reports a sync set with someone in it that this epoch's
+    /// primary announced: we missed it, so ops may have been committed in it. Seed 17104922
+    /// with `--extended-faults`: a unit that missed the new primary's announcement resumed its
+    /// old state as an eligible standby of the new epoch while another unit had joined it and
+    /// ops had been committed. A set a peer resumed (kept from an earlier epoch) is not one:
+    /// seed 35884076 (four units): a unit cut off while the primary dropped it resumed its stale
+    /// set, which still named it; that set kept the one unit holding every committed op from
+    /// resuming its own newer one, and the joining units voted the stale unit in (split brain).
     fn peer_heard_a_set_of_our_epoch(&self, now_us: u64) -> bool {
         let timeout = self.cfg.failover_timeout_us;
         self.peers.iter().enumerate().any(|(i, p)| {
             i != self.index
                 && p.epoch == self.epoch
+                && p.view_epoch == self.epoch
                 && p.seen_mask != 0
                 && p.last_rx_us.is_some_and(|t| now_us < t + timeout)
         })
@@ -392,8 +396,9 @@ impl ControlUnit {
     /// been committed in it (a primary commits nothing without a sync set, and a member must
     /// have acknowledged the set first), so the state we kept, complete for the epoch we left,
     /// makes us an eligible standby again, with the sync set we were in. That view is announced
-    /// as kept (`HB_FLAG_KEPT_VIEW`), under the version its primary gave it: a unit that knows
-    /// a set announced in this epoch prefers that one, and among kept sets the newest wins.
+    /// with the epoch and version its primary gave it (`view_epoch` below ours: kept): a unit
+    /// that knows a set announced in this epoch prefers that one, and among kept sets the
+    /// newest wins.
     fn resume_kept_state(&mut self) {
         for c in &mut self.chans {
             // A channel whose catch-up ended holds the dead epoch's history and ops (none of
