@@ -397,11 +397,8 @@ fn a_stuck_line_card_that_went_deaf_for_a_while_is_won_back() {
 /// crashed while querying. It resumed that stale set first, and its set, though only kept,
 /// counted as one announced in the epoch, so the unit holding every committed op never resumed
 /// its own newer set; the joining units voted the stale unit in, and it cut committed ops
-/// (inv6, split brain). Only a set announced in the epoch now keeps a unit from resuming, and a
-/// unit that knew a newer set in an epoch it left (here the primary that dropped the standby)
-/// votes by that set, not by a stale one it hears. Each fix alone passes the seed's split-brain
-/// check; the second alone leaves no primary (inv5). Found by the 1,000,000-seed run from
-/// 35,000,000.
+/// (inv6, split brain). Only a set announced in the epoch now keeps a unit from resuming.
+/// Found by the 1,000,000-seed run from 35,000,000.
 #[test]
 fn a_stale_kept_set_does_not_keep_the_in_sync_unit_from_resuming() {
     let r = run_seed(35884076, &SimOptions::default());
