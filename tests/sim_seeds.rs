@@ -397,11 +397,28 @@ fn a_stuck_line_card_that_went_deaf_for_a_while_is_won_back() {
 /// crashed while querying. It resumed that stale set first, and its set, though only kept,
 /// counted as one announced in the epoch, so the unit holding every committed op never resumed
 /// its own newer set; the joining units voted the stale unit in, and it cut committed ops
-/// (inv6, split brain). Only a set announced in the epoch now keeps a unit from resuming.
-/// Found by the 1,000,000-seed run from 35,000,000.
+/// (inv6, split brain). Only a set announced in the epoch now keeps a unit from resuming, and a
+/// unit that knew a newer set in an epoch it left (here the primary that dropped the standby)
+/// votes by that set, not by a stale one it hears. Each fix alone passes the seed's split-brain
+/// check; the second alone leaves no primary (inv5). Found by the 1,000,000-seed run from
+/// 35,000,000.
 #[test]
 fn a_stale_kept_set_does_not_keep_the_in_sync_unit_from_resuming() {
     let r = run_seed(35884076, &SimOptions::default());
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    assert!(r.failovers >= 2, "{} failovers", r.failovers);
+}
+
+/// Three units: the primary dropped a standby from the sync set, committed nothing more, and
+/// handed over to the other standby, which crashed while resolving and restarted with nothing.
+/// The former primary votes by the set it remembers, which is fresher than the dropped unit's;
+/// by that set alone only the restarted unit held every op, and nobody ever took over (inv5: no
+/// primary). A unit dropped since the last commit still holds every committed op and now counts
+/// in the set remembered. Found by 200,000 seeds from 36,500,000 on the remembered-set vote
+/// without that rule.
+#[test]
+fn a_standby_dropped_after_the_last_commit_still_counts_as_holding_every_op() {
+    let r = run_seed(36561359, &SimOptions::default());
     assert!(r.violations.is_empty(), "{:?}", r.violations);
     assert!(r.failovers >= 2, "{} failovers", r.failovers);
 }

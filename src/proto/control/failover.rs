@@ -248,6 +248,10 @@ impl ControlUnit {
         // that is still retained here (pinned for one drop timeout), else a full transfer.
         self.catch_up_until_us = Some(now_us + self.cfg.drop_timeout_us);
         self.sync_mask = 0;
+        // The empty set of the new epoch, announced now: the set this unit announced as the
+        // primary of an earlier epoch names no one dropped from this one.
+        self.announce_sync_set();
+        self.dropped_holding_all = 0;
         for p in &mut self.peers {
             p.transferring = false;
             p.xfer = None;

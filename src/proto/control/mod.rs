@@ -431,6 +431,14 @@ pub struct ControlUnit {
     /// Primary: version of the sync set, bumped on every change it announces.
     sync_version: u16,
     announced_mask: u32,
+    /// Primary: the units dropped from the announced sync set since a commit last advanced.
+    /// Each was a member while every op committed so far was committed, so each still holds
+    /// them all (unless it restarted, which leaves it no view to stand on). When this unit
+    /// leaves the epoch, they count as members of the set it remembers (`known_view`): seed
+    /// 36561359 (three units), the primary dropped a standby, committed nothing more, and
+    /// handed over to a unit that crashed and restarted; by the bare set it remembered, only
+    /// that restarted unit held every op, and nobody ever took over.
+    dropped_holding_all: u32,
     /// Standby: the sync set the primary last announced, and its version.
     seen_mask: u32,
     seen_version: u16,
@@ -439,6 +447,12 @@ pub struct ControlUnit {
     /// hold every committed op (see [`ControlUnit::effective_mask`]): with two units, the
     /// standby the primary dropped just before dying (seeds 17008919, 17119268).
     prev_view: Option<(u16, u32)>,
+    /// The freshest sync set this life knew in the epochs it has left: the last one it
+    /// announced as their primary, or heard or kept as a standby. A peer's set older than it
+    /// is stale (a newer set was announced, and ops may have been committed with it without
+    /// that set's members), so this unit votes by its own knowledge instead (see
+    /// [`ControlUnit::effective_mask`]).
+    known_view: Option<View>,
     /// This life of the node has known a sync set: the configured initial one (a unit present
     /// from the start), one a primary announced, or its own as primary. Only such a unit
     /// votes: a restarted one knows nothing of what was committed with whom, and its vote
@@ -573,9 +587,11 @@ impl ControlUnit {
             sync_mask: all_mask & !(1 << index),
             sync_version: 0,
             announced_mask: all_mask & !(1 << index),
+            dropped_holding_all: 0,
             seen_mask: all_mask & !1,
             seen_version: 0,
             prev_view: None,
+            known_view: None,
             has_view: initial,
             primary_last_rx_us: now_us,
             heard_primary: false,
@@ -812,6 +828,16 @@ impl ControlUnit {
             if p.seen_mask != 0 && best.is_none_or(|b| theirs.supersedes(b)) {
                 best = Some(theirs);
             }
+        }
+        // A set we knew in an epoch we left, fresher than every one we hear: the sets we hear
+        // are stale. Seed 35884076 (four units): a standby dropped while cut off resumed the set
+        // it kept, which still named it; the joining units, having no set of their own in the
+        // new epoch, voted it in, and it cut committed ops. One of them had been the primary
+        // that dropped it, and knew the newer set.
+        if let (Some(k), Some(b)) = (self.known_view, best)
+            && k.supersedes(b)
+        {
+            best = Some(k);
         }
         let mut best = best?;
         let mut own_view = self.has_view && self.seen_mask != 0;
@@ -1156,6 +1182,19 @@ impl ControlUnit {
             return;
         }
         let was = self.role();
+        let left = if was == Role::Primary {
+            Some(View {
+                epoch: self.epoch,
+                version: self.sync_version,
+                mask: self.announced_mask | self.dropped_holding_all,
+            })
+        } else {
+            self.own_view()
+        };
+        self.known_view = match (self.known_view, left) {
+            (Some(k), Some(l)) if k.supersedes(l) => Some(k),
+            (k, l) => l.or(k),
+        };
         // A standby with every channel keeps its state: the new primary will send only what
         // it lacks, if its state is of the new primary's lineage.
         let keep = was == Role::Standby && self.chans.iter().all(|c| c.ready);

@@ -292,6 +292,16 @@ impl ControlUnit {
         }
     }
 
+    /// Primary: the sync set as it is now becomes the announced one, under a new version,
+    /// if it changed. Members it lost are recorded in `dropped_holding_all`.
+    pub(super) fn announce_sync_set(&mut self) {
+        if self.sync_mask != self.announced_mask {
+            self.dropped_holding_all |= self.announced_mask & !self.sync_mask;
+            self.announced_mask = self.sync_mask;
+            self.sync_version = self.sync_version.wrapping_add(1);
+        }
+    }
+
     /// Commit = applied by every standby of the sync set, once each has confirmed the current
     /// sync set. An empty sync set commits nothing: a change is only promised to survive a
     /// failover once a standby holds it.
@@ -334,6 +344,7 @@ impl ControlUnit {
         let through = OpId::new(low).min(c.last_op()).min(c.client_acked);
         if through > c.commit {
             c.commit = through;
+            self.dropped_holding_all = 0;
             self.events.push(Event::Committed {
                 channel,
                 epoch: self.epoch,

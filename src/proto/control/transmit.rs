@@ -53,9 +53,8 @@ impl ControlUnit {
 
     fn fill_for_cu(&mut self, _now_us: u64, pi: usize, fb: &mut FrameBuilder<'_>) {
         if self.peers[pi].hb_due {
-            if self.role() == Role::Primary && self.sync_mask != self.announced_mask {
-                self.announced_mask = self.sync_mask;
-                self.sync_version = self.sync_version.wrapping_add(1);
+            if self.role() == Role::Primary {
+                self.announce_sync_set();
             }
             let hb = self.heartbeat_body();
             if !fb.push(Kind::Heartbeat, &hb) {
