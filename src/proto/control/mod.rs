@@ -1783,3 +1783,56 @@ mod kept_view_tests {
         assert_eq!(view.mask, 0b1101, "took the set of an older epoch");
     }
 }
+
+#[cfg(test)]
+mod remembered_set_tests {
+    use super::*;
+    use crate::proto::Topology;
+
+    /// A primary of three units whose sync set is {2, 3}; it then drops unit 3.
+    fn primary_dropping_unit_3() -> ControlUnit {
+        let cfg = ProtoConfig::new(Topology {
+            control_units: vec![1, 2, 3],
+            clients: vec![100],
+            channel_owner: vec![100],
+            submitters: vec![],
+        });
+        let mut p = ControlUnit::new(cfg, 1, true, 7, 0);
+        assert_eq!(p.role(), Role::Primary);
+        p.announce_sync_set();
+        p.sync_mask = 0b110;
+        p.announce_sync_set();
+        p.dropped_holding_all = 0;
+        p.sync_mask = 0b010;
+        p.announce_sync_set();
+        p
+    }
+
+    /// The set a former primary remembers names the unit it dropped while nothing committed
+    /// since (seed 36561359), and no longer once a commit advanced without it.
+    #[test]
+    fn a_dropped_unit_counts_until_the_next_commit() {
+        let e = |counter| Epoch::new(counter, 0).expect("small epoch");
+        let mut p = primary_dropping_unit_3();
+        assert_eq!(p.dropped_holding_all, 0b100);
+        p.adopt_higher_epoch(1_000, e(p.epoch.counter() + 1));
+        assert_eq!(p.known_view.map(|k| k.mask), Some(0b110));
+
+        let mut p = primary_dropping_unit_3();
+        let (epoch, version) = (p.epoch, p.sync_version);
+        let peer = &mut p.peers[1];
+        (peer.seen_mask, peer.seen_version, peer.epoch) = (0b010, version, epoch);
+        peer.chans[0].applied = OpId::new(1);
+        p.chans[0].next_op = OpId::new(2);
+        p.chans[0].client_acked = OpId::new(1);
+        p.advance_commit(0);
+        assert_eq!(
+            p.chans[0].commit,
+            OpId::new(1),
+            "op 1 committed with unit 2"
+        );
+        assert_eq!(p.dropped_holding_all, 0);
+        p.adopt_higher_epoch(1_000, e(epoch.counter() + 1));
+        assert_eq!(p.known_view.map(|k| k.mask), Some(0b010));
+    }
+}
