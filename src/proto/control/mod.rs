@@ -1391,19 +1391,26 @@ impl ControlUnit {
     }
 }
 
+/// A configuration for the unit tests: these control units and one line card (100) owning one
+/// channel.
+#[cfg(test)]
+fn test_config(control_units: &[NodeId]) -> ProtoConfig {
+    ProtoConfig::new(crate::proto::Topology {
+        control_units: control_units.to_vec(),
+        clients: vec![100],
+        channel_owner: vec![100],
+        submitters: vec![],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{INITIAL_EPOCH, Topology};
+    use crate::proto::INITIAL_EPOCH;
     use crate::wire::Entry;
 
     fn standby(grace_us: u64, built_us: u64) -> ControlUnit {
-        let mut cfg = ProtoConfig::new(Topology {
-            control_units: vec![1, 2],
-            clients: vec![100],
-            channel_owner: vec![100],
-            submitters: vec![],
-        });
+        let mut cfg = test_config(&[1, 2]);
         cfg.startup_grace_us = grace_us;
         ControlUnit::new(cfg, 2, true, 7, built_us)
     }
@@ -1457,12 +1464,7 @@ mod tests {
     }
 
     fn two_units() -> ProtoConfig {
-        ProtoConfig::new(Topology {
-            control_units: vec![1, 2],
-            clients: vec![100],
-            channel_owner: vec![100],
-            submitters: vec![],
-        })
+        test_config(&[1, 2])
     }
 
     /// Runs both units, delivering every frame between them at once, until `done(b)` holds.
@@ -1606,7 +1608,7 @@ mod tests {
 #[cfg(test)]
 mod standing_tests {
     use super::*;
-    use crate::proto::{INITIAL_EPOCH, Topology};
+    use crate::proto::INITIAL_EPOCH;
     use crate::wire::{FrameBuilder, FrameReader, Kind, ROLE_PRIMARY};
 
     /// Three units: the primary (1) announced {2} and then, having dropped it, the empty set;
@@ -1615,12 +1617,7 @@ mod standing_tests {
     /// sets, votes for nobody and no majority ever forms.
     #[test]
     fn a_standby_eligible_by_the_set_before_an_empty_one_announces_it() {
-        let cfg = ProtoConfig::new(Topology {
-            control_units: vec![1, 2, 3],
-            clients: vec![100],
-            channel_owner: vec![100],
-            submitters: vec![],
-        });
+        let cfg = test_config(&[1, 2, 3]);
         let mut s = ControlUnit::new(cfg, 2, true, 7, 0);
         let announce = |s: &mut ControlUnit, t: u64, seq: u64, version: u16, mask: u32| {
             let mut buf = vec![0u8; 256];
@@ -1722,7 +1719,6 @@ mod view_tests {
 #[cfg(test)]
 mod kept_view_tests {
     use super::*;
-    use crate::proto::Topology;
     use crate::wire::{FrameBuilder, Kind, ROLE_STANDBY};
 
     /// Four units. Unit 2 was cut off while a standby of epoch 1, whose primary (unit 1, its
@@ -1734,12 +1730,7 @@ mod kept_view_tests {
     /// its bigger number (that set names unit 2, which lacks what epoch 3 committed).
     #[test]
     fn a_kept_set_from_a_newer_epoch_supersedes_one_from_an_older_epoch() {
-        let cfg = ProtoConfig::new(Topology {
-            control_units: vec![1, 2, 3, 4],
-            clients: vec![100],
-            channel_owner: vec![100],
-            submitters: vec![],
-        });
+        let cfg = test_config(&[1, 2, 3, 4]);
         let e = |counter| Epoch::new(counter, 0).expect("small epoch");
         let mut s = ControlUnit::new(cfg, 4, true, 7, 0);
         s.epoch = e(4);
@@ -1787,16 +1778,10 @@ mod kept_view_tests {
 #[cfg(test)]
 mod remembered_set_tests {
     use super::*;
-    use crate::proto::Topology;
 
     /// A primary of three units whose sync set is {2, 3}; it then drops unit 3.
     fn primary_dropping_unit_3() -> ControlUnit {
-        let cfg = ProtoConfig::new(Topology {
-            control_units: vec![1, 2, 3],
-            clients: vec![100],
-            channel_owner: vec![100],
-            submitters: vec![],
-        });
+        let cfg = test_config(&[1, 2, 3]);
         let mut p = ControlUnit::new(cfg, 1, true, 7, 0);
         assert_eq!(p.role(), Role::Primary);
         p.announce_sync_set();
