@@ -5,8 +5,9 @@
 use statesync::proto::control::ControlUnit;
 use statesync::proto::{Epoch, INITIAL_EPOCH, MAX_EPOCH_COUNTER, ProtoConfig, Role, Topology};
 use statesync::wire::{
-    BulkBegin, BulkEnd, Entry, FrameBuilder, HB_FLAG_NEEDS_TRANSFER, HeartbeatBody, HistoryBody,
-    Kind, MAX_FRAME_BYTES, NackBody, ROLE_PRIMARY, ROLE_STANDBY,
+    BulkBegin, BulkEnd, BulkEntry, ChannelOp, Entry, FrameBuilder, HB_FLAG_NEEDS_TRANSFER,
+    HeartbeatBody, HistoryBody, Kind, MAX_FRAME_BYTES, NackBody, ROLE_PRIMARY, ROLE_STANDBY,
+    UPDATE_FLAG_PREAPPLIED, encode_entry,
 };
 
 fn config() -> ProtoConfig {
@@ -441,4 +442,99 @@ fn step(src: &mut ControlUnit, dst: &mut ControlUnit, t: u64, buf: &mut [u8]) {
         }
     }
     while src.poll_event().is_some() {}
+}
+
+/// A standby restarted and was given a transfer whose snapshot holds ops up to 5 (the client
+/// acked 2). A late UPDATE of op 3 with its body, sent to the unit's earlier life before the
+/// transfer, then arrives: applying it would write op 3's value over op 5's in the snapshot
+/// (simulator seed 40161967: a key rolled back, and the next takeover's replay missed its
+/// section). It is dropped and counted; the PREAPPLIED copy of the same op is taken.
+#[test]
+fn a_body_for_an_op_inside_the_transferred_snapshot_is_dropped() {
+    let mut s = ControlUnit::new(config(), 2, false, 9, 0);
+    let (section, key) = (3u8, 17u64);
+    let mut buf = vec![0u8; 2048];
+    let mut fb = FrameBuilder::new(&mut buf, 1, INITIAL_EPOCH, 1);
+    assert!(fb.push(Kind::Heartbeat, &heartbeat(ROLE_PRIMARY, 0, 0b11, 0)));
+    for channel in 0..2u32 {
+        let stream = 50 + channel;
+        let (base_op, acked_op, total) = if channel == 0 { (5, 2, 1) } else { (0, 0, 0) };
+        let begin = BulkBegin {
+            channel: channel.into(),
+            stream: stream.into(),
+            sections: u64::MAX.into(),
+            base_op: base_op.into(),
+            acked_op: acked_op.into(),
+        };
+        assert!(fb.push(Kind::XferBegin, &begin));
+        if total == 1 {
+            let value = b"op 5";
+            let entry = BulkEntry {
+                channel: channel.into(),
+                stream: stream.into(),
+                index: 0.into(),
+                section,
+                flags: 0,
+                value_len: (value.len() as u16).into(),
+                key: key.into(),
+            };
+            assert!(fb.push_tail(Kind::XferEntry, &entry, value));
+        }
+        let end = BulkEnd {
+            channel: channel.into(),
+            stream: stream.into(),
+            total: total.into(),
+            reserved: 0.into(),
+            base_op: base_op.into(),
+        };
+        assert!(fb.push(Kind::XferEnd, &end));
+    }
+    let len = fb.finish();
+    s.handle_datagram(1_000, &buf[..len]);
+    assert_eq!(s.role(), Role::Standby, "the transfer completed");
+    assert_eq!(s.preapplied_top(0), 5);
+    let snapshot = |s: &ControlUnit| {
+        s.state(0)
+            .and_then(|st| st.get(section.into(), key))
+            .map(<[u8]>::to_vec)
+    };
+    assert_eq!(snapshot(&s).as_deref(), Some(&b"op 5"[..]));
+
+    let mut body = Vec::new();
+    encode_entry(
+        &mut body,
+        &Entry {
+            section,
+            key,
+            value: Some(b"op 3"),
+            private: false,
+        },
+    );
+    let cookie = 1u64 << section;
+    let mut fb = FrameBuilder::new(&mut buf, 1, INITIAL_EPOCH, 2);
+    assert!(fb.push_update(0, 0, 3, cookie, (&body, 1), (&[], 0)));
+    // The client's ack of op 3 arrives with it: an op taken would apply at once.
+    let ack = ChannelOp {
+        channel: 0.into(),
+        generation: 0.into(),
+        op: 3.into(),
+    };
+    assert!(fb.push(Kind::FwdAck, &ack));
+    let len = fb.finish();
+    s.handle_datagram(2_000, &buf[..len]);
+    assert_eq!(
+        snapshot(&s).as_deref(),
+        Some(&b"op 5"[..]),
+        "the snapshot's value stays"
+    );
+    assert_eq!(s.counters.rejected_stale_update, 1);
+
+    // The PREAPPLIED copy of op 3 (cookie only) is the one a standby of this life takes.
+    let mut fb = FrameBuilder::new(&mut buf, 1, INITIAL_EPOCH, 3);
+    assert!(fb.push_update(UPDATE_FLAG_PREAPPLIED, 0, 3, cookie, (&[], 0), (&[], 0)));
+    let len = fb.finish();
+    let rejected = s.counters.rejected();
+    s.handle_datagram(3_000, &buf[..len]);
+    assert_eq!(s.counters.rejected(), rejected);
+    assert_eq!(snapshot(&s).as_deref(), Some(&b"op 5"[..]));
 }

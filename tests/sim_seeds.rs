@@ -423,6 +423,20 @@ fn a_standby_dropped_after_the_last_commit_still_counts_as_holding_every_op() {
     assert!(r.failovers >= 2, "{} failovers", r.failovers);
 }
 
+/// Two units: the standby crashed; the primary went on sending it ops 89 and 90 of channel 0
+/// (two of those datagrams spiked by 40–50 ms). The restarted standby got a transfer whose
+/// snapshot held ops up to 93, then the late copy of op 89 arrived, with its body and without
+/// the PREAPPLIED flag, and was applied over the snapshot: key 17 went back to op 89's value.
+/// At the next takeover the standby's state differed from the client's in a section no op
+/// above the cut touched (inv7). Such a copy is now dropped (`rejected_stale_update`). Found by
+/// 151,048 seeds from 40,100,000.
+#[test]
+fn a_late_update_sent_to_an_earlier_life_is_not_applied_over_a_snapshot() {
+    let r = run_seed(40161967, &SimOptions::default());
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    assert!(r.failovers >= 2, "{} failovers", r.failovers);
+}
+
 /// A candidate that crashes while querying: every other control unit used to discard its
 /// state on hearing the candidate's epoch, so nobody could take over (inv5: no primary). A
 /// unit now keeps its state and resumes as an eligible standby when that epoch falls silent

@@ -281,7 +281,7 @@ impl Families {
 }
 
 /// How many reasons [`rejections`] counts.
-pub const REJECTION_REASONS: usize = 22;
+pub const REJECTION_REASONS: usize = 23;
 
 /// Every count of refused datagrams, by reason (the `reason` label of `statesync_rejected`):
 /// the protocol core's, the runner's (`unknown_addr`, `oversize`) and authentication's
@@ -300,6 +300,7 @@ pub fn rejections(runner: &NodeRunner) -> [(&'static str, u64); REJECTION_REASON
         ("foreign_epoch", c.rejected_foreign_epoch),
         ("stale_unknown", c.rejected_stale_unknown),
         ("stale_commit", c.rejected_stale_commit),
+        ("stale_update", c.rejected_stale_update),
         ("stale_query", c.rejected_stale_query),
         ("nack_rate", c.rejected_nack_rate),
         ("replay_rate", c.rejected_replay_rate),

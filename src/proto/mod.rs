@@ -597,6 +597,10 @@ pub struct Counters {
     /// A standby's COMMIT report older than the transfer that has since replaced the state it
     /// described.
     pub rejected_stale_commit: u64,
+    /// Standby: an UPDATE with its body for an op inside the snapshot a transfer has since
+    /// given the channel (such ops come PREAPPLIED): a late copy sent to an earlier life of
+    /// this unit, whose body would write older values over the snapshot.
+    pub rejected_stale_update: u64,
     /// Client: a takeover's query of the current epoch arriving after that epoch's primary
     /// began a replay of the channel (a late or duplicated copy).
     pub rejected_stale_query: u64,
@@ -646,6 +650,7 @@ impl Counters {
             + self.rejected_foreign_epoch
             + self.rejected_stale_unknown
             + self.rejected_stale_commit
+            + self.rejected_stale_update
             + self.rejected_stale_query
             + self.rejected_nack_rate
             + self.rejected_replay_rate

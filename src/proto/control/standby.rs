@@ -176,6 +176,14 @@ impl ControlUnit {
                 self.counters.rejected_unexpected += 1;
                 return;
             }
+            // An op inside the transferred snapshot comes PREAPPLIED: one with its body is a
+            // late copy sent to an earlier life of this unit, before the transfer. Applying
+            // it would write its values over later ones the snapshot holds (seed 40161967:
+            // a key rolled back by one op, a takeover's replay missing its section).
+            if !pre && op <= c.preapplied_top {
+                self.counters.rejected_stale_update += 1;
+                return;
+            }
             c.ring.push_update(u, pre);
             if !pre {
                 // Its ack usually arrives within the same turn: start loading the state slots
