@@ -69,7 +69,7 @@ fn check_update(u: &UpdateView<'_>) -> u64 {
     for e in u.entries() {
         assert_eq!(e.private, n >= n_public, "public entries come first");
         assert!((e.section as usize) < SECTIONS);
-        bytes += entry_wire_len(e.value.map_or(0, <[u8]>::len));
+        bytes += entry_wire_len(&e);
         if n + 1 == n_public {
             assert_eq!(bytes, u.public_len);
         }
@@ -122,7 +122,8 @@ pub fn decode(data: &[u8]) {
         };
         acc = acc.rotate_left(11) ^ x;
     }
-    assert_eq!(count, frame.header.msg_count.get() as usize);
+    // An UPDATE_RUN comes out as one update per op (at least one): never fewer messages.
+    assert!(count >= frame.header.msg_count.get() as usize);
     // The header-only scan agrees with the parsed messages.
     assert_eq!(frame.contains(Kind::Heartbeat), heartbeats > 0);
     std::hint::black_box(acc);

@@ -278,10 +278,7 @@ impl OpRing {
     /// Stores a change built from caller entries (the primary's submit path): each entry is
     /// encoded once, into the log, public entries first.
     pub fn push_entries(&mut self, op: OpId, entries: &[Entry<'_>]) {
-        let len: usize = entries
-            .iter()
-            .map(|e| entry_wire_len(e.value.map_or(0, <[u8]>::len)))
-            .sum();
+        let len: usize = entries.iter().map(|e| entry_wire_len(e)).sum();
         let offset = self.push_record(op, len);
         let mut at = offset;
         let mut cookie = SectionMask::EMPTY;

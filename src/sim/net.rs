@@ -12,9 +12,9 @@
 use crate::proto::NodeId;
 use crate::rng::SplitMix64;
 use crate::wire::{
-    BulkEntry, EntryFixed, FrameBuilder, FrameHeader, FrameReader, HB_FLAG_NEEDS_TRANSFER,
-    HEADER_BYTES, Kind, LA_FLAG_UNKNOWN, MAGIC, MIN_FRAME_BYTES, MSG_HEADER_BYTES, Msg, MsgHeader,
-    UpdateFixed, VERSION,
+    BulkEntry, FrameBuilder, FrameHeader, FrameReader, HB_FLAG_NEEDS_TRANSFER, HEADER_BYTES, Kind,
+    LA_FLAG_UNKNOWN, MAGIC, MIN_FRAME_BYTES, MSG_HEADER_BYTES, Msg, MsgHeader, VERSION,
+    entry_head_offsets,
 };
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -606,6 +606,9 @@ fn flip_targets(buf: &[u8]) -> Vec<(usize, &'static [u8])> {
     const NOT_BIT0: &[u8] = &[1, 2, 3, 4, 5, 6, 7];
     // Sections are below 64: only bits 6 and 7 make one out of range.
     const SECTION_HIGH: &[u8] = &[6, 7];
+    // An entry's head byte: bits 6 and 7 (delete, wide key) change its length, which nearly
+    // always breaks the walk of the entries (when not, the flip falls back to the magic).
+    const HEAD_FORM: &[u8] = &[6, 7];
     let mut t: Vec<(usize, &'static [u8])> = Vec::new();
     for at in 0..4 {
         t.push((offset_of!(FrameHeader, magic) + at, ALL));
@@ -627,15 +630,11 @@ fn flip_targets(buf: &[u8]) -> Vec<(usize, &'static [u8])> {
         t.push((blen_at, ALL));
         t.push((blen_at + 1, ALL));
         match Kind::from_u8(kind) {
-            Some(Kind::Update | Kind::Submit) => {
-                t.push((at + offset_of!(MsgHeader, flags), NOT_BIT0));
-                let mut e = body_at + size_of::<UpdateFixed>();
-                while e + size_of::<EntryFixed>() <= body_end {
-                    t.push((e + offset_of!(EntryFixed, section), SECTION_HIGH));
-                    t.push((e + offset_of!(EntryFixed, flags), NOT_BIT0));
-                    let v = e + offset_of!(EntryFixed, value_len);
-                    e +=
-                        size_of::<EntryFixed>() + u16::from_le_bytes([buf[v], buf[v + 1]]) as usize;
+            Some(k @ (Kind::Update | Kind::Submit | Kind::UpdateRun)) => {
+                let flags = if k == Kind::UpdateRun { ALL } else { NOT_BIT0 };
+                t.push((at + offset_of!(MsgHeader, flags), flags));
+                for head in entry_head_offsets(k, &buf[body_at..body_end]) {
+                    t.push((body_at + head, HEAD_FORM));
                 }
             }
             Some(Kind::ReplayEntry | Kind::XferEntry)

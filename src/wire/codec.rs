@@ -31,6 +31,7 @@ pub enum Msg<'a> {
 /// A validated UPDATE: its entries are known to be well formed.
 #[derive(Debug, Clone, Copy)]
 pub struct UpdateView<'a> {
+    /// As on the wire for an UPDATE; built from the run for an op of an UPDATE_RUN.
     pub fixed: UpdateFixed,
     pub flags: u8,
     /// Encoded public entries followed by private entries.
@@ -46,6 +47,7 @@ impl<'a> UpdateView<'a> {
     pub fn op(&self) -> u64 {
         self.fixed.op.get()
     }
+    /// The sections the op's public entries write: sent in an UPDATE, derived in a run.
     pub fn cookie(&self) -> u64 {
         self.fixed.cookie.get()
     }
@@ -86,44 +88,76 @@ impl<'a> Iterator for EntryIter<'a> {
     }
 }
 
+/// Splits one entry off the front of `bytes`: its head byte, its value length (not for a
+/// delete), its key in four bytes (eight with `ENTRY_HEAD_WIDE_KEY`, for a key past
+/// `u32::MAX` only) and its value. Fixed-width fields: a walk over entries is a few loads and
+/// one predictable branch per field, which matters because receivers walk each op's entries
+/// more than once (validation, prefetch, apply).
+#[inline(always)]
 fn split_entry(bytes: &[u8]) -> Result<(Entry<'_>, &[u8]), WireError> {
-    let (fixed, rest) = EntryFixed::read_from_prefix(bytes).map_err(|_| WireError::BadEntry)?;
-    let vlen = fixed.value_len.get() as usize;
-    if rest.len() < vlen
-        || fixed.section as usize >= SECTIONS
-        || fixed.flags & !ENTRY_FLAG_DELETE != 0
-    {
-        return Err(WireError::BadEntry);
-    }
-    let delete = fixed.flags & ENTRY_FLAG_DELETE != 0;
-    if delete && vlen != 0 {
-        return Err(WireError::BadEntry);
-    }
-    let (value, rest) = rest.split_at(vlen);
+    let (&head, rest) = bytes.split_first().ok_or(WireError::BadEntry)?;
+    let (vlen, rest) = if head & ENTRY_HEAD_DELETE != 0 {
+        (None, rest)
+    } else {
+        let (len, rest) = rest.split_first_chunk::<2>().ok_or(WireError::BadEntry)?;
+        (Some(u16::from_le_bytes(*len) as usize), rest)
+    };
+    let (key, rest) = if head & ENTRY_HEAD_WIDE_KEY != 0 {
+        let (k, rest) = rest.split_first_chunk::<8>().ok_or(WireError::BadEntry)?;
+        let key = u64::from_le_bytes(*k);
+        // One encoding per key: a key that fits four bytes is never sent in eight.
+        if key <= u64::from(u32::MAX) {
+            return Err(WireError::BadEntry);
+        }
+        (key, rest)
+    } else {
+        let (k, rest) = rest.split_first_chunk::<4>().ok_or(WireError::BadEntry)?;
+        (u64::from(u32::from_le_bytes(*k)), rest)
+    };
+    let (value, rest) = match vlen {
+        None => (None, rest),
+        Some(n) => {
+            let (v, rest) = rest.split_at_checked(n).ok_or(WireError::BadEntry)?;
+            (Some(v), rest)
+        }
+    };
     let e = Entry {
-        section: fixed.section,
-        key: fixed.key.get(),
-        value: (!delete).then_some(value),
+        section: head & ENTRY_HEAD_SECTION,
+        key,
+        value,
         private: false,
     };
     Ok((e, rest))
 }
 
-/// Checks that `bytes` holds exactly `count` well-formed entries; returns the byte length of the
-/// first `public` of them.
-fn validate_entries(bytes: &[u8], public: u16, count: u32) -> Result<usize, WireError> {
+/// Checks that `bytes` starts with `public + private` well-formed entries; returns the byte
+/// length of the public ones, of all of them, and the cookie (the sections the public ones
+/// write).
+#[inline]
+fn split_entries(
+    bytes: &[u8],
+    public: u16,
+    private: u16,
+) -> Result<(usize, usize, u64), WireError> {
     let mut rest = bytes;
-    let mut public_len = 0;
-    for i in 0..count {
-        if i == public as u32 {
-            public_len = bytes.len() - rest.len();
-        }
+    let mut cookie = 0u64;
+    for _ in 0..public {
+        let (e, tail) = split_entry(rest)?;
+        cookie |= 1 << e.section;
+        rest = tail;
+    }
+    let public_len = bytes.len() - rest.len();
+    for _ in 0..private {
         rest = split_entry(rest)?.1;
     }
-    if count == public as u32 {
-        public_len = bytes.len() - rest.len();
-    }
-    if !rest.is_empty() {
+    Ok((public_len, bytes.len() - rest.len(), cookie))
+}
+
+/// Checks that `bytes` holds exactly `public + private` well-formed entries; returns the byte
+/// length of the public ones.
+fn validate_entries(bytes: &[u8], public: u16, private: u16) -> Result<usize, WireError> {
+    let (public_len, len, _) = split_entries(bytes, public, private)?;
+    if len != bytes.len() {
         return Err(WireError::BadEntry);
     }
     Ok(public_len)
@@ -132,7 +166,7 @@ fn validate_entries(bytes: &[u8], public: u16, count: u32) -> Result<usize, Wire
 /// Appends the wire encoding of one entry to `out`.
 pub fn encode_entry(out: &mut Vec<u8>, e: &Entry<'_>) {
     let start = out.len();
-    out.resize(start + entry_wire_len(e.value.map_or(0, <[u8]>::len)), 0);
+    out.resize(start + entry_wire_len(e), 0);
     write_entry(&mut out[start..], e);
 }
 
@@ -140,32 +174,128 @@ pub fn encode_entry(out: &mut Vec<u8>, e: &Entry<'_>) {
 /// [`entry_wire_len`] bytes for it; returns that length. The primary encodes each change once,
 /// straight into its retention log, with this.
 pub fn write_entry(out: &mut [u8], e: &Entry<'_>) -> usize {
-    let value = e.value.unwrap_or(&[]);
-    assert!(
-        value.len() <= u16::MAX as usize,
-        "entry value larger than 65535 bytes"
-    );
     assert!((e.section as usize) < SECTIONS, "section out of range");
-    let fixed = EntryFixed {
-        section: e.section,
-        flags: if e.value.is_none() {
-            ENTRY_FLAG_DELETE
-        } else {
-            0
-        },
-        value_len: (value.len() as u16).into(),
-        key: e.key.into(),
-    };
-    let (head, rest) = out.split_at_mut(size_of::<EntryFixed>());
-    head.copy_from_slice(fixed.as_bytes());
-    rest[..value.len()].copy_from_slice(value);
-    size_of::<EntryFixed>() + value.len()
+    let narrow = u32::try_from(e.key).ok();
+    let mut head = e.section;
+    if e.value.is_none() {
+        head |= ENTRY_HEAD_DELETE;
+    }
+    if narrow.is_none() {
+        head |= ENTRY_HEAD_WIDE_KEY;
+    }
+    out[0] = head;
+    let mut at = 1;
+    if let Some(value) = e.value {
+        let vlen = u16::try_from(value.len()).expect("entry value larger than 65535 bytes");
+        out[at..at + 2].copy_from_slice(&vlen.to_le_bytes());
+        at += 2;
+    }
+    match narrow {
+        Some(k) => {
+            out[at..at + 4].copy_from_slice(&k.to_le_bytes());
+            at += 4;
+        }
+        None => {
+            out[at..at + 8].copy_from_slice(&e.key.to_le_bytes());
+            at += 8;
+        }
+    }
+    if let Some(value) = e.value {
+        out[at..at + value.len()].copy_from_slice(value);
+        at += value.len();
+    }
+    at
 }
 
 /// Bytes an entry takes on the wire.
-pub fn entry_wire_len(value_len: usize) -> usize {
-    size_of::<EntryFixed>() + value_len
+pub fn entry_wire_len(e: &Entry<'_>) -> usize {
+    let key = if e.key <= u64::from(u32::MAX) { 4 } else { 8 };
+    1 + key + e.value.map_or(0, |v| 2 + v.len())
 }
+
+/// Offsets in `body` (of a well-formed UPDATE, SUBMIT or UPDATE_RUN) of each entry's head
+/// byte, for fault injectors: flipping a head's delete or wide-key bit changes the entry's
+/// length, which nearly always makes the frame malformed.
+pub fn entry_head_offsets(kind: Kind, body: &[u8]) -> Vec<usize> {
+    let mut heads = Vec::new();
+    let mut walk = |mut at: &[u8], count: u32| -> Option<usize> {
+        for _ in 0..count {
+            heads.push(body.len() - at.len());
+            at = split_entry(at).ok()?.1;
+        }
+        Some(body.len() - at.len())
+    };
+    match kind {
+        Kind::Update | Kind::Submit => {
+            if let Ok((fx, entries)) = UpdateFixed::read_from_prefix(body) {
+                let count = u32::from(fx.public_count.get()) + u32::from(fx.private_count.get());
+                walk(entries, count);
+            }
+        }
+        Kind::UpdateRun => {
+            let mut at = size_of::<RunFixed>();
+            while let Some(&[public, private]) = body.get(at..at + 2) {
+                let Some(end) = walk(&body[at + 2..], u32::from(public) + u32::from(private))
+                else {
+                    break;
+                };
+                at = end;
+            }
+        }
+        _ => {}
+    }
+    heads
+}
+
+/// One op of an UPDATE_RUN, as an UPDATE of op `op`: its entry counts (one byte each), then
+/// its entries, whose walk gives the op's length and its cookie.
+fn split_run_op(bytes: &[u8], channel: u32, op: u64) -> Result<(UpdateView<'_>, &[u8]), WireError> {
+    let (&[public, private], entries) =
+        bytes.split_first_chunk::<2>().ok_or(WireError::BadEntry)?;
+    let (public, private) = (u16::from(public), u16::from(private));
+    let (public_len, len, cookie) = split_entries(entries, public, private)?;
+    let (entry_bytes, rest) = entries.split_at(len);
+    let fixed = UpdateFixed {
+        channel: channel.into(),
+        public_count: public.into(),
+        private_count: private.into(),
+        op: op.into(),
+        cookie: cookie.into(),
+    };
+    let view = UpdateView {
+        fixed,
+        flags: 0,
+        entry_bytes,
+        public_len,
+    };
+    Ok((view, rest))
+}
+
+/// The ops of an UPDATE_RUN not yet handed out.
+#[derive(Debug, Clone, Copy)]
+struct RunCursor<'a> {
+    channel: u32,
+    next_op: u64,
+    bytes: &'a [u8],
+}
+
+impl<'a> RunCursor<'a> {
+    fn next_update(&mut self) -> Result<Option<UpdateView<'a>>, WireError> {
+        if self.bytes.is_empty() {
+            return Ok(None);
+        }
+        let (view, rest) = split_run_op(self.bytes, self.channel, self.next_op)?;
+        self.bytes = rest;
+        // Checked when the frame was validated: the last op of a run is at most
+        // `MAX_RUN_OP`, so this never saturates for an op that is handed out.
+        self.next_op = self.next_op.saturating_add(1);
+        Ok(Some(view))
+    }
+}
+
+/// Largest op ID an UPDATE_RUN may name: run op IDs are computed, so they are bounded here
+/// (op IDs the core assigns stay below 2^62).
+pub const MAX_RUN_OP: u64 = 1 << 62;
 
 /// A datagram that passed validation. Iterating its messages cannot fail.
 #[derive(Debug, Clone, Copy)]
@@ -221,7 +351,10 @@ impl<'a> FrameReader<'a> {
     }
 
     pub fn msgs(&self) -> MsgIter<'a> {
-        MsgIter { at: self.payload }
+        MsgIter {
+            at: self.payload,
+            run: None,
+        }
     }
 
     /// Whether any message is of `kind`, from the message headers alone (no body is parsed):
@@ -251,18 +384,31 @@ enum Checks {
     Validated,
 }
 
-/// Messages of a validated frame.
+/// Messages of a validated frame. An UPDATE_RUN comes out as one [`Msg::Update`] per op, so a
+/// receiver handles an update the same way whichever message carried it.
 #[derive(Debug, Clone)]
 pub struct MsgIter<'a> {
     at: &'a [u8],
+    run: Option<RunCursor<'a>>,
 }
 
 impl<'a> Iterator for MsgIter<'a> {
     type Item = Msg<'a>;
     fn next(&mut self) -> Option<Msg<'a>> {
-        let (m, tail) = parse_msg(self.at, Checks::Validated).ok()?;
-        self.at = tail;
-        Some(m)
+        loop {
+            if let Some(r) = &mut self.run {
+                if let Ok(Some(u)) = r.next_update() {
+                    return Some(Msg::Update(u));
+                }
+                self.run = None;
+            }
+            let (p, tail) = parse_msg(self.at, Checks::Validated).ok()?;
+            self.at = tail;
+            match p {
+                Parsed::Msg(m) => return Some(m),
+                Parsed::Run(r) => self.run = Some(r),
+            }
+        }
     }
 }
 
@@ -292,7 +438,13 @@ fn bulk_entry(body: &[u8]) -> Result<(BulkEntry, &[u8]), WireError> {
     Ok((e, v))
 }
 
-fn parse_msg(bytes: &[u8], checks: Checks) -> Result<(Msg<'_>, &[u8]), WireError> {
+/// One message as parsed: an UPDATE_RUN is handed out op by op by [`MsgIter`].
+enum Parsed<'a> {
+    Msg(Msg<'a>),
+    Run(RunCursor<'a>),
+}
+
+fn parse_msg(bytes: &[u8], checks: Checks) -> Result<(Parsed<'_>, &[u8]), WireError> {
     let (mh, rest) = MsgHeader::read_from_prefix(bytes).map_err(|_| WireError::Truncated)?;
     let body_len = mh.body_len.get() as usize;
     if rest.len() < body_len {
@@ -307,11 +459,10 @@ fn parse_msg(bytes: &[u8], checks: Checks) -> Result<(Msg<'_>, &[u8]), WireError
             if mh.flags & !UPDATE_FLAG_PREAPPLIED != 0 {
                 return Err(WireError::BadField);
             }
-            let count = fx.public_count.get() as u32 + fx.private_count.get() as u32;
             let public_len = match (checks, fx.public_count.get(), fx.private_count.get()) {
                 (Checks::Validated, _, 0) => entry_bytes.len(),
                 (Checks::Validated, 0, _) => 0,
-                _ => validate_entries(entry_bytes, fx.public_count.get(), count)?,
+                (_, public, private) => validate_entries(entry_bytes, public, private)?,
             };
             let view = UpdateView {
                 fixed: fx,
@@ -324,6 +475,37 @@ fn parse_msg(bytes: &[u8], checks: Checks) -> Result<(Msg<'_>, &[u8]), WireError
             } else {
                 Msg::Update(view)
             }
+        }
+        Kind::UpdateRun => {
+            if mh.flags != 0 {
+                return Err(WireError::BadField);
+            }
+            let (fx, ops) =
+                RunFixed::read_from_prefix(body).map_err(|_| WireError::BadBodyLength)?;
+            if ops.is_empty() {
+                return Err(WireError::BadBodyLength);
+            }
+            let first_op = fx.first_op.get();
+            if first_op == 0 {
+                return Err(WireError::BadField);
+            }
+            let run = RunCursor {
+                channel: fx.channel.get(),
+                next_op: first_op,
+                bytes: ops,
+            };
+            if checks == Checks::Full {
+                // Every op well formed, and the last op ID in range (each op takes at least
+                // two bytes, so a run holds fewer than 2^15 of them).
+                let (mut walk, mut last_op) = (run, first_op);
+                while let Some(u) = walk.next_update()? {
+                    last_op = u.op();
+                }
+                if last_op > MAX_RUN_OP {
+                    return Err(WireError::BadField);
+                }
+            }
+            return Ok((Parsed::Run(run), tail));
         }
         Kind::Ack => Msg::Ack(fixed(body)?),
         Kind::FwdAck => Msg::FwdAck(fixed(body)?),
@@ -354,7 +536,7 @@ fn parse_msg(bytes: &[u8], checks: Checks) -> Result<(Msg<'_>, &[u8]), WireError
         Kind::XferAck => Msg::XferAck(fixed(body)?),
         Kind::XferHistory => Msg::XferHistory(fixed(body)?),
     };
-    Ok((msg, tail))
+    Ok((Parsed::Msg(msg), tail))
 }
 
 /// Builds one frame in a caller-owned buffer. Every `push_*` returns `false`, writing nothing,
@@ -364,6 +546,17 @@ pub struct FrameBuilder<'a> {
     buf: &'a mut [u8],
     len: usize,
     count: u16,
+    /// The UPDATE_RUN at the end of the frame, while the next op of its channel may join it.
+    run: Option<OpenRun>,
+}
+
+/// An UPDATE_RUN still open for appending.
+#[derive(Debug, Clone, Copy)]
+struct OpenRun {
+    /// Offset of its message header.
+    at: usize,
+    channel: u32,
+    next_op: u64,
 }
 
 impl<'a> FrameBuilder<'a> {
@@ -386,6 +579,7 @@ impl<'a> FrameBuilder<'a> {
             buf,
             len: HEADER_BYTES,
             count: 0,
+            run: None,
         }
     }
 
@@ -401,6 +595,8 @@ impl<'a> FrameBuilder<'a> {
     }
 
     fn push_parts(&mut self, kind: Kind, flags: u8, parts: &[&[u8]]) -> bool {
+        // Any other message ends the open run: ops must follow their run's header.
+        self.run = None;
         let body_len: usize = parts.iter().map(|p| p.len()).sum();
         if body_len > u16::MAX as usize
             || MSG_HEADER_BYTES + body_len > self.room()
@@ -449,6 +645,64 @@ impl<'a> FrameBuilder<'a> {
         private: (&[u8], u16),
     ) -> bool {
         self.push_change(Kind::Update, flags, channel, op, cookie, public, private)
+    }
+
+    /// Pushes op `op` of `channel` as an ordinary update, into the UPDATE_RUN at the end of the
+    /// frame when it carries the op before (its op ID and cookie then cost nothing), else in a
+    /// new run. Entries as in [`push_update`](Self::push_update).
+    pub fn push_run_update(
+        &mut self,
+        channel: u32,
+        op: u64,
+        cookie: u64,
+        public: (&[u8], u16),
+        private: (&[u8], u16),
+    ) -> bool {
+        // Counts past a byte: an UPDATE of its own.
+        let (Ok(n_public), Ok(n_private)) = (u8::try_from(public.1), u8::try_from(private.1))
+        else {
+            return self.push_update(0, channel, op, cookie, public, private);
+        };
+        let counts = [n_public, n_private];
+        let parts = [&counts[..], public.0, private.0];
+        let op_len: usize = parts.iter().map(|p| p.len()).sum();
+        if let Some(r) = self.run
+            && r.channel == channel
+            && r.next_op == op
+        {
+            let blen_at = r.at + std::mem::offset_of!(MsgHeader, body_len);
+            let body_len = u16::from_le_bytes([self.buf[blen_at], self.buf[blen_at + 1]]);
+            if let Some(new_len) = u16::try_from(body_len as usize + op_len)
+                .ok()
+                .filter(|_| op_len <= self.room())
+            {
+                for p in parts {
+                    self.buf[self.len..self.len + p.len()].copy_from_slice(p);
+                    self.len += p.len();
+                }
+                self.buf[blen_at..blen_at + 2].copy_from_slice(&new_len.to_le_bytes());
+                self.run = op.checked_add(1).map(|next_op| OpenRun { next_op, ..r });
+                return true;
+            }
+        }
+        let at = self.len;
+        let fx = RunFixed {
+            channel: channel.into(),
+            first_op: op.into(),
+        };
+        if !self.push_parts(
+            Kind::UpdateRun,
+            0,
+            &[fx.as_bytes(), parts[0], parts[1], parts[2]],
+        ) {
+            return false;
+        }
+        self.run = op.checked_add(1).map(|next_op| OpenRun {
+            at,
+            channel,
+            next_op,
+        });
+        true
     }
 
     /// Pushes a SUBMIT (a load client's change for the primary); `seq` is the submitter's own.

@@ -8,7 +8,9 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// "SSYN" read as a little-endian u32.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"SSYN");
-pub const VERSION: u8 = 1;
+/// 2: entries in the compact encoding (a head byte, then a u16 length and a u32 or u64 key)
+/// and UPDATE_RUN.
+pub const VERSION: u8 = 2;
 pub const HEADER_BYTES: usize = size_of::<FrameHeader>();
 pub const MSG_HEADER_BYTES: usize = size_of::<MsgHeader>();
 /// Bytes of the authentication tag (AES-128-GCM).
@@ -88,6 +90,9 @@ pub enum Kind {
     /// A load client asks the primary to apply a change (UPDATE layout; `op` is the
     /// submitter's own sequence number, `cookie` is ignored).
     Submit = 18,
+    /// Consecutive ops of one channel under one header ([`RunFixed`]): op IDs follow from the
+    /// first, cookies from the ops' public entries. The ordinary update on the data path.
+    UpdateRun = 19,
 }
 
 impl Kind {
@@ -112,6 +117,7 @@ impl Kind {
             16 => XferAck,
             17 => XferHistory,
             18 => Submit,
+            19 => UpdateRun,
             _ => return None,
         })
     }
@@ -131,17 +137,24 @@ pub struct UpdateFixed {
     pub cookie: U64,
 }
 
-/// Entry flag: delete the key (no value follows).
-pub const ENTRY_FLAG_DELETE: u8 = 1;
+/// An entry's head byte: its section in the low six bits, then this bit to delete the key (no
+/// value length and no value follow), then [`ENTRY_HEAD_WIDE_KEY`]. After the head come the
+/// value length (u16, unless deleted), the key (u32, or u64 when wide) and the value: 39 bytes
+/// for a 32-byte value under a key below 2^32, where the fixed header of version 1 took 44.
+pub const ENTRY_HEAD_DELETE: u8 = 0x40;
+/// The key takes eight bytes; only for a key past `u32::MAX` (one encoding per key).
+pub const ENTRY_HEAD_WIDE_KEY: u8 = 0x80;
+/// The head byte's section bits.
+pub const ENTRY_HEAD_SECTION: u8 = 0x3f;
 
-/// One key/value write inside an UPDATE; `value_len` value bytes follow.
+/// Fixed part of an UPDATE_RUN; ops follow to the end of the body, op `first_op + i` being
+/// the `i`-th: each is its public and its private entry count (one byte each), then its
+/// entries. An op with more than 255 of either goes as an UPDATE of its own.
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
-pub struct EntryFixed {
-    pub section: u8,
-    pub flags: u8,
-    pub value_len: U16,
-    pub key: U64,
+pub struct RunFixed {
+    pub channel: U32,
+    pub first_op: U64,
 }
 
 /// ACK (client→primary, cumulative), FWD_ACK (primary→standby) and LA_QUERY

@@ -12,8 +12,8 @@ mod codec;
 mod layout;
 
 pub use codec::{
-    Entry, EntryIter, FrameBuilder, FrameReader, Msg, MsgIter, UpdateView, codec_entry_iter,
-    encode_entry, entry_wire_len, write_entry,
+    Entry, EntryIter, FrameBuilder, FrameReader, MAX_RUN_OP, Msg, MsgIter, UpdateView,
+    codec_entry_iter, encode_entry, entry_head_offsets, entry_wire_len, write_entry,
 };
 pub use layout::*;
 

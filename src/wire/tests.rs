@@ -52,7 +52,7 @@ impl Upd {
                 "entry {i}: public entries come first"
             );
             assert!((e.section as usize) < SECTIONS);
-            bytes += entry_wire_len(e.value.map_or(0, <[u8]>::len));
+            bytes += entry_wire_len(&e);
             if i + 1 == n_public {
                 assert_eq!(
                     bytes, u.public_len,
@@ -88,7 +88,10 @@ impl Upd {
             .public
             .iter()
             .chain(&self.private)
-            .map(|e| size_of::<EntryFixed>() + e.value.as_ref().map_or(0, Vec::len))
+            .map(|e| {
+                let key = if e.key > u64::from(u32::MAX) { 8 } else { 4 };
+                1 + key + e.value.as_ref().map_or(0, |v| 2 + v.len())
+            })
             .sum();
         size_of::<UpdateFixed>() + entries
     }
@@ -425,14 +428,22 @@ fn set_msg_count(frame: &mut [u8], count: u16) {
     frame[at..at + 2].copy_from_slice(&count.to_le_bytes());
 }
 
-fn entry_bytes(section: u8, flags: u8, key: u64, value: &[u8]) -> Vec<u8> {
-    let fx = EntryFixed {
-        section,
-        flags,
-        value_len: (value.len() as u16).into(),
-        key: key.into(),
-    };
-    [fx.as_bytes(), value].concat()
+/// A raw entry, written here independently of the codec: the head byte as given, a length
+/// when `value` is given, the key in eight bytes when the head says wide (else four), the value.
+fn entry_bytes(head: u8, key: u64, value: Option<&[u8]>) -> Vec<u8> {
+    let mut out = vec![head];
+    if let Some(v) = value {
+        out.extend((v.len() as u16).to_le_bytes());
+    }
+    if head & ENTRY_HEAD_WIDE_KEY != 0 {
+        out.extend(key.to_le_bytes());
+    } else {
+        out.extend((key as u32).to_le_bytes());
+    }
+    if let Some(v) = value {
+        out.extend_from_slice(v);
+    }
+    out
 }
 
 fn update_body(public: u16, private: u16, entries: &[u8]) -> Vec<u8> {
@@ -518,14 +529,14 @@ fn layout_sizes_and_offsets_match_protocol_doc() {
     ];
     assert_eq!(uf, [0, 4, 6, 8, 16]);
 
-    assert_eq!(size_of::<EntryFixed>(), 12);
-    let ef = [
-        offset_of!(EntryFixed, section),
-        offset_of!(EntryFixed, flags),
-        offset_of!(EntryFixed, value_len),
-        offset_of!(EntryFixed, key),
-    ];
-    assert_eq!(ef, [0, 1, 2, 4]);
+    assert_eq!(size_of::<RunFixed>(), 12);
+    assert_eq!(
+        [
+            offset_of!(RunFixed, channel),
+            offset_of!(RunFixed, first_op)
+        ],
+        [0, 4]
+    );
 
     assert_eq!(size_of::<ChannelOp>(), 16);
     assert_eq!(
@@ -645,7 +656,7 @@ fn example_frame_bytes_match_protocol_doc() {
     let n = b.finish();
     #[rustfmt::skip]
     let expected: [u8; 84] = [
-        0x53, 0x53, 0x59, 0x4e, 0x01, 0x00, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00, 0x14, 0x00, 0x00, 0x00,
+        0x53, 0x53, 0x59, 0x4e, 0x02, 0x00, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00, 0x14, 0x00, 0x00, 0x00,
         0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
         0x02, 0x00, 0x10, 0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x2a, 0x00, 0x00, 0x00,
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
@@ -656,11 +667,11 @@ fn example_frame_bytes_match_protocol_doc() {
 }
 
 #[test]
-fn kind_codes_are_1_to_18() {
+fn kind_codes_are_1_to_19() {
     for v in 0..=u8::MAX {
         match Kind::from_u8(v) {
             Some(k) => {
-                assert!((1..=18).contains(&v));
+                assert!((1..=19).contains(&v));
                 assert_eq!(k as u8, v);
             }
             None => assert!(v == 0 || v > 18, "kind {v} should decode"),
@@ -1075,7 +1086,7 @@ fn rejects_bad_magic() {
 
 #[test]
 fn rejects_bad_version() {
-    for v in [0, 2, 255] {
+    for v in [0, 1, 3, 255] {
         let mut f = frame_of(&[good_ack()]);
         f[offset_of!(FrameHeader, version)] = v;
         assert_eq!(reject(&f), WireError::BadVersion(v));
@@ -1117,7 +1128,7 @@ fn rejects_truncated_messages() {
 
 #[test]
 fn rejects_unknown_kind() {
-    for k in [0u8, 19, 100, 255] {
+    for k in [0u8, 20, 100, 255] {
         assert_eq!(
             reject(&frame_of(&[raw_msg(k, 0, &[0u8; 16])])),
             WireError::UnknownKind(k)
@@ -1159,17 +1170,8 @@ fn rejects_nack_with_from_above_to() {
 }
 
 #[test]
-fn rejects_entry_section_out_of_range() {
+fn rejects_bulk_entry_section_out_of_range() {
     for section in [64u8, 65, 255] {
-        let e = entry_bytes(section, 0, 1, b"v");
-        let f = frame_of(&[raw_msg(Kind::Update as u8, 0, &update_body(1, 0, &e))]);
-        assert_eq!(reject(&f), WireError::BadEntry, "update section {section}");
-        let f = frame_of(&[raw_msg(Kind::Update as u8, 0, &update_body(0, 1, &e))]);
-        assert_eq!(
-            reject(&f),
-            WireError::BadEntry,
-            "private update section {section}"
-        );
         for kind in [Kind::ReplayEntry, Kind::XferEntry] {
             let f = frame_of(&[raw_msg(
                 kind as u8,
@@ -1183,23 +1185,60 @@ fn rejects_entry_section_out_of_range() {
             );
         }
     }
-    let e = entry_bytes(63, 0, 1, b"v");
-    assert!(
-        FrameReader::new(&frame_of(&[raw_msg(
-            Kind::Update as u8,
-            0,
-            &update_body(1, 0, &e)
-        )]))
-        .is_ok()
-    );
+    // An update entry's section has six bits: 63 is the last.
+    let e = entry_bytes(63, 1, Some(b"v"));
+    let f = frame_of(&[raw_msg(Kind::Update as u8, 0, &update_body(1, 0, &e))]);
+    let msgs = exercise(&f).expect("section 63");
+    let M::Update(u) = &msgs[0] else {
+        panic!("{msgs:?}")
+    };
+    assert_eq!(u.public[0].section, 63);
+}
+
+/// A key has one encoding: four bytes up to `u32::MAX`, eight (the wide form) only above.
+#[test]
+fn rejects_a_wide_key_that_fits_four_bytes() {
+    let update = |e: &[u8]| frame_of(&[raw_msg(Kind::Update as u8, 0, &update_body(1, 0, e))]);
+    for key in [0, 1, u64::from(u32::MAX)] {
+        let wide = entry_bytes(2 | ENTRY_HEAD_WIDE_KEY, key, Some(b"v"));
+        assert_eq!(reject(&update(&wide)), WireError::BadEntry, "key {key}");
+        let narrow = entry_bytes(2, key, Some(b"v"));
+        assert_eq!(narrow.len(), 1 + 2 + 4 + 1);
+        let msgs = exercise(&update(&narrow)).expect("narrow key");
+        let M::Update(u) = &msgs[0] else {
+            panic!("{msgs:?}")
+        };
+        assert_eq!(u.public[0].key, key);
+    }
+    for key in [u64::from(u32::MAX) + 1, u64::MAX] {
+        let wide = entry_bytes(2 | ENTRY_HEAD_WIDE_KEY | ENTRY_HEAD_DELETE, key, None);
+        assert_eq!(wide.len(), 1 + 8);
+        let msgs = exercise(&update(&wide)).expect("wide key");
+        let M::Update(u) = &msgs[0] else {
+            panic!("{msgs:?}")
+        };
+        assert_eq!((u.public[0].key, u.public[0].value.as_ref()), (key, None));
+        let mut encoded = Vec::new();
+        encode_entry(
+            &mut encoded,
+            &Entry {
+                section: 2,
+                key,
+                value: None,
+                private: false,
+            },
+        );
+        assert_eq!(encoded, wide, "the encoder picks the wide form");
+    }
 }
 
 #[test]
 fn rejects_delete_entry_with_value() {
-    let e = entry_bytes(1, ENTRY_FLAG_DELETE, 1, b"x");
+    // A delete has nothing after its key: a length and value are bytes left over.
+    let e = entry_bytes(1 | ENTRY_HEAD_DELETE, 1, Some(b"x"));
     let f = frame_of(&[raw_msg(Kind::Update as u8, 0, &update_body(1, 0, &e))]);
     assert_eq!(reject(&f), WireError::BadEntry);
-    let e = entry_bytes(1, ENTRY_FLAG_DELETE, 1, b"");
+    let e = entry_bytes(1 | ENTRY_HEAD_DELETE, 1, None);
     let f = frame_of(&[raw_msg(Kind::Update as u8, 0, &update_body(1, 0, &e))]);
     let msgs = exercise(&f).expect("delete without value");
     let M::Update(u) = &msgs[0] else {
@@ -1218,9 +1257,6 @@ fn rejects_delete_entry_with_value() {
 #[test]
 fn rejects_unknown_flags() {
     for flags in [2u8, 4, 0x80, 0xFF] {
-        let e = entry_bytes(1, flags, 1, b"");
-        let f = frame_of(&[raw_msg(Kind::Update as u8, 0, &update_body(1, 0, &e))]);
-        assert_eq!(reject(&f), WireError::BadEntry, "entry flags {flags:#x}");
         let f = frame_of(&[raw_msg(Kind::Update as u8, flags, &update_body(0, 0, &[]))]);
         assert_eq!(reject(&f), WireError::BadField, "update flags {flags:#x}");
         for kind in [Kind::ReplayEntry, Kind::XferEntry] {
@@ -1238,8 +1274,8 @@ fn rejects_unknown_flags() {
 
 #[test]
 fn rejects_update_whose_entries_do_not_match_its_counts() {
-    let one = entry_bytes(1, 0, 1, b"abc");
-    let two = [one.clone(), entry_bytes(2, ENTRY_FLAG_DELETE, 2, b"")].concat();
+    let one = entry_bytes(1, 1, Some(b"abc"));
+    let two = [one.clone(), entry_bytes(2 | ENTRY_HEAD_DELETE, 2, None)].concat();
     let update = |public, private, entries: &[u8]| {
         frame_of(&[raw_msg(
             Kind::Update as u8,
@@ -1260,8 +1296,9 @@ fn rejects_update_whose_entries_do_not_match_its_counts() {
         reject(&update(1, 0, &one[..one.len() - 1])),
         WireError::BadEntry
     );
-    // A partial entry header.
-    assert_eq!(reject(&update(1, 0, &one[..5])), WireError::BadEntry);
+    // A partial entry header (head and key, no length).
+    assert_eq!(reject(&update(1, 0, &one[..2])), WireError::BadEntry);
+    assert_eq!(reject(&update(1, 0, &one[..1])), WireError::BadEntry);
 }
 
 #[test]
@@ -1552,4 +1589,277 @@ fn submit_round_trip() {
             private: false
         }]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// UPDATE_RUN
+// ---------------------------------------------------------------------------------------------
+
+/// What a sender pushes in the run round trip: an op of a channel (its ID the channel's next,
+/// or one after a gap), or another message between ops.
+#[derive(Debug, Clone)]
+enum Send {
+    Op {
+        channel: u32,
+        gap: bool,
+        public: Vec<E>,
+        private: Vec<E>,
+    },
+    Other(M),
+}
+
+fn send() -> impl Strategy<Value = Send> {
+    prop_oneof![
+        8 => (0u32..3, prop::bool::weighted(0.1), vec(entry(), 0..3), vec(entry(), 0..2))
+            .prop_map(|(channel, gap, public, private)| Send::Op { channel, gap, public, private }),
+        1 => arb().prop_map(|a| Send::Other(M::Ack(a))),
+        1 => arb().prop_map(|h| Send::Other(M::Heartbeat(h))),
+    ]
+}
+
+/// A raw UPDATE_RUN body: `RunFixed`, then each op: its two counts and its entries as given.
+fn run_body(first_op: u64, ops: &[(u8, u8, Vec<u8>)]) -> Vec<u8> {
+    let fx = RunFixed {
+        channel: 4.into(),
+        first_op: first_op.into(),
+    };
+    let mut body = fx.as_bytes().to_vec();
+    for (public, private, entries) in ops {
+        body.extend([*public, *private]);
+        body.extend_from_slice(entries);
+    }
+    body
+}
+
+proptest! {
+    /// Ops pushed with `push_run_update` come back as the same updates, in order, with their op
+    /// IDs and cookies (the sections of their public entries) derived; consecutive ops of one
+    /// channel with nothing between them share one message.
+    #[test]
+    fn prop_runs_round_trip(
+        sends in vec(send(), 1..120),
+        first_op in 1u64..MAX_RUN_OP - 1_000,
+        buf_len in prop_oneof![2600usize..9000, Just(MAX_FRAME_BYTES)],
+    ) {
+        let mut next_op = [first_op; 3];
+        let mut buf = vec![0xA5u8; buf_len];
+        let mut frames: Vec<(Vec<u8>, Vec<M>, usize)> = Vec::new();
+        let (mut pending, mut msgs, mut prev): (Vec<M>, usize, Option<(u32, u64)>) = (Vec::new(), 0, None);
+        let mut b = FrameBuilder::new(&mut buf, 1, 2, 3);
+        for s in &sends {
+            let (expect, joins) = match s {
+                Send::Op { channel, gap, public, private } => {
+                    let ch = *channel as usize;
+                    next_op[ch] += 1 + u64::from(*gap);
+                    let op = next_op[ch];
+                    let cookie = public.iter().fold(0u64, |c, e| c | 1 << e.section);
+                    let u = Upd { flags: 0, channel: *channel, op, cookie, public: public.clone(), private: private.clone() };
+                    let joins = prev == Some((*channel, op - 1));
+                    prev = Some((*channel, op));
+                    (M::Update(u), joins)
+                }
+                Send::Other(m) => {
+                    prev = None;
+                    (m.clone(), false)
+                }
+            };
+            let push = |b: &mut FrameBuilder<'_>| match (s, &expect) {
+                (Send::Op { .. }, M::Update(u)) => {
+                    let (public, n_public) = encode_entries(&u.public);
+                    let (private, n_private) = encode_entries(&u.private);
+                    b.push_run_update(u.channel, u.op, u.cookie, (&public, n_public), (&private, n_private))
+                }
+                (_, m) => m.push(b),
+            };
+            if push(&mut b) {
+                msgs += usize::from(!joins);
+            } else {
+                prop_assert!(!b.is_empty(), "every generated message fits an empty frame");
+                let n = b.finish();
+                frames.push((buf[..n].to_vec(), std::mem::take(&mut pending), msgs));
+                b = FrameBuilder::new(&mut buf, 1, 2, 3);
+                prop_assert!(push(&mut b));
+                msgs = 1;
+            }
+            pending.push(expect);
+        }
+        let n = b.finish();
+        frames.push((buf[..n].to_vec(), pending, msgs));
+        for (bytes, expected, msgs) in &frames {
+            let r = FrameReader::new(bytes).expect("a built frame decodes");
+            prop_assert_eq!(r.header.msg_count.get() as usize, *msgs);
+            let got: Vec<M> = r.msgs().map(M::from_msg).collect();
+            prop_assert_eq!(&got, expected);
+        }
+    }
+}
+
+#[test]
+fn rejects_malformed_runs() {
+    let one = entry_bytes(5, 300, Some(b"abc"));
+    let run = |flags: u8, body: &[u8]| frame_of(&[raw_msg(Kind::UpdateRun as u8, flags, body)]);
+    let good = run_body(7, &[(1, 0, one.clone()), (0, 1, one.clone())]);
+    let msgs = exercise_run(&run(0, &good));
+    assert_eq!(msgs.len(), 2);
+    assert_eq!((msgs[0].op, msgs[0].cookie), (7, 1 << 5));
+    assert_eq!(
+        (msgs[1].op, msgs[1].cookie),
+        (8, 0),
+        "private entries make no cookie"
+    );
+    // Flags are reserved.
+    assert_eq!(reject(&run(1, &good)), WireError::BadField);
+    // No ops, or shorter than `RunFixed`.
+    assert_eq!(reject(&run(0, &run_body(7, &[]))), WireError::BadBodyLength);
+    assert_eq!(reject(&run(0, &good[..11])), WireError::BadBodyLength);
+    // Op 0 does not exist; the last op may not pass `MAX_RUN_OP`.
+    assert_eq!(
+        reject(&run(0, &run_body(0, &[(1, 0, one.clone())]))),
+        WireError::BadField
+    );
+    let two = [(1, 0, one.clone()), (1, 0, one.clone())];
+    assert_eq!(
+        reject(&run(0, &run_body(MAX_RUN_OP, &two))),
+        WireError::BadField
+    );
+    assert_eq!(
+        exercise_run(&run(0, &run_body(MAX_RUN_OP - 1, &two))).len(),
+        2
+    );
+    assert_eq!(
+        reject(&run(0, &run_body(u64::MAX, &two))),
+        WireError::BadField
+    );
+    // Counts that the entries do not match, a truncated op, bytes left over.
+    assert_eq!(
+        reject(&run(0, &run_body(7, &[(2, 0, one.clone())]))),
+        WireError::BadEntry
+    );
+    assert_eq!(
+        reject(&run(0, &good[..good.len() - 1])),
+        WireError::BadEntry
+    );
+    assert_eq!(
+        reject(&run(0, &[&good[..], &[1]].concat())),
+        WireError::BadEntry
+    );
+    // An op cut inside its counts.
+    let cut = [&run_body(7, &[])[..], &[0]].concat();
+    assert_eq!(reject(&run(0, &cut)), WireError::BadEntry);
+}
+
+/// Decodes a frame of runs, every message an update; returns them.
+fn exercise_run(bytes: &[u8]) -> Vec<Upd> {
+    FrameReader::new(bytes)
+        .expect("valid run")
+        .msgs()
+        .map(|m| match M::from_msg(m) {
+            M::Update(u) => u,
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+/// A message pushed between two ops of a channel ends the run; a new frame starts a new one.
+#[test]
+fn a_run_holds_only_consecutive_ops_of_one_channel() {
+    let mut e = Vec::new();
+    encode_entry(
+        &mut e,
+        &Entry {
+            section: 1,
+            key: 9,
+            value: Some(b"v"),
+            private: false,
+        },
+    );
+    let mut buf = vec![0u8; 4096];
+    let mut b = FrameBuilder::new(&mut buf, 1, 2, 3);
+    for (channel, op) in [
+        (1, 10),
+        (1, 11),
+        (1, 12),
+        (2, 13),
+        (2, 14),
+        (1, 13),
+        (1, 15),
+    ] {
+        assert!(b.push_run_update(channel, op, 2, (&e, 1), (&[], 0)));
+    }
+    // Runs: ch 1 10..=12, ch 2 13..=14, ch 1 13, ch 1 15.
+    assert_eq!(b.count(), 4);
+    let ack = ChannelOp {
+        channel: 1.into(),
+        generation: 0.into(),
+        op: 1.into(),
+    };
+    assert!(b.push(Kind::Ack, &ack));
+    assert!(b.push_run_update(1, 16, 2, (&e, 1), (&[], 0)));
+    assert_eq!(b.count(), 6, "the ack ended the run");
+    let n = b.finish();
+    let ops: Vec<(u32, u64)> = FrameReader::new(&buf[..n])
+        .unwrap()
+        .msgs()
+        .filter_map(|m| match m {
+            Msg::Update(u) => Some((u.channel(), u.op())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            (1, 10),
+            (1, 11),
+            (1, 12),
+            (2, 13),
+            (2, 14),
+            (1, 13),
+            (1, 15),
+            (1, 16)
+        ]
+    );
+}
+
+/// An op with more entries than a run's one-byte counts hold goes as an UPDATE of its own,
+/// between runs, and decodes the same.
+#[test]
+fn an_op_of_more_than_255_entries_goes_as_an_update() {
+    let mut e = Vec::new();
+    for key in 0..300u64 {
+        encode_entry(
+            &mut e,
+            &Entry {
+                section: 3,
+                key,
+                value: Some(b"v"),
+                private: false,
+            },
+        );
+    }
+    let mut one = Vec::new();
+    encode_entry(
+        &mut one,
+        &Entry {
+            section: 1,
+            key: 9,
+            value: Some(b"v"),
+            private: false,
+        },
+    );
+    let mut buf = vec![0u8; 8192];
+    let mut b = FrameBuilder::new(&mut buf, 1, 2, 3);
+    assert!(b.push_run_update(1, 10, 1 << 1, (&one, 1), (&[], 0)));
+    assert!(b.push_run_update(1, 11, 1 << 3, (&e, 300), (&[], 0)));
+    assert!(b.push_run_update(1, 12, 1 << 1, (&one, 1), (&[], 0)));
+    assert_eq!(b.count(), 3, "a run, an UPDATE, a new run");
+    let n = b.finish();
+    let ops: Vec<(u64, u64, usize)> = FrameReader::new(&buf[..n])
+        .unwrap()
+        .msgs()
+        .map(|m| match m {
+            Msg::Update(u) => (u.op(), u.cookie(), u.entries().count()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(ops, [(10, 1 << 1, 1), (11, 1 << 3, 300), (12, 1 << 1, 1)]);
 }

@@ -56,10 +56,7 @@ impl ControlUnit {
             // The plant: retention grows past `window_ops` instead of pushing back.
             c.ring.grow_for_injected_bug();
         }
-        let size: usize = entries
-            .iter()
-            .map(|e| entry_wire_len(e.value.map_or(0, |v| v.len())))
-            .sum();
+        let size: usize = entries.iter().map(|e| entry_wire_len(e)).sum();
         if size > max_bytes {
             return Err(SubmitError::TooLarge);
         }

@@ -109,7 +109,7 @@ impl ControlUnit {
                     let op = op.get();
                     fb.push_update(UPDATE_FLAG_PREAPPLIED, c.id, op, cookie, (&[], 0), (&[], 0))
                 } else if let Some(s) = c.ring.get(op) {
-                    fb.push_update(0, c.id, op.get(), s.cookie.get(), s.public(), s.private())
+                    fb.push_run_update(c.id, op.get(), s.cookie.get(), s.public(), s.private())
                 } else {
                     // The op left retention: this standby can only catch up by a transfer.
                     pc.ready = false;
@@ -218,7 +218,7 @@ impl ControlUnit {
                     self.start_replay(now_us, ch as u32, SectionMask::ALL, true);
                     break;
                 };
-                if !fb.push_update(0, c.id, op.get(), s.cookie.get(), s.public(), (&[], 0)) {
+                if !fb.push_run_update(c.id, op.get(), s.cookie.get(), s.public(), (&[], 0)) {
                     return;
                 }
                 // Below `next_op`: there is an op after it.
