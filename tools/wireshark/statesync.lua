@@ -1,10 +1,18 @@
--- Wireshark dissector for the statesync wire protocol, version 1 (docs/PROTOCOL.md).
+-- Wireshark dissector for the statesync wire protocol, version 2 (docs/PROTOCOL.md).
 --
 -- Every UDP datagram is one frame (a loopback capture of a UDP GSO send shows several frames
 -- back to back in one datagram: each is decoded on its own): a 32-byte header, `msg_count` messages, and a 32-byte
 -- authentication trailer (sender boot nonce, receiver boot nonce, 16-byte AES-128-GCM
 -- tag). Frames are authenticated, not encrypted, so everything decodes without a key; the tag
 -- is shown, not verified (that needs the link secret, which a capture never has).
+--
+-- Version 2 writes the entries of UPDATE, SUBMIT and UPDATE_RUN compactly, in fixed-width
+-- fields: a head byte (section in bits 0-5, delete in bit 6, wide key in bit 7), unless the
+-- entry deletes its key a u16 value length, the key (u32, or u64 when wide: only for a key above
+-- 2^32 - 1) and the value. An UPDATE_RUN carries consecutive ops of one channel, each its two
+-- entry counts (a byte each) and its entries, with no length of its own: each op is shown as a
+-- subtree with its op ID and cookie, which are not on the wire but follow from the run's first
+-- op and the op's public entries (both marked as generated).
 --
 -- Use:   wireshark -X lua_script:tools/wireshark/statesync.lua cap.pcap
 --        tshark -X lua_script:tools/wireshark/statesync.lua -r cap.pcap -V
@@ -24,8 +32,15 @@ local p = Proto("statesync", "statesync state synchronization")
 local HEADER_BYTES = 32
 local TRAILER_BYTES = 32
 local MSG_HEADER_BYTES = 4
-local ENTRY_FIXED_BYTES = 12
+local UPDATE_FIXED_BYTES = 24
+local RUN_FIXED_BYTES = 12
 local SECTIONS = 64
+-- Entry head byte: section in the low six bits, then delete, then wide key (u64, not u32).
+local HEAD_DELETE = 0x40
+local HEAD_WIDE_KEY = 0x80
+local U32_MAX = UInt64(0xffffffff, 0)
+-- Largest op ID an UPDATE_RUN may name (codec.rs MAX_RUN_OP = 2^62).
+local MAX_RUN_OP = UInt64(0, 0x40000000)
 -- "SSYN" as the bytes appear on the wire, read big-endian.
 local MAGIC_BE = 0x5353594E
 
@@ -34,7 +49,7 @@ local KINDS = {
     [6] = "HEARTBEAT", [7] = "LA_QUERY", [8] = "LA_REPLY", [9] = "REPLAY_BEGIN",
     [10] = "REPLAY_ENTRY", [11] = "REPLAY_END", [12] = "REPLAY_ACK", [13] = "XFER_BEGIN",
     [14] = "XFER_ENTRY", [15] = "XFER_END", [16] = "XFER_ACK", [17] = "XFER_HISTORY",
-    [18] = "SUBMIT",
+    [18] = "SUBMIT", [19] = "UPDATE_RUN",
 }
 local ROLES = { [1] = "primary", [2] = "standby", [3] = "client" }
 
@@ -66,7 +81,7 @@ local f = {
     kind = ProtoField.uint8("statesync.msg.kind", "Kind", base.DEC, KINDS),
     msg_flags = ProtoField.uint8("statesync.msg.flags", "Message flags", base.HEX),
     body_len = ProtoField.uint16("statesync.msg.body_len", "Body length", base.DEC),
-    -- UPDATE / SUBMIT (§4.1).
+    -- UPDATE / SUBMIT (§4.1); their entries are those of UPDATE_RUN too.
     upd_preapplied = ProtoField.bool("statesync.update.preapplied", "Pre-applied", 8, nil, 0x01),
     upd_channel = ProtoField.uint32("statesync.update.channel", "Channel", base.DEC),
     upd_public = ProtoField.uint16("statesync.update.public_count", "Public entries", base.DEC),
@@ -74,13 +89,25 @@ local f = {
     upd_op = ProtoField.uint64("statesync.update.op", "Op", base.DEC),
     upd_cookie = ProtoField.uint64("statesync.update.cookie", "Cookie (sections)", base.HEX),
     entry = ProtoField.none("statesync.entry", "Entry"),
-    ent_section = ProtoField.uint8("statesync.entry.section", "Section", base.DEC),
-    ent_flags = ProtoField.uint8("statesync.entry.flags", "Entry flags", base.HEX),
-    ent_delete = ProtoField.bool("statesync.entry.delete", "Delete", 8, nil, 0x01),
-    ent_value_len = ProtoField.uint16("statesync.entry.value_len", "Value length", base.DEC),
+    ent_head = ProtoField.uint8("statesync.entry.head", "Head", base.HEX),
+    ent_section = ProtoField.uint8("statesync.entry.section", "Section", base.DEC, nil, 0x3f),
+    ent_delete = ProtoField.bool("statesync.entry.delete", "Delete", 8, nil, HEAD_DELETE),
+    ent_wide_key = ProtoField.bool("statesync.entry.wide_key", "Wide key (u64)", 8, nil, HEAD_WIDE_KEY),
+    -- A delete has no value length; the key is a u32 unless the head says wide (u64).
     ent_key = ProtoField.uint64("statesync.entry.key", "Key", base.DEC),
+    ent_value_len = ProtoField.uint16("statesync.entry.value_len", "Value length", base.DEC),
     ent_value = ProtoField.bytes("statesync.entry.value", "Value"),
     ent_private = ProtoField.bool("statesync.entry.private", "Private (primary-only)"),
+    -- UPDATE_RUN: a fixed part, then ops to the end of the body.
+    run_channel = ProtoField.uint32("statesync.run.channel", "Channel", base.DEC),
+    run_first_op = ProtoField.uint64("statesync.run.first_op", "First op", base.DEC),
+    run_op_count = ProtoField.uint16("statesync.run.op_count", "Ops", base.DEC),
+    -- One op of an UPDATE_RUN; op ID and cookie are computed, the counts are a byte each.
+    runop = ProtoField.none("statesync.runop", "Op"),
+    runop_op = ProtoField.uint64("statesync.runop.op", "Op", base.DEC),
+    runop_cookie = ProtoField.uint64("statesync.runop.cookie", "Cookie (sections)", base.HEX),
+    runop_public = ProtoField.uint8("statesync.runop.public_count", "Public entries", base.DEC),
+    runop_private = ProtoField.uint8("statesync.runop.private_count", "Private entries", base.DEC),
     -- ACK, FWD_ACK, LA_QUERY: ChannelOp (§4.2).
     co_channel = ProtoField.uint32("statesync.chanop.channel", "Channel", base.DEC),
     co_generation = ProtoField.uint32("statesync.chanop.generation", "Generation", base.DEC),
@@ -177,49 +204,115 @@ local function add_le(tree, tvb, off, spec)
     return off
 end
 
--- Entries of an UPDATE/SUBMIT body from `off` to `stop`; returns an error text or nil.
+-- `public + private` entries from `off`, none past `stop`, shown under `tree` (nil: only
+-- walked), each as codec.rs `split_entry` reads it. Returns the offset after the last one and
+-- the cookie (the OR of 1 << section over the public ones), or nil and an error text.
 local function dissect_entries(tvb, tree, off, stop, public, private)
     local count = public + private
+    local cookie = UInt64(0)
     for i = 0, count - 1 do
-        if off + ENTRY_FIXED_BYTES > stop then
-            return string.format("entry %d of %d runs past the body", i, count)
+        if off >= stop then
+            return nil, string.format("entry %d of %d is missing (the body ends)", i, count)
         end
-        local section = tvb(off, 1):uint()
-        local eflags = tvb(off + 1, 1):uint()
-        local vlen = tvb(off + 2, 2):le_uint()
-        local len = ENTRY_FIXED_BYTES + vlen
-        if off + len > stop then
-            return string.format("entry %d value runs past the body", i)
-        end
-        local et = tree:add(f.entry, tvb(off, len))
+        local head = tvb(off, 1):uint()
+        local section = head % 64
+        local delete = math.floor(head / HEAD_DELETE) % 2 == 1
+        local wide = head >= HEAD_WIDE_KEY
         local is_private = i >= public
-        et:set_text(string.format("Entry %d: section %d key %s %s%s", i, section,
-            tostring(tvb(off + 4, 8):le_uint64()),
-            (eflags == 1) and "delete" or (vlen .. " B"), is_private and " (private)" or ""))
-        et:add(f.ent_private, tvb(off, 1), is_private):set_generated()
-        et:add_le(f.ent_section, tvb(off, 1))
-        local ft = et:add_le(f.ent_flags, tvb(off + 1, 1))
-        ft:add_le(f.ent_delete, tvb(off + 1, 1))
-        et:add_le(f.ent_value_len, tvb(off + 2, 2))
-        et:add_le(f.ent_key, tvb(off + 4, 8))
-        if vlen > 0 then
-            et:add(f.ent_value, tvb(off + ENTRY_FIXED_BYTES, vlen))
+        local et
+        if tree ~= nil then
+            et = tree:add(f.entry, tvb(off, 1))
+            et:set_text(string.format("Entry %d", i))
+            et:add(f.ent_private, tvb(off, 1), is_private):set_generated()
+            local ht = et:add(f.ent_head, tvb(off, 1))
+            ht:add(f.ent_section, tvb(off, 1))
+            ht:add(f.ent_delete, tvb(off, 1))
+            ht:add(f.ent_wide_key, tvb(off, 1))
         end
-        if section >= SECTIONS then
-            return string.format("entry %d: section %d out of range 0..63", i, section)
+        local len = 1
+        local vlen = 0
+        if not delete then
+            if off + len + 2 > stop then
+                return nil, string.format("entry %d value length is cut off by the end of the body", i)
+            end
+            vlen = tvb(off + len, 2):le_uint()
+            if tree ~= nil then
+                et:add_le(f.ent_value_len, tvb(off + len, 2))
+            end
+            len = len + 2
         end
-        if eflags > 1 then
-            return string.format("entry %d: unknown entry flags 0x%02x", i, eflags)
+        local klen = wide and 8 or 4
+        if off + len + klen > stop then
+            return nil, string.format("entry %d key (%d bytes) is cut off by the end of the body", i,
+                klen)
         end
-        if eflags == 1 and vlen ~= 0 then
-            return string.format("entry %d: delete with a value", i)
+        local key = wide and tvb(off + len, 8):le_uint64() or UInt64(tvb(off + len, 4):le_uint())
+        if tree ~= nil then
+            et:add(f.ent_key, tvb(off + len, klen), key)
+        end
+        if wide and key <= U32_MAX then
+            return nil, string.format("entry %d: wide (8-byte) key %s fits 4 bytes", i, tostring(key))
+        end
+        len = len + klen
+        if not delete then
+            if off + len + vlen > stop then
+                return nil, string.format("entry %d value of %d bytes runs past the body", i, vlen)
+            end
+            if vlen > 0 and tree ~= nil then
+                et:add(f.ent_value, tvb(off + len, vlen))
+            end
+            len = len + vlen
+        end
+        if tree ~= nil then
+            et:set_len(len)
+            et:set_text(string.format("Entry %d: section %d key %s %s%s", i, section, tostring(key),
+                delete and "delete" or (vlen .. " B"), is_private and " (private)" or ""))
+        end
+        if not is_private then
+            cookie = cookie:bor(UInt64(1):lshift(section))
         end
         off = off + len
     end
-    if off ~= stop then
-        return string.format("%d bytes after the last entry", stop - off)
+    return off, cookie
+end
+
+-- The ops of an UPDATE_RUN body, from `off` to `stop`, the first being `first_op`. Each op is
+-- its public and private entry counts (a byte each) and its entries; it has no length of its
+-- own, so ops are read until the body is used up (codec.rs `split_run_op`). Returns the number
+-- of ops and an error text (nil when well formed).
+local function dissect_run_ops(tvb, mt, off, stop, first_op)
+    local n = 0
+    while off < stop do
+        local op = first_op + n
+        local what = string.format("op %s", tostring(op))
+        local ot = mt:add(f.runop, tvb(off, math.min(2, stop - off)))
+        ot:set_text(string.format("Op %s", tostring(op)))
+        if off + 2 > stop then
+            return n, string.format("%s: entry counts cut off by the end of the body", what)
+        end
+        local public = tvb(off, 1):uint()
+        local private = tvb(off + 1, 1):uint()
+        local at = off + 2
+        -- Walked first for the cookie, which is shown before the entries.
+        local last, cookie = dissect_entries(tvb, nil, at, stop, public, private)
+        if last ~= nil then
+            ot:set_len(last - off)
+            ot:set_text(string.format("Op %s: cookie 0x%s, %d+%d entries", tostring(op),
+                cookie:tohex(), public, private))
+            ot:add(f.runop_op, tvb(off, last - off), op):set_generated()
+            ot:add(f.runop_cookie, tvb(off, last - off), cookie):set_generated()
+        end
+        ot:add(f.runop_public, tvb(off, 1))
+        ot:add(f.runop_private, tvb(off + 1, 1))
+        local err
+        last, err = dissect_entries(tvb, ot, at, stop, public, private)
+        if last == nil then
+            return n, string.format("%s: %s", what, err)
+        end
+        off = last
+        n = n + 1
     end
-    return nil
+    return n, nil
 end
 
 -- One message body of `kind` at `off` (`blen` bytes); returns an error text or nil.
@@ -229,7 +322,7 @@ local function dissect_body(tvb, mt, kind, mflags, off, blen)
         return string.format("body of %s is %d bytes, must be %d", KINDS[kind], blen, want)
     end
     if kind == 1 or kind == 18 then
-        if blen < 24 then
+        if blen < UPDATE_FIXED_BYTES then
             return string.format("%s body of %d bytes is shorter than its 24-byte fixed part", KINDS[kind], blen)
         end
         local public = tvb(off + 4, 2):le_uint()
@@ -241,7 +334,43 @@ local function dissect_body(tvb, mt, kind, mflags, off, blen)
         if mflags > 1 then
             return string.format("unknown %s flags 0x%02x", KINDS[kind], mflags)
         end
-        return dissect_entries(tvb, mt, off + 24, off + blen, public, private)
+        local last, err = dissect_entries(tvb, mt, off + UPDATE_FIXED_BYTES, off + blen, public,
+            private)
+        if last == nil then
+            return err
+        end
+        if last ~= off + blen then
+            return string.format("%d bytes after the last entry", off + blen - last)
+        end
+    elseif kind == 19 then
+        if blen < RUN_FIXED_BYTES then
+            return string.format("%s body of %d bytes is shorter than its 12-byte fixed part", KINDS[kind], blen)
+        end
+        local first_op = tvb(off + 4, 8):le_uint64()
+        add_le(mt, tvb, off, { { f.run_channel, 4 }, { f.run_first_op, 8 } })
+        if mflags ~= 0 then
+            return string.format("unknown %s flags 0x%02x", KINDS[kind], mflags)
+        end
+        if blen == RUN_FIXED_BYTES then
+            return "UPDATE_RUN without ops"
+        end
+        if first_op == UInt64(0) then
+            return "UPDATE_RUN first_op is 0"
+        end
+        local n, err = dissect_run_ops(tvb, mt, off + RUN_FIXED_BYTES, off + blen, first_op)
+        mt:add(f.run_op_count, tvb(off + RUN_FIXED_BYTES, blen - RUN_FIXED_BYTES), n):set_generated()
+        if err ~= nil then
+            mt:append_text(string.format(": channel %d from op %s", tvb(off, 4):le_uint(),
+                tostring(first_op)))
+            return err
+        end
+        local last_op = first_op + (n - 1)
+        mt:append_text(string.format(": channel %d ops %s..=%s (%d)", tvb(off, 4):le_uint(),
+            tostring(first_op), tostring(last_op), n))
+        -- The last op is at most 2^62 (checked without overflowing: first_op may be huge).
+        if first_op > MAX_RUN_OP or UInt64(n - 1) > MAX_RUN_OP - first_op then
+            return string.format("UPDATE_RUN last op %s is above 2^62", tostring(last_op))
+        end
     elseif kind == 2 or kind == 3 or kind == 7 then
         mt:append_text(string.format(": channel %d op %s", tvb(off, 4):le_uint(),
             tostring(tvb(off + 8, 8):le_uint64())))
@@ -385,8 +514,8 @@ local function dissect_frame(tvb, pinfo, tree)
     root:append_text(string.format(", sender %d, %d messages, %s", sender, count, ftype))
 
     local err
-    if version ~= 1 then
-        err = string.format("unsupported version %d (this dissector knows version 1)", version)
+    if version ~= 2 then
+        err = string.format("unsupported version %d (this dissector knows version 2)", version)
     elseif payload_len + HEADER_BYTES + TRAILER_BYTES ~= len then
         err = string.format("payload_len %d + 64 does not match the datagram length %d", payload_len, len)
     end
@@ -496,10 +625,10 @@ function p.dissector(tvb, pinfo, tree)
     return len
 end
 
--- Heuristic: magic "SSYN", version 1 and a payload length that fills the datagram exactly
+-- Heuristic: magic "SSYN", version 2 and a payload length that fills the datagram exactly
 -- (or, in a GSO send, that ends where the next frame starts).
 local function heuristic(tvb, pinfo, tree)
-    if not is_statesync(tvb) or tvb(4, 1):uint() ~= 1 then
+    if not is_statesync(tvb) or tvb(4, 1):uint() ~= 2 then
         return false
     end
     if tvb(12, 4):le_uint() + HEADER_BYTES + TRAILER_BYTES ~= frame_len(tvb, 0) then
