@@ -32,27 +32,37 @@ use zerocopy::FromBytes;
 /// Exit status of the script when it cannot run here.
 const SKIPPED: i32 = 77;
 
-#[test]
-fn dissector_decodes_every_field_of_a_real_capture_as_the_rust_decoder_does() {
+/// Runs `tools/check-dissector.sh` with `args`, its output in `out`; returns its standard
+/// output, or `None` (having said why) when the script cannot run here. Panics when it fails.
+fn check_dissector(args: &[&Path], out: &Path) -> Option<String> {
     let root = env!("CARGO_MANIFEST_DIR");
-    let out = std::env::temp_dir().join(format!("statesync-wireshark-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
     let run = Command::new(format!("{root}/tools/check-dissector.sh"))
+        .args(args)
         .env("STATESYNC_BIN", env!("CARGO_BIN_EXE_statesync"))
-        .env("CHECK_DISSECTOR_OUT", &out)
+        .env("CHECK_DISSECTOR_OUT", out)
         .output()
         .expect("run tools/check-dissector.sh");
-    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&run.stderr);
     if run.status.code() == Some(SKIPPED) {
         println!("SKIPPED: the dissector check cannot run here:\n{stdout}{stderr}");
         eprintln!("SKIPPED: the dissector check cannot run here:\n{stdout}{stderr}");
-        return;
+        return None;
     }
     assert!(
         run.status.success(),
-        "tools/check-dissector.sh failed:\n{stdout}\n{stderr}"
+        "tools/check-dissector.sh {args:?} failed:\n{stdout}\n{stderr}"
     );
+    Some(stdout)
+}
+
+#[test]
+fn dissector_decodes_every_field_of_a_real_capture_as_the_rust_decoder_does() {
+    let out = std::env::temp_dir().join(format!("statesync-wireshark-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let Some(stdout) = check_dissector(&[], &out) else {
+        return;
+    };
     println!("{stdout}");
 
     let datagrams = udp_payloads(&out.join("cap.pcap"));
@@ -69,7 +79,6 @@ fn dissector_decodes_every_field_of_a_real_capture_as_the_rust_decoder_does() {
 
 #[test]
 fn dissector_decodes_built_frames_and_flags_malformed_ones_as_the_rust_decoder_does() {
-    let root = env!("CARGO_MANIFEST_DIR");
     let out =
         std::env::temp_dir().join(format!("statesync-wireshark-built-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
@@ -96,23 +105,9 @@ fn dissector_decodes_built_frames_and_flags_malformed_ones_as_the_rust_decoder_d
         .collect();
     let pcap = out.join("built.pcap");
     write_pcap(&pcap, &datagrams);
-    let run = Command::new(format!("{root}/tools/check-dissector.sh"))
-        .arg("--decode")
-        .arg(&pcap)
-        .env("CHECK_DISSECTOR_OUT", &out)
-        .output()
-        .expect("run tools/check-dissector.sh --decode");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    if run.status.code() == Some(SKIPPED) {
-        println!("SKIPPED: the dissector check cannot run here:\n{stdout}{stderr}");
-        eprintln!("SKIPPED: the dissector check cannot run here:\n{stdout}{stderr}");
+    if check_dissector(&[Path::new("--decode"), &pcap], &out).is_none() {
         return;
     }
-    assert!(
-        run.status.success(),
-        "tools/check-dissector.sh --decode failed:\n{stdout}\n{stderr}"
-    );
     let tsv = std::fs::read_to_string(out.join("fields.tsv")).expect("read fields.tsv");
 
     // Every row has a datagram; those the Rust decoder rejects must carry the dissector's
