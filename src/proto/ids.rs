@@ -335,6 +335,10 @@ impl fmt::LowerHex for SectionMask {
     }
 }
 
+/// The wire decoder bounds the op IDs it computes for UPDATE_RUN by the same limit as every
+/// other op ID from the network (it cannot name `OpId`, which lives above it).
+const _: () = assert!(OpId::MAX.0 == crate::wire::MAX_RUN_OP);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -293,8 +293,9 @@ impl<'a> RunCursor<'a> {
     }
 }
 
-/// Largest op ID an UPDATE_RUN may name: run op IDs are computed, so they are bounded here
-/// (op IDs the core assigns stay below 2^62).
+/// Largest op ID an UPDATE_RUN may name: run op IDs are computed, so they are bounded here,
+/// by `OpId::MAX`, the bound of every op ID from the network (a compile-time assertion in
+/// `proto::ids` keeps the two equal).
 pub const MAX_RUN_OP: u64 = 1 << 62;
 
 /// A datagram that passed validation. Iterating its messages cannot fail.
