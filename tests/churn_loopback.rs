@@ -26,6 +26,7 @@ fn args(io: IoChoice, loss: f64, submitter: Submitter) -> ChurnArgs {
         hdr_log: None,
         plot: None,
         submitter,
+        turn_period_us: 100,
         no_prefill: false,
         seed: 7,
         connect: vec![],

@@ -83,6 +83,11 @@ pub struct ChurnArgs {
     /// feeding every worker's ring, as a router's own submitter thread would).
     #[arg(long, default_value = "inline")]
     pub submitter: Submitter,
+    /// A worker starts a turn at most every this many µs, sleeping out the rest of a short
+    /// one (0: turns back to back, spinning). Below full load this batches changes and leaves
+    /// the core idle between turns; at full load turns are longer and it never sleeps.
+    #[arg(long, default_value_t = 0)]
+    pub turn_period_us: u64,
     /// Skip the prefill. By default every key is written once (through the fabric, at full
     /// speed) before the measured run, so the run measures churn of a populated table rather
     /// than its first inserts and growth; prefill changes are left out of the rate and the
@@ -426,7 +431,13 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
                 .map(|i| crate::auth::Auth::new(&keys.swap_remove(i)));
             nodes.push(NodeRunner::new(machine, t, peers).with_auth(auth));
         }
-        let (tx, rx) = rtrb::RingBuffer::new(1 << 16);
+        // An inline source fills the ring each turn and the same turn drains it: one turn's
+        // worth keeps its slots in cache, where a larger ring would miss on every change.
+        let ring_slots = match args.submitter {
+            Submitter::Thread => 1 << 16,
+            Submitter::Inline => 2 * worker::SUBMIT_BATCH,
+        };
+        let (tx, rx) = rtrb::RingBuffer::new(ring_slots);
         let g = Arc::new(Gauges::default());
         gauges.push(g.clone());
         let source = match args.submitter {
@@ -454,6 +465,7 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
             latency: true,
             handler: None,
             profile_turns: Some(run_phase.clone()),
+            turn_period_ns: args.turn_period_us * 1000,
         };
         handles.push(worker::spawn(spec, stop.clone(), g, clock));
     }
@@ -746,6 +758,9 @@ struct Schedule {
     workers: usize,
     /// `(w, workers)`: generate only the keys of worker `w`'s shard, at its share of the rate.
     shard: Option<(usize, usize)>,
+    /// Keys of each channel of the shard (its `i`th channel is `w + i * workers`), computed
+    /// once: picking a key then takes no division.
+    shard_channel_keys: Vec<u64>,
     /// `--inject-bug drop-change`: timed changes of keys `% 1009 == 0` are generated but not
     /// handed out.
     drop_keys: bool,
@@ -763,6 +778,14 @@ impl Schedule {
         let workers = args.workers_or_cores();
         let share = shard.map_or(1.0, |(_, n)| n as f64);
         let seed = args.seed ^ shard.map_or(0, |(w, _)| (w as u64 + 1).rotate_left(32));
+        let channels = args.channels as u64;
+        // Channel `global` holds the keys `global + channels * j` below `keys`.
+        let shard_channel_keys = shard.map_or(Vec::new(), |(w, workers)| {
+            (w as u64..channels)
+                .step_by(workers)
+                .map(|global| args.keys.saturating_sub(global).div_ceil(channels).max(1))
+                .collect()
+        });
         Schedule {
             rng: SplitMix64::new(seed),
             seed,
@@ -776,6 +799,7 @@ impl Schedule {
             value_bytes: args.value_bytes,
             workers,
             shard,
+            shard_channel_keys,
             drop_keys: args.inject_bug == InjectedBug::DropChange,
             dropped: 0,
         }
@@ -809,11 +833,9 @@ impl Schedule {
         };
         // A channel of this shard (global % workers == w), then one of that channel's keys
         // (key % channels == channel).
-        let channels = self.channels as u64;
-        let mine = (channels - w as u64).div_ceil(workers as u64);
-        let global = w as u64 + self.rng.below(mine) * workers as u64;
-        let per_channel = (self.keys.saturating_sub(global)).div_ceil(channels).max(1);
-        global + channels * self.rng.below(per_channel)
+        let i = self.rng.below(self.shard_channel_keys.len() as u64) as usize;
+        let global = w as u64 + i as u64 * workers as u64;
+        global + self.channels as u64 * self.rng.below(self.shard_channel_keys[i])
     }
 
     /// The next change, with the worker it belongs to, if due by `now_ns`. Prefill changes
