@@ -186,6 +186,7 @@ pub fn proto_config(setup: u8) -> ProtoConfig {
     cfg.drop_timeout_us = 100_000;
     cfg.query_timeout_us = 40_000;
     cfg.rto_us = 15_000;
+    cfg.nack_interval_us = cfg.rto_us / 2;
     cfg.tick_us = 2_000;
     cfg.cut_policy = match setup & 3 {
         0 => CutPolicy::Complete,

@@ -326,8 +326,8 @@ fn a_restarted_unit_casts_no_vote() {
 }
 
 /// A line card that NACKs its channel's updates as fast as it can send datagrams: the primary
-/// rewinds its resend cursor at most once per quarter RTO per channel (an honest client NACKs
-/// at most once per half RTO), and counts the rest.
+/// rewinds its resend cursor at most once per half `nack_interval_us` per channel (an honest
+/// client NACKs at most once per `nack_interval_us`), and counts the rest.
 #[test]
 fn a_nack_flood_is_served_at_an_honest_pace() {
     let mut p = primary_with_state();
@@ -359,10 +359,10 @@ fn a_nack_flood_is_served_at_an_honest_pace() {
     assert_eq!(p.counters.retransmits - before.0, 1);
     assert_eq!(p.counters.rejected_nack_rate, 999);
     assert!(p.counters.frames_tx - before.1 < 50, "{:?}", p.counters);
-    // A quarter RTO later (the cursor moved on meanwhile), the next one is served.
-    let rto_us = config().rto_us;
-    drive(&mut p, 4_000, 4_000 + rto_us / 4);
-    nack(&mut p, 4_000 + rto_us / 4, 2_000);
+    // Half a NACK interval later (the cursor moved on meanwhile), the next one is served.
+    let gap_us = config().nack_interval_us / 2;
+    drive(&mut p, 4_000, 4_000 + gap_us);
+    nack(&mut p, 4_000 + gap_us, 2_000);
     assert_eq!(p.counters.retransmits - before.0, 2);
     assert_eq!(p.role(), Role::Primary);
 }

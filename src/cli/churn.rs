@@ -364,6 +364,11 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
         // Above the queueing delay of a flat-out run (the prefill): a tail probe then means a
         // lost tail, not a queue. Gaps are NACKed as soon as a later op shows them.
         proto.rto_us = 250_000;
+        // A gap, though, is NACKed again after about a turn at full load, not after half that
+        // RTO: under 1 % loss a channel sees a gap every few tens of milliseconds, and at half
+        // an RTO apart most of them waited on the NACK before it (commit p99 338 ms; 10 ms:
+        // 13 ms, see docs/measurements/data-path-changes.md).
+        proto.nack_interval_us = 10_000;
         if args.inject_bug == InjectedBug::StandbySkipApply {
             proto.inject = args.inject_bug;
         }

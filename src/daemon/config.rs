@@ -645,6 +645,7 @@ impl DeploymentConfig {
         p.drop_timeout_us = t.drop_timeout_ms * 1000;
         p.query_timeout_us = t.query_timeout_ms * 1000;
         p.rto_us = t.rto_ms * 1000;
+        p.nack_interval_us = p.rto_us / 2;
         p.startup_grace_us = t.startup_grace_ms * 1000;
         // Periodic work at least five times per heartbeat, and never coarser than 2 ms.
         p.tick_us = (p.heartbeat_interval_us / 5).clamp(100, 2_000);

@@ -362,7 +362,7 @@ impl Client {
             }
         } else if op <= c.applied {
             c.ack_dirty = true;
-        } else if now_us >= c.last_nack_us + self.cfg.rto_us / 2 {
+        } else if now_us >= c.last_nack_us + self.cfg.nack_interval_us {
             // `op` is past the op after `applied`: both ends of the gap exist.
             if let (Some(from), Some(to)) = (c.applied.next(), op.prev()) {
                 c.nack = Some((from, to));

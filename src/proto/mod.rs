@@ -249,6 +249,12 @@ pub struct ProtoConfig {
     pub query_timeout_us: u64,
     /// Retransmission timeout: no progress for this long rewinds a sender (tail probe).
     pub rto_us: u64,
+    /// Least time between two NACKs of one channel sent by a client or standby; a primary
+    /// serves NACKs of one peer and channel at most every half of it. Above the round trip,
+    /// so a retransmission can arrive before its gap is NACKed again. Apart from `rto_us`,
+    /// which a host may set far above the round trip (above the queueing delay of a full
+    /// window) without making every gap wait that long.
+    pub nack_interval_us: u64,
     /// Resolution of periodic work.
     pub tick_us: u64,
     /// Bulk-stream items in flight.
@@ -286,6 +292,7 @@ impl ProtoConfig {
             drop_timeout_us: 100_000,
             query_timeout_us: 40_000,
             rto_us: 20_000,
+            nack_interval_us: 10_000,
             tick_us: 2_000,
             bulk_window: 512,
             cut_policy: CutPolicy::Complete,
@@ -327,6 +334,9 @@ impl ProtoConfig {
         }
         if self.tick_us == 0 || self.rto_us == 0 || self.bulk_window == 0 {
             return Err("tick_us, rto_us and bulk_window must be non-zero".into());
+        }
+        if self.nack_interval_us < 2 {
+            return Err("nack_interval_us: must be at least 2".into());
         }
         Ok(())
     }

@@ -1379,6 +1379,7 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> RunReport {
     cfg.drop_timeout_us = 100_000;
     cfg.query_timeout_us = 40_000;
     cfg.rto_us = 15_000;
+    cfg.nack_interval_us = cfg.rto_us / 2;
     cfg.tick_us = 2_000;
     cfg.bulk_window = rng.range(4, 64) as u32;
     // The frame trailer grew from a 16-byte tag to 32 bytes (boot nonces added); the frames

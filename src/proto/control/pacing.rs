@@ -9,10 +9,10 @@
 
 use crate::proto::ProtoConfig;
 
-/// Between two NACKs served for one peer and channel: honest peers NACK at most once per half
-/// an RTO.
+/// Between two NACKs served for one peer and channel: honest peers NACK at most once per
+/// `nack_interval_us`.
 pub(super) fn nack_gap_us(cfg: &ProtoConfig) -> u64 {
-    cfg.rto_us / 4
+    cfg.nack_interval_us / 2
 }
 
 /// The least pause between two replays to one channel's client, or two transfers to one

@@ -195,7 +195,7 @@ impl ControlUnit {
             }
             c.commit_dirty = true;
             self.try_apply(channel);
-        } else if now_us >= c.last_nack_us + self.cfg.rto_us / 2 {
+        } else if now_us >= c.last_nack_us + self.cfg.nack_interval_us {
             // `op` is past the op after `held`: both ends of the gap exist.
             if let (Some(from), Some(to)) = (held.next(), op.prev()) {
                 c.nack = Some((from, to));
