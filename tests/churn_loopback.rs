@@ -26,7 +26,6 @@ fn args(io: IoChoice, loss: f64, submitter: Submitter) -> ChurnArgs {
         hdr_log: None,
         plot: None,
         submitter,
-        turn_period_us: 100,
         no_prefill: false,
         seed: 7,
         connect: vec![],

@@ -83,11 +83,6 @@ pub struct ChurnArgs {
     /// feeding every worker's ring, as a router's own submitter thread would).
     #[arg(long, default_value = "inline")]
     pub submitter: Submitter,
-    /// A worker starts a turn at most every this many µs, sleeping out the rest of a short
-    /// one (0: turns back to back, spinning). Below full load this batches changes and leaves
-    /// the core idle between turns; at full load turns are longer and it never sleeps.
-    #[arg(long, default_value_t = 0)]
-    pub turn_period_us: u64,
     /// Skip the prefill. By default every key is written once (through the fabric, at full
     /// speed) before the measured run, so the run measures churn of a populated table rather
     /// than its first inserts and growth; prefill changes are left out of the rate and the
@@ -470,7 +465,6 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
             latency: true,
             handler: None,
             profile_turns: Some(run_phase.clone()),
-            turn_period_ns: args.turn_period_us * 1000,
         };
         handles.push(worker::spawn(spec, stop.clone(), g, clock));
     }

@@ -185,7 +185,6 @@ fn start(
         latency: false,
         handler,
         profile_turns: None,
-        turn_period_ns: 0,
     };
     let thread = worker::spawn(spec, stop.clone(), gauges.clone(), Instant::now());
     Ok(NodeHandle {

@@ -12,7 +12,7 @@ use hdrhistogram::Histogram;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Submissions taken from the ring per turn: bounds the work between two receives.
 pub const SUBMIT_BATCH: usize = 4096;
@@ -86,11 +86,6 @@ pub struct WorkerSpec {
     pub handler: Option<Box<dyn ClientHandler>>,
     /// Profile turns while this flag is set (churn sets it for the timed run only).
     pub profile_turns: Option<Arc<AtomicBool>>,
-    /// Turns start at most this often (0: back to back). A turn that ends sooner sleeps out
-    /// the rest, so a worker below full load batches what falls due meanwhile instead of
-    /// spinning through tiny turns, and leaves its core idle for other tasks, which then run
-    /// in those gaps rather than preempting a turn in the middle (the latency tail).
-    pub turn_period_ns: u64,
 }
 
 #[derive(Debug)]
@@ -166,16 +161,6 @@ impl Preemption {
     }
 }
 
-/// Timer slack of a pacing worker: the default 50 µs would stretch each sleep between turns by
-/// up to that much.
-const TURN_TIMER_SLACK_NS: u64 = 1_000;
-
-/// Sets this thread's timer slack (best effort: on failure sleeps are just less precise).
-fn set_timer_slack_ns(slack_ns: u64) {
-    // SAFETY: PR_SET_TIMERSLACK takes one integer argument and touches no memory of ours.
-    let _ = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, slack_ns as libc::c_ulong, 0, 0, 0) };
-}
-
 pub fn spawn(
     spec: WorkerSpec,
     stop: Arc<AtomicBool>,
@@ -188,9 +173,6 @@ pub fn spawn(
             if let Some(core) = spec.core {
                 // Pinning is best effort: containers may forbid it; the run continues unpinned.
                 let _ = core_affinity::set_for_current(core);
-            }
-            if spec.turn_period_ns > 0 {
-                set_timer_slack_ns(TURN_TIMER_SLACK_NS);
             }
             run(spec, &stop, &gauges, clock)
         })
@@ -320,13 +302,7 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
                 intervals.push(l.close_interval());
             }
         }
-        if spec.turn_period_ns > 0 {
-            let end_ns = clock.elapsed().as_nanos() as u64;
-            let next_ns = now_ns + spec.turn_period_ns;
-            if end_ns < next_ns {
-                std::thread::sleep(Duration::from_nanos(next_ns - end_ns));
-            }
-        } else if work == 0 {
+        if work == 0 {
             idle_turns += 1;
             if idle_turns > 64 {
                 std::thread::yield_now();
