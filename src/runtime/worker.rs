@@ -7,7 +7,7 @@ use super::latency::LatencyRecorder;
 use super::node::NodeRunner;
 use super::turns::TurnProfile;
 use crate::proto::Node;
-use crate::proto::{Event, PREFETCH_STAGES, Role, SubmitError};
+use crate::proto::{Event, Role, SubmitError};
 use hdrhistogram::Histogram;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -362,17 +362,11 @@ fn submit_ready(
     let (a, b) = chunk.as_slices();
     let ready = a.len() + b.len();
     let at = |i: usize| if i < a.len() { &a[i] } else { &b[i - a.len()] };
-    let mut n = 0;
-    while n < ready {
-        for (distance, hint) in PREFETCH_STAGES {
-            if n + distance < ready {
-                let ahead = at(n + distance);
-                cu.prefetch(ahead.channel, &ahead.entry(), hint);
-            }
-        }
-        let c = at(n);
-        match cu.submit(now_us, c.channel, &[c.entry()]) {
+    let change = |i: usize| (at(i).channel, at(i).entry());
+    let n = cu.submit_batch(now_us, ready, change, |i, result| {
+        match result {
             Ok(op) => {
+                let c = at(i);
                 if let Some(l) = latency.as_deref_mut() {
                     l.submitted(c.channel, op, c.intended_ns);
                 }
@@ -380,14 +374,12 @@ fn submit_ready(
             }
             Err(SubmitError::Backpressure) => {
                 counts.backpressure += 1;
-                break;
+                return false;
             }
-            Err(_) => {
-                counts.rejected += 1;
-            }
+            Err(_) => counts.rejected += 1,
         }
-        n += 1;
-    }
+        true
+    });
     chunk.commit(n);
     n
 }

@@ -84,6 +84,35 @@ impl ControlUnit {
         Ok(op.get())
     }
 
+    /// Submits `count` one-entry changes in order, the `i`th being `change(i)` (channel and
+    /// entry), each prefetch stage ([`crate::proto::PREFETCH_STAGES`]) first run on the change
+    /// its distance ahead: the state lines of a batch load while earlier changes apply, where
+    /// one `submit` after another waits on each line in turn. `taken(i, result)` sees each
+    /// result; `false` stops the batch, leaving the `i`th change and those after it untaken.
+    /// Returns how many were taken.
+    pub fn submit_batch<'e>(
+        &mut self,
+        now_us: u64,
+        count: usize,
+        change: impl Fn(usize) -> (u32, Entry<'e>),
+        mut taken: impl FnMut(usize, Result<u64, SubmitError>) -> bool,
+    ) -> usize {
+        for i in 0..count {
+            for (distance, hint) in crate::proto::PREFETCH_STAGES {
+                if i + distance < count {
+                    let (channel, entry) = change(i + distance);
+                    self.prefetch(channel, &entry, hint);
+                }
+            }
+            let (channel, entry) = change(i);
+            let result = self.submit(now_us, channel, &[entry]);
+            if !taken(i, result) {
+                return i;
+            }
+        }
+        count
+    }
+
     /// Runs prefetch stage `hint` for the state a later `submit` of `entry` on `channel` will
     /// write (see [`crate::proto::PREFETCH_STAGES`]); a hint only, never an error.
     pub fn prefetch(&self, channel: u32, entry: &Entry<'_>, hint: PrefetchHint) {
