@@ -610,14 +610,18 @@ impl<'a> FrameBuilder<'a> {
             flags,
             body_len: (body_len as u16).into(),
         };
-        let mut at = self.len;
-        for p in std::iter::once(mh.as_bytes()).chain(parts.iter().copied()) {
-            self.buf[at..at + p.len()].copy_from_slice(p);
-            at += p.len();
-        }
-        self.len = at;
+        self.append(&[mh.as_bytes()]);
+        self.append(parts);
         self.count += 1;
         true
+    }
+
+    /// Copies `parts` to the end of the frame; the caller checked that they fit.
+    fn append(&mut self, parts: &[&[u8]]) {
+        for p in parts {
+            self.buf[self.len..self.len + p.len()].copy_from_slice(p);
+            self.len += p.len();
+        }
     }
 
     /// Pushes a message whose body is one fixed struct.
@@ -677,10 +681,7 @@ impl<'a> FrameBuilder<'a> {
                 .ok()
                 .filter(|_| op_len <= self.room())
             {
-                for p in parts {
-                    self.buf[self.len..self.len + p.len()].copy_from_slice(p);
-                    self.len += p.len();
-                }
+                self.append(&parts);
                 self.buf[blen_at..blen_at + 2].copy_from_slice(&new_len.to_le_bytes());
                 self.run = op.checked_add(1).map(|next_op| OpenRun { next_op, ..r });
                 return true;

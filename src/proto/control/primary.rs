@@ -114,8 +114,9 @@ impl ControlUnit {
     }
 
     /// Runs prefetch stage `hint` for the state a later `submit` of `entry` on `channel` will
-    /// write (see [`crate::proto::PREFETCH_STAGES`]); a hint only, never an error.
-    pub fn prefetch(&self, channel: u32, entry: &Entry<'_>, hint: PrefetchHint) {
+    /// write (see [`crate::proto::PREFETCH_STAGES`]); a hint only, never an error. Hosts get it
+    /// through [`ControlUnit::submit_batch`].
+    fn prefetch(&self, channel: u32, entry: &Entry<'_>, hint: PrefetchHint) {
         if let Some(c) = self.chans.get(channel as usize) {
             hint(&c.state, entry);
         }
