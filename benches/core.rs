@@ -337,28 +337,41 @@ fn end_to_end_churn_set(c: &mut Criterion) {
         deliver_until_committed(&mut p, &mut s, &mut clients, &mut buf, now);
         now += 100;
     }
-    let mut g = c.benchmark_group("in_process");
-    g.throughput(Throughput::Elements(N));
     let mut k = 0x1234_5678u64;
     let mut keys = vec![0u64; N as usize];
-    g.bench_function("churn_set_1Mi_keys_64ch_4096", |b| {
-        b.iter(|| {
-            for key in keys.iter_mut() {
-                k = k
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                *key = (k >> 20) % KEYS;
-            }
-            // As the runtime's workers submit: in a batch, prefetching ahead.
-            let change = |i: usize| ((keys[i] % CHANNELS) as u32, entry(keys[i]));
-            let taken = p.submit_batch(now, keys.len(), change, |_, r| r.is_ok());
-            assert_eq!(taken, keys.len(), "window is large enough");
-            deliver_until_committed(&mut p, &mut s, &mut clients, &mut buf, now);
-            now += 100;
-        })
-    });
+    let mut step = || {
+        for key in keys.iter_mut() {
+            k = k
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            *key = (k >> 20) % KEYS;
+        }
+        // As the runtime's workers submit: in a batch, prefetching ahead.
+        let change = |i: usize| ((keys[i] % CHANNELS) as u32, entry(keys[i]));
+        let taken = p.submit_batch(now, keys.len(), change, |_, r| r.is_ok());
+        assert_eq!(taken, keys.len(), "window is large enough");
+        deliver_until_committed(&mut p, &mut s, &mut clients, &mut buf, now);
+        now += 100;
+    };
+    // A fixed number of steps and no measurement, for `tools/instr-count.sh`: run under
+    // cachegrind at two counts, the difference is the instructions of that many steps, exactly
+    // (this machine's timings vary by a fifth from run to run; instruction counts do not).
+    if let Ok(steps) = std::env::var(FIXED_STEPS_VAR) {
+        let steps: u64 = steps.parse().expect("STATESYNC_BENCH_STEPS is a count");
+        for _ in 0..steps {
+            step();
+        }
+        println!("{steps} steps of {N} changes");
+        std::process::exit(0);
+    }
+    let mut g = c.benchmark_group("in_process");
+    g.throughput(Throughput::Elements(N));
+    g.bench_function("churn_set_1Mi_keys_64ch_4096", |b| b.iter(&mut step));
     g.finish();
 }
+
+/// Set to a count, `end_to_end_churn_set` runs that many steps after its prefill and exits.
+const FIXED_STEPS_VAR: &str = "STATESYNC_BENCH_STEPS";
 
 criterion_group!(
     benches,

@@ -5,13 +5,15 @@
 //! and takes selective replays. It follows the highest epoch it has seen and ignores lower ones.
 
 use super::bulk::BulkRx;
-use super::state::{ChannelState, PrefetchHint};
+use super::prefetch::FrameTargets;
+use super::state::ChannelState;
 use super::{
-    Counters, Epoch, Event, Events, InjectedBug, NodeId, OpId, ProtoConfig, SectionMask, Transmit,
+    Counters, Epoch, Event, Events, InjectedBug, NodeId, OpId, PREFETCH_AHEAD, ProtoConfig,
+    SectionMask, Transmit,
 };
 use crate::wire::{
-    BulkBegin, BulkEnd, ChannelOp, FrameBuilder, HB_FLAG_NEEDS_TRANSFER, HeartbeatBody, Kind,
-    LA_FLAG_UNKNOWN, LaReplyBody, Msg, NackBody, ROLE_CLIENT, UpdateView,
+    BulkBegin, BulkEnd, ChannelOp, Entry, FrameBuilder, HB_FLAG_NEEDS_TRANSFER, HeartbeatBody,
+    Kind, LA_FLAG_UNKNOWN, LaReplyBody, Msg, NackBody, ROLE_CLIENT, UpdateView,
 };
 
 #[derive(Debug)]
@@ -105,6 +107,8 @@ pub struct Client {
     packet_seq: u64,
     events: Events,
     pub counters: Counters,
+    /// The current frame's prefetch notes, one per update (kept to reuse its memory).
+    targets: FrameTargets,
 }
 
 impl Client {
@@ -156,6 +160,7 @@ impl Client {
             packet_seq: 0,
             events: Events::default(),
             counters: Counters::default(),
+            targets: FrameTargets::default(),
         }
     }
 
@@ -227,7 +232,16 @@ impl Client {
     }
 
     pub fn handle_datagram(&mut self, now_us: u64, bytes: &[u8]) {
-        let Some(frame) = super::decode_frame(bytes, &mut self.counters) else {
+        // Validation starts loading the section headers each update will write here.
+        self.targets.clear();
+        let (chans, index, targets) = (&self.chans, &self.index, &mut self.targets);
+        let visit = |u: &UpdateView<'_>| {
+            let at = index.get(u.channel() as usize).copied().flatten();
+            // A client holds no private entries.
+            let table = |e: &Entry<'_>| (!e.private).then_some(usize::from(e.section));
+            targets.visit(u, at.map(|i| (i, &chans[i].state)), table);
+        };
+        let Some(frame) = super::decode_frame(bytes, &mut self.counters, visit) else {
             return;
         };
         let sender = frame.sender();
@@ -250,25 +264,20 @@ impl Client {
         if epoch > self.epoch {
             self.adopt_epoch(epoch);
         }
-        // Start loading the state slots of the updates a few messages ahead while this one
+        // Start loading the state slots of the updates a few updates ahead while this one
         // applies, so the cache misses of a frame overlap.
-        let (headers, slots): (PrefetchHint, PrefetchHint) = (
-            ChannelState::prefetch_section_of,
-            ChannelState::prefetch_entry,
-        );
-        let mut far = frame.msgs();
-        for _ in 0..super::PREFETCH_HEADER_AHEAD {
-            self.prefetch(far.next(), headers);
+        for i in 0..PREFETCH_AHEAD {
+            self.targets.slots(i, |c| &self.chans[c].state);
         }
-        let mut ahead = frame.msgs();
-        for _ in 0..super::PREFETCH_AHEAD {
-            self.prefetch(ahead.next(), slots);
-        }
+        let mut updates = 0;
         for m in frame.msgs() {
-            self.prefetch(far.next(), headers);
-            self.prefetch(ahead.next(), slots);
             match m {
-                Msg::Update(u) => self.on_update(now_us, &u, epoch),
+                Msg::Update(u) => {
+                    self.targets
+                        .slots(updates + PREFETCH_AHEAD, |c| &self.chans[c].state);
+                    updates += 1;
+                    self.on_update(now_us, &u, epoch);
+                }
                 Msg::LaQuery(q) => self.on_query(&q),
                 Msg::ReplayBegin(b) => self.on_replay_begin(&b, sender),
                 Msg::ReplayEntry(e, v) => {
@@ -307,18 +316,6 @@ impl Client {
             c.vouched = false;
             c.replay_done_ack = false;
             c.generation = 0;
-        }
-    }
-
-    /// Runs `hint` (a prefetch stage) on every entry the update `m` will write here.
-    fn prefetch(&self, m: Option<Msg<'_>>, hint: PrefetchHint) {
-        if let Some(Msg::Update(u)) = m
-            && let Some(i) = self.chan_idx(u.channel())
-        {
-            let state = &self.chans[i].state;
-            for e in u.entries().filter(|e| !e.private) {
-                hint(state, &e);
-            }
         }
     }
 

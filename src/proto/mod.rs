@@ -11,6 +11,7 @@ pub mod control;
 pub mod history;
 pub mod ids;
 pub mod node;
+mod prefetch;
 pub mod ring;
 pub mod state;
 mod table;
@@ -668,12 +669,14 @@ impl Counters {
     }
 }
 
-/// Decodes a datagram, counting a malformed one. Shared by both node kinds.
+/// Decodes a datagram, counting a malformed one, and shows `visit` each update as it is
+/// validated ([`crate::wire::FrameReader::new_visiting`]). Shared by both node kinds.
 pub(crate) fn decode_frame<'a>(
     bytes: &'a [u8],
     counters: &mut Counters,
+    visit: impl FnMut(&crate::wire::UpdateView<'a>),
 ) -> Option<crate::wire::FrameReader<'a>> {
-    match crate::wire::FrameReader::new(bytes) {
+    match crate::wire::FrameReader::new_visiting(bytes, visit) {
         // An epoch past the range any failover count reaches is a lie, and arithmetic on it
         // (the next epoch) could overflow: refuse it before anything reads it.
         Ok(f) if Epoch::from_wire(f.epoch()).is_some() => Some(f),

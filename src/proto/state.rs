@@ -51,7 +51,9 @@ impl ChannelState {
         }
     }
 
-    fn slot(e: &Entry<'_>) -> usize {
+    /// Index of the table `e` writes: its section, or the primary-only one for a private
+    /// entry.
+    pub(crate) fn slot(e: &Entry<'_>) -> usize {
         if e.private {
             PRIVATE_SECTION
         } else {
@@ -88,7 +90,13 @@ impl ChannelState {
     /// the header's miss; issue this a few writes before [`ChannelState::prefetch_entry`].
     #[inline]
     pub fn prefetch_section_of(&self, e: &Entry<'_>) {
-        if let Some(t) = self.sections.get(Self::slot(e)) {
+        self.prefetch_section(Self::slot(e));
+    }
+
+    /// [`ChannelState::prefetch_section_of`] by table index ([`ChannelState::slot`]).
+    #[inline]
+    pub(crate) fn prefetch_section(&self, section: usize) {
+        if let Some(t) = self.sections.get(section) {
             prefetch_line(t);
         }
     }

@@ -309,6 +309,18 @@ impl<'a> FrameReader<'a> {
     /// Validates the whole frame (header, every message, every entry) before anything is used,
     /// so a malformed frame is rejected as a unit and never half-applied.
     pub fn new(bytes: &'a [u8]) -> Result<Self, WireError> {
+        Self::new_visiting(bytes, |_| {})
+    }
+
+    /// [`FrameReader::new`], showing `visit` each UPDATE (each op of an UPDATE_RUN) as
+    /// validation reaches it, in frame order. Validation parses every update anyway; a receiver
+    /// that needs one more look at each (to start loading the state it will write) takes it
+    /// here instead of parsing the frame once more. `visit` may see updates of a frame that
+    /// is then rejected: use it for hints only.
+    pub fn new_visiting(
+        bytes: &'a [u8],
+        mut visit: impl FnMut(&UpdateView<'a>),
+    ) -> Result<Self, WireError> {
         if bytes.len() < MIN_FRAME_BYTES || bytes.len() > MAX_FRAME_BYTES {
             return Err(WireError::TooShort);
         }
@@ -331,7 +343,7 @@ impl<'a> FrameReader<'a> {
         let mut at = payload;
         let mut count = 0u32;
         while !at.is_empty() {
-            let (_, tail) = parse_msg(at, Checks::Full)?;
+            let (_, tail) = parse_msg(at, Checks::Full(&mut visit))?;
             at = tail;
             count += 1;
         }
@@ -376,10 +388,10 @@ impl<'a> FrameReader<'a> {
 }
 
 /// How much of a message [`parse_msg`] checks.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Checks {
-    /// Everything, down to each entry: for a frame not yet validated.
-    Full,
+enum Checks<'v, 'a> {
+    /// Everything, down to each entry: for a frame not yet validated. Each update checked is
+    /// shown to the visitor.
+    Full(&'v mut dyn FnMut(&UpdateView<'a>)),
     /// The frame passed [`FrameReader::new`]: UPDATE entries are not walked again, unless
     /// the public/private split has to be found.
     Validated,
@@ -445,7 +457,10 @@ enum Parsed<'a> {
     Run(RunCursor<'a>),
 }
 
-fn parse_msg(bytes: &[u8], checks: Checks) -> Result<(Parsed<'_>, &[u8]), WireError> {
+fn parse_msg<'a>(
+    bytes: &'a [u8],
+    checks: Checks<'_, 'a>,
+) -> Result<(Parsed<'a>, &'a [u8]), WireError> {
     let (mh, rest) = MsgHeader::read_from_prefix(bytes).map_err(|_| WireError::Truncated)?;
     let body_len = mh.body_len.get() as usize;
     if rest.len() < body_len {
@@ -460,7 +475,7 @@ fn parse_msg(bytes: &[u8], checks: Checks) -> Result<(Parsed<'_>, &[u8]), WireEr
             if mh.flags & !UPDATE_FLAG_PREAPPLIED != 0 {
                 return Err(WireError::BadField);
             }
-            let public_len = match (checks, fx.public_count.get(), fx.private_count.get()) {
+            let public_len = match (&checks, fx.public_count.get(), fx.private_count.get()) {
                 (Checks::Validated, _, 0) => entry_bytes.len(),
                 (Checks::Validated, 0, _) => 0,
                 (_, public, private) => validate_entries(entry_bytes, public, private)?,
@@ -471,6 +486,9 @@ fn parse_msg(bytes: &[u8], checks: Checks) -> Result<(Parsed<'_>, &[u8]), WireEr
                 entry_bytes,
                 public_len,
             };
+            if let (Checks::Full(visit), Kind::Update) = (checks, kind) {
+                visit(&view);
+            }
             if kind == Kind::Submit {
                 Msg::Submit(view)
             } else {
@@ -495,12 +513,13 @@ fn parse_msg(bytes: &[u8], checks: Checks) -> Result<(Parsed<'_>, &[u8]), WireEr
                 next_op: first_op,
                 bytes: ops,
             };
-            if checks == Checks::Full {
+            if let Checks::Full(visit) = checks {
                 // Every op well formed, and the last op ID in range (each op takes at least
                 // two bytes, so a run holds fewer than 2^15 of them).
                 let (mut walk, mut last_op) = (run, first_op);
                 while let Some(u) = walk.next_update()? {
                     last_op = u.op();
+                    visit(&u);
                 }
                 if last_op > MAX_RUN_OP {
                     return Err(WireError::BadField);

@@ -368,6 +368,7 @@ fn exercise(bytes: &[u8]) -> Result<Vec<M>, WireError> {
     assert_eq!(msgs.len(), r.header.msg_count.get() as usize);
     // Iterating twice yields the same messages: the reader holds no hidden state.
     assert_eq!(r.msgs().count(), msgs.len());
+    check_visits(&r, bytes);
     // The header-only scan agrees with the parsed messages.
     for k in [
         Kind::Update,
@@ -379,6 +380,21 @@ fn exercise(bytes: &[u8]) -> Result<Vec<M>, WireError> {
         assert_eq!(r.contains(k), msgs.iter().any(|m| m.kind() == k), "{k:?}");
     }
     Ok(msgs)
+}
+
+/// Validation shows its visitor exactly the updates the reader of the valid frame `bytes`
+/// yields (each op of a run, no SUBMIT), in frame order.
+fn check_visits(r: &FrameReader<'_>, bytes: &[u8]) {
+    let key = |u: &UpdateView<'_>| (u.channel(), u.op(), u.cookie(), u.entry_bytes.to_vec());
+    let mut visited = Vec::new();
+    FrameReader::new_visiting(bytes, |u| visited.push(key(u))).expect("validated once already");
+    let updates: Vec<_> = (r.msgs())
+        .filter_map(|m| match m {
+            Msg::Update(u) => Some(key(&u)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(visited, updates);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1493,7 +1509,7 @@ proptest! {
             prop_assert_eq!(r.header.msg_count.get() as usize, f.msgs.len());
             prop_assert_eq!(r.header.payload_len.get() as usize, f.bytes.len() - MIN_FRAME_BYTES);
             prop_assert!(f.bytes[f.bytes.len() - TRAILER_BYTES..].iter().all(|&b| b == 0), "tag slot is zeroed");
-            let got: Vec<M> = r.msgs().map(M::from_msg).collect();
+            let got = exercise(&f.bytes).expect("a built frame decodes");
             prop_assert_eq!(&got, &f.msgs);
         }
     }
@@ -1574,6 +1590,7 @@ fn submit_round_trip() {
     assert!(fb.push_submit(3, 42, (&entries, 1), (&[], 0)));
     let len = fb.finish();
     let f = FrameReader::new(&buf[..len]).expect("valid");
+    check_visits(&f, &buf[..len]);
     let msgs: Vec<Msg<'_>> = f.msgs().collect();
     let [Msg::Submit(u)] = msgs.as_slice() else {
         panic!("one SUBMIT expected, got {msgs:?}")
@@ -1688,6 +1705,7 @@ proptest! {
         for (bytes, expected, msgs) in &frames {
             let r = FrameReader::new(bytes).expect("a built frame decodes");
             prop_assert_eq!(r.header.msg_count.get() as usize, *msgs);
+            check_visits(&r, bytes);
             let got: Vec<M> = r.msgs().map(M::from_msg).collect();
             prop_assert_eq!(&got, expected);
         }
@@ -1750,9 +1768,9 @@ fn rejects_malformed_runs() {
 
 /// Decodes a frame of runs, every message an update; returns them.
 fn exercise_run(bytes: &[u8]) -> Vec<Upd> {
-    FrameReader::new(bytes)
-        .expect("valid run")
-        .msgs()
+    let r = FrameReader::new(bytes).expect("valid run");
+    check_visits(&r, bytes);
+    r.msgs()
         .map(|m| match M::from_msg(m) {
             M::Update(u) => u,
             other => panic!("{other:?}"),

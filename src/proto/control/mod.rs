@@ -1004,7 +1004,18 @@ impl ControlUnit {
 
     pub fn handle_datagram(&mut self, now_us: u64, bytes: &[u8]) {
         self.note_driven(now_us);
-        let Some(frame) = crate::proto::decode_frame(bytes, &mut self.counters) else {
+        // A standby stores each update and prefetches its state slots as it does (see
+        // `on_update`); validation starts loading the section headers those prefetches read.
+        let standby = matches!(self.role(), Role::Standby | Role::Joining);
+        let chans = &self.chans;
+        let visit = |u: &crate::wire::UpdateView<'_>| {
+            if standby && let Some(c) = chans.get(u.channel() as usize) {
+                for e in u.entries() {
+                    c.state.prefetch_section_of(&e);
+                }
+            }
+        };
+        let Some(frame) = crate::proto::decode_frame(bytes, &mut self.counters, visit) else {
             return;
         };
         let sender = frame.sender();
@@ -1065,18 +1076,7 @@ impl ControlUnit {
         {
             *s = (*s).max(seq);
         }
-        // A standby stores each update and prefetches its state slots; load the section
-        // headers those prefetches read a few messages earlier.
-        let mut far = frame.msgs();
-        if standby {
-            for _ in 0..crate::proto::PREFETCH_AHEAD {
-                self.prefetch_headers(far.next());
-            }
-        }
         for m in frame.msgs() {
-            if standby {
-                self.prefetch_headers(far.next());
-            }
             match (self.role(), m) {
                 (_, Msg::Heartbeat(_)) => {}
                 (Role::Primary, Msg::Commit(b)) => self.on_standby_commit(now_us, pi, &b, seq),
@@ -1087,17 +1087,6 @@ impl ControlUnit {
                     self.on_primary_msg(now_us, m)
                 }
                 _ => self.counters.rejected_unexpected += 1,
-            }
-        }
-    }
-
-    /// First prefetch stage: the section headers the update `m` will write.
-    fn prefetch_headers(&self, m: Option<Msg<'_>>) {
-        if let Some(Msg::Update(u)) = m
-            && let Some(c) = self.chans.get(u.channel() as usize)
-        {
-            for e in u.entries() {
-                c.state.prefetch_section_of(&e);
             }
         }
     }
