@@ -16,15 +16,20 @@
 use super::ids::{OpId, SectionMask};
 use crate::wire::{Entry, EntryIter, UpdateView, entry_wire_len, write_entry};
 
-/// Where one op's entries sit in the log, and what is known of it.
+/// Bytes in front of each op's entries in the log: its public and private entry counts, a
+/// byte each, as an UPDATE_RUN carries an op.
+const OP_PREFIX_BYTES: usize = 2;
+
+/// Where one op sits in the log, and what is known of it.
 #[derive(Debug, Default, Clone, Copy)]
 struct Record {
     op: OpId,
     cookie: SectionMask,
-    /// Byte offset of the op's entries in the log.
+    /// Byte offset of the op in the log: its [`OP_PREFIX_BYTES`], then its entries.
     offset: u32,
-    /// Byte length of all its entries, and of the public ones at their front.
+    /// Byte length of the op in the log (prefix and entries).
     len: u32,
+    /// Byte length of its public entries, at the front of its entries.
     public_len: u32,
     public_count: u16,
     private_count: u16,
@@ -206,25 +211,70 @@ impl OpRing {
             public_count: r.public_count,
             private_count: r.private_count,
             public_len: r.public_len as usize,
-            bytes: &self.log[offset..offset + len],
+            bytes: &self.log[offset + OP_PREFIX_BYTES..offset + len],
         })
     }
 
-    /// Reserves `len` bytes of log for op `op`, which must be `top + 1`, and fills its record
-    /// but for the entry fields; returns the log offset.
-    fn push_record(&mut self, op: OpId, len: usize) -> usize {
+    /// The longest stretch of ops from `from` (and below `end`) that an UPDATE_RUN can carry
+    /// as the log holds them, in at most `max_bytes`: their bytes, in one piece, and how many
+    /// ops. With `public_only` (for a client), an op with private entries ends the stretch,
+    /// since a client must not get them; so does one with more than 255 entries of a kind (a
+    /// run counts them in a byte), and the log's wrap. Empty when `from` is not held or does
+    /// not qualify: the caller then sends it on its own.
+    pub fn run_stretch(
+        &self,
+        from: OpId,
+        end: OpId,
+        public_only: bool,
+        max_bytes: usize,
+    ) -> (&[u8], u64) {
+        if from < self.base {
+            return (&[], 0);
+        }
+        let (mut start, mut at, mut count) = (0usize, 0usize, 0u64);
+        let mut op = from;
+        while op < end && op <= self.top {
+            let r = &self.records[self.index(op)];
+            let len = r.len as usize;
+            let fits = r.public_count <= u16::from(u8::MAX)
+                && r.private_count <= u16::from(u8::MAX)
+                && !(public_only && r.private_count != 0);
+            if count == 0 {
+                (start, at) = (r.offset as usize, r.offset as usize);
+            }
+            if !fits || r.offset as usize != at || at + len - start > max_bytes {
+                break;
+            }
+            at += len;
+            count += 1;
+            // Below `end`: there is an op after it.
+            op = op.saturating_add(1);
+        }
+        (&self.log[start..at], count)
+    }
+
+    /// Reserves log for op `op`, which must be `top + 1`, with `len` bytes of entries, writes
+    /// its prefix and fills its record but for the entry fields; returns the log offset of
+    /// the entries.
+    fn push_record(&mut self, op: OpId, len: usize, counts: (u16, u16)) -> usize {
         assert_eq!(Some(op), self.top.next(), "ops enter the ring densely");
         assert!(!self.is_full(), "ring overflow: caller must check is_full");
-        let offset = self.reserve(len);
+        let offset = self.reserve(OP_PREFIX_BYTES + len);
         self.top = op;
         let i = self.index(op);
         self.records[i] = Record {
             op,
             offset: offset as u32,
-            len: len as u32,
+            len: (OP_PREFIX_BYTES + len) as u32,
+            public_count: counts.0,
+            private_count: counts.1,
             ..Record::default()
         };
-        offset
+        // An op with more than 255 entries of a kind is never sent from the log as it lies
+        // ([`OpRing::run_stretch`] skips it): its prefix is left unused.
+        let prefix = [counts.0 as u8, counts.1 as u8];
+        self.log[offset..offset + OP_PREFIX_BYTES].copy_from_slice(&prefix);
+        offset + OP_PREFIX_BYTES
     }
 
     /// Finds `len` free bytes in the log for the op after `top`, growing the log if none.
@@ -279,39 +329,36 @@ impl OpRing {
     /// encoded once, into the log, public entries first.
     pub fn push_entries(&mut self, op: OpId, entries: &[Entry<'_>]) {
         let len: usize = entries.iter().map(|e| entry_wire_len(e)).sum();
-        let offset = self.push_record(op, len);
+        let private_count = entries.iter().filter(|e| e.private).count();
+        // A change holds at most `u16::MAX` entries: checked at submit.
+        let counts = ((entries.len() - private_count) as u16, private_count as u16);
+        let offset = self.push_record(op, len, counts);
         let mut at = offset;
         let mut cookie = SectionMask::EMPTY;
-        let (mut public_count, mut private_count) = (0u16, 0u16);
         for e in entries.iter().filter(|e| !e.private) {
             at += write_entry(&mut self.log[at..], e);
             cookie = cookie.with(u32::from(e.section));
-            public_count += 1;
         }
         let public_len = at - offset;
         for e in entries.iter().filter(|e| e.private) {
             at += write_entry(&mut self.log[at..], e);
-            private_count += 1;
         }
         let i = self.index(op);
         let r = &mut self.records[i];
         r.cookie = cookie;
         r.public_len = public_len as u32;
-        r.public_count = public_count;
-        r.private_count = private_count;
     }
 
     /// Stores a received UPDATE (the standby's pending queue).
     pub fn push_update(&mut self, u: &UpdateView<'_>, preapplied: bool) {
         let op = OpId::new(u.op());
-        let offset = self.push_record(op, u.entry_bytes.len());
+        let counts = (u.fixed.public_count.get(), u.fixed.private_count.get());
+        let offset = self.push_record(op, u.entry_bytes.len(), counts);
         self.log[offset..offset + u.entry_bytes.len()].copy_from_slice(u.entry_bytes);
         let i = self.index(op);
         let r = &mut self.records[i];
         r.cookie = SectionMask::new(u.cookie());
         r.public_len = u.public_len as u32;
-        r.public_count = u.fixed.public_count.get();
-        r.private_count = u.fixed.private_count.get();
         r.preapplied = preapplied;
     }
 
@@ -392,6 +439,64 @@ mod tests {
         r.reset(OpId::ZERO);
         assert!(r.is_empty());
         assert_eq!((r.base(), r.top()), (OpId::FIRST, OpId::ZERO));
+    }
+
+    /// What an UPDATE_RUN carries for the slot's op: its counts, then its entries (public only
+    /// for a client).
+    fn run_op_bytes(s: &Slot<'_>, public_only: bool) -> Vec<u8> {
+        let private = if public_only { 0 } else { s.private_count };
+        let mut b = vec![s.public_count as u8, private as u8];
+        b.extend_from_slice(s.public().0);
+        if !public_only {
+            b.extend_from_slice(s.private().0);
+        }
+        b
+    }
+
+    proptest! {
+        /// A stretch is exactly the ops' run encodings back to back, within the byte limit,
+        /// holds no private entries for a client, and is cut only where it must be.
+        #[test]
+        fn run_stretch_is_the_ops_as_a_run_carries_them(
+            privates in proptest::collection::vec(any::<bool>(), 1..40),
+            window in 1u64..12,
+            from in 0usize..40,
+            max_bytes in 0usize..400,
+            public_only in any::<bool>(),
+        ) {
+            // A small log wraps, so stretches also end at the wrap.
+            let mut r = OpRing::with_initial_log(64, 256);
+            const VALUE: [u8; 9] = [3; 9];
+            for (i, &private) in privates.iter().enumerate() {
+                let op = i as u64 + 1;
+                let mut e = vec![Entry { section: (op % 64) as u8, key: op, value: Some(&VALUE), private: false }];
+                if private {
+                    e.push(Entry { section: 0, key: op, value: None, private: true });
+                }
+                r.push_entries(o(op), &e);
+                // Only the last `window` ops stay: the log wraps instead of growing.
+                if op > window {
+                    r.prune_through(o(op - window));
+                }
+            }
+            let end = r.top().next().unwrap();
+            let from = o(from as u64 + 1);
+            let (bytes, count) = r.run_stretch(from, end, public_only, max_bytes);
+            prop_assert!(bytes.len() <= max_bytes);
+            let mut expect = Vec::new();
+            for k in 0..count {
+                let s = r.get(from.saturating_add(k)).expect("a stretch holds only held ops");
+                prop_assert!(!(public_only && s.private_count > 0), "a client gets no private entries");
+                expect.extend(run_op_bytes(&s, public_only));
+            }
+            prop_assert_eq!(bytes, &expect[..]);
+            // The first op is left out only when it is not held, must not go to a client, or
+            // does not fit.
+            if count == 0 && let Some(s) = r.get(from) {
+                let encoded = run_op_bytes(&s, public_only).len();
+                prop_assert!((public_only && s.private_count > 0) || encoded > max_bytes);
+            }
+        }
     }
 
     #[derive(Debug, Clone)]

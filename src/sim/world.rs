@@ -280,6 +280,22 @@ impl World {
                 .any(|c| msg.starts_with(&format!("inv7: replay of ch {c} ")))
     }
 
+    /// Primary-only entries stay on the control units: a frame to a client that carries one
+    /// (in an UPDATE or an op of an UPDATE_RUN) leaks them, even though the client would not
+    /// apply it.
+    fn check_no_private_entries(&mut self, src: NodeId, dst: NodeId, frame: &[u8]) {
+        let leaked = FrameReader::new(frame).is_ok_and(|f| {
+            f.msgs().any(
+                |m| matches!(m, crate::wire::Msg::Update(u) if u.fixed.private_count.get() > 0),
+            )
+        });
+        if leaked && self.reported_once.insert(("private", src, u64::from(dst))) {
+            self.violation(format!(
+                "private: cu {src} sent primary-only entries to client {dst}"
+            ));
+        }
+    }
+
     pub fn violation(&mut self, msg: String) {
         if self.exempt_for_liar(&msg) {
             self.report.liar_exempt_violations += 1;
@@ -357,6 +373,9 @@ impl World {
                 Slot::Down { .. } => None,
             };
             let Some(t) = t else { break };
+            if self.cfg.topology.clients.contains(&t.dst) {
+                self.check_no_private_entries(src, t.dst, &buf[..t.len]);
+            }
             self.net.send(&mut self.rng, now, src, t.dst, &buf[..t.len]);
         }
         self.buf = buf;

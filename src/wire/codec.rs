@@ -688,37 +688,77 @@ impl<'a> FrameBuilder<'a> {
             return self.push_update(0, channel, op, cookie, public, private);
         };
         let counts = [n_public, n_private];
-        let parts = [&counts[..], public.0, private.0];
-        let op_len: usize = parts.iter().map(|p| p.len()).sum();
-        if let Some(r) = self.run
-            && r.channel == channel
-            && r.next_op == op
+        self.push_run_parts(channel, op, 1, &[&counts[..], public.0, private.0])
+    }
+
+    /// Room, in bytes of encoded ops, for an UPDATE_RUN that would carry op `op` of `channel`
+    /// next: in the run open at the end of the frame if it carries the op before, else in a new
+    /// one. What [`push_run_ops`](Self::push_run_ops) may push.
+    pub fn run_room(&self, channel: u32, op: u64) -> usize {
+        let max_body = u16::MAX as usize;
+        match self.joinable_run(channel, op) {
+            Some((_, body_len)) => self.room().min(max_body - body_len),
+            None if self.count == u16::MAX => 0,
+            None => (self
+                .room()
+                .saturating_sub(MSG_HEADER_BYTES + size_of::<RunFixed>()))
+            .min(max_body - size_of::<RunFixed>()),
+        }
+    }
+
+    /// Pushes `count` consecutive ops of `channel`, from op `op` on, already encoded as an
+    /// UPDATE_RUN carries them: each its public and private entry counts (a byte each), then
+    /// its entries, public first. The primary's retention log holds ops so, so a stretch of
+    /// them goes into a frame in one copy. `ops` must be exactly that (a receiver rejects the
+    /// whole frame otherwise) and at most [`run_room`](Self::run_room) bytes; `false`, writing
+    /// nothing, when it does not fit.
+    pub fn push_run_ops(&mut self, channel: u32, op: u64, count: u64, ops: &[u8]) -> bool {
+        count > 0 && ops.len() <= self.run_room(channel, op) && {
+            self.push_run_parts(channel, op, count, &[ops])
+        }
+    }
+
+    /// The run open at the end of the frame and its body length, if op `op` of `channel` may
+    /// join it.
+    fn joinable_run(&self, channel: u32, op: u64) -> Option<(OpenRun, usize)> {
+        let r = self
+            .run
+            .filter(|r| r.channel == channel && r.next_op == op)?;
+        let blen_at = r.at + std::mem::offset_of!(MsgHeader, body_len);
+        let body_len = u16::from_le_bytes([self.buf[blen_at], self.buf[blen_at + 1]]);
+        Some((r, usize::from(body_len)))
+    }
+
+    /// Pushes `count` ops of `channel` from op `op` on, encoded in `parts`, into the open run
+    /// if they may join it and fit, else in a new run.
+    fn push_run_parts(&mut self, channel: u32, op: u64, count: u64, parts: &[&[u8]]) -> bool {
+        let ops_len: usize = parts.iter().map(|p| p.len()).sum();
+        if let Some((r, body_len)) = self.joinable_run(channel, op)
+            && let Ok(new_len) = u16::try_from(body_len + ops_len)
+            && ops_len <= self.room()
         {
             let blen_at = r.at + std::mem::offset_of!(MsgHeader, body_len);
-            let body_len = u16::from_le_bytes([self.buf[blen_at], self.buf[blen_at + 1]]);
-            if let Some(new_len) = u16::try_from(body_len as usize + op_len)
-                .ok()
-                .filter(|_| op_len <= self.room())
-            {
-                self.append(&parts);
-                self.buf[blen_at..blen_at + 2].copy_from_slice(&new_len.to_le_bytes());
-                self.run = op.checked_add(1).map(|next_op| OpenRun { next_op, ..r });
-                return true;
-            }
+            self.append(parts);
+            self.buf[blen_at..blen_at + 2].copy_from_slice(&new_len.to_le_bytes());
+            self.run = op
+                .checked_add(count)
+                .map(|next_op| OpenRun { next_op, ..r });
+            return true;
         }
         let at = self.len;
         let fx = RunFixed {
             channel: channel.into(),
             first_op: op.into(),
         };
-        if !self.push_parts(
-            Kind::UpdateRun,
-            0,
-            &[fx.as_bytes(), parts[0], parts[1], parts[2]],
-        ) {
+        let mut all: [&[u8]; 4] = [fx.as_bytes(), &[], &[], &[]];
+        let Some(slots) = all.get_mut(1..=parts.len()) else {
+            return false;
+        };
+        slots.copy_from_slice(parts);
+        if !self.push_parts(Kind::UpdateRun, 0, &all[..=parts.len()]) {
             return false;
         }
-        self.run = op.checked_add(1).map(|next_op| OpenRun {
+        self.run = op.checked_add(count).map(|next_op| OpenRun {
             at,
             channel,
             next_op,

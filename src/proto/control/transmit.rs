@@ -100,6 +100,15 @@ impl ControlUnit {
             }
             while pc.cursor < c.next_op {
                 let op = pc.cursor;
+                if op > pc.xfer_top {
+                    // As many ops as fit, in one copy from the log.
+                    let room = fb.run_room(c.id, op.get());
+                    let (ops, count) = c.ring.run_stretch(op, c.next_op, false, room);
+                    if count > 0 && fb.push_run_ops(c.id, op.get(), count, ops) {
+                        pc.cursor = op.saturating_add(count);
+                        continue;
+                    }
+                }
                 let pushed = if op <= pc.xfer_top {
                     let idx = op.checked_sub(pc.preapplied_from).map(|i| i as usize);
                     let cookie = idx
@@ -212,6 +221,13 @@ impl ControlUnit {
             }
             while c.client_cursor < c.next_op {
                 let op = c.client_cursor;
+                // As many ops as fit, in one copy from the log (none with private entries).
+                let room = fb.run_room(c.id, op.get());
+                let (ops, count) = c.ring.run_stretch(op, c.next_op, true, room);
+                if count > 0 && fb.push_run_ops(c.id, op.get(), count, ops) {
+                    c.client_cursor = op.saturating_add(count);
+                    continue;
+                }
                 let Some(s) = c.ring.get(op) else {
                     // Cannot happen unless a forged ack released retention: resync fully.
                     self.counters.rejected_unexpected += 1;
