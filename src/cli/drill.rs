@@ -540,7 +540,18 @@ pub fn drill(args: &DrillArgs) -> Result<bool, String> {
     let mut rng = SplitMix64::new(args.seed);
     let mut rounds = Vec::new();
     for r in 1..=args.rounds {
-        let round = match run_round(&mut lab, args, variant, r, &mut rng) {
+        let mut restarts = 0;
+        let round = loop {
+            match run_round(&mut lab, args, variant, r, &mut rng) {
+                Err(e) if e.starts_with(ROLES_MOVED) && restarts < MAX_ROUND_RESTARTS => {
+                    restarts += 1;
+                    say!("round {r:>2}: restarted: {e}");
+                    recover(&mut lab);
+                }
+                done => break done,
+            }
+        };
+        let round = match round {
             Ok(round) => round,
             Err(e) => {
                 recover(&mut lab);
@@ -954,6 +965,12 @@ fn stop_load(lab: &mut Lab) {
     }
 }
 
+/// Starts the error of a round whose roles changed before its kill, by no act of the drill.
+const ROLES_MOVED: &str = "roles changed before the kill";
+
+/// How often one round may start over for [`ROLES_MOVED`] before it counts as failed.
+const MAX_ROUND_RESTARTS: u32 = 2;
+
 fn run_round(
     lab: &mut Lab,
     args: &DrillArgs,
@@ -990,6 +1007,16 @@ fn run_round(
         .status(&lab.cus[p].admin)
         .map(|v| v.epoch)
         .ok_or("no primary status before the kill")?;
+    // The roles read at the start must still hold: on a loaded machine a standby can time the
+    // primary out during the load (an unplanned failover), and a round run on stale roles
+    // would freeze a standby and read the new primary as one. Such a round starts over.
+    let primary_now = role(&lab.status(&lab.cus[p].admin)) == "primary";
+    if !primary_now || !in_sync.iter().all(|&i| in_sync_standby(lab, p, i)) {
+        return Err(format!(
+            "{ROLES_MOVED}: {} no longer leads epoch {old_epoch} with the same sync set",
+            lab.cus[p].id
+        ));
+    }
     // Transfer counters before the kill: only a primary counts `xfer_bytes`, so the delta of
     // whichever unit takes over is what it transferred after the failover.
     let xfer_before: Vec<Option<u64>> = (0..lab.cus.len()).map(|i| xfer_bytes(lab, i)).collect();
