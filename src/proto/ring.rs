@@ -6,7 +6,9 @@
 //! search.
 //!
 //! Why one log rather than a buffer per op: each change is encoded once, straight into the log,
-//! and frames copy from there. In steady state the window is nearly empty at the end of every
+//! and frames copy from there. The log holds each op as an UPDATE_RUN carries it (its entry
+//! counts, then its entries), so a stretch of consecutive ops goes into a frame in one copy
+//! ([`OpRing::run_stretch`]). In steady state the window is nearly empty at the end of every
 //! turn (ops commit within it), and an empty ring restarts both its records and its log at their
 //! front. So the lines a push writes and a send reads are the few at the front, warm in cache,
 //! instead of a record and a separate buffer 16 Ki ops further on, both cold. The log grows (by
