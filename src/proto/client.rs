@@ -8,8 +8,8 @@ use super::bulk::BulkRx;
 use super::prefetch::FrameTargets;
 use super::state::ChannelState;
 use super::{
-    Counters, Epoch, Event, Events, InjectedBug, NodeId, OpId, PREFETCH_AHEAD, ProtoConfig,
-    SectionMask, Transmit,
+    Counters, Epoch, Event, Events, InjectedBug, NodeId, OpId, PREFETCH_AHEAD,
+    PREFETCH_HEADER_AHEAD, ProtoConfig, SectionMask, Transmit,
 };
 use crate::wire::{
     BulkBegin, BulkEnd, ChannelOp, Entry, FrameBuilder, HB_FLAG_NEEDS_TRANSFER, HeartbeatBody,
@@ -232,14 +232,14 @@ impl Client {
     }
 
     pub fn handle_datagram(&mut self, now_us: u64, bytes: &[u8]) {
-        // Validation starts loading the section headers each update will write here.
+        // Validation notes the section and key each update will write here.
         self.targets.clear();
-        let (chans, index, targets) = (&self.chans, &self.index, &mut self.targets);
+        let (index, targets) = (&self.index, &mut self.targets);
         let visit = |u: &UpdateView<'_>| {
-            let at = index.get(u.channel() as usize).copied().flatten();
+            let chan = index.get(u.channel() as usize).copied().flatten();
             // A client holds no private entries.
             let table = |e: &Entry<'_>| (!e.private).then_some(usize::from(e.section));
-            targets.visit(u, at.map(|i| (i, &chans[i].state)), table);
+            targets.visit(u, chan, table);
         };
         let Some(frame) = super::decode_frame(bytes, &mut self.counters, visit) else {
             return;
@@ -264,8 +264,11 @@ impl Client {
         if epoch > self.epoch {
             self.adopt_epoch(epoch);
         }
-        // Start loading the state slots of the updates a few updates ahead while this one
-        // applies, so the cache misses of a frame overlap.
+        // Start loading the state of the updates a few updates ahead while this one applies,
+        // so the cache misses of a frame overlap: section headers, then slots.
+        for i in 0..PREFETCH_HEADER_AHEAD {
+            self.targets.headers(i, |c| &self.chans[c].state);
+        }
         for i in 0..PREFETCH_AHEAD {
             self.targets.slots(i, |c| &self.chans[c].state);
         }
@@ -273,8 +276,10 @@ impl Client {
         for m in frame.msgs() {
             match m {
                 Msg::Update(u) => {
+                    let state_of = |c: usize| &self.chans[c].state;
                     self.targets
-                        .slots(updates + PREFETCH_AHEAD, |c| &self.chans[c].state);
+                        .headers(updates + PREFETCH_HEADER_AHEAD, state_of);
+                    self.targets.slots(updates + PREFETCH_AHEAD, state_of);
                     updates += 1;
                     self.on_update(now_us, &u, epoch);
                 }

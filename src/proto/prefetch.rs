@@ -8,10 +8,18 @@
 //! split and an entry walk, the largest share of a receiver's instructions.
 //!
 //! Now validation ([`crate::wire::FrameReader::new_visiting`]) shows each update to
-//! [`FrameTargets::visit`], which starts loading its section headers and notes its section and
-//! key; the apply walk then calls [`FrameTargets::slots`] a few updates ahead of itself, which
-//! reads the note and prefetches the slot, its header long since cached. Two parses instead of
+//! [`FrameTargets::visit`], which notes its channel, sections and keys; the apply walk then
+//! runs both stages from the notes, [`FrameTargets::headers`] [`PREFETCH_HEADER_AHEAD`] updates
+//! ahead of itself and [`FrameTargets::slots`] [`PREFETCH_AHEAD`] ahead. Two parses instead of
 //! four.
+//!
+//! The headers are not prefetched during validation itself, although it sees every update
+//! first: loading a whole frame's headers at once (hundreds of lines) before any slot was
+//! measured 7–11 % slower in process than no header prefetch at all, and 16 updates ahead from
+//! the notes 3–35 % faster than none (ABBA rounds, `docs/measurements/data-path-changes.md`).
+//!
+//! [`PREFETCH_HEADER_AHEAD`]: super::PREFETCH_HEADER_AHEAD
+//! [`PREFETCH_AHEAD`]: super::PREFETCH_AHEAD
 //!
 //! Only the first [`WRITES_PER_OP`] writes of an op are noted: an op with more gets those
 //! prefetched and the rest miss as they would without a hint. Nothing here changes what is
@@ -47,14 +55,14 @@ impl FrameTargets {
         self.targets.clear();
     }
 
-    /// First stage, for the next update of the frame: `at` gives the receiver's index of the
-    /// update's channel and its state, or `None` if it writes nothing there (the note is kept,
-    /// empty, so positions stay in frame order). `table` gives the table index an entry
-    /// writes, or `None` for one the receiver does not hold.
+    /// Notes the next update of the frame: `chan` is the receiver's index of the update's
+    /// channel, or `None` if it writes nothing there (the note is kept, empty, so positions
+    /// stay in frame order). `table` gives the table index an entry writes, or `None` for one
+    /// the receiver does not hold.
     pub(crate) fn visit(
         &mut self,
         u: &UpdateView<'_>,
-        at: Option<(usize, &ChannelState)>,
+        chan: Option<usize>,
         table: impl Fn(&crate::wire::Entry<'_>) -> Option<usize>,
     ) {
         let mut t = Target {
@@ -63,12 +71,11 @@ impl FrameTargets {
             sections: [0; WRITES_PER_OP],
             writes: 0,
         };
-        if let Some((chan, state)) = at {
+        if let Some(chan) = chan {
             // A channel index comes from a `u32` channel ID, and a table index is below 65.
             t.chan = chan as u32;
             for e in u.entries() {
                 let Some(section) = table(&e) else { continue };
-                state.prefetch_section(section);
                 let w = usize::from(t.writes);
                 (t.sections[w], t.keys[w]) = (section as u8, e.key);
                 t.writes += 1;
@@ -80,16 +87,26 @@ impl FrameTargets {
         self.targets.push(t);
     }
 
-    /// Second stage for the frame's update number `index` (counting updates only, from 0):
-    /// prefetches the slots noted for it in the state `state_of` gives for its channel index.
-    /// Past the noted updates it does nothing.
+    /// First stage for the frame's update number `index` (counting updates only, from 0):
+    /// prefetches the section headers noted for it, in the state `state_of` gives for its
+    /// channel index. Past the noted updates it does nothing.
+    pub(crate) fn headers<'s>(&self, index: usize, state_of: impl Fn(usize) -> &'s ChannelState) {
+        if let Some(t) = self.targets.get(index).filter(|t| t.writes > 0) {
+            let state = state_of(t.chan as usize);
+            for &section in &t.sections[..usize::from(t.writes)] {
+                state.prefetch_section(usize::from(section));
+            }
+        }
+    }
+
+    /// Second stage for update number `index`: prefetches the slots noted for it (their
+    /// headers loaded by [`FrameTargets::headers`] a few updates earlier).
     pub(crate) fn slots<'s>(&self, index: usize, state_of: impl Fn(usize) -> &'s ChannelState) {
-        let Some(t) = self.targets.get(index).filter(|t| t.writes > 0) else {
-            return;
-        };
-        let state = state_of(t.chan as usize);
-        for w in 0..usize::from(t.writes) {
-            state.prefetch(usize::from(t.sections[w]), t.keys[w]);
+        if let Some(t) = self.targets.get(index).filter(|t| t.writes > 0) {
+            let state = state_of(t.chan as usize);
+            for w in 0..usize::from(t.writes) {
+                state.prefetch(usize::from(t.sections[w]), t.keys[w]);
+            }
         }
     }
 }
