@@ -18,12 +18,12 @@
 //! measured 7–11 % slower in process than no header prefetch at all, and 16 updates ahead from
 //! the notes 3–35 % faster than none (ABBA rounds, `docs/measurements/data-path-changes.md`).
 //!
-//! [`PREFETCH_HEADER_AHEAD`]: super::PREFETCH_HEADER_AHEAD
-//! [`PREFETCH_AHEAD`]: super::PREFETCH_AHEAD
-//!
 //! Only the first [`WRITES_PER_OP`] writes of an op are noted: an op with more gets those
 //! prefetched and the rest miss as they would without a hint. Nothing here changes what is
 //! applied; a wrong or missing note costs time, never state.
+//!
+//! [`PREFETCH_HEADER_AHEAD`]: super::PREFETCH_HEADER_AHEAD
+//! [`PREFETCH_AHEAD`]: super::PREFETCH_AHEAD
 
 use super::state::ChannelState;
 use crate::wire::UpdateView;

@@ -53,7 +53,7 @@ impl ChannelState {
 
     /// Index of the table `e` writes: its section, or the primary-only one for a private
     /// entry.
-    pub(crate) fn slot(e: &Entry<'_>) -> usize {
+    fn slot(e: &Entry<'_>) -> usize {
         if e.private {
             PRIVATE_SECTION
         } else {
