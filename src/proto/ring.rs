@@ -199,6 +199,7 @@ impl OpRing {
         self.head = 0;
     }
 
+    #[inline]
     pub fn get(&self, op: OpId) -> Option<Slot<'_>> {
         if op < self.base || op > self.top {
             return None;
@@ -258,6 +259,7 @@ impl OpRing {
     /// Reserves log for op `op`, which must be `top + 1`, with `len` bytes of entries, writes
     /// its prefix and fills its record but for the entry fields; returns the log offset of
     /// the entries.
+    #[inline(always)]
     fn push_record(&mut self, op: OpId, len: usize, counts: (u16, u16)) -> usize {
         assert_eq!(Some(op), self.top.next(), "ops enter the ring densely");
         assert!(!self.is_full(), "ring overflow: caller must check is_full");
@@ -280,6 +282,7 @@ impl OpRing {
     }
 
     /// Finds `len` free bytes in the log for the op after `top`, growing the log if none.
+    #[inline(always)]
     fn reserve(&mut self, len: usize) -> usize {
         if self.is_empty() {
             self.restart();

@@ -314,6 +314,7 @@ impl SectionTable {
     /// Stores `value` under `key` with entry hash `hash` (nonzero). Overwrites in place,
     /// reusing the slot and any side buffer; returns the old hash and value length if the key
     /// was present.
+    #[inline(always)]
     pub(crate) fn put(&mut self, key: u64, hash: u64, value: &[u8]) -> Option<(u64, usize)> {
         assert!(hash != 0, "entry hash 0 is reserved for empty slots");
         let len = u32::try_from(value.len()).expect("value length fits u32");
