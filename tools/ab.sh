@@ -31,5 +31,8 @@ p99 = lambda r: r['latency_us']['standby_commit']['p99']
 cpu = lambda r: r.get('cpu_ns_per_change', 0) or float('nan')
 for name, f in (("committed/s", rate), ("standby_commit p99 us", p99), ("cpu ns per change", cpu)):
     a, b = statistics.median(col("A", f)), statistics.median(col("B", f))
-    print(f"median {name}: A {a:,.0f}  B {b:,.0f}  B/A {b / a:.3f}")
+    # Each pair's own ratio too: how many pairs agree says more than the medians on a
+    # machine whose speed drifts between pairs.
+    pairs = " ".join(f"{y / x:.3f}" for x, y in zip(col("A", f), col("B", f)))
+    print(f"median {name}: A {a:,.0f}  B {b:,.0f}  B/A {b / a:.3f}  (pairs B/A: {pairs})")
 PY
