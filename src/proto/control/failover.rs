@@ -259,6 +259,10 @@ impl ControlUnit {
             p.hb_due = true;
         }
         self.client_hb_due.iter_mut().for_each(|d| *d = true);
+        // The set this unit was elected by names the units that hold every op committed
+        // before this epoch: if this epoch commits nothing, it is still the freshest set that
+        // says who holds them (see `adopt_higher_epoch`).
+        self.remember_view(self.own_view());
         self.has_view = true;
         self.view_epoch = epoch;
         self.view_origin = super::ViewOrigin::Announced;

@@ -1164,6 +1164,15 @@ impl ControlUnit {
         false
     }
 
+    /// Keeps `view` as the set this life knows from an epoch it leaves, unless the one it
+    /// already knows is fresher.
+    fn remember_view(&mut self, view: Option<View>) {
+        self.known_view = match (self.known_view, view) {
+            (Some(k), Some(v)) if k.supersedes(v) => Some(k),
+            (k, v) => v.or(k),
+        };
+    }
+
     /// A higher epoch exists: whatever we were, we now follow it and need a fresh transfer.
     fn adopt_higher_epoch(&mut self, now_us: u64, epoch: Epoch) {
         if self.cfg.inject == InjectedBug::TwoPrimaries && self.role() == Role::Primary {
@@ -1172,18 +1181,24 @@ impl ControlUnit {
         }
         let was = self.role();
         let left = if was == Role::Primary {
-            Some(View {
+            // No one in the set now and no one dropped since a commit: this epoch committed
+            // nothing (a commit needs a member, who stays in the set or is recorded when
+            // dropped), so its empty set says nothing of who holds the committed ops; the set
+            // this unit was elected by still does. Remembering the empty set instead, a
+            // primary that no standby ever joined (cut off right after taking over) abstained
+            // from every vote after stepping down. Seed 42726013 (four units): with one unit
+            // restarted and the other voting for the one standby that kept its state, no
+            // majority ever formed.
+            let holders = self.announced_mask | self.dropped_holding_all;
+            (holders != 0).then_some(View {
                 epoch: self.epoch,
                 version: self.sync_version,
-                mask: self.announced_mask | self.dropped_holding_all,
+                mask: holders,
             })
         } else {
             self.own_view()
         };
-        self.known_view = match (self.known_view, left) {
-            (Some(k), Some(l)) if k.supersedes(l) => Some(k),
-            (k, l) => l.or(k),
-        };
+        self.remember_view(left);
         // A standby with every channel keeps its state: the new primary will send only what
         // it lacks, if its state is of the new primary's lineage.
         let keep = was == Role::Standby && self.chans.iter().all(|c| c.ready);
