@@ -12,7 +12,7 @@ use crate::proto::{
 };
 use crate::rng::SplitMix64;
 use crate::runtime::api::{Change, FLAG_PRIVATE, INLINE_VALUE_BYTES};
-use crate::runtime::latency::STAGES;
+use crate::runtime::latency::{STAGES, interval_link};
 use crate::runtime::node::NodeRunner;
 use crate::runtime::turns::TurnProfile;
 use crate::runtime::worker::{self, Gauges, WorkerOutput, WorkerSpec};
@@ -24,6 +24,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+/// Closed latency intervals (one a second) a worker can hand over before the progress loop
+/// takes them: the prefill and the drain run without it.
+const INTERVALS_IN_FLIGHT: usize = 16;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ChurnArgs {
@@ -330,6 +334,8 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
     let mut producers = Vec::new();
     let mut hostile_targets = Vec::new();
     let mut gauges = Vec::new();
+    // Each worker's per-second latency histograms, taken off it once a second.
+    let mut collectors = Vec::new();
     let mut io_kind = None;
     for (w, shard) in shards.iter().enumerate() {
         let clients: Vec<NodeId> = (0..args.clients.min(shard.channels.len()))
@@ -462,7 +468,11 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
             source,
             commits: None,
             core: cores.get(w % cores.len().max(1)).copied(),
-            latency: true,
+            latency: Some({
+                let (link, collector) = interval_link(INTERVALS_IN_FLIGHT);
+                collectors.push(collector);
+                link
+            }),
             handler: None,
             profile_turns: Some(run_phase.clone()),
         };
@@ -493,7 +503,6 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
     };
     // Progress, once a second.
     let total = |f: &dyn Fn(&Gauges) -> u64| gauges.iter().map(|g| f(g)).sum::<u64>();
-    let worst = |f: &dyn Fn(&Gauges) -> u64| gauges.iter().map(|g| f(g)).max().unwrap_or(0);
     let base = if args.prefill() {
         prefill(args, &gauges)?
     } else {
@@ -526,6 +535,15 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
         let submitted = total(&|g| g.submitted.load(Ordering::Relaxed));
         let retained = total(&|g| g.retained_ops.load(Ordering::Relaxed));
         let cap = total(&|g| g.retention_capacity.load(Ordering::Relaxed)).max(1);
+        // The standby_commit p99 and max of each worker's last whole second, worst of them.
+        let (mut p99_us, mut max_us) = (0, 0);
+        for c in &mut collectors {
+            c.collect();
+            if let Some(commit) = c.intervals.last().map(|set| &set[2]) {
+                p99_us = p99_us.max(commit.value_at_quantile(0.99));
+                max_us = max_us.max(commit.max());
+            }
+        }
         let dt = last.2.elapsed().as_secs_f64().max(1e-9);
         say!(
             "[{:>5.1}s] committed {:>10.0}/s  submitted {:>10.0}/s  commit lag {:>8} ops  retention {:>5.1}%  backpressure {}  commit p99 {} us max {} us",
@@ -535,8 +553,8 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
             submitted.saturating_sub(committed),
             100.0 * retained as f64 / cap as f64,
             total(&|g| g.backpressure.load(Ordering::Relaxed)),
-            worst(&|g| g.commit_p99_us.load(Ordering::Relaxed)),
-            worst(&|g| g.commit_max_us.load(Ordering::Relaxed)),
+            p99_us,
+            max_us,
         );
         last = (committed, submitted, Instant::now());
     }
@@ -584,7 +602,15 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
     stop.store(true, Ordering::Relaxed);
     let outputs: Vec<WorkerOutput> = handles
         .into_iter()
-        .map(|h| h.join().expect("worker thread panicked"))
+        .zip(collectors)
+        .map(|(h, mut collector)| {
+            let mut out = h.join().expect("worker thread panicked");
+            // What went through the link first, then what the worker kept: in order.
+            collector.collect();
+            collector.intervals.append(&mut out.intervals);
+            out.intervals = collector.intervals;
+            out
+        })
         .collect();
     // The ledger, from the seeds and counts alone: each source's schedule replayed afresh.
     let rebuild_start = Instant::now();
@@ -1062,8 +1088,8 @@ fn report(
         if let Some(e) = &out.error {
             errors.push(e.clone());
         }
-        if let Some(l) = &out.latency {
-            for (s, h) in stages.iter_mut().zip(&l.total) {
+        for set in &out.intervals {
+            for (s, h) in stages.iter_mut().zip(set) {
                 s.add(h).map_err(|e| e.to_string())?;
             }
         }

@@ -182,7 +182,7 @@ fn start(
         source: None,
         commits: Some(com_tx),
         core,
-        latency: false,
+        latency: None,
         handler,
         profile_turns: None,
     };

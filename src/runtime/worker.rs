@@ -3,12 +3,11 @@
 //! gauges. Natural batching: each turn takes what is ready (up to a bound), then flushes.
 
 use super::api::{Change, ClientHandler, CommitNote};
-use super::latency::LatencyRecorder;
+use super::latency::{IntervalLink, LatencyRecorder, StageSet};
 use super::node::NodeRunner;
 use super::turns::TurnProfile;
 use crate::proto::Node;
 use crate::proto::{Event, Role, SubmitError};
-use hdrhistogram::Histogram;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -34,9 +33,6 @@ pub struct Gauges {
     /// Turns completed. Stored last, with release ordering, after the other counters of the
     /// turn: a reader that sees turn `n` (acquire) sees every count of turns up to `n`.
     pub turns: AtomicU64,
-    /// `standby_commit` p99 and max of the last whole second, in µs (0 before the first).
-    pub commit_p99_us: AtomicU64,
-    pub commit_max_us: AtomicU64,
 }
 
 /// A submitter that runs inside the worker's turn instead of on a thread of its own (a load
@@ -81,8 +77,9 @@ pub struct WorkerSpec {
     pub source: Option<(Box<dyn Source>, rtrb::Producer<Change>)>,
     pub commits: Option<rtrb::Producer<CommitNote>>,
     pub core: Option<core_affinity::CoreId>,
-    /// Record per-stage latency (needs the primary and the clients in this worker).
-    pub latency: bool,
+    /// Record per-stage latency (needs the primary and the clients in this worker), handing
+    /// each second's histograms to the collector at the other end of the link.
+    pub latency: Option<IntervalLink>,
     pub handler: Option<Box<dyn ClientHandler>>,
     /// Profile turns while this flag is set (churn sets it for the timed run only).
     pub profile_turns: Option<Arc<AtomicBool>>,
@@ -91,9 +88,9 @@ pub struct WorkerSpec {
 #[derive(Debug)]
 pub struct WorkerOutput {
     pub nodes: Vec<NodeRunner>,
-    pub latency: Option<LatencyRecorder>,
-    /// Per-second latency histograms (client_apply, client_ack, standby_commit).
-    pub intervals: Vec<[Histogram<u64>; 3]>,
+    /// Per-second latency histograms (client_apply, client_ack, standby_commit) that did not
+    /// go through the link, the last one included: they follow the collector's, in order.
+    pub intervals: Vec<StageSet>,
     /// Highest commit watermark announced per channel (for the lost-commit check).
     pub committed_through: Vec<u64>,
     /// Time this worker spent runnable but not running (preempted by other tasks), and how
@@ -194,8 +191,10 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
         .first()
         .and_then(|n| n.machine.as_cu())
         .map_or(1, |c| c.config().window_ops);
-    let mut latency = spec.latency.then(|| LatencyRecorder::new(channels, window));
-    let mut intervals = Vec::new();
+    let mut latency = spec
+        .latency
+        .take()
+        .map(|link| LatencyRecorder::new(channels, window, link));
     let mut next_interval_ns = 1_000_000_000u64;
     let mut next_publish_ns = 0u64;
     let mut committed_through = vec![0u64; channels];
@@ -294,12 +293,7 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
         if now_ns >= next_interval_ns {
             next_interval_ns += 1_000_000_000;
             if let Some(l) = latency.as_mut() {
-                let commit = &l.interval[2];
-                gauges
-                    .commit_p99_us
-                    .store(commit.value_at_quantile(0.99), Ordering::Relaxed);
-                gauges.commit_max_us.store(commit.max(), Ordering::Relaxed);
-                intervals.push(l.close_interval());
+                l.close_interval();
             }
         }
         if work == 0 {
@@ -312,12 +306,12 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
         }
     }
     publish(&spec.nodes, primary, gauges);
-    if let Some(l) = latency.as_mut() {
-        intervals.push(l.close_interval());
-    }
+    let intervals = latency.map_or_else(Vec::new, |mut l| {
+        l.close_interval();
+        l.overflow
+    });
     WorkerOutput {
         nodes: spec.nodes,
-        latency,
         intervals,
         committed_through,
         preempted: Preemption::now()
