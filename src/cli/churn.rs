@@ -14,7 +14,7 @@ use crate::rng::SplitMix64;
 use crate::runtime::api::{Change, FLAG_PRIVATE, INLINE_VALUE_BYTES};
 use crate::runtime::latency::{STAGES, interval_link};
 use crate::runtime::node::NodeRunner;
-use crate::runtime::turns::TurnProfile;
+use crate::runtime::turns::{LongTurns, TurnProfile};
 use crate::runtime::worker::{self, Gauges, WorkerOutput, WorkerSpec};
 use crate::transport::{FaultConfig, IoChoice, Transport, TransportConfig};
 use hdrhistogram::Histogram;
@@ -1270,6 +1270,20 @@ fn report(
         per.value_at_quantile(0.99),
         per.max()
     );
+    let ms = |l: LongTurns| l.sum_ns as f64 / 1e6;
+    let (pre, own, unsplit) = (turns.long_preempted, turns.long_on_cpu, turns.long_unsplit);
+    say!(
+        "turns over 1 ms: {} held off their core half the turn or more ({:.1} ms), {} on their core all along ({:.1} ms: a backlog, a slow stretch of the machine, or our own work){}",
+        pre.count,
+        ms(pre),
+        own.count,
+        ms(own),
+        if unsplit.count > 0 {
+            format!(", {} not split ({:.1} ms)", unsplit.count, ms(unsplit))
+        } else {
+            String::new()
+        }
+    );
     let l = &end.ledger;
     say!(
         "digests: {}",
@@ -1396,6 +1410,13 @@ fn report(
             "worker_busy_share": turns.busy_share(),
             "busy_turn_us": quantiles(&turns.busy_turn_us),
             "submissions_per_turn": quantiles(&turns.submissions_per_turn),
+            "long_turns": {
+                "preempted": turns.long_preempted.count,
+                "preempted_ms": turns.long_preempted.sum_ns as f64 / 1e6,
+                "on_cpu": turns.long_on_cpu.count,
+                "on_cpu_ms": turns.long_on_cpu.sum_ns as f64 / 1e6,
+                "unsplit": turns.long_unsplit.count,
+            },
             "prefill_s": base.seconds,
             "wire_bytes_per_change": bytes as f64 / committed.max(1) as f64,
             "backpressure": total(&|g| g.backpressure.load(Ordering::Relaxed)),

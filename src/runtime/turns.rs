@@ -1,6 +1,12 @@
 //! Where a worker's time goes, turn by turn: how long its busy turns last and how many
 //! submissions each takes. Commit latency is about one and a half turns, so the turn-length
 //! tail is the first thing to read when the latency tail is long.
+//!
+//! A long turn is then split by what held it up: the scheduler kept the worker off its core
+//! (another task ran; the fabric can do nothing about it but leave idle time), or the worker
+//! ran all along and the turn was long anyway (a backlog after a stall, a slow stretch of the
+//! machine, or our own work). The scheduler's run-queue wait is read only at long turns and
+//! every 100 ms, so the split costs nothing per turn.
 
 use hdrhistogram::Histogram;
 
@@ -14,6 +20,32 @@ pub struct TurnProfile {
     pub busy_ns: u64,
     /// Time the profile covered (busy or not).
     pub covered_ns: u64,
+    /// Turns of at least [`LONG_TURN_NS`] during which the worker waited on the run queue for
+    /// at least half the turn.
+    pub long_preempted: LongTurns,
+    /// Turns of at least [`LONG_TURN_NS`] that waited less than that.
+    pub long_on_cpu: LongTurns,
+    /// Long turns with no run-queue figure to split them by (no schedstat, or no baseline yet).
+    pub long_unsplit: LongTurns,
+    /// The worker's run-queue wait at the last reading.
+    run_delay_ns: Option<u64>,
+}
+
+/// A turn at least this long is split by what held it up.
+pub const LONG_TURN_NS: u64 = 1_000_000;
+
+/// A count of long turns and their summed length.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LongTurns {
+    pub count: u64,
+    pub sum_ns: u64,
+}
+
+impl LongTurns {
+    fn add(&mut self, other: LongTurns) {
+        self.count += other.count;
+        self.sum_ns += other.sum_ns;
+    }
 }
 
 impl Default for TurnProfile {
@@ -24,14 +56,42 @@ impl Default for TurnProfile {
             submissions_per_turn: hist(),
             busy_ns: 0,
             covered_ns: 0,
+            long_preempted: LongTurns::default(),
+            long_on_cpu: LongTurns::default(),
+            long_unsplit: LongTurns::default(),
+            run_delay_ns: None,
         }
     }
 }
 
 impl TurnProfile {
-    /// Adds one turn that started at `start_ns` and ended at `end_ns`.
-    pub fn record(&mut self, start_ns: u64, end_ns: u64, busy: bool, submissions: usize) {
+    /// Adds one turn that started at `start_ns` and ended at `end_ns`. `run_delay_ns` reads
+    /// the worker's run-queue wait so far; it is called for long turns only.
+    pub fn record(
+        &mut self,
+        start_ns: u64,
+        end_ns: u64,
+        busy: bool,
+        submissions: usize,
+        run_delay_ns: impl FnOnce() -> Option<u64>,
+    ) {
         let ns = end_ns.saturating_sub(start_ns);
+        if ns >= LONG_TURN_NS {
+            let now = run_delay_ns();
+            // The wait since the last reading: this turn's, plus any short preemption of the
+            // (at most 100 ms of) turns since, which `rebase` keeps small.
+            let waited = now.zip(self.run_delay_ns).map(|(n, p)| n.saturating_sub(p));
+            self.run_delay_ns = now;
+            let class = match waited {
+                Some(w) if 2 * w >= ns => &mut self.long_preempted,
+                Some(_) => &mut self.long_on_cpu,
+                None => &mut self.long_unsplit,
+            };
+            class.add(LongTurns {
+                count: 1,
+                sum_ns: ns,
+            });
+        }
         self.covered_ns += ns;
         if busy {
             self.busy_ns += ns;
@@ -41,6 +101,12 @@ impl TurnProfile {
         }
     }
 
+    /// Takes a fresh reading of the run-queue wait, so that the next long turn counts only
+    /// what it waited since (call it every 100 ms or so).
+    pub fn rebase(&mut self, run_delay_ns: Option<u64>) {
+        self.run_delay_ns = run_delay_ns;
+    }
+
     /// Merges another worker's profile into this one.
     pub fn add(&mut self, other: &TurnProfile) {
         // Same bounds on both sides, so adding cannot fail.
@@ -48,6 +114,9 @@ impl TurnProfile {
         let _ = self.submissions_per_turn.add(&other.submissions_per_turn);
         self.busy_ns += other.busy_ns;
         self.covered_ns += other.covered_ns;
+        self.long_preempted.add(other.long_preempted);
+        self.long_on_cpu.add(other.long_on_cpu);
+        self.long_unsplit.add(other.long_unsplit);
     }
 
     /// Share of the covered time spent in busy turns.
@@ -63,8 +132,10 @@ mod tests {
     #[test]
     fn idle_turns_count_only_toward_coverage() {
         let mut p = TurnProfile::default();
-        p.record(0, 3_000, true, 7);
-        p.record(3_000, 4_000, false, 0);
+        p.record(0, 3_000, true, 7, || panic!("read only for long turns"));
+        p.record(3_000, 4_000, false, 0, || {
+            panic!("read only for long turns")
+        });
         assert_eq!(p.busy_turn_us.len(), 1);
         assert_eq!(p.busy_turn_us.max(), 3);
         assert_eq!(p.submissions_per_turn.max(), 7);
@@ -74,5 +145,27 @@ mod tests {
         q.add(&p);
         assert_eq!(q.busy_turn_us.len(), 2);
         assert_eq!(q.covered_ns, 8_000);
+    }
+
+    #[test]
+    fn long_turns_are_split_by_the_run_queue_wait_since_the_last_reading() {
+        let ms = 1_000_000;
+        let mut p = TurnProfile::default();
+        // No baseline yet: not split.
+        p.record(0, 2 * ms, true, 1, || Some(0));
+        p.rebase(Some(10 * ms));
+        // Waited 1.5 of 2 ms: preempted.
+        p.record(0, 2 * ms, true, 1, || Some(11 * ms + ms / 2));
+        // Waited 0.2 of 3 ms since that reading: on the CPU.
+        p.record(0, 3 * ms, true, 1, || Some(11 * ms + 7 * ms / 10));
+        // A kernel without schedstat: not split.
+        p.record(0, ms, true, 1, || None);
+        let n = |l: super::LongTurns| (l.count, l.sum_ns / ms);
+        assert_eq!(n(p.long_preempted), (1, 2));
+        assert_eq!(n(p.long_on_cpu), (1, 3));
+        assert_eq!(n(p.long_unsplit), (2, 3));
+        let mut q = TurnProfile::default();
+        q.add(&p);
+        assert_eq!(q.long_on_cpu, p.long_on_cpu);
     }
 }

@@ -131,10 +131,15 @@ pub struct Preemption {
     pub involuntary_switches: u64,
 }
 
+/// This thread's run-queue wait so far (`None` where the kernel does not report it).
+fn run_delay_ns() -> Option<u64> {
+    SchedStat::read("/proc/thread-self/schedstat").map(|s| s.wait_ns)
+}
+
 impl Preemption {
     /// This thread's counters so far (Linux `/proc/thread-self`).
     fn now() -> Option<Preemption> {
-        let run_delay_ns = SchedStat::read("/proc/thread-self/schedstat")?.wait_ns;
+        let run_delay_ns = run_delay_ns()?;
         let status = std::fs::read_to_string("/proc/thread-self/status").ok()?;
         let involuntary_switches = status
             .lines()
@@ -281,7 +286,7 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
             .is_some_and(|on| on.load(Ordering::Relaxed))
         {
             let end_ns = clock.elapsed().as_nanos() as u64;
-            turns.record(now_ns, end_ns, work > 0, submissions);
+            turns.record(now_ns, end_ns, work > 0, submissions, run_delay_ns);
         }
         if error.is_some() {
             break;
@@ -289,6 +294,9 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
         if now_ns >= next_publish_ns {
             next_publish_ns = now_ns + 100_000_000;
             publish(&spec.nodes, primary, gauges);
+            if spec.profile_turns.is_some() {
+                turns.rebase(run_delay_ns());
+            }
         }
         if now_ns >= next_interval_ns {
             next_interval_ns += 1_000_000_000;
