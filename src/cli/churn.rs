@@ -55,8 +55,10 @@ pub struct ChurnArgs {
     /// Client nodes per worker.
     #[arg(long, default_value_t = 2)]
     pub clients: usize,
-    /// Datagram payload size (loopback takes up to 65507).
-    #[arg(long, default_value_t = 16384)]
+    /// Datagram payload size. The default is the most loopback takes: a quarter of the
+    /// datagrams to receive and verify of 16 KiB ones sent in GSO trains (1.04x committed/s
+    /// over 6 pairs, session 16).
+    #[arg(long, default_value_t = 65507)]
     pub datagram_bytes: usize,
     /// Retention window per channel, in ops.
     #[arg(long, default_value_t = 16384)]
