@@ -12,7 +12,7 @@ use crate::proto::{
 };
 use crate::rng::SplitMix64;
 use crate::runtime::api::{Change, FLAG_PRIVATE, INLINE_VALUE_BYTES};
-use crate::runtime::latency::{STAGES, interval_link};
+use crate::runtime::latency::{STAGES, StageSet, interval_link};
 use crate::runtime::node::NodeRunner;
 use crate::runtime::turns::{LongTurns, TurnProfile};
 use crate::runtime::worker::{self, Gauges, WorkerOutput, WorkerSpec};
@@ -1084,7 +1084,7 @@ fn report(
     let mut errors = Vec::new();
     let mut digests_equal = true;
     let refused = total(&|g| g.rejected.load(Ordering::Relaxed));
-    let mut stages: [Histogram<u64>; 3] =
+    let mut stages: StageSet =
         std::array::from_fn(|_| Histogram::new_with_bounds(1, 60_000_000, 3).expect("bounds"));
     for out in outputs {
         if let Some(e) = &out.error {
@@ -1462,7 +1462,7 @@ fn report(
 
 /// Every worker's per-second latency histograms added up, interval by interval:
 /// `(start from the start of the process, duration, [stage histograms])`.
-type Interval = (Duration, Duration, [Histogram<u64>; 3]);
+type Interval = (Duration, Duration, StageSet);
 
 fn merged_intervals(
     outputs: &[WorkerOutput],
@@ -1470,7 +1470,7 @@ fn merged_intervals(
     let n = outputs.iter().map(|o| o.intervals.len()).max().unwrap_or(0);
     (0..n)
         .map(|i| {
-            let mut hs: [Histogram<u64>; 3] = std::array::from_fn(|_| {
+            let mut hs: StageSet = std::array::from_fn(|_| {
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds")
             });
             for o in outputs {

@@ -38,7 +38,7 @@ pub struct LatencyRecorder {
 
 /// A stage set of empty histograms whose memory has been written once, so that recording into
 /// it never faults a page in.
-pub fn touched_set() -> StageSet {
+fn touched_set() -> StageSet {
     std::array::from_fn(|_| {
         let mut h = Histogram::new_with_bounds(1, 60_000_000, 3)
             .expect("static histogram bounds are valid");
