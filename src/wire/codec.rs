@@ -253,7 +253,14 @@ fn split_run_op(bytes: &[u8], channel: u32, op: u64) -> Result<(UpdateView<'_>, 
     let (&[public, private], entries) =
         bytes.split_first_chunk::<2>().ok_or(WireError::BadEntry)?;
     let (public, private) = (u16::from(public), u16::from(private));
-    let (public_len, len, cookie) = split_entries(entries, public, private)?;
+    // Nearly every op of a router's churn writes one key: split it without the loops.
+    let (public_len, len, cookie) = if (public, private) == (1, 0) {
+        let (e, tail) = split_entry(entries)?;
+        let len = entries.len() - tail.len();
+        (len, len, 1 << e.section)
+    } else {
+        split_entries(entries, public, private)?
+    };
     let (entry_bytes, rest) = entries.split_at(len);
     let fixed = UpdateFixed {
         channel: channel.into(),
