@@ -61,36 +61,12 @@ impl<'a> Slot<'a> {
     pub fn private(&self) -> (&'a [u8], u16) {
         (&self.bytes[self.public_len..], self.private_count)
     }
-    pub fn entries(&self) -> impl Iterator<Item = Entry<'a>> + use<'a> {
-        let public = self.public_count as usize;
-        EntryIterOwned {
-            inner: decode_entries(self.bytes),
-            index: 0,
-            public,
-        }
+    /// Its entries, public ones first (those after `public_count` come out private).
+    pub fn entries(&self) -> EntryIter<'a> {
+        // Entries stored in the log were validated when they arrived (or encoded by us), so
+        // the iterator cannot fail.
+        crate::wire::codec_entry_iter(self.bytes, self.public_count)
     }
-}
-
-struct EntryIterOwned<'a> {
-    inner: EntryIter<'a>,
-    index: usize,
-    public: usize,
-}
-
-impl<'a> Iterator for EntryIterOwned<'a> {
-    type Item = Entry<'a>;
-    fn next(&mut self) -> Option<Entry<'a>> {
-        let e = self.inner.next()?;
-        let private = self.index >= self.public;
-        self.index += 1;
-        Some(Entry { private, ..e })
-    }
-}
-
-/// Entries stored in the log were validated when they arrived (or encoded by us), so a plain
-/// iterator over them cannot fail.
-fn decode_entries(bytes: &[u8]) -> EntryIter<'_> {
-    crate::wire::codec_entry_iter(bytes)
 }
 
 /// First log size: a few turns' worth of small changes for one channel.
@@ -333,8 +309,11 @@ impl OpRing {
     /// Stores a change built from caller entries (the primary's submit path): each entry is
     /// encoded once, into the log, public entries first.
     pub fn push_entries(&mut self, op: OpId, entries: &[Entry<'_>]) {
-        let len: usize = entries.iter().map(|e| entry_wire_len(e)).sum();
-        let private_count = entries.iter().filter(|e| e.private).count();
+        let (mut len, mut private_count) = (0, 0);
+        for e in entries {
+            len += entry_wire_len(e);
+            private_count += usize::from(e.private);
+        }
         // A change holds at most `u16::MAX` entries: checked at submit.
         let counts = ((entries.len() - private_count) as u16, private_count as u16);
         let offset = self.push_record(op, len, counts);
@@ -345,8 +324,10 @@ impl OpRing {
             cookie = cookie.with(u32::from(e.section));
         }
         let public_len = at - offset;
-        for e in entries.iter().filter(|e| e.private) {
-            at += write_entry(&mut self.log[at..], e);
+        if private_count > 0 {
+            for e in entries.iter().filter(|e| e.private) {
+                at += write_entry(&mut self.log[at..], e);
+            }
         }
         let i = self.index(op);
         let r = &mut self.records[i];

@@ -818,11 +818,11 @@ impl<'a> FrameBuilder<'a> {
     }
 }
 
-/// Iterates entries previously validated or encoded by us; every entry is reported as public
-/// (the caller knows where the private ones start).
-pub fn codec_entry_iter(bytes: &[u8]) -> EntryIter<'_> {
+/// Iterates entries previously validated or encoded by us, the first `public_count` of them
+/// public and the rest private.
+pub fn codec_entry_iter(bytes: &[u8], public_count: u16) -> EntryIter<'_> {
     EntryIter {
         bytes,
-        public_left: u16::MAX,
+        public_left: public_count,
     }
 }
