@@ -16,7 +16,7 @@
 //! allocate.
 
 use super::ids::{OpId, SectionMask};
-use crate::wire::{Entry, EntryIter, UpdateView, entry_wire_len, write_entry};
+use crate::wire::{Entry, EntryIter, UpdateView, copy_short, entry_wire_len, write_entry};
 
 /// Bytes in front of each op's entries in the log: its public and private entry counts, a
 /// byte each, as an UPDATE_RUN carries an op.
@@ -340,7 +340,10 @@ impl OpRing {
         let op = OpId::new(u.op());
         let counts = (u.fixed.public_count.get(), u.fixed.private_count.get());
         let offset = self.push_record(op, u.entry_bytes.len(), counts);
-        self.log[offset..offset + u.entry_bytes.len()].copy_from_slice(u.entry_bytes);
+        copy_short(
+            &mut self.log[offset..offset + u.entry_bytes.len()],
+            u.entry_bytes,
+        );
         let i = self.index(op);
         let r = &mut self.records[i];
         r.cookie = SectionMask::new(u.cookie());

@@ -24,6 +24,7 @@
 //! yields entries). Nothing that replicas compare depends on it: the entry hash and digest are
 //! computed by the caller from section, key and value alone.
 
+use crate::wire::copy_short;
 use std::fmt;
 
 /// Value bytes stored inside the slot itself.
@@ -327,7 +328,7 @@ impl SectionTable {
             self.value_bytes -= old.1 as u64;
             s.hash = hash;
             match (s.is_inline(), value.len() <= INLINE_BYTES) {
-                (true, true) => s.data[..value.len()].copy_from_slice(value),
+                (true, true) => copy_short(&mut s.data[..value.len()], value),
                 (false, false) => {
                     let b = &mut side_of(&mut self.side).bufs[s.side_index()];
                     b.clear();
@@ -339,7 +340,7 @@ impl SectionTable {
                 }
                 (false, true) => {
                     side_of(&mut self.side).release(s.side_index());
-                    s.data[..value.len()].copy_from_slice(value);
+                    copy_short(&mut s.data[..value.len()], value);
                 }
             }
             s.len = len;
@@ -355,7 +356,7 @@ impl SectionTable {
             data: [0; INLINE_BYTES],
         };
         if value.len() <= INLINE_BYTES {
-            slot.data[..value.len()].copy_from_slice(value);
+            copy_short(&mut slot.data[..value.len()], value);
         } else {
             let idx = side_of(&mut self.side).alloc(value);
             slot.set_side_index(idx);

@@ -201,10 +201,38 @@ pub fn write_entry(out: &mut [u8], e: &Entry<'_>) -> usize {
         }
     }
     if let Some(value) = e.value {
-        out[at..at + value.len()].copy_from_slice(value);
+        copy_short(&mut out[at..at + value.len()], value);
         at += value.len();
     }
     at
+}
+
+/// Copies `src` into `dst`, which must be as long. Values and encoded entries are a few dozen
+/// bytes, and a call into `memcpy` (its size dispatch, and the registers the caller saves
+/// around it) cost more than such a copy: up to 64 bytes this is two overlapping fixed-size
+/// copies, inline.
+#[inline(always)]
+pub fn copy_short(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    assert_eq!(dst.len(), n, "copy_short: lengths differ");
+    macro_rules! halves {
+        ($w:literal) => {{
+            dst[..$w].copy_from_slice(&src[..$w]);
+            dst[n - $w..].copy_from_slice(&src[n - $w..]);
+        }};
+    }
+    match n {
+        65.. => dst.copy_from_slice(src),
+        32..=64 => halves!(32),
+        16..=31 => halves!(16),
+        8..=15 => halves!(8),
+        4..=7 => halves!(4),
+        _ => {
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = *s;
+            }
+        }
+    }
 }
 
 /// Bytes an entry takes on the wire.

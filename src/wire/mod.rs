@@ -13,7 +13,7 @@ mod layout;
 
 pub use codec::{
     Entry, EntryIter, FrameBuilder, FrameReader, MAX_RUN_OP, Msg, MsgIter, UpdateView,
-    codec_entry_iter, encode_entry, entry_head_offsets, entry_wire_len, write_entry,
+    codec_entry_iter, copy_short, encode_entry, entry_head_offsets, entry_wire_len, write_entry,
 };
 pub use layout::*;
 

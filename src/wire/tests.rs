@@ -1881,3 +1881,19 @@ fn an_op_of_more_than_255_entries_goes_as_an_update() {
         .collect();
     assert_eq!(ops, [(10, 1 << 1, 1), (11, 1 << 3, 300), (12, 1 << 1, 1)]);
 }
+
+/// `copy_short` copies every length exactly, across each of its size classes and their edges,
+/// and writes nothing past the end.
+#[test]
+fn copy_short_copies_every_length() {
+    for n in 0..=130usize {
+        let src: Vec<u8> = (0..n).map(|i| (i * 7 + n) as u8).collect();
+        let mut dst = vec![0xEEu8; n + 8];
+        copy_short(&mut dst[..n], &src);
+        assert_eq!(&dst[..n], &src[..], "length {n}");
+        assert!(
+            dst[n..].iter().all(|&b| b == 0xEE),
+            "length {n} wrote past the end"
+        );
+    }
+}
