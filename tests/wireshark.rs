@@ -542,7 +542,7 @@ fn entries(list: &[Vec<u8>]) -> (Vec<u8>, u16) {
 
 /// The cookie of an op whose public entries are `public` (encoded): the sections they write.
 fn cookie(public: &(Vec<u8>, u16)) -> u64 {
-    statesync::wire::codec_entry_iter(&public.0)
+    statesync::wire::codec_entry_iter(&public.0, public.1)
         .take(public.1 as usize)
         .fold(0, |c, e| c | 1 << e.section)
 }
