@@ -210,6 +210,12 @@ impl ControlUnit {
         let inject = self.cfg.inject;
         let emit = self.cfg.standby_apply_events;
         let c = &mut self.chans[channel as usize];
+        // Called for every update stored, whose ack nearly always comes later: with nothing
+        // acked past what is applied there is nothing to apply, and the ring was pruned when
+        // `applied` last moved.
+        if c.acked <= c.applied && inject != InjectedBug::StandbyApplyBeforeAck {
+            return;
+        }
         let limit = if inject == InjectedBug::StandbyApplyBeforeAck {
             c.ring.top()
         } else {
