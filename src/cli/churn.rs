@@ -1012,17 +1012,28 @@ fn prefill(args: &ChurnArgs, gauges: &[Arc<Gauges>]) -> Result<Baseline, String>
         if committed >= args.keys {
             break;
         }
+        // Per worker, so that a stall says which shard stopped.
+        let per_worker = || {
+            let counts: Vec<String> = gauges
+                .iter()
+                .enumerate()
+                .map(|(w, g)| format!("worker {w}: {}", g.committed.load(Ordering::Relaxed)))
+                .collect();
+            counts.join(", ")
+        };
         if start.elapsed() > Duration::from_secs(120) {
             return Err(format!(
-                "prefill: only {committed} of {} keys committed after 120 s",
-                args.keys
+                "prefill: only {committed} of {} keys committed after 120 s ({})",
+                args.keys,
+                per_worker()
             ));
         }
         if start.elapsed() >= next_line {
             say!(
-                "[prefill {:>4.1}s] {committed} of {} keys committed",
+                "[prefill {:>4.1}s] {committed} of {} keys committed ({})",
                 start.elapsed().as_secs_f64(),
-                args.keys
+                args.keys,
+                per_worker()
             );
             next_line += Duration::from_secs(1);
         }
