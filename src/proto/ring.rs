@@ -233,26 +233,24 @@ impl OpRing {
     }
 
     /// Reserves log for op `op`, which must be `top + 1`, with `len` bytes of entries, writes
-    /// its prefix and fills its record but for the entry fields; returns the log offset of
-    /// the entries.
+    /// its prefix and its record (`op`, `offset` and `len` filled in here); returns the log
+    /// offset of the entries.
     #[inline(always)]
-    fn push_record(&mut self, op: OpId, len: usize, counts: (u16, u16)) -> usize {
+    fn push_record(&mut self, len: usize, record: Record) -> usize {
+        let op = record.op;
         assert_eq!(Some(op), self.top.next(), "ops enter the ring densely");
         assert!(!self.is_full(), "ring overflow: caller must check is_full");
         let offset = self.reserve(OP_PREFIX_BYTES + len);
         self.top = op;
         let i = self.index(op);
         self.records[i] = Record {
-            op,
             offset: offset as u32,
             len: (OP_PREFIX_BYTES + len) as u32,
-            public_count: counts.0,
-            private_count: counts.1,
-            ..Record::default()
+            ..record
         };
         // An op with more than 255 entries of a kind is never sent from the log as it lies
         // ([`OpRing::run_stretch`] skips it): its prefix is left unused.
-        let prefix = [counts.0 as u8, counts.1 as u8];
+        let prefix = [record.public_count as u8, record.private_count as u8];
         self.log[offset..offset + OP_PREFIX_BYTES].copy_from_slice(&prefix);
         offset + OP_PREFIX_BYTES
     }
@@ -309,46 +307,54 @@ impl OpRing {
     /// Stores a change built from caller entries (the primary's submit path): each entry is
     /// encoded once, into the log, public entries first.
     pub fn push_entries(&mut self, op: OpId, entries: &[Entry<'_>]) {
-        let (mut len, mut private_count) = (0, 0);
-        for e in entries {
-            len += entry_wire_len(e);
-            private_count += usize::from(e.private);
-        }
-        // A change holds at most `u16::MAX` entries: checked at submit.
-        let counts = ((entries.len() - private_count) as u16, private_count as u16);
-        let offset = self.push_record(op, len, counts);
-        let mut at = offset;
+        let (mut len, mut public_len, mut private_count) = (0, 0, 0);
         let mut cookie = SectionMask::EMPTY;
+        for e in entries {
+            let n = entry_wire_len(e);
+            len += n;
+            if e.private {
+                private_count += 1;
+            } else {
+                public_len += n;
+                cookie = cookie.with(u32::from(e.section));
+            }
+        }
+        let record = Record {
+            op,
+            cookie,
+            public_len: public_len as u32,
+            // A change holds at most `u16::MAX` entries: checked at submit.
+            public_count: (entries.len() - private_count) as u16,
+            private_count: private_count as u16,
+            ..Record::default()
+        };
+        let mut at = self.push_record(len, record);
         for e in entries.iter().filter(|e| !e.private) {
             at += write_entry(&mut self.log[at..], e);
-            cookie = cookie.with(u32::from(e.section));
         }
-        let public_len = at - offset;
         if private_count > 0 {
             for e in entries.iter().filter(|e| e.private) {
                 at += write_entry(&mut self.log[at..], e);
             }
         }
-        let i = self.index(op);
-        let r = &mut self.records[i];
-        r.cookie = cookie;
-        r.public_len = public_len as u32;
     }
 
     /// Stores a received UPDATE (the standby's pending queue).
     pub fn push_update(&mut self, u: &UpdateView<'_>, preapplied: bool) {
-        let op = OpId::new(u.op());
-        let counts = (u.fixed.public_count.get(), u.fixed.private_count.get());
-        let offset = self.push_record(op, u.entry_bytes.len(), counts);
+        let record = Record {
+            op: OpId::new(u.op()),
+            cookie: SectionMask::new(u.cookie()),
+            public_len: u.public_len as u32,
+            public_count: u.fixed.public_count.get(),
+            private_count: u.fixed.private_count.get(),
+            preapplied,
+            ..Record::default()
+        };
+        let offset = self.push_record(u.entry_bytes.len(), record);
         copy_short(
             &mut self.log[offset..offset + u.entry_bytes.len()],
             u.entry_bytes,
         );
-        let i = self.index(op);
-        let r = &mut self.records[i];
-        r.cookie = SectionMask::new(u.cookie());
-        r.public_len = u.public_len as u32;
-        r.preapplied = preapplied;
     }
 
     /// Drops every op `<= op` from the front; past `top`, the ring is left empty with the op
