@@ -277,6 +277,7 @@ pub fn entry_head_offsets(kind: Kind, body: &[u8]) -> Vec<usize> {
 
 /// One op of an UPDATE_RUN, as an UPDATE of op `op`: its entry counts (one byte each), then
 /// its entries, whose walk gives the op's length and its cookie.
+#[inline(always)]
 fn split_run_op(bytes: &[u8], channel: u32, op: u64) -> Result<(UpdateView<'_>, &[u8]), WireError> {
     let (&[public, private], entries) =
         bytes.split_first_chunk::<2>().ok_or(WireError::BadEntry)?;
@@ -315,6 +316,7 @@ struct RunCursor<'a> {
 }
 
 impl<'a> RunCursor<'a> {
+    #[inline(always)]
     fn next_update(&mut self) -> Result<Option<UpdateView<'a>>, WireError> {
         if self.bytes.is_empty() {
             return Ok(None);
@@ -442,6 +444,7 @@ pub struct MsgIter<'a> {
 
 impl<'a> Iterator for MsgIter<'a> {
     type Item = Msg<'a>;
+    #[inline(always)]
     fn next(&mut self) -> Option<Msg<'a>> {
         loop {
             if let Some(r) = &mut self.run {
