@@ -174,11 +174,10 @@ pub const PREFETCH_HEADER_AHEAD: usize = 2 * PREFETCH_AHEAD;
 
 /// Both prefetch stages with their distances, for loops that look ahead by index.
 pub const PREFETCH_STAGES: [(usize, state::PrefetchHint); 2] = [
-    (
-        PREFETCH_HEADER_AHEAD,
-        state::ChannelState::prefetch_section_of,
-    ),
-    (PREFETCH_AHEAD, state::ChannelState::prefetch_entry),
+    (PREFETCH_HEADER_AHEAD, |state, table, _key| {
+        state.prefetch_section(table)
+    }),
+    (PREFETCH_AHEAD, state::ChannelState::prefetch),
 ];
 
 /// Limits on what one channel may hold, counted over every section (the private one too).

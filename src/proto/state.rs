@@ -17,9 +17,10 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 pub const PRIVATE_SECTION: usize = SECTIONS;
 const ALL_SECTIONS: usize = SECTIONS + 1;
 
-/// One stage of a prefetch ([`ChannelState::prefetch_section_of`] or
-/// [`ChannelState::prefetch_entry`]), for loops that run both at different distances.
-pub type PrefetchHint = fn(&ChannelState, &Entry<'_>);
+/// One stage of a prefetch of the write to `key` in table `table` ([`ChannelState::table_of`]):
+/// the table's header ([`ChannelState::prefetch_section`]) or the key's slot
+/// ([`ChannelState::prefetch`]), for loops that run both at different distances.
+pub type PrefetchHint = fn(&ChannelState, usize, u64);
 
 #[derive(Debug, Clone)]
 pub struct ChannelState {
@@ -53,7 +54,7 @@ impl ChannelState {
 
     /// Index of the table `e` writes: its section, or the primary-only one for a private
     /// entry.
-    fn slot(e: &Entry<'_>) -> usize {
+    pub(crate) fn table_of(e: &Entry<'_>) -> usize {
         if e.private {
             PRIVATE_SECTION
         } else {
@@ -64,7 +65,7 @@ impl ChannelState {
     /// Applies one write; reuses the existing value buffer so steady-state updates of existing
     /// keys do not allocate.
     pub fn apply(&mut self, e: &Entry<'_>) {
-        let s = Self::slot(e);
+        let s = Self::table_of(e);
         match e.value {
             Some(v) => self.put(s, e.key, v),
             None => self.delete(s, e.key),
@@ -82,7 +83,7 @@ impl ChannelState {
     /// [`ChannelState::prefetch`] for the slot `e` will write (section chosen as `apply` does).
     #[inline]
     pub fn prefetch_entry(&self, e: &Entry<'_>) {
-        self.prefetch(Self::slot(e), e.key);
+        self.prefetch(Self::table_of(e), e.key);
     }
 
     /// First stage of a two-stage prefetch: loads the header of the section `e` will write.
@@ -90,10 +91,10 @@ impl ChannelState {
     /// the header's miss; issue this a few writes before [`ChannelState::prefetch_entry`].
     #[inline]
     pub fn prefetch_section_of(&self, e: &Entry<'_>) {
-        self.prefetch_section(Self::slot(e));
+        self.prefetch_section(Self::table_of(e));
     }
 
-    /// [`ChannelState::prefetch_section_of`] by table index ([`ChannelState::slot`]).
+    /// [`ChannelState::prefetch_section_of`] by table index ([`ChannelState::table_of`]).
     #[inline]
     pub(crate) fn prefetch_section(&self, section: usize) {
         if let Some(t) = self.sections.get(section) {
@@ -216,7 +217,7 @@ impl ChannelState {
 
     /// The value now held under the key `e` writes (in its section, public or private).
     pub fn value_of(&self, e: &Entry<'_>) -> Option<&[u8]> {
-        self.get(Self::slot(e), e.key)
+        self.get(Self::table_of(e), e.key)
     }
 
     /// Entries and value bytes held in every section, the private one included: what a

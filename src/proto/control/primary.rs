@@ -5,7 +5,7 @@ use super::lives::Life;
 use super::pacing;
 use super::{ControlError, ControlUnit, PeerChan};
 use crate::proto::bulk::{BulkKind, BulkTx};
-use crate::proto::state::PrefetchHint;
+use crate::proto::state::{ChannelState, PrefetchHint};
 use crate::proto::{Epoch, Event, InjectedBug, NodeId, OpId, Role, SectionMask};
 use crate::wire::{
     BulkAck, CommitBody, Entry, HB_FLAG_NEEDS_TRANSFER, HeartbeatBody, MIN_FRAME_BYTES, NackBody,
@@ -118,7 +118,7 @@ impl ControlUnit {
     /// through [`ControlUnit::submit_batch`].
     fn prefetch(&self, channel: u32, entry: &Entry<'_>, hint: PrefetchHint) {
         if let Some(c) = self.chans.get(channel as usize) {
-            hint(&c.state, entry);
+            hint(&c.state, ChannelState::table_of(entry), entry.key);
         }
     }
 

@@ -5,7 +5,7 @@
 use super::role::RoleState;
 use super::{ControlUnit, ViewOrigin};
 use crate::proto::bulk::{BulkRx, is_stale_stream};
-use crate::proto::state::PRIVATE_SECTION;
+use crate::proto::state::{ChannelState, PRIVATE_SECTION};
 use crate::proto::{Epoch, Event, InjectedBug, OpId, PREFETCH_STAGES, Role};
 use crate::wire::{
     BULK_FLAG_PRIVATE, HB_FLAG_JOINED, HB_FLAG_PRIMARY_LOST, Msg, UPDATE_FLAG_PREAPPLIED,
@@ -184,15 +184,19 @@ impl ControlUnit {
                 self.counters.rejected_stale_update += 1;
                 return;
             }
-            c.ring.push_update(u, pre);
-            if !pre {
-                // Its ack usually arrives within the same turn: start loading the state slots
-                // now so the apply finds them cached (a batch of a few ops per channel is too
-                // short for the look-ahead in `apply_through`).
-                for e in u.entries() {
-                    c.state.prefetch_entry(&e);
+            // The ring notes the op's first write for the prefetch ahead of its apply.
+            let mut first_write = None;
+            for e in u.entries() {
+                let write = (ChannelState::table_of(&e), e.key);
+                first_write.get_or_insert(write);
+                if !pre {
+                    // Its ack usually arrives within the same turn: start loading the state
+                    // slots now so the apply finds them cached (a batch of a few ops per
+                    // channel is too short for the look-ahead in `apply_through`).
+                    c.state.prefetch(write.0, write.1);
                 }
             }
+            c.ring.push_update(u, pre, first_write);
             c.commit_dirty = true;
             self.try_apply(channel);
         } else if now_us >= c.last_nack_us + self.cfg.nack_interval_us {
@@ -456,12 +460,9 @@ pub(super) fn apply_through(
         for (distance, hint) in PREFETCH_STAGES {
             let ahead = op.saturating_add(distance as u64);
             if ahead <= limit
-                && let Some(slot) = c.ring.get(ahead)
-                && !slot.preapplied
+                && let Some((table, key)) = c.ring.first_write(ahead)
             {
-                for e in slot.entries() {
-                    hint(&c.state, &e);
-                }
+                hint(&c.state, table, key);
             }
         }
         apply_op(c, op);
