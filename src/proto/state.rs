@@ -80,15 +80,9 @@ impl ChannelState {
         self.sections[section].prefetch(key);
     }
 
-    /// [`ChannelState::prefetch`] for the slot `e` will write (section chosen as `apply` does).
-    #[inline]
-    pub fn prefetch_entry(&self, e: &Entry<'_>) {
-        self.prefetch(Self::table_of(e), e.key);
-    }
-
     /// First stage of a two-stage prefetch: loads the header of the section `e` will write.
     /// The slot prefetch reads that header to find the slot, so without this it stalls on
-    /// the header's miss; issue this a few writes before [`ChannelState::prefetch_entry`].
+    /// the header's miss; issue this a few writes before [`ChannelState::prefetch`].
     #[inline]
     pub fn prefetch_section_of(&self, e: &Entry<'_>) {
         self.prefetch_section(Self::table_of(e));
@@ -309,7 +303,7 @@ mod tests {
     fn large_values_and_prefetch() {
         let mut a = ChannelState::default();
         let big = vec![5u8; 1000];
-        a.prefetch_entry(&e(4, 7, Some(&big)));
+        a.prefetch_section(4);
         a.apply(&e(4, 7, Some(&big)));
         a.prefetch(4, 7);
         assert_eq!(a.get(4, 7), Some(&big[..]));
