@@ -3,7 +3,8 @@
 # ethtool), saving every value it changes first so that tuning/revert.sh restores exactly those.
 #
 # Usage: tuning/apply.sh [--dry-run] [KNOB...]
-#   KNOB: buffers | backlog | busy-poll (groups of tuning/sysctl.conf) | offload (ethtool);
+#   KNOB: buffers | backlog | busy-poll (groups of tuning/sysctl.conf) | offload (ethtool) |
+#         damon (pause every running DAMON monitor, kdamond);
 #         default: all of them.
 # Env:  STATESYNC_TUNING_STATE  where the saved values go (default /run/statesync-tuning.saved;
 #                               /run is cleared at boot, as the kernel's settings are)
@@ -20,14 +21,14 @@ KNOBS=()
 for a in "$@"; do
     case $a in
         --dry-run) DRY=1 ;;
-        buffers | backlog | busy-poll | offload) KNOBS+=("$a") ;;
-        -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
-        *) echo "apply: unknown knob '$a' (buffers, backlog, busy-poll, offload)" >&2; exit 2 ;;
+        buffers | backlog | busy-poll | offload | damon) KNOBS+=("$a") ;;
+        -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+        *) echo "apply: unknown knob '$a' (buffers, backlog, busy-poll, offload, damon)" >&2; exit 2 ;;
     esac
 done
-[[ ${#KNOBS[@]} -gt 0 ]] || KNOBS=(buffers backlog busy-poll offload)
+[[ ${#KNOBS[@]} -gt 0 ]] || KNOBS=(buffers backlog busy-poll offload damon)
 if [[ $DRY == 0 && $(id -u) != 0 ]]; then
-    echo "apply: needs root (sysctl -w, ethtool -K); try --dry-run" >&2
+    echo "apply: needs root (sysctl -w, ethtool -K, DAMON's sysfs); try --dry-run" >&2
     exit 1
 fi
 [[ $DRY == 1 ]] || touch "$STATE"
@@ -99,5 +100,32 @@ if wants offload; then
             done
         done
     fi
+fi
+# DAMON: a kdamond samples page access every sample interval (500 ms on the VM this was measured
+# on) in one pass over its regions, 2-4 ms of kernel work that nothing preempts on a kernel built
+# with PREEMPT_NONE. Whichever worker shares its core stalls that long, and the changes due
+# meanwhile carry the stall: at half load that alone took standby_commit p99 from about 0.5 ms
+# to 3 ms (docs/measurements/data-path-changes.md, "Session 19"). Pausing the monitor stops the
+# host's DAMON-based reclaim until revert.sh turns it back on.
+if wants damon; then
+    found=0
+    for kd in /sys/kernel/mm/damon/admin/kdamonds/[0-9]*; do
+        [[ -f $kd/state ]] || continue
+        found=1
+        now=$(cat "$kd/state")
+        if [[ $now == off ]]; then
+            echo "apply: $kd/state = off (already)"
+        elif [[ $DRY == 1 ]]; then
+            echo "apply: $kd/state: $now -> off (dry run)"
+            continue
+        else
+            echo off >"$kd/state"
+            echo "apply: $kd/state: $now -> off"
+        fi
+        if [[ $DRY == 0 ]] && ! saved "damon $kd" 2; then
+            echo "damon $kd $now" >>"$STATE"
+        fi
+    done
+    [[ $found == 1 ]] || echo "apply: damon: no DAMON monitor configured, skipped"
 fi
 [[ $DRY == 1 ]] || echo "apply: previous values saved in $STATE (tuning/revert.sh restores them)"

@@ -6,7 +6,8 @@
 # (tuning/revert.sh, and the offloads restored) even when interrupted.
 #
 # Usage: tuning/measure.sh KNOB [RUNS=3] [DURATION_S=10]
-#   KNOB: buffers | backlog | busy-poll | all  (tuning/apply.sh KNOB against the settings found)
+#   KNOB: buffers | backlog | busy-poll | damon | all  (tuning/apply.sh KNOB against the
+#         settings found; for damon, give a latency rate: CHURN_ARGS="--rate 3000000")
 #         gso-off  (the UDP segmentation offloads of lo switched off against on, the default:
 #                   what keeping the kit's `offload` knob on is worth)
 # Env:  BIN (default target/release/statesync), OUT_DIR (default /tmp/statesync-tuning),
@@ -27,12 +28,17 @@ mkdir -p "$OUT_DIR"
 
 LO_FEATS=(generic-segmentation-offload tx-udp-segmentation)
 lo_saved=()
-for f in "${LO_FEATS[@]}"; do
-    lo_saved+=("$f" "$(ethtool -k lo | grep -E "^[[:space:]]*$f:" | awk '{print $2}')")
-done
+if command -v ethtool >/dev/null; then
+    for f in "${LO_FEATS[@]}"; do
+        lo_saved+=("$f" "$(ethtool -k lo | grep -E "^[[:space:]]*$f:" | awk '{print $2}')")
+    done
+elif [[ $KNOB == gso-off ]]; then
+    echo "measure: gso-off needs ethtool (apt-get install ethtool)" >&2
+    exit 1
+fi
 restore() {
     tuning/revert.sh >/dev/null
-    ethtool -K lo "${lo_saved[@]}" 2>/dev/null || true
+    [[ ${#lo_saved[@]} == 0 ]] || ethtool -K lo "${lo_saved[@]}" 2>/dev/null || true
 }
 trap restore EXIT
 

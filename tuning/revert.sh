@@ -15,7 +15,7 @@ if [[ $(id -u) != 0 ]]; then
     exit 1
 fi
 # Newest first, though each setting is saved only once.
-# Lines: "sysctl KEY VALUE..." or "ethtool IFACE FEATURE on|off".
+# Lines: "sysctl KEY VALUE...", "ethtool IFACE FEATURE on|off" or "damon KDAMOND_DIR on|off".
 tac "$STATE" | while read -r what a rest; do
     case $what in
         sysctl)
@@ -28,6 +28,11 @@ tac "$STATE" | while read -r what a rest; do
             now=$(ethtool -k "$a" | grep -E "^[[:space:]]*$feat:" | awk '{print $2}')
             ethtool -K "$a" "$feat" "$val"
             echo "revert: $a $feat: $now -> $val"
+            ;;
+        damon)
+            now=$(cat "$a/state")
+            echo "$rest" >"$a/state"
+            echo "revert: $a/state: $now -> $rest"
             ;;
         *) echo "revert: unknown line in $STATE: $what $a $rest" >&2 ;;
     esac
