@@ -1268,6 +1268,16 @@ fn report(
             top.join(", ")
         }
     );
+    // DAMON's monitor samples page access in one non-preemptible pass every sample interval:
+    // each pass stalls whichever worker shares its core (see tuning/README.md).
+    if let Some(kd) = other_tasks.iter().find(|t| t.comm.starts_with("kdamond")) {
+        say!(
+            "platform: {} (the host's DAMON monitor) ran {:.1} ms in {} slices, each a stall of a worker; `tuning/apply.sh damon` pauses it, `tuning/revert.sh` resumes it",
+            kd.comm,
+            kd.cpu_ms,
+            kd.slices
+        );
+    }
     let mut turns = TurnProfile::default();
     for o in outputs {
         turns.add(&o.turns);
@@ -1285,12 +1295,17 @@ fn report(
     );
     let ms = |l: LongTurns| l.sum_ns as f64 / 1e6;
     let (pre, own, unsplit) = (turns.long_preempted, turns.long_on_cpu, turns.long_unsplit);
+    let full = turns.long_on_cpu_full;
     say!(
-        "turns over 1 ms: {} held off their core half the turn or more ({:.1} ms), {} on their core all along ({:.1} ms: a backlog, a slow stretch of the machine, or our own work){}",
+        "turns over 1 ms: {} held off their core half the turn or more ({:.1} ms), {} on their core all along ({:.1} ms: {} with a full batch, {:.1} ms, catching up on a backlog; {} with less, {:.1} ms, held up on the core: a slow stretch of the machine, or our own work){}",
         pre.count,
         ms(pre),
         own.count,
         ms(own),
+        full.count,
+        ms(full),
+        own.count - full.count,
+        ms(own) - ms(full),
         if unsplit.count > 0 {
             format!(", {} not split ({:.1} ms)", unsplit.count, ms(unsplit))
         } else {
@@ -1428,6 +1443,8 @@ fn report(
                 "preempted_ms": turns.long_preempted.sum_ns as f64 / 1e6,
                 "on_cpu": turns.long_on_cpu.count,
                 "on_cpu_ms": turns.long_on_cpu.sum_ns as f64 / 1e6,
+                "on_cpu_full_batch": turns.long_on_cpu_full.count,
+                "on_cpu_full_batch_ms": turns.long_on_cpu_full.sum_ns as f64 / 1e6,
                 "unsplit": turns.long_unsplit.count,
             },
             "prefill_s": base.seconds,

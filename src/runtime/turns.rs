@@ -6,7 +6,10 @@
 //! (another task ran; the fabric can do nothing about it but leave idle time), or the worker
 //! ran all along and the turn was long anyway (a backlog after a stall, a slow stretch of the
 //! machine, or our own work). The scheduler's run-queue wait is read only at long turns and
-//! every 100 ms, so the split costs nothing per turn.
+//! every 100 ms, so the split costs nothing per turn. A long turn on the core that took a full
+//! batch of submissions was catching up on a backlog; one that took less was itself held up.
+//! The first kind is what a stall costs after it ends: at half load a worker drains a backlog
+//! only as fast as its spare capacity allows, so every stall is followed by a few full turns.
 
 use hdrhistogram::Histogram;
 
@@ -25,6 +28,8 @@ pub struct TurnProfile {
     pub long_preempted: LongTurns,
     /// Turns of at least [`LONG_TURN_NS`] that waited less than that.
     pub long_on_cpu: LongTurns,
+    /// Those of `long_on_cpu` that took a full batch of submissions: catching up on a backlog.
+    pub long_on_cpu_full: LongTurns,
     /// Long turns with no run-queue figure to split them by (no schedstat, or no baseline yet).
     pub long_unsplit: LongTurns,
     /// The worker's run-queue wait at the last reading.
@@ -58,6 +63,7 @@ impl Default for TurnProfile {
             covered_ns: 0,
             long_preempted: LongTurns::default(),
             long_on_cpu: LongTurns::default(),
+            long_on_cpu_full: LongTurns::default(),
             long_unsplit: LongTurns::default(),
             run_delay_ns: None,
         }
@@ -65,14 +71,16 @@ impl Default for TurnProfile {
 }
 
 impl TurnProfile {
-    /// Adds one turn that started at `start_ns` and ended at `end_ns`. `run_delay_ns` reads
-    /// the worker's run-queue wait so far; it is called for long turns only.
+    /// Adds one turn that started at `start_ns` and ended at `end_ns`. `full_batch` says
+    /// whether it took as many submissions as a turn may. `run_delay_ns` reads the worker's
+    /// run-queue wait so far; it is called for long turns only.
     pub fn record(
         &mut self,
         start_ns: u64,
         end_ns: u64,
         busy: bool,
         submissions: usize,
+        full_batch: bool,
         run_delay_ns: impl FnOnce() -> Option<u64>,
     ) {
         let ns = end_ns.saturating_sub(start_ns);
@@ -82,15 +90,20 @@ impl TurnProfile {
             // (at most 100 ms of) turns since, which `rebase` keeps small.
             let waited = now.zip(self.run_delay_ns).map(|(n, p)| n.saturating_sub(p));
             self.run_delay_ns = now;
-            let class = match waited {
-                Some(w) if 2 * w >= ns => &mut self.long_preempted,
-                Some(_) => &mut self.long_on_cpu,
-                None => &mut self.long_unsplit,
-            };
-            class.add(LongTurns {
+            let turn = LongTurns {
                 count: 1,
                 sum_ns: ns,
-            });
+            };
+            match waited {
+                Some(w) if 2 * w >= ns => self.long_preempted.add(turn),
+                Some(_) => {
+                    self.long_on_cpu.add(turn);
+                    if full_batch {
+                        self.long_on_cpu_full.add(turn);
+                    }
+                }
+                None => self.long_unsplit.add(turn),
+            }
         }
         self.covered_ns += ns;
         if busy {
@@ -116,6 +129,7 @@ impl TurnProfile {
         self.covered_ns += other.covered_ns;
         self.long_preempted.add(other.long_preempted);
         self.long_on_cpu.add(other.long_on_cpu);
+        self.long_on_cpu_full.add(other.long_on_cpu_full);
         self.long_unsplit.add(other.long_unsplit);
     }
 
@@ -132,8 +146,10 @@ mod tests {
     #[test]
     fn idle_turns_count_only_toward_coverage() {
         let mut p = TurnProfile::default();
-        p.record(0, 3_000, true, 7, || panic!("read only for long turns"));
-        p.record(3_000, 4_000, false, 0, || {
+        p.record(0, 3_000, true, 7, false, || {
+            panic!("read only for long turns")
+        });
+        p.record(3_000, 4_000, false, 0, false, || {
             panic!("read only for long turns")
         });
         assert_eq!(p.busy_turn_us.len(), 1);
@@ -152,20 +168,24 @@ mod tests {
         let ms = 1_000_000;
         let mut p = TurnProfile::default();
         // No baseline yet: not split.
-        p.record(0, 2 * ms, true, 1, || Some(0));
+        p.record(0, 2 * ms, true, 1, false, || Some(0));
         p.rebase(Some(10 * ms));
-        // Waited 1.5 of 2 ms: preempted.
-        p.record(0, 2 * ms, true, 1, || Some(11 * ms + ms / 2));
-        // Waited 0.2 of 3 ms since that reading: on the CPU.
-        p.record(0, 3 * ms, true, 1, || Some(11 * ms + 7 * ms / 10));
+        // Waited 1.5 of 2 ms: preempted, full batch or not.
+        p.record(0, 2 * ms, true, 4096, true, || Some(11 * ms + ms / 2));
+        // Waited 0.2 of 3 ms since that reading: on the CPU, held up with a short batch.
+        p.record(0, 3 * ms, true, 1, false, || Some(11 * ms + 7 * ms / 10));
+        // On the CPU with a full batch: catching up, 4 ms.
+        p.record(0, 4 * ms, true, 4096, true, || Some(11 * ms + 8 * ms / 10));
         // A kernel without schedstat: not split.
-        p.record(0, ms, true, 1, || None);
+        p.record(0, ms, true, 1, false, || None);
         let n = |l: super::LongTurns| (l.count, l.sum_ns / ms);
         assert_eq!(n(p.long_preempted), (1, 2));
-        assert_eq!(n(p.long_on_cpu), (1, 3));
+        assert_eq!(n(p.long_on_cpu), (2, 7));
+        assert_eq!(n(p.long_on_cpu_full), (1, 4));
         assert_eq!(n(p.long_unsplit), (2, 3));
         let mut q = TurnProfile::default();
         q.add(&p);
         assert_eq!(q.long_on_cpu, p.long_on_cpu);
+        assert_eq!(q.long_on_cpu_full, p.long_on_cpu_full);
     }
 }

@@ -286,7 +286,14 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
             .is_some_and(|on| on.load(Ordering::Relaxed))
         {
             let end_ns = clock.elapsed().as_nanos() as u64;
-            turns.record(now_ns, end_ns, work > 0, submissions, run_delay_ns);
+            turns.record(
+                now_ns,
+                end_ns,
+                work > 0,
+                submissions,
+                submissions >= SUBMIT_BATCH,
+                run_delay_ns,
+            );
         }
         if error.is_some() {
             break;
