@@ -16,6 +16,7 @@ fn args(io: IoChoice, loss: f64, submitter: Submitter) -> ChurnArgs {
         value_bytes: 32,
         io,
         workers: Some(2),
+        shards_per_worker: 1,
         clients: 2,
         datagram_bytes: 1472,
         window_ops: 4096,
@@ -72,6 +73,26 @@ fn churn_converges_over_lossy_loopback() {
 fn churn_converges_on_the_mmsg_fallback() {
     let o = churn(&args(IoChoice::Mmsg, 0.0, Submitter::Thread)).expect("churn runs");
     assert_clean(&o);
+}
+
+/// Three shards per worker thread, each thread taking turns of the other's shards when they
+/// wait (sendmmsg/recvmmsg, which any thread may drive), under loss: the same guarantees.
+#[test]
+fn churn_converges_with_shards_taken_over_between_workers() {
+    let mut a = args(IoChoice::Auto, 0.01, Submitter::Inline);
+    a.shards_per_worker = 3;
+    a.channels = 12;
+    let o = churn(&a).expect("churn runs");
+    assert_clean(&o);
+}
+
+/// An io_uring ring serves the one thread that first used it: asking for both is refused.
+#[test]
+fn shards_that_move_between_workers_refuse_io_uring() {
+    let mut a = args(IoChoice::Uring, 0.0, Submitter::Inline);
+    a.shards_per_worker = 2;
+    let e = churn(&a).expect_err("refused");
+    assert!(e.contains("--io mmsg"), "{e}");
 }
 
 /// The generator drops some changes after counting them: they never commit, and the ledger

@@ -2,7 +2,9 @@
 # Median of N churn runs per I/O backend at --rate max, then N runs at half the uring median
 # (latency; the median p99 is printed), one at a quarter, then one run with the transport fault
 # layer on. Writes JSON reports (and the hdrhistogram logs of the first half-rate run) to
-# $OUT_DIR.
+# $OUT_DIR. LAT_ARGS replaces the churn arguments of the half and quarter runs (the
+# latency profile, e.g. LAT_ARGS="--io mmsg --shards-per-worker 2"; default --io uring); MAX_ARGS
+# adds arguments to the max runs.
 # Usage: tools/churn-medians.sh [runs=3] [duration=10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +18,8 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 rate_of() { python3 -c "import json,sys; print(int(json.load(open(sys.argv[1]))['committed_per_s']))" "$1"; }
 for io in uring mmsg; do
   for i in $(seq 1 "$RUNS"); do
-    "$BIN" churn --duration "$DUR" --rate max --io "$io" --json "$OUT_DIR/max-$io-$i.json" > "$OUT_DIR/max-$io-$i.log"
+    # shellcheck disable=SC2086
+    "$BIN" churn --duration "$DUR" --rate max --io "$io" ${MAX_ARGS:-} --json "$OUT_DIR/max-$io-$i.json" > "$OUT_DIR/max-$io-$i.log"
     echo "$io run $i: $(rate_of "$OUT_DIR/max-$io-$i.json") committed/s"
   done
   m=$(for i in $(seq 1 "$RUNS"); do rate_of "$OUT_DIR/max-$io-$i.json"; done | median)
@@ -27,13 +30,15 @@ p99_of() { python3 -c "import json,sys; l=json.load(open(sys.argv[1]))['latency_
 half=$(( $(cat "$OUT_DIR/median-uring") / 2 ))
 for i in $(seq 1 "$RUNS"); do
   hdr=(); [ "$i" = 1 ] && hdr=(--hdr-log "$OUT_DIR/hdr")
-  "$BIN" churn --duration "$DUR" --rate "$half" --io uring --json "$OUT_DIR/half-$i.json" "${hdr[@]}" > "$OUT_DIR/half-$i.log"
+  # shellcheck disable=SC2086
+  "$BIN" churn --duration "$DUR" --rate "$half" ${LAT_ARGS:---io uring} --json "$OUT_DIR/half-$i.json" "${hdr[@]}" > "$OUT_DIR/half-$i.log"
   echo "half rate ($half/s) run $i: standby_commit p50 p99 p999 max (us): $(p99_of "$OUT_DIR/half-$i.json")"
 done
 m=$(for i in $(seq 1 "$RUNS"); do p99_of "$OUT_DIR/half-$i.json" | cut -d' ' -f2; done | median)
 echo "half rate median standby_commit p99: $m us"
 quarter=$(( half / 2 ))
-"$BIN" churn --duration "$DUR" --rate "$quarter" --io uring --json "$OUT_DIR/quarter.json" > "$OUT_DIR/quarter.log"
+# shellcheck disable=SC2086
+"$BIN" churn --duration "$DUR" --rate "$quarter" ${LAT_ARGS:---io uring} --json "$OUT_DIR/quarter.json" > "$OUT_DIR/quarter.log"
 echo "quarter rate ($quarter/s): standby_commit p50 p99 p999 max (us): $(p99_of "$OUT_DIR/quarter.json")"
 "$BIN" churn --duration "$DUR" --rate max --loss 0.01 --dup 0.005 --reorder 0.01 --json "$OUT_DIR/faults.json" > "$OUT_DIR/faults.log"
 echo "faults (1% loss, 0.5% dup, 1% reorder):"; grep -E "committed |digests" "$OUT_DIR/faults.log"

@@ -52,6 +52,12 @@ pub struct ChurnArgs {
     /// Worker threads (each runs a shard: primary, standby and clients of its channels).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Shards per worker thread (default 1). Above 1, each thread turns its own shards in
+    /// round robin and takes a turn of any other thread's shard that has waited 0.5 ms: a
+    /// thread held off its core then stalls one shard, not all of its own. Needs
+    /// sendmmsg/recvmmsg (an io_uring ring serves one thread).
+    #[arg(long, default_value_t = 1)]
+    pub shards_per_worker: usize,
     /// Client nodes per worker.
     #[arg(long, default_value_t = 2)]
     pub clients: usize,
@@ -182,6 +188,11 @@ impl ChurnArgs {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         self.workers.unwrap_or(cores).max(1)
     }
+
+    /// Shards the channels are split into: `shards_per_worker` per worker thread.
+    fn shard_count(&self) -> usize {
+        self.workers_or_cores() * self.shards_per_worker.max(1)
+    }
 }
 
 pub fn run(args: ChurnArgs) -> ExitCode {
@@ -304,10 +315,20 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
     }
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let n_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers = args.workers_or_cores();
+    let threads = args.workers_or_cores();
+    // Below, a "worker" is a shard: with one shard per thread, the same thing.
+    let workers = args.shard_count();
     if args.channels == 0 || (args.channels as usize) < workers {
-        return Err("--channels: need at least one channel per worker".into());
+        return Err("--channels: need at least one channel per shard".into());
     }
+    if workers > threads && args.io == IoChoice::Uring {
+        return Err("--shards-per-worker above 1 needs --io mmsg (or auto): an io_uring ring serves the one thread that first used it".into());
+    }
+    let io_choice = if workers > threads {
+        IoChoice::Mmsg
+    } else {
+        args.io
+    };
     if args.value_bytes > INLINE_VALUE_BYTES {
         return Err(format!("--value-bytes: at most {INLINE_VALUE_BYTES}"));
     }
@@ -333,6 +354,7 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
     let gen_stop = Arc::new(AtomicBool::new(false));
     let run_phase = Arc::new(AtomicBool::new(!args.prefill()));
     let mut handles = Vec::new();
+    let mut specs = Vec::new();
     let mut producers = Vec::new();
     let mut hostile_targets = Vec::new();
     let mut gauges = Vec::new();
@@ -378,7 +400,7 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
         proto.validate()?;
         let tcfg = TransportConfig {
             bind: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0),
-            io: args.io,
+            io: io_choice,
             max_datagram_bytes: args.datagram_bytes,
             batch: 64,
             sndbuf_bytes: 8 << 20,
@@ -478,14 +500,23 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
             handler: None,
             profile_turns: Some(run_phase.clone()),
         };
-        handles.push(worker::spawn(spec, stop.clone(), g, clock));
+        specs.push((spec, g));
     }
+    let pool = if workers > threads {
+        Some(worker::spawn_pool(specs, threads, stop.clone(), clock))
+    } else {
+        for (spec, g) in specs {
+            handles.push(worker::spawn(spec, stop.clone(), g, clock));
+        }
+        None
+    };
     let io = io_kind.map_or("?".to_string(), |k| k.to_string());
     say!(
-        "churn: {} channels, {} keys, {} B values, {} workers, {} clients/worker, io={io}, rate={}, {} B datagrams, {:.0} s",
+        "churn: {} channels, {} keys, {} B values, {} workers, {} shards, {} clients/shard, io={io}, rate={}, {} B datagrams, {:.0} s",
         args.channels,
         args.keys,
         args.value_bytes,
+        threads,
         workers,
         args.clients,
         args.rate,
@@ -602,11 +633,17 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
     // the last changes of the run.
     let other_tasks = tasks_at_start.ran_until(&TaskSnapshot::take());
     stop.store(true, Ordering::Relaxed);
-    let outputs: Vec<WorkerOutput> = handles
+    let joined: Vec<WorkerOutput> = match pool {
+        Some(pool) => pool.join()?,
+        None => handles
+            .into_iter()
+            .map(|h| h.join().expect("worker thread panicked"))
+            .collect(),
+    };
+    let outputs: Vec<WorkerOutput> = joined
         .into_iter()
         .zip(collectors)
-        .map(|(h, mut collector)| {
-            let mut out = h.join().expect("worker thread panicked");
+        .map(|(mut out, mut collector)| {
             // What went through the link first, then what the worker kept: in order.
             collector.collect();
             collector.intervals.append(&mut out.intervals);
@@ -802,7 +839,7 @@ impl Schedule {
         run_phase: Arc<AtomicBool>,
         shard: Option<(usize, usize)>,
     ) -> Self {
-        let workers = args.workers_or_cores();
+        let workers = args.shard_count();
         let share = shard.map_or(1.0, |(_, n)| n as f64);
         let seed = args.seed ^ shard.map_or(0, |(w, _)| (w as u64 + 1).rotate_left(32));
         let channels = args.channels as u64;
@@ -1145,8 +1182,14 @@ fn report(
     let cpu_ns_per_change = run_cpu_ns as f64 / run_committed as f64;
     let run_datagrams = datagrams.saturating_sub(base.datagrams);
     say!("\n== churn report ==");
+    let threads = args.workers_or_cores();
+    let shards = if workers > threads {
+        format!(" ({workers} shards, a shard waiting 0.5 ms taken over by another worker)")
+    } else {
+        String::new()
+    };
     say!(
-        "io {io}, {workers} workers on {cores} cores, {} channels, {} keys, {} B values",
+        "io {io}, {threads} workers{shards} on {cores} cores, {} channels, {} keys, {} B values",
         args.channels,
         args.keys,
         args.value_bytes
@@ -1411,7 +1454,7 @@ fn report(
     let intervals = merged_intervals(outputs).map_err(|e| e.to_string())?;
     let series = crate::cli::plot::LatencyRun::from_intervals("churn", &intervals)?;
     if let Some(path) = &args.json {
-        let j = json!({
+        let mut j = json!({
             "committed_per_s": committed_per_s,
             "submitted": submitted,
             "committed": committed,
@@ -1426,7 +1469,7 @@ fn report(
             "ok": failed.is_empty(),
             "io": io,
             "cores": cores,
-            "workers": workers,
+            "workers": args.workers_or_cores(),
             "channels": args.channels,
             "keys": args.keys,
             "value_bytes": args.value_bytes,
@@ -1467,6 +1510,8 @@ fn report(
             // What `statesync plot` draws: each stage's percentile curve and its seconds.
             "latency_series": series.to_json(),
         });
+        // Beside the rest (json! has a recursion limit).
+        j["shards"] = json!(workers);
         crate::cli::write_json(path, &j)?;
     }
     if let Some(dir) = &args.hdr_log {

@@ -8,8 +8,9 @@ use super::node::NodeRunner;
 use super::turns::TurnProfile;
 use crate::proto::Node;
 use crate::proto::{Event, Role, SubmitError};
-use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -176,62 +177,98 @@ pub fn spawn(
                 // Pinning is best effort: containers may forbid it; the run continues unpinned.
                 let _ = core_affinity::set_for_current(core);
             }
-            run(spec, &stop, &gauges, clock)
+            let profile = spec.profile_turns.clone();
+            let mut shard = Shard::new(spec, gauges, clock);
+            let mut driver = Driver::new(profile);
+            while !stop.load(Ordering::Relaxed) {
+                let done = shard.turn();
+                driver.after(&done);
+                if let Some(e) = &shard.error {
+                    eprintln!("statesync: {}: {e}; this worker stops", shard.spec.name);
+                    break;
+                }
+            }
+            shard.finish(driver.preempted(), driver.turns)
         })
         .expect("spawning a worker thread")
 }
 
-fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant) -> WorkerOutput {
-    let primary = spec
-        .nodes
-        .iter()
-        .position(|n| n.machine.as_cu().is_some_and(|c| c.role() == Role::Primary));
-    let channels = spec
-        .nodes
-        .first()
-        .and_then(|n| n.machine.as_cu())
-        .map_or(0, |c| c.config().topology.channels());
-    let window = spec
-        .nodes
-        .first()
-        .and_then(|n| n.machine.as_cu())
-        .map_or(1, |c| c.config().window_ops);
-    let mut latency = spec
-        .latency
-        .take()
-        .map(|link| LatencyRecorder::new(channels, window, link));
-    let mut next_interval_ns = 1_000_000_000u64;
-    let mut next_publish_ns = 0u64;
-    let mut committed_through = vec![0u64; channels];
-    let mut error = None;
-    gauges
-        .retention_capacity
-        .store((channels * window) as u64, Ordering::Relaxed);
-    let is_client: Vec<bool> = spec
-        .nodes
-        .iter()
-        .map(|n| n.machine.as_client().is_some())
-        .collect();
-    let order = pipeline_order(&is_client, primary);
-    let mut idle_turns = 0u32;
-    let preempted_at_start = Preemption::now();
-    let mut counts = Counts::default();
-    let mut turns = TurnProfile::default();
-    while !stop.load(Ordering::Relaxed) {
+/// One shard's fabric (its nodes, submission ring and sinks) and everything its turns keep
+/// between them. A turn may run on any thread, one at a time.
+struct Shard {
+    spec: WorkerSpec,
+    gauges: Arc<Gauges>,
+    clock: Instant,
+    primary: Option<usize>,
+    order: Vec<usize>,
+    latency: Option<LatencyRecorder>,
+    next_interval_ns: u64,
+    next_publish_ns: u64,
+    committed_through: Vec<u64>,
+    counts: Counts,
+    error: Option<String>,
+}
+
+/// What one turn did, for the thread that ran it.
+struct TurnDone {
+    start_ns: u64,
+    end_ns: u64,
+    work: usize,
+    submissions: usize,
+}
+
+impl Shard {
+    fn new(mut spec: WorkerSpec, gauges: Arc<Gauges>, clock: Instant) -> Shard {
+        let primary = spec
+            .nodes
+            .iter()
+            .position(|n| n.machine.as_cu().is_some_and(|c| c.role() == Role::Primary));
+        let first_cu = spec.nodes.first().and_then(|n| n.machine.as_cu());
+        let channels = first_cu.map_or(0, |c| c.config().topology.channels());
+        let window = first_cu.map_or(1, |c| c.config().window_ops);
+        let latency = spec
+            .latency
+            .take()
+            .map(|link| LatencyRecorder::new(channels, window, link));
+        gauges
+            .retention_capacity
+            .store((channels * window) as u64, Ordering::Relaxed);
+        let is_client: Vec<bool> = spec
+            .nodes
+            .iter()
+            .map(|n| n.machine.as_client().is_some())
+            .collect();
+        Shard {
+            order: pipeline_order(&is_client, primary),
+            spec,
+            gauges,
+            clock,
+            primary,
+            latency,
+            next_interval_ns: 1_000_000_000,
+            next_publish_ns: 0,
+            committed_through: vec![0; channels],
+            counts: Counts::default(),
+            error: None,
+        }
+    }
+
+    fn turn(&mut self) -> TurnDone {
+        let clock = self.clock;
         let now_ns = clock.elapsed().as_nanos() as u64;
         let now_us = now_ns / 1000;
         let mut work = 0usize;
         let mut submissions = 0usize;
-        if let Some((source, ring)) = spec.source.as_mut() {
+        if let Some((source, ring)) = self.spec.source.as_mut() {
             source.fill(now_ns, SUBMIT_BATCH, ring);
         }
-        if let (Some(p), Some(rx)) = (primary, spec.submissions.as_mut()) {
+        if let (Some(p), Some(rx)) = (self.primary, self.spec.submissions.as_mut()) {
             submissions = submit_ready(
-                &mut spec.nodes[p],
+                &mut self.spec.nodes[p],
                 rx,
                 now_us,
-                &mut counts,
-                latency.as_mut(),
+                &mut self.counts,
+                self.latency.as_mut(),
             );
             work += submissions;
         }
@@ -243,26 +280,26 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
             commits,
             handler,
             ..
-        } = &mut spec;
-        for &i in &order {
+        } = &mut self.spec;
+        for &i in &self.order {
             let node = &mut nodes[i];
             match node.receive(None, &|| now_us) {
                 Ok(n) => work += n,
-                Err(e) => error = Some(format!("receive on node {}: {e}", node.machine.id())),
+                Err(e) => self.error = Some(format!("receive on node {}: {e}", node.machine.id())),
             }
             node.tick(now_us);
             match node.transmit(now_us) {
                 Ok(n) => work += n,
-                Err(e) => error = Some(format!("send from node {}: {e}", node.machine.id())),
+                Err(e) => self.error = Some(format!("send from node {}: {e}", node.machine.id())),
             }
             // Stages are stamped when their events are taken, after this node's sends: a
             // turn's later hops must not inherit the turn's start time.
             let event_ns = clock.elapsed().as_nanos() as u64;
             while let Some(ev) = node.machine.poll_event() {
                 let sinks = Sinks {
-                    counts: &mut counts,
-                    latency: &mut latency,
-                    committed_through: &mut committed_through,
+                    counts: &mut self.counts,
+                    latency: &mut self.latency,
+                    committed_through: &mut self.committed_through,
                     commits,
                     handler,
                 };
@@ -270,7 +307,7 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
             }
             // The client-apply stage reads each channel's applied watermark once per visit
             // rather than taking an event per op (a replay's reset came as an event above).
-            if let (Some(l), Some(cl)) = (latency.as_mut(), node.machine.as_client()) {
+            if let (Some(l), Some(cl)) = (self.latency.as_mut(), node.machine.as_client()) {
                 for channel in cl.channels() {
                     if let Some(applied) = cl.applied(channel) {
                         l.reached(0, channel, applied.get(), event_ns);
@@ -278,62 +315,252 @@ fn run(mut spec: WorkerSpec, stop: &AtomicBool, gauges: &Gauges, clock: Instant)
                 }
             }
         }
-        counts.turns += 1;
-        counts.store(gauges);
-        if spec
-            .profile_turns
-            .as_ref()
-            .is_some_and(|on| on.load(Ordering::Relaxed))
-        {
-            let end_ns = clock.elapsed().as_nanos() as u64;
-            turns.record(
-                now_ns,
-                end_ns,
-                work > 0,
-                submissions,
-                submissions >= SUBMIT_BATCH,
-                run_delay_ns,
-            );
+        self.counts.turns += 1;
+        self.counts.store(&self.gauges);
+        if now_ns >= self.next_publish_ns {
+            self.next_publish_ns = now_ns + 100_000_000;
+            publish(&self.spec.nodes, self.primary, &self.gauges);
         }
-        if error.is_some() {
-            break;
-        }
-        if now_ns >= next_publish_ns {
-            next_publish_ns = now_ns + 100_000_000;
-            publish(&spec.nodes, primary, gauges);
-            if spec.profile_turns.is_some() {
-                turns.rebase(run_delay_ns());
-            }
-        }
-        if now_ns >= next_interval_ns {
-            next_interval_ns += 1_000_000_000;
-            if let Some(l) = latency.as_mut() {
+        if now_ns >= self.next_interval_ns {
+            self.next_interval_ns += 1_000_000_000;
+            if let Some(l) = self.latency.as_mut() {
                 l.close_interval();
             }
         }
-        if work == 0 {
-            idle_turns += 1;
-            if idle_turns > 64 {
+        TurnDone {
+            start_ns: now_ns,
+            end_ns: clock.elapsed().as_nanos() as u64,
+            work,
+            submissions,
+        }
+    }
+
+    fn finish(self, preempted: Option<Preemption>, turns: TurnProfile) -> WorkerOutput {
+        publish(&self.spec.nodes, self.primary, &self.gauges);
+        let intervals = self.latency.map_or_else(Vec::new, |mut l| {
+            l.close_interval();
+            l.overflow
+        });
+        WorkerOutput {
+            nodes: self.spec.nodes,
+            intervals,
+            committed_through: self.committed_through,
+            preempted,
+            turns,
+            error: self.error,
+        }
+    }
+}
+
+/// What a thread keeps across the turns it runs, whichever shard they were of: its turn
+/// profile (the run-queue figures it splits long turns by are the thread's), its preemption
+/// counters and its idle spin.
+struct Driver {
+    profile: Option<Arc<AtomicBool>>,
+    turns: TurnProfile,
+    preempted_at_start: Option<Preemption>,
+    idle_turns: u32,
+    next_rebase_ns: u64,
+}
+
+impl Driver {
+    fn new(profile: Option<Arc<AtomicBool>>) -> Driver {
+        Driver {
+            profile,
+            turns: TurnProfile::default(),
+            preempted_at_start: Preemption::now(),
+            idle_turns: 0,
+            next_rebase_ns: 0,
+        }
+    }
+
+    fn after(&mut self, done: &TurnDone) {
+        if let Some(on) = &self.profile {
+            if on.load(Ordering::Relaxed) {
+                self.turns.record(
+                    done.start_ns,
+                    done.end_ns,
+                    done.work > 0,
+                    done.submissions,
+                    done.submissions >= SUBMIT_BATCH,
+                    run_delay_ns,
+                );
+            }
+            if done.start_ns >= self.next_rebase_ns {
+                self.next_rebase_ns = done.start_ns + 100_000_000;
+                self.turns.rebase(run_delay_ns());
+            }
+        }
+        if done.work == 0 {
+            self.idle_turns += 1;
+            if self.idle_turns > 64 {
                 std::thread::yield_now();
             }
         } else {
-            idle_turns = 0;
+            self.idle_turns = 0;
         }
     }
-    publish(&spec.nodes, primary, gauges);
-    let intervals = latency.map_or_else(Vec::new, |mut l| {
-        l.close_interval();
-        l.overflow
-    });
-    WorkerOutput {
-        nodes: spec.nodes,
-        intervals,
-        committed_through,
-        preempted: Preemption::now()
-            .zip(preempted_at_start)
-            .map(|(end, start)| end.since(start)),
-        turns,
-        error,
+
+    fn preempted(&self) -> Option<Preemption> {
+        Preemption::now()
+            .zip(self.preempted_at_start)
+            .map(|(end, start)| end.since(start))
+    }
+}
+
+/// A shard waits at least this long for its home thread before another thread takes a turn
+/// of it: a home thread's round of its shards takes ~0.1-0.3 ms at half load.
+pub const STEAL_AFTER_NS: u64 = 500_000;
+
+/// One shard of a pool, and when a turn of it last ended.
+struct Slot {
+    shard: Mutex<Option<Shard>>,
+    last_turn_ns: AtomicU64,
+}
+
+/// Threads running more shards than there are threads (see [`spawn_pool`]).
+pub struct Pool {
+    slots: Arc<Vec<Slot>>,
+    threads: Vec<JoinHandle<(Option<Preemption>, TurnProfile)>>,
+}
+
+/// Runs `shards` on `threads` threads (at least one, at most one per shard). Thread `t` turns
+/// its home shards (index `% threads == t`) in round robin and pins itself where shard `t`'s
+/// spec says. A shard whose last turn ended over [`STEAL_AFTER_NS`] ago (and twice its home
+/// round, so a busy but running home thread keeps its own) gets a turn from whichever thread
+/// sees it first: a thread held off its core, by another task or by the hypervisor, then
+/// stalls only the one shard it holds, not all of its own. The transports must not be bound
+/// to a thread (io_uring's single issuer); sendmmsg/recvmmsg are not.
+pub fn spawn_pool(
+    shards: Vec<(WorkerSpec, Arc<Gauges>)>,
+    threads: usize,
+    stop: Arc<AtomicBool>,
+    clock: Instant,
+) -> Pool {
+    let threads = threads.clamp(1, shards.len().max(1));
+    let mut homes: Vec<(
+        String,
+        Option<core_affinity::CoreId>,
+        Option<Arc<AtomicBool>>,
+    )> = Vec::new();
+    let slots: Vec<Slot> = shards
+        .into_iter()
+        .enumerate()
+        .map(|(i, (spec, gauges))| {
+            if i < threads {
+                homes.push((spec.name.clone(), spec.core, spec.profile_turns.clone()));
+            }
+            Slot {
+                shard: Mutex::new(Some(Shard::new(spec, gauges, clock))),
+                last_turn_ns: AtomicU64::new(0),
+            }
+        })
+        .collect();
+    let slots = Arc::new(slots);
+    // Each thread's last home round, in ns, for the others' steal threshold.
+    let rounds: Arc<Vec<AtomicUsize>> =
+        Arc::new((0..threads).map(|_| AtomicUsize::new(0)).collect());
+    let handles = homes
+        .into_iter()
+        .enumerate()
+        .map(|(t, (name, core, profile))| {
+            let (slots, rounds, stop) = (slots.clone(), rounds.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(move || {
+                    if let Some(core) = core {
+                        let _ = core_affinity::set_for_current(core);
+                    }
+                    pool_thread(t, threads, &slots, &rounds, &stop, clock, profile)
+                })
+                .expect("spawning a worker thread")
+        })
+        .collect();
+    Pool {
+        slots,
+        threads: handles,
+    }
+}
+
+/// Takes a turn of slot `i` if no other thread holds it; returns whether it did.
+fn turn_of(slot: &Slot, driver: &mut Driver, stop: &AtomicBool) -> bool {
+    let Ok(mut guard) = slot.shard.try_lock() else {
+        return false;
+    };
+    let Some(shard) = guard.as_mut() else {
+        return false;
+    };
+    let done = shard.turn();
+    slot.last_turn_ns.store(done.end_ns, Ordering::Release);
+    if let Some(e) = &shard.error {
+        // The run cannot go on without this shard; say why now, not only in the report.
+        if !stop.swap(true, Ordering::Relaxed) {
+            eprintln!("statesync: {}: {e}; stopping the workers", shard.spec.name);
+        }
+    }
+    drop(guard);
+    driver.after(&done);
+    true
+}
+
+fn pool_thread(
+    t: usize,
+    threads: usize,
+    slots: &[Slot],
+    rounds: &[AtomicUsize],
+    stop: &AtomicBool,
+    clock: Instant,
+    profile: Option<Arc<AtomicBool>>,
+) -> (Option<Preemption>, TurnProfile) {
+    let mut driver = Driver::new(profile);
+    while !stop.load(Ordering::Relaxed) {
+        let round_start_ns = clock.elapsed().as_nanos() as u64;
+        for slot in slots.iter().skip(t).step_by(threads) {
+            turn_of(slot, &mut driver, stop);
+        }
+        let now_ns = clock.elapsed().as_nanos() as u64;
+        rounds[t].store((now_ns - round_start_ns) as usize, Ordering::Relaxed);
+        for (i, slot) in slots.iter().enumerate() {
+            let owner = i % threads;
+            if owner == t {
+                continue;
+            }
+            let wait_ns = STEAL_AFTER_NS.max(2 * rounds[owner].load(Ordering::Relaxed) as u64);
+            let last = slot.last_turn_ns.load(Ordering::Acquire);
+            if clock.elapsed().as_nanos() as u64 > last + wait_ns {
+                turn_of(slot, &mut driver, stop);
+            }
+        }
+    }
+    (driver.preempted(), driver.turns)
+}
+
+impl Pool {
+    /// Waits for the threads (after `stop`) and returns each shard's output, in the order the
+    /// shards were given. Thread `t`'s preemption counters and turn profile go with shard `t`.
+    pub fn join(self) -> Result<Vec<WorkerOutput>, String> {
+        let mut per_thread = Vec::new();
+        for h in self.threads {
+            per_thread.push(
+                h.join()
+                    .map_err(|_| "a worker thread panicked".to_string())?,
+            );
+        }
+        let mut out = Vec::new();
+        for (i, slot) in self.slots.iter().enumerate() {
+            let shard = slot
+                .shard
+                .lock()
+                .map_err(|_| "a worker thread panicked holding a shard".to_string())?
+                .take()
+                .ok_or("a shard was taken twice")?;
+            let (preempted, turns) = match per_thread.get_mut(i) {
+                Some((p, turns)) => (*p, std::mem::take(turns)),
+                None => (None, TurnProfile::default()),
+            };
+            out.push(shard.finish(preempted, turns));
+        }
+        Ok(out)
     }
 }
 
@@ -497,7 +724,82 @@ fn publish(nodes: &[NodeRunner], primary: Option<usize>, gauges: &Gauges) {
 
 #[cfg(test)]
 mod tests {
-    use super::pipeline_order;
+    use super::*;
+    use std::time::Duration;
+
+    /// A shard with no nodes whose source holds its turn for `hold` the first time it is
+    /// called after `armed` is set: a thread stalled in the middle of a turn.
+    struct Holder {
+        armed: Arc<AtomicBool>,
+        hold: Duration,
+        held: bool,
+    }
+
+    impl Source for Holder {
+        fn fill(&mut self, _: u64, _: usize, _: &mut rtrb::Producer<Change>) -> usize {
+            if !self.held && self.armed.load(Ordering::Relaxed) {
+                self.held = true;
+                std::thread::sleep(self.hold);
+            }
+            0
+        }
+    }
+
+    fn bare_shard(i: usize, source: Option<Box<dyn Source>>) -> (WorkerSpec, Arc<Gauges>) {
+        let (tx, _rx) = rtrb::RingBuffer::new(1);
+        let spec = WorkerSpec {
+            name: format!("test-pool-{i}"),
+            nodes: Vec::new(),
+            submissions: None,
+            source: source.map(|s| (s, tx)),
+            commits: None,
+            core: None,
+            latency: None,
+            handler: None,
+            profile_turns: None,
+        };
+        (spec, Arc::new(Gauges::default()))
+    }
+
+    /// Thread 0's home shards are 0 and 2. While it is stuck in a turn of shard 0, shard 2
+    /// must go on getting turns, from thread 1.
+    #[test]
+    fn a_stalled_thread_holds_up_only_the_shard_it_is_in() {
+        let armed = Arc::new(AtomicBool::new(false));
+        let hold = Duration::from_millis(300);
+        let shards: Vec<_> = (0..4)
+            .map(|i| {
+                let source = (i == 0).then(|| {
+                    Box::new(Holder {
+                        armed: armed.clone(),
+                        hold,
+                        held: false,
+                    }) as Box<dyn Source>
+                });
+                bare_shard(i, source)
+            })
+            .collect();
+        let gauges: Vec<Arc<Gauges>> = shards.iter().map(|(_, g)| g.clone()).collect();
+        let turns = |i: usize| gauges[i].turns.load(Ordering::Acquire);
+        let stop = Arc::new(AtomicBool::new(false));
+        let pool = spawn_pool(shards, 2, stop.clone(), Instant::now());
+        std::thread::sleep(Duration::from_millis(20));
+        armed.store(true, Ordering::Relaxed);
+        // Shard 0's next turn now sleeps 300 ms; give it time to start.
+        std::thread::sleep(Duration::from_millis(50));
+        let (zero, two) = (turns(0), turns(2));
+        std::thread::sleep(Duration::from_millis(150));
+        assert_eq!(turns(0), zero, "shard 0 is held the whole time");
+        assert!(
+            turns(2) > two + 50,
+            "shard 2 got {} turns while its home thread was stuck",
+            turns(2) - two
+        );
+        stop.store(true, Ordering::Relaxed);
+        let out = pool.join().expect("pool joins");
+        assert_eq!(out.len(), 4);
+        assert!(out.iter().all(|o| o.error.is_none()));
+    }
 
     #[test]
     fn turn_visits_nodes_along_the_commit_path() {
