@@ -49,7 +49,8 @@ pub struct ChurnArgs {
     /// I/O backend: io_uring, sendmmsg/recvmmsg, or whichever works here.
     #[arg(long, default_value = "auto")]
     pub io: IoChoice,
-    /// Worker threads (each runs a shard: primary, standby and clients of its channels).
+    /// Worker threads (each runs a shard, or `--shards-per-worker` of them: a shard is a
+    /// primary, a standby and clients for its share of the channels).
     #[arg(long)]
     pub workers: Option<usize>,
     /// Shards per worker thread (default 1). Above 1, each thread turns its own shards in
@@ -58,7 +59,7 @@ pub struct ChurnArgs {
     /// sendmmsg/recvmmsg (an io_uring ring serves one thread).
     #[arg(long, default_value_t = 1)]
     pub shards_per_worker: usize,
-    /// Client nodes per worker.
+    /// Client nodes per shard.
     #[arg(long, default_value_t = 2)]
     pub clients: usize,
     /// Datagram payload size. The default is the most loopback takes: a quarter of the
