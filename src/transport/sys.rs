@@ -209,11 +209,17 @@ pub(crate) fn open_socket(cfg: &TransportConfig) -> Result<SocketSetup, Transpor
         // Dual stack, so one socket serves IPv4 peers too. Best effort: some hosts forbid it.
         let _ = socket.set_only_v6(false);
     }
-    // No SO_REUSEADDR: on a UDP socket it lets a bind to port 0 hand out a port another
-    // SO_REUSEADDR socket already holds, and unicast datagrams then reach only one of the two
-    // (a shard whose primary never heard a thing, 1 run in ~50 with 16 sockets). UDP has no
-    // TIME_WAIT to wait out, so a restarted node rebinds its port without it, and two nodes
-    // configured on one port fail with EADDRINUSE instead of sharing it.
+    // SO_REUSEADDR only for a configured port: a node restarted at once must rebind it while
+    // the dead process's socket may still be held (an io_uring ring lets go of its files
+    // only when its teardown work has run). Never for port 0: on UDP the option lets the
+    // kernel hand out a port another SO_REUSEADDR socket already holds, and unicast datagrams
+    // then reach only one of the two (a churn shard whose primary never heard a thing, 1 run
+    // in ~50 with 16 sockets).
+    if cfg.bind.port() != 0 {
+        socket
+            .set_reuse_address(true)
+            .map_err(err("SO_REUSEADDR"))?;
+    }
     if cfg.sndbuf_bytes > 0 {
         set_buf(&socket, libc::SO_SNDBUFFORCE, cfg.sndbuf_bytes)
             .or_else(|_| socket.set_send_buffer_size(cfg.sndbuf_bytes))
