@@ -214,7 +214,7 @@ pub(crate) fn open_socket(cfg: &TransportConfig) -> Result<SocketSetup, Transpor
     // only when its teardown work has run). Never for port 0: on UDP the option lets the
     // kernel hand out a port another SO_REUSEADDR socket already holds, and unicast datagrams
     // then reach only one of the two (a churn shard whose primary never heard a thing, 1 run
-    // in ~50 with 16 sockets).
+    // in ~80 with 16 sockets).
     if cfg.bind.port() != 0 {
         socket
             .set_reuse_address(true)
