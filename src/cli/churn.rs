@@ -322,14 +322,12 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
     if args.channels == 0 || (args.channels as usize) < workers {
         return Err("--channels: need at least one channel per shard".into());
     }
-    if workers > threads && args.io == IoChoice::Uring {
+    // More shards than threads: a pool, whose shards move between threads.
+    let pooled = workers > threads;
+    if pooled && args.io == IoChoice::Uring {
         return Err("--shards-per-worker above 1 needs --io mmsg (or auto): an io_uring ring serves the one thread that first used it".into());
     }
-    let io_choice = if workers > threads {
-        IoChoice::Mmsg
-    } else {
-        args.io
-    };
+    let io_choice = if pooled { IoChoice::Mmsg } else { args.io };
     if args.value_bytes > INLINE_VALUE_BYTES {
         return Err(format!("--value-bytes: at most {INLINE_VALUE_BYTES}"));
     }
@@ -503,7 +501,7 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
         };
         specs.push((spec, g));
     }
-    let pool = if workers > threads {
+    let pool = if pooled {
         Some(worker::spawn_pool(specs, threads, stop.clone(), clock))
     } else {
         for (spec, g) in specs {
@@ -1185,7 +1183,10 @@ fn report(
     say!("\n== churn report ==");
     let threads = args.workers_or_cores();
     let shards = if workers > threads {
-        format!(" ({workers} shards, a shard waiting 0.5 ms taken over by another worker)")
+        format!(
+            " ({workers} shards, a shard waiting {} ms taken over by another worker)",
+            worker::STEAL_AFTER_NS as f64 / 1e6
+        )
     } else {
         String::new()
     };

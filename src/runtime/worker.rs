@@ -8,7 +8,6 @@ use super::node::NodeRunner;
 use super::turns::TurnProfile;
 use crate::proto::Node;
 use crate::proto::{Event, Role, SubmitError};
-use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -173,10 +172,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name(spec.name.clone())
         .spawn(move || {
-            if let Some(core) = spec.core {
-                // Pinning is best effort: containers may forbid it; the run continues unpinned.
-                let _ = core_affinity::set_for_current(core);
-            }
+            pin(spec.core);
             let profile = spec.profile_turns.clone();
             let mut shard = Shard::new(spec, gauges, clock);
             let mut driver = Driver::new(profile);
@@ -191,6 +187,14 @@ pub fn spawn(
             shard.finish(driver.preempted(), driver.turns)
         })
         .expect("spawning a worker thread")
+}
+
+/// Pins the calling thread to `core`. Best effort: containers may forbid it; the run then
+/// continues unpinned.
+fn pin(core: Option<core_affinity::CoreId>) {
+    if let Some(core) = core {
+        let _ = core_affinity::set_for_current(core);
+    }
 }
 
 /// One shard's fabric (its nodes, submission ring and sinks) and everything its turns keep
@@ -458,8 +462,7 @@ pub fn spawn_pool(
         .collect();
     let slots = Arc::new(slots);
     // Each thread's last home round, in ns, for the others' steal threshold.
-    let rounds: Arc<Vec<AtomicUsize>> =
-        Arc::new((0..threads).map(|_| AtomicUsize::new(0)).collect());
+    let rounds: Arc<Vec<AtomicU64>> = Arc::new((0..threads).map(|_| AtomicU64::new(0)).collect());
     let handles = homes
         .into_iter()
         .enumerate()
@@ -468,9 +471,7 @@ pub fn spawn_pool(
             std::thread::Builder::new()
                 .name(name)
                 .spawn(move || {
-                    if let Some(core) = core {
-                        let _ = core_affinity::set_for_current(core);
-                    }
+                    pin(core);
                     pool_thread(t, threads, &slots, &rounds, &stop, clock, profile)
                 })
                 .expect("spawning a worker thread")
@@ -482,13 +483,13 @@ pub fn spawn_pool(
     }
 }
 
-/// Takes a turn of slot `i` if no other thread holds it; returns whether it did.
-fn turn_of(slot: &Slot, driver: &mut Driver, stop: &AtomicBool) -> bool {
+/// Takes a turn of `slot` unless another thread holds it.
+fn turn_of(slot: &Slot, driver: &mut Driver, stop: &AtomicBool) {
     let Ok(mut guard) = slot.shard.try_lock() else {
-        return false;
+        return;
     };
     let Some(shard) = guard.as_mut() else {
-        return false;
+        return;
     };
     let done = shard.turn();
     slot.last_turn_ns.store(done.end_ns, Ordering::Release);
@@ -500,14 +501,13 @@ fn turn_of(slot: &Slot, driver: &mut Driver, stop: &AtomicBool) -> bool {
     }
     drop(guard);
     driver.after(&done);
-    true
 }
 
 fn pool_thread(
     t: usize,
     threads: usize,
     slots: &[Slot],
-    rounds: &[AtomicUsize],
+    rounds: &[AtomicU64],
     stop: &AtomicBool,
     clock: Instant,
     profile: Option<Arc<AtomicBool>>,
@@ -519,13 +519,13 @@ fn pool_thread(
             turn_of(slot, &mut driver, stop);
         }
         let now_ns = clock.elapsed().as_nanos() as u64;
-        rounds[t].store((now_ns - round_start_ns) as usize, Ordering::Relaxed);
+        rounds[t].store(now_ns - round_start_ns, Ordering::Relaxed);
         for (i, slot) in slots.iter().enumerate() {
             let owner = i % threads;
             if owner == t {
                 continue;
             }
-            let wait_ns = STEAL_AFTER_NS.max(2 * rounds[owner].load(Ordering::Relaxed) as u64);
+            let wait_ns = STEAL_AFTER_NS.max(2 * rounds[owner].load(Ordering::Relaxed));
             let last = slot.last_turn_ns.load(Ordering::Acquire);
             if clock.elapsed().as_nanos() as u64 > last + wait_ns {
                 turn_of(slot, &mut driver, stop);
