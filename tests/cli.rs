@@ -69,3 +69,24 @@ fn units_and_choices_are_checked_when_read() {
     assert_eq!(report["digests_equal"], true, "{report}");
     assert_eq!(report["lost_committed"], 0, "{report}");
 }
+
+#[test]
+fn hiccups_reports_every_core_as_text_and_json() {
+    let out = statesync(&["hiccups", "--duration", "200ms", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let cores = report["cores"].as_array().expect("cores");
+    assert!(!cores.is_empty());
+    for c in cores {
+        let elapsed = c["elapsed_ns"].as_u64().unwrap();
+        assert!(elapsed >= 200_000_000, "{c}");
+        assert!(c["lost_ns"].as_u64().unwrap() <= elapsed, "{c}");
+        assert_eq!(c["floors"].as_array().unwrap().len(), 2, "{c}");
+    }
+    // The text went to standard error, a line per core and the floor it sets.
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(text.matches("floor for a latency tail").count(), cores.len(), "{text}");
+    let out = statesync(&["hiccups", "--cores", "100000", "--duration", "10ms"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--cores"));
+}

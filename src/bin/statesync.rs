@@ -21,6 +21,9 @@ struct Cli {
 enum Cmd {
     /// Run the whole fabric in one process over loopback UDP under load, and report.
     Churn(statesync::cli::churn::ChurnArgs),
+    /// Measure how often and how long this machine takes its cores away from a spinning thread
+    /// (interrupts, other tasks, the hypervisor): the floor under any latency tail here.
+    Hiccups(statesync::cli::hiccups::HiccupsArgs),
     /// Run the deterministic fault simulator over many seeds.
     Sim(statesync::cli::sim::SimArgs),
     /// Run one node, first start or restart alike: the one command line for a supervisor
@@ -128,6 +131,7 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Churn(a) => statesync::cli::churn::run(a),
         Cmd::Sim(a) => statesync::cli::sim::run(a),
+        Cmd::Hiccups(a) => statesync::cli::hiccups::run(a),
         Cmd::Node(a) => statesync::daemon::cli::run_node_cmd(a),
         Cmd::Primary(a) => statesync::daemon::cli::run_primary(a),
         Cmd::Standby(a) => statesync::daemon::cli::run_standby(a),

@@ -4,6 +4,7 @@
 pub mod churn;
 pub mod drill;
 pub mod drill_checks;
+pub mod hiccups;
 pub mod hostile;
 pub mod ledger;
 pub mod load;

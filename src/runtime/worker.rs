@@ -191,7 +191,7 @@ pub fn spawn(
 
 /// Pins the calling thread to `core`. Best effort: containers may forbid it; the run then
 /// continues unpinned.
-fn pin(core: Option<core_affinity::CoreId>) {
+pub(crate) fn pin(core: Option<core_affinity::CoreId>) {
     if let Some(core) = core {
         let _ = core_affinity::set_for_current(core);
     }
