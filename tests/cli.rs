@@ -85,7 +85,11 @@ fn hiccups_reports_every_core_as_text_and_json() {
     }
     // The text went to standard error, a line per core and the floor it sets.
     let text = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(text.matches("floor for a latency tail").count(), cores.len(), "{text}");
+    assert_eq!(
+        text.matches("floor for a latency tail").count(),
+        cores.len(),
+        "{text}"
+    );
     let out = statesync(&["hiccups", "--cores", "100000", "--duration", "10ms"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--cores"));

@@ -12,6 +12,8 @@ import sys
 
 def line(path):
     j = json.load(open(path))
+    if "latency_us" not in j:
+        return None  # not a churn report (e.g. `statesync hiccups --json`)
     lat = j["latency_us"]
     c = lat["standby_commit"]
     other = ", ".join(
@@ -33,4 +35,6 @@ if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
-        print(line(path))
+        text = line(path)
+        if text:
+            print(text)

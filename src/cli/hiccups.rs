@@ -4,11 +4,11 @@
 //! (another task ran: the thread waited on the run queue), the rest it cannot (interrupts, and
 //! on a virtual machine the hypervisor running something else on the physical core).
 //!
-//! Why: a churn worker's latency tail can never be lower than what its core does without it.
-//! An open-loop load at utilisation ρ that stops for T drains the backlog at (1 − ρ) of its
-//! speed, so every arrival during the first (T − L) / (1 − ρ) waits longer than L. Summed over
-//! the gaps, that is the share of changes that the stalls alone put over L: a lower bound,
-//! since the fabric's own work comes on top. A p99 ≤ L needs it below 1 %.
+//! Why: a latency tail can never be lower than what the core does without the fabric. An
+//! open-loop load at utilisation ρ that stops for T drains the backlog at (1 − ρ) of its speed,
+//! so every arrival during the first (T − L) / (1 − ρ) waits longer than L. Summed over the
+//! gaps, that is the share of arrivals the stalls alone put over L: a lower bound (the fabric's
+//! own work comes on top). A p99 ≤ L needs it below 1 %.
 
 use super::platform::{OtherTask, TaskSnapshot};
 use crate::cli::say;
@@ -16,17 +16,78 @@ use crate::runtime::worker::SchedStat;
 use std::process::ExitCode;
 use std::time::Instant;
 
-/// From this length a gap is a stall: counted by length, and attributed (guest or not).
-pub const STALL_NS: u64 = 500_000;
-/// The counted lengths, in ns: a gap counts in every bucket it reaches.
-/// The shortest is the least counted at all: anything shorter is the loop itself (a clock read,
-/// a cache miss); from it on, a timer interrupt and up.
+/// The counted lengths, in ns: a gap counts in every bucket it reaches. The shortest is the
+/// least counted at all: anything shorter is the loop itself (a clock read, a cache miss); from
+/// it on, a timer interrupt and up.
 pub const BUCKETS_NS: [u64; 7] = [
     20_000, 100_000, 500_000, 1_000_000, 2_000_000, 5_000_000, 10_000_000,
 ];
-/// The latency targets at a load that churn's checks use: p99 ≤ 1 ms at half the max rate,
-/// ≤ 0.4 ms at a quarter. Each is (utilisation, target in ns).
-pub const FLOORS: [(f64, u64); 2] = [(0.5, 1_000_000), (0.25, 400_000)];
+/// From this length a gap is a stall: counted, and attributed (guest task or not) where the
+/// caller can.
+pub const STALL_NS: u64 = 500_000;
+/// The latency targets a floor is worked out for: churn's checks ask p99 ≤ 1 ms at half the
+/// max rate and ≤ 0.4 ms at a quarter.
+pub const TARGETS_NS: [u64; 2] = [1_000_000, 400_000];
+
+/// What one thread saw. Sans-clock: [`GapMeter::record`] takes each gap as measured, so the
+/// arithmetic is tested on made-up gaps.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GapMeter {
+    /// Time observed (the gaps recorded, and whatever short ones the caller skipped).
+    pub sampled_ns: u64,
+    /// Gaps of at least each of [`BUCKETS_NS`].
+    pub at_least: [u64; BUCKETS_NS.len()],
+    /// Time in gaps of at least [`BUCKETS_NS`]`[0]`.
+    pub lost_ns: u64,
+    pub max_gap_ns: u64,
+    /// Stalls (gaps of at least [`STALL_NS`]): how many, their time, and how much of it the
+    /// guest kernel accounts as this thread waiting on the run queue.
+    pub stalls: u64,
+    pub stall_ns: u64,
+    pub stall_guest_ns: u64,
+    /// For each of [`TARGETS_NS`]: Σ max(0, gap − target).
+    pub over_target_ns: [u64; TARGETS_NS.len()],
+}
+
+impl GapMeter {
+    /// Counts one gap of `gap_ns`, of which the thread waited `run_queue_ns` on the guest's run
+    /// queue (0 where not asked).
+    pub fn record(&mut self, gap_ns: u64, run_queue_ns: u64) {
+        self.sampled_ns += gap_ns;
+        if gap_ns < BUCKETS_NS[0] {
+            return;
+        }
+        for (n, &b) in self.at_least.iter_mut().zip(&BUCKETS_NS) {
+            if gap_ns >= b {
+                *n += 1;
+            }
+        }
+        self.lost_ns += gap_ns;
+        self.max_gap_ns = self.max_gap_ns.max(gap_ns);
+        if gap_ns >= STALL_NS {
+            self.stalls += 1;
+            self.stall_ns += gap_ns;
+            self.stall_guest_ns += run_queue_ns.min(gap_ns);
+        }
+        for (over, &target_ns) in self.over_target_ns.iter_mut().zip(&TARGETS_NS) {
+            *over += gap_ns.saturating_sub(target_ns);
+        }
+    }
+
+    /// The share of an open-loop load's arrivals, at utilisation `load`, that these gaps alone
+    /// put over `TARGETS_NS[target]` (see the module comment), if this meter saw the whole
+    /// time or a fair sample of it.
+    pub fn floor_share(&self, target: usize, load: f64) -> f64 {
+        let idle = (1.0 - load).max(0.0) * self.sampled_ns as f64;
+        if idle <= 0.0 {
+            return 1.0;
+        }
+        (self.over_target_ns[target] as f64 / idle).min(1.0)
+    }
+}
+
+/// The load each of [`TARGETS_NS`]'s floors is worked out at: churn's half and quarter rate.
+pub const FLOOR_LOADS: [f64; TARGETS_NS.len()] = [0.5, 0.25];
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct HiccupsArgs {
@@ -40,58 +101,6 @@ pub struct HiccupsArgs {
     /// (the text then goes to standard error).
     #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = crate::cli::JSON_STDOUT)]
     pub json: Option<std::path::PathBuf>,
-}
-
-/// What one spinning thread saw. Sans-clock: [`GapMeter::record`] takes each gap as measured,
-/// so the arithmetic is tested on made-up gaps.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct GapMeter {
-    /// Gaps of at least each of [`BUCKETS_NS`].
-    pub at_least: [u64; BUCKETS_NS.len()],
-    /// Time in gaps of at least [`BUCKETS_NS`]`[0]`.
-    pub lost_ns: u64,
-    pub max_gap_ns: u64,
-    /// Stalls (gaps of at least [`STALL_NS`]): how many, their time, and how much of it the
-    /// guest kernel accounts as this thread waiting on the run queue.
-    pub stalls: u64,
-    pub stall_ns: u64,
-    pub stall_guest_ns: u64,
-    /// For each of [`FLOORS`]: Σ max(0, gap − target).
-    pub over_target_ns: [u64; FLOORS.len()],
-}
-
-impl GapMeter {
-    /// Counts one gap of `gap_ns`, of which the thread waited `run_queue_ns` on the guest's run
-    /// queue (only asked for stalls; 0 otherwise).
-    pub fn record(&mut self, gap_ns: u64, run_queue_ns: u64) {
-        for (n, &b) in self.at_least.iter_mut().zip(&BUCKETS_NS) {
-            if gap_ns >= b {
-                *n += 1;
-            }
-        }
-        if gap_ns >= BUCKETS_NS[0] {
-            self.lost_ns += gap_ns;
-        }
-        self.max_gap_ns = self.max_gap_ns.max(gap_ns);
-        if gap_ns >= STALL_NS {
-            self.stalls += 1;
-            self.stall_ns += gap_ns;
-            self.stall_guest_ns += run_queue_ns.min(gap_ns);
-        }
-        for (over, &(_, target_ns)) in self.over_target_ns.iter_mut().zip(&FLOORS) {
-            *over += gap_ns.saturating_sub(target_ns);
-        }
-    }
-
-    /// The share of an open-loop load's arrivals that these gaps alone put over
-    /// `FLOORS[i]`'s target, over `elapsed_ns` of measuring (see the module comment).
-    pub fn floor_share(&self, i: usize, elapsed_ns: u64) -> f64 {
-        let (load, _) = FLOORS[i];
-        if elapsed_ns == 0 {
-            return 0.0;
-        }
-        (self.over_target_ns[i] as f64 / ((1.0 - load) * elapsed_ns as f64)).min(1.0)
-    }
 }
 
 /// One core's result.
@@ -115,6 +124,8 @@ fn spin(duration_ns: u64) -> (GapMeter, u64) {
     loop {
         let now_ns = start.elapsed().as_nanos() as u64;
         if now_ns >= duration_ns {
+            // Every gap too short to record counts as observed time too.
+            meter.sampled_ns = now_ns;
             return (meter, now_ns);
         }
         let gap_ns = now_ns - prev_ns;
@@ -262,13 +273,14 @@ pub fn run(args: HiccupsArgs) -> ExitCode {
             ms(m.stall_guest_ns),
             ms(m.stall_ns - m.stall_guest_ns),
         );
-        let floors: Vec<String> = FLOORS
+        let floors: Vec<String> = TARGETS_NS
             .iter()
+            .zip(FLOOR_LOADS)
             .enumerate()
-            .map(|(i, (load, target))| {
+            .map(|(i, (target, load))| {
                 format!(
                     "{:.2} % over {} at {:.0} % load",
-                    100.0 * m.floor_share(i, r.elapsed_ns),
+                    100.0 * m.floor_share(i, load),
                     fmt_len(*target),
                     100.0 * load
                 )
@@ -313,14 +325,15 @@ fn core_json(r: &CoreReport) -> serde_json::Value {
         .zip(&m.at_least)
         .map(|(b, n)| (b.to_string(), (*n).into()))
         .collect();
-    let floors: Vec<serde_json::Value> = FLOORS
+    let floors: Vec<serde_json::Value> = TARGETS_NS
         .iter()
+        .zip(FLOOR_LOADS)
         .enumerate()
-        .map(|(i, (load, target))| {
+        .map(|(i, (target, load))| {
             serde_json::json!({
                 "load": load,
                 "target_ns": target,
-                "share_over": m.floor_share(i, r.elapsed_ns),
+                "share_over": m.floor_share(i, load),
             })
         })
         .collect();
@@ -354,21 +367,26 @@ mod tests {
     #[test]
     fn gaps_count_by_length_and_give_the_floor() {
         let mut m = GapMeter::default();
-        // One second: a 3 ms stall, 2 ms of it on the run queue; a 0.6 ms one; a 0.2 ms one.
+        // One second: a 3 ms stall, 2 ms of it on the run queue; a 0.6 ms one; a 0.2 ms one;
+        // short gaps.
         m.record(3_000_000, 2_000_000);
         m.record(600_000, 0);
         m.record(200_000, 0);
         m.record(30_000, 0);
         m.record(10_000, 0);
+        assert_eq!(m.sampled_ns, 3_840_000);
+        // The rest of the second went by in gaps too short to record one by one.
+        m.sampled_ns = 1_000_000_000;
         assert_eq!(m.at_least, [4, 3, 2, 1, 1, 0, 0]);
         assert_eq!(m.lost_ns, 3_830_000);
-        assert_eq!(m.max_gap_ns, 3_000_000);
         assert_eq!((m.stalls, m.stall_ns), (2, 3_600_000));
         assert_eq!(m.stall_guest_ns, 2_000_000);
         // Half load, 1 ms: the 3 ms stall puts (3 − 1) / (1 − 0.5) = 4 ms of arrivals over.
-        assert!((m.floor_share(0, 1_000_000_000) - 0.004).abs() < 1e-12);
+        assert!((m.floor_share(0, 0.5) - 0.004).abs() < 1e-12);
         // Quarter load, 0.4 ms: (2.6 + 0.2) / 0.75 = 3.733 ms.
-        assert!((m.floor_share(1, 1_000_000_000) - 0.0028 / 0.75).abs() < 1e-12);
+        assert!((m.floor_share(1, 0.25) - 0.0028 / 0.75).abs() < 1e-12);
+        // No idle time at all: nothing drains, every arrival is late.
+        assert_eq!(m.floor_share(0, 1.0), 1.0);
         // A run-queue wait longer than its gap (counters read late) counts as the whole gap.
         m.record(1_000_000, 5_000_000);
         assert_eq!(m.stall_guest_ns, 3_000_000);
