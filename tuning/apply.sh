@@ -4,7 +4,8 @@
 #
 # Usage: tuning/apply.sh [--dry-run] [KNOB...]
 #   KNOB: buffers | backlog | busy-poll (groups of tuning/sysctl.conf) | offload (ethtool) |
-#         damon (pause every running DAMON monitor, kdamond);
+#         damon (pause every running DAMON monitor, kdamond) |
+#         page-reporting (hold freed memory 60 s before the guest reports it to the host);
 #         default: all of them.
 # Env:  STATESYNC_TUNING_STATE  where the saved values go (default /run/statesync-tuning.saved;
 #                               /run is cleared at boot, as the kernel's settings are)
@@ -21,14 +22,14 @@ KNOBS=()
 for a in "$@"; do
     case $a in
         --dry-run) DRY=1 ;;
-        buffers | backlog | busy-poll | offload | damon) KNOBS+=("$a") ;;
+        buffers | backlog | busy-poll | offload | damon | page-reporting) KNOBS+=("$a") ;;
         -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
-        *) echo "apply: unknown knob '$a' (buffers, backlog, busy-poll, offload, damon)" >&2; exit 2 ;;
+        *) echo "apply: unknown knob '$a' (buffers, backlog, busy-poll, offload, damon, page-reporting)" >&2; exit 2 ;;
     esac
 done
-[[ ${#KNOBS[@]} -gt 0 ]] || KNOBS=(buffers backlog busy-poll offload damon)
+[[ ${#KNOBS[@]} -gt 0 ]] || KNOBS=(buffers backlog busy-poll offload damon page-reporting)
 if [[ $DRY == 0 && $(id -u) != 0 ]]; then
-    echo "apply: needs root (sysctl -w, ethtool -K, DAMON's sysfs); try --dry-run" >&2
+    echo "apply: needs root (sysctl -w, ethtool -K, DAMON's and page reporting's sysfs); try --dry-run" >&2
     exit 1
 fi
 [[ $DRY == 1 ]] || touch "$STATE"
@@ -127,5 +128,29 @@ if wants damon; then
         fi
     done
     [[ $found == 1 ]] || echo "apply: damon: no DAMON monitor configured, skipped"
+fi
+# Free page reporting: a virtual machine's guest tells the host which free memory it may take
+# back (virtio-balloon), and each report stalls both vCPUs while the host unmaps it: on the VM
+# this was measured on (reporting at once, `min_free_ms` 0), the ~700 MiB a churn run frees at
+# exit went back in 128 MiB reports over the next ~8 s, each losing 10-140 ms of both cores,
+# i.e. inside the next run of a series (docs/measurements/data-path-changes.md, "Session 20").
+# Holding freed memory 60 s first lets the next run reuse it unreported. Only kernels whose
+# page_reporting has a `min_free_ms` parameter (mainline has none) can be told to wait.
+if wants page-reporting; then
+    f=/sys/module/page_reporting/parameters/min_free_ms
+    if [[ ! -f $f ]]; then
+        echo "apply: page-reporting: this kernel has no $f, skipped"
+    else
+        now=$(cat "$f")
+        if ((now >= 60000)); then
+            echo "apply: $f = $now (already 60 s or more)"
+        elif [[ $DRY == 1 ]]; then
+            echo "apply: $f: $now -> 60000 (dry run)"
+        else
+            saved "file $f" 2 || echo "file $f $now" >>"$STATE"
+            echo 60000 >"$f"
+            echo "apply: $f: $now -> 60000"
+        fi
+    fi
 fi
 [[ $DRY == 1 ]] || echo "apply: previous values saved in $STATE (tuning/revert.sh restores them)"

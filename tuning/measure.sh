@@ -6,8 +6,9 @@
 # (tuning/revert.sh, and the offloads restored) even when interrupted.
 #
 # Usage: tuning/measure.sh KNOB [RUNS=3] [DURATION_S=10]
-#   KNOB: buffers | backlog | busy-poll | damon | all  (tuning/apply.sh KNOB against the
-#         settings found; for damon, give a latency rate: CHURN_ARGS="--rate 3000000")
+#   KNOB: buffers | backlog | busy-poll | damon | page-reporting | all  (tuning/apply.sh KNOB
+#         against the settings found; for damon and page-reporting, give a latency rate:
+#         CHURN_ARGS="--rate 3000000")
 #         gso-off  (the UDP segmentation offloads of lo switched off against on, the default:
 #                   what keeping the kit's `offload` knob on is worth)
 # Env:  BIN (default target/release/statesync), OUT_DIR (default /tmp/statesync-tuning),

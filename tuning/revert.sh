@@ -15,7 +15,8 @@ if [[ $(id -u) != 0 ]]; then
     exit 1
 fi
 # Newest first, though each setting is saved only once.
-# Lines: "sysctl KEY VALUE...", "ethtool IFACE FEATURE on|off" or "damon KDAMOND_DIR on|off".
+# Lines: "sysctl KEY VALUE...", "ethtool IFACE FEATURE on|off", "damon KDAMOND_DIR on|off" or
+# "file SYSFS_PATH VALUE".
 tac "$STATE" | while read -r what a rest; do
     case $what in
         sysctl)
@@ -33,6 +34,11 @@ tac "$STATE" | while read -r what a rest; do
             now=$(cat "$a/state")
             echo "$rest" >"$a/state"
             echo "revert: $a/state: $now -> $rest"
+            ;;
+        file)
+            now=$(cat "$a")
+            echo "$rest" >"$a"
+            echo "revert: $a: $now -> $rest"
             ;;
         *) echo "revert: unknown line in $STATE: $what $a $rest" >&2 ;;
     esac

@@ -558,6 +558,7 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
     run_phase.store(true, Ordering::Relaxed);
     let start = Instant::now();
     let cpu_at_start_ns = crate::cli::platform::own_cpu_ns();
+    let reported_at_start_kib = crate::cli::platform::reported_free_kib();
     let mut last = (base.committed, base.submitted, Instant::now());
     while start.elapsed().as_secs_f64() < args.duration {
         std::thread::sleep(Duration::from_millis(1000).min(Duration::from_secs_f64(
@@ -593,6 +594,9 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
     let measured_s = start.elapsed().as_secs_f64();
     let committed_at_end = total(&|g| g.committed.load(Ordering::Relaxed));
     let run_cpu_ns = crate::cli::platform::own_cpu_ns().saturating_sub(cpu_at_start_ns);
+    let reported_in_run_kib = crate::cli::platform::reported_free_kib()
+        .zip(reported_at_start_kib)
+        .map(|(e, s)| e.saturating_sub(s));
     gen_stop.store(true, Ordering::Relaxed);
     let hostile = match hostile {
         Some(t) => Some(
@@ -685,6 +689,7 @@ pub fn churn(args: &ChurnArgs) -> Result<ChurnOutcome, String> {
         ledger: check,
         hostile,
         udp_drops: drops_in_run,
+        reported_in_run_kib,
     };
     let ok = report(
         args,
@@ -799,6 +804,9 @@ struct End {
     /// drops during the timed run (system-wide).
     hostile: Option<crate::cli::hostile::HostileReport>,
     udp_drops: u64,
+    /// Free memory the guest handed back to the host during the timed run (free page
+    /// reporting), where the kernel counts it.
+    reported_in_run_kib: Option<u64>,
 }
 
 /// The open-loop load: which key changes next and when it is due. Each change carries its
@@ -1118,6 +1126,7 @@ fn report(
     let &End {
         measured_s,
         run_cpu_ns,
+        reported_in_run_kib,
         committed_at_end,
         generated,
         drained,
@@ -1323,6 +1332,14 @@ fn report(
             kd.slices
         );
     }
+    // Each report of free memory to the host stalls both vCPUs while the host takes it back
+    // (see tuning/README.md): 10-140 ms per 128 MiB on the VM this was measured on.
+    if let Some(kib) = reported_in_run_kib.filter(|&k| k > 0) {
+        say!(
+            "platform: the guest reported {} MiB of free memory to the host during the run (free page reporting: each report stalls both cores); `tuning/apply.sh page-reporting` holds freed memory 60 s first",
+            kib / 1024
+        );
+    }
     let mut turns = TurnProfile::default();
     for o in outputs {
         turns.add(&o.turns);
@@ -1514,6 +1531,7 @@ fn report(
         });
         // Beside the rest (json! has a recursion limit).
         j["shards"] = json!(workers);
+        j["page_reported_in_run_kib"] = json!(reported_in_run_kib);
         crate::cli::write_json(path, &j)?;
     }
     if let Some(dir) = &args.hdr_log {

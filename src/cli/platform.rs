@@ -44,6 +44,18 @@ pub fn own_cpu_ns() -> u64 {
         .sum()
 }
 
+/// Free memory this guest has reported to its host so far, in KiB (free page reporting through
+/// virtio-balloon), where the kernel's `page_reporting` module counts it (`None` elsewhere:
+/// mainline kernels keep no such counter). Each report stalls the guest's vCPUs while the host
+/// takes the pages back, so a run during which it grew had stalls no guest task explains.
+pub fn reported_free_kib() -> Option<u64> {
+    fs::read_to_string("/sys/module/page_reporting/parameters/reported_kib")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 impl TaskSnapshot {
     /// Reads every task of every process but ours. Tasks that vanish while being read are
     /// skipped; on a system without `/proc` the snapshot is empty.
@@ -169,6 +181,13 @@ mod tests {
         assert_eq!(ran[3].comm, "kworker/1:0-mm_percpu_wq");
         assert!((ran[3].cpu_ms - 0.5).abs() < 1e-9);
         assert_eq!(ran[3].slices, 2);
+    }
+
+    #[test]
+    fn reads_the_reported_free_memory_where_the_kernel_counts_it() {
+        let counted =
+            std::path::Path::new("/sys/module/page_reporting/parameters/reported_kib").exists();
+        assert_eq!(reported_free_kib().is_some(), counted);
     }
 
     #[test]
