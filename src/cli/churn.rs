@@ -1308,20 +1308,8 @@ fn report(
             delay_ns as f64 / 1e6
         );
     }
-    let other_ms: f64 = other_tasks.iter().map(|t| t.cpu_ms).sum();
-    let top: Vec<String> = other_tasks
-        .iter()
-        .take(3)
-        .map(|t| format!("{} {:.1} ms in {} slices", t.comm, t.cpu_ms, t.slices))
-        .collect();
-    say!(
-        "platform: other tasks ran {other_ms:.1} ms in the timed run; most: {}",
-        if top.is_empty() {
-            "none seen".to_string()
-        } else {
-            top.join(", ")
-        }
-    );
+    let (other_ms, most) = super::platform::summarize(other_tasks, 3);
+    say!("platform: other tasks ran {other_ms:.1} ms in the timed run; most: {most}");
     // DAMON's monitor samples page access in one non-preemptible pass every sample interval:
     // each pass stalls whichever worker shares its core (see tuning/README.md).
     if let Some(kd) = other_tasks.iter().find(|t| t.comm.starts_with("kdamond")) {

@@ -291,16 +291,8 @@ pub fn run(args: HiccupsArgs) -> ExitCode {
             floors.join(", ")
         );
     }
-    let other_ms: f64 = others.iter().map(|t| t.cpu_ms).sum();
-    let most: Vec<String> = others
-        .iter()
-        .take(5)
-        .map(|t| format!("{} {:.1} ms/{}", t.comm, t.cpu_ms, t.slices))
-        .collect();
-    say!(
-        "other tasks ran {other_ms:.1} ms in all; most: {}",
-        most.join(", ")
-    );
+    let (other_ms, most) = super::platform::summarize(&others, 5);
+    say!("other tasks ran {other_ms:.1} ms in all; most: {most}");
     if let Some(path) = &args.json {
         let cores: Vec<serde_json::Value> = reports.iter().map(core_json).collect();
         let report = serde_json::json!({

@@ -56,6 +56,22 @@ pub fn reported_free_kib() -> Option<u64> {
         .ok()
 }
 
+/// The other tasks' CPU time in all, in ms, and the `n` that ran most as
+/// "comm 1.2 ms in 3 slices, ..." ("none seen" when none ran).
+pub fn summarize(tasks: &[OtherTask], n: usize) -> (f64, String) {
+    let total_ms = tasks.iter().map(|t| t.cpu_ms).sum();
+    let most: Vec<String> = tasks
+        .iter()
+        .take(n)
+        .map(|t| format!("{} {:.1} ms in {} slices", t.comm, t.cpu_ms, t.slices))
+        .collect();
+    if most.is_empty() {
+        (total_ms, "none seen".to_string())
+    } else {
+        (total_ms, most.join(", "))
+    }
+}
+
 impl TaskSnapshot {
     /// Reads every task of every process but ours. Tasks that vanish while being read are
     /// skipped; on a system without `/proc` the snapshot is empty.
@@ -181,6 +197,13 @@ mod tests {
         assert_eq!(ran[3].comm, "kworker/1:0-mm_percpu_wq");
         assert!((ran[3].cpu_ms - 0.5).abs() < 1e-9);
         assert_eq!(ran[3].slices, 2);
+        let (ms, most) = summarize(&ran, 2);
+        assert!((ms - 63.5).abs() < 1e-9, "{ms}");
+        assert_eq!(
+            most,
+            "kdamond.0 60.0 ms in 24 slices, kworker/0:1 2.0 ms in 7 slices"
+        );
+        assert_eq!(summarize(&[], 3), (0.0, "none seen".to_string()));
     }
 
     #[test]
