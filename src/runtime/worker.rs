@@ -728,9 +728,11 @@ mod tests {
     use std::time::Duration;
 
     /// A shard with no nodes whose source holds its turn for `hold` the first time it is
-    /// called after `armed` is set: a thread stalled in the middle of a turn.
+    /// called after `armed` is set (and says so in `holding`): a thread stalled in the middle
+    /// of a turn.
     struct Holder {
         armed: Arc<AtomicBool>,
+        holding: Arc<AtomicBool>,
         hold: Duration,
         held: bool,
     }
@@ -739,6 +741,7 @@ mod tests {
         fn fill(&mut self, _: u64, _: usize, _: &mut rtrb::Producer<Change>) -> usize {
             if !self.held && self.armed.load(Ordering::Relaxed) {
                 self.held = true;
+                self.holding.store(true, Ordering::Release);
                 std::thread::sleep(self.hold);
             }
             0
@@ -762,16 +765,19 @@ mod tests {
     }
 
     /// Thread 0's home shards are 0 and 2. While it is stuck in a turn of shard 0, shard 2
-    /// must go on getting turns, from thread 1.
+    /// must go on getting turns, from thread 1. Waits on the events themselves, not on fixed
+    /// sleeps, so a loaded machine (CI beside a simulator run) only makes it slower.
     #[test]
     fn a_stalled_thread_holds_up_only_the_shard_it_is_in() {
         let armed = Arc::new(AtomicBool::new(false));
-        let hold = Duration::from_millis(300);
+        let holding = Arc::new(AtomicBool::new(false));
+        let hold = Duration::from_secs(3);
         let shards: Vec<_> = (0..4)
             .map(|i| {
                 let source = (i == 0).then(|| {
                     Box::new(Holder {
                         armed: armed.clone(),
+                        holding: holding.clone(),
                         hold,
                         held: false,
                     }) as Box<dyn Source>
@@ -783,17 +789,24 @@ mod tests {
         let turns = |i: usize| gauges[i].turns.load(Ordering::Acquire);
         let stop = Arc::new(AtomicBool::new(false));
         let pool = spawn_pool(shards, 2, stop.clone(), Instant::now());
-        std::thread::sleep(Duration::from_millis(20));
         armed.store(true, Ordering::Relaxed);
-        // Shard 0's next turn now sleeps 300 ms; give it time to start.
-        std::thread::sleep(Duration::from_millis(50));
+        let start = Instant::now();
+        while !holding.load(Ordering::Acquire) {
+            assert!(start.elapsed() < hold, "shard 0 never began its held turn");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Shard 0's turn count moves only when a turn ends: not before its hold is over.
         let (zero, two) = (turns(0), turns(2));
-        std::thread::sleep(Duration::from_millis(150));
+        let held_at = Instant::now();
+        while turns(2) < two + 50 && held_at.elapsed() < hold / 2 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         assert_eq!(turns(0), zero, "shard 0 is held the whole time");
         assert!(
-            turns(2) > two + 50,
-            "shard 2 got {} turns while its home thread was stuck",
-            turns(2) - two
+            turns(2) >= two + 50,
+            "shard 2 got {} turns in {:?} while its home thread was stuck",
+            turns(2) - two,
+            held_at.elapsed()
         );
         stop.store(true, Ordering::Relaxed);
         let out = pool.join().expect("pool joins");
