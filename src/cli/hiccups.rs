@@ -186,6 +186,11 @@ pub fn measure(
         ));
     }
     let duration_ns = (duration_s * 1e9) as u64;
+    if duration_ns < 1_000_000 {
+        return Err(format!(
+            "--duration {duration_s}: measure for 1 ms at least (10 s gives a floor worth reading)"
+        ));
+    }
     // Clock ticks per second, for /proc/stat; 100 where sysconf fails.
     // SAFETY: sysconf takes a constant and touches no memory of ours.
     let hz = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
@@ -395,6 +400,8 @@ mod tests {
         let all = core_affinity::get_core_ids().unwrap_or_default().len();
         let e = measure(0.1, Some(all + 1)).unwrap_err();
         assert!(e.contains("--cores"), "{e}");
+        let e = measure(0.0, None).unwrap_err();
+        assert!(e.contains("--duration"), "{e}");
     }
 
     #[test]
