@@ -123,8 +123,8 @@ if wants damon; then
             echo off >"$kd/state"
             echo "apply: $kd/state: $now -> off"
         fi
-        if [[ $DRY == 0 ]] && ! saved "damon $kd" 2; then
-            echo "damon $kd $now" >>"$STATE"
+        if [[ $DRY == 0 ]] && ! saved "file $kd/state" 2; then
+            echo "file $kd/state $now" >>"$STATE"
         fi
     done
     [[ $found == 1 ]] || echo "apply: damon: no DAMON monitor configured, skipped"

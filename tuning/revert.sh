@@ -15,8 +15,8 @@ if [[ $(id -u) != 0 ]]; then
     exit 1
 fi
 # Newest first, though each setting is saved only once.
-# Lines: "sysctl KEY VALUE...", "ethtool IFACE FEATURE on|off", "damon KDAMOND_DIR on|off" or
-# "file SYSFS_PATH VALUE".
+# Lines: "sysctl KEY VALUE...", "ethtool IFACE FEATURE on|off" or "file SYSFS_PATH VALUE"
+# (and "damon KDAMOND_DIR on|off", as kits before the `file` line saved a DAMON monitor).
 tac "$STATE" | while read -r what a rest; do
     case $what in
         sysctl)
@@ -31,10 +31,8 @@ tac "$STATE" | while read -r what a rest; do
             echo "revert: $a $feat: $now -> $val"
             ;;
         damon)
-            now=$(cat "$a/state")
-            echo "$rest" >"$a/state"
-            echo "revert: $a/state: $now -> $rest"
-            ;;
+            a=$a/state
+            ;&
         file)
             now=$(cat "$a")
             echo "$rest" >"$a"

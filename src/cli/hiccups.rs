@@ -89,6 +89,15 @@ impl GapMeter {
 /// The load each of [`TARGETS_NS`]'s floors is worked out at: churn's half and quarter rate.
 pub const FLOOR_LOADS: [f64; TARGETS_NS.len()] = [0.5, 0.25];
 
+/// Each floor the report gives: (target in ns, load, share of arrivals over the target).
+fn floors(m: &GapMeter) -> impl Iterator<Item = (u64, f64, f64)> + '_ {
+    TARGETS_NS
+        .iter()
+        .zip(FLOOR_LOADS)
+        .enumerate()
+        .map(|(i, (&target, load))| (target, load, m.floor_share(i, load)))
+}
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct HiccupsArgs {
     /// How long to measure: 10, 10s, 500ms or 2m (a bare number is seconds).
@@ -278,15 +287,12 @@ pub fn run(args: HiccupsArgs) -> ExitCode {
             ms(m.stall_guest_ns),
             ms(m.stall_ns - m.stall_guest_ns),
         );
-        let floors: Vec<String> = TARGETS_NS
-            .iter()
-            .zip(FLOOR_LOADS)
-            .enumerate()
-            .map(|(i, (target, load))| {
+        let floors: Vec<String> = floors(m)
+            .map(|(target, load, share)| {
                 format!(
                     "{:.2} % over {} at {:.0} % load",
-                    100.0 * m.floor_share(i, load),
-                    fmt_len(*target),
+                    100.0 * share,
+                    fmt_len(target),
                     100.0 * load
                 )
             })
@@ -322,16 +328,9 @@ fn core_json(r: &CoreReport) -> serde_json::Value {
         .zip(&m.at_least)
         .map(|(b, n)| (b.to_string(), (*n).into()))
         .collect();
-    let floors: Vec<serde_json::Value> = TARGETS_NS
-        .iter()
-        .zip(FLOOR_LOADS)
-        .enumerate()
-        .map(|(i, (target, load))| {
-            serde_json::json!({
-                "load": load,
-                "target_ns": target,
-                "share_over": m.floor_share(i, load),
-            })
+    let floors: Vec<serde_json::Value> = floors(m)
+        .map(|(target, load, share)| {
+            serde_json::json!({ "load": load, "target_ns": target, "share_over": share })
         })
         .collect();
     serde_json::json!({
